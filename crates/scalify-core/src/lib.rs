@@ -1,0 +1,26 @@
+//! # scalify-core — the domain, with no I/O
+//!
+//! Everything here is pure: validated newtypes for what arrives from the outside world
+//! ([`Username`], [`RoomName`], [`ClientId`], [`MessageText`], …), the identifiers we hand out
+//! ([`Id`]), the shapes that cross the wire ([`Message`], [`Room`]), the error vocabulary shared by
+//! every transport ([`ErrorCode`], [`ChatError`]) and the small rules of the send/ack/recovery
+//! loop ([`TokenBucket`], [`HistoryQuery`], [`SyncRequest`]).
+//!
+//! Storage engines, fan-out engines and transports depend on this crate; it depends on none of
+//! them, so the rules can be unit-tested without a database or a socket.
+
+mod error;
+mod ids;
+mod message;
+mod names;
+mod rate;
+mod recovery;
+
+pub use error::{ChatError, ErrorCode};
+pub use ids::Id;
+pub use message::{now_ms, Message, NewMessage, Room, RoomKind, UserRef};
+pub use names::{ClientId, MessageText, Password, RoomName, Username};
+pub use rate::TokenBucket;
+pub use recovery::{
+    HistoryQuery, SyncRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, SYNC_MAX_ROOMS,
+};

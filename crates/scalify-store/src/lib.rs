@@ -1,0 +1,117 @@
+//! # scalify-store — durable state behind one narrow trait
+//!
+//! [`Store`] is everything the service needs from a database: accounts, rooms, memberships and
+//! the append-only, per-room sequenced message log. Engines implement it:
+//!
+//! - [`sqlite::SqliteStore`] — the embedded default. One writer thread owns the write
+//!   connection and commits whatever sends are waiting as one transaction (group commit), so
+//!   many concurrent senders share one fsync; readers use a small pool of their own connections.
+//! - PostgreSQL follows (scale-out issue) behind the same trait; nothing in the trait assumes a
+//!   single writer — `append` must allocate `seq` atomically and apply the idempotency rule,
+//!   however the engine does it.
+//!
+//! The contract every engine keeps, checked by the shared tests in `tests/`:
+//! - `append` returns only after the message is committed (durable);
+//! - `seq` is per room, starts at 1, strictly increasing, gap-free;
+//! - a second `append` with the same (room, sender, client_id) returns the first message with
+//!   `duplicate: true` and stores nothing.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use scalify_core::{Id, Message, NewMessage, Room, RoomKind, RoomName, Username};
+
+/// A registered account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Id,
+    pub username: Username,
+}
+
+/// What login needs: the account and its password hash.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// The outcome of an append: the stored message, and whether it was already there.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub message: Message,
+    /// True when (room, sender, client_id) was seen before: nothing was stored, and the
+    /// caller must not broadcast again.
+    pub duplicate: bool,
+}
+
+/// A room as listed for a user: whether they are a member of it.
+#[derive(Debug, Clone)]
+pub struct RoomListing {
+    pub room: Room,
+    pub member: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique name (username, room name) is taken.
+    #[error("already exists")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    /// The engine cannot serve requests (shut down, connection lost).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account; [`StoreError::Conflict`] if the username is taken.
+    async fn create_user(&self, username: &Username, password_hash: &str) -> StoreResult<User>;
+    async fn credentials(&self, username: &Username) -> StoreResult<Option<Credentials>>;
+    async fn user(&self, id: Id) -> StoreResult<Option<User>>;
+    async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>>;
+
+    async fn room(&self, name: &RoomName) -> StoreResult<Option<Room>>;
+    /// Creates a room whose members are `members`; [`StoreError::Conflict`] if the name exists.
+    async fn create_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room>;
+    /// Returns the room named `name`, creating it with `kind` and `members` if absent. Safe
+    /// under concurrent callers: exactly one room results. The members are added either way.
+    async fn ensure_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room>;
+    /// Adds a member; returns false if they already were one.
+    async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool>;
+    async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool>;
+    /// The user's rooms and every public room.
+    async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>>;
+
+    /// Appends a message, allocating the room's next `seq`; returns once committed.
+    async fn append(&self, message: NewMessage) -> StoreResult<Appended>;
+    /// Up to `limit` messages with `seq < before_seq` (all if `None`), the newest ones,
+    /// returned in ascending `seq` order.
+    async fn history(
+        &self,
+        room: Id,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>>;
+    /// Up to `limit` messages with `seq > after_seq`, ascending.
+    async fn after(&self, room: Id, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>>;
+
+    /// Waits until every write accepted so far is committed (used by graceful shutdown).
+    async fn flush(&self) -> StoreResult<()>;
+    /// Cheap readiness check.
+    async fn ping(&self) -> StoreResult<()>;
+}
