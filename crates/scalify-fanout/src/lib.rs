@@ -1,1 +1,122 @@
+//! # scalify-fanout — getting a room's events to every connection that should see them
+//!
+//! [`Fanout`] is the narrow trait between the service and whatever carries events between
+//! nodes. An engine receives [`RoomEvent`]s from `publish` and hands each one, exactly once per
+//! node that needs it, to that node's [`LocalDelivery`] (the Socket.IO transport), which
+//! writes it to the local connections in the room.
+//!
+//! - [`LocalFanout`]: the embedded engine — one process, so publish is a direct call.
+//! - Redis pub/sub follows (scale-out issue): `watch`/`unwatch` exist so a networked engine
+//!   subscribes only to rooms this node has local members in.
+//!
+//! [`Sequencer`] sits in front of delivery and hands a room's messages over in `seq` order,
+//! whatever order concurrent senders' commits reached `publish` in.
 
+mod sequencer;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use scalify_core::{Id, RoomName};
+use serde_json::value::RawValue;
+
+pub use sequencer::Sequencer;
+
+/// The kinds of events that flow to room members; each is one Socket.IO event name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A committed message; carries its `seq`, which delivery keeps in order.
+    Message { seq: u64 },
+    Typing,
+    Presence,
+}
+
+impl EventKind {
+    pub fn event_name(self) -> &'static str {
+        match self {
+            EventKind::Message { .. } => "message",
+            EventKind::Typing => "typing",
+            EventKind::Presence => "presence",
+        }
+    }
+}
+
+/// One event for one room. The payload is serialized once, by the node that produced it, and
+/// then written as-is to every recipient.
+#[derive(Debug, Clone)]
+pub struct RoomEvent {
+    pub room: RoomName,
+    pub kind: EventKind,
+    pub payload: Arc<RawValue>,
+    /// The connections of this user do not receive the event (a typist does not see their own
+    /// `typing`).
+    pub except_user: Option<Id>,
+}
+
+impl RoomEvent {
+    pub fn new<T: serde::Serialize>(
+        room: RoomName,
+        kind: EventKind,
+        payload: &T,
+        except_user: Option<Id>,
+    ) -> Result<Self, serde_json::Error> {
+        let raw = serde_json::value::to_raw_value(payload)?;
+        Ok(RoomEvent {
+            room,
+            kind,
+            payload: Arc::from(raw),
+            except_user,
+        })
+    }
+}
+
+/// Writes an event to this node's connections in its room. Implemented by the transport.
+pub trait LocalDelivery: Send + Sync + 'static {
+    fn deliver(&self, event: &RoomEvent);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error("fan-out unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Fanout: Send + Sync + 'static {
+    /// Sends the event to every node with members in its room, this one included.
+    async fn publish(&self, event: RoomEvent) -> Result<(), FanoutError>;
+    /// This node now has local connections in `room`.
+    async fn watch(&self, room: &RoomName) -> Result<(), FanoutError>;
+    /// This node no longer has local connections in `room`.
+    async fn unwatch(&self, room: &RoomName) -> Result<(), FanoutError>;
+    /// Readiness: can events reach other nodes right now?
+    async fn ready(&self) -> Result<(), FanoutError>;
+}
+
+/// The embedded engine: one node, so every event goes straight to local delivery.
+pub struct LocalFanout {
+    delivery: Arc<dyn LocalDelivery>,
+}
+
+impl LocalFanout {
+    pub fn new(delivery: Arc<dyn LocalDelivery>) -> Self {
+        LocalFanout { delivery }
+    }
+}
+
+#[async_trait]
+impl Fanout for LocalFanout {
+    async fn publish(&self, event: RoomEvent) -> Result<(), FanoutError> {
+        self.delivery.deliver(&event);
+        Ok(())
+    }
+    async fn watch(&self, _room: &RoomName) -> Result<(), FanoutError> {
+        Ok(())
+    }
+    async fn unwatch(&self, _room: &RoomName) -> Result<(), FanoutError> {
+        Ok(())
+    }
+    async fn ready(&self) -> Result<(), FanoutError> {
+        Ok(())
+    }
+}
