@@ -1,1 +1,118 @@
+//! # scalify-server — the transports
+//!
+//! Thin handlers that turn HTTP requests ([`rest`]) and Socket.IO events ([`socket`]) into
+//! calls on [`scalify_service::Chat`] and its answers back into the wire contract of
+//! `docs/protocol.md`. [`App::build`] wires the engines together; [`run`] serves an app on a
+//! listener until a shutdown future resolves, then shuts down gracefully:
+//!
+//! 1. stop accepting connections;
+//! 2. refuse new sends, finish in-flight ones — their acks go out;
+//! 3. flush the store;
+//! 4. close every Socket.IO connection, and return.
 
+mod error;
+pub mod rest;
+pub mod socket;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use scalify_fanout::{Fanout, LocalDelivery, LocalFanout, Sequencer};
+use scalify_service::auth::Auth;
+use scalify_service::{Chat, ChatConfig};
+use scalify_store::Store;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+/// Transport limits. Field docs are the user-facing documentation.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Largest Socket.IO payload accepted, on WebSocket and polling alike, and largest REST body.
+    pub max_payload_bytes: usize,
+    /// Sends and typing events a connection may make per second (0 disables the limit).
+    pub rate_limit_per_sec: u32,
+    /// How many of them a connection may make in a burst.
+    pub rate_limit_burst: u32,
+    /// Packets buffered per connection for a client that reads slowly. When full, the client
+    /// misses live events (it recovers them with `sync`) and its next heartbeat fails, which
+    /// disconnects it: a client that never reads cannot grow server memory.
+    pub max_buffered_packets: usize,
+    /// Origins allowed to open Socket.IO connections from a browser (`Origin` header).
+    /// Empty: same-origin only. Requests without `Origin` (non-browser clients) are allowed.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_payload_bytes: 64 * 1024,
+            rate_limit_per_sec: 20,
+            rate_limit_burst: 40,
+            max_buffered_packets: 256,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// A wired-up node: the service and the Socket.IO server that delivers its events.
+pub struct App {
+    pub chat: Arc<Chat>,
+    pub io: SocketIo,
+    router: axum::Router,
+}
+
+impl App {
+    /// Wires the store and the embedded fan-out into a service and its transports.
+    pub fn build(
+        store: Arc<dyn Store>,
+        auth: Auth,
+        chat_config: ChatConfig,
+        transport: TransportConfig,
+    ) -> App {
+        let (layer, io) = socket::build_io(&transport);
+        let sequencer = Sequencer::new(Arc::new(socket::Delivery::new(io.clone())));
+        let fanout: Arc<dyn Fanout> = Arc::new(LocalFanout::new(sequencer.clone() as Arc<dyn LocalDelivery>));
+        let chat = Chat::new(store, fanout, auth, chat_config);
+        socket::register(&io, chat.clone(), sequencer, transport.clone());
+        let router = rest::router(chat.clone(), &transport).layer(layer);
+        App { chat, io, router }
+    }
+
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then shuts down gracefully (see the
+/// crate docs for the steps).
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let chat = app.chat.clone();
+    let io = app.io.clone();
+    let drain = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight sends");
+        let _ = stop_tx.send(true);
+        chat.drain().await;
+        tracing::info!("in-flight sends done, store flushed; closing connections");
+        io.close().await;
+    });
+    let mut stop_accepting = stop_rx.clone();
+    let served = axum::serve(listener, app.router.into_make_service())
+        .with_graceful_shutdown(async move {
+            let _ = stop_accepting.wait_for(|s| *s).await;
+        })
+        .await;
+    // The server returns once every connection is gone; make sure the drain finished too.
+    if let Err(e) = drain.await {
+        tracing::error!(error = %e, "shutdown task failed");
+    }
+    app.chat.drain().await;
+    served
+}

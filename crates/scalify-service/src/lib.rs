@@ -1,1 +1,16 @@
+//! # scalify-service — the chat application, independent of transport
+//!
+//! [`Chat`] is what REST and Socket.IO handlers call: it validates input into domain types,
+//! enforces membership, runs the send pipeline (validate → commit in the [`Store`] → publish
+//! through the [`Fanout`]) and tracks presence. It knows nothing of HTTP or Socket.IO, so both
+//! transports share one set of rules, and it knows nothing of SQLite or Redis, so engines can be
+//! swapped behind their traits.
+//!
+//! [`Store`]: scalify_store::Store
+//! [`Fanout`]: scalify_fanout::Fanout
 
+pub mod auth;
+mod chat;
+pub mod presence;
+
+pub use chat::{Chat, ChatConfig, Session, SyncedRoom};

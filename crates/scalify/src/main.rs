@@ -1,1 +1,104 @@
-fn main() {}
+//! `scalify` — the ScalifyChat server binary. Parses the command line, loads the layered
+//! configuration (flags > `SCALIFY_*` env > config file > defaults, see [`config`]), and hands
+//! over to `scalify_server::run`. Nothing else lives here.
+
+mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use scalify_server::App;
+use scalify_service::auth::Auth;
+use scalify_store::sqlite::SqliteStore;
+use tokio::net::TcpListener;
+
+use crate::config::{Cli, Command, LogFormat, Settings};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scalify: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SCALIFY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::load(&args.common, Some(&args))?;
+            init_logging(settings.log_format);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve(settings))
+        }
+        Command::Migrate(common) => {
+            let settings = Settings::load(&common, None)?;
+            init_logging(settings.log_format);
+            let config = settings.sqlite_config()?;
+            let applied = SqliteStore::migrate_only(&config)
+                .with_context(|| format!("migrating {}", config.path.display()))?;
+            println!("{}: {applied} migration(s) applied; schema is current", config.path.display());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let secret = settings.token_secret()?;
+    let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
+    let sqlite = settings.sqlite_config()?;
+    let store = SqliteStore::open(sqlite.clone())
+        .with_context(|| format!("opening the store at {}", sqlite.path.display()))?;
+    tracing::info!(path = %sqlite.path.display(), "store ready (SQLite, WAL)");
+    let app = App::build(Arc::new(store), auth, settings.chat.clone(), settings.transport.clone());
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    println!("ScalifyChat is running at http://{addr}/");
+    scalify_server::run(listener, app, shutdown_signal()).await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM: the one trigger of the one graceful-shutdown path.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

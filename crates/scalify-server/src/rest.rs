@@ -1,0 +1,226 @@
+//! REST: accounts, rooms, history and bot sends. Every handler is a few lines: extract, call
+//! [`Chat`], shape the answer. Errors leave through [`ApiError`].
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use scalify_core::{ChatError, HistoryQuery, Room, UserRef};
+use scalify_service::{Chat, Session};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::TransportConfig;
+
+type AppState = Arc<Chat>;
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
+    Router::new()
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/me", get(me))
+        .route("/api/rooms", get(list_rooms).post(create_room))
+        .route("/api/rooms/{room}/members", post(add_member))
+        .route("/api/rooms/{room}/messages", get(history).post(send))
+        .route("/api/dms", post(open_dm))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(transport.max_payload_bytes))
+        .with_state(chat)
+}
+
+/// The signed-in user, from `Authorization: Bearer <token>`.
+pub struct AuthUser(pub UserRef);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, chat: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(ChatError::unauthorized)?;
+        Ok(AuthUser(chat.authenticate(token.trim())?))
+    }
+}
+
+/// A JSON body whose rejections (bad JSON, wrong types, too large) answer in our error format.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(json_rejection(rejection).into()),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ChatError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ChatError::too_large("request body is too large")
+    } else {
+        ChatError::bad_request(r.body_text())
+    }
+}
+
+fn query_rejection(r: QueryRejection) -> ChatError {
+    ChatError::bad_request(r.body_text())
+}
+
+fn room_json(room: &Room) -> serde_json::Value {
+    json!({ "id": room.id, "name": room.name, "kind": room.kind, "last_seq": room.last_seq })
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+async fn register(State(chat): State<AppState>, Body(c): Body<Credentials>) -> ApiResult {
+    let session: Session = chat.register(&c.username, &c.password).await?;
+    Ok((StatusCode::CREATED, Json(session)).into_response())
+}
+
+async fn login(State(chat): State<AppState>, Body(c): Body<Credentials>) -> ApiResult {
+    let session = chat.login(&c.username, &c.password).await?;
+    Ok(Json(session).into_response())
+}
+
+async fn me(AuthUser(user): AuthUser) -> ApiResult {
+    Ok(Json(json!({ "user": user })).into_response())
+}
+
+async fn list_rooms(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {
+    let rooms: Vec<_> = chat
+        .list_rooms(&user)
+        .await?
+        .iter()
+        .map(|l| {
+            let mut r = room_json(&l.room);
+            r["member"] = json!(l.member);
+            r
+        })
+        .collect();
+    Ok(Json(json!({ "rooms": rooms })).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewRoom {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+async fn create_room(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Body(r): Body<NewRoom>,
+) -> ApiResult {
+    let room = chat.create_room(&user, &r.name, &r.kind, &r.members).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "room": room_json(&room) }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewMember {
+    username: String,
+}
+
+async fn add_member(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(room): Path<String>,
+    Body(m): Body<NewMember>,
+) -> ApiResult {
+    let (room, member) = chat.add_member(&user, &room, &m.username).await?;
+    Ok(Json(json!({ "room": room_json(&room), "user": member })).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewDm {
+    username: String,
+}
+
+async fn open_dm(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Body(d): Body<NewDm>,
+) -> ApiResult {
+    let room = chat.dm(&user, &d.username).await?;
+    Ok(Json(json!({ "room": room_json(&room) })).into_response())
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    before_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn history(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(room): Path<String>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> ApiResult {
+    let Query(p) = params.map_err(query_rejection)?;
+    let query = HistoryQuery::new(p.before_seq, p.limit)?;
+    let (messages, has_more) = chat.history(&user, &room, query).await?;
+    Ok(Json(json!({ "messages": messages, "has_more": has_more })).into_response())
+}
+
+#[derive(Deserialize)]
+struct NewMessage {
+    text: String,
+    client_id: String,
+}
+
+/// A send from a bot or backend: the same rules and broadcast as the socket `send`.
+async fn send(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(room): Path<String>,
+    Body(m): Body<NewMessage>,
+) -> ApiResult {
+    let message = chat.send(&user, &room, &m.text, &m.client_id).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "message": message }))).into_response())
+}
+
+async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn readyz(State(chat): State<AppState>) -> Response {
+    let checks = chat.readiness().await;
+    let ready = checks.iter().all(|(_, e)| e.is_none());
+    let body: serde_json::Map<_, _> = checks
+        .into_iter()
+        .map(|(name, e)| {
+            let v = match e {
+                None => json!({ "ok": true }),
+                Some(err) => json!({ "ok": false, "error": err }),
+            };
+            (name.to_owned(), v)
+        })
+        .collect();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready, "checks": body }))).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ChatError::not_found("no such endpoint").into()
+}

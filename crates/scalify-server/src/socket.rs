@@ -1,0 +1,348 @@
+//! Socket.IO: the realtime half of the wire contract (`docs/protocol.md`).
+//!
+//! A connection authenticates in the handshake (`auth: {token}`); every event takes one object
+//! and answers through its ack with `{ok: true, ...}` or `{ok: false, error: {code, message}}`.
+//! Handlers parse the argument, call [`Chat`], and shape the ack; that is all they do.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use scalify_core::{ChatError, HistoryQuery, Id, RoomName, SyncRequest, TokenBucket, UserRef};
+use scalify_fanout::{LocalDelivery, RoomEvent, Sequencer};
+use scalify_service::Chat;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::{ParserError, SocketIo, TransportType};
+
+use crate::error::error_body;
+use crate::TransportConfig;
+
+/// Builds the Socket.IO server with its limits set on both transports: socketioxide's
+/// `max_payload` covers polling, and the WebSocket message/frame limits are set explicitly
+/// (their defaults are 64 MiB / 16 MiB).
+pub fn build_io(t: &TransportConfig) -> (SocketIoLayer, SocketIo) {
+    SocketIo::builder()
+        .max_payload(t.max_payload_bytes as u64)
+        .ws_max_message_size(t.max_payload_bytes)
+        .ws_max_frame_size(t.max_payload_bytes)
+        .max_buffer_size(t.max_buffered_packets)
+        .transports([TransportType::Polling, TransportType::Websocket])
+        .build_layer()
+}
+
+/// The socket room every connection of a user is in, so an event can skip that user.
+fn user_room(id: Id) -> String {
+    format!("user:{id}")
+}
+
+/// Writes fan-out events to this node's connections: one serialization per event, whatever
+/// the number of recipients (socketioxide encodes a broadcast once and shares the bytes).
+pub struct Delivery {
+    io: SocketIo,
+}
+
+impl Delivery {
+    pub fn new(io: SocketIo) -> Self {
+        Delivery { io }
+    }
+}
+
+impl LocalDelivery for Delivery {
+    fn deliver(&self, event: &RoomEvent) {
+        let mut op = self.io.to(event.room.as_str().to_owned());
+        if let Some(user) = event.except_user {
+            op = op.except(user_room(user));
+        }
+        let emit = op.emit(event.kind.event_name(), &*event.payload);
+        // With the local adapter the broadcast completes on first poll; finishing it here keeps
+        // the order the sequencer chose. Anything else is finished on the runtime.
+        let room = event.room.clone();
+        let report = move |r: Result<(), socketioxide::BroadcastError>| {
+            if let Err(e) = r {
+                // Full per-socket buffers: those clients miss the live event and recover it
+                // with `sync`; their failing heartbeat disconnects them.
+                tracing::debug!(%room, error = %e, "some recipients could not take an event");
+            }
+        };
+        match futures_util::FutureExt::now_or_never(Box::pin(emit)) {
+            Some(r) => report(r),
+            None => tracing::error!("broadcast did not complete synchronously; event dropped"),
+        }
+    }
+}
+
+/// What one connection carries between events.
+struct Conn {
+    user: UserRef,
+    bucket: Mutex<TokenBucket>,
+    rooms: Mutex<HashSet<RoomName>>,
+}
+
+impl Conn {
+    fn allow(&self) -> Result<(), ChatError> {
+        let ok = self
+            .bucket
+            .lock()
+            .map(|mut b| b.try_take(Instant::now()))
+            .unwrap_or(true);
+        if ok {
+            Ok(())
+        } else {
+            Err(ChatError::rate_limited())
+        }
+    }
+}
+
+/// Parses an event's one argument: it must be a JSON object of the expected shape.
+fn parse<T: DeserializeOwned>(data: Result<Value, ParserError>) -> Result<T, ChatError> {
+    let value = data.map_err(|_| ChatError::bad_request("the event takes one JSON object"))?;
+    if !value.is_object() {
+        return Err(ChatError::bad_request("the event takes one JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| ChatError::bad_request(e.to_string()))
+}
+
+fn answer(ack: AckSender, result: Result<Value, ChatError>) {
+    let body = match result {
+        Ok(mut v) => {
+            v["ok"] = json!(true);
+            v
+        }
+        Err(e) => {
+            let mut v = error_body(&e);
+            v["ok"] = json!(false);
+            v
+        }
+    };
+    if let Err(e) = ack.send(&body) {
+        tracing::debug!(error = %e, "ack not delivered");
+    }
+}
+
+fn origin_allowed(s: &SocketRef, allowed: &[String]) -> bool {
+    let headers = &s.req_parts().headers;
+    let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok()) else {
+        return true; // not a browser: nothing to hijack
+    };
+    if allowed.iter().any(|a| a == "*" || a == origin) {
+        return true;
+    }
+    let host = headers.get("host").and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, h)| h);
+    matches!((origin_host, host), (Some(o), Some(h)) if o == h)
+}
+
+/// Why a handshake was refused; its text is the `connect_error` message the client sees.
+#[derive(Debug)]
+struct Refused(&'static str);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+#[derive(Deserialize)]
+struct RoomArg {
+    room: String,
+}
+
+#[derive(Deserialize)]
+struct SendArg {
+    room: String,
+    text: String,
+    client_id: String,
+}
+
+#[derive(Deserialize)]
+struct HistoryArg {
+    room: String,
+    before_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct SyncArg {
+    rooms: serde_json::Map<String, Value>,
+}
+
+/// Registers the default namespace: the handshake check and every event handler.
+pub fn register(io: &SocketIo, chat: Arc<Chat>, sequencer: Arc<Sequencer>, t: TransportConfig) {
+    let auth_chat = chat.clone();
+    let origins = Arc::new(t.allowed_origins.clone());
+    let authenticate = move |s: SocketRef, TryData(auth): TryData<Value>| {
+        let chat = auth_chat.clone();
+        let origins = origins.clone();
+        async move {
+            if !origin_allowed(&s, &origins) {
+                return Err(Refused("origin not allowed"));
+            }
+            let token = auth.ok().and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned));
+            let user = chat
+                .authenticate(token.as_deref().unwrap_or(""))
+                .map_err(|_| Refused("unauthorized"))?;
+            s.extensions.insert(user);
+            Ok::<(), Refused>(())
+        }
+    };
+    let on_connect = move |s: SocketRef| {
+        let chat = chat.clone();
+        let sequencer = sequencer.clone();
+        async move {
+            let Some(user) = s.extensions.get::<UserRef>() else {
+                let _ = s.disconnect();
+                return;
+            };
+            tracing::debug!(sid = %s.id, user = %user.username, "connected");
+            s.join(user_room(user.id));
+            let conn = Arc::new(Conn {
+                user,
+                bucket: Mutex::new(TokenBucket::new(t.rate_limit_per_sec, t.rate_limit_burst, Instant::now())),
+                rooms: Mutex::new(HashSet::new()),
+            });
+            attach_handlers(&s, chat, sequencer, conn);
+        }
+    };
+    io.ns("/", socketioxide::handler::ConnectHandler::with(on_connect, authenticate));
+}
+
+fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, conn: Arc<Conn>) {
+    {
+        let (chat, conn, sequencer) = (chat.clone(), conn.clone(), sequencer.clone());
+        s.on("join", move |s: SocketRef, TryData(d): TryData<Value>, ack: AckSender| {
+            let (chat, conn, sequencer) = (chat.clone(), conn.clone(), sequencer.clone());
+            async move {
+                let result = async {
+                    let arg: RoomArg = parse(d)?;
+                    let room = chat.join(&conn.user, &arg.room).await?;
+                    let first = conn.rooms.lock().map(|mut r| r.insert(room.name.clone())).unwrap_or(false);
+                    let online = if first {
+                        s.join(room.name.to_string());
+                        sequencer.seed(&room.name, room.last_seq);
+                        chat.connection_joined(&room, &conn.user).await
+                    } else {
+                        chat.online(&room.name)
+                    };
+                    // Read last_seq again now that this connection receives the room's live
+                    // messages: every seq above it will arrive live, none is missed in between.
+                    let last_seq = chat.last_seq(&room).await?;
+                    Ok(json!({
+                        "room": { "id": room.id, "name": room.name, "kind": room.kind, "last_seq": last_seq },
+                        "online": online,
+                    }))
+                }
+                .await;
+                answer(ack, result);
+            }
+        });
+    }
+    {
+        let (chat, conn) = (chat.clone(), conn.clone());
+        s.on("leave", move |s: SocketRef, TryData(d): TryData<Value>, ack: AckSender| {
+            let (chat, conn) = (chat.clone(), conn.clone());
+            async move {
+                let result = async {
+                    let arg: RoomArg = parse(d)?;
+                    let name = RoomName::parse(&arg.room)?;
+                    let was_in = conn.rooms.lock().map(|mut r| r.remove(&name)).unwrap_or(false);
+                    if was_in {
+                        s.leave(name.to_string());
+                        chat.connection_left(&name, &conn.user).await;
+                    }
+                    Ok(json!({}))
+                }
+                .await;
+                answer(ack, result);
+            }
+        });
+    }
+    {
+        let (chat, conn) = (chat.clone(), conn.clone());
+        s.on("send", move |TryData(d): TryData<Value>, ack: AckSender| {
+            let (chat, conn) = (chat.clone(), conn.clone());
+            let tracker = chat.clone();
+            // Tracked so graceful shutdown waits for the ack, not only the commit.
+            tracker.track(async move {
+                let result = async {
+                    conn.allow()?;
+                    let arg: SendArg = parse(d)?;
+                    let message = chat.send(&conn.user, &arg.room, &arg.text, &arg.client_id).await?;
+                    Ok(json!({ "message": message }))
+                }
+                .await;
+                answer(ack, result);
+            })
+        });
+    }
+    {
+        let (chat, conn) = (chat.clone(), conn.clone());
+        s.on("history", move |TryData(d): TryData<Value>, ack: AckSender| {
+            let (chat, conn) = (chat.clone(), conn.clone());
+            async move {
+                let result = async {
+                    let arg: HistoryArg = parse(d)?;
+                    let query = HistoryQuery::new(arg.before_seq, arg.limit)?;
+                    let (messages, has_more) = chat.history(&conn.user, &arg.room, query).await?;
+                    Ok(json!({ "messages": messages, "has_more": has_more }))
+                }
+                .await;
+                answer(ack, result);
+            }
+        });
+    }
+    {
+        let (chat, conn) = (chat.clone(), conn.clone());
+        s.on("sync", move |TryData(d): TryData<Value>, ack: AckSender| {
+            let (chat, conn) = (chat.clone(), conn.clone());
+            async move {
+                let result = async {
+                    let arg: SyncArg = parse(d)?;
+                    let mut rooms = Vec::with_capacity(arg.rooms.len());
+                    for (name, seq) in arg.rooms {
+                        let seq = seq
+                            .as_i64()
+                            .ok_or_else(|| ChatError::bad_request(format!("last_seq of '{name}' must be an integer")))?;
+                        rooms.push((name, seq));
+                    }
+                    let synced = chat.sync(&conn.user, SyncRequest::new(rooms)?).await?;
+                    Ok(json!({ "rooms": synced }))
+                }
+                .await;
+                answer(ack, result);
+            }
+        });
+    }
+    {
+        let (chat, conn) = (chat.clone(), conn.clone());
+        s.on("typing", move |TryData(d): TryData<Value>, ack: AckSender| {
+            let (chat, conn) = (chat.clone(), conn.clone());
+            async move {
+                let result = async {
+                    conn.allow()?;
+                    let arg: RoomArg = parse(d)?;
+                    chat.typing(&conn.user, &arg.room).await?;
+                    Ok(json!({}))
+                }
+                .await;
+                answer(ack, result);
+            }
+        });
+    }
+    s.on_fallback(|Event(event): Event, ack: AckSender| async move {
+        let name: String = event.chars().take(64).collect();
+        answer(ack, Err(ChatError::bad_request(format!("unknown event '{name}'"))));
+    });
+    s.on_disconnect(move || {
+        let (chat, conn) = (chat.clone(), conn.clone());
+        async move {
+            let rooms: Vec<RoomName> = conn.rooms.lock().map(|mut r| r.drain().collect()).unwrap_or_default();
+            for room in rooms {
+                chat.connection_left(&room, &conn.user).await;
+            }
+        }
+    });
+}

@@ -1,0 +1,548 @@
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use scalify_core::{
+    ChatError, ClientId, HistoryQuery, Id, Message, MessageText, NewMessage, Password, Room,
+    RoomKind, RoomName, SyncRequest, UserRef, Username,
+};
+use scalify_fanout::{EventKind, Fanout, RoomEvent};
+use scalify_store::{RoomListing, Store, StoreError};
+use serde::Serialize;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::presence::{Presence, Transition};
+
+/// Limits the service enforces. Field docs are the user-facing documentation.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Largest message `text`, in bytes (UTF-8).
+    pub max_text_bytes: usize,
+    /// Most messages `sync` returns for one room before answering `truncated: true`.
+    pub sync_per_room: u32,
+    /// Most messages one `sync` returns across all its rooms (bounds one response).
+    pub sync_total: u32,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_text_bytes: 4096,
+            sync_per_room: 500,
+            sync_total: 5000,
+        }
+    }
+}
+
+/// A signed-in user and their token.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub token: String,
+    pub user: UserRef,
+}
+
+/// One room's part of a `sync` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncedRoom {
+    pub messages: Vec<Message>,
+    pub truncated: bool,
+}
+
+/// Caches are bounded: past this many entries they start over (they only save lookups).
+const CACHE_CAP: usize = 100_000;
+
+pub struct Chat {
+    store: Arc<dyn Store>,
+    fanout: Arc<dyn Fanout>,
+    auth: Arc<Auth>,
+    config: ChatConfig,
+    presence: Presence,
+    /// Rooms by name. Safe to cache: rooms are never renamed, deleted or change kind.
+    rooms: Mutex<HashMap<RoomName, Room>>,
+    /// (room, user) pairs known to be members. Safe to cache: membership is never revoked.
+    members: Mutex<HashSet<(Id, Id)>>,
+    /// Sends between validation and their ack; graceful shutdown waits for them.
+    in_flight: TaskTracker,
+    closing: AtomicBool,
+}
+
+fn store_error(e: StoreError) -> ChatError {
+    match e {
+        StoreError::Conflict => ChatError::conflict("already exists"),
+        StoreError::NotFound => ChatError::not_found("not found"),
+        other => {
+            tracing::error!(error = %other, "store failure");
+            ChatError::internal()
+        }
+    }
+}
+
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
+    if map.len() >= CACHE_CAP {
+        map.clear();
+    }
+    map.insert(k, v);
+}
+
+impl Chat {
+    pub fn new(
+        store: Arc<dyn Store>,
+        fanout: Arc<dyn Fanout>,
+        auth: Auth,
+        config: ChatConfig,
+    ) -> Arc<Self> {
+        Arc::new(Chat {
+            store,
+            fanout,
+            auth: Arc::new(auth),
+            config,
+            presence: Presence::default(),
+            rooms: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashSet::new()),
+            in_flight: TaskTracker::new(),
+            closing: AtomicBool::new(false),
+        })
+    }
+
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    // ---- accounts -------------------------------------------------------------------------
+
+    pub async fn register(&self, username: &str, password: &str) -> Result<Session, ChatError> {
+        let username = Username::parse(username)?;
+        let password = Password::parse(password)?;
+        let auth = self.auth.clone();
+        let hash = tokio::task::spawn_blocking(move || auth.hash_password(password.expose()))
+            .await
+            .map_err(|_| ChatError::internal())??;
+        let user = self
+            .store
+            .create_user(&username, &hash)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => ChatError::conflict("username is taken"),
+                other => store_error(other),
+            })?;
+        let user = UserRef {
+            id: user.id,
+            username: user.username.to_string(),
+        };
+        Ok(Session {
+            token: self.auth.issue(&user)?,
+            user,
+        })
+    }
+
+    /// Bad credentials answer `unauthorized` with one message, whether or not the user exists,
+    /// and take the same time either way.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Session, ChatError> {
+        let bad = || ChatError::new(scalify_core::ErrorCode::Unauthorized, "invalid username or password");
+        let creds = match Username::parse(username) {
+            Ok(name) => self.store.credentials(&name).await.map_err(store_error)?,
+            Err(_) => None,
+        };
+        let auth = self.auth.clone();
+        let password = password.to_owned();
+        let stored = creds.as_ref().map(|c| c.password_hash.clone());
+        let ok = tokio::task::spawn_blocking(move || auth.verify_password(&password, stored.as_deref()))
+            .await
+            .map_err(|_| ChatError::internal())?;
+        match creds {
+            Some(c) if ok => {
+                let user = UserRef {
+                    id: c.user.id,
+                    username: c.user.username.to_string(),
+                };
+                Ok(Session {
+                    token: self.auth.issue(&user)?,
+                    user,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// The user a bearer token names.
+    pub fn authenticate(&self, token: &str) -> Result<UserRef, ChatError> {
+        self.auth.verify(token)
+    }
+
+    // ---- rooms ----------------------------------------------------------------------------
+
+    async fn find_room(&self, name: &RoomName) -> Result<Option<Room>, ChatError> {
+        if let Some(room) = self.rooms.lock().ok().and_then(|r| r.get(name).cloned()) {
+            return Ok(Some(room));
+        }
+        let room = self.store.room(name).await.map_err(store_error)?;
+        if let (Some(room), Ok(mut cache)) = (&room, self.rooms.lock()) {
+            insert_bounded(&mut cache, room.name.clone(), room.clone());
+        }
+        Ok(room)
+    }
+
+    async fn is_member(&self, room: Id, user: Id) -> Result<bool, ChatError> {
+        if self.members.lock().map(|m| m.contains(&(room, user))).unwrap_or(false) {
+            return Ok(true);
+        }
+        let member = self.store.is_member(room, user).await.map_err(store_error)?;
+        if member {
+            self.remember_member(room, user);
+        }
+        Ok(member)
+    }
+
+    fn remember_member(&self, room: Id, user: Id) {
+        if let Ok(mut m) = self.members.lock() {
+            if m.len() >= CACHE_CAP {
+                m.clear();
+            }
+            m.insert((room, user));
+        }
+    }
+
+    /// The room, if it exists and `user` is a member; `not_found` / `forbidden` otherwise.
+    pub async fn member_room(&self, user: &UserRef, room: &str) -> Result<Room, ChatError> {
+        let name = RoomName::parse(room)?;
+        let room = self
+            .find_room(&name)
+            .await?
+            .ok_or_else(|| ChatError::not_found(format!("no room named '{name}'")))?;
+        if !self.is_member(room.id, user.id).await? {
+            return Err(ChatError::forbidden(format!("you are not a member of '{name}'")));
+        }
+        Ok(room)
+    }
+
+    async fn fresh_room(&self, room: &Room) -> Result<Room, ChatError> {
+        // Cached rooms carry a stale last_seq; answers that report it read it fresh.
+        self.store
+            .room(&room.name)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ChatError::not_found(format!("no room named '{}'", room.name)))
+    }
+
+    /// Makes `user` a member of a public room (created on first join), or checks they are a
+    /// member of a private room or DM. Returns the room with its current `last_seq`.
+    pub async fn join(&self, user: &UserRef, room: &str) -> Result<Room, ChatError> {
+        let name = RoomName::parse(room)?;
+        let room = match self.find_room(&name).await? {
+            Some(room) => room,
+            None => {
+                let name = RoomName::parse_creatable(room)?;
+                let room = self
+                    .store
+                    .ensure_room(&name, RoomKind::Public, &[user.id])
+                    .await
+                    .map_err(store_error)?;
+                self.remember_member(room.id, user.id);
+                return Ok(room);
+            }
+        };
+        if !self.is_member(room.id, user.id).await? {
+            if !room.kind.is_open() {
+                return Err(ChatError::forbidden(format!("'{name}' is private")));
+            }
+            self.store
+                .add_member(room.id, user.id)
+                .await
+                .map_err(store_error)?;
+            self.remember_member(room.id, user.id);
+        }
+        self.fresh_room(&room).await
+    }
+
+    pub async fn list_rooms(&self, user: &UserRef) -> Result<Vec<RoomListing>, ChatError> {
+        self.store.list_rooms(user.id).await.map_err(store_error)
+    }
+
+    async fn user_named(&self, username: &str) -> Result<UserRef, ChatError> {
+        let name = Username::parse(username)?;
+        let user = self
+            .store
+            .user_by_name(&name)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ChatError::not_found(format!("no user named '{name}'")))?;
+        Ok(UserRef {
+            id: user.id,
+            username: user.username.to_string(),
+        })
+    }
+
+    /// Creates a public or private room with the creator and `members` (usernames) in it.
+    pub async fn create_room(
+        &self,
+        creator: &UserRef,
+        name: &str,
+        kind: &str,
+        members: &[String],
+    ) -> Result<Room, ChatError> {
+        let name = RoomName::parse_creatable(name)?;
+        let kind = match RoomKind::parse(kind) {
+            Some(k @ (RoomKind::Public | RoomKind::Private)) => k,
+            _ => return Err(ChatError::bad_request("kind must be 'public' or 'private'")),
+        };
+        if members.len() > 1000 {
+            return Err(ChatError::bad_request("at most 1000 members at creation"));
+        }
+        let mut ids = vec![creator.id];
+        for m in members {
+            ids.push(self.user_named(m).await?.id);
+        }
+        ids.sort();
+        ids.dedup();
+        self.store
+            .create_room(&name, kind, &ids)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => ChatError::conflict(format!("room '{name}' already exists")),
+                other => store_error(other),
+            })
+    }
+
+    /// Adds `username` to a room. Anyone may add to a public room; only members may add to a
+    /// private room; DMs stay between their two users.
+    pub async fn add_member(
+        &self,
+        actor: &UserRef,
+        room: &str,
+        username: &str,
+    ) -> Result<(Room, UserRef), ChatError> {
+        let name = RoomName::parse(room)?;
+        let room = self
+            .find_room(&name)
+            .await?
+            .ok_or_else(|| ChatError::not_found(format!("no room named '{name}'")))?;
+        match room.kind {
+            RoomKind::Dm => return Err(ChatError::forbidden("direct-message rooms have fixed members")),
+            RoomKind::Private if !self.is_member(room.id, actor.id).await? => {
+                return Err(ChatError::forbidden(format!("you are not a member of '{name}'")))
+            }
+            _ => {}
+        }
+        let user = self.user_named(username).await?;
+        self.store
+            .add_member(room.id, user.id)
+            .await
+            .map_err(store_error)?;
+        self.remember_member(room.id, user.id);
+        Ok((self.fresh_room(&room).await?, user))
+    }
+
+    /// The DM room between `actor` and `username`: the same room whichever of them asks.
+    pub async fn dm(&self, actor: &UserRef, username: &str) -> Result<Room, ChatError> {
+        let other = self.user_named(username).await?;
+        if other.id == actor.id {
+            return Err(ChatError::bad_request("cannot open a direct-message room with yourself"));
+        }
+        let name = RoomName::for_dm(actor.id, other.id);
+        let room = self
+            .store
+            .ensure_room(&name, RoomKind::Dm, &[actor.id, other.id])
+            .await
+            .map_err(store_error)?;
+        self.remember_member(room.id, actor.id);
+        self.remember_member(room.id, other.id);
+        Ok(room)
+    }
+
+    // ---- messages -------------------------------------------------------------------------
+
+    /// Sends a message: validates it, commits it, publishes it to the room, and returns it.
+    /// Returns only after the commit. A repeat of (sender, room, client_id) returns the first
+    /// message and publishes nothing.
+    pub async fn send(
+        self: &Arc<Self>,
+        sender: &UserRef,
+        room: &str,
+        text: &str,
+        client_id: &str,
+    ) -> Result<Message, ChatError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(ChatError::new(
+                scalify_core::ErrorCode::Internal,
+                "server is shutting down; retry with the same client_id",
+            ));
+        }
+        let text = MessageText::parse(text, self.config.max_text_bytes)?;
+        let client_id = ClientId::parse(client_id)?;
+        let room = self.member_room(sender, room).await?;
+        let new = NewMessage {
+            room_id: room.id,
+            room: room.name,
+            sender: sender.clone(),
+            text,
+            client_id,
+        };
+        // Commit and publish run as their own task: if the caller goes away (an HTTP client
+        // hangs up), a committed message is still published, so no member misses it.
+        let this = self.clone();
+        self.in_flight
+            .spawn(async move { this.commit_and_publish(new).await })
+            .await
+            .map_err(|_| ChatError::internal())?
+    }
+
+    async fn commit_and_publish(&self, new: NewMessage) -> Result<Message, ChatError> {
+        let appended = self.store.append(new).await.map_err(store_error)?;
+        if !appended.duplicate {
+            let m = &appended.message;
+            match RoomEvent::new(m.room.clone(), EventKind::Message { seq: m.seq }, m, None) {
+                Ok(event) => {
+                    if let Err(e) = self.fanout.publish(event).await {
+                        // Committed but not delivered live: members recover it with `sync`.
+                        tracing::warn!(error = %e, room = %m.room, seq = m.seq, "publish failed");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot serialize message event"),
+            }
+        }
+        Ok(appended.message)
+    }
+
+    /// Older messages of a room, ascending, and whether there are more before them.
+    pub async fn history(
+        &self,
+        user: &UserRef,
+        room: &str,
+        query: HistoryQuery,
+    ) -> Result<(Vec<Message>, bool), ChatError> {
+        let room = self.member_room(user, room).await?;
+        let messages = self
+            .store
+            .history(room.id, query.before_seq, query.limit)
+            .await
+            .map_err(store_error)?;
+        // seq is gap-free from 1, so anything older exists exactly when the oldest we return
+        // is above 1 (or, with nothing returned, when before_seq leaves room for some).
+        let has_more = match messages.first() {
+            Some(m) => m.seq > 1,
+            None => false,
+        };
+        Ok((messages, has_more))
+    }
+
+    /// Everything after each room's `last_seq`, capped per room and in total.
+    pub async fn sync(
+        &self,
+        user: &UserRef,
+        request: SyncRequest,
+    ) -> Result<BTreeMap<RoomName, SyncedRoom>, ChatError> {
+        let mut budget = self.config.sync_total;
+        let mut out = BTreeMap::new();
+        for (name, last_seq) in request.rooms {
+            let room = self.member_room(user, name.as_str()).await?;
+            let cap = self.config.sync_per_room.min(budget);
+            let mut messages = if cap == 0 {
+                Vec::new()
+            } else {
+                self.store
+                    .after(room.id, last_seq, cap + 1)
+                    .await
+                    .map_err(store_error)?
+            };
+            let truncated = messages.len() as u64 > u64::from(cap) || {
+                // With no budget left we could not look: say truncated if anything is newer.
+                cap == 0 && self.fresh_room(&room).await?.last_seq > last_seq
+            };
+            messages.truncate(cap as usize);
+            budget -= messages.len() as u32;
+            out.insert(name, SyncedRoom { messages, truncated });
+        }
+        Ok(out)
+    }
+
+    // ---- typing and presence --------------------------------------------------------------
+
+    pub async fn typing(&self, user: &UserRef, room: &str) -> Result<(), ChatError> {
+        let room = self.member_room(user, room).await?;
+        let payload = serde_json::json!({ "room": room.name, "user": user });
+        self.publish(room.name, EventKind::Typing, &payload, Some(user.id))
+            .await;
+        Ok(())
+    }
+
+    async fn publish(&self, room: RoomName, kind: EventKind, payload: &serde_json::Value, except: Option<Id>) {
+        match RoomEvent::new(room, kind, payload, except) {
+            Ok(event) => {
+                if let Err(e) = self.fanout.publish(event).await {
+                    tracing::warn!(error = %e, "publish failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot serialize event"),
+        }
+    }
+
+    /// A connection of `user` entered `room` (after a successful `join`). Announces the user
+    /// online if this is their first connection there; returns who is online now.
+    pub async fn connection_joined(&self, room: &Room, user: &UserRef) -> Vec<UserRef> {
+        let t = self.presence.join(&room.name, user);
+        self.after_presence_change(&room.name, user, t, true).await;
+        self.presence.online(&room.name)
+    }
+
+    /// The users online in `room` now.
+    pub fn online(&self, room: &RoomName) -> Vec<UserRef> {
+        self.presence.online(room)
+    }
+
+    /// The room's newest committed seq, read from the store.
+    pub async fn last_seq(&self, room: &Room) -> Result<u64, ChatError> {
+        Ok(self.fresh_room(room).await?.last_seq)
+    }
+
+    /// A connection of `user` left `room` (by `leave` or by disconnecting).
+    pub async fn connection_left(&self, room: &RoomName, user: &UserRef) {
+        let t = self.presence.leave(room, user.id);
+        self.after_presence_change(room, user, t, false).await;
+    }
+
+    async fn after_presence_change(&self, room: &RoomName, user: &UserRef, t: Transition, online: bool) {
+        if t.room_changed {
+            let r = if online {
+                self.fanout.watch(room).await
+            } else {
+                self.fanout.unwatch(room).await
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, %room, "fan-out watch change failed");
+            }
+        }
+        if t.user_changed {
+            let payload = serde_json::json!({ "room": room, "user": user, "online": online });
+            self.publish(room.clone(), EventKind::Presence, &payload, None)
+                .await;
+        }
+    }
+
+    // ---- lifecycle ------------------------------------------------------------------------
+
+    /// Runs `work` as an in-flight operation that graceful shutdown waits for (a transport
+    /// wraps a send *and its ack* in this, so the ack goes out before connections close).
+    pub fn track<F: Future>(&self, work: F) -> impl Future<Output = F::Output> {
+        self.in_flight.track_future(work)
+    }
+
+    /// Graceful shutdown, step one: refuse new sends, wait for in-flight ones (their acks go
+    /// out), and flush the store.
+    pub async fn drain(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.in_flight.close();
+        self.in_flight.wait().await;
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "store flush failed during shutdown");
+        }
+    }
+
+    /// Readiness of every engine, as (name, error) for the failing ones.
+    pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
+        let store = self.store.ping().await.err().map(|e| e.to_string());
+        let fanout = self.fanout.ready().await.err().map(|e| e.to_string());
+        vec![("store", store), ("fanout", fanout)]
+    }
+}

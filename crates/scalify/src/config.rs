@@ -1,0 +1,341 @@
+//! Configuration, layered: command-line flags > `SCALIFY_*` environment variables > the
+//! config file (`--config scalify.toml`) > defaults. Flags and their environment variables are
+//! declared together (clap does the first two layers); [`FileConfig`] is the file; [`Settings`]
+//! is the merged result. Every field is documented where it is declared.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use scalify_server::TransportConfig;
+use scalify_service::ChatConfig;
+use scalify_store::sqlite::{Durability, SqliteConfig};
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "scalify",
+    version,
+    about = "ScalifyChat: a realtime chat server (Socket.IO + REST) that runs as one binary",
+    long_about = "ScalifyChat: a realtime chat server speaking the Socket.IO v4 protocol and a REST API.\n\n\
+With no flags, `scalify serve` needs no other service: it keeps its data in SQLite under \
+./scalify-data and listens on 127.0.0.1:3000.\n\n\
+Every flag can also be set by an environment variable (shown as [env: ...]) or by a key of \
+the same name, with '_' for '-', in the config file. Precedence: flag > env > file > default. \
+The token signing secret is read from SCALIFY_TOKEN_SECRET or the file's `token_secret` only."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the chat server (embedded SQLite store, in-process fan-out).
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(CommonArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Config file (TOML); unknown keys are an error.
+    #[arg(long, env = "SCALIFY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite database and the generated token secret [default: ./scalify-data]
+    #[arg(long, env = "SCALIFY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format: human-readable text or one JSON object per line [default: text]
+    #[arg(long, env = "SCALIFY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Address to listen on [default: 127.0.0.1:3000]
+    #[arg(long, env = "SCALIFY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Largest message text in bytes [default: 4096]
+    #[arg(long, env = "SCALIFY_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Largest Socket.IO payload or REST body in bytes, both transports [default: 65536]
+    #[arg(long, env = "SCALIFY_MAX_PAYLOAD_BYTES")]
+    pub max_payload_bytes: Option<usize>,
+    /// Sends + typing events per second per connection; 0 disables [default: 20]
+    #[arg(long, env = "SCALIFY_RATE_LIMIT_PER_SEC")]
+    pub rate_limit_per_sec: Option<u32>,
+    /// Burst allowed above the rate [default: 40]
+    #[arg(long, env = "SCALIFY_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// Most messages `sync` returns per room before `truncated: true` [default: 500]
+    #[arg(long, env = "SCALIFY_SYNC_LIMIT")]
+    pub sync_limit: Option<u32>,
+    /// Lifetime of issued tokens, in seconds [default: 604800 (7 days)]
+    #[arg(long, env = "SCALIFY_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// Browser origins allowed to connect, comma-separated; same-origin is always allowed
+    #[arg(long, env = "SCALIFY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// SQLite commit durability: `full` survives power loss, `normal` survives process crashes
+    /// [default: full]
+    #[arg(long, env = "SCALIFY_SQLITE_SYNCHRONOUS", value_enum)]
+    pub sqlite_synchronous: Option<SqliteSync>,
+}
+
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+/// The config file: the same keys as the flags (with '_'), plus `token_secret`.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    /// The token signing secret (at least 32 bytes). Without one, embedded mode generates one
+    /// into the data directory.
+    pub token_secret: Option<String>,
+    pub token_ttl_secs: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub max_payload_bytes: Option<usize>,
+    pub rate_limit_per_sec: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
+    pub sync_limit: Option<u32>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub sqlite_synchronous: Option<SqliteSync>,
+}
+
+impl FileConfig {
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+}
+
+/// The merged configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    token_secret: Option<String>,
+    pub token_ttl: Duration,
+    pub chat: ChatConfig,
+    pub transport: TransportConfig,
+    pub durability: Durability,
+}
+
+impl Settings {
+    pub fn load(common: &CommonArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Self> {
+        let file = match &common.config {
+            Some(path) => FileConfig::read(path)?,
+            None => FileConfig::default(),
+        };
+        // A flag (or its env var) wins over the file, which wins over the default.
+        fn pick<T: Clone>(flag: Option<&T>, file: Option<T>, default: T) -> T {
+            flag.cloned().or(file).unwrap_or(default)
+        }
+        let s = serve;
+        let chat_defaults = ChatConfig::default();
+        let transport_defaults = TransportConfig::default();
+        let max_message_bytes = pick(
+            s.and_then(|s| s.max_message_bytes.as_ref()),
+            file.max_message_bytes,
+            chat_defaults.max_text_bytes,
+        );
+        let max_payload_bytes = pick(
+            s.and_then(|s| s.max_payload_bytes.as_ref()),
+            file.max_payload_bytes,
+            transport_defaults.max_payload_bytes,
+        );
+        if max_message_bytes == 0 || max_message_bytes + 1024 > max_payload_bytes {
+            bail!(
+                "max_message_bytes ({max_message_bytes}) must be positive and at least 1 KiB below max_payload_bytes ({max_payload_bytes})"
+            );
+        }
+        let sync_limit = pick(s.and_then(|s| s.sync_limit.as_ref()), file.sync_limit, chat_defaults.sync_per_room);
+        if sync_limit == 0 {
+            bail!("sync_limit must be at least 1");
+        }
+        let token_secret = std::env::var("SCALIFY_TOKEN_SECRET").ok().or(file.token_secret);
+        Ok(Settings {
+            listen: pick(
+                s.and_then(|s| s.listen.as_ref()),
+                file.listen,
+                SocketAddr::from(([127, 0, 0, 1], 3000)),
+            ),
+            data_dir: pick(common.data_dir.as_ref(), file.data_dir, PathBuf::from("scalify-data")),
+            log_format: pick(common.log_format.as_ref(), file.log_format, LogFormat::Text),
+            token_secret,
+            token_ttl: Duration::from_secs(pick(
+                s.and_then(|s| s.token_ttl_secs.as_ref()),
+                file.token_ttl_secs,
+                7 * 24 * 3600,
+            )),
+            chat: ChatConfig {
+                max_text_bytes: max_message_bytes,
+                sync_per_room: sync_limit,
+                sync_total: chat_defaults.sync_total.max(sync_limit),
+            },
+            transport: TransportConfig {
+                max_payload_bytes,
+                rate_limit_per_sec: pick(
+                    s.and_then(|s| s.rate_limit_per_sec.as_ref()),
+                    file.rate_limit_per_sec,
+                    transport_defaults.rate_limit_per_sec,
+                ),
+                rate_limit_burst: pick(
+                    s.and_then(|s| s.rate_limit_burst.as_ref()),
+                    file.rate_limit_burst,
+                    transport_defaults.rate_limit_burst,
+                ),
+                allowed_origins: pick(
+                    s.and_then(|s| s.allowed_origins.as_ref()),
+                    file.allowed_origins,
+                    Vec::new(),
+                ),
+                ..transport_defaults
+            },
+            durability: match pick(
+                s.and_then(|s| s.sqlite_synchronous.as_ref()),
+                file.sqlite_synchronous,
+                SqliteSync::Full,
+            ) {
+                SqliteSync::Full => Durability::Full,
+                SqliteSync::Normal => Durability::Normal,
+            },
+        })
+    }
+
+    fn ensure_data_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data directory {}", self.data_dir.display()))
+    }
+
+    pub fn sqlite_config(&self) -> anyhow::Result<SqliteConfig> {
+        self.ensure_data_dir()?;
+        Ok(SqliteConfig {
+            path: self.data_dir.join("scalify.db"),
+            durability: self.durability,
+        })
+    }
+
+    /// The configured secret; or, in embedded mode without one, the secret generated into
+    /// the data directory on first start (created with mode 0600).
+    pub fn token_secret(&self) -> anyhow::Result<Vec<u8>> {
+        if let Some(secret) = &self.token_secret {
+            if secret.len() < 32 {
+                bail!("token_secret must be at least 32 bytes");
+            }
+            return Ok(secret.as_bytes().to_vec());
+        }
+        self.ensure_data_dir()?;
+        let path = self.data_dir.join("token-secret");
+        match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim().len() >= 32 => {
+                tracing::info!(path = %path.display(), "using the token secret generated earlier");
+                Ok(s.trim().as_bytes().to_vec())
+            }
+            Ok(_) => bail!("{} is too short; delete it to generate a new one", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use rand::RngCore;
+                let mut bytes = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut bytes);
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                write_private(&path, &hex)?;
+                tracing::warn!(
+                    path = %path.display(),
+                    "no token_secret configured: generated one into the data directory"
+                );
+                Ok(hex.into_bytes())
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let mut full = vec!["scalify", "serve"];
+        full.extend_from_slice(argv);
+        match Cli::parse_from(full).command {
+            Command::Serve(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scalify.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:4000\"\nrate_limit_per_sec = 5\n").unwrap();
+        let cfg = file.to_str().unwrap();
+        let a = serve_args(&["--config", cfg, "--rate-limit-per-sec", "7"]);
+        let s = Settings::load(&a.common, Some(&a)).unwrap();
+        assert_eq!(s.listen.port(), 4000, "file beats default");
+        assert_eq!(s.transport.rate_limit_per_sec, 7, "flag beats file");
+        assert_eq!(s.transport.rate_limit_burst, 40, "default");
+        assert_eq!(s.chat.max_text_bytes, 4096);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scalify.toml");
+        std::fs::write(&file, "listne = \"127.0.0.1:4000\"\n").unwrap();
+        let err = FileConfig::read(&file).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+    }
+
+    #[test]
+    fn generated_secret_is_kept_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = serve_args(&["--data-dir", dir.path().to_str().unwrap()]);
+        let s = Settings::load(&a.common, Some(&a)).unwrap();
+        let first = s.token_secret().unwrap();
+        assert_eq!(first, s.token_secret().unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("token-secret")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
