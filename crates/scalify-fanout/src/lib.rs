@@ -26,7 +26,9 @@ pub use sequencer::Sequencer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     /// A committed message; carries its `seq`, which delivery keeps in order.
-    Message { seq: u64 },
+    Message {
+        seq: u64,
+    },
     Typing,
     Presence,
 }

@@ -27,9 +27,13 @@ struct RoomOrder {
     gap_timer: bool,
 }
 
+/// Rooms are locked one by one, and a room's lock is held while its events are handed to
+/// delivery: two threads can never hand over one room's messages in the wrong order.
+type RoomSlot = Arc<Mutex<RoomOrder>>;
+
 pub struct Sequencer {
     inner: Arc<dyn LocalDelivery>,
-    rooms: Mutex<HashMap<RoomName, RoomOrder>>,
+    rooms: Mutex<HashMap<RoomName, RoomSlot>>,
     me: Weak<Sequencer>,
 }
 
@@ -42,50 +46,60 @@ impl Sequencer {
         })
     }
 
+    fn slot(&self, room: &RoomName) -> Option<RoomSlot> {
+        let mut rooms = self.rooms.lock().ok()?;
+        Some(rooms.entry(room.clone()).or_default().clone())
+    }
+
     /// Tells the sequencer the room's newest committed seq, when this node starts delivering
     /// the room, so even its first message can be put in order.
     pub fn seed(&self, room: &RoomName, last_seq: u64) {
-        if let Ok(mut rooms) = self.rooms.lock() {
-            let order = rooms.entry(room.clone()).or_default();
-            if order.next.is_none() {
-                order.next = Some(last_seq + 1);
+        if let Some(slot) = self.slot(room) {
+            if let Ok(mut order) = slot.lock() {
+                if order.next.is_none() {
+                    order.next = Some(last_seq + 1);
+                }
             }
         }
     }
 
-    /// This node stopped delivering the room: drop its state.
+    /// This node stopped delivering the room: hand over what was held back, drop its state.
     pub fn forget(&self, room: &RoomName) {
-        let flushed = match self.rooms.lock() {
-            Ok(mut rooms) => rooms.remove(room).map(|o| o.pending).unwrap_or_default(),
+        let slot = match self.rooms.lock() {
+            Ok(mut rooms) => rooms.remove(room),
             Err(_) => return,
         };
-        for event in flushed.values() {
+        let Some(slot) = slot else { return };
+        let Ok(mut order) = slot.lock() else { return };
+        for event in std::mem::take(&mut order.pending).values() {
             self.inner.deliver(event);
         }
     }
 
     fn flush_gap(&self, room: &RoomName) {
-        let ready: Vec<RoomEvent> = match self.rooms.lock() {
-            Ok(mut rooms) => match rooms.get_mut(room) {
-                Some(order) => {
-                    order.gap_timer = false;
-                    let ready: Vec<_> = std::mem::take(&mut order.pending).into_values().collect();
-                    if let Some(last) = ready.last() {
-                        if let EventKind::Message { seq } = last.kind {
-                            order.next = Some(seq + 1);
-                        }
-                    }
-                    ready
-                }
-                None => return,
-            },
-            Err(_) => return,
-        };
-        if !ready.is_empty() {
-            tracing::warn!(%room, held = ready.len(), "seq gap did not fill in time; delivering past it");
+        let Some(slot) = self.slot(room) else { return };
+        let Ok(mut order) = slot.lock() else { return };
+        order.gap_timer = false;
+        let held = std::mem::take(&mut order.pending);
+        if let Some((&last, _)) = held.last_key_value() {
+            order.next = Some(last + 1);
+            tracing::warn!(%room, held = held.len(), "seq gap did not fill in time; delivering past it");
         }
-        for event in &ready {
+        for event in held.values() {
             self.inner.deliver(event);
+        }
+    }
+
+    fn start_gap_timer(&self, room: &RoomName) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let me = self.me.clone();
+            let room = room.clone();
+            handle.spawn(async move {
+                tokio::time::sleep(GAP_WAIT).await;
+                if let Some(me) = me.upgrade() {
+                    me.flush_gap(&room);
+                }
+            });
         }
     }
 }
@@ -97,50 +111,38 @@ impl LocalDelivery for Sequencer {
             self.inner.deliver(event);
             return;
         };
-        let mut ready = Vec::new();
-        let mut start_timer = false;
-        {
-            let Ok(mut rooms) = self.rooms.lock() else {
-                self.inner.deliver(event);
-                return;
-            };
-            let order = rooms.entry(event.room.clone()).or_default();
-            let next = *order.next.get_or_insert(seq);
-            if seq < next {
-                // Late: its gap was already skipped. Deliver it; the client dedupes by id.
-                ready.push(event.clone());
-            } else if seq == next {
-                ready.push(event.clone());
-                let mut n = seq + 1;
-                while let Some(e) = order.pending.remove(&n) {
-                    ready.push(e);
-                    n += 1;
-                }
-                order.next = Some(n);
-            } else {
-                order.pending.insert(seq, event.clone());
-                if order.pending.len() > MAX_PENDING {
-                    ready.extend(std::mem::take(&mut order.pending).into_values());
-                    order.next = Some(seq + 1);
-                } else if !order.gap_timer {
-                    order.gap_timer = true;
-                    start_timer = true;
-                }
+        let Some(slot) = self.slot(&event.room) else {
+            self.inner.deliver(event);
+            return;
+        };
+        let Ok(mut order) = slot.lock() else {
+            self.inner.deliver(event);
+            return;
+        };
+        let next = *order.next.get_or_insert(seq);
+        if seq < next {
+            // Late: its gap was already skipped. Deliver it; the client dedupes by id.
+            self.inner.deliver(event);
+        } else if seq == next {
+            self.inner.deliver(event);
+            let mut n = seq + 1;
+            while let Some(e) = order.pending.remove(&n) {
+                self.inner.deliver(&e);
+                n += 1;
             }
-        }
-        for e in &ready {
-            self.inner.deliver(e);
-        }
-        if start_timer {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let me = self.me.clone();
-                let room = event.room.clone();
-                handle.spawn(async move {
-                    tokio::time::sleep(GAP_WAIT).await;
-                    if let Some(me) = me.upgrade() {
-                        me.flush_gap(&room);
-                    }
-                });
+            order.next = Some(n);
+        } else {
+            order.pending.insert(seq, event.clone());
+            if order.pending.len() > MAX_PENDING {
+                let held = std::mem::take(&mut order.pending);
+                for e in held.values() {
+                    self.inner.deliver(e);
+                }
+                order.next = held.last_key_value().map(|(&last, _)| last + 1);
+            } else if !order.gap_timer {
+                order.gap_timer = true;
+                drop(order);
+                self.start_gap_timer(&event.room);
             }
         }
     }
@@ -162,7 +164,13 @@ mod tests {
     }
 
     fn ev(seq: u64) -> RoomEvent {
-        RoomEvent::new(RoomName::parse("r").unwrap(), EventKind::Message { seq }, &seq, None).unwrap()
+        RoomEvent::new(
+            RoomName::parse("r").unwrap(),
+            EventKind::Message { seq },
+            &seq,
+            None,
+        )
+        .unwrap()
     }
 
     #[tokio::test]

@@ -50,7 +50,7 @@ impl Default for TransportConfig {
             max_payload_bytes: 64 * 1024,
             rate_limit_per_sec: 20,
             rate_limit_burst: 40,
-            max_buffered_packets: 256,
+            max_buffered_packets: 1024,
             allowed_origins: Vec::new(),
         }
     }
@@ -73,7 +73,8 @@ impl App {
     ) -> App {
         let (layer, io) = socket::build_io(&transport);
         let sequencer = Sequencer::new(Arc::new(socket::Delivery::new(io.clone())));
-        let fanout: Arc<dyn Fanout> = Arc::new(LocalFanout::new(sequencer.clone() as Arc<dyn LocalDelivery>));
+        let fanout: Arc<dyn Fanout> =
+            Arc::new(LocalFanout::new(sequencer.clone() as Arc<dyn LocalDelivery>));
         let chat = Chat::new(store, fanout, auth, chat_config);
         socket::register(&io, chat.clone(), sequencer, transport.clone());
         let router = rest::router(chat.clone(), &transport).layer(layer);

@@ -132,8 +132,14 @@ async fn create_room(
     AuthUser(user): AuthUser,
     Body(r): Body<NewRoom>,
 ) -> ApiResult {
-    let room = chat.create_room(&user, &r.name, &r.kind, &r.members).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "room": room_json(&room) }))).into_response())
+    let room = chat
+        .create_room(&user, &r.name, &r.kind, &r.members)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "room": room_json(&room) })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -217,7 +223,11 @@ async fn readyz(State(chat): State<AppState>) -> Response {
             (name.to_owned(), v)
         })
         .collect();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({ "ready": ready, "checks": body }))).into_response()
 }
 

@@ -119,7 +119,9 @@ fn answer(ack: AckSender, result: Result<Value, ChatError>) {
         }
     };
     if let Err(e) = ack.send(&body) {
-        tracing::debug!(error = %e, "ack not delivered");
+        // The client's buffer is full (it is not reading) or it is gone. It times out and
+        // retries; with the same client_id a retried send is not duplicated.
+        tracing::warn!(error = %e, "ack not delivered");
     }
 }
 
@@ -181,7 +183,9 @@ pub fn register(io: &SocketIo, chat: Arc<Chat>, sequencer: Arc<Sequencer>, t: Tr
             if !origin_allowed(&s, &origins) {
                 return Err(Refused("origin not allowed"));
             }
-            let token = auth.ok().and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned));
+            let token = auth
+                .ok()
+                .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned));
             let user = chat
                 .authenticate(token.as_deref().unwrap_or(""))
                 .map_err(|_| Refused("unauthorized"))?;
@@ -201,13 +205,20 @@ pub fn register(io: &SocketIo, chat: Arc<Chat>, sequencer: Arc<Sequencer>, t: Tr
             s.join(user_room(user.id));
             let conn = Arc::new(Conn {
                 user,
-                bucket: Mutex::new(TokenBucket::new(t.rate_limit_per_sec, t.rate_limit_burst, Instant::now())),
+                bucket: Mutex::new(TokenBucket::new(
+                    t.rate_limit_per_sec,
+                    t.rate_limit_burst,
+                    Instant::now(),
+                )),
                 rooms: Mutex::new(HashSet::new()),
             });
             attach_handlers(&s, chat, sequencer, conn);
         }
     };
-    io.ns("/", socketioxide::handler::ConnectHandler::with(on_connect, authenticate));
+    io.ns(
+        "/",
+        socketioxide::handler::ConnectHandler::with(on_connect, authenticate),
+    );
 }
 
 fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, conn: Arc<Conn>) {
@@ -242,23 +253,30 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
     }
     {
         let (chat, conn) = (chat.clone(), conn.clone());
-        s.on("leave", move |s: SocketRef, TryData(d): TryData<Value>, ack: AckSender| {
-            let (chat, conn) = (chat.clone(), conn.clone());
-            async move {
-                let result = async {
-                    let arg: RoomArg = parse(d)?;
-                    let name = RoomName::parse(&arg.room)?;
-                    let was_in = conn.rooms.lock().map(|mut r| r.remove(&name)).unwrap_or(false);
-                    if was_in {
-                        s.leave(name.to_string());
-                        chat.connection_left(&name, &conn.user).await;
+        s.on(
+            "leave",
+            move |s: SocketRef, TryData(d): TryData<Value>, ack: AckSender| {
+                let (chat, conn) = (chat.clone(), conn.clone());
+                async move {
+                    let result = async {
+                        let arg: RoomArg = parse(d)?;
+                        let name = RoomName::parse(&arg.room)?;
+                        let was_in = conn
+                            .rooms
+                            .lock()
+                            .map(|mut r| r.remove(&name))
+                            .unwrap_or(false);
+                        if was_in {
+                            s.leave(name.to_string());
+                            chat.connection_left(&name, &conn.user).await;
+                        }
+                        Ok(json!({}))
                     }
-                    Ok(json!({}))
+                    .await;
+                    answer(ack, result);
                 }
-                .await;
-                answer(ack, result);
-            }
-        });
+            },
+        );
     }
     {
         let (chat, conn) = (chat.clone(), conn.clone());
@@ -270,7 +288,9 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
                 let result = async {
                     conn.allow()?;
                     let arg: SendArg = parse(d)?;
-                    let message = chat.send(&conn.user, &arg.room, &arg.text, &arg.client_id).await?;
+                    let message = chat
+                        .send(&conn.user, &arg.room, &arg.text, &arg.client_id)
+                        .await?;
                     Ok(json!({ "message": message }))
                 }
                 .await;
@@ -280,19 +300,23 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
     }
     {
         let (chat, conn) = (chat.clone(), conn.clone());
-        s.on("history", move |TryData(d): TryData<Value>, ack: AckSender| {
-            let (chat, conn) = (chat.clone(), conn.clone());
-            async move {
-                let result = async {
-                    let arg: HistoryArg = parse(d)?;
-                    let query = HistoryQuery::new(arg.before_seq, arg.limit)?;
-                    let (messages, has_more) = chat.history(&conn.user, &arg.room, query).await?;
-                    Ok(json!({ "messages": messages, "has_more": has_more }))
+        s.on(
+            "history",
+            move |TryData(d): TryData<Value>, ack: AckSender| {
+                let (chat, conn) = (chat.clone(), conn.clone());
+                async move {
+                    let result = async {
+                        let arg: HistoryArg = parse(d)?;
+                        let query = HistoryQuery::new(arg.before_seq, arg.limit)?;
+                        let (messages, has_more) =
+                            chat.history(&conn.user, &arg.room, query).await?;
+                        Ok(json!({ "messages": messages, "has_more": has_more }))
+                    }
+                    .await;
+                    answer(ack, result);
                 }
-                .await;
-                answer(ack, result);
-            }
-        });
+            },
+        );
     }
     {
         let (chat, conn) = (chat.clone(), conn.clone());
@@ -303,9 +327,11 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
                     let arg: SyncArg = parse(d)?;
                     let mut rooms = Vec::with_capacity(arg.rooms.len());
                     for (name, seq) in arg.rooms {
-                        let seq = seq
-                            .as_i64()
-                            .ok_or_else(|| ChatError::bad_request(format!("last_seq of '{name}' must be an integer")))?;
+                        let seq = seq.as_i64().ok_or_else(|| {
+                            ChatError::bad_request(format!(
+                                "last_seq of '{name}' must be an integer"
+                            ))
+                        })?;
                         rooms.push((name, seq));
                     }
                     let synced = chat.sync(&conn.user, SyncRequest::new(rooms)?).await?;
@@ -318,28 +344,38 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
     }
     {
         let (chat, conn) = (chat.clone(), conn.clone());
-        s.on("typing", move |TryData(d): TryData<Value>, ack: AckSender| {
-            let (chat, conn) = (chat.clone(), conn.clone());
-            async move {
-                let result = async {
-                    conn.allow()?;
-                    let arg: RoomArg = parse(d)?;
-                    chat.typing(&conn.user, &arg.room).await?;
-                    Ok(json!({}))
+        s.on(
+            "typing",
+            move |TryData(d): TryData<Value>, ack: AckSender| {
+                let (chat, conn) = (chat.clone(), conn.clone());
+                async move {
+                    let result = async {
+                        conn.allow()?;
+                        let arg: RoomArg = parse(d)?;
+                        chat.typing(&conn.user, &arg.room).await?;
+                        Ok(json!({}))
+                    }
+                    .await;
+                    answer(ack, result);
                 }
-                .await;
-                answer(ack, result);
-            }
-        });
+            },
+        );
     }
     s.on_fallback(|Event(event): Event, ack: AckSender| async move {
         let name: String = event.chars().take(64).collect();
-        answer(ack, Err(ChatError::bad_request(format!("unknown event '{name}'"))));
+        answer(
+            ack,
+            Err(ChatError::bad_request(format!("unknown event '{name}'"))),
+        );
     });
     s.on_disconnect(move || {
         let (chat, conn) = (chat.clone(), conn.clone());
         async move {
-            let rooms: Vec<RoomName> = conn.rooms.lock().map(|mut r| r.drain().collect()).unwrap_or_default();
+            let rooms: Vec<RoomName> = conn
+                .rooms
+                .lock()
+                .map(|mut r| r.drain().collect())
+                .unwrap_or_default();
             for room in rooms {
                 chat.connection_left(&room, &conn.user).await;
             }

@@ -83,7 +83,10 @@ impl Auth {
             tracing::error!("stored password hash is malformed");
             return false;
         };
-        let ok = self.argon2.verify_password(password.as_bytes(), &parsed).is_ok();
+        let ok = self
+            .argon2
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
         ok && stored.is_some()
     }
 
@@ -106,7 +109,11 @@ impl Auth {
     pub fn verify(&self, token: &str) -> Result<UserRef, ChatError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| ChatError::unauthorized())?;
-        let id = data.claims.sub.parse().map_err(|_| ChatError::unauthorized())?;
+        let id = data
+            .claims
+            .sub
+            .parse()
+            .map_err(|_| ChatError::unauthorized())?;
         Ok(UserRef {
             id,
             username: data.claims.name,
@@ -135,11 +142,17 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_tampering() {
         let a = auth(60);
-        let user = UserRef { id: Id::new(), username: "alice".into() };
+        let user = UserRef {
+            id: Id::new(),
+            username: "alice".into(),
+        };
         let t = a.issue(&user).unwrap();
         assert_eq!(a.verify(&t).unwrap(), user);
         let other = Auth::new(&[8u8; 32], Duration::from_secs(60)).unwrap();
-        assert!(other.verify(&t).is_err(), "a token signed with another key passed");
+        assert!(
+            other.verify(&t).is_err(),
+            "a token signed with another key passed"
+        );
         assert!(a.verify("not.a.token").is_err());
     }
 
@@ -159,10 +172,20 @@ mod tests {
         assert!(a.verify(&none).is_err());
 
         let expired = Auth::new(&[7u8; 32], Duration::from_secs(0)).unwrap();
-        let user = UserRef { id: Id::new(), username: "alice".into() };
-        let mut claims = Claims { sub: user.id.to_string(), name: "alice".into(), iss: ISSUER.into(), iat: 0, exp: 0 };
+        let user = UserRef {
+            id: Id::new(),
+            username: "alice".into(),
+        };
+        let mut claims = Claims {
+            sub: user.id.to_string(),
+            name: "alice".into(),
+            iss: ISSUER.into(),
+            iat: 0,
+            exp: 0,
+        };
         claims.exp = now_ms() / 1000 - 3600;
-        let t = jsonwebtoken::encode(&Header::new(JwtAlg::HS256), &claims, &expired.encoding).unwrap();
+        let t =
+            jsonwebtoken::encode(&Header::new(JwtAlg::HS256), &claims, &expired.encoding).unwrap();
         assert!(a.verify(&t).is_err());
     }
 
@@ -172,7 +195,11 @@ mod tests {
         pub fn encode(input: &[u8]) -> String {
             let mut out = String::new();
             for chunk in input.chunks(3) {
-                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
                 let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
                 for i in 0..=chunk.len() {
                     out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);

@@ -140,7 +140,12 @@ impl Chat {
     /// Bad credentials answer `unauthorized` with one message, whether or not the user exists,
     /// and take the same time either way.
     pub async fn login(&self, username: &str, password: &str) -> Result<Session, ChatError> {
-        let bad = || ChatError::new(scalify_core::ErrorCode::Unauthorized, "invalid username or password");
+        let bad = || {
+            ChatError::new(
+                scalify_core::ErrorCode::Unauthorized,
+                "invalid username or password",
+            )
+        };
         let creds = match Username::parse(username) {
             Ok(name) => self.store.credentials(&name).await.map_err(store_error)?,
             Err(_) => None,
@@ -148,9 +153,10 @@ impl Chat {
         let auth = self.auth.clone();
         let password = password.to_owned();
         let stored = creds.as_ref().map(|c| c.password_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || auth.verify_password(&password, stored.as_deref()))
-            .await
-            .map_err(|_| ChatError::internal())?;
+        let ok =
+            tokio::task::spawn_blocking(move || auth.verify_password(&password, stored.as_deref()))
+                .await
+                .map_err(|_| ChatError::internal())?;
         match creds {
             Some(c) if ok => {
                 let user = UserRef {
@@ -185,10 +191,19 @@ impl Chat {
     }
 
     async fn is_member(&self, room: Id, user: Id) -> Result<bool, ChatError> {
-        if self.members.lock().map(|m| m.contains(&(room, user))).unwrap_or(false) {
+        if self
+            .members
+            .lock()
+            .map(|m| m.contains(&(room, user)))
+            .unwrap_or(false)
+        {
             return Ok(true);
         }
-        let member = self.store.is_member(room, user).await.map_err(store_error)?;
+        let member = self
+            .store
+            .is_member(room, user)
+            .await
+            .map_err(store_error)?;
         if member {
             self.remember_member(room, user);
         }
@@ -212,7 +227,9 @@ impl Chat {
             .await?
             .ok_or_else(|| ChatError::not_found(format!("no room named '{name}'")))?;
         if !self.is_member(room.id, user.id).await? {
-            return Err(ChatError::forbidden(format!("you are not a member of '{name}'")));
+            return Err(ChatError::forbidden(format!(
+                "you are not a member of '{name}'"
+            )));
         }
         Ok(room)
     }
@@ -300,7 +317,9 @@ impl Chat {
             .create_room(&name, kind, &ids)
             .await
             .map_err(|e| match e {
-                StoreError::Conflict => ChatError::conflict(format!("room '{name}' already exists")),
+                StoreError::Conflict => {
+                    ChatError::conflict(format!("room '{name}' already exists"))
+                }
                 other => store_error(other),
             })
     }
@@ -319,9 +338,15 @@ impl Chat {
             .await?
             .ok_or_else(|| ChatError::not_found(format!("no room named '{name}'")))?;
         match room.kind {
-            RoomKind::Dm => return Err(ChatError::forbidden("direct-message rooms have fixed members")),
+            RoomKind::Dm => {
+                return Err(ChatError::forbidden(
+                    "direct-message rooms have fixed members",
+                ))
+            }
             RoomKind::Private if !self.is_member(room.id, actor.id).await? => {
-                return Err(ChatError::forbidden(format!("you are not a member of '{name}'")))
+                return Err(ChatError::forbidden(format!(
+                    "you are not a member of '{name}'"
+                )))
             }
             _ => {}
         }
@@ -338,7 +363,9 @@ impl Chat {
     pub async fn dm(&self, actor: &UserRef, username: &str) -> Result<Room, ChatError> {
         let other = self.user_named(username).await?;
         if other.id == actor.id {
-            return Err(ChatError::bad_request("cannot open a direct-message room with yourself"));
+            return Err(ChatError::bad_request(
+                "cannot open a direct-message room with yourself",
+            ));
         }
         let name = RoomName::for_dm(actor.id, other.id);
         let room = self
@@ -452,7 +479,13 @@ impl Chat {
             };
             messages.truncate(cap as usize);
             budget -= messages.len() as u32;
-            out.insert(name, SyncedRoom { messages, truncated });
+            out.insert(
+                name,
+                SyncedRoom {
+                    messages,
+                    truncated,
+                },
+            );
         }
         Ok(out)
     }
@@ -467,7 +500,13 @@ impl Chat {
         Ok(())
     }
 
-    async fn publish(&self, room: RoomName, kind: EventKind, payload: &serde_json::Value, except: Option<Id>) {
+    async fn publish(
+        &self,
+        room: RoomName,
+        kind: EventKind,
+        payload: &serde_json::Value,
+        except: Option<Id>,
+    ) {
         match RoomEvent::new(room, kind, payload, except) {
             Ok(event) => {
                 if let Err(e) = self.fanout.publish(event).await {
@@ -502,7 +541,13 @@ impl Chat {
         self.after_presence_change(room, user, t, false).await;
     }
 
-    async fn after_presence_change(&self, room: &RoomName, user: &UserRef, t: Transition, online: bool) {
+    async fn after_presence_change(
+        &self,
+        room: &RoomName,
+        user: &UserRef,
+        t: Transition,
+        online: bool,
+    ) {
         if t.room_changed {
             let r = if online {
                 self.fanout.watch(room).await

@@ -80,16 +80,52 @@ mod tests {
     fn online_while_any_connection_is_in() {
         let p = Presence::default();
         let room = RoomName::parse("r").unwrap();
-        let alice = UserRef { id: Id::new(), username: "alice".into() };
-        let bob = UserRef { id: Id::new(), username: "bob".into() };
-        assert_eq!(p.join(&room, &alice), Transition { user_changed: true, room_changed: true });
-        assert_eq!(p.join(&room, &alice), Transition { user_changed: false, room_changed: false });
-        assert_eq!(p.join(&room, &bob), Transition { user_changed: true, room_changed: false });
+        let alice = UserRef {
+            id: Id::new(),
+            username: "alice".into(),
+        };
+        let bob = UserRef {
+            id: Id::new(),
+            username: "bob".into(),
+        };
+        assert_eq!(
+            p.join(&room, &alice),
+            Transition {
+                user_changed: true,
+                room_changed: true
+            }
+        );
+        assert_eq!(
+            p.join(&room, &alice),
+            Transition {
+                user_changed: false,
+                room_changed: false
+            }
+        );
+        assert_eq!(
+            p.join(&room, &bob),
+            Transition {
+                user_changed: true,
+                room_changed: false
+            }
+        );
         assert_eq!(p.online(&room).len(), 2);
         assert_eq!(p.leave(&room, alice.id), Transition::default());
-        assert_eq!(p.leave(&room, alice.id), Transition { user_changed: true, room_changed: false });
+        assert_eq!(
+            p.leave(&room, alice.id),
+            Transition {
+                user_changed: true,
+                room_changed: false
+            }
+        );
         assert_eq!(p.online(&room), vec![bob.clone()]);
-        assert_eq!(p.leave(&room, bob.id), Transition { user_changed: true, room_changed: true });
+        assert_eq!(
+            p.leave(&room, bob.id),
+            Transition {
+                user_changed: true,
+                room_changed: true
+            }
+        );
         assert!(p.online(&room).is_empty());
     }
 }

@@ -170,18 +170,28 @@ impl Settings {
                 "max_message_bytes ({max_message_bytes}) must be positive and at least 1 KiB below max_payload_bytes ({max_payload_bytes})"
             );
         }
-        let sync_limit = pick(s.and_then(|s| s.sync_limit.as_ref()), file.sync_limit, chat_defaults.sync_per_room);
+        let sync_limit = pick(
+            s.and_then(|s| s.sync_limit.as_ref()),
+            file.sync_limit,
+            chat_defaults.sync_per_room,
+        );
         if sync_limit == 0 {
             bail!("sync_limit must be at least 1");
         }
-        let token_secret = std::env::var("SCALIFY_TOKEN_SECRET").ok().or(file.token_secret);
+        let token_secret = std::env::var("SCALIFY_TOKEN_SECRET")
+            .ok()
+            .or(file.token_secret);
         Ok(Settings {
             listen: pick(
                 s.and_then(|s| s.listen.as_ref()),
                 file.listen,
                 SocketAddr::from(([127, 0, 0, 1], 3000)),
             ),
-            data_dir: pick(common.data_dir.as_ref(), file.data_dir, PathBuf::from("scalify-data")),
+            data_dir: pick(
+                common.data_dir.as_ref(),
+                file.data_dir,
+                PathBuf::from("scalify-data"),
+            ),
             log_format: pick(common.log_format.as_ref(), file.log_format, LogFormat::Text),
             token_secret,
             token_ttl: Duration::from_secs(pick(
@@ -253,7 +263,10 @@ impl Settings {
                 tracing::info!(path = %path.display(), "using the token secret generated earlier");
                 Ok(s.trim().as_bytes().to_vec())
             }
-            Ok(_) => bail!("{} is too short; delete it to generate a new one", path.display()),
+            Ok(_) => bail!(
+                "{} is too short; delete it to generate a new one",
+                path.display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 use rand::RngCore;
                 let mut bytes = [0u8; 32];
@@ -305,7 +318,11 @@ mod tests {
     fn flags_beat_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("scalify.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:4000\"\nrate_limit_per_sec = 5\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:4000\"\nrate_limit_per_sec = 5\n",
+        )
+        .unwrap();
         let cfg = file.to_str().unwrap();
         let a = serve_args(&["--config", cfg, "--rate-limit-per-sec", "7"]);
         let s = Settings::load(&a.common, Some(&a)).unwrap();
@@ -334,7 +351,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("token-secret")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("token-secret"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -29,7 +29,9 @@ fn main() -> std::process::ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCALIFY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -50,7 +52,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = settings.sqlite_config()?;
             let applied = SqliteStore::migrate_only(&config)
                 .with_context(|| format!("migrating {}", config.path.display()))?;
-            println!("{}: {applied} migration(s) applied; schema is current", config.path.display());
+            println!(
+                "{}: {applied} migration(s) applied; schema is current",
+                config.path.display()
+            );
             Ok(())
         }
     }
@@ -63,7 +68,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let store = SqliteStore::open(sqlite.clone())
         .with_context(|| format!("opening the store at {}", sqlite.path.display()))?;
     tracing::info!(path = %sqlite.path.display(), "store ready (SQLite, WAL)");
-    let app = App::build(Arc::new(store), auth, settings.chat.clone(), settings.transport.clone());
+    let app = App::build(
+        Arc::new(store),
+        auth,
+        settings.chat.clone(),
+        settings.transport.clone(),
+    );
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;

@@ -1,0 +1,271 @@
+// The core loop with the official socket.io-client against the real binary.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, api, register, connect, call, collect, sleep, uniqueRoom } from './harness.js';
+
+let server;
+before(async () => { server = await startServer({ args: ['--rate-limit-per-sec', '0'] }); });
+after(async () => { await server.stop(); server.cleanup(); });
+
+test('two users chat in realtime, both ways, in seq order', async () => {
+  const a = await register(server.url, 'ann');
+  const b = await register(server.url, 'ben');
+  const sa = await connect(server.url, a.token);
+  const sb = await connect(server.url, b.token);
+  const room = uniqueRoom();
+  const ja = await call(sa, 'join', { room });
+  assert.equal(ja.ok, true);
+  assert.deepEqual(Object.keys(ja.room).sort(), ['id', 'kind', 'last_seq', 'name']);
+  assert.equal(ja.room.name, room);
+  assert.equal(ja.room.kind, 'public');
+  assert.equal(ja.room.last_seq, 0);
+  assert.equal((await call(sb, 'join', { room })).ok, true);
+  const gotA = collect(sa, 'message');
+  const gotB = collect(sb, 'message');
+
+  const r1 = await call(sa, 'send', { room, text: 'hello ben', client_id: 'a-1' });
+  assert.equal(r1.ok, true);
+  assert.equal(r1.message.seq, 1);
+  assert.equal(r1.message.text, 'hello ben');
+  assert.equal(r1.message.client_id, 'a-1');
+  assert.deepEqual(r1.message.sender, a.user);
+  assert.match(r1.message.id, /^[0-9A-HJKMNP-TV-Z]{26}$/);
+  assert.ok(Math.abs(r1.message.ts - Date.now()) < 60000);
+  const r2 = await call(sb, 'send', { room, text: 'hi ann', client_id: 'b-1' });
+  assert.equal(r2.message.seq, 2);
+
+  // Both members get both messages, including their own, in seq order, fields as in the contract.
+  for (const got of [gotA, gotB]) {
+    const msgs = await got.waitFor(2);
+    assert.deepEqual(msgs.map((m) => m.seq), [1, 2]);
+    assert.deepEqual(Object.keys(msgs[0]).sort(), ['client_id', 'id', 'room', 'sender', 'seq', 'text', 'ts']);
+    assert.deepEqual(msgs[0], r1.message);
+    assert.equal(msgs[1].room, room);
+  }
+  sa.close(); sb.close();
+});
+
+test('many concurrent sends: seq is gap-free and everyone sees every message once, in order', async () => {
+  const a = await register(server.url);
+  const b = await register(server.url);
+  const sa = await connect(server.url, a.token);
+  const sb = await connect(server.url, b.token);
+  const room = uniqueRoom();
+  await call(sa, 'join', { room });
+  await call(sb, 'join', { room });
+  const got = collect(sb, 'message');
+  const N = 300;
+  const acks = await Promise.all(Array.from({ length: N }, (_, i) =>
+    call(i % 2 ? sa : sb, 'send', { room, text: `m${i}`, client_id: `c${i}` })));
+  assert.ok(acks.every((r) => r.ok));
+  assert.deepEqual(acks.map((r) => r.message.seq).sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i + 1));
+  const msgs = await got.waitFor(N);
+  await sleep(200);
+  assert.equal(got.items.length, N, 'no duplicates delivered');
+  assert.deepEqual(msgs.map((m) => m.seq), Array.from({ length: N }, (_, i) => i + 1), 'delivered in seq order');
+  sa.close(); sb.close();
+});
+
+test('a resend with the same client_id returns the original and is not stored or broadcast twice', async () => {
+  const a = await register(server.url);
+  const b = await register(server.url);
+  const sa = await connect(server.url, a.token);
+  const sb = await connect(server.url, b.token);
+  const room = uniqueRoom();
+  await call(sa, 'join', { room });
+  await call(sb, 'join', { room });
+  const got = collect(sb, 'message');
+  const first = await call(sa, 'send', { room, text: 'once', client_id: 'same' });
+  const again = await call(sa, 'send', { room, text: 'once (retry)', client_id: 'same' });
+  assert.equal(again.ok, true);
+  assert.deepEqual(again.message, first.message);
+  // A different sender may use the same client_id: it is their own send.
+  const other = await call(sb, 'send', { room, text: 'mine', client_id: 'same' });
+  assert.equal(other.message.seq, 2);
+  await got.waitFor(2);
+  await sleep(200);
+  assert.deepEqual(got.items.map((m) => m.seq), [1, 2]);
+  const h = await call(sa, 'history', { room });
+  assert.deepEqual(h.messages.map((m) => m.text), ['once', 'mine']);
+  sa.close(); sb.close();
+});
+
+test('history pages backwards, ascending within a page, with has_more', async () => {
+  const a = await register(server.url);
+  const sa = await connect(server.url, a.token);
+  const room = uniqueRoom();
+  await call(sa, 'join', { room });
+  for (let i = 1; i <= 120; i++) await call(sa, 'send', { room, text: `t${i}`, client_id: `c${i}` });
+  const p1 = await call(sa, 'history', { room });
+  assert.equal(p1.messages.length, 50, 'default limit 50');
+  assert.deepEqual(p1.messages.map((m) => m.seq), Array.from({ length: 50 }, (_, i) => 71 + i));
+  assert.equal(p1.has_more, true);
+  const p2 = await call(sa, 'history', { room, before_seq: 71, limit: 100 });
+  assert.equal(p2.messages.length, 70);
+  assert.equal(p2.messages[0].seq, 1);
+  assert.equal(p2.has_more, false);
+  const tooMany = await call(sa, 'history', { room, limit: 101 });
+  assert.equal(tooMany.ok, false);
+  assert.equal(tooMany.error.code, 'bad_request');
+  // REST gives the same pages.
+  const rest = await api(server.url, 'GET', `/api/rooms/${room}/messages?before_seq=71&limit=100`, undefined, a.token);
+  assert.equal(rest.status, 200);
+  assert.deepEqual(rest.body.messages, p2.messages);
+  sa.close();
+});
+
+test('sync after a disconnect returns exactly the missed messages, in order', async () => {
+  const a = await register(server.url);
+  const b = await register(server.url);
+  const sa = await connect(server.url, a.token);
+  let sb = await connect(server.url, b.token);
+  const room = uniqueRoom();
+  await call(sa, 'join', { room });
+  await call(sb, 'join', { room });
+  const seen = collect(sb, 'message');
+  for (let i = 1; i <= 3; i++) await call(sa, 'send', { room, text: `before${i}`, client_id: `b${i}` });
+  await seen.waitFor(3);
+  const lastSeen = Math.max(...seen.items.map((m) => m.seq));
+  sb.close();
+  const missed = [];
+  for (let i = 1; i <= 7; i++) missed.push((await call(sa, 'send', { room, text: `during${i}`, client_id: `d${i}` })).message);
+  sb = await connect(server.url, b.token);
+  await call(sb, 'join', { room });
+  const s = await call(sb, 'sync', { rooms: { [room]: lastSeen } });
+  assert.equal(s.ok, true);
+  assert.equal(s.rooms[room].truncated, false);
+  assert.deepEqual(s.rooms[room].messages, missed);
+  // A sync from the newest seq returns nothing.
+  const empty = await call(sb, 'sync', { rooms: { [room]: missed.at(-1).seq } });
+  assert.deepEqual(empty.rooms[room].messages, []);
+  sa.close(); sb.close();
+});
+
+test('sync is capped per room and says truncated', async () => {
+  const limited = await startServer({ args: ['--sync-limit', '5', '--rate-limit-per-sec', '0'] });
+  try {
+    const a = await register(limited.url);
+    const sa = await connect(limited.url, a.token);
+    const room = uniqueRoom();
+    await call(sa, 'join', { room });
+    for (let i = 1; i <= 8; i++) await call(sa, 'send', { room, text: `x${i}`, client_id: `c${i}` });
+    const s = await call(sa, 'sync', { rooms: { [room]: 0 } });
+    assert.equal(s.rooms[room].truncated, true);
+    assert.deepEqual(s.rooms[room].messages.map((m) => m.seq), [1, 2, 3, 4, 5]);
+    const rest = await call(sa, 'sync', { rooms: { [room]: 5 } });
+    assert.equal(rest.rooms[room].truncated, false);
+    assert.deepEqual(rest.rooms[room].messages.map((m) => m.seq), [6, 7, 8]);
+    sa.close();
+  } finally { await limited.stop(); limited.cleanup(); }
+});
+
+test('handshake without a valid token is refused with connect_error "unauthorized"', async () => {
+  for (const token of [undefined, '', 'garbage', 'eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.']) {
+    await assert.rejects(connect(server.url, token), (err) => err.message === 'unauthorized');
+  }
+  // Over the polling transport too.
+  await assert.rejects(connect(server.url, 'garbage', { transports: ['polling'] }), (err) => err.message === 'unauthorized');
+});
+
+test('non-members are refused: private rooms and DMs admit members only', async () => {
+  const a = await register(server.url);
+  const b = await register(server.url);
+  const c = await register(server.url);
+  const name = uniqueRoom('priv');
+  const created = await api(server.url, 'POST', '/api/rooms', { name, kind: 'private', members: [b.user.username] }, a.token);
+  assert.equal(created.status, 201);
+  assert.equal(created.body.room.kind, 'private');
+  const sc = await connect(server.url, c.token);
+  for (const [event, arg] of [['join', { room: name }], ['send', { room: name, text: 'x', client_id: '1' }],
+    ['history', { room: name }], ['sync', { rooms: { [name]: 0 } }], ['typing', { room: name }]]) {
+    const r = await call(sc, event, arg);
+    assert.equal(r.ok, false, event);
+    assert.equal(r.error.code, 'forbidden', event);
+  }
+  const sb = await connect(server.url, b.token);
+  assert.equal((await call(sb, 'join', { room: name })).ok, true);
+  // REST: c cannot add themself to a private room; a member can add them.
+  assert.equal((await api(server.url, 'POST', `/api/rooms/${name}/members`, { username: c.user.username }, c.token)).status, 403);
+  assert.equal((await api(server.url, 'POST', `/api/rooms/${name}/members`, { username: c.user.username }, b.token)).status, 200);
+  assert.equal((await call(sc, 'join', { room: name })).ok, true);
+  // DMs: the same room both ways, closed to third parties.
+  const dm1 = await api(server.url, 'POST', '/api/dms', { username: b.user.username }, a.token);
+  const dm2 = await api(server.url, 'POST', '/api/dms', { username: a.user.username }, b.token);
+  assert.equal(dm1.status, 200);
+  assert.deepEqual(dm1.body.room, dm2.body.room);
+  assert.equal(dm1.body.room.kind, 'dm');
+  const r = await call(sc, 'join', { room: dm1.body.room.name });
+  assert.equal(r.error.code, 'forbidden');
+  assert.equal((await call(sc, 'join', { room: 'dm-squatting' })).error.code, 'bad_request');
+  // Unknown rooms are not_found for reads.
+  assert.equal((await call(sc, 'history', { room: uniqueRoom('nope') })).error.code, 'not_found');
+  sb.close(); sc.close();
+});
+
+test('typing goes to other members; presence announces first join and last leave', async () => {
+  const a = await register(server.url);
+  const b = await register(server.url);
+  const room = uniqueRoom();
+  const sa = await connect(server.url, a.token);
+  const presenceA = collect(sa, 'presence');
+  const typingA = collect(sa, 'typing');
+  const ja = await call(sa, 'join', { room });
+  assert.deepEqual(ja.online, [a.user]);
+  const sb1 = await connect(server.url, b.token);
+  const typingB = collect(sb1, 'typing');
+  const jb = await call(sb1, 'join', { room });
+  assert.deepEqual(jb.online.map((u) => u.username).sort(), [a.user.username, b.user.username].sort());
+  // a's own presence event came first, then b's.
+  const p = await presenceA.waitFor(2);
+  assert.deepEqual(p[1], { room, user: b.user, online: true });
+  // A second connection of b does not announce b again; closing one of two keeps b online.
+  const sb2 = await connect(server.url, b.token);
+  await call(sb2, 'join', { room });
+  sb2.close();
+  await sleep(300);
+  assert.equal(presenceA.items.length, 2);
+
+  assert.equal((await call(sb1, 'typing', { room })).ok, true);
+  const t = await typingA.waitFor(1);
+  assert.deepEqual(t[0], { room, user: b.user });
+  await sleep(200);
+  assert.equal(typingB.items.length, 0, 'the typist does not get their own typing event');
+
+  sb1.close();
+  const off = await presenceA.waitFor(3);
+  assert.deepEqual(off[2], { room, user: b.user, online: false });
+  // leave works the same way as a disconnect.
+  const sb3 = await connect(server.url, b.token);
+  await call(sb3, 'join', { room });
+  await presenceA.waitFor(4);
+  assert.equal((await call(sb3, 'leave', { room })).ok, true);
+  const left = await presenceA.waitFor(5);
+  assert.deepEqual(left[4], { room, user: b.user, online: false });
+  sa.close(); sb3.close();
+});
+
+test('REST: me, rooms listing with last_seq, bot send broadcasts like a socket send', async () => {
+  const a = await register(server.url);
+  const bot = await register(server.url, 'bot');
+  const room = uniqueRoom();
+  const sa = await connect(server.url, a.token);
+  await call(sa, 'join', { room });
+  const got = collect(sa, 'message');
+  assert.deepEqual((await api(server.url, 'GET', '/api/me', undefined, a.token)).body, { user: a.user });
+  assert.equal((await api(server.url, 'GET', '/api/me')).status, 401);
+  // Not a member yet: refused. After joining through REST, the send is broadcast.
+  const refused = await api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: 'beep', client_id: 'b1' }, bot.token);
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.error.code, 'forbidden');
+  assert.equal((await api(server.url, 'POST', `/api/rooms/${room}/members`, { username: bot.user.username }, bot.token)).status, 200);
+  const sent = await api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: 'beep', client_id: 'b1' }, bot.token);
+  assert.equal(sent.status, 201);
+  assert.deepEqual((await got.waitFor(1))[0], sent.body.message);
+  const again = await api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: 'beep', client_id: 'b1' }, bot.token);
+  assert.deepEqual(again.body.message, sent.body.message);
+  const rooms = await api(server.url, 'GET', '/api/rooms', undefined, a.token);
+  const mine = rooms.body.rooms.find((r) => r.name === room);
+  assert.equal(mine.last_seq, 1);
+  assert.equal(mine.member, true);
+  sa.close();
+});
