@@ -16,9 +16,12 @@ pub struct Transition {
     pub room_changed: bool,
 }
 
+/// A room's online users, each with their number of connections in the room.
+type RoomPresence = HashMap<Id, (UserRef, usize)>;
+
 #[derive(Default)]
 pub struct Presence {
-    rooms: Mutex<HashMap<RoomName, HashMap<Id, (UserRef, usize)>>>,
+    rooms: Mutex<HashMap<RoomName, RoomPresence>>,
 }
 
 impl Presence {

@@ -1,0 +1,313 @@
+//! In-process integration tests: `spawn_app()` runs a full node (SQLite store in a temp dir,
+//! port 0) and the tests talk to it over real HTTP and a raw Engine.IO/Socket.IO WebSocket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use scalify_server::{App, TransportConfig};
+use scalify_service::auth::Auth;
+use scalify_service::ChatConfig;
+use scalify_store::sqlite::{SqliteConfig, SqliteStore};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message as Ws;
+
+struct TestApp {
+    url: String,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("scalify.db"))).expect("store");
+    let auth = Auth::new(&[42u8; 32], Duration::from_secs(3600)).expect("auth");
+    let app = App::build(
+        Arc::new(store),
+        auth,
+        ChatConfig::default(),
+        TransportConfig::default(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(scalify_server::run(listener, app, async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        url,
+        http: reqwest::Client::new(),
+        stop: Some(stop),
+        server,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(
+            method.parse().expect("method"),
+            format!("{}{path}", self.url),
+        );
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn register(&self, name: &str) -> (String, Value) {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/auth/register",
+                Some(json!({"username": name, "password": "password-1"})),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["token"].as_str().expect("token").to_owned(),
+            body["user"].clone(),
+        )
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .expect("graceful shutdown within 10 s");
+        result.expect("server task").expect("server result");
+    }
+}
+
+/// A raw Socket.IO v4 client over WebSocket: sends packets, reads frames, answers pings.
+struct RawSocket {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Frames read while waiting for an ack, kept for `next_frame`.
+    skipped: std::collections::VecDeque<String>,
+}
+
+impl RawSocket {
+    async fn open(app: &TestApp) -> RawSocket {
+        let url = format!(
+            "{}/socket.io/?EIO=4&transport=websocket",
+            app.url.replace("http", "ws")
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        let mut s = RawSocket {
+            ws,
+            skipped: Default::default(),
+        };
+        let open = s.next_frame().await;
+        assert!(open.starts_with("0{"), "engine.io open: {open}");
+        s
+    }
+
+    async fn send(&mut self, frame: &str) {
+        self.ws.send(Ws::Text(frame.into())).await.expect("ws send");
+    }
+
+    async fn next_frame(&mut self) -> String {
+        if let Some(f) = self.skipped.pop_front() {
+            return f;
+        }
+        self.read_frame().await
+    }
+
+    async fn read_frame(&mut self) -> String {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("frame within 5 s")
+                .expect("stream open")
+                .expect("frame");
+            if let Ws::Text(t) = msg {
+                if t.as_str() == "2" {
+                    self.send("3").await;
+                    continue;
+                }
+                return t.to_string();
+            }
+        }
+    }
+
+    /// Emits `event` with ack id `id` and returns the ack's argument.
+    async fn call(&mut self, id: u32, event: &str, arg: Value) -> Value {
+        self.send(&format!("42{id}{}", json!([event, arg]))).await;
+        let prefix = format!("43{id}");
+        loop {
+            let f = self.read_frame().await;
+            if let Some(rest) = f.strip_prefix(&prefix) {
+                let mut args: Vec<Value> = serde_json::from_str(rest).expect("ack json");
+                return args.remove(0);
+            }
+            self.skipped.push_back(f);
+        }
+    }
+}
+
+#[tokio::test]
+async fn register_login_me_and_error_shapes() {
+    let app = spawn_app().await;
+    let (token, user) = app.register("Carol").await;
+    assert_eq!(user["username"], "carol");
+    let (status, body) = app.call("GET", "/api/me", None, Some(&token)).await;
+    assert_eq!((status, &body["user"]), (200, &user));
+    let (status, body) = app
+        .call(
+            "POST",
+            "/api/auth/login",
+            Some(json!({"username": "CAROL", "password": "password-1"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["user"], user);
+    let (status, body) = app
+        .call(
+            "POST",
+            "/api/auth/register",
+            Some(json!({"username": "carol", "password": "password-1"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(body["error"]["code"], "conflict");
+    let (status, body) = app
+        .call("GET", "/api/me", None, Some("forged.token.value"))
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn socket_handshake_requires_a_token() {
+    let app = spawn_app().await;
+    let mut s = RawSocket::open(&app).await;
+    s.send(r#"40{"token":"nope"}"#).await;
+    assert_eq!(s.next_frame().await, r#"44{"message":"unauthorized"}"#);
+    let mut s = RawSocket::open(&app).await;
+    s.send("40").await;
+    assert_eq!(s.next_frame().await, r#"44{"message":"unauthorized"}"#);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn socket_join_send_history_and_ack_shapes() {
+    let app = spawn_app().await;
+    let (token, user) = app.register("dave").await;
+    let mut s = RawSocket::open(&app).await;
+    s.send(&format!("40{}", json!({"token": token}))).await;
+    assert!(s.next_frame().await.starts_with("40{\"sid\""));
+    let joined = s.call(1, "join", json!({"room": "lobby"})).await;
+    assert_eq!(joined["ok"], true);
+    assert_eq!(joined["room"]["last_seq"], 0);
+    assert_eq!(joined["online"], json!([user]));
+    let sent = s
+        .call(
+            2,
+            "send",
+            json!({"room": "lobby", "text": "hi", "client_id": "c1"}),
+        )
+        .await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    assert_eq!(sent["message"]["seq"], 1);
+    // Our own connection receives the broadcast too.
+    let mut seen_broadcast = false;
+    for _ in 0..3 {
+        let f = s.next_frame().await;
+        if f.starts_with("42[\"message\"") {
+            let v: Value = serde_json::from_str(&f[2..]).expect("json");
+            assert_eq!(v[1], sent["message"]);
+            seen_broadcast = true;
+            break;
+        }
+    }
+    assert!(seen_broadcast);
+    let h = s.call(3, "history", json!({"room": "lobby"})).await;
+    assert_eq!(h["messages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(h["has_more"], false);
+    let bad = s.call(4, "send", json!({"room": "lobby"})).await;
+    assert_eq!(bad["ok"], false);
+    assert_eq!(bad["error"]["code"], "bad_request");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_returns_with_connections_open() {
+    let app = spawn_app().await;
+    let (token, _) = app.register("erin").await;
+    let mut s = RawSocket::open(&app).await;
+    s.send(&format!("40{}", json!({"token": token}))).await;
+    s.next_frame().await;
+    // `shutdown` asserts the server returns within 10 s although this socket stays open.
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn openapi_documents_every_route_and_every_route_is_served() {
+    let spec: serde_yaml::Value = serde_yaml::from_str(include_str!("../../../docs/openapi.yaml"))
+        .expect("openapi.yaml parses");
+    let mut documented = Vec::new();
+    for (path, item) in spec["paths"].as_mapping().expect("paths") {
+        for (method, _) in item.as_mapping().expect("path item") {
+            let method = method.as_str().expect("method");
+            if method != "parameters" {
+                documented.push((method.to_owned(), path.as_str().expect("path").to_owned()));
+            }
+        }
+    }
+    let mut routes: Vec<(String, String)> = scalify_server::rest::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    documented.sort();
+    routes.sort();
+    assert_eq!(
+        documented, routes,
+        "docs/openapi.yaml and rest::ROUTES differ"
+    );
+
+    let app = spawn_app().await;
+    for (method, path) in &routes {
+        let (status, body) = app
+            .call(
+                &method.to_uppercase(),
+                &path.replace("{room}", "lobby"),
+                Some(json!({})),
+                None,
+            )
+            .await;
+        assert_ne!(status, 405, "{method} {path} is not served");
+        assert_ne!(
+            body["error"]["message"], "no such endpoint",
+            "{method} {path} is not served"
+        );
+    }
+    app.shutdown().await;
+}
