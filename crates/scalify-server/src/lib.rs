@@ -105,6 +105,12 @@ pub async fn run(
         io.close().await;
     });
     let mut stop_accepting = stop_rx.clone();
+    // Acks and events are small writes that must leave at once: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, app.router.into_make_service())
         .with_graceful_shutdown(async move {
             let _ = stop_accepting.wait_for(|s| *s).await;
