@@ -37,6 +37,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(CommonArgs),
+    /// Load-test running nodes over the public wire contract (see docs/benchmarks.md).
+    Bench(scalify_bench::BenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]

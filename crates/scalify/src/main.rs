@@ -46,6 +46,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve(settings))
         }
+        Command::Bench(args) => {
+            let json = args.json;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = runtime.block_on(scalify_bench::run(args))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
         Command::Migrate(common) => {
             let settings = Settings::load(&common, None)?;
             init_logging(settings.log_format);
@@ -62,6 +73,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // Every connection is a descriptor: allow as many as the hard limit does.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
     let secret = settings.token_secret()?;
     let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
     let sqlite = settings.sqlite_config()?;

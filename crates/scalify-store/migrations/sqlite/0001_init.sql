@@ -26,7 +26,7 @@ CREATE INDEX members_by_user ON members(user_id);
 CREATE TABLE messages (
     room_id     TEXT NOT NULL,
     seq         INTEGER NOT NULL,
-    id          TEXT NOT NULL UNIQUE,
+    id          TEXT NOT NULL,
     sender_id   TEXT NOT NULL,
     sender_name TEXT NOT NULL,
     client_id   TEXT NOT NULL,

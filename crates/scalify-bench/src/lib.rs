@@ -1,0 +1,599 @@
+//! # scalify-bench — the load generator behind every performance figure
+//!
+//! Drives one or more running nodes over the public wire contract only (REST for tokens,
+//! Socket.IO over WebSocket for everything else), so the figures hold for any deployment.
+//!
+//! Scenarios ([`Scenario`]):
+//! - `durable`: many concurrent senders, each with a window of sends in flight → acked sends/s
+//!   and send→ack latency (an ack means committed).
+//! - `fanout`: one room, R receivers, S senders at a fixed offered rate → deliveries/s and
+//!   delivery latency (open loop: the send time carried in each message is the *scheduled*
+//!   time, so a stalled server shows up as latency rather than as a lower offered rate).
+//! - `pairs`: many 2-member rooms → 1:1 delivery latency and throughput.
+//! - `idle`: N connections each joined to a room, held → server RSS per connection, connects/s.
+//!
+//! Given `--server-pid`, it reads the servers' CPU seconds and RSS from /proc and reports
+//! deliveries per server CPU-second, the figure that stays comparable on a noisy machine.
+
+pub mod client;
+mod pacing;
+mod procfs;
+mod report;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::client::Conn;
+pub use crate::pacing::Pacer;
+pub use crate::report::Report;
+
+/// µs since the Unix epoch (the clock both ends of a delivery measurement share).
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+    /// Server base URL(s), comma-separated; connections are spread over them round-robin.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:3000"
+    )]
+    pub url: Vec<String>,
+    /// PIDs of the server processes, for CPU seconds and RSS from /proc.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Seconds of measurement (after warm-up).
+    #[arg(long, global = true, default_value_t = 10)]
+    pub duration: u64,
+    /// Print the report as JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Users to register and share among the connections (each registration costs an
+    /// argon2 hash on the server).
+    #[arg(long, global = true, default_value_t = 20)]
+    pub users: usize,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Scenario {
+    /// Many concurrent senders; acked (committed) sends/s and send→ack latency.
+    Durable {
+        /// Sending connections.
+        #[arg(long, default_value_t = 64)]
+        senders: usize,
+        /// Sends in flight per connection.
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        /// Rooms the senders are spread over (each sender also receives its room's messages).
+        #[arg(long, default_value_t = 64)]
+        rooms: usize,
+        /// Message text size in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+    /// One room, R receivers and S senders at a fixed offered rate.
+    Fanout {
+        #[arg(long, default_value_t = 100)]
+        receivers: usize,
+        #[arg(long, default_value_t = 4)]
+        senders: usize,
+        /// Messages per second offered, in total.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+    /// Many two-member rooms; each pair exchanges messages at a fixed rate.
+    Pairs {
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Messages per second offered, in total.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+    /// N connections, each joined to a room, held open.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Connections opened concurrently.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Rooms the connections are spread over.
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+    },
+}
+
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Ctx {
+    args: BenchArgs,
+    tokens: Vec<String>,
+    run_id: String,
+}
+
+impl Ctx {
+    fn url(&self, i: usize) -> &str {
+        &self.args.url[i % self.args.url.len()]
+    }
+    fn token(&self, i: usize) -> &str {
+        &self.tokens[i % self.tokens.len()]
+    }
+    fn room(&self, name: &str) -> String {
+        format!("bench-{}-{name}", self.run_id)
+    }
+    async fn connect(&self, i: usize) -> anyhow::Result<Conn> {
+        Conn::connect(self.url(i), self.token(i)).await
+    }
+}
+
+/// Runs a scenario and returns its report.
+pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    if args.url.is_empty() {
+        bail!("--url needs at least one server");
+    }
+    raise_fd_limit();
+    let run_id: String = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+    let tokens = register_users(&args.url[0], &run_id, args.users.max(1)).await?;
+    let ctx = Ctx {
+        args: args.clone(),
+        tokens,
+        run_id,
+    };
+    match args.scenario.clone() {
+        Scenario::Durable {
+            senders,
+            window,
+            rooms,
+            size,
+        } => durable(&ctx, senders, window, rooms, size).await,
+        Scenario::Fanout {
+            receivers,
+            senders,
+            rate,
+            size,
+        } => fanout(&ctx, receivers, senders, rate, size).await,
+        Scenario::Pairs { pairs, rate, size } => pairs_scenario(&ctx, pairs, rate, size).await,
+        Scenario::Idle {
+            connections,
+            concurrency,
+            rooms,
+        } => idle(&ctx, connections, concurrency, rooms).await,
+    }
+}
+
+/// Tens of thousands of sockets need as many descriptors as the hard limit allows.
+pub fn raise_fd_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("warning: cannot raise the open-files limit: {e}");
+    }
+}
+
+async fn register_users(url: &str, run_id: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let mut tokens = Vec::with_capacity(n);
+    for i in 0..n {
+        let res = http
+            .post(format!("{url}/api/auth/register"))
+            .json(
+                &json!({ "username": format!("bench-{run_id}-{i}"), "password": "bench-password" }),
+            )
+            .send()
+            .await
+            .with_context(|| format!("registering a bench user at {url}"))?;
+        let status = res.status();
+        let body: serde_json::Value = res.json().await.context("register response")?;
+        match body["token"].as_str() {
+            Some(t) if status.is_success() => tokens.push(t.to_owned()),
+            _ => bail!("registering a bench user failed: {status} {body}"),
+        }
+    }
+    Ok(tokens)
+}
+
+async fn connect_all(
+    ctx: &Ctx,
+    n: usize,
+    offset: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Conn>> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    stream::iter((0..n).map(|i| ctx.connect(offset + i)))
+        .buffered(concurrency.max(1))
+        .try_collect()
+        .await
+}
+
+async fn join(conn: &Conn, room: &str) -> anyhow::Result<()> {
+    let r = conn
+        .call("join", json!({ "room": room }), ACK_TIMEOUT)
+        .await?;
+    if r["ok"] != true {
+        bail!("join failed: {r}");
+    }
+    Ok(())
+}
+
+fn progress(ctx: &Ctx, label: &str) -> ProgressBar {
+    let bar = if ctx.args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(ctx.args.duration)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds")
+}
+
+/// Counters shared by sender tasks.
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    errors: AtomicU64,
+}
+
+async fn durable(
+    ctx: &Ctx,
+    senders: usize,
+    window: usize,
+    rooms: usize,
+    size: usize,
+) -> anyhow::Result<Report> {
+    let rooms = rooms.clamp(1, senders.max(1));
+    let conns = connect_all(ctx, senders, 0, 64).await?;
+    for (i, c) in conns.iter().enumerate() {
+        join(c, &ctx.room(&format!("d{}", i % rooms))).await?;
+    }
+    let counters = Arc::new(Counters::default());
+    let deadline = Instant::now() + Duration::from_secs(ctx.args.duration);
+    let cpu0 = procfs::sample(&ctx.args.server_pid);
+    let started = Instant::now();
+    let bar = progress(ctx, "durable");
+    let conns: Vec<Arc<Conn>> = conns.into_iter().map(Arc::new).collect();
+    let mut tasks = Vec::new();
+    for (i, conn) in conns.iter().enumerate() {
+        for w in 0..window.max(1) {
+            let (conn, counters) = (conn.clone(), counters.clone());
+            let room = ctx.room(&format!("d{}", i % rooms));
+            tasks.push(tokio::spawn(async move {
+                let mut hist = new_hist();
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    n += 1;
+                    let arg = json!({ "room": room, "text": client::timed_text(size), "client_id": format!("{i}-{w}-{n}") });
+                    let t0 = Instant::now();
+                    counters.sent.fetch_add(1, Ordering::Relaxed);
+                    match conn.call("send", arg, ACK_TIMEOUT).await {
+                        Ok(r) if r["ok"] == true => {
+                            counters.acked.fetch_add(1, Ordering::Relaxed);
+                            let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+                        }
+                        _ => {
+                            counters.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                hist
+            }));
+        }
+    }
+    let ticker = tick(&bar, ctx.args.duration, counters.clone(), "acked");
+    let mut ack = new_hist();
+    for t in tasks {
+        ack.add(t.await?)?;
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    let cpu1 = procfs::sample(&ctx.args.server_pid);
+    let mut delivered = 0;
+    for c in conns {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            delivered += c.close().await.count;
+        }
+    }
+    let mut r = Report::new(
+        "durable",
+        format!("senders={senders} window={window} rooms={rooms} size={size}"),
+        elapsed,
+    );
+    r.sent = counters.sent.load(Ordering::Relaxed);
+    r.acked = counters.acked.load(Ordering::Relaxed);
+    r.errors = counters.errors.load(Ordering::Relaxed);
+    r.delivered = delivered;
+    r.set_ack_latency(&ack);
+    r.set_server(cpu0, cpu1);
+    Ok(r)
+}
+
+fn tick(
+    bar: &ProgressBar,
+    secs: u64,
+    counters: Arc<Counters>,
+    label: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    let bar = bar.clone();
+    tokio::spawn(async move {
+        let mut last = 0;
+        for _ in 0..secs {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = counters.acked.load(Ordering::Relaxed);
+            bar.inc(1);
+            bar.set_message(format!("{label} {}/s", now - last));
+            last = now;
+        }
+    })
+}
+
+/// Paced senders: each sends at `rate / senders` per second to `room_of(i)` until the deadline.
+fn paced_senders(
+    senders: Vec<Arc<Conn>>,
+    room_of: impl Fn(usize) -> String,
+    rate: u64,
+    size: usize,
+    duration: Duration,
+    counters: Arc<Counters>,
+) -> Vec<tokio::task::JoinHandle<Histogram<u64>>> {
+    let per_sender = (rate as f64 / senders.len().max(1) as f64).max(0.001);
+    senders
+        .into_iter()
+        .enumerate()
+        .map(|(i, conn)| {
+            let room = room_of(i);
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                let mut pacer = Pacer::new(per_sender, Instant::now());
+                let end = Instant::now() + duration;
+                let mut inflight = Vec::new();
+                let mut n = 0u64;
+                loop {
+                    let at = pacer.next();
+                    if at >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                    n += 1;
+                    // The carried timestamp is the scheduled send time (open loop).
+                    let lag = Instant::now().saturating_duration_since(at).as_micros() as u64;
+                    let mut text = client::timed_text(size);
+                    let sched = crate::now_micros().saturating_sub(lag);
+                    text.replace_range(..text.find(';').unwrap_or(0), &format!("t={sched}"));
+                    let arg =
+                        json!({ "room": room, "text": text, "client_id": format!("p{i}-{n}") });
+                    counters.sent.fetch_add(1, Ordering::Relaxed);
+                    let (conn, counters) = (conn.clone(), counters.clone());
+                    inflight.push(tokio::spawn(async move {
+                        let t0 = Instant::now();
+                        match conn.call("send", arg, ACK_TIMEOUT).await {
+                            Ok(r) if r["ok"] == true => {
+                                counters.acked.fetch_add(1, Ordering::Relaxed);
+                                Some((t0.elapsed() + Duration::from_micros(lag)).as_micros() as u64)
+                            }
+                            _ => {
+                                counters.errors.fetch_add(1, Ordering::Relaxed);
+                                None
+                            }
+                        }
+                    }));
+                }
+                let mut hist = new_hist();
+                for t in inflight {
+                    if let Ok(Some(us)) = t.await {
+                        let _ = hist.record(us.max(1));
+                    }
+                }
+                hist
+            })
+        })
+        .collect()
+}
+
+async fn fanout(
+    ctx: &Ctx,
+    receivers: usize,
+    senders: usize,
+    rate: u64,
+    size: usize,
+) -> anyhow::Result<Report> {
+    let room = ctx.room("fanout");
+    let recv = connect_all(ctx, receivers, 0, 64).await?;
+    for c in &recv {
+        join(c, &room).await?;
+    }
+    let send: Vec<Arc<Conn>> = connect_all(ctx, senders.max(1), receivers, 64)
+        .await?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    for c in &send {
+        join(c, &room).await?;
+    }
+    let counters = Arc::new(Counters::default());
+    let bar = progress(ctx, "fanout");
+    let cpu0 = procfs::sample(&ctx.args.server_pid);
+    let started = Instant::now();
+    let ticker = tick(&bar, ctx.args.duration, counters.clone(), "acked");
+    let tasks = paced_senders(
+        send.clone(),
+        |_| room.clone(),
+        rate,
+        size,
+        Duration::from_secs(ctx.args.duration),
+        counters.clone(),
+    );
+    let mut ack = new_hist();
+    for t in tasks {
+        ack.add(t.await?)?;
+    }
+    let elapsed = started.elapsed();
+    // Let the last deliveries land before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu1 = procfs::sample(&ctx.args.server_pid);
+    ticker.abort();
+    bar.finish_and_clear();
+    let mut lat = new_hist();
+    let mut delivered = 0;
+    for c in recv {
+        let d = c.close().await;
+        delivered += d.count;
+        lat.add(d.latency)?;
+    }
+    for c in send {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
+    let mut r = Report::new(
+        "fanout",
+        format!("receivers={receivers} senders={senders} rate={rate}/s size={size}"),
+        elapsed,
+    );
+    r.sent = counters.sent.load(Ordering::Relaxed);
+    r.acked = counters.acked.load(Ordering::Relaxed);
+    r.errors = counters.errors.load(Ordering::Relaxed);
+    r.delivered = delivered;
+    r.expected = Some(r.acked * receivers as u64);
+    r.set_ack_latency(&ack);
+    r.set_delivery_latency(&lat);
+    r.set_server(cpu0, cpu1);
+    Ok(r)
+}
+
+async fn pairs_scenario(ctx: &Ctx, pairs: usize, rate: u64, size: usize) -> anyhow::Result<Report> {
+    // Connection 2k sends to pair k; connection 2k+1 receives. Users alternate, so the two
+    // ends of a pair are different users (when --users >= 2) and, with several --url, nodes.
+    let a: Vec<Arc<Conn>> = connect_all(ctx, pairs, 0, 64)
+        .await?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let b = connect_all(ctx, pairs, pairs, 64).await?;
+    for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+        let room = ctx.room(&format!("p{k}"));
+        join(x, &room).await?;
+        join(y, &room).await?;
+    }
+    let counters = Arc::new(Counters::default());
+    let bar = progress(ctx, "pairs");
+    let cpu0 = procfs::sample(&ctx.args.server_pid);
+    let started = Instant::now();
+    let ticker = tick(&bar, ctx.args.duration, counters.clone(), "acked");
+    let tasks = paced_senders(
+        a.clone(),
+        |k| ctx.room(&format!("p{k}")),
+        rate,
+        size,
+        Duration::from_secs(ctx.args.duration),
+        counters.clone(),
+    );
+    let mut ack = new_hist();
+    for t in tasks {
+        ack.add(t.await?)?;
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu1 = procfs::sample(&ctx.args.server_pid);
+    ticker.abort();
+    bar.finish_and_clear();
+    let mut lat = new_hist();
+    let mut delivered = 0;
+    for c in b {
+        let d = c.close().await;
+        delivered += d.count;
+        lat.add(d.latency)?;
+    }
+    for c in a {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
+    let mut r = Report::new(
+        "pairs",
+        format!("pairs={pairs} rate={rate}/s size={size}"),
+        elapsed,
+    );
+    r.sent = counters.sent.load(Ordering::Relaxed);
+    r.acked = counters.acked.load(Ordering::Relaxed);
+    r.errors = counters.errors.load(Ordering::Relaxed);
+    r.delivered = delivered;
+    r.expected = Some(r.acked);
+    r.set_ack_latency(&ack);
+    r.set_delivery_latency(&lat);
+    r.set_server(cpu0, cpu1);
+    Ok(r)
+}
+
+async fn idle(
+    ctx: &Ctx,
+    connections: usize,
+    concurrency: usize,
+    rooms: usize,
+) -> anyhow::Result<Report> {
+    let before = procfs::sample(&ctx.args.server_pid);
+    let started = Instant::now();
+    let conns = connect_all(ctx, connections, 0, concurrency).await?;
+    let connect_time = started.elapsed();
+    {
+        use futures_util::stream::{self, StreamExt};
+        let rooms = rooms.max(1);
+        let results: Vec<anyhow::Result<()>> = stream::iter(conns.iter().enumerate())
+            .map(|(i, c)| {
+                let room = ctx.room(&format!("i{}", i % rooms));
+                async move { join(c, &room).await }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+    }
+    // Hold, so the server settles, then measure.
+    let bar = progress(ctx, "idle");
+    for _ in 0..ctx.args.duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let after = procfs::sample(&ctx.args.server_pid);
+    let mut r = Report::new(
+        "idle",
+        format!("connections={connections} rooms={rooms}"),
+        connect_time,
+    );
+    r.connections = Some(connections as u64);
+    r.connects_per_s = Some(connections as f64 / connect_time.as_secs_f64());
+    if let (Some(b), Some(a)) = (&before, &after) {
+        r.rss_per_connection_kb = Some((a.rss_kb as f64 - b.rss_kb as f64) / connections as f64);
+    }
+    r.set_server(before, after);
+    for c in conns {
+        drop(c);
+    }
+    Ok(r)
+}
