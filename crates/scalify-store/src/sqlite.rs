@@ -89,11 +89,12 @@ fn open(path: &Path, durability: Durability, read_only: bool) -> StoreResult<Con
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
-    // A large page cache and memory-mapped reads keep hot b-tree pages out of pread copies;
-    // a larger auto-checkpoint interval makes the WAL-to-database copy rarer and batched.
-    conn.execute_batch(
-        "PRAGMA cache_size = -65536; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;",
-    )?;
+    // A large page cache (the writer's) and memory-mapped reads keep hot b-tree pages out of
+    // pread copies; a larger auto-checkpoint interval makes the WAL-to-database copy rarer.
+    let cache_kib = if read_only { 16 * 1024 } else { 64 * 1024 };
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = -{cache_kib}; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;"
+    ))?;
     if !read_only {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;
@@ -454,23 +455,7 @@ impl Writer {
         let room_id = m.room_id;
         let room_key = room_id.to_string();
         let sender_key = m.sender.id.to_string();
-        let existing = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND sender_id = ?2 AND client_id = ?3"
-            ))?
-            .query_row(
-                params![room_key, sender_key, m.client_id.as_str()],
-                |r| read_message(r, &m.room),
-            )
-            .optional()?;
-        if let Some(message) = existing {
-            return Ok(Appended {
-                message,
-                duplicate: true,
-            });
-        }
-        let last = match self.seq_cache.get(&m.room_id) {
+        let last = match self.seq_cache.get(&room_id) {
             Some(s) => *s,
             None => self
                 .conn
@@ -479,24 +464,27 @@ impl Writer {
                 .optional()?
                 .ok_or(StoreError::NotFound)? as u64,
         };
-        let seq = last + 1;
         let message = Message {
             id: Id::new(),
             room: m.room,
-            seq,
+            seq: last + 1,
             sender: m.sender,
             text: m.text,
             client_id: m.client_id,
             ts: now_ms(),
         };
-        self.conn
+        // The common case is a new message: insert first, and look up the original only when
+        // the idempotency key turns out to be taken (one index descent instead of two).
+        let inserted = self
+            .conn
             .prepare_cached(
                 "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (room_id, sender_id, client_id) DO NOTHING",
             )?
             .execute(params![
                 room_key,
-                seq as i64,
+                message.seq as i64,
                 message.id.to_string(),
                 sender_key,
                 message.sender.username,
@@ -504,8 +492,22 @@ impl Writer {
                 message.text.as_str(),
                 message.ts
             ])?;
-        self.seq_cache.insert(room_id, seq);
-        touched.insert(room_id, seq);
+        if inserted == 0 {
+            let original = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND sender_id = ?2 AND client_id = ?3"
+                ))?
+                .query_row(params![room_key, sender_key, message.client_id.as_str()], |r| {
+                    read_message(r, &message.room)
+                })?;
+            return Ok(Appended {
+                message: original,
+                duplicate: true,
+            });
+        }
+        self.seq_cache.insert(room_id, message.seq);
+        touched.insert(room_id, message.seq);
         Ok(Appended {
             message,
             duplicate: false,
