@@ -372,7 +372,7 @@ fn paced_senders(
                 let mut inflight = Vec::new();
                 let mut n = 0u64;
                 loop {
-                    let at = pacer.next();
+                    let at = pacer.next_send();
                     if at >= end {
                         break;
                     }

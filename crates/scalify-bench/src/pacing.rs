@@ -21,7 +21,7 @@ impl Pacer {
 
     /// The scheduled time of the next send. Late sends keep their schedule (the caller sends
     /// at once and measures from the scheduled time), they are not skipped.
-    pub fn next(&mut self) -> Instant {
+    pub fn next_send(&mut self) -> Instant {
         let at = self.start + self.interval.mul_f64(self.n as f64);
         self.n += 1;
         at
@@ -36,7 +36,7 @@ mod tests {
     fn schedules_evenly_at_the_rate() {
         let t0 = Instant::now();
         let mut p = Pacer::new(100.0, t0);
-        let times: Vec<_> = (0..101).map(|_| p.next()).collect();
+        let times: Vec<_> = (0..101).map(|_| p.next_send()).collect();
         assert_eq!(times[0], t0);
         assert_eq!(times[100] - t0, Duration::from_secs(1));
         for w in times.windows(2) {
@@ -48,7 +48,7 @@ mod tests {
     fn fractional_rates_work() {
         let t0 = Instant::now();
         let mut p = Pacer::new(0.5, t0);
-        p.next();
-        assert_eq!(p.next() - t0, Duration::from_secs(2));
+        p.next_send();
+        assert_eq!(p.next_send() - t0, Duration::from_secs(2));
     }
 }

@@ -63,6 +63,9 @@ pub struct Chat {
     rooms: Mutex<HashMap<RoomName, Room>>,
     /// (room, user) pairs known to be members. Safe to cache: membership is never revoked.
     members: Mutex<HashSet<(Id, Id)>>,
+    /// Password hashes running at once. Each argon2id hash takes 19 MiB and tens of ms of CPU;
+    /// bounding them bounds memory and keeps a burst of sign-ups from starving chat traffic.
+    hashing: tokio::sync::Semaphore,
     /// Sends between validation and their ack; graceful shutdown waits for them.
     in_flight: TaskTracker,
     closing: AtomicBool,
@@ -101,6 +104,9 @@ impl Chat {
             presence: Presence::default(),
             rooms: Mutex::new(HashMap::new()),
             members: Mutex::new(HashSet::new()),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            ),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),
         })
@@ -116,6 +122,7 @@ impl Chat {
         let username = Username::parse(username)?;
         let password = Password::parse(password)?;
         let auth = self.auth.clone();
+        let _permit = self.hashing.acquire().await.map_err(|_| ChatError::internal())?;
         let hash = tokio::task::spawn_blocking(move || auth.hash_password(password.expose()))
             .await
             .map_err(|_| ChatError::internal())??;
@@ -153,6 +160,7 @@ impl Chat {
         let auth = self.auth.clone();
         let password = password.to_owned();
         let stored = creds.as_ref().map(|c| c.password_hash.clone());
+        let _permit = self.hashing.acquire().await.map_err(|_| ChatError::internal())?;
         let ok =
             tokio::task::spawn_blocking(move || auth.verify_password(&password, stored.as_deref()))
                 .await
