@@ -105,7 +105,9 @@ impl Chat {
             rooms: Mutex::new(HashMap::new()),
             members: Mutex::new(HashSet::new()),
             hashing: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
             ),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),
@@ -122,7 +124,11 @@ impl Chat {
         let username = Username::parse(username)?;
         let password = Password::parse(password)?;
         let auth = self.auth.clone();
-        let _permit = self.hashing.acquire().await.map_err(|_| ChatError::internal())?;
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| ChatError::internal())?;
         let hash = tokio::task::spawn_blocking(move || auth.hash_password(password.expose()))
             .await
             .map_err(|_| ChatError::internal())??;
@@ -160,7 +166,11 @@ impl Chat {
         let auth = self.auth.clone();
         let password = password.to_owned();
         let stored = creds.as_ref().map(|c| c.password_hash.clone());
-        let _permit = self.hashing.acquire().await.map_err(|_| ChatError::internal())?;
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| ChatError::internal())?;
         let ok =
             tokio::task::spawn_blocking(move || auth.verify_password(&password, stored.as_deref()))
                 .await
