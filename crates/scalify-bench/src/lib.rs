@@ -359,7 +359,9 @@ fn paced_senders(
     duration: Duration,
     counters: Arc<Counters>,
 ) -> Vec<tokio::task::JoinHandle<Histogram<u64>>> {
-    let per_sender = (rate as f64 / senders.len().max(1) as f64).max(0.001);
+    let count = senders.len().max(1);
+    let per_sender = (rate as f64 / count as f64).max(0.001);
+    let start = Instant::now();
     senders
         .into_iter()
         .enumerate()
@@ -367,8 +369,8 @@ fn paced_senders(
             let room = room_of(i);
             let counters = counters.clone();
             tokio::spawn(async move {
-                let mut pacer = Pacer::new(per_sender, Instant::now());
-                let end = Instant::now() + duration;
+                let mut pacer = Pacer::with_phase(per_sender, start, i as f64 / count as f64);
+                let end = start + duration;
                 let mut inflight = Vec::new();
                 let mut n = 0u64;
                 loop {

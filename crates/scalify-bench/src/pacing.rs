@@ -19,6 +19,15 @@ impl Pacer {
         }
     }
 
+    /// Like [`Pacer::new`], with the first send `phase` (0..1) of an interval after `start`.
+    /// Senders sharing an offered rate get evenly spread phases, so their sends interleave
+    /// instead of arriving as one burst per interval.
+    pub fn with_phase(rate: f64, start: Instant, phase: f64) -> Self {
+        let mut p = Pacer::new(rate, start);
+        p.start += p.interval.mul_f64(phase.clamp(0.0, 1.0));
+        p
+    }
+
     /// The scheduled time of the next send. Late sends keep their schedule (the caller sends
     /// at once and measures from the scheduled time), they are not skipped.
     pub fn next_send(&mut self) -> Instant {
@@ -42,6 +51,16 @@ mod tests {
         for w in times.windows(2) {
             assert_eq!(w[1] - w[0], Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn phases_spread_senders_over_the_interval() {
+        let t0 = Instant::now();
+        let mut a = Pacer::with_phase(10.0, t0, 0.0);
+        let mut b = Pacer::with_phase(10.0, t0, 0.5);
+        assert_eq!(a.next_send(), t0);
+        assert_eq!(b.next_send() - t0, Duration::from_millis(50));
+        assert_eq!(b.next_send() - t0, Duration::from_millis(150));
     }
 
     #[test]
