@@ -39,6 +39,9 @@ pub struct TransportConfig {
     /// misses live events (it recovers them with `sync`) and its next heartbeat fails, which
     /// disconnects it: a client that never reads cannot grow server memory.
     pub max_buffered_packets: usize,
+    /// Initial read buffer of each WebSocket connection. Chat frames are small; a larger
+    /// buffer is allocated per connection whether or not it is used.
+    pub ws_read_buffer_bytes: usize,
     /// Origins allowed to open Socket.IO connections from a browser (`Origin` header).
     /// Empty: same-origin only. Requests without `Origin` (non-browser clients) are allowed.
     pub allowed_origins: Vec<String>,
@@ -51,6 +54,7 @@ impl Default for TransportConfig {
             rate_limit_per_sec: 20,
             rate_limit_burst: 40,
             max_buffered_packets: 1024,
+            ws_read_buffer_bytes: 1024,
             allowed_origins: Vec::new(),
         }
     }
@@ -77,7 +81,9 @@ impl App {
             Arc::new(LocalFanout::new(sequencer.clone() as Arc<dyn LocalDelivery>));
         let chat = Chat::new(store, fanout, auth, chat_config);
         socket::register(&io, chat.clone(), sequencer, transport.clone());
-        let router = rest::router(chat.clone(), &transport).layer(layer);
+        let router = rest::router(chat.clone(), &transport)
+            .layer(layer)
+            .layer(axum::middleware::map_request(socket::detach_request_head));
         App { chat, io, router }
     }
 

@@ -30,8 +30,51 @@ pub fn build_io(t: &TransportConfig) -> (SocketIoLayer, SocketIo) {
         .ws_max_message_size(t.max_payload_bytes)
         .ws_max_frame_size(t.max_payload_bytes)
         .max_buffer_size(t.max_buffered_packets)
+        .ws_read_buffer_size(t.ws_read_buffer_bytes)
         .transports([TransportType::Polling, TransportType::Websocket])
         .build_layer()
+}
+
+/// Copies a Socket.IO request's URI and headers into allocations of their own.
+///
+/// hyper parses a request head zero-copy: header values and the URI point into the
+/// connection's 8–16 KiB read buffer. Engine.IO keeps the request's parts for the whole life of
+/// a connection (for `req_parts()`), which would pin that buffer: measured at 16 KiB of the
+/// ~31 KiB an idle WebSocket connection cost. Copying the few hundred bytes that matter lets
+/// the buffer go when the connection upgrades.
+pub async fn detach_request_head(mut req: axum::extract::Request) -> axum::extract::Request {
+    if !req.uri().path().starts_with("/socket.io") {
+        return req;
+    }
+    let headers: axum::http::HeaderMap = req
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            axum::http::HeaderValue::from_bytes(value.as_bytes())
+                .ok()
+                .map(|v| {
+                    (
+                        axum::http::HeaderName::from_bytes(name.as_str().as_bytes()),
+                        v,
+                    )
+                })
+        })
+        .filter_map(|(name, value)| name.ok().map(|n| (n, value)))
+        .collect();
+    *req.headers_mut() = headers;
+    if let Ok(uri) = axum::http::Uri::try_from(req.uri().to_string()) {
+        // axum keeps its own copy of the URI as it arrived: replace that one too.
+        if req
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .is_some()
+        {
+            req.extensions_mut()
+                .insert(axum::extract::OriginalUri(uri.clone()));
+        }
+        *req.uri_mut() = uri;
+    }
+    req
 }
 
 /// The socket room every connection of a user is in, so an event can skip that user.

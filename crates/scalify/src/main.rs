@@ -16,12 +16,28 @@ use tokio::net::TcpListener;
 use crate::config::{Cli, Command, LogFormat, Settings};
 
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("scalify: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc gives each thread that allocates its own malloc arena (up to 8 per core); with
+/// connections' small buffers allocated on one worker thread and freed on another, the arenas
+/// fragment. Two arenas measured 16.5 KiB RSS per idle connection against 20.5 KiB with the
+/// default (jemalloc: 21.7 KiB). An explicit `MALLOC_ARENA_MAX` in the environment wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator tuning; called first thing in main, before
+        // any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }
