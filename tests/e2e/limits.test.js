@@ -3,6 +3,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { startServer, api, register, connect, call, collect, sleep, uniqueRoom } from './harness.js';
 
 let server;
@@ -190,3 +192,102 @@ test('REST bad input answers {"error":{code,message}} with the right status', as
   assert.equal(ok.status, 200);
   assert.deepEqual(ok.body.user, u.user);
 });
+
+test('a client that never reads is disconnected; its buffer stays bounded and others are unaffected', async () => {
+  const node = await startServer({ args: ['--rate-limit-per-sec', '0', '--ping-interval-secs', '1', '--ping-timeout-secs', '2'] });
+  try {
+    const slowUser = await register(node.url);
+    const flooder = await register(node.url);
+    const room = uniqueRoom('flood');
+    // A hand-made WebSocket client on a plain TCP socket: it joins, then never reads again
+    // (the `ws` library would resume a paused socket by itself).
+    const { port } = new URL(node.url);
+    const sock = net.connect(Number(port), '127.0.0.1');
+    await new Promise((res, rej) => { sock.once('connect', res); sock.once('error', rej); });
+    let received = '';
+    sock.on('data', (d) => { received += d.toString('latin1'); });
+    sock.write('GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+      + 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n'
+      + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    const waitFor = async (needle) => {
+      for (let i = 0; i < 100 && !received.includes(needle); i++) await sleep(20);
+      assert.ok(received.includes(needle), `waited for ${needle}; got ${received.slice(-200)}`);
+    };
+    await waitFor('0{"sid"');
+    sock.write(wsFrame(`40${JSON.stringify({ token: slowUser.token })}`));
+    await waitFor('40{"sid"');
+    sock.write(wsFrame(`421${JSON.stringify(['join', { room }])}`));
+    await waitFor('431[{"ok":true');
+    sock.removeAllListeners('data');
+    sock.pause(); // from now on nothing is read: the kernel buffers fill, then the server's
+    // The hardest case: it keeps sending pongs without reading, so only the full buffer can
+    // give it away.
+    const pongs = setInterval(() => sock.write(wsFrame('3')), 300);
+
+    const f = await connect(node.url, flooder.token);
+    const before = await call(f, 'join', { room });
+    assert.ok(before.online.some((u) => u.id === slowUser.user.id), 'the slow user is online at first');
+    const text = 'x'.repeat(4000);
+    const rssBefore = rssKb(node.child.pid);
+    let acked = 0;
+    for (let batch = 0; batch < 24; batch++) {
+      const acks = await Promise.all(Array.from({ length: 250 }, (_, i) =>
+        call(f, 'send', { room, text, client_id: `f${batch}-${i}` })));
+      acked += acks.filter((a) => a.ok).length;
+    }
+    assert.equal(acked, 6000, 'the flooder is never slowed down by the slow reader');
+    // The server drops the connection (the client itself cannot notice: it reads nothing);
+    // the room's online list says so. (The live `presence` event may itself be dropped for a
+    // flooder whose own buffer is full, so the test asks instead of listening.)
+    let online = true;
+    for (let i = 0; i < 75 && online; i++) {
+      const j = await call(f, 'join', { room });
+      online = j.online.some((u) => u.id === slowUser.user.id);
+      if (online) await sleep(200);
+    }
+    clearInterval(pongs);
+    assert.equal(online, false, 'the server disconnects a client that does not read');
+    // 6000 × 4 KB went to a client that read nothing: server memory must not have followed.
+    const grown = rssKb(node.child.pid) - rssBefore;
+    assert.ok(grown < 64 * 1024, `server RSS grew by ${grown} KiB`);
+    // Everyone else is fine, and the flooded history is intact.
+    const h = await call(f, 'history', { room, limit: 1 });
+    assert.equal(h.messages[0].seq, 6000);
+    f.close();
+    // Graceful shutdown does not wait forever for a peer that reads nothing.
+    const t0 = Date.now();
+    const { code } = await node.stop();
+    assert.equal(code, 0);
+    assert.ok(Date.now() - t0 < 15000, `shutdown took ${Date.now() - t0} ms`);
+    sock.destroy();
+  } finally { await node.stop(); node.cleanup(); }
+});
+
+test('browser origins: same-origin and allow-listed origins connect, others are refused', async () => {
+  const node = await startServer({ args: ['--allowed-origins', 'http://app.example'] });
+  try {
+    const u = await register(node.url);
+    const own = await connect(node.url, u.token, { extraHeaders: { origin: node.url } });
+    own.close();
+    const listed = await connect(node.url, u.token, { extraHeaders: { origin: 'http://app.example' } });
+    listed.close();
+    for (const transports of [['websocket'], ['polling']]) {
+      await assert.rejects(connect(node.url, u.token, { transports, extraHeaders: { origin: 'http://evil.example' } }),
+        (err) => err.message === 'origin not allowed');
+    }
+  } finally { await node.stop(); node.cleanup(); }
+});
+
+/** One masked WebSocket text frame (the mask key is zero, so the payload goes as is). */
+function wsFrame(text) {
+  const payload = Buffer.from(text);
+  const head = payload.length < 126
+    ? Buffer.from([0x81, 0x80 | payload.length])
+    : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+  return Buffer.concat([head, Buffer.alloc(4), payload]);
+}
+
+function rssKb(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(status.match(/VmRSS:\s+(\d+)/)[1]);
+}

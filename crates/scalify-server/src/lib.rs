@@ -14,7 +14,7 @@ mod error;
 pub mod rest;
 pub mod socket;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use scalify_fanout::{Fanout, LocalDelivery, LocalFanout, Sequencer};
@@ -42,6 +42,13 @@ pub struct TransportConfig {
     /// Initial read buffer of each WebSocket connection. Chat frames are small; a larger
     /// buffer is allocated per connection whether or not it is used.
     pub ws_read_buffer_bytes: usize,
+    /// Engine.IO heartbeat: how often the server pings, and how long it waits for the pong.
+    /// A client that does not answer (or whose send buffer is full) is disconnected.
+    pub ping_interval: std::time::Duration,
+    pub ping_timeout: std::time::Duration,
+    /// After a shutdown signal, how long closed connections may take to finish before the
+    /// server stops waiting for them (a client that stopped reading never finishes).
+    pub shutdown_grace: std::time::Duration,
     /// Origins allowed to open Socket.IO connections from a browser (`Origin` header).
     /// Empty: same-origin only. Requests without `Origin` (non-browser clients) are allowed.
     pub allowed_origins: Vec<String>,
@@ -55,6 +62,9 @@ impl Default for TransportConfig {
             rate_limit_burst: 40,
             max_buffered_packets: 1024,
             ws_read_buffer_bytes: 1024,
+            ping_interval: std::time::Duration::from_secs(25),
+            ping_timeout: std::time::Duration::from_secs(20),
+            shutdown_grace: std::time::Duration::from_secs(5),
             allowed_origins: Vec::new(),
         }
     }
@@ -65,6 +75,9 @@ pub struct App {
     pub chat: Arc<Chat>,
     pub io: SocketIo,
     router: axum::Router,
+    shutdown_grace: std::time::Duration,
+    /// A connection whose peer has not taken data for this long is closed.
+    stuck_after: std::time::Duration,
 }
 
 impl App {
@@ -84,7 +97,13 @@ impl App {
         let router = rest::router(chat.clone(), &transport)
             .layer(layer)
             .layer(axum::middleware::map_request(socket::detach_request_head));
-        App { chat, io, router }
+        App {
+            chat,
+            io,
+            router,
+            shutdown_grace: transport.shutdown_grace,
+            stuck_after: transport.ping_interval + transport.ping_timeout,
+        }
     }
 
     pub fn router(&self) -> axum::Router {
@@ -102,26 +121,56 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let chat = app.chat.clone();
     let io = app.io.clone();
+    let grace = app.shutdown_grace;
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let drain = tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight sends");
         let _ = stop_tx.send(true);
         chat.drain().await;
         tracing::info!("in-flight sends done, store flushed; closing connections");
-        io.close().await;
+        let _ = drained_tx.send(());
+        // Closing waits for each transport to flush; a peer that stopped reading never lets
+        // it, so closing is bounded by the grace period too.
+        if tokio::time::timeout(grace, io.close()).await.is_err() {
+            tracing::warn!("some connections did not close within the grace period");
+        }
     });
+    // Connections get `grace` after the drain to finish closing; a peer that stopped reading
+    // would otherwise hold the shutdown forever.
+    let drain_done = async move {
+        if drained_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     let mut stop_accepting = stop_rx.clone();
     // Acks and events are small writes that must leave at once: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    // TCP_USER_TIMEOUT: a peer that stops reading (zero window) for longer than a heartbeat
+    // round is closed by the kernel. Engine.IO cannot do it alone: its writer task blocks on
+    // the stuck socket, and the session's disconnect waits for that task.
+    let stuck_after = app.stuck_after;
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Err(e) = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(stuck_after)) {
+            tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
+        }
     });
-    let served = axum::serve(listener, app.router.into_make_service())
-        .with_graceful_shutdown(async move {
+    let serve =
+        axum::serve(listener, app.router.into_make_service()).with_graceful_shutdown(async move {
             let _ = stop_accepting.wait_for(|s| *s).await;
-        })
-        .await;
+        });
+    let served = tokio::select! {
+        served = serve.into_future() => served,
+        () = drain_done => {
+            tracing::warn!(?grace, "connections still open after the grace period; stopping anyway");
+            Ok(())
+        }
+    };
     // The server returns once every connection is gone; make sure the drain finished too.
     if let Err(e) = drain.await {
         tracing::error!(error = %e, "shutdown task failed");

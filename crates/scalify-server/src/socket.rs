@@ -31,6 +31,8 @@ pub fn build_io(t: &TransportConfig) -> (SocketIoLayer, SocketIo) {
         .ws_max_frame_size(t.max_payload_bytes)
         .max_buffer_size(t.max_buffered_packets)
         .ws_read_buffer_size(t.ws_read_buffer_bytes)
+        .ping_interval(t.ping_interval)
+        .ping_timeout(t.ping_timeout)
         .transports([TransportType::Polling, TransportType::Websocket])
         .build_layer()
 }

@@ -82,6 +82,12 @@ pub struct ServeArgs {
     /// Browser origins allowed to connect, comma-separated; same-origin is always allowed
     #[arg(long, env = "SCALIFY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Seconds between heartbeats; a client whose heartbeat fails is disconnected [default: 25]
+    #[arg(long, env = "SCALIFY_PING_INTERVAL_SECS")]
+    pub ping_interval_secs: Option<u64>,
+    /// Seconds to wait for a heartbeat's answer [default: 20]
+    #[arg(long, env = "SCALIFY_PING_TIMEOUT_SECS")]
+    pub ping_timeout_secs: Option<u64>,
     /// SQLite commit durability: `full` survives power loss, `normal` survives process crashes
     /// [default: full]
     #[arg(long, env = "SCALIFY_SQLITE_SYNCHRONOUS", value_enum)]
@@ -120,6 +126,8 @@ pub struct FileConfig {
     pub rate_limit_burst: Option<u32>,
     pub sync_limit: Option<u32>,
     pub allowed_origins: Option<Vec<String>>,
+    pub ping_interval_secs: Option<u64>,
+    pub ping_timeout_secs: Option<u64>,
     pub sqlite_synchronous: Option<SqliteSync>,
 }
 
@@ -222,6 +230,22 @@ impl Settings {
                     s.and_then(|s| s.allowed_origins.as_ref()),
                     file.allowed_origins,
                     Vec::new(),
+                ),
+                ping_interval: Duration::from_secs(
+                    pick(
+                        s.and_then(|s| s.ping_interval_secs.as_ref()),
+                        file.ping_interval_secs,
+                        transport_defaults.ping_interval.as_secs(),
+                    )
+                    .max(1),
+                ),
+                ping_timeout: Duration::from_secs(
+                    pick(
+                        s.and_then(|s| s.ping_timeout_secs.as_ref()),
+                        file.ping_timeout_secs,
+                        transport_defaults.ping_timeout.as_secs(),
+                    )
+                    .max(1),
                 ),
                 ..transport_defaults
             },

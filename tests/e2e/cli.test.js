@@ -1,0 +1,69 @@
+// The binary's command line: help, migrate, layered configuration, the generated secret.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, statSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { BIN, startServer, register, connect, call, uniqueRoom } from './harness.js';
+
+const run = (args, env = {}) => execFileSync(BIN, args, { env: { ...process.env, ...env }, encoding: 'utf8' });
+
+test('--help documents every subcommand and flag', () => {
+  const top = run(['--help']);
+  for (const cmd of ['serve', 'migrate', 'bench']) assert.match(top, new RegExp(cmd));
+  const serve = run(['serve', '--help']);
+  for (const flag of ['--listen', '--data-dir', '--config', '--max-message-bytes', '--max-payload-bytes',
+    '--rate-limit-per-sec', '--rate-limit-burst', '--sync-limit', '--token-ttl-secs', '--allowed-origins',
+    '--log-format', '--sqlite-synchronous', '--ping-interval-secs']) {
+    assert.match(serve, new RegExp(flag), flag);
+  }
+  assert.match(serve, /SCALIFY_LISTEN/);
+});
+
+test('migrate creates the schema once; serve finds it current; the secret is generated once, 0600', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'scalify-cli-'));
+  assert.match(run(['migrate', '--data-dir', dir]), /1 migration\(s\) applied/);
+  assert.match(run(['migrate', '--data-dir', dir]), /0 migration\(s\) applied/);
+  assert.ok(existsSync(path.join(dir, 'scalify.db')));
+  const server = await startServer({ dataDir: dir });
+  const secretPath = path.join(dir, 'token-secret');
+  assert.equal(statSync(secretPath).mode & 0o777, 0o600);
+  const secret = readFileSync(secretPath, 'utf8');
+  assert.match(server.stderr(), /generated one into the data directory/);
+  const u = await register(server.url);
+  await server.stop();
+  // Restarted on the same data dir: same secret, so old tokens still work.
+  const again = await startServer({ dataDir: dir });
+  try {
+    assert.equal(readFileSync(secretPath, 'utf8'), secret);
+    const s = await connect(again.url, u.token);
+    s.close();
+  } finally { await again.stop(); again.cleanup(); }
+});
+
+test('configuration layers: flag > env > file > default', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'scalify-cfg-'));
+  const file = path.join(dir, 'scalify.toml');
+  writeFileSync(file, 'max_message_bytes = 30\nrate_limit_per_sec = 0\nsync_limit = 7\n');
+  const check = async (server, expectLimit) => {
+    const u = await register(server.url);
+    const s = await connect(server.url, u.token);
+    const room = uniqueRoom();
+    await call(s, 'join', { room });
+    const ok = await call(s, 'send', { room, text: 'x'.repeat(expectLimit), client_id: 'a' });
+    const big = await call(s, 'send', { room, text: 'x'.repeat(expectLimit + 1), client_id: 'b' });
+    s.close();
+    assert.equal(ok.ok, true);
+    assert.equal(big.error.code, 'too_large');
+  };
+  let s = await startServer({ args: ['--config', file] });
+  try { await check(s, 30); } finally { await s.stop(); s.cleanup(); }
+  s = await startServer({ args: ['--config', file], env: { SCALIFY_MAX_MESSAGE_BYTES: '20' } });
+  try { await check(s, 20); } finally { await s.stop(); s.cleanup(); }
+  s = await startServer({ args: ['--config', file, '--max-message-bytes', '10'], env: { SCALIFY_MAX_MESSAGE_BYTES: '20' } });
+  try { await check(s, 10); } finally { await s.stop(); s.cleanup(); }
+  // A typo in the file is an error, not a silently ignored setting.
+  writeFileSync(file, 'max_mesage_bytes = 30\n');
+  assert.throws(() => run(['serve', '--config', file, '--listen', '127.0.0.1:0', '--data-dir', dir]), /unknown field/);
+});
