@@ -556,26 +556,16 @@ async fn idle(
     concurrency: usize,
     rooms: usize,
 ) -> anyhow::Result<Report> {
-    let before = procfs::sample(&ctx.args.server_pid);
+    // Memory is measured over the second half of the connections only: the first half may
+    // reuse memory the server freed earlier (password hashing leaves free heap behind), which
+    // would make connections look cheaper than they are.
+    let half = connections / 2;
     let started = Instant::now();
-    let conns = connect_all(ctx, connections, 0, concurrency).await?;
+    let mut conns = connect_and_join(ctx, half, 0, concurrency, rooms).await?;
+    settle(ctx).await;
+    let middle = procfs::sample(&ctx.args.server_pid);
+    conns.extend(connect_and_join(ctx, connections - half, half, concurrency, rooms).await?);
     let connect_time = started.elapsed();
-    {
-        use futures_util::stream::{self, StreamExt};
-        let rooms = rooms.max(1);
-        let results: Vec<anyhow::Result<()>> = stream::iter(conns.iter().enumerate())
-            .map(|(i, c)| {
-                let room = ctx.room(&format!("i{}", i % rooms));
-                async move { join(c, &room).await }
-            })
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
-        for r in results {
-            r?;
-        }
-    }
-    // Hold, so the server settles, then measure.
     let bar = progress(ctx, "idle");
     for _ in 0..ctx.args.duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -588,14 +578,38 @@ async fn idle(
         format!("connections={connections} rooms={rooms}"),
         connect_time,
     );
-    r.connections = Some(connections as u64);
+    r.connections = Some(conns.len() as u64);
     r.connects_per_s = Some(connections as f64 / connect_time.as_secs_f64());
-    if let (Some(b), Some(a)) = (&before, &after) {
-        r.rss_per_connection_kb = Some((a.rss_kb as f64 - b.rss_kb as f64) / connections as f64);
+    if let (Some(b), Some(a)) = (&middle, &after) {
+        let measured = (connections - half).max(1);
+        r.rss_per_connection_kb = Some((a.rss_kb as f64 - b.rss_kb as f64) / measured as f64);
     }
-    r.set_server(before, after);
-    for c in conns {
-        drop(c);
-    }
+    r.set_server(middle, after);
+    drop(conns);
     Ok(r)
+}
+
+async fn settle(ctx: &Ctx) {
+    if !ctx.args.server_pid.is_empty() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn connect_and_join(
+    ctx: &Ctx,
+    n: usize,
+    offset: usize,
+    concurrency: usize,
+    rooms: usize,
+) -> anyhow::Result<Vec<Conn>> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    let rooms = rooms.max(1);
+    stream::iter((offset..offset + n).map(|i| async move {
+        let conn = ctx.connect(i).await?;
+        join(&conn, &ctx.room(&format!("i{}", i % rooms))).await?;
+        Ok::<_, anyhow::Error>(conn)
+    }))
+    .buffer_unordered(concurrency.max(1))
+    .try_collect()
+    .await
 }

@@ -218,12 +218,16 @@ struct SyncArg {
 }
 
 /// Registers the default namespace: the handshake check and every event handler.
+///
+/// Event handlers are attached in the handshake middleware, before socketioxide sends the
+/// CONNECT packet: a client may emit the moment it sees CONNECT, and socketioxide runs the
+/// connect handler only after sending it, so handlers attached there would race the client's
+/// first events (measured: `join` right after connecting went unanswered).
 pub fn register(io: &SocketIo, chat: Arc<Chat>, sequencer: Arc<Sequencer>, t: TransportConfig) {
-    let auth_chat = chat.clone();
     let origins = Arc::new(t.allowed_origins.clone());
     let authenticate = move |s: SocketRef, TryData(auth): TryData<Value>| {
-        let chat = auth_chat.clone();
-        let origins = origins.clone();
+        let (chat, sequencer, origins) = (chat.clone(), sequencer.clone(), origins.clone());
+        let (rate, burst) = (t.rate_limit_per_sec, t.rate_limit_burst);
         async move {
             if !origin_allowed(&s, &origins) {
                 return Err(Refused("origin not allowed"));
@@ -234,32 +238,18 @@ pub fn register(io: &SocketIo, chat: Arc<Chat>, sequencer: Arc<Sequencer>, t: Tr
             let user = chat
                 .authenticate(token.as_deref().unwrap_or(""))
                 .map_err(|_| Refused("unauthorized"))?;
-            s.extensions.insert(user);
-            Ok::<(), Refused>(())
-        }
-    };
-    let on_connect = move |s: SocketRef| {
-        let chat = chat.clone();
-        let sequencer = sequencer.clone();
-        async move {
-            let Some(user) = s.extensions.get::<UserRef>() else {
-                let _ = s.disconnect();
-                return;
-            };
             tracing::debug!(sid = %s.id, user = %user.username, "connected");
             s.join(user_room(user.id));
             let conn = Arc::new(Conn {
                 user,
-                bucket: Mutex::new(TokenBucket::new(
-                    t.rate_limit_per_sec,
-                    t.rate_limit_burst,
-                    Instant::now(),
-                )),
+                bucket: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
                 rooms: Mutex::new(HashSet::new()),
             });
             attach_handlers(&s, chat, sequencer, conn);
+            Ok::<(), Refused>(())
         }
     };
+    let on_connect = |_: SocketRef| async {};
     io.ns(
         "/",
         socketioxide::handler::ConnectHandler::with(on_connect, authenticate),
