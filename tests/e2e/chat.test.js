@@ -1,6 +1,7 @@
 // The core loop with the official socket.io-client against the real binary.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { io } from 'socket.io-client';
 import { startServer, api, register, connect, call, collect, sleep, uniqueRoom } from './harness.js';
 
 let server;
@@ -268,4 +269,16 @@ test('REST: me, rooms listing with last_seq, bot send broadcasts like a socket s
   assert.equal(mine.last_seq, 1);
   assert.equal(mine.member, true);
   sa.close();
+});
+
+test('events emitted the moment the connection opens are answered (no race with the handshake)', async () => {
+  const a = await register(server.url);
+  const room = uniqueRoom();
+  for (let i = 0; i < 20; i++) {
+    const s = io(server.url, { auth: { token: a.token }, reconnection: false, forceNew: true });
+    // Emitted before `connect`: socket.io-client sends it right after the CONNECT packet.
+    const r = await s.timeout(5000).emitWithAck('join', { room });
+    assert.equal(r.ok, true, `attempt ${i}`);
+    s.close();
+  }
 });
