@@ -435,55 +435,14 @@ async fn fanout(
     for c in &send {
         join(c, &room).await?;
     }
-    let counters = Arc::new(Counters::default());
-    let bar = progress(ctx, "fanout");
-    let cpu0 = procfs::sample(&ctx.args.server_pid);
-    let started = Instant::now();
-    let ticker = tick(&bar, ctx.args.duration, counters.clone(), "acked");
-    let tasks = paced_senders(
-        send.clone(),
-        |_| room.clone(),
+    let run = PacedRun {
+        label: "fanout",
+        params: format!("receivers={receivers} senders={senders} rate={rate}/s size={size}"),
         rate,
         size,
-        Duration::from_secs(ctx.args.duration),
-        counters.clone(),
-    );
-    let mut ack = new_hist();
-    for t in tasks {
-        ack.add(t.await?)?;
-    }
-    let elapsed = started.elapsed();
-    // Let the last deliveries land before counting.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu1 = procfs::sample(&ctx.args.server_pid);
-    ticker.abort();
-    bar.finish_and_clear();
-    let mut lat = new_hist();
-    let mut delivered = 0;
-    for c in recv {
-        let d = c.close().await;
-        delivered += d.count;
-        lat.add(d.latency)?;
-    }
-    for c in send {
-        if let Ok(c) = Arc::try_unwrap(c) {
-            c.close().await;
-        }
-    }
-    let mut r = Report::new(
-        "fanout",
-        format!("receivers={receivers} senders={senders} rate={rate}/s size={size}"),
-        elapsed,
-    );
-    r.sent = counters.sent.load(Ordering::Relaxed);
-    r.acked = counters.acked.load(Ordering::Relaxed);
-    r.errors = counters.errors.load(Ordering::Relaxed);
-    r.delivered = delivered;
-    r.expected = Some(r.acked * receivers as u64);
-    r.set_ack_latency(&ack);
-    r.set_delivery_latency(&lat);
-    r.set_server(cpu0, cpu1);
-    Ok(r)
+        deliveries_per_ack: receivers as u64,
+    };
+    run.measure(ctx, send, recv, |_| room.clone()).await
 }
 
 async fn pairs_scenario(ctx: &Ctx, pairs: usize, rate: u64, size: usize) -> anyhow::Result<Report> {
@@ -500,54 +459,81 @@ async fn pairs_scenario(ctx: &Ctx, pairs: usize, rate: u64, size: usize) -> anyh
         join(x, &room).await?;
         join(y, &room).await?;
     }
-    let counters = Arc::new(Counters::default());
-    let bar = progress(ctx, "pairs");
-    let cpu0 = procfs::sample(&ctx.args.server_pid);
-    let started = Instant::now();
-    let ticker = tick(&bar, ctx.args.duration, counters.clone(), "acked");
-    let tasks = paced_senders(
-        a.clone(),
-        |k| ctx.room(&format!("p{k}")),
+    let run = PacedRun {
+        label: "pairs",
+        params: format!("pairs={pairs} rate={rate}/s size={size}"),
         rate,
         size,
-        Duration::from_secs(ctx.args.duration),
-        counters.clone(),
-    );
-    let mut ack = new_hist();
-    for t in tasks {
-        ack.add(t.await?)?;
-    }
-    let elapsed = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu1 = procfs::sample(&ctx.args.server_pid);
-    ticker.abort();
-    bar.finish_and_clear();
-    let mut lat = new_hist();
-    let mut delivered = 0;
-    for c in b {
-        let d = c.close().await;
-        delivered += d.count;
-        lat.add(d.latency)?;
-    }
-    for c in a {
-        if let Ok(c) = Arc::try_unwrap(c) {
-            c.close().await;
+        deliveries_per_ack: 1,
+    };
+    run.measure(ctx, a, b, |k| ctx.room(&format!("p{k}"))).await
+}
+
+/// The measuring half of the open-loop scenarios: paced senders, then the receivers' counts.
+struct PacedRun {
+    label: &'static str,
+    params: String,
+    rate: u64,
+    size: usize,
+    /// How many receiver deliveries each acked message should produce.
+    deliveries_per_ack: u64,
+}
+
+impl PacedRun {
+    async fn measure(
+        self,
+        ctx: &Ctx,
+        senders: Vec<Arc<Conn>>,
+        receivers: Vec<Conn>,
+        room_of: impl Fn(usize) -> String,
+    ) -> anyhow::Result<Report> {
+        let counters = Arc::new(Counters::default());
+        let bar = progress(ctx, self.label);
+        let cpu0 = procfs::sample(&ctx.args.server_pid);
+        let started = Instant::now();
+        let ticker = tick(&bar, ctx.args.duration, counters.clone(), "acked");
+        let duration = Duration::from_secs(ctx.args.duration);
+        let tasks = paced_senders(
+            senders.clone(),
+            room_of,
+            self.rate,
+            self.size,
+            duration,
+            counters.clone(),
+        );
+        let mut ack = new_hist();
+        for t in tasks {
+            ack.add(t.await?)?;
         }
+        let elapsed = started.elapsed();
+        // Let the last deliveries land before counting.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cpu1 = procfs::sample(&ctx.args.server_pid);
+        ticker.abort();
+        bar.finish_and_clear();
+        let mut latency = new_hist();
+        let mut delivered = 0;
+        for c in receivers {
+            let d = c.close().await;
+            delivered += d.count;
+            latency.add(d.latency)?;
+        }
+        for c in senders {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.close().await;
+            }
+        }
+        let mut r = Report::new(self.label, self.params, elapsed);
+        r.sent = counters.sent.load(Ordering::Relaxed);
+        r.acked = counters.acked.load(Ordering::Relaxed);
+        r.errors = counters.errors.load(Ordering::Relaxed);
+        r.delivered = delivered;
+        r.expected = Some(r.acked * self.deliveries_per_ack);
+        r.set_ack_latency(&ack);
+        r.set_delivery_latency(&latency);
+        r.set_server(cpu0, cpu1);
+        Ok(r)
     }
-    let mut r = Report::new(
-        "pairs",
-        format!("pairs={pairs} rate={rate}/s size={size}"),
-        elapsed,
-    );
-    r.sent = counters.sent.load(Ordering::Relaxed);
-    r.acked = counters.acked.load(Ordering::Relaxed);
-    r.errors = counters.errors.load(Ordering::Relaxed);
-    r.delivered = delivered;
-    r.expected = Some(r.acked);
-    r.set_ack_latency(&ack);
-    r.set_delivery_latency(&lat);
-    r.set_server(cpu0, cpu1);
-    Ok(r)
 }
 
 async fn idle(
