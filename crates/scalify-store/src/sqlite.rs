@@ -60,6 +60,42 @@ pub struct SqliteStore {
     writes: mpsc::Sender<WriteOp>,
     readers: Arc<ReaderPool>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the WAL into the database file in the background (PASSIVE checkpoints: they never
+/// wait for, nor block, the writer or readers).
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+    fn start(config: &SqliteConfig) -> StoreResult<Checkpointer> {
+        let conn = open(&config.path, config.durability, false)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::sleep(Self::EVERY);
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start checkpoint thread: {e}")))?;
+        Ok(Checkpointer { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.thread.join();
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -90,7 +126,8 @@ fn open(path: &Path, durability: Durability, read_only: bool) -> StoreResult<Con
         Durability::Normal => "NORMAL",
     };
     // A large page cache (the writer's) and memory-mapped reads keep hot b-tree pages out of
-    // pread copies; a larger auto-checkpoint interval makes the WAL-to-database copy rarer.
+    // pread copies. Checkpoints are not run by commits (autocheckpoint off) but by the
+    // checkpointer thread, so copying the WAL into the database never stalls a commit.
     let cache_kib = if read_only { 16 * 1024 } else { 64 * 1024 };
     conn.execute_batch(&format!(
         "PRAGMA cache_size = -{cache_kib}; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;"
@@ -98,7 +135,7 @@ fn open(path: &Path, durability: Durability, read_only: bool) -> StoreResult<Con
     if !read_only {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;
-             PRAGMA wal_autocheckpoint = 8192;"
+             PRAGMA wal_autocheckpoint = 0;"
         ))?;
     }
     Ok(conn)
@@ -150,6 +187,7 @@ impl SqliteStore {
                 conns: Mutex::new(readers),
             }),
             writer_thread: Mutex::new(Some(handle)),
+            checkpointer: Some(Checkpointer::start(&config)?),
         })
     }
 
@@ -208,6 +246,9 @@ impl Drop for SqliteStore {
         // means a dropped store has committed everything it acknowledged.
         let (closed, _) = mpsc::channel(1);
         let _ = std::mem::replace(&mut self.writes, closed);
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
         if let Some(handle) = self.writer_thread.lock().ok().and_then(|mut h| h.take()) {
             let _ = handle.join();
         }
