@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
-import { startServer, api, register, connect, call, collect, sleep, uniqueRoom } from './harness.js';
+import { startServer, api, register, connect, call, collect, sleep, uniqueRoom, twoInRoom } from './harness.js';
 
 let server;
 before(async () => { server = await startServer({ args: ['--rate-limit-per-sec', '0'] }); });
@@ -47,13 +47,7 @@ test('two users chat in realtime, both ways, in seq order', async () => {
 });
 
 test('many concurrent sends: seq is gap-free and everyone sees every message once, in order', async () => {
-  const a = await register(server.url);
-  const b = await register(server.url);
-  const sa = await connect(server.url, a.token);
-  const sb = await connect(server.url, b.token);
-  const room = uniqueRoom();
-  await call(sa, 'join', { room });
-  await call(sb, 'join', { room });
+  const { sa, sb, room } = await twoInRoom(server.url);
   const got = collect(sb, 'message');
   const N = 300;
   const acks = await Promise.all(Array.from({ length: N }, (_, i) =>
@@ -68,13 +62,7 @@ test('many concurrent sends: seq is gap-free and everyone sees every message onc
 });
 
 test('a resend with the same client_id returns the original and is not stored or broadcast twice', async () => {
-  const a = await register(server.url);
-  const b = await register(server.url);
-  const sa = await connect(server.url, a.token);
-  const sb = await connect(server.url, b.token);
-  const room = uniqueRoom();
-  await call(sa, 'join', { room });
-  await call(sb, 'join', { room });
+  const { sa, sb, room } = await twoInRoom(server.url);
   const got = collect(sb, 'message');
   const first = await call(sa, 'send', { room, text: 'once', client_id: 'same' });
   const again = await call(sa, 'send', { room, text: 'once (retry)', client_id: 'same' });

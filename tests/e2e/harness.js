@@ -99,3 +99,15 @@ export function collect(socket, event) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export const uniqueRoom = (p = 'room') => `${p}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+
+/** Two fresh users, each connected, both joined to a fresh public room. */
+export async function twoInRoom(url) {
+  const a = await register(url);
+  const b = await register(url);
+  const sa = await connect(url, a.token);
+  const sb = await connect(url, b.token);
+  const room = uniqueRoom();
+  await call(sa, 'join', { room });
+  await call(sb, 'join', { room });
+  return { a, b, sa, sb, room };
+}
