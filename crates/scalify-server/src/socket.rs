@@ -266,16 +266,19 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
                     let arg: RoomArg = parse(d)?;
                     let room = chat.join(&conn.user, &arg.room).await?;
                     let first = conn.rooms.lock().map(|mut r| r.insert(room.name.clone())).unwrap_or(false);
-                    let online = if first {
+                    if first {
                         s.join(room.name.to_string());
-                        sequencer.seed(&room.name, room.last_seq);
+                    }
+                    // Read last_seq once this connection receives the room's live messages:
+                    // every seq above it arrives live, none is missed in between. Delivery
+                    // expects seq last_seq + 1 next.
+                    let last_seq = chat.last_seq(&room).await?;
+                    let online = if first {
+                        sequencer.seed(&room.name, last_seq);
                         chat.connection_joined(&room, &conn.user).await
                     } else {
                         chat.online(&room.name)
                     };
-                    // Read last_seq again now that this connection receives the room's live
-                    // messages: every seq above it will arrive live, none is missed in between.
-                    let last_seq = chat.last_seq(&room).await?;
                     Ok(json!({
                         "room": { "id": room.id, "name": room.name, "kind": room.kind, "last_seq": last_seq },
                         "online": online,

@@ -262,7 +262,8 @@ impl Chat {
     }
 
     /// Makes `user` a member of a public room (created on first join), or checks they are a
-    /// member of a private room or DM. Returns the room with its current `last_seq`.
+    /// member of a private room or DM. The room's `last_seq` may be stale (rooms are cached);
+    /// read it with [`Chat::last_seq`] when it matters.
     pub async fn join(&self, user: &UserRef, room: &str) -> Result<Room, ChatError> {
         let name = RoomName::parse(room)?;
         let room = match self.find_room(&name).await? {
@@ -288,7 +289,7 @@ impl Chat {
                 .map_err(store_error)?;
             self.remember_member(room.id, user.id);
         }
-        self.fresh_room(&room).await
+        Ok(room)
     }
 
     pub async fn list_rooms(&self, user: &UserRef) -> Result<Vec<RoomListing>, ChatError> {
@@ -460,7 +461,7 @@ impl Chat {
         let room = self.member_room(user, room).await?;
         let messages = self
             .store
-            .history(room.id, query.before_seq, query.limit)
+            .history(&room, query.before_seq, query.limit)
             .await
             .map_err(store_error)?;
         // seq is gap-free from 1, so anything older exists exactly when the oldest we return
@@ -487,7 +488,7 @@ impl Chat {
                 Vec::new()
             } else {
                 self.store
-                    .after(room.id, last_seq, cap + 1)
+                    .after(&room, last_seq, cap + 1)
                     .await
                     .map_err(store_error)?
             };

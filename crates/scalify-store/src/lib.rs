@@ -100,15 +100,16 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a message, allocating the room's next `seq`; returns once committed.
     async fn append(&self, message: NewMessage) -> StoreResult<Appended>;
     /// Up to `limit` messages with `seq < before_seq` (all if `None`), the newest ones,
-    /// returned in ascending `seq` order.
+    /// returned in ascending `seq` order. Takes the whole room (the caller has resolved it)
+    /// so an engine need not look its name up again.
     async fn history(
         &self,
-        room: Id,
+        room: &Room,
         before_seq: Option<u64>,
         limit: u32,
     ) -> StoreResult<Vec<Message>>;
     /// Up to `limit` messages with `seq > after_seq`, ascending.
-    async fn after(&self, room: Id, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>>;
+    async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>>;
 
     /// Waits until every write accepted so far is committed (used by graceful shutdown).
     async fn flush(&self) -> StoreResult<()>;

@@ -758,12 +758,12 @@ impl Store for SqliteStore {
 
     async fn history(
         &self,
-        room: Id,
+        room: &Room,
         before_seq: Option<u64>,
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
+        let (room, name) = (room.id, room.name.clone());
         self.read(move |c| {
-            let name = room_name_of(c, room)?;
             let before = before_seq.map(|s| s as i64).unwrap_or(i64::MAX);
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND seq < ?2
@@ -780,9 +780,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn after(&self, room: Id, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
+    async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
+        let (room, name) = (room.id, room.name.clone());
         self.read(move |c| {
-            let name = room_name_of(c, room)?;
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND seq > ?2
                  ORDER BY seq ASC LIMIT ?3"
@@ -805,12 +805,4 @@ impl Store for SqliteStore {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
     }
-}
-
-fn room_name_of(c: &Connection, room: Id) -> StoreResult<RoomName> {
-    c.prepare_cached("SELECT name FROM rooms WHERE id = ?1")?
-        .query_row(params![room.to_string()], |r| r.get::<_, String>(0))
-        .optional()?
-        .map(RoomName::from_trusted)
-        .ok_or(StoreError::NotFound)
 }

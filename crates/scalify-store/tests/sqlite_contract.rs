@@ -87,7 +87,7 @@ async fn concurrent_appends_get_gap_free_seqs_and_idempotency_holds() {
     assert_eq!(dups, 200);
     seqs.sort();
     assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
-    let stored = store.after(room.id, 0, 1000).await.unwrap();
+    let stored = store.after(&room, 0, 1000).await.unwrap();
     assert_eq!(stored.len(), 200);
     let ids: HashSet<_> = stored
         .iter()
@@ -115,19 +115,19 @@ async fn history_pages_backwards_in_ascending_order() {
             .await
             .unwrap();
     }
-    let newest = store.history(room.id, None, 10).await.unwrap();
+    let newest = store.history(&room, None, 10).await.unwrap();
     assert_eq!(
         newest.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (16..=25).collect::<Vec<_>>()
     );
-    let older = store.history(room.id, Some(16), 10).await.unwrap();
+    let older = store.history(&room, Some(16), 10).await.unwrap();
     assert_eq!(older.first().unwrap().seq, 6);
-    let oldest = store.history(room.id, Some(6), 10).await.unwrap();
+    let oldest = store.history(&room, Some(6), 10).await.unwrap();
     assert_eq!(
         oldest.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (1..=5).collect::<Vec<_>>()
     );
-    let after = store.after(room.id, 20, 3).await.unwrap();
+    let after = store.after(&room, 20, 3).await.unwrap();
     assert_eq!(
         after.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![21, 22, 23]
@@ -138,11 +138,11 @@ async fn history_pages_backwards_in_ascending_order() {
 async fn acked_appends_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
-    let room_id;
+    let room;
     {
         let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
         let alice = user(&store, "alice").await;
-        let room = store
+        room = store
             .ensure_room(
                 &RoomName::parse("r").unwrap(),
                 RoomKind::Public,
@@ -150,7 +150,6 @@ async fn acked_appends_survive_reopen() {
             )
             .await
             .unwrap();
-        room_id = room.id;
         for i in 0..10 {
             store
                 .append(msg(&room, &alice, &format!("c{i}"), "x"))
@@ -160,7 +159,7 @@ async fn acked_appends_survive_reopen() {
         store.flush().await.unwrap();
     }
     let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
-    assert_eq!(store.after(room_id, 0, 100).await.unwrap().len(), 10);
+    assert_eq!(store.after(&room, 0, 100).await.unwrap().len(), 10);
     // seq continues after reopen: the writer's cache is rebuilt from the database.
     let alice = store
         .user_by_name(&Username::parse("alice").unwrap())
