@@ -71,7 +71,7 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
     fn start(config: &SqliteConfig) -> StoreResult<Checkpointer> {
         let conn = open(&config.path, config.durability, false)?;
