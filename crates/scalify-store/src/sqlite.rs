@@ -66,7 +66,8 @@ pub struct SqliteStore {
 /// Copies the WAL into the database file in the background (PASSIVE checkpoints: they never
 /// wait for, nor block, the writer or readers).
 struct Checkpointer {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropping it wakes the thread at once and stops it.
+    stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -75,13 +76,13 @@ impl Checkpointer {
 
     fn start(config: &SqliteConfig) -> StoreResult<Checkpointer> {
         let conn = open(&config.path, config.durability, false)?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Acquire) {
-                    std::thread::sleep(Self::EVERY);
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Self::EVERY)
+                {
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
                         tracing::warn!(error = %e, "WAL checkpoint failed");
@@ -93,7 +94,7 @@ impl Checkpointer {
     }
 
     fn stop(self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        drop(self.stop);
         let _ = self.thread.join();
     }
 }
