@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up. The caller passes the
 /// time in, so the rule is testable without sleeping. A rate of 0 disables limiting.
@@ -40,27 +40,18 @@ impl TokenBucket {
             false
         }
     }
-
-    /// How long until the next token (for `retry_after`-style hints).
-    pub fn wait_hint(&self) -> Duration {
-        if self.is_disabled() || self.tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn allows_the_burst_then_the_rate() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(20, 40, t0);
         assert_eq!((0..100).filter(|_| b.try_take(t0)).count(), 40);
-        assert!(b.wait_hint() > Duration::ZERO);
         // One second later, 20 more.
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!((0..100).filter(|_| b.try_take(t1)).count(), 20);

@@ -63,19 +63,6 @@ impl Sequencer {
         }
     }
 
-    /// This node stopped delivering the room: hand over what was held back, drop its state.
-    pub fn forget(&self, room: &RoomName) {
-        let slot = match self.rooms.lock() {
-            Ok(mut rooms) => rooms.remove(room),
-            Err(_) => return,
-        };
-        let Some(slot) = slot else { return };
-        let Ok(mut order) = slot.lock() else { return };
-        for event in std::mem::take(&mut order.pending).values() {
-            self.inner.deliver(event);
-        }
-    }
-
     fn flush_gap(&self, room: &RoomName) {
         let Some(slot) = self.slot(room) else { return };
         let Ok(mut order) = slot.lock() else { return };

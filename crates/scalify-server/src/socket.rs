@@ -256,149 +256,45 @@ pub fn register(io: &SocketIo, chat: Arc<Chat>, sequencer: Arc<Sequencer>, t: Tr
     );
 }
 
+/// Everything an event handler of one connection needs.
+struct Session {
+    chat: Arc<Chat>,
+    sequencer: Arc<Sequencer>,
+    conn: Arc<Conn>,
+}
+
+type EventArg = Result<Value, ParserError>;
+
+/// Registers one event: runs `handler` on the event's argument and answers its ack. Every
+/// event is tracked, so graceful shutdown waits for in-flight events and their acks.
+fn on_event<F, Fut>(s: &SocketRef, event: &'static str, session: &Arc<Session>, handler: F)
+where
+    F: Fn(Arc<Session>, SocketRef, EventArg) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Value, ChatError>> + Send + 'static,
+{
+    let session = session.clone();
+    s.on(
+        event,
+        move |s: SocketRef, TryData(d): TryData<Value>, ack: AckSender| {
+            let chat = session.chat.clone();
+            let work = handler(session.clone(), s, d);
+            chat.track(async move { answer(ack, work.await) })
+        },
+    );
+}
+
 fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, conn: Arc<Conn>) {
-    {
-        let (chat, conn, sequencer) = (chat.clone(), conn.clone(), sequencer.clone());
-        s.on("join", move |s: SocketRef, TryData(d): TryData<Value>, ack: AckSender| {
-            let (chat, conn, sequencer) = (chat.clone(), conn.clone(), sequencer.clone());
-            async move {
-                let result = async {
-                    let arg: RoomArg = parse(d)?;
-                    let room = chat.join(&conn.user, &arg.room).await?;
-                    let first = conn.rooms.lock().map(|mut r| r.insert(room.name.clone())).unwrap_or(false);
-                    if first {
-                        s.join(room.name.to_string());
-                    }
-                    // Read last_seq once this connection receives the room's live messages:
-                    // every seq above it arrives live, none is missed in between. Delivery
-                    // expects seq last_seq + 1 next.
-                    let last_seq = chat.last_seq(&room).await?;
-                    let online = if first {
-                        sequencer.seed(&room.name, last_seq);
-                        chat.connection_joined(&room, &conn.user).await
-                    } else {
-                        chat.online(&room.name)
-                    };
-                    Ok(json!({
-                        "room": { "id": room.id, "name": room.name, "kind": room.kind, "last_seq": last_seq },
-                        "online": online,
-                    }))
-                }
-                .await;
-                answer(ack, result);
-            }
-        });
-    }
-    {
-        let (chat, conn) = (chat.clone(), conn.clone());
-        s.on(
-            "leave",
-            move |s: SocketRef, TryData(d): TryData<Value>, ack: AckSender| {
-                let (chat, conn) = (chat.clone(), conn.clone());
-                async move {
-                    let result = async {
-                        let arg: RoomArg = parse(d)?;
-                        let name = RoomName::parse(&arg.room)?;
-                        let was_in = conn
-                            .rooms
-                            .lock()
-                            .map(|mut r| r.remove(&name))
-                            .unwrap_or(false);
-                        if was_in {
-                            s.leave(name.to_string());
-                            chat.connection_left(&name, &conn.user).await;
-                        }
-                        Ok(json!({}))
-                    }
-                    .await;
-                    answer(ack, result);
-                }
-            },
-        );
-    }
-    {
-        let (chat, conn) = (chat.clone(), conn.clone());
-        s.on("send", move |TryData(d): TryData<Value>, ack: AckSender| {
-            let (chat, conn) = (chat.clone(), conn.clone());
-            let tracker = chat.clone();
-            // Tracked so graceful shutdown waits for the ack, not only the commit.
-            tracker.track(async move {
-                let result = async {
-                    conn.allow()?;
-                    let arg: SendArg = parse(d)?;
-                    let message = chat
-                        .send(&conn.user, &arg.room, &arg.text, &arg.client_id)
-                        .await?;
-                    Ok(json!({ "message": message }))
-                }
-                .await;
-                answer(ack, result);
-            })
-        });
-    }
-    {
-        let (chat, conn) = (chat.clone(), conn.clone());
-        s.on(
-            "history",
-            move |TryData(d): TryData<Value>, ack: AckSender| {
-                let (chat, conn) = (chat.clone(), conn.clone());
-                async move {
-                    let result = async {
-                        let arg: HistoryArg = parse(d)?;
-                        let query = HistoryQuery::new(arg.before_seq, arg.limit)?;
-                        let (messages, has_more) =
-                            chat.history(&conn.user, &arg.room, query).await?;
-                        Ok(json!({ "messages": messages, "has_more": has_more }))
-                    }
-                    .await;
-                    answer(ack, result);
-                }
-            },
-        );
-    }
-    {
-        let (chat, conn) = (chat.clone(), conn.clone());
-        s.on("sync", move |TryData(d): TryData<Value>, ack: AckSender| {
-            let (chat, conn) = (chat.clone(), conn.clone());
-            async move {
-                let result = async {
-                    let arg: SyncArg = parse(d)?;
-                    let mut rooms = Vec::with_capacity(arg.rooms.len());
-                    for (name, seq) in arg.rooms {
-                        let seq = seq.as_i64().ok_or_else(|| {
-                            ChatError::bad_request(format!(
-                                "last_seq of '{name}' must be an integer"
-                            ))
-                        })?;
-                        rooms.push((name, seq));
-                    }
-                    let synced = chat.sync(&conn.user, SyncRequest::new(rooms)?).await?;
-                    Ok(json!({ "rooms": synced }))
-                }
-                .await;
-                answer(ack, result);
-            }
-        });
-    }
-    {
-        let (chat, conn) = (chat.clone(), conn.clone());
-        s.on(
-            "typing",
-            move |TryData(d): TryData<Value>, ack: AckSender| {
-                let (chat, conn) = (chat.clone(), conn.clone());
-                async move {
-                    let result = async {
-                        conn.allow()?;
-                        let arg: RoomArg = parse(d)?;
-                        chat.typing(&conn.user, &arg.room).await?;
-                        Ok(json!({}))
-                    }
-                    .await;
-                    answer(ack, result);
-                }
-            },
-        );
-    }
+    let session = Arc::new(Session {
+        chat,
+        sequencer,
+        conn,
+    });
+    on_event(s, "join", &session, join);
+    on_event(s, "leave", &session, leave);
+    on_event(s, "send", &session, send);
+    on_event(s, "history", &session, history);
+    on_event(s, "sync", &session, sync);
+    on_event(s, "typing", &session, typing);
     s.on_fallback(|Event(event): Event, ack: AckSender| async move {
         let name: String = event.chars().take(64).collect();
         answer(
@@ -406,17 +302,95 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
             Err(ChatError::bad_request(format!("unknown event '{name}'"))),
         );
     });
-    s.on_disconnect(move || {
-        let (chat, conn) = (chat.clone(), conn.clone());
-        async move {
-            let rooms: Vec<RoomName> = conn
-                .rooms
-                .lock()
-                .map(|mut r| r.drain().collect())
-                .unwrap_or_default();
-            for room in rooms {
-                chat.connection_left(&room, &conn.user).await;
-            }
+    s.on_disconnect(move || async move {
+        let Session { chat, conn, .. } = &*session;
+        let rooms: Vec<RoomName> = conn
+            .rooms
+            .lock()
+            .map(|mut r| r.drain().collect())
+            .unwrap_or_default();
+        for room in rooms {
+            chat.connection_left(&room, &conn.user).await;
         }
     });
+}
+
+async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Value, ChatError> {
+    let arg: RoomArg = parse(d)?;
+    let room = h.chat.join(&h.conn.user, &arg.room).await?;
+    let first = h
+        .conn
+        .rooms
+        .lock()
+        .map(|mut r| r.insert(room.name.clone()))
+        .unwrap_or(false);
+    if first {
+        s.join(room.name.to_string());
+    }
+    // Read last_seq once this connection receives the room's live messages: every seq above
+    // it arrives live, none is missed in between. Delivery expects seq last_seq + 1 next.
+    let last_seq = h.chat.last_seq(&room).await?;
+    let online = if first {
+        h.sequencer.seed(&room.name, last_seq);
+        h.chat.connection_joined(&room, &h.conn.user).await
+    } else {
+        h.chat.online(&room.name)
+    };
+    Ok(json!({
+        "room": { "id": room.id, "name": room.name, "kind": room.kind, "last_seq": last_seq },
+        "online": online,
+    }))
+}
+
+async fn leave(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Value, ChatError> {
+    let arg: RoomArg = parse(d)?;
+    let name = RoomName::parse(&arg.room)?;
+    let was_in = h
+        .conn
+        .rooms
+        .lock()
+        .map(|mut r| r.remove(&name))
+        .unwrap_or(false);
+    if was_in {
+        s.leave(name.to_string());
+        h.chat.connection_left(&name, &h.conn.user).await;
+    }
+    Ok(json!({}))
+}
+
+async fn send(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Value, ChatError> {
+    h.conn.allow()?;
+    let arg: SendArg = parse(d)?;
+    let message = h
+        .chat
+        .send(&h.conn.user, &arg.room, &arg.text, &arg.client_id)
+        .await?;
+    Ok(json!({ "message": message }))
+}
+
+async fn history(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Value, ChatError> {
+    let arg: HistoryArg = parse(d)?;
+    let query = HistoryQuery::new(arg.before_seq, arg.limit)?;
+    let (messages, has_more) = h.chat.history(&h.conn.user, &arg.room, query).await?;
+    Ok(json!({ "messages": messages, "has_more": has_more }))
+}
+
+async fn sync(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Value, ChatError> {
+    let arg: SyncArg = parse(d)?;
+    let mut rooms = Vec::with_capacity(arg.rooms.len());
+    for (name, seq) in arg.rooms {
+        let seq = seq.as_i64().ok_or_else(|| {
+            ChatError::bad_request(format!("last_seq of '{name}' must be an integer"))
+        })?;
+        rooms.push((name, seq));
+    }
+    let synced = h.chat.sync(&h.conn.user, SyncRequest::new(rooms)?).await?;
+    Ok(json!({ "rooms": synced }))
+}
+
+async fn typing(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Value, ChatError> {
+    h.conn.allow()?;
+    let arg: RoomArg = parse(d)?;
+    h.chat.typing(&h.conn.user, &arg.room).await?;
+    Ok(json!({}))
 }

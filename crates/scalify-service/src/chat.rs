@@ -114,10 +114,6 @@ impl Chat {
         })
     }
 
-    pub fn config(&self) -> &ChatConfig {
-        &self.config
-    }
-
     // ---- accounts -------------------------------------------------------------------------
 
     pub async fn register(&self, username: &str, password: &str) -> Result<Session, ChatError> {
@@ -438,15 +434,8 @@ impl Chat {
         let appended = self.store.append(new).await.map_err(store_error)?;
         if !appended.duplicate {
             let m = &appended.message;
-            match RoomEvent::new(m.room.clone(), EventKind::Message { seq: m.seq }, m, None) {
-                Ok(event) => {
-                    if let Err(e) = self.fanout.publish(event).await {
-                        // Committed but not delivered live: members recover it with `sync`.
-                        tracing::warn!(error = %e, room = %m.room, seq = m.seq, "publish failed");
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "cannot serialize message event"),
-            }
+            self.publish(m.room.clone(), EventKind::Message { seq: m.seq }, m, None)
+                .await;
         }
         Ok(appended.message)
     }
@@ -464,12 +453,9 @@ impl Chat {
             .history(&room, query.before_seq, query.limit)
             .await
             .map_err(store_error)?;
-        // seq is gap-free from 1, so anything older exists exactly when the oldest we return
-        // is above 1 (or, with nothing returned, when before_seq leaves room for some).
-        let has_more = match messages.first() {
-            Some(m) => m.seq > 1,
-            None => false,
-        };
+        // seq is gap-free from 1, so anything older exists exactly when the oldest message
+        // returned is above 1; an empty page means nothing lies below before_seq.
+        let has_more = messages.first().is_some_and(|m| m.seq > 1);
         Ok((messages, has_more))
     }
 
@@ -519,17 +505,21 @@ impl Chat {
         Ok(())
     }
 
-    async fn publish(
+    /// Publishes an event to the room. A failure is logged, not returned: the event's cause
+    /// (a commit, a presence change) already happened, and members recover messages with
+    /// `sync`.
+    async fn publish<T: Serialize>(
         &self,
         room: RoomName,
         kind: EventKind,
-        payload: &serde_json::Value,
+        payload: &T,
         except: Option<Id>,
     ) {
         match RoomEvent::new(room, kind, payload, except) {
             Ok(event) => {
+                let room = event.room.clone();
                 if let Err(e) = self.fanout.publish(event).await {
-                    tracing::warn!(error = %e, "publish failed");
+                    tracing::warn!(error = %e, %room, "publish failed");
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot serialize event"),
