@@ -44,22 +44,29 @@ async function traffic(url, user, room, senders) {
   };
 }
 
-test('kill -9 after acks: every acked message is in history after restart, none twice, seq gap-free', async () => {
-  let server = await startServer({ args: ['--rate-limit-per-sec', '0'] });
-  const user = await register(server.url);
-  const room = uniqueRoom('crash');
-  await api(server.url, 'POST', '/api/rooms', { name: room, kind: 'public' }, user.token);
-  const t = await traffic(server.url, user, room, 4);
-  while (t.acked.size < 300) await sleep(20);
-  server.child.kill('SIGKILL');
-  await server.exited;
+/**
+ * Starts a node, runs traffic into a fresh room until `minAcked` sends are acked, stops the node
+ * with `signal` mid-traffic, and restarts it on the same data. Returns the restarted node, the
+ * oracle of acked client_ids, the errors seen and the stopped node's exit.
+ */
+async function stopUnderTraffic(signal, minAcked) {
+  const first = await startServer({ args: ['--rate-limit-per-sec', '0'] });
+  const user = await register(first.url);
+  const room = uniqueRoom(signal.toLowerCase());
+  await api(first.url, 'POST', '/api/rooms', { name: room, kind: 'public' }, user.token);
+  const t = await traffic(first.url, user, room, 4);
+  while (t.acked.size < minAcked) await sleep(20);
+  first.child.kill(signal);
+  const exit = await first.exited;
   await t.stop();
-  const acked = new Set(t.acked);
-  assert.ok(acked.size >= 300);
+  const server = await startServer({ dataDir: first.dir });
+  const stored = await allMessages(server.url, user.token, room);
+  return { server, stored, acked: new Set(t.acked), failed: t.failed, exit, stderr: first.stderr() };
+}
 
-  server = await startServer({ dataDir: server.dir });
+test('kill -9 after acks: every acked message is in history after restart, none twice, seq gap-free', async () => {
+  const { server, stored, acked } = await stopUnderTraffic('SIGKILL', 300);
   try {
-    const stored = await allMessages(server.url, user.token, room);
     const ids = stored.map((m) => m.client_id);
     assert.equal(new Set(ids).size, ids.length, 'no duplicates');
     assert.deepEqual(stored.map((m) => m.seq), stored.map((_, i) => i + 1), 'seq gap-free from 1');
@@ -69,23 +76,12 @@ test('kill -9 after acks: every acked message is in history after restart, none 
 });
 
 test('SIGTERM mid-traffic: in-flight sends finish and are acked, exit code 0, store equals the acks', async () => {
-  let server = await startServer({ args: ['--rate-limit-per-sec', '0'] });
-  const user = await register(server.url);
-  const room = uniqueRoom('term');
-  await api(server.url, 'POST', '/api/rooms', { name: room, kind: 'public' }, user.token);
-  const t = await traffic(server.url, user, room, 4);
-  while (t.acked.size < 200) await sleep(20);
-  server.child.kill('SIGTERM');
-  const { code } = await server.exited;
-  await t.stop();
-  assert.equal(code, 0, `graceful shutdown exits 0:\n${server.stderr()}`);
-
-  server = await startServer({ dataDir: server.dir });
+  const { server, stored, acked, failed, exit, stderr } = await stopUnderTraffic('SIGTERM', 200);
   try {
-    const stored = (await allMessages(server.url, user.token, room)).map((m) => m.client_id);
-    const acked = [...t.acked].sort();
+    assert.equal(exit.code, 0, `graceful shutdown exits 0:\n${stderr}`);
     // Committed ⇔ acked: no acked message is lost, and no committed message lost its ack.
-    assert.deepEqual([...stored].sort(), acked);
-    assert.ok(t.failed.every((c) => c === 'internal'), `unexpected errors: ${t.failed}`);
+    assert.deepEqual(stored.map((m) => m.client_id).sort(), [...acked].sort());
+    assert.deepEqual(stored.map((m) => m.seq), stored.map((_, i) => i + 1), 'seq gap-free from 1');
+    assert.ok(failed.every((c) => c === 'internal'), `unexpected errors: ${failed}`);
   } finally { await server.stop(); server.cleanup(); }
 });

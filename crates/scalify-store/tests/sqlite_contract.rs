@@ -176,6 +176,14 @@ async fn acked_appends_survive_reopen() {
         .await
         .unwrap();
     assert_eq!(a.message.seq, 11);
+    // Idempotency survives the restart: a retry of a send acked before it is not stored again.
+    let retry = store
+        .append(msg(&room, &alice, "c3", "x (retried)"))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.message.seq, retry.message.text.as_str()), (4, "x"));
+    assert_eq!(store.after(&room, 0, 100).await.unwrap().len(), 11);
 }
 
 #[tokio::test]
