@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scalify_core::{ChatError, HistoryQuery, Room, UserRef};
+use scalify_core::{ChatError, HistoryQuery, UserRef};
 use scalify_service::{Chat, Session};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -97,10 +97,6 @@ fn query_rejection(r: QueryRejection) -> ChatError {
     ChatError::bad_request(r.body_text())
 }
 
-fn room_json(room: &Room) -> serde_json::Value {
-    json!({ "id": room.id, "name": room.name, "kind": room.kind, "last_seq": room.last_seq })
-}
-
 #[derive(Deserialize)]
 struct Credentials {
     username: String,
@@ -127,7 +123,7 @@ async fn list_rooms(State(chat): State<AppState>, AuthUser(user): AuthUser) -> A
         .await?
         .iter()
         .map(|l| {
-            let mut r = room_json(&l.room);
+            let mut r = json!(l.room);
             r["member"] = json!(l.member);
             r
         })
@@ -151,11 +147,7 @@ async fn create_room(
     let room = chat
         .create_room(&user, &r.name, &r.kind, &r.members)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "room": room_json(&room) })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(json!({ "room": room }))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -170,7 +162,7 @@ async fn add_member(
     Body(m): Body<NewMember>,
 ) -> ApiResult {
     let (room, member) = chat.add_member(&user, &room, &m.username).await?;
-    Ok(Json(json!({ "room": room_json(&room), "user": member })).into_response())
+    Ok(Json(json!({ "room": room, "user": member })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -184,7 +176,7 @@ async fn open_dm(
     Body(d): Body<NewDm>,
 ) -> ApiResult {
     let room = chat.dm(&user, &d.username).await?;
-    Ok(Json(json!({ "room": room_json(&room) })).into_response())
+    Ok(Json(json!({ "room": room })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -336,10 +336,8 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Value, ChatE
     } else {
         h.chat.online(&room.name)
     };
-    Ok(json!({
-        "room": { "id": room.id, "name": room.name, "kind": room.kind, "last_seq": last_seq },
-        "online": online,
-    }))
+    let room = scalify_core::Room { last_seq, ..room };
+    Ok(json!({ "room": room, "online": online }))
 }
 
 async fn leave(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Value, ChatError> {
