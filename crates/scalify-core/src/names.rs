@@ -163,7 +163,8 @@ impl ClientId {
     }
 }
 
-/// Message text: non-empty (not only whitespace) UTF-8, at most `max_bytes` bytes.
+/// Message text: non-empty (not only whitespace) UTF-8, at most `max_bytes` bytes, without
+/// NUL characters (PostgreSQL cannot store them in text, so no engine accepts them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct MessageText(String);
@@ -178,6 +179,9 @@ impl MessageText {
                 "text is {} bytes; the limit is {max_bytes}",
                 raw.len()
             )));
+        }
+        if raw.contains('\0') {
+            return Err(ChatError::bad_request("text must not contain NUL characters"));
         }
         Ok(MessageText(raw.to_owned()))
     }
@@ -262,5 +266,10 @@ mod tests {
             ErrorCode::TooLarge
         );
         assert_eq!(MessageText::parse("héllo", 6).unwrap().as_str(), "héllo");
+        assert_eq!(
+            MessageText::parse("a\0b", 10).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert!(MessageText::parse("line\nbreak\ttab", 20).is_ok());
     }
 }

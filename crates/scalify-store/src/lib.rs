@@ -6,9 +6,9 @@
 //! - [`sqlite::SqliteStore`] — the embedded default. One writer thread owns the write
 //!   connection and commits whatever sends are waiting as one transaction (group commit), so
 //!   many concurrent senders share one fsync; readers use a small pool of their own connections.
-//! - PostgreSQL follows (scale-out issue) behind the same trait; nothing in the trait assumes a
-//!   single writer — `append` must allocate `seq` atomically and apply the idempotency rule,
-//!   however the engine does it.
+//! - [`postgres::PgStore`] — for clusters: every node writes to the same database. Appends are
+//!   batched too, and each batch locks its rooms' rows, which keeps `seq` gap-free and the
+//!   idempotency rule exact when several nodes write to one room.
 //!
 //! The contract every engine keeps, checked by the shared tests in `tests/`:
 //! - `append` returns only after the message is committed (durable);
@@ -16,6 +16,7 @@
 //! - a second `append` with the same (room, sender, client_id) returns the first message with
 //!   `duplicate: true` and stores nothing.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -1,0 +1,700 @@
+//! The PostgreSQL engine, for clusters: every node of a cluster uses the same database.
+//!
+//! Appends are batched (group commit) by [`PgConfig::writers`] writer tasks per node. A writer
+//! takes every append waiting in the queue (up to [`MAX_BATCH`]) and commits them in one
+//! transaction of five statements, whatever the batch size:
+//!
+//! 1. lock the batch's rooms (`SELECT … FOR UPDATE`, in id order so two writers never deadlock)
+//!    and read their `last_seq`;
+//! 2. look up which (room, sender, client_id) keys already exist — any node's commit of the
+//!    same key is visible here, because it held the same room lock;
+//! 3. give each new message the room's next seq;
+//! 4. insert them all (`INSERT … SELECT FROM UNNEST`);
+//! 5. store each room's new `last_seq`.
+//!
+//! The room row lock is what keeps `seq` gap-free and strictly increasing across nodes, and
+//! what makes the idempotency check race-free. Callers are answered after the commit. If a
+//! batch fails for a reason other than a lost connection, its appends are retried one by one
+//! so one bad row cannot fail its neighbours.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use scalify_core::{
+    now_ms, ClientId, Id, Message, MessageText, NewMessage, Room, RoomKind, RoomName, UserRef,
+    Username,
+};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
+
+use crate::{Appended, Credentials, RoomListing, Store, StoreError, StoreResult, User};
+
+/// Most appends committed in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// Appends waiting for a writer; callers wait for room beyond this (back-pressure).
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+/// The migrations, embedded in the binary, in the form sqlx's migrator takes.
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Vec<Migration>, Box<dyn std::error::Error + Send + Sync>>,
+                > + Send
+                + 's,
+        >,
+    > {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(v, d, sql)| {
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(*d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Connections in this node's pool (reads and the writers share it).
+    pub max_connections: u32,
+    /// Writer tasks committing batches of appends. Two let one batch be collected while the
+    /// previous one commits.
+    pub writers: usize,
+}
+
+impl PgConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        PgConfig {
+            url: url.into(),
+            max_connections: 16,
+            writers: 2,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<StoreResult<Appended>>;
+
+pub struct PgStore {
+    pool: PgPool,
+    appends: mpsc::Sender<(NewMessage, Reply)>,
+    /// Appends queued or being committed; `flush` waits for it to reach zero.
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                Some("23505") => StoreError::Conflict,
+                Some("23503") => StoreError::NotFound,
+                _ => StoreError::Backend(e.to_string()),
+            },
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Backend(format!("migration failed: {e}"))
+    }
+}
+
+async fn connect(config: &PgConfig) -> StoreResult<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections.max(2))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&config.url)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
+}
+
+async fn migrate(pool: &PgPool) -> StoreResult<usize> {
+    let migrator = Migrator::new(Embedded).await?;
+    let before: i64 = match sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(n) => n,
+        Err(_) => 0, // the ledger does not exist yet
+    };
+    migrator.run(pool).await?;
+    Ok(MIGRATIONS.len().saturating_sub(before as usize))
+}
+
+impl PgStore {
+    /// Connects, applies pending migrations (sqlx's migrator takes an advisory lock, so nodes
+    /// starting together apply them once), and starts the writers.
+    pub async fn open(config: PgConfig) -> StoreResult<Self> {
+        let pool = connect(&config).await?;
+        migrate(&pool).await?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let rx = Arc::new(AsyncMutex::new(rx));
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        for _ in 0..config.writers.max(1) {
+            tokio::spawn(writer(pool.clone(), rx.clone(), outstanding.clone()));
+        }
+        Ok(PgStore {
+            pool,
+            appends: tx,
+            outstanding,
+        })
+    }
+
+    /// Applies pending migrations and returns how many were applied.
+    pub async fn migrate_only(config: &PgConfig) -> StoreResult<usize> {
+        let pool = connect(config).await?;
+        let n = migrate(&pool).await?;
+        pool.close().await;
+        Ok(n)
+    }
+}
+
+/// One writer: takes a batch off the shared queue, commits it, answers its callers. The
+/// writers end when the store (the queue's sender) is dropped.
+async fn writer(
+    pool: PgPool,
+    rx: Arc<AsyncMutex<mpsc::Receiver<(NewMessage, Reply)>>>,
+    outstanding: Arc<AtomicUsize>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        let n = batch.len();
+        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.drain(..).unzip();
+        let results = commit_or_split(&pool, &messages).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+        outstanding.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+async fn commit_or_split(pool: &PgPool, messages: &[NewMessage]) -> Vec<StoreResult<Appended>> {
+    match commit_batch(pool, messages).await {
+        Ok(results) => results,
+        Err(e) => {
+            let e = StoreError::from(e);
+            if matches!(e, StoreError::Unavailable(_)) || messages.len() == 1 {
+                tracing::warn!(error = %e, batch = messages.len(), "append batch failed");
+                return messages.iter().map(|_| Err(clone_err(&e))).collect();
+            }
+            tracing::warn!(error = %e, batch = messages.len(), "append batch failed; retrying one by one");
+            let mut out = Vec::with_capacity(messages.len());
+            for m in messages {
+                out.push(match commit_batch(pool, std::slice::from_ref(m)).await {
+                    Ok(mut r) => r.pop().unwrap_or(Err(StoreError::Backend("no result".into()))),
+                    Err(e) => Err(e.into()),
+                });
+            }
+            out
+        }
+    }
+}
+
+fn clone_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict => StoreError::Conflict,
+        StoreError::NotFound => StoreError::NotFound,
+        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
+        StoreError::Backend(s) => StoreError::Backend(s.clone()),
+    }
+}
+
+type IdemKey = (Id, Id, String);
+
+fn key_of(m: &NewMessage) -> IdemKey {
+    (m.room_id, m.sender.id, m.client_id.as_str().to_owned())
+}
+
+/// Commits one batch (see the module docs). Per-message outcomes are in the result; the outer
+/// error means the transaction failed as a whole.
+async fn commit_batch(
+    pool: &PgPool,
+    batch: &[NewMessage],
+) -> Result<Vec<StoreResult<Appended>>, sqlx::Error> {
+    // A key repeated inside the batch is stored once; its repeats answer as duplicates.
+    let mut first_of: HashMap<IdemKey, usize> = HashMap::with_capacity(batch.len());
+    let mut unique = Vec::with_capacity(batch.len());
+    for (i, m) in batch.iter().enumerate() {
+        first_of.entry(key_of(m)).or_insert_with(|| {
+            unique.push(i);
+            i
+        });
+    }
+    let mut room_ids: Vec<String> = batch.iter().map(|m| m.room_id.to_string()).collect();
+    room_ids.sort();
+    room_ids.dedup();
+
+    let mut tx = pool.begin().await?;
+    let mut last_seq: HashMap<String, i64> =
+        sqlx::query("SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&room_ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+
+    let (kr, ks, kc): (Vec<String>, Vec<String>, Vec<String>) = unique
+        .iter()
+        .map(|&i| {
+            let m = &batch[i];
+            (
+                m.room_id.to_string(),
+                m.sender.id.to_string(),
+                m.client_id.as_str().to_owned(),
+            )
+        })
+        .fold((vec![], vec![], vec![]), |mut acc, (r, s, c)| {
+            acc.0.push(r);
+            acc.1.push(s);
+            acc.2.push(c);
+            acc
+        });
+    let existing_rows = sqlx::query(
+        "SELECT m.room_id, m.id, m.seq, m.sender_id, m.sender_name, m.client_id, m.text, m.ts
+         FROM messages m
+         JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(r, s, c)
+           ON m.room_id = k.r AND m.sender_id = k.s AND m.client_id = k.c",
+    )
+    .bind(&kr)
+    .bind(&ks)
+    .bind(&kc)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut existing: HashMap<IdemKey, Message> = HashMap::with_capacity(existing_rows.len());
+    for row in &existing_rows {
+        let room_id: String = row.try_get(0)?;
+        let room_id = parse_id(&room_id)?;
+        let Some(&i) = unique.iter().find(|&&i| batch[i].room_id == room_id) else {
+            continue;
+        };
+        let m = read_message(row, 1, &batch[i].room)?;
+        existing.insert((room_id, m.sender.id, m.client_id.as_str().to_owned()), m);
+    }
+
+    let mut results: Vec<Option<StoreResult<Appended>>> = (0..batch.len()).map(|_| None).collect();
+    let mut ins = InsertColumns::default();
+    for &i in &unique {
+        let m = &batch[i];
+        if let Some(original) = existing.remove(&key_of(m)) {
+            results[i] = Some(Ok(Appended {
+                message: original,
+                duplicate: true,
+            }));
+            continue;
+        }
+        let room_key = m.room_id.to_string();
+        let Some(last) = last_seq.get_mut(&room_key) else {
+            results[i] = Some(Err(StoreError::NotFound));
+            continue;
+        };
+        *last += 1;
+        let message = Message {
+            id: Id::new(),
+            room: m.room.clone(),
+            seq: *last as u64,
+            sender: m.sender.clone(),
+            text: m.text.clone(),
+            client_id: m.client_id.clone(),
+            ts: now_ms(),
+        };
+        ins.push(&room_key, &message);
+        results[i] = Some(Ok(Appended {
+            message,
+            duplicate: false,
+        }));
+    }
+    if !ins.seq.is_empty() {
+        sqlx::query(
+            "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts)
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::int8[])",
+        )
+        .bind(&ins.room_id)
+        .bind(&ins.seq)
+        .bind(&ins.id)
+        .bind(&ins.sender_id)
+        .bind(&ins.sender_name)
+        .bind(&ins.client_id)
+        .bind(&ins.text)
+        .bind(&ins.ts)
+        .execute(&mut *tx)
+        .await?;
+        let (ids, seqs): (Vec<String>, Vec<i64>) = last_seq.into_iter().unzip();
+        sqlx::query(
+            "UPDATE rooms SET last_seq = v.s FROM UNNEST($1::text[], $2::int8[]) AS v(id, s)
+             WHERE rooms.id = v.id AND rooms.last_seq < v.s",
+        )
+        .bind(&ids)
+        .bind(&seqs)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+
+    // Repeats inside the batch answer with what their first occurrence got.
+    let repeats: Vec<(usize, StoreResult<Appended>)> = (0..batch.len())
+        .filter(|&i| results[i].is_none())
+        .map(|i| {
+            let first = first_of.get(&key_of(&batch[i])).copied().unwrap_or(i);
+            let answer = match results.get(first).and_then(|r| r.as_ref()) {
+                Some(Ok(a)) => Ok(Appended {
+                    message: a.message.clone(),
+                    duplicate: true,
+                }),
+                Some(Err(e)) => Err(clone_err(e)),
+                None => Err(StoreError::Backend("unanswered append".into())),
+            };
+            (i, answer)
+        })
+        .collect();
+    for (i, answer) in repeats {
+        results[i] = Some(answer);
+    }
+    let out = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Backend("unanswered append".into()))))
+        .collect();
+    Ok(out)
+}
+
+/// Column arrays for one multi-row insert.
+#[derive(Default)]
+struct InsertColumns {
+    room_id: Vec<String>,
+    seq: Vec<i64>,
+    id: Vec<String>,
+    sender_id: Vec<String>,
+    sender_name: Vec<String>,
+    client_id: Vec<String>,
+    text: Vec<String>,
+    ts: Vec<i64>,
+}
+
+impl InsertColumns {
+    fn push(&mut self, room_key: &str, m: &Message) {
+        self.room_id.push(room_key.to_owned());
+        self.seq.push(m.seq as i64);
+        self.id.push(m.id.to_string());
+        self.sender_id.push(m.sender.id.to_string());
+        self.sender_name.push(m.sender.username.clone());
+        self.client_id.push(m.client_id.as_str().to_owned());
+        self.text.push(m.text.as_str().to_owned());
+        self.ts.push(m.ts);
+    }
+}
+
+fn parse_id(s: &str) -> Result<Id, sqlx::Error> {
+    s.parse()
+        .map_err(|e: ulid::DecodeError| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// Reads `id, seq, sender_id, sender_name, client_id, text, ts` starting at column `at`.
+fn read_message(r: &PgRow, at: usize, room: &RoomName) -> Result<Message, sqlx::Error> {
+    Ok(Message {
+        id: parse_id(r.try_get::<&str, _>(at)?)?,
+        room: room.clone(),
+        seq: r.try_get::<i64, _>(at + 1)? as u64,
+        sender: UserRef {
+            id: parse_id(r.try_get::<&str, _>(at + 2)?)?,
+            username: r.try_get(at + 3)?,
+        },
+        client_id: ClientId::from_trusted(r.try_get(at + 4)?),
+        text: MessageText::from_trusted(r.try_get(at + 5)?),
+        ts: r.try_get(at + 6)?,
+    })
+}
+
+fn read_room(r: &PgRow) -> Result<Room, sqlx::Error> {
+    let kind: &str = r.try_get(2)?;
+    Ok(Room {
+        id: parse_id(r.try_get::<&str, _>(0)?)?,
+        name: RoomName::from_trusted(r.try_get(1)?),
+        kind: RoomKind::parse(kind).unwrap_or(RoomKind::Private),
+        last_seq: r.try_get::<i64, _>(3)? as u64,
+    })
+}
+
+fn read_user(r: &PgRow) -> Result<User, sqlx::Error> {
+    let name: &str = r.try_get(1)?;
+    Ok(User {
+        id: parse_id(r.try_get::<&str, _>(0)?)?,
+        username: Username::parse(name).map_err(|e| sqlx::Error::Decode(e.into()))?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "id, seq, sender_id, sender_name, client_id, text, ts";
+
+async fn add_member_in<'c, E>(ex: E, room: Id, user: Id) -> StoreResult<bool>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let done = sqlx::query(
+        "INSERT INTO members (room_id, user_id, joined_at) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(room.to_string())
+    .bind(user.to_string())
+    .bind(now_ms())
+    .execute(ex)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict => StoreError::NotFound,
+        other => other,
+    })?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_user(&self, username: &Username, password_hash: &str) -> StoreResult<User> {
+        let id = Id::new();
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.to_string())
+        .bind(username.as_str())
+        .bind(password_hash)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(User {
+            id,
+            username: username.clone(),
+        })
+    }
+
+    async fn credentials(&self, username: &Username) -> StoreResult<Option<Credentials>> {
+        let row = sqlx::query("SELECT id, username, password_hash FROM users WHERE username = $1")
+            .bind(username.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(Credentials {
+                user: read_user(&r)?,
+                password_hash: r.try_get(2)?,
+            }),
+            None => None,
+        })
+    }
+
+    async fn user(&self, id: Id) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT id, username FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(read_user).transpose()?)
+    }
+
+    async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT id, username FROM users WHERE username = $1")
+            .bind(username.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(read_user).transpose()?)
+    }
+
+    async fn room(&self, name: &RoomName) -> StoreResult<Option<Room>> {
+        let row = sqlx::query("SELECT id, name, kind, last_seq FROM rooms WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(read_room).transpose()?)
+    }
+
+    async fn create_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room> {
+        let mut tx = self.pool.begin().await?;
+        let id = Id::new();
+        sqlx::query(
+            "INSERT INTO rooms (id, name, kind, last_seq, created_at) VALUES ($1, $2, $3, 0, $4)",
+        )
+        .bind(id.to_string())
+        .bind(name.as_str())
+        .bind(kind.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        for user in members {
+            add_member_in(&mut *tx, id, *user).await?;
+        }
+        tx.commit().await?;
+        Ok(Room {
+            id,
+            name: name.clone(),
+            kind,
+            last_seq: 0,
+        })
+    }
+
+    async fn ensure_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room> {
+        let mut tx = self.pool.begin().await?;
+        // Whichever node inserts first wins; the others see its row.
+        sqlx::query(
+            "INSERT INTO rooms (id, name, kind, last_seq, created_at) VALUES ($1, $2, $3, 0, $4)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(Id::new().to_string())
+        .bind(name.as_str())
+        .bind(kind.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT id, name, kind, last_seq FROM rooms WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let room = read_room(&row)?;
+        for user in members {
+            add_member_in(&mut *tx, room.id, *user).await?;
+        }
+        tx.commit().await?;
+        Ok(room)
+    }
+
+    async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        add_member_in(&self.pool, room, user).await
+    }
+
+    async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2")
+            .bind(room.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL
+             FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = $1
+             WHERE m.user_id IS NOT NULL OR r.kind = 'public'
+             ORDER BY r.name",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RoomListing {
+                    room: read_room(r)?,
+                    member: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn append(&self, message: NewMessage) -> StoreResult<Appended> {
+        let (tx, rx) = oneshot::channel();
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        if self.appends.send((message, tx)).await.is_err() {
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::Unavailable("store is shut down".into()));
+        }
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    async fn history(
+        &self,
+        room: &Room,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq < $2
+             ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(room.id.to_string())
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| read_message(r, 0, &room.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
+        let after = after_seq.min(i64::MAX as u64) as i64;
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2
+             ORDER BY seq ASC LIMIT $3"
+        ))
+        .bind(room.id.to_string())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| read_message(r, 0, &room.name))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        // Every answered append is already committed; wait for the ones still queued.
+        while self.outstanding.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! The `Store` contract, shared by every engine's test file: each engine calls these on a
+//! fresh, empty store of its own.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use scalify_core::{ClientId, MessageText, NewMessage, Room, RoomKind, RoomName, UserRef, Username};
+use scalify_store::{Store, StoreError, User};
+
+pub async fn user(store: &dyn Store, name: &str) -> User {
+    store
+        .create_user(&Username::parse(name).unwrap(), "hash")
+        .await
+        .unwrap()
+}
+
+pub fn msg(room: &Room, sender: &User, client_id: &str, text: &str) -> NewMessage {
+    NewMessage {
+        room_id: room.id,
+        room: room.name.clone(),
+        sender: UserRef {
+            id: sender.id,
+            username: sender.username.to_string(),
+        },
+        text: MessageText::parse(text, 4096).unwrap(),
+        client_id: ClientId::parse(client_id).unwrap(),
+    }
+}
+
+pub async fn usernames_and_room_names_are_unique(store: Arc<dyn Store>) {
+    user(&*store, "alice").await;
+    let again = store
+        .create_user(&Username::parse("ALICE").unwrap(), "h")
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict)));
+    let name = RoomName::parse("general").unwrap();
+    store
+        .create_room(&name, RoomKind::Public, &[])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_room(&name, RoomKind::Private, &[]).await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+pub async fn concurrent_appends_get_gap_free_seqs_and_idempotency_holds(store: Arc<dyn Store>) {
+    let alice = user(&*store, "alice").await;
+    let room = store
+        .ensure_room(
+            &RoomName::parse("general").unwrap(),
+            RoomKind::Public,
+            &[alice.id],
+        )
+        .await
+        .unwrap();
+    // 400 sends from 200 tasks, each client_id sent twice concurrently.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        for _ in 0..2 {
+            let (store, m) = (store.clone(), msg(&room, &alice, &format!("c{i}"), "hi"));
+            tasks.push(tokio::spawn(async move { store.append(m).await.unwrap() }));
+        }
+    }
+    let mut seqs = Vec::new();
+    let mut dups = 0;
+    for t in tasks {
+        let a = t.await.unwrap();
+        if a.duplicate {
+            dups += 1
+        } else {
+            seqs.push(a.message.seq)
+        }
+    }
+    assert_eq!(dups, 200);
+    seqs.sort();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+    let stored = store.after(&room, 0, 1000).await.unwrap();
+    assert_eq!(stored.len(), 200);
+    let ids: HashSet<_> = stored
+        .iter()
+        .map(|m| m.client_id.as_str().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 200);
+    assert_eq!(store.room(&room.name).await.unwrap().unwrap().last_seq, 200);
+}
+
+pub async fn history_pages_backwards_in_ascending_order(store: Arc<dyn Store>) {
+    let alice = user(&*store, "alice").await;
+    let room = store
+        .ensure_room(
+            &RoomName::parse("r").unwrap(),
+            RoomKind::Public,
+            &[alice.id],
+        )
+        .await
+        .unwrap();
+    for i in 0..25 {
+        store
+            .append(msg(&room, &alice, &format!("c{i}"), &format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    let newest = store.history(&room, None, 10).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (16..=25).collect::<Vec<_>>()
+    );
+    let older = store.history(&room, Some(16), 10).await.unwrap();
+    assert_eq!(older.first().unwrap().seq, 6);
+    let oldest = store.history(&room, Some(6), 10).await.unwrap();
+    assert_eq!(
+        oldest.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=5).collect::<Vec<_>>()
+    );
+    let after = store.after(&room, 20, 3).await.unwrap();
+    assert_eq!(
+        after.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![21, 22, 23]
+    );
+}
+
+pub async fn membership_and_listing(store: Arc<dyn Store>) {
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let secret = store
+        .create_room(
+            &RoomName::parse("secret").unwrap(),
+            RoomKind::Private,
+            &[alice.id],
+        )
+        .await
+        .unwrap();
+    store
+        .create_room(&RoomName::parse("lobby").unwrap(), RoomKind::Public, &[])
+        .await
+        .unwrap();
+    assert!(store.is_member(secret.id, alice.id).await.unwrap());
+    assert!(!store.is_member(secret.id, bob.id).await.unwrap());
+    let bobs: Vec<_> = store
+        .list_rooms(bob.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.room.name.to_string())
+        .collect();
+    assert_eq!(bobs, vec!["lobby"]);
+    assert!(store.add_member(secret.id, bob.id).await.unwrap());
+    assert!(!store.add_member(secret.id, bob.id).await.unwrap());
+    assert_eq!(store.list_rooms(bob.id).await.unwrap().len(), 2);
+    // Unknown user: not found, and the batch neighbours are unaffected.
+    let ghost = scalify_core::Id::new();
+    assert!(matches!(
+        store.add_member(secret.id, ghost).await,
+        Err(StoreError::NotFound)
+    ));
+}

@@ -1,0 +1,175 @@
+//! The `Store` contract on the PostgreSQL engine (a real server: `SCALIFY_TEST_DATABASE_URL`,
+//! default `postgres://postgres@127.0.0.1:5432/postgres`), a fresh database per test, plus
+//! what only a shared database has: several nodes writing to one room.
+
+mod contract;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use contract::{msg, user};
+use scalify_core::{RoomKind, RoomName};
+use scalify_store::postgres::{PgConfig, PgStore};
+use scalify_store::Store;
+use sqlx::Connection;
+
+fn admin_url() -> String {
+    std::env::var("SCALIFY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A new, empty database on the test server, dropped when the test finishes.
+struct FreshDb {
+    name: String,
+    url: String,
+}
+
+impl FreshDb {
+    async fn create() -> FreshDb {
+        let admin = admin_url();
+        let name = format!("scalify_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+        FreshDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    async fn store(&self) -> Arc<PgStore> {
+        Arc::new(PgStore::open(PgConfig::new(&self.url)).await.unwrap())
+    }
+}
+
+impl Drop for FreshDb {
+    fn drop(&mut self) {
+        let (admin, name) = (admin_url(), self.name.clone());
+        // Drop runs outside the test's runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn usernames_and_room_names_are_unique() {
+    let db = FreshDb::create().await;
+    contract::usernames_and_room_names_are_unique(db.store().await).await;
+}
+
+#[tokio::test]
+async fn concurrent_appends_get_gap_free_seqs_and_idempotency_holds() {
+    let db = FreshDb::create().await;
+    contract::concurrent_appends_get_gap_free_seqs_and_idempotency_holds(db.store().await).await;
+}
+
+#[tokio::test]
+async fn history_pages_backwards_in_ascending_order() {
+    let db = FreshDb::create().await;
+    contract::history_pages_backwards_in_ascending_order(db.store().await).await;
+}
+
+#[tokio::test]
+async fn membership_and_listing() {
+    let db = FreshDb::create().await;
+    contract::membership_and_listing(db.store().await).await;
+}
+
+#[tokio::test]
+async fn migrations_apply_once() {
+    let db = FreshDb::create().await;
+    let config = PgConfig::new(&db.url);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 1);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
+}
+
+/// Three "nodes" (stores with their own pools and writers) send into two rooms at once; every
+/// client_id is sent twice, to different nodes. Seqs stay gap-free per room and each client_id
+/// is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_writing_one_room_keep_seq_gap_free_and_sends_idempotent() {
+    let db = FreshDb::create().await;
+    let nodes = [db.store().await, db.store().await, db.store().await];
+    let alice = user(&*nodes[0], "alice").await;
+    let mut rooms = Vec::new();
+    for name in ["one", "two"] {
+        rooms.push(
+            nodes[0]
+                .ensure_room(&RoomName::parse(name).unwrap(), RoomKind::Public, &[alice.id])
+                .await
+                .unwrap(),
+        );
+    }
+    let mut tasks = Vec::new();
+    for i in 0..600 {
+        let room = &rooms[i % 2];
+        for copy in 0..2 {
+            let node = nodes[(i + copy) % 3].clone();
+            let m = msg(room, &alice, &format!("c{i}"), &format!("m{i}"));
+            tasks.push(tokio::spawn(async move { node.append(m).await.unwrap() }));
+        }
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        if !t.await.unwrap().duplicate {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 600);
+    for room in &rooms {
+        let stored = nodes[1].after(room, 0, 1000).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            (1..=300).collect::<Vec<u64>>()
+        );
+        let ids: HashSet<_> = stored.iter().map(|m| m.client_id.as_str()).collect();
+        assert_eq!(ids.len(), 300);
+        let room = nodes[2].room(&room.name).await.unwrap().unwrap();
+        assert_eq!(room.last_seq, 300);
+    }
+}
+
+/// An append whose room does not exist fails alone; its batch neighbours commit.
+#[tokio::test]
+async fn a_bad_append_does_not_fail_its_batch() {
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let alice = user(&*store, "alice").await;
+    let room = store
+        .ensure_room(&RoomName::parse("r").unwrap(), RoomKind::Public, &[alice.id])
+        .await
+        .unwrap();
+    let ghost = scalify_core::Room {
+        id: scalify_core::Id::new(),
+        ..room.clone()
+    };
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let r = if i == 25 { &ghost } else { &room };
+        let (s, m) = (store.clone(), msg(r, &alice, &format!("c{i}"), "x"));
+        tasks.push(tokio::spawn(async move { s.append(m).await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 49);
+    assert_eq!(store.after(&room, 0, 100).await.unwrap().len(), 49);
+}
