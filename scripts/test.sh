@@ -2,8 +2,9 @@
 # Runs every test ScalifyChat has, from a fresh clone, with no manual step:
 #   lint (fmt, clippy) → Rust unit + integration tests → end-to-end tests of the real binary
 #   with the official socket.io-client.
-# It installs what it needs (Node.js + npm from Debian packages if absent; npm packages from
-# tests/e2e/package-lock.json) and starts the services the tests need.
+# It installs what it needs (Node.js + npm, the PostgreSQL and Redis clients and nginx from
+# Debian packages if absent; npm packages from tests/e2e/package-lock.json) and starts the
+# services the tests need when the machine has none (see "services" below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,54 @@ apt_install() {
 log "toolchain"
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
-cargo --version; node --version
+command -v psql >/dev/null || apt_install postgresql-client
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
+export PATH="$PATH:/usr/sbin"
+command -v nginx >/dev/null || apt_install nginx-light
+cargo --version; node --version; nginx -v
+
+# The tests use real PostgreSQL and Redis: the machine's own (as configured below), or, when
+# absent, private instances started here (Debian packages) and stopped on exit.
+export SCALIFY_TEST_DATABASE_URL="${SCALIFY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export SCALIFY_TEST_REDIS_URL="${SCALIFY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+SERVICES_DIR=""
+cleanup() {
+  [ -n "$SERVICES_DIR" ] || return 0
+  [ -f "$SERVICES_DIR/redis.pid" ] && kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null
+  [ -d "$SERVICES_DIR/pg" ] && su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $SERVICES_DIR/pg -m fast stop" >/dev/null 2>&1
+  rm -rf "$SERVICES_DIR"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+services_dir() {
+  [ -n "$SERVICES_DIR" ] || { SERVICES_DIR="$(mktemp -d)"; chmod 755 "$SERVICES_DIR"; }
+}
+
+log "services"
+if ! psql "$SCALIFY_TEST_DATABASE_URL" -qtAc 'SELECT 1' >/dev/null 2>&1; then
+  echo "PostgreSQL not reachable at $SCALIFY_TEST_DATABASE_URL: starting a private one"
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+  PG_BIN="$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
+  services_dir
+  port="$(free_port)"
+  chown postgres "$SERVICES_DIR" 2>/dev/null || true
+  su postgres -s /bin/sh -c "$PG_BIN/initdb -D $SERVICES_DIR/pg -A trust -U postgres" >/dev/null
+  su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $SERVICES_DIR/pg -l $SERVICES_DIR/pg.log -o '-p $port -k $SERVICES_DIR -c listen_addresses=127.0.0.1' -w start" >/dev/null
+  export SCALIFY_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+fi
+if [ "$(redis-cli -u "$SCALIFY_TEST_REDIS_URL" ping 2>/dev/null)" != PONG ]; then
+  echo "Redis not reachable at $SCALIFY_TEST_REDIS_URL: starting a private one"
+  services_dir
+  port="$(free_port)"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$SERVICES_DIR/redis.pid" --logfile "$SERVICES_DIR/redis.log"
+  export SCALIFY_TEST_REDIS_URL="redis://127.0.0.1:$port"
+  for _ in $(seq 1 50); do [ "$(redis-cli -u "$SCALIFY_TEST_REDIS_URL" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+fi
+# Databases left behind by interrupted runs.
+psql "$SCALIFY_TEST_DATABASE_URL" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'scalify\_test\_%' OR datname LIKE 'scalify\_e2e\_%'" \
+  | while read -r db; do [ -n "$db" ] && psql "$SCALIFY_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; done
+echo "PostgreSQL: $SCALIFY_TEST_DATABASE_URL  Redis: $SCALIFY_TEST_REDIS_URL"
 
 log "format and lint"
 cargo fmt --all -- --check

@@ -18,7 +18,15 @@ async fn spawn_node() -> (String, tempfile::TempDir) {
         rate_limit_per_sec: 0,
         ..TransportConfig::default()
     };
-    let app = App::build(Arc::new(store), auth, ChatConfig::default(), transport);
+    let app = App::build(
+        Arc::new(store),
+        &scalify_server::Cluster::Embedded,
+        auth,
+        ChatConfig::default(),
+        transport,
+    )
+    .await
+    .expect("build");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -181,7 +181,9 @@ impl MessageText {
             )));
         }
         if raw.contains('\0') {
-            return Err(ChatError::bad_request("text must not contain NUL characters"));
+            return Err(ChatError::bad_request(
+                "text must not contain NUL characters",
+            ));
         }
         Ok(MessageText(raw.to_owned()))
     }

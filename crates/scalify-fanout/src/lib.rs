@@ -6,18 +6,24 @@
 //! writes it to the local connections in the room.
 //!
 //! - [`LocalFanout`]: the embedded engine — one process, so publish is a direct call.
-//! - Redis pub/sub follows (scale-out issue): `watch`/`unwatch` exist so a networked engine
-//!   subscribes only to rooms this node has local members in.
+//! - [`redis::RedisFanout`]: nodes of a cluster exchange events over Redis pub/sub, one
+//!   channel per room; `watch`/`unwatch` keep a node subscribed only to the rooms it has local
+//!   members in.
+//!
+//! [`ClusterPresence`] is the matching narrow trait for who is online across nodes
+//! ([`redis::RedisPresence`]); an embedded node needs none (its own counts are the truth).
 //!
 //! [`Sequencer`] sits in front of delivery and hands a room's messages over in `seq` order,
 //! whatever order concurrent senders' commits reached `publish` in.
 
+pub mod redis;
 mod sequencer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use scalify_core::{Id, RoomName};
+use scalify_core::{Id, RoomName, UserRef};
 use serde_json::value::RawValue;
 
 pub use sequencer::Sequencer;
@@ -75,6 +81,8 @@ impl RoomEvent {
 /// Writes an event to this node's connections in its room. Implemented by the transport.
 pub trait LocalDelivery: Send + Sync + 'static {
     fn deliver(&self, event: &RoomEvent);
+    /// This node no longer delivers `room` (no local members): forget any state kept for it.
+    fn room_released(&self, _room: &RoomName) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +101,32 @@ pub trait Fanout: Send + Sync + 'static {
     async fn unwatch(&self, room: &RoomName) -> Result<(), FanoutError>;
     /// Readiness: can events reach other nodes right now?
     async fn ready(&self) -> Result<(), FanoutError>;
+    /// Stops background work (graceful shutdown, after connections are closed).
+    async fn shutdown(&self) {}
+}
+
+/// Who is online in a room across all nodes. Each node keeps its own connection counts and
+/// calls this only when a user's first local connection joins a room or their last leaves.
+#[async_trait]
+pub trait ClusterPresence: Send + Sync + 'static {
+    /// The user is now online in `room` on this node. True if they were not online on any
+    /// node before: the caller announces them.
+    async fn arrive(&self, room: &RoomName, user: &UserRef) -> Result<bool, FanoutError>;
+    /// The user left `room` on this node. True if no node keeps them online: the caller
+    /// announces them offline.
+    async fn depart(&self, room: &RoomName, user: &UserRef) -> Result<bool, FanoutError>;
+    /// Everyone online in `room`, on any node.
+    async fn online(&self, room: &RoomName) -> Result<Vec<UserRef>, FanoutError>;
+    /// Renews this node's entries (called every [`ClusterPresence::refresh_interval`]).
+    /// Returns entries that had expired meanwhile, now online again: announce them.
+    async fn refresh(
+        &self,
+        entries: &[(RoomName, UserRef)],
+    ) -> Result<Vec<(RoomName, UserRef)>, FanoutError>;
+    /// Removes users of `rooms` whose nodes all stopped refreshing them (a node died) and
+    /// returns them: the caller announces them offline. Each expiry is returned to one node.
+    async fn sweep(&self, rooms: &[RoomName]) -> Result<Vec<(RoomName, UserRef)>, FanoutError>;
+    fn refresh_interval(&self) -> Duration;
 }
 
 /// The embedded engine: one node, so every event goes straight to local delivery.
@@ -115,7 +149,8 @@ impl Fanout for LocalFanout {
     async fn watch(&self, _room: &RoomName) -> Result<(), FanoutError> {
         Ok(())
     }
-    async fn unwatch(&self, _room: &RoomName) -> Result<(), FanoutError> {
+    async fn unwatch(&self, room: &RoomName) -> Result<(), FanoutError> {
+        self.delivery.room_released(room);
         Ok(())
     }
     async fn ready(&self) -> Result<(), FanoutError> {

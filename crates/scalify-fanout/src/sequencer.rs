@@ -92,6 +92,14 @@ impl Sequencer {
 }
 
 impl LocalDelivery for Sequencer {
+    fn room_released(&self, room: &RoomName) {
+        // The next watcher seeds the room afresh; a stale `next` would hold its messages.
+        if let Ok(mut rooms) = self.rooms.lock() {
+            rooms.remove(room);
+        }
+        self.inner.room_released(room);
+    }
+
     fn deliver(&self, event: &RoomEvent) {
         let EventKind::Message { seq } = event.kind else {
             // Typing and presence are not sequenced.

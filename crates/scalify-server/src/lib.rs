@@ -8,7 +8,8 @@
 //! 1. stop accepting connections;
 //! 2. refuse new sends, finish in-flight ones — their acks go out;
 //! 3. flush the store;
-//! 4. close every Socket.IO connection, and return.
+//! 4. close every Socket.IO connection (their departures are announced), stop the cluster
+//!    engines' background work, and return.
 
 mod error;
 pub mod rest;
@@ -17,7 +18,9 @@ pub mod socket;
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
-use scalify_fanout::{Fanout, LocalDelivery, LocalFanout, Sequencer};
+use scalify_core::Id;
+use scalify_fanout::redis::{RedisConfig, RedisFanout, RedisPresence};
+use scalify_fanout::{ClusterPresence, Fanout, FanoutError, LocalDelivery, LocalFanout, Sequencer};
 use scalify_service::auth::Auth;
 use scalify_service::{Chat, ChatConfig};
 use scalify_store::Store;
@@ -70,6 +73,16 @@ impl Default for TransportConfig {
     }
 }
 
+/// How a node reaches the other nodes of its cluster.
+#[derive(Debug, Clone, Default)]
+pub enum Cluster {
+    /// A single node: events go straight to its own connections, presence is its own counts.
+    #[default]
+    Embedded,
+    /// Nodes share a Redis: per-room pub/sub channels carry events, presence lives in Redis.
+    Redis(RedisConfig),
+}
+
 /// A wired-up node: the service and the Socket.IO server that delivers its events.
 pub struct App {
     pub chat: Arc<Chat>,
@@ -81,29 +94,44 @@ pub struct App {
 }
 
 impl App {
-    /// Wires the store and the embedded fan-out into a service and its transports.
-    pub fn build(
+    /// Wires the store and the cluster engines into a service and its transports. With
+    /// [`Cluster::Redis`], fails if Redis cannot be reached now (later outages are survived).
+    pub async fn build(
         store: Arc<dyn Store>,
+        cluster: &Cluster,
         auth: Auth,
         chat_config: ChatConfig,
         transport: TransportConfig,
-    ) -> App {
+    ) -> Result<App, FanoutError> {
         let (layer, io) = socket::build_io(&transport);
         let sequencer = Sequencer::new(Arc::new(socket::Delivery::new(io.clone())));
-        let fanout: Arc<dyn Fanout> =
-            Arc::new(LocalFanout::new(sequencer.clone() as Arc<dyn LocalDelivery>));
-        let chat = Chat::new(store, fanout, auth, chat_config);
+        let local = sequencer.clone() as Arc<dyn LocalDelivery>;
+        // Tells this process's messages and presence entries apart from other nodes'.
+        let node = Id::new().to_string();
+        let (fanout, presence): (Arc<dyn Fanout>, Option<Arc<dyn ClusterPresence>>) = match cluster
+        {
+            Cluster::Embedded => (Arc::new(LocalFanout::new(local)), None),
+            Cluster::Redis(config) => {
+                let (client, conn) = scalify_fanout::redis::connect(config).await?;
+                tracing::info!(%node, prefix = %config.prefix, "cluster mode: Redis fan-out and presence");
+                (
+                    RedisFanout::start(config, client, conn.clone(), &node, local),
+                    Some(Arc::new(RedisPresence::new(config, conn, &node))),
+                )
+            }
+        };
+        let chat = Chat::new(node, store, fanout, presence, auth, chat_config);
         socket::register(&io, chat.clone(), sequencer, transport.clone());
         let router = rest::router(chat.clone(), &transport)
             .layer(layer)
             .layer(axum::middleware::map_request(socket::detach_request_head));
-        App {
+        Ok(App {
             chat,
             io,
             router,
             shutdown_grace: transport.shutdown_grace,
             stuck_after: transport.ping_interval + transport.ping_timeout,
-        }
+        })
     }
 
     pub fn router(&self) -> axum::Router {
@@ -119,6 +147,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Background workers, all stopped by the same drain below.
+    let presence_keeper = tokio::spawn(app.chat.clone().keep_presence());
     let chat = app.chat.clone();
     let io = app.io.clone();
     let grace = app.shutdown_grace;
@@ -176,5 +206,9 @@ pub async fn run(
         tracing::error!(error = %e, "shutdown task failed");
     }
     app.chat.drain().await;
+    if let Err(e) = presence_keeper.await {
+        tracing::error!(error = %e, "presence keeper failed");
+    }
+    app.chat.close().await;
     served
 }

@@ -214,8 +214,9 @@ async fn send(
     Ok((StatusCode::CREATED, Json(json!({ "message": message }))).into_response())
 }
 
-async fn healthz() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+/// Liveness. `node` tells which process answered (useful behind a load balancer).
+async fn healthz(State(chat): State<AppState>) -> Response {
+    Json(json!({ "status": "ok", "node": chat.node() })).into_response()
 }
 
 async fn readyz(State(chat): State<AppState>) -> Response {

@@ -324,18 +324,19 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Value, ChatE
         .lock()
         .map(|mut r| r.insert(room.name.clone()))
         .unwrap_or(false);
-    if first {
-        s.join(room.name.to_string());
-    }
-    // Read last_seq once this connection receives the room's live messages: every seq above
-    // it arrives live, none is missed in between. Delivery expects seq last_seq + 1 next.
-    let last_seq = h.chat.last_seq(&room).await?;
+    // Subscribe first (this connection to the room's local events, this node to the room's
+    // channel), then read last_seq: every seq above it arrives live, none is missed in
+    // between. Delivery expects seq last_seq + 1 next.
     let online = if first {
-        h.sequencer.seed(&room.name, last_seq);
+        s.join(room.name.to_string());
         h.chat.connection_joined(&room, &h.conn.user).await
     } else {
-        h.chat.online(&room.name)
+        h.chat.online(&room.name).await
     };
+    let last_seq = h.chat.last_seq(&room).await?;
+    if first {
+        h.sequencer.seed(&room.name, last_seq);
+    }
     let room = scalify_core::Room { last_seq, ..room };
     Ok(json!({ "room": room, "online": online }))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use scalify_server::{App, TransportConfig};
+use scalify_server::{App, Cluster, TransportConfig};
 use scalify_service::auth::Auth;
 use scalify_service::ChatConfig;
 use scalify_store::sqlite::{SqliteConfig, SqliteStore};
@@ -27,10 +27,13 @@ async fn spawn_app() -> TestApp {
     let auth = Auth::new(&[42u8; 32], Duration::from_secs(3600)).expect("auth");
     let app = App::build(
         Arc::new(store),
+        &Cluster::Embedded,
         auth,
         ChatConfig::default(),
         TransportConfig::default(),
-    );
+    )
+    .await
+    .expect("build");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -7,13 +7,13 @@ use scalify_core::{
     ChatError, ClientId, HistoryQuery, Id, Message, MessageText, NewMessage, Password, Room,
     RoomKind, RoomName, SyncRequest, UserRef, Username,
 };
-use scalify_fanout::{EventKind, Fanout, RoomEvent};
+use scalify_fanout::{ClusterPresence, EventKind, Fanout, RoomEvent};
 use scalify_store::{RoomListing, Store, StoreError};
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
-use crate::presence::{Presence, Transition};
+use crate::presence::Presence;
 
 /// Limits the service enforces. Field docs are the user-facing documentation.
 #[derive(Debug, Clone)]
@@ -54,11 +54,19 @@ pub struct SyncedRoom {
 const CACHE_CAP: usize = 100_000;
 
 pub struct Chat {
+    /// This process's id in its cluster (a ULID, new at every start).
+    node: String,
     store: Arc<dyn Store>,
     fanout: Arc<dyn Fanout>,
     auth: Arc<Auth>,
     config: ChatConfig,
+    /// This node's connections per room and user.
     presence: Presence,
+    /// Who is online on any node; `None` for an embedded node, whose own counts are the truth.
+    cluster: Option<Arc<dyn ClusterPresence>>,
+    /// Subscribing and unsubscribing a room is decided under its shard's lock, from the
+    /// presence counts at that moment, so a join racing a leave cannot end unsubscribed.
+    interest: Vec<tokio::sync::Mutex<()>>,
     /// Rooms by name. Safe to cache: rooms are never renamed, deleted or change kind.
     rooms: Mutex<HashMap<RoomName, Room>>,
     /// (room, user) pairs known to be members. Safe to cache: membership is never revoked.
@@ -69,7 +77,11 @@ pub struct Chat {
     /// Sends between validation and their ack; graceful shutdown waits for them.
     in_flight: TaskTracker,
     closing: AtomicBool,
+    /// Stops background workers (the presence keeper) at shutdown.
+    stop: tokio_util::sync::CancellationToken,
 }
+
+const INTEREST_SHARDS: usize = 64;
 
 fn store_error(e: StoreError) -> ChatError {
     match e {
@@ -91,17 +103,24 @@ fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: 
 
 impl Chat {
     pub fn new(
+        node: String,
         store: Arc<dyn Store>,
         fanout: Arc<dyn Fanout>,
+        cluster: Option<Arc<dyn ClusterPresence>>,
         auth: Auth,
         config: ChatConfig,
     ) -> Arc<Self> {
         Arc::new(Chat {
+            node,
             store,
             fanout,
             auth: Arc::new(auth),
             config,
             presence: Presence::default(),
+            cluster,
+            interest: (0..INTEREST_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             rooms: Mutex::new(HashMap::new()),
             members: Mutex::new(HashSet::new()),
             hashing: tokio::sync::Semaphore::new(
@@ -111,7 +130,13 @@ impl Chat {
             ),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),
+            stop: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// This process's id in its cluster (reported by `/healthz`).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     // ---- accounts -------------------------------------------------------------------------
@@ -526,17 +551,45 @@ impl Chat {
         }
     }
 
-    /// A connection of `user` entered `room` (after a successful `join`). Announces the user
-    /// online if this is their first connection there; returns who is online now.
+    /// A connection of `user` entered `room` (after a successful `join`). Subscribes this node
+    /// to the room if it is its first local connection there (so when this returns, every
+    /// message committed from now on reaches the connection), announces the user online if
+    /// they were not online anywhere, and returns who is online now.
     pub async fn connection_joined(&self, room: &Room, user: &UserRef) -> Vec<UserRef> {
         let t = self.presence.join(&room.name, user);
-        self.after_presence_change(&room.name, user, t, true).await;
-        self.presence.online(&room.name)
+        if t.room_changed {
+            self.update_interest(&room.name).await;
+        }
+        if t.user_changed {
+            let announce = match &self.cluster {
+                Some(c) => c.arrive(&room.name, user).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, room = %room.name, "cluster presence unavailable");
+                    true
+                }),
+                None => true,
+            };
+            if announce {
+                self.announce(&room.name, user, true).await;
+            }
+        }
+        self.online(&room.name).await
     }
 
-    /// The users online in `room` now.
-    pub fn online(&self, room: &RoomName) -> Vec<UserRef> {
-        self.presence.online(room)
+    /// The users online in `room` now, on every node (this node's alone if the cluster
+    /// registry is unreachable).
+    pub async fn online(&self, room: &RoomName) -> Vec<UserRef> {
+        let mut users = self.presence.online(room);
+        if let Some(c) = &self.cluster {
+            match c.online(room).await {
+                Ok(remote) => {
+                    users.extend(remote);
+                    users.sort_by(|a, b| a.username.cmp(&b.username).then(a.id.cmp(&b.id)));
+                    users.dedup_by(|a, b| a.id == b.id);
+                }
+                Err(e) => tracing::warn!(error = %e, %room, "cluster presence unavailable"),
+            }
+        }
+        users
     }
 
     /// The room's newest committed seq, read from the store.
@@ -547,30 +600,78 @@ impl Chat {
     /// A connection of `user` left `room` (by `leave` or by disconnecting).
     pub async fn connection_left(&self, room: &RoomName, user: &UserRef) {
         let t = self.presence.leave(room, user.id);
-        self.after_presence_change(room, user, t, false).await;
-    }
-
-    async fn after_presence_change(
-        &self,
-        room: &RoomName,
-        user: &UserRef,
-        t: Transition,
-        online: bool,
-    ) {
-        if t.room_changed {
-            let r = if online {
-                self.fanout.watch(room).await
-            } else {
-                self.fanout.unwatch(room).await
+        if t.user_changed {
+            let announce = match &self.cluster {
+                Some(c) => c.depart(room, user).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, %room, "cluster presence unavailable");
+                    true
+                }),
+                None => true,
             };
-            if let Err(e) = r {
-                tracing::warn!(error = %e, %room, "fan-out watch change failed");
+            if announce {
+                self.announce(room, user, false).await;
             }
         }
-        if t.user_changed {
-            let payload = serde_json::json!({ "room": room, "user": user, "online": online });
-            self.publish(room.clone(), EventKind::Presence, &payload, None)
-                .await;
+        if t.room_changed {
+            self.update_interest(room).await;
+        }
+    }
+
+    async fn announce(&self, room: &RoomName, user: &UserRef, online: bool) {
+        let payload = serde_json::json!({ "room": room, "user": user, "online": online });
+        self.publish(room.clone(), EventKind::Presence, &payload, None)
+            .await;
+    }
+
+    /// Subscribes to or unsubscribes from `room`, whichever its local connections call for
+    /// now (decided under the room's shard lock: the last decision sees the latest counts).
+    async fn update_interest(&self, room: &RoomName) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut h);
+        let _guard = self.interest[(h.finish() as usize) % INTEREST_SHARDS]
+            .lock()
+            .await;
+        let r = if self.presence.has_room(room) {
+            self.fanout.watch(room).await
+        } else {
+            self.fanout.unwatch(room).await
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, %room, "fan-out subscription change failed; it is retried on reconnect");
+        }
+    }
+
+    /// Keeps this node's presence entries alive in the cluster registry and announces users
+    /// whose nodes died, until shutdown. A no-op for an embedded node.
+    pub async fn keep_presence(self: Arc<Self>) {
+        let Some(cluster) = self.cluster.clone() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(cluster.refresh_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match cluster.refresh(&self.presence.entries()).await {
+                Ok(revived) => {
+                    for (room, user) in revived {
+                        self.announce(&room, &user, true).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
+            }
+            match cluster.sweep(&self.presence.rooms()).await {
+                Ok(gone) => {
+                    for (room, user) in gone {
+                        tracing::info!(%room, user = %user.username, "presence expired (its node stopped refreshing)");
+                        self.announce(&room, &user, false).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+            }
         }
     }
 
@@ -586,11 +687,18 @@ impl Chat {
     /// out), and flush the store.
     pub async fn drain(&self) {
         self.closing.store(true, Ordering::Release);
+        self.stop.cancel();
         self.in_flight.close();
         self.in_flight.wait().await;
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "store flush failed during shutdown");
         }
+    }
+
+    /// Stops the engines' background work; the last step of shutdown, once connections are
+    /// closed (their departures have been announced).
+    pub async fn close(&self) {
+        self.fanout.shutdown().await;
     }
 
     /// Readiness of every engine, as (name, error) for the failing ones.

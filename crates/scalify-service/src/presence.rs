@@ -1,6 +1,7 @@
 //! Who is online where, on this node: per room, each user and how many of their connections
 //! have joined it. A user is online in a room while at least one connection is in it.
-//! (Cluster-wide presence in Redis follows in the scale-out issue, behind the same calls.)
+//! In a cluster these counts decide when this node tells the cluster-wide registry
+//! (`scalify_fanout::ClusterPresence`) that a user arrived or departed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -59,6 +60,33 @@ impl Presence {
             t.room_changed = true;
         }
         t
+    }
+
+    /// Whether any local connection is in the room.
+    pub fn has_room(&self, room: &RoomName) -> bool {
+        self.rooms
+            .lock()
+            .map(|r| r.contains_key(room))
+            .unwrap_or(false)
+    }
+
+    /// Every (room, user) pair with a local connection: what this node keeps alive in the
+    /// cluster-wide registry.
+    pub fn entries(&self) -> Vec<(RoomName, UserRef)> {
+        let Ok(rooms) = self.rooms.lock() else {
+            return Vec::new();
+        };
+        rooms
+            .iter()
+            .flat_map(|(room, users)| users.values().map(|(u, _)| (room.clone(), u.clone())))
+            .collect()
+    }
+
+    pub fn rooms(&self) -> Vec<RoomName> {
+        self.rooms
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The users online in a room, by username.

@@ -143,13 +143,11 @@ async fn connect(config: &PgConfig) -> StoreResult<PgPool> {
 
 async fn migrate(pool: &PgPool) -> StoreResult<usize> {
     let migrator = Migrator::new(Embedded).await?;
-    let before: i64 = match sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+    // Before the first run the ledger table does not exist: nothing applied yet.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(pool)
         .await
-    {
-        Ok(n) => n,
-        Err(_) => 0, // the ledger does not exist yet
-    };
+        .unwrap_or_default();
     migrator.run(pool).await?;
     Ok(MIGRATIONS.len().saturating_sub(before as usize))
 }
@@ -220,7 +218,9 @@ async fn commit_or_split(pool: &PgPool, messages: &[NewMessage]) -> Vec<StoreRes
             let mut out = Vec::with_capacity(messages.len());
             for m in messages {
                 out.push(match commit_batch(pool, std::slice::from_ref(m)).await {
-                    Ok(mut r) => r.pop().unwrap_or(Err(StoreError::Backend("no result".into()))),
+                    Ok(mut r) => r
+                        .pop()
+                        .unwrap_or(Err(StoreError::Backend("no result".into()))),
                     Err(e) => Err(e.into()),
                 });
             }

@@ -27,7 +27,10 @@ struct FreshDb {
 impl FreshDb {
     async fn create() -> FreshDb {
         let admin = admin_url();
-        let name = format!("scalify_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let name = format!(
+            "scalify_test_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
         let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
@@ -110,7 +113,11 @@ async fn nodes_writing_one_room_keep_seq_gap_free_and_sends_idempotent() {
     for name in ["one", "two"] {
         rooms.push(
             nodes[0]
-                .ensure_room(&RoomName::parse(name).unwrap(), RoomKind::Public, &[alice.id])
+                .ensure_room(
+                    &RoomName::parse(name).unwrap(),
+                    RoomKind::Public,
+                    &[alice.id],
+                )
                 .await
                 .unwrap(),
         );
@@ -151,7 +158,11 @@ async fn a_bad_append_does_not_fail_its_batch() {
     let store = db.store().await;
     let alice = user(&*store, "alice").await;
     let room = store
-        .ensure_room(&RoomName::parse("r").unwrap(), RoomKind::Public, &[alice.id])
+        .ensure_room(
+            &RoomName::parse("r").unwrap(),
+            RoomKind::Public,
+            &[alice.id],
+        )
         .await
         .unwrap();
     let ghost = scalify_core::Room {

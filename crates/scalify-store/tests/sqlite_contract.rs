@@ -91,4 +91,3 @@ async fn acked_appends_survive_reopen() {
     assert_eq!((retry.message.seq, retry.message.text.as_str()), (4, "x"));
     assert_eq!(store.after(&room, 0, 100).await.unwrap().len(), 11);
 }
-

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use scalify_fanout::redis::RedisConfig;
 use scalify_server::TransportConfig;
 use scalify_service::ChatConfig;
+use scalify_store::postgres::PgConfig;
 use scalify_store::sqlite::{Durability, SqliteConfig};
 use serde::Deserialize;
 
@@ -33,8 +35,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the chat server (embedded SQLite store, in-process fan-out).
-    Serve(ServeArgs),
+    /// Run the chat server: embedded (SQLite, in-process fan-out) by default; a cluster node
+    /// with --database-url and --redis-url.
+    Serve(Box<ServeArgs>),
     /// Create or upgrade the database schema, then exit.
     Migrate(CommonArgs),
     /// Load-test running nodes over the public wire contract (see docs/benchmarks.md).
@@ -52,6 +55,10 @@ pub struct CommonArgs {
     /// Log format: human-readable text or one JSON object per line [default: text]
     #[arg(long, env = "SCALIFY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// PostgreSQL store instead of SQLite (`postgres://user:pass@host:5432/db`); required when
+    /// several nodes serve one cluster. Migrations are applied on start.
+    #[arg(long, env = "SCALIFY_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -92,6 +99,20 @@ pub struct ServeArgs {
     /// [default: full]
     #[arg(long, env = "SCALIFY_SQLITE_SYNCHRONOUS", value_enum)]
     pub sqlite_synchronous: Option<SqliteSync>,
+    /// Connections this node opens to PostgreSQL [default: 16]
+    #[arg(long, env = "SCALIFY_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
+    /// Redis for a cluster (`redis://host:6379`): messages, typing and presence cross nodes
+    /// over it. Needs a shared `token_secret` and, for history, `--database-url`.
+    #[arg(long, env = "SCALIFY_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so clusters can share one Redis [default: scalify]
+    #[arg(long, env = "SCALIFY_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Seconds a node's presence entries outlive its last refresh: users of a node that dies
+    /// go offline within this time plus a third of it [default: 15]
+    #[arg(long, env = "SCALIFY_PRESENCE_TTL_SECS")]
+    pub presence_ttl_secs: Option<u64>,
 }
 
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,6 +150,11 @@ pub struct FileConfig {
     pub ping_interval_secs: Option<u64>,
     pub ping_timeout_secs: Option<u64>,
     pub sqlite_synchronous: Option<SqliteSync>,
+    pub database_url: Option<String>,
+    pub database_max_connections: Option<u32>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+    pub presence_ttl_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -150,6 +176,10 @@ pub struct Settings {
     pub chat: ChatConfig,
     pub transport: TransportConfig,
     pub durability: Durability,
+    /// PostgreSQL instead of SQLite, when set.
+    pub postgres: Option<PgConfig>,
+    /// A cluster over Redis, when set.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Settings {
@@ -191,7 +221,44 @@ impl Settings {
         let token_secret = std::env::var("SCALIFY_TOKEN_SECRET")
             .ok()
             .or(file.token_secret);
+        let postgres = common
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .map(|url| {
+                let mut c = PgConfig::new(url);
+                if let Some(n) = s
+                    .and_then(|s| s.database_max_connections)
+                    .or(file.database_max_connections)
+                {
+                    c.max_connections = n.max(2);
+                }
+                c
+            });
+        let redis = s
+            .and_then(|s| s.redis_url.clone())
+            .or(file.redis_url)
+            .map(|url| {
+                let mut c = RedisConfig::new(url);
+                if let Some(p) = s.and_then(|s| s.redis_prefix.clone()).or(file.redis_prefix) {
+                    c.prefix = p;
+                }
+                if let Some(t) = s
+                    .and_then(|s| s.presence_ttl_secs)
+                    .or(file.presence_ttl_secs)
+                {
+                    c.presence_ttl = Duration::from_secs(t.max(1));
+                }
+                c
+            });
+        if redis.is_some() && token_secret.is_none() {
+            bail!(
+                "a cluster (--redis-url) needs a token secret shared by every node: set SCALIFY_TOKEN_SECRET or token_secret in the config file"
+            );
+        }
         Ok(Settings {
+            postgres,
+            redis,
             listen: pick(
                 s.and_then(|s| s.listen.as_ref()),
                 file.listen,
@@ -335,7 +402,7 @@ mod tests {
         let mut full = vec!["scalify", "serve"];
         full.extend_from_slice(argv);
         match Cli::parse_from(full).command {
-            Command::Serve(a) => a,
+            Command::Serve(a) => *a,
             _ => unreachable!(),
         }
     }

@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use scalify_server::App;
+use scalify_server::{App, Cluster};
 use scalify_service::auth::Auth;
+use scalify_store::postgres::PgStore;
 use scalify_store::sqlite::SqliteStore;
+use scalify_store::Store;
 use tokio::net::TcpListener;
 
 use crate::config::{Cli, Command, LogFormat, Settings};
@@ -76,6 +78,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(common) => {
             let settings = Settings::load(&common, None)?;
             init_logging(settings.log_format);
+            if let Some(pg) = &settings.postgres {
+                let runtime =
+                    tokio::runtime::Runtime::new().context("starting the async runtime")?;
+                let applied = runtime
+                    .block_on(PgStore::migrate_only(pg))
+                    .context("migrating the PostgreSQL database")?;
+                println!("PostgreSQL: {applied} migration(s) applied; schema is current");
+                return Ok(());
+            }
             let config = settings.sqlite_config()?;
             let applied = SqliteStore::migrate_only(&config)
                 .with_context(|| format!("migrating {}", config.path.display()))?;
@@ -95,16 +106,40 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let secret = settings.token_secret()?;
     let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
-    let sqlite = settings.sqlite_config()?;
-    let store = SqliteStore::open(sqlite.clone())
-        .with_context(|| format!("opening the store at {}", sqlite.path.display()))?;
-    tracing::info!(path = %sqlite.path.display(), "store ready (SQLite, WAL)");
+    let store: Arc<dyn Store> = match &settings.postgres {
+        Some(pg) => {
+            let store = PgStore::open(pg.clone())
+                .await
+                .context("opening the PostgreSQL store")?;
+            tracing::info!("store ready (PostgreSQL, migrations applied)");
+            Arc::new(store)
+        }
+        None => {
+            let sqlite = settings.sqlite_config()?;
+            let store = SqliteStore::open(sqlite.clone())
+                .with_context(|| format!("opening the store at {}", sqlite.path.display()))?;
+            tracing::info!(path = %sqlite.path.display(), "store ready (SQLite, WAL)");
+            Arc::new(store)
+        }
+    };
+    let cluster = match &settings.redis {
+        Some(redis) => {
+            if settings.postgres.is_none() {
+                tracing::warn!("--redis-url without --database-url: each node keeps its own SQLite history; nodes will not share it");
+            }
+            Cluster::Redis(redis.clone())
+        }
+        None => Cluster::Embedded,
+    };
     let app = App::build(
-        Arc::new(store),
+        store,
+        &cluster,
         auth,
         settings.chat.clone(),
         settings.transport.clone(),
-    );
+    )
+    .await
+    .context("connecting to Redis")?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;

@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use scalify_core::{ClientId, MessageText, NewMessage, Room, RoomKind, RoomName, UserRef, Username};
+use scalify_core::{
+    ClientId, MessageText, NewMessage, Room, RoomKind, RoomName, UserRef, Username,
+};
 use scalify_store::{Store, StoreError, User};
 
 pub async fn user(store: &dyn Store, name: &str) -> User {

@@ -1,0 +1,96 @@
+// Helpers for multi-node tests: a fresh PostgreSQL database, a private Redis server, and
+// nodes of one cluster (shared database, Redis, key prefix and token secret).
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { startServer, sleep } from './harness.js';
+
+export const ADMIN_DB_URL = process.env.SCALIFY_TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
+export const SHARED_REDIS_URL = process.env.SCALIFY_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
+
+function psql(sql) {
+  execFileSync('psql', [ADMIN_DB_URL, '-qtAc', sql], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** A new, empty database; `drop()` removes it. */
+export function freshDatabase() {
+  const name = `scalify_e2e_${process.pid}_${randomBytes(4).toString('hex')}`;
+  psql(`CREATE DATABASE ${name}`);
+  const url = `${ADMIN_DB_URL.replace(/\/[^/]*$/, '')}/${name}`;
+  return { name, url, drop: () => psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+/** A private redis-server on a free port (never the shared one), for drills that stop it. */
+export async function privateRedis() {
+  const port = await freePort();
+  let child;
+  const up = async () => {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    for (let i = 0; i < 100; i++) {
+      try { if (redisCli(`redis://127.0.0.1:${port}`, 'PING') === 'PONG') return; } catch { /* not yet */ }
+      await sleep(50);
+    }
+    throw new Error('redis-server did not start');
+  };
+  await up();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGKILL');
+      await exited;
+    },
+    start: up,
+  };
+}
+
+export function redisCli(url, ...args) {
+  return execFileSync('redis-cli', ['-u', url, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
+
+/** Node settings shared by one cluster. */
+export function clusterSettings({ redisUrl = SHARED_REDIS_URL, presenceTtl = 3 } = {}) {
+  const db = freshDatabase();
+  return {
+    db,
+    redisUrl,
+    prefix: `e2e-${process.pid}-${randomBytes(4).toString('hex')}`,
+    secret: randomBytes(32).toString('hex'),
+    presenceTtl,
+  };
+}
+
+export function startNode(c, extra = []) {
+  return startServer({
+    args: ['--database-url', c.db.url, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix,
+      '--presence-ttl-secs', String(c.presenceTtl), '--rate-limit-per-sec', '0', ...extra],
+    env: { SCALIFY_TOKEN_SECRET: c.secret },
+  });
+}
+
+export async function readyz(url) {
+  const res = await fetch(`${url}/readyz`);
+  return { status: res.status, body: await res.json() };
+}
+
+/** Polls until `check()` is truthy (or throws after `ms`). */
+export async function eventually(check, ms = 10000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}

@@ -1,0 +1,132 @@
+// The local cluster users start with `scripts/cluster.sh`: N real nodes behind real nginx
+// (WebSocket upgrade, sticky long-polling). Clients connect through the load balancer only,
+// except where a test needs a client pinned to a known node.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { io } from 'socket.io-client';
+import { api, register, connect, call, collect, uniqueRoom } from './harness.js';
+import { ADMIN_DB_URL, SHARED_REDIS_URL, freePort, eventually } from './cluster.js';
+import { randomBytes } from 'node:crypto';
+
+const run = promisify(execFile);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const SCRIPT = path.resolve(here, '../../scripts/cluster.sh');
+
+let dir; let lb; let env; let dbName;
+
+async function cluster(cmd, ...args) {
+  return run(SCRIPT, [cmd, ...args], { env, timeout: 120000 });
+}
+
+function nodes() {
+  return readFileSync(path.join(dir, 'nodes'), 'utf8').trim().split('\n').map((l) => {
+    const [pid, addr] = l.split(' ');
+    return { pid: Number(pid), url: `http://${addr}` };
+  });
+}
+
+async function nodeId(url) {
+  return (await (await fetch(`${url}/healthz`)).json()).node;
+}
+
+before(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'scalify-cluster-'));
+  const lbPort = await freePort();
+  dbName = `scalify_e2e_lb_${process.pid}_${randomBytes(3).toString('hex')}`;
+  env = {
+    ...process.env,
+    SCALIFY_CLUSTER_DIR: dir,
+    SCALIFY_CLUSTER_PORT: String(lbPort),
+    SCALIFY_CLUSTER_NODE_PORT: String(await freePort()),
+    SCALIFY_DATABASE_URL: `${ADMIN_DB_URL.replace(/\/[^/]*$/, '')}/${dbName}`,
+    SCALIFY_REDIS_URL: SHARED_REDIS_URL,
+    SCALIFY_REDIS_PREFIX: `e2e-lb-${process.pid}-${randomBytes(3).toString('hex')}`,
+    SCALIFY_CLUSTER_ARGS: '--rate-limit-per-sec 0 --presence-ttl-secs 3',
+    SCALIFY_LOG: 'warn',
+  };
+  const { stdout } = await cluster('start', '2');
+  assert.match(stdout, /cluster of 2 node\(s\) is running at http:\/\/127\.0\.0\.1:\d+\//);
+  lb = `http://127.0.0.1:${lbPort}`;
+});
+
+after(async () => {
+  await cluster('stop').catch(() => {});
+  await run('psql', [ADMIN_DB_URL, '-qtAc', `DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`]).catch(() => {});
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('the rendered nginx config passes nginx -t', async () => {
+  await run('nginx', ['-t', '-q', '-c', path.join(dir, 'nginx.conf'), '-p', dir, '-g', `error_log ${dir}/nginx-error.log;`]);
+});
+
+test('through the load balancer: long-polling only and WebSocket clients chat with a client on the other node', async () => {
+  const [n1, n2] = nodes();
+  const viaLb = await nodeId(lb);
+  const other = (await nodeId(n1.url)) === viaLb ? n2 : n1;
+  assert.notEqual(await nodeId(other.url), viaLb);
+
+  const pol = await register(lb, 'pol');
+  const web = await register(lb, 'web');
+  const oth = await register(other.url, 'oth');
+  const sp = await connect(lb, pol.token, { transports: ['polling'] });
+  const sw = await connect(lb, web.token, { transports: ['websocket'] });
+  const so = await connect(other.url, oth.token);
+  const room = uniqueRoom();
+  for (const s of [sp, sw, so]) assert.equal((await call(s, 'join', { room })).ok, true);
+  const got = [sp, sw, so].map((s) => collect(s, 'message'));
+  await call(sp, 'send', { room, text: 'via polling', client_id: 'p1' });
+  await call(sw, 'send', { room, text: 'via websocket', client_id: 'w1' });
+  await call(so, 'send', { room, text: 'from the other node', client_id: 'o1' });
+  for (const g of got) {
+    const msgs = await g.waitFor(3);
+    assert.deepEqual(msgs.map((m) => m.seq), [1, 2, 3]);
+  }
+  // The polling client really stayed on long-polling (nginx kept its requests on one node).
+  assert.equal(sp.io.engine.transport.name, 'polling');
+  assert.equal(sw.io.engine.transport.name, 'websocket');
+  for (const s of [sp, sw, so]) s.close();
+});
+
+test('its node dies: a client reconnects through the load balancer to another node and sync returns exactly what it missed', async () => {
+  const [n1, n2] = nodes();
+  const viaLb = await nodeId(lb);
+  const [doomed, survivor] = (await nodeId(n1.url)) === viaLb ? [n1, n2] : [n2, n1];
+
+  const ann = await register(lb, 'ann');
+  const bob = await register(survivor.url, 'bob');
+  const room = uniqueRoom();
+  const sa = io(lb, { auth: { token: ann.token }, forceNew: true, reconnectionDelay: 200, reconnectionDelayMax: 500 });
+  await new Promise((r) => sa.once('connect', r));
+  await call(sa, 'join', { room });
+  const sb = await connect(survivor.url, bob.token);
+  await call(sb, 'join', { room });
+  const gotA = collect(sa, 'message');
+  await call(sb, 'send', { room, text: 'seen', client_id: 'b0' });
+  const lastSeen = (await gotA.waitFor(1)).at(-1).seq;
+
+  const reconnected = new Promise((r) => sa.io.once('reconnect', r));
+  process.kill(doomed.pid, 'SIGKILL');
+  for (let i = 1; i <= 3; i++) await call(sb, 'send', { room, text: `missed ${i}`, client_id: `b${i}` });
+  await reconnected;
+  assert.equal(await nodeId(lb), await nodeId(survivor.url), 'the load balancer moved to the surviving node');
+  assert.equal((await call(sa, 'join', { room })).ok, true);
+  const s = await call(sa, 'sync', { rooms: { [room]: lastSeen } });
+  assert.deepEqual(s.rooms[room].messages.map((m) => m.text), ['missed 1', 'missed 2', 'missed 3']);
+  // History through the load balancer agrees.
+  const h = await api(lb, 'GET', `/api/rooms/${room}/messages`, undefined, ann.token);
+  assert.deepEqual(h.body.messages.map((m) => m.seq), [1, 2, 3, 4]);
+  sa.close(); sb.close();
+});
+
+test('stop stops every node and the load balancer', async () => {
+  const pids = nodes().map((n) => n.pid);
+  await cluster('stop');
+  await eventually(() => pids.every((pid) => { try { process.kill(pid, 0); return false; } catch { return true; } }), 15000, 'nodes gone');
+  await assert.rejects(fetch(`${lb}/healthz`));
+});
