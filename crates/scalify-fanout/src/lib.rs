@@ -129,27 +129,62 @@ pub trait ClusterPresence: Send + Sync + 'static {
     fn refresh_interval(&self) -> Duration;
 }
 
+/// The rooms a node has local connections in. Engines deliver only these rooms' events: a
+/// room nobody here reads (a bot posting over REST, say) costs local delivery nothing.
+#[derive(Default)]
+pub struct Watched(std::sync::Mutex<std::collections::HashSet<RoomName>>);
+
+impl Watched {
+    pub fn add(&self, room: &RoomName) {
+        if let Ok(mut w) = self.0.lock() {
+            w.insert(room.clone());
+        }
+    }
+    pub fn remove(&self, room: &RoomName) {
+        if let Ok(mut w) = self.0.lock() {
+            w.remove(room);
+        }
+    }
+    pub fn contains(&self, room: &RoomName) -> bool {
+        self.0.lock().map(|w| w.contains(room)).unwrap_or(false)
+    }
+    pub fn all(&self) -> Vec<RoomName> {
+        self.0
+            .lock()
+            .map(|w| w.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// The embedded engine: one node, so every event goes straight to local delivery.
 pub struct LocalFanout {
     delivery: Arc<dyn LocalDelivery>,
+    watched: Watched,
 }
 
 impl LocalFanout {
     pub fn new(delivery: Arc<dyn LocalDelivery>) -> Self {
-        LocalFanout { delivery }
+        LocalFanout {
+            delivery,
+            watched: Watched::default(),
+        }
     }
 }
 
 #[async_trait]
 impl Fanout for LocalFanout {
     async fn publish(&self, event: RoomEvent) -> Result<(), FanoutError> {
-        self.delivery.deliver(&event);
+        if self.watched.contains(&event.room) {
+            self.delivery.deliver(&event);
+        }
         Ok(())
     }
-    async fn watch(&self, _room: &RoomName) -> Result<(), FanoutError> {
+    async fn watch(&self, room: &RoomName) -> Result<(), FanoutError> {
+        self.watched.add(room);
         Ok(())
     }
     async fn unwatch(&self, room: &RoomName) -> Result<(), FanoutError> {
+        self.watched.remove(room);
         self.delivery.room_released(room);
         Ok(())
     }

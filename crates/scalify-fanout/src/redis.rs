@@ -19,7 +19,6 @@
 //! offline. Every change is one Lua script, so two nodes never both announce one transition.
 //! Times come from the Redis server's clock (`TIME`), so node clocks need not agree.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +31,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ClusterPresence, EventKind, Fanout, FanoutError, LocalDelivery, RoomEvent};
+use crate::{ClusterPresence, EventKind, Fanout, FanoutError, LocalDelivery, RoomEvent, Watched};
 
 /// Redis settings. Field docs are the user-facing documentation.
 #[derive(Debug, Clone)]
@@ -134,7 +133,7 @@ pub struct RedisFanout {
     /// Events waiting for the publisher task, already encoded as (channel, envelope).
     outbox: mpsc::Sender<(String, Vec<u8>)>,
     /// Rooms with local members: the channels the subscriber must be on.
-    watched: Mutex<HashSet<RoomName>>,
+    watched: Watched,
     /// The live subscriber connection's command half, if connected.
     sink: Mutex<Option<PubSubSink>>,
     subscribed: AtomicBool,
@@ -159,7 +158,7 @@ impl RedisFanout {
             local,
             publisher,
             outbox,
-            watched: Mutex::new(HashSet::new()),
+            watched: Watched::default(),
             sink: Mutex::new(None),
             subscribed: AtomicBool::new(false),
             stop,
@@ -213,11 +212,7 @@ impl RedisFanout {
         // Publish the sink before reading the watched set: a room watched from now on is
         // subscribed by `watch` itself, one watched before is in the snapshot below.
         self.set_sink(Some(sink.clone()));
-        let rooms: Vec<String> = self
-            .watched
-            .lock()
-            .map(|w| w.iter().map(|r| self.channel(r)).collect())
-            .unwrap_or_default();
+        let rooms: Vec<String> = self.watched.all().iter().map(|r| self.channel(r)).collect();
         for chunk in rooms.chunks(SUBSCRIBE_CHUNK) {
             sink.subscribe(chunk).await.map_err(unavailable)?;
         }
@@ -236,7 +231,9 @@ impl RedisFanout {
 
     fn on_message(&self, bytes: &[u8]) {
         match decode(bytes) {
-            Ok(Some((node, event))) if node != self.node => self.local.deliver(&event),
+            Ok(Some((node, event))) if node != self.node && self.watched.contains(&event.room) => {
+                self.local.deliver(&event)
+            }
             Ok(_) => {} // our own message, already delivered locally
             Err(e) => tracing::warn!(error = %e, "undecodable fan-out message dropped"),
         }
@@ -296,7 +293,9 @@ fn decode(bytes: &[u8]) -> Result<Option<(String, RoomEvent)>, String> {
 impl Fanout for RedisFanout {
     async fn publish(&self, event: RoomEvent) -> Result<(), FanoutError> {
         // Local members first: they must not depend on Redis being up.
-        self.local.deliver(&event);
+        if self.watched.contains(&event.room) {
+            self.local.deliver(&event);
+        }
         self.outbox
             .try_send((self.channel(&event.room), encode(&self.node, &event)))
             .map_err(|e| match e {
@@ -310,9 +309,7 @@ impl Fanout for RedisFanout {
     }
 
     async fn watch(&self, room: &RoomName) -> Result<(), FanoutError> {
-        if let Ok(mut w) = self.watched.lock() {
-            w.insert(room.clone());
-        }
+        self.watched.add(room);
         // Without a connection the room is subscribed when the subscriber reconnects.
         let mut sink = self
             .current_sink()
@@ -323,9 +320,7 @@ impl Fanout for RedisFanout {
     }
 
     async fn unwatch(&self, room: &RoomName) -> Result<(), FanoutError> {
-        if let Ok(mut w) = self.watched.lock() {
-            w.remove(room);
-        }
+        self.watched.remove(room);
         self.local.room_released(room);
         match self.current_sink() {
             Some(mut sink) => sink

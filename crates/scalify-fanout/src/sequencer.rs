@@ -51,26 +51,53 @@ impl Sequencer {
         Some(rooms.entry(room.clone()).or_default().clone())
     }
 
+    fn existing_slot(&self, room: &RoomName) -> Option<RoomSlot> {
+        self.rooms.lock().ok()?.get(room).cloned()
+    }
+
     /// Tells the sequencer the room's newest committed seq, when this node starts delivering
-    /// the room, so even its first message can be put in order.
+    /// the room (a connection joined it: the transport read `last_seq` after subscribing).
+    /// Messages that arrived before the seed were held; they are released now, in order.
     pub fn seed(&self, room: &RoomName, last_seq: u64) {
-        if let Some(slot) = self.slot(room) {
-            if let Ok(mut order) = slot.lock() {
-                if order.next.is_none() {
-                    order.next = Some(last_seq + 1);
-                }
-            }
+        let Some(slot) = self.slot(room) else { return };
+        let Ok(mut order) = slot.lock() else { return };
+        if order.next.is_none() {
+            order.next = Some(last_seq + 1);
+            self.release(&mut order);
         }
     }
 
+    /// Hands over what can go now: held messages at or below `next` (late ones: their gap was
+    /// skipped, or they predate the seed), then the contiguous run from `next`.
+    fn release(&self, order: &mut RoomOrder) {
+        let Some(mut next) = order.next else { return };
+        while let Some(entry) = order.pending.first_entry() {
+            if *entry.key() > next {
+                break;
+            }
+            let seq = *entry.key();
+            let event = entry.remove();
+            self.inner.deliver(&event);
+            if seq == next {
+                next += 1;
+            }
+        }
+        order.next = Some(next);
+    }
+
     fn flush_gap(&self, room: &RoomName) {
-        let Some(slot) = self.slot(room) else { return };
+        // A room released meanwhile has nothing to flush (and must not be re-created).
+        let Some(slot) = self.existing_slot(room) else {
+            return;
+        };
         let Ok(mut order) = slot.lock() else { return };
         order.gap_timer = false;
         let held = std::mem::take(&mut order.pending);
         if let Some((&last, _)) = held.last_key_value() {
+            if order.next.is_some() {
+                tracing::warn!(%room, held = held.len(), "seq gap did not fill in time; delivering past it");
+            }
             order.next = Some(last + 1);
-            tracing::warn!(%room, held = held.len(), "seq gap did not fill in time; delivering past it");
         }
         for event in held.values() {
             self.inner.deliver(event);
@@ -114,31 +141,41 @@ impl LocalDelivery for Sequencer {
             self.inner.deliver(event);
             return;
         };
-        let next = *order.next.get_or_insert(seq);
+        let Some(next) = order.next else {
+            // Not seeded yet (a connection is joining this room right now): hold it until the
+            // seed says where the room's live stream starts.
+            self.hold(order, event);
+            return;
+        };
         if seq < next {
             // Late: its gap was already skipped. Deliver it; the client dedupes by id.
             self.inner.deliver(event);
         } else if seq == next {
             self.inner.deliver(event);
-            let mut n = seq + 1;
-            while let Some(e) = order.pending.remove(&n) {
-                self.inner.deliver(&e);
-                n += 1;
-            }
-            order.next = Some(n);
+            order.next = Some(seq + 1);
+            self.release(&mut order);
         } else {
-            order.pending.insert(seq, event.clone());
-            if order.pending.len() > MAX_PENDING {
-                let held = std::mem::take(&mut order.pending);
-                for e in held.values() {
-                    self.inner.deliver(e);
-                }
-                order.next = held.last_key_value().map(|(&last, _)| last + 1);
-            } else if !order.gap_timer {
-                order.gap_timer = true;
-                drop(order);
-                self.start_gap_timer(&event.room);
+            self.hold(order, event);
+        }
+    }
+}
+
+impl Sequencer {
+    fn hold(&self, mut order: std::sync::MutexGuard<'_, RoomOrder>, event: &RoomEvent) {
+        let EventKind::Message { seq } = event.kind else {
+            return;
+        };
+        order.pending.insert(seq, event.clone());
+        if order.pending.len() > MAX_PENDING {
+            let held = std::mem::take(&mut order.pending);
+            for e in held.values() {
+                self.inner.deliver(e);
             }
+            order.next = held.last_key_value().map(|(&last, _)| last + 1);
+        } else if !order.gap_timer {
+            order.gap_timer = true;
+            drop(order);
+            self.start_gap_timer(&event.room);
         }
     }
 }
@@ -177,6 +214,35 @@ mod tests {
             s.deliver(&ev(seq));
         }
         assert_eq!(*rec.0.lock().unwrap(), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn holds_messages_until_seeded_then_releases_them_in_order() {
+        let rec = Arc::new(Recorder::default());
+        let s = Sequencer::new(rec.clone());
+        // Live messages race the joining connection's read of last_seq (= 4).
+        s.deliver(&ev(6));
+        s.deliver(&ev(5));
+        s.deliver(&ev(4));
+        assert!(rec.0.lock().unwrap().is_empty());
+        s.seed(&RoomName::parse("r").unwrap(), 4);
+        assert_eq!(*rec.0.lock().unwrap(), vec![4, 5, 6]);
+        s.deliver(&ev(7));
+        assert_eq!(*rec.0.lock().unwrap(), vec![4, 5, 6, 7]);
+    }
+
+    #[tokio::test]
+    async fn a_released_room_starts_over_from_its_next_seed() {
+        let rec = Arc::new(Recorder::default());
+        let s = Sequencer::new(rec.clone());
+        let room = RoomName::parse("r").unwrap();
+        s.seed(&room, 0);
+        s.deliver(&ev(1));
+        s.room_released(&room);
+        // Messages 2..9 went to other nodes while this one had no members; it rejoins at 9.
+        s.seed(&room, 9);
+        s.deliver(&ev(10));
+        assert_eq!(*rec.0.lock().unwrap(), vec![1, 10]);
     }
 
     #[tokio::test(start_paused = true)]
