@@ -3,6 +3,8 @@
 # node on a free port with a fresh data directory (rate limit off: the bench is the only
 # client), runs each scenario against it with --server-pid, and stops it.
 #   scripts/bench.sh [scenario ...]     scenarios: durable single idle fanout pairs store
+#                                       cluster-fanout cluster-durable (2 nodes, scripts/cluster.sh:
+#                                       PostgreSQL and Redis on their standard ports)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p scalify --examples -p scalify-store >/dev/null
@@ -21,6 +23,39 @@ start_node() {
 stop_node() { kill -TERM "$PID"; wait "$PID" || true; rm -rf "$DATA"; }
 run() { echo "\$ scalify bench $*"; "$BIN" bench --url "$URL" --server-pid "$PID" "$@"; echo; }
 
+# A 2-node cluster (fresh database, own Redis prefix) through scripts/cluster.sh; the bench
+# connects to the nodes directly, half of the connections each.
+REDIS_URL="${SCALIFY_REDIS_URL:-redis://127.0.0.1:6379}"
+start_cluster() {
+  CDIR=$(mktemp -d)
+  CDB="scalify_bench_$$"
+  export SCALIFY_CLUSTER_DIR="$CDIR" SCALIFY_BIN="$PWD/$BIN" SCALIFY_REDIS_URL="$REDIS_URL"
+  export SCALIFY_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CDB"
+  export SCALIFY_REDIS_PREFIX="bench-$$" SCALIFY_CLUSTER_ARGS="--rate-limit-per-sec 0"
+  export SCALIFY_CLUSTER_PORT="${SCALIFY_CLUSTER_PORT:-18080}" SCALIFY_CLUSTER_NODE_PORT="${SCALIFY_CLUSTER_NODE_PORT:-13101}"
+  scripts/cluster.sh start 2 >/dev/null
+  URL=$(awk '{print "http://"$2}' "$CDIR/nodes" | paste -sd,)
+  PID=$(awk '{print $1}' "$CDIR/nodes" | paste -sd,)
+}
+stop_cluster() {
+  scripts/cluster.sh stop >/dev/null
+  psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "DROP DATABASE IF EXISTS $CDB WITH (FORCE)" >/dev/null
+  rm -rf "$CDIR"
+}
+redis_counters() {
+  local publish out
+  publish=$(redis-cli -u "$REDIS_URL" INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_publish:calls=\([0-9]*\).*/\1/p')
+  out=$(redis-cli -u "$REDIS_URL" INFO stats | tr -d '\r' | sed -n 's/^total_net_output_bytes:\([0-9]*\)/\1/p')
+  echo "${publish:-0} ${out:-0}"
+}
+run_counted() {
+  read -r p0 o0 < <(redis_counters)
+  run "$@"
+  read -r p1 o1 < <(redis_counters)
+  echo "Redis during the run: $((p1 - p0)) PUBLISH commands, $((o1 - o0)) bytes sent to clients (subscribers and replies)"
+  echo
+}
+
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(git rev-parse --short HEAD)"
 for s in "${scenarios[@]}"; do
   case $s in
@@ -36,6 +71,9 @@ for s in "${scenarios[@]}"; do
     idle)    start_node; run --duration 5 --users 2 idle --connections 10000 --rooms 100; stop_node ;;
     fanout)  start_node; run --duration 10 fanout --receivers 1000 --senders 4 --rate 50; stop_node ;;
     pairs)   start_node; run --duration 10 pairs --pairs 500 --rate 2000; stop_node ;;
+    cluster-fanout)  start_cluster; run_counted --duration 10 fanout --receivers 1000 --senders 4 --rate 50; stop_cluster ;;
+    cluster-durable) start_cluster; run_counted --duration 10 durable --senders 256 --window 8 --rooms 256; stop_cluster ;;
+    cluster-single)  start_cluster; run --duration 10 durable --senders 1 --window 1 --rooms 1; stop_cluster ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
 done
