@@ -49,10 +49,19 @@ redis_counters() {
   echo "${publish:-0} ${out:-0}"
 }
 run_counted() {
-  read -r p0 o0 < <(redis_counters)
+  read -r p0 _ < <(redis_counters)
+  # Mid-run, how many nodes are subscribed to each room channel: a message crosses Redis once
+  # per subscribed node, whatever the number of recipients.
+  ( sleep 6
+    chans=$(redis-cli -u "$REDIS_URL" PUBSUB CHANNELS "$SCALIFY_REDIS_PREFIX:room:*" | tr -d '\r')
+    n=$(echo "$chans" | grep -c . || true)
+    subs=$(echo "$chans" | head -5 | xargs -r redis-cli -u "$REDIS_URL" PUBSUB NUMSUB | tr -d '\r' | awk 'NR%2==0' | sort | uniq -c | awk '{print $1" channel(s) with "$2" subscriber(s)"}' | paste -sd';')
+    echo "Redis mid-run: $n room channel(s); of the first 5: $subs" ) &
+  local sampler=$!
   run "$@"
-  read -r p1 o1 < <(redis_counters)
-  echo "Redis during the run: $((p1 - p0)) PUBLISH commands, $((o1 - o0)) bytes sent to clients (subscribers and replies)"
+  wait "$sampler" || true
+  read -r p1 _ < <(redis_counters)
+  echo "Redis during the run: $((p1 - p0)) PUBLISH commands (messages + presence events)"
   echo
 }
 
@@ -73,6 +82,7 @@ for s in "${scenarios[@]}"; do
     pairs)   start_node; run --duration 10 pairs --pairs 500 --rate 2000; stop_node ;;
     cluster-fanout)  start_cluster; run_counted --duration 10 fanout --receivers 1000 --senders 4 --rate 50; stop_cluster ;;
     cluster-durable) start_cluster; run_counted --duration 10 durable --senders 256 --window 8 --rooms 256; stop_cluster ;;
+    cluster-fanout-100) start_cluster; run_counted --duration 10 fanout --receivers 1000 --senders 4 --rate 100; stop_cluster ;;
     cluster-single)  start_cluster; run --duration 10 durable --senders 1 --window 1 --rooms 1; stop_cluster ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
