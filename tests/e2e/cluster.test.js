@@ -1,9 +1,10 @@
 // Several nodes behave as one: Redis fan-out and presence, one PostgreSQL store. Each node is
-// the real binary; clients are the official socket.io-client, connected to different nodes.
+// the real binary; clients are the official socket.io-client, spread over the nodes. Every
+// test has its own PostgreSQL database and Redis key/channel prefix.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { api, register, connect, call, collect, sleep, uniqueRoom } from './harness.js';
-import { clusterSettings, startNode, privateRedis, redisCli, readyz, eventually } from './cluster.js';
+import { clusterSettings, startNode, privateRedis, redisCli, readyz, eventually, freshDatabase } from './cluster.js';
 
 async function allHistory(url, token, room) {
   const out = [];
@@ -18,53 +19,137 @@ async function allHistory(url, token, room) {
   }
 }
 
-describe('two nodes sharing Redis and PostgreSQL', () => {
-  let c; let A; let B;
+/** Sum of a counter (all label sets matching `labels`) in a node's /metrics. */
+async function metric(url, name, labels = '') {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(name) && line.includes(labels) && !line.startsWith('#')) sum += Number(line.split(' ').at(-1));
+  }
+  return sum;
+}
+
+/**
+ * A client's view of a room, kept the way docs/protocol.md tells clients to: messages by seq;
+ * when seq jumps past the next expected one, `sync` from the last contiguous seq. `attach`
+ * moves the view to a new socket (after a reconnect) and syncs.
+ */
+function trackView(room) {
+  const bySeq = new Map();
+  let contiguous = 0;
+  let socket;
+  let chain = Promise.resolve();
+  const liveIds = new Set();
+  let liveDuplicates = 0;
+  const add = (m) => {
+    bySeq.set(m.seq, m.id);
+    while (bySeq.has(contiguous + 1)) contiguous++;
+  };
+  const fill = async () => {
+    for (;;) {
+      const r = await call(socket, 'sync', { rooms: { [room]: contiguous } });
+      assert.equal(r.ok, true, JSON.stringify(r));
+      r.rooms[room].messages.forEach(add);
+      if (!r.rooms[room].truncated) return;
+    }
+  };
+  const onMessage = (m) => {
+    if (m.room !== room) return;
+    if (liveIds.has(m.id)) liveDuplicates++;
+    liveIds.add(m.id);
+    add(m);
+    if (m.seq > contiguous) chain = chain.then(fill);
+  };
+  return {
+    async attach(s) {
+      socket = s;
+      s.on('message', onMessage);
+      const j = await call(s, 'join', { room });
+      assert.equal(j.ok, true);
+      chain = chain.then(fill);
+      await chain;
+    },
+    async settle() { await chain; await chain; },
+    entries: () => [...bySeq.entries()].sort((a, b) => a[0] - b[0]),
+    get liveDuplicates() { return liveDuplicates; },
+  };
+}
+
+/** Each socket sends continuously (4 in flight); `acked` is the oracle. */
+function traffic(sockets, room) {
+  const acked = new Set();
+  let running = true;
+  const loops = sockets.map((s, k) => (async () => {
+    for (let i = 0; running; i++) {
+      if (!s.connected) { await sleep(20); continue; }
+      const ids = [0, 1, 2, 3].map((j) => `t${k}-${i}-${j}`);
+      await Promise.all(ids.map((client_id) => s.timeout(3000).emitWithAck('send', { room, text: 'x', client_id })
+        .then((r) => { if (r.ok) acked.add(client_id); }, () => {})));
+      await sleep(5);
+    }
+  })());
+  return { acked, async stop() { running = false; await Promise.all(loops); } };
+}
+
+describe('three nodes sharing Redis and PostgreSQL', () => {
+  let c; let nodes;
   before(async () => {
     c = clusterSettings();
-    [A, B] = await Promise.all([startNode(c), startNode(c)]);
+    nodes = await Promise.all([startNode(c), startNode(c), startNode(c)]);
   });
   after(async () => {
-    await Promise.all([A.stop(), B.stop()]);
-    A.cleanup(); B.cleanup(); c.db.drop();
+    await Promise.all(nodes.map((n) => n.stop()));
+    nodes.forEach((n) => n.cleanup());
+    c.db.drop();
   });
 
-  test('messages, typing and presence cross nodes; a token from one node works on the other', async () => {
+  test('messages, typing and presence cross nodes; a token from one node works on the others', async () => {
+    const [A, B, C] = nodes;
     const ann = await register(A.url, 'ann');
     const bob = await register(B.url, 'bob');
+    const cat = await register(C.url, 'cat');
     const sa = await connect(A.url, ann.token);
     const sb = await connect(B.url, bob.token);
+    const sc = await connect(C.url, cat.token);
     const room = uniqueRoom();
     const presenceA = collect(sa, 'presence');
-    const ja = await call(sa, 'join', { room });
-    assert.equal(ja.ok, true);
-    assert.deepEqual(ja.online.map((u) => u.username), [ann.user.username]);
-    const jb = await call(sb, 'join', { room });
-    assert.equal(jb.ok, true);
+    assert.deepEqual((await call(sa, 'join', { room })).online.map((u) => u.username), [ann.user.username]);
+    await call(sb, 'join', { room });
+    const jc = await call(sc, 'join', { room });
     // The join ack lists who is online on every node.
-    assert.deepEqual(jb.online.map((u) => u.username).sort(), [ann.user.username, bob.user.username].sort());
-    const bobOnline = (await presenceA.waitFor(2)).find((p) => p.user.id === bob.user.id);
-    assert.deepEqual(bobOnline, { room, user: bob.user, online: true });
+    assert.deepEqual(jc.online.map((u) => u.username).sort(), [ann, bob, cat].map((u) => u.user.username).sort());
+    await presenceA.waitFor(3);
+    assert.deepEqual(presenceA.items.find((p) => p.user.id === cat.user.id), { room, user: cat.user, online: true });
 
-    const gotA = collect(sa, 'message');
-    const gotB = collect(sb, 'message');
+    const got = [sa, sb, sc].map((s) => collect(s, 'message'));
     const typingA = collect(sa, 'typing');
     assert.equal((await call(sa, 'send', { room, text: 'from A', client_id: 'a1' })).message.seq, 1);
     assert.equal((await call(sb, 'send', { room, text: 'from B', client_id: 'b1' })).message.seq, 2);
-    for (const got of [gotA, gotB]) {
-      const msgs = await got.waitFor(2);
-      assert.deepEqual(msgs.map((m) => [m.seq, m.text]), [[1, 'from A'], [2, 'from B']]);
+    assert.equal((await call(sc, 'send', { room, text: 'from C', client_id: 'c1' })).message.seq, 3);
+    for (const g of got) {
+      const msgs = await g.waitFor(3);
+      assert.deepEqual(msgs.map((m) => [m.seq, m.text]), [[1, 'from A'], [2, 'from B'], [3, 'from C']]);
     }
-    assert.equal((await call(sb, 'typing', { room })).ok, true);
-    assert.deepEqual((await typingA.waitFor(1))[0], { room, user: bob.user });
+    assert.equal((await call(sc, 'typing', { room })).ok, true);
+    assert.deepEqual((await typingA.waitFor(1))[0], { room, user: cat.user });
+    await sleep(200);
+    for (const g of got) assert.equal(g.items.length, 3, 'each message exactly once');
 
-    // Bob leaves on node B: Ann on node A sees him go offline.
-    assert.equal((await call(sb, 'leave', { room })).ok, true);
-    await eventually(() => presenceA.items.some((p) => p.user.id === bob.user.id && p.online === false), 5000, 'bob offline');
-    sa.close(); sb.close();
+    // A second connection of Cat on another node: she is not announced twice, and leaving on
+    // one node keeps her online; leaving on both announces her offline once.
+    const sc2 = await connect(A.url, cat.token);
+    await call(sc2, 'join', { room });
+    await call(sc, 'leave', { room });
+    await sleep(300);
+    assert.equal(presenceA.items.filter((p) => p.user.id === cat.user.id).length, 1);
+    await call(sc2, 'leave', { room });
+    await eventually(() => presenceA.items.some((p) => p.user.id === cat.user.id && p.online === false), 5000, 'cat offline');
+    assert.equal(presenceA.items.filter((p) => p.user.id === cat.user.id).length, 2);
+    for (const s of [sa, sb, sc, sc2]) s.close();
   });
 
-  test('each message crosses Redis on the room channel, and only nodes with members subscribe', async () => {
+  test('a room has one Redis channel, subscribed only by nodes with members in it; other nodes receive none of its messages', async () => {
+    const [A, B, C] = nodes;
     const ann = await register(A.url, 'ann');
     const bob = await register(B.url, 'bob');
     const sa = await connect(A.url, ann.token);
@@ -77,26 +162,35 @@ describe('two nodes sharing Redis and PostgreSQL', () => {
     assert.equal(numsub(), 1, 'node A subscribed once it had a member');
     await call(sb, 'join', { room });
     assert.equal(numsub(), 2);
-    // A second connection of a node adds no subscription.
     const sa2 = await connect(A.url, ann.token);
     await call(sa2, 'join', { room });
-    assert.equal(numsub(), 2);
+    assert.equal(numsub(), 2, 'a second local member adds no subscription');
+
+    // Node C has no member: it receives nothing of this room's traffic.
+    const cBefore = await metric(C.url, 'scalify_redis_received_total');
+    const bBefore = await metric(B.url, 'scalify_redis_received_total', 'outcome="delivered"');
+    const got = collect(sb, 'message');
+    for (let i = 0; i < 20; i++) await call(sa, 'send', { room, text: `m${i}`, client_id: `m${i}` });
+    await got.waitFor(20);
+    assert.equal(await metric(C.url, 'scalify_redis_received_total'), cBefore, 'node C received messages of a room it has no member in');
+    assert.equal(await metric(B.url, 'scalify_redis_received_total', 'outcome="delivered"') - bBefore, 20, 'node B received each message once');
+
     await call(sb, 'leave', { room });
     await eventually(() => numsub() === 1, 3000, 'node B unsubscribed');
     sa.close(); sa2.close(); sb.close();
     await eventually(() => numsub() === 0, 3000, 'node A unsubscribed');
   });
 
-  test('concurrent sends through both nodes: gap-free seq, every member gets every message once and in order, store == acked', async () => {
+  test('concurrent senders on all nodes: gap-free seq, every member gets every message exactly once and in order, store == acked', async () => {
     const room = uniqueRoom();
     const users = [];
-    for (const node of [A, B, A, B]) {
+    for (const node of [...nodes, ...nodes]) {
       const u = await register(node.url, 'u');
       const s = await connect(node.url, u.token);
       await call(s, 'join', { room });
       users.push({ u, s, got: collect(s, 'message') });
     }
-    const perUser = 100;
+    const perUser = 60;
     const acked = new Set();
     await Promise.all(users.map(({ s }, ui) => Promise.all(
       Array.from({ length: perUser }, async (_, i) => {
@@ -110,18 +204,21 @@ describe('two nodes sharing Redis and PostgreSQL', () => {
     assert.equal(acked.size, total);
     for (const { got } of users) {
       const msgs = await got.waitFor(total, 15000);
-      await sleep(200); // nothing extra arrives
+      await sleep(200);
       assert.equal(got.items.length, total, 'no duplicate deliveries');
       assert.deepEqual(msgs.map((m) => m.seq), Array.from({ length: total }, (_, i) => i + 1));
     }
-    // The oracle: history holds exactly the acked client_ids, each once, seq 1..N.
-    const history = await allHistory(B.url, users[1].u.token, room);
+    const history = await allHistory(nodes[1].url, users[1].u.token, room);
     assert.deepEqual(history.map((m) => m.seq), Array.from({ length: total }, (_, i) => i + 1));
     assert.deepEqual(new Set(history.map((m) => m.client_id)), acked);
+    for (const n of nodes) {
+      assert.equal(await metric(n.url, 'scalify_redis_received_total', 'outcome="unwatched"'), 0, `${n.url} received a message for a room it has no member in`);
+    }
     for (const { s } of users) s.close();
   });
 
-  test('an idempotent resend through the other node returns the original', async () => {
+  test('an idempotent resend through another node returns the original', async () => {
+    const [A, B] = nodes;
     const ann = await register(A.url, 'ann');
     const sa = await connect(A.url, ann.token);
     const sa2 = await connect(B.url, ann.token);
@@ -131,13 +228,111 @@ describe('two nodes sharing Redis and PostgreSQL', () => {
     const first = await call(sa, 'send', { room, text: 'once', client_id: 'same' });
     const again = await call(sa2, 'send', { room, text: 'once', client_id: 'same' });
     assert.deepEqual(again.message, first.message);
-    const history = await allHistory(A.url, ann.token, room);
-    assert.equal(history.length, 1);
+    assert.equal((await allHistory(A.url, ann.token, room)).length, 1);
     sa.close(); sa2.close();
   });
 });
 
-test('a node dies: its users go offline elsewhere within the TTL, and its clients recover on another node with sync', async () => {
+/** Clients spread over `nodes`, each with a tracked view of `room`. */
+async function spreadClients(nodes, room, perNode) {
+  const owner = await register(nodes[0].url, 'own');
+  const clients = [];
+  for (let i = 0; i < perNode; i++) {
+    for (const [k, node] of nodes.entries()) {
+      const u = await register(node.url, 'v');
+      const s = await connect(node.url, u.token);
+      const view = trackView(room);
+      await view.attach(s);
+      clients.push({ u, s, view, node: k });
+    }
+  }
+  return { owner, clients };
+}
+
+async function assertViewsEqualStore(clients, url, token, room) {
+  const stored = await allHistory(url, token, room);
+  const ids = stored.map((m) => m.client_id);
+  assert.equal(new Set(ids).size, ids.length, 'no duplicates in the store');
+  assert.deepEqual(stored.map((m) => m.seq), stored.map((_, i) => i + 1), 'seq gap-free from 1');
+  const expected = stored.map((m) => [m.seq, m.id]);
+  for (const { view } of clients) {
+    await view.settle();
+    assert.deepEqual(view.entries(), expected, "a client's view differs from the store");
+    assert.equal(view.liveDuplicates, 0, 'a message was delivered twice on one connection');
+  }
+  return stored;
+}
+
+test('kill -9 one of three nodes under traffic: its clients reconnect to another node and sync; nothing acked is lost or duplicated', async () => {
+  const c = clusterSettings();
+  const nodes = await Promise.all([startNode(c), startNode(c), startNode(c)]);
+  try {
+    const room = uniqueRoom('kill');
+    const { clients } = await spreadClients(nodes, room, 2);
+    const t = traffic(clients.map((x) => x.s), room);
+    await eventually(() => t.acked.size >= 300, 20000, '300 acks');
+    await nodes[2].stop('SIGKILL');
+    // The dead node's clients reconnect to the survivors (as through a load balancer).
+    for (const x of clients.filter((y) => y.node === 2)) {
+      x.s.close();
+      const target = nodes[clients.indexOf(x) % 2];
+      x.s = await connect(target.url, x.u.token);
+      await x.view.attach(x.s);
+    }
+    const t2 = traffic(clients.map((x) => x.s), room);
+    await eventually(() => t2.acked.size >= 100, 20000, '100 more acks');
+    await t.stop(); await t2.stop();
+    // A last message reaches every client live; anything missed before shows up as a gap.
+    await call(clients[0].s, 'send', { room, text: 'end', client_id: 'end' });
+    await eventually(() => clients.every((x) => x.view.entries().some(([seq]) => seq > 0 && x.view.entries().at(-1)[0] === x.view.entries().length)), 10000, 'views complete');
+    await sleep(300);
+    const stored = await assertViewsEqualStore(clients, nodes[0].url, clients[0].u.token, room);
+    const have = new Set(stored.map((m) => m.client_id));
+    assert.deepEqual([...t.acked, ...t2.acked].filter((id) => !have.has(id)), [], 'acked messages missing');
+    clients.forEach((x) => x.s.close());
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+    nodes.forEach((n) => n.cleanup());
+    c.db.drop();
+  }
+});
+
+test('Redis restarted mid-traffic: nodes report not-ready, then recover; every client view equals the store', async () => {
+  const redis = await privateRedis();
+  const c = clusterSettings({ redisUrl: redis.url });
+  const nodes = await Promise.all([startNode(c), startNode(c), startNode(c)]);
+  try {
+    const room = uniqueRoom('redis');
+    const { clients } = await spreadClients(nodes, room, 2);
+    const t = traffic(clients.map((x) => x.s), room);
+    await eventually(() => t.acked.size >= 200, 20000, '200 acks');
+    await redis.stop();
+    const r = await eventually(async () => { const x = await readyz(nodes[0].url); return x.status === 503 && x; }, 10000, 'not ready');
+    assert.equal(r.body.checks.fanout.ok, false);
+    assert.equal(r.body.checks.store.ok, true);
+    const duringOutage = t.acked.size;
+    await eventually(() => t.acked.size >= duringOutage + 100, 20000, 'sends acked during the outage');
+    await redis.start();
+    for (const n of nodes) await eventually(async () => (await readyz(n.url)).status === 200, 15000, 'ready again');
+    const after = t.acked.size;
+    await eventually(() => t.acked.size >= after + 100, 20000, 'sends acked after recovery');
+    await t.stop();
+    await call(clients[0].s, 'send', { room, text: 'end', client_id: 'end' });
+    await eventually(() => clients.every((x) => { const e = x.view.entries(); return e.length && e.at(-1)[0] === e.length; }), 10000, 'views complete');
+    await sleep(300);
+    const stored = await assertViewsEqualStore(clients, nodes[0].url, clients[0].u.token, room);
+    const have = new Set(stored.map((m) => m.client_id));
+    assert.deepEqual([...t.acked].filter((id) => !have.has(id)), [], 'acked messages missing');
+    clients.forEach((x) => x.s.close());
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+    nodes.forEach((n) => n.cleanup());
+    c.db.drop();
+    await redis.stop().catch(() => {});
+  }
+});
+
+test("a node dies: its users go offline on the others within the presence TTL", async () => {
   const c = clusterSettings({ presenceTtl: 2 });
   const [A, B] = await Promise.all([startNode(c), startNode(c)]);
   try {
@@ -150,124 +345,16 @@ test('a node dies: its users go offline elsewhere within the TTL, and its client
     const presenceA = collect(sa, 'presence');
     await call(sc, 'join', { room });
     await presenceA.waitFor(1);
-    const gotC = collect(sc, 'message');
-    await call(sa, 'send', { room, text: 'before', client_id: 'm0' });
-    const seen = await gotC.waitFor(1);
-    const lastSeen = seen.at(-1).seq;
-
     const killedAt = Date.now();
     await B.stop('SIGKILL');
     sc.close();
-    for (let i = 1; i <= 5; i++) await call(sa, 'send', { room, text: `missed ${i}`, client_id: `m${i}` });
-    // Cat's only node died without saying goodbye; node A announces her offline once her
-    // presence entry expires (TTL 2 s, refreshed every 2/3 s).
+    // Cat's node died without saying goodbye; node A announces her offline once her presence
+    // entry expires (TTL 2 s, refreshed every 2/3 s), and no longer lists her.
     await eventually(() => presenceA.items.some((p) => p.user.id === cat.user.id && p.online === false), 8000, 'cat offline');
     assert.ok(Date.now() - killedAt < 8000);
-
-    // Cat reconnects to the surviving node and syncs from the last seq she saw.
-    const sc2 = await connect(A.url, cat.token);
-    const j = await call(sc2, 'join', { room });
-    assert.equal(j.room.last_seq, 6);
-    const s = await call(sc2, 'sync', { rooms: { [room]: lastSeen } });
-    assert.equal(s.ok, true);
-    assert.deepEqual(s.rooms[room].messages.map((m) => m.text), [1, 2, 3, 4, 5].map((i) => `missed ${i}`));
-    assert.equal(s.rooms[room].truncated, false);
-    sa.close(); sc2.close();
-  } finally {
-    await Promise.all([A.stop(), B.stop()]);
-    A.cleanup(); B.cleanup(); c.db.drop();
-  }
-});
-
-test('Redis outage: nodes keep serving local members, report not-ready, and recover; missed cross-node messages come back with sync', async () => {
-  const redis = await privateRedis();
-  const c = clusterSettings({ redisUrl: redis.url });
-  const [A, B] = await Promise.all([startNode(c), startNode(c)]);
-  try {
-    const ann = await register(A.url, 'ann');
-    const dan = await register(A.url, 'dan');
-    const bob = await register(B.url, 'bob');
-    const sa = await connect(A.url, ann.token);
-    const sd = await connect(A.url, dan.token);
-    const sb = await connect(B.url, bob.token);
-    const room = uniqueRoom();
-    for (const s of [sa, sd, sb]) assert.equal((await call(s, 'join', { room })).ok, true);
-    const gotD = collect(sd, 'message');
-    const gotB = collect(sb, 'message');
-    assert.equal((await readyz(A.url)).status, 200);
-
-    await redis.stop();
-    for (const node of [A, B]) {
-      const r = await eventually(async () => { const x = await readyz(node.url); return x.status === 503 && x; }, 10000, 'not ready');
-      assert.equal(r.body.ready, false);
-      assert.equal(r.body.checks.fanout.ok, false);
-      assert.equal(r.body.checks.store.ok, true);
-    }
-    // Local members still chat: acks mean committed, dan (same node) gets them live.
-    for (let i = 1; i <= 3; i++) {
-      const r = await call(sa, 'send', { room, text: `during ${i}`, client_id: `d${i}` });
-      assert.equal(r.ok, true);
-    }
-    assert.deepEqual((await gotD.waitFor(3)).map((m) => m.seq), [1, 2, 3]);
-
-    await redis.start();
-    for (const node of [A, B]) {
-      await eventually(async () => (await readyz(node.url)).status === 200, 15000, 'ready again');
-    }
-    // Cross-node delivery resumes (the subscriber resubscribed the room)...
-    await call(sa, 'send', { room, text: 'after', client_id: 'a1' });
-    await eventually(() => gotB.items.some((m) => m.text === 'after'), 5000, "'after' on node B");
-    await sleep(200);
-    // Messages published while Redis was down are lost to node B, or arrive late if they
-    // were still queued when it came back: either way in seq order, never twice.
-    const live = gotB.items.map((m) => m.seq);
-    assert.equal(live.at(-1), 4);
-    assert.ok(live.length < 4 || live.join() === '1,2,3,4', `live: ${live}`);
-    assert.deepEqual(live, [...live].sort((x, y) => x - y));
-    // ...so bob, seeing a jump in seq, recovers exactly what he missed with sync.
-    const s = await call(sb, 'sync', { rooms: { [room]: 0 } });
-    assert.deepEqual(s.rooms[room].messages.map((m) => m.text), ['during 1', 'during 2', 'during 3', 'after']);
-    for (const x of [sa, sd, sb]) x.close();
-  } finally {
-    await Promise.all([A.stop(), B.stop()]);
-    A.cleanup(); B.cleanup(); c.db.drop();
-    await redis.stop().catch(() => {});
-  }
-});
-
-test('kill -9 a node mid-traffic from both nodes: every acked message is in PostgreSQL once, seq gap-free', async () => {
-  const c = clusterSettings();
-  const [A, B] = await Promise.all([startNode(c), startNode(c)]);
-  try {
-    const u = await register(A.url, 'ora');
-    const room = uniqueRoom('crash');
-    const acked = new Set();
-    let running = true;
-    const sockets = [];
-    for (const node of [A, A, B, B]) {
-      const s = await connect(node.url, u.token);
-      await call(s, 'join', { room });
-      sockets.push(s);
-    }
-    const loops = sockets.map((s, k) => (async () => {
-      for (let i = 0; running && s.connected; i++) {
-        const ids = [0, 1, 2, 3].map((j) => `s${k}-${i}-${j}`);
-        await Promise.all(ids.map((client_id) => s.timeout(3000).emitWithAck('send', { room, text: 'x', client_id })
-          .then((r) => { if (r.ok) acked.add(client_id); }, () => {})));
-      }
-    })());
-    await eventually(() => acked.size >= 400, 20000, '400 acks');
-    await A.stop('SIGKILL');
-    await sleep(300); // node B keeps going on its own
-    running = false;
-    await Promise.all(loops);
-    sockets.forEach((s) => s.close());
-    const stored = await allHistory(B.url, u.token, room);
-    const ids = stored.map((m) => m.client_id);
-    assert.equal(new Set(ids).size, ids.length, 'no duplicates');
-    assert.deepEqual(stored.map((m) => m.seq), stored.map((_, i) => i + 1), 'seq gap-free from 1');
-    const have = new Set(ids);
-    assert.deepEqual([...acked].filter((id) => !have.has(id)), [], 'acked messages missing');
+    const j = await call(sa, 'join', { room });
+    assert.deepEqual(j.online.map((u) => u.username), [ann.user.username]);
+    sa.close();
   } finally {
     await Promise.all([A.stop(), B.stop()]);
     A.cleanup(); B.cleanup(); c.db.drop();
@@ -278,7 +365,6 @@ test('scalify migrate --database-url applies the PostgreSQL schema once', async 
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
   const { BIN } = await import('./harness.js');
-  const { freshDatabase } = await import('./cluster.js');
   const db = freshDatabase();
   try {
     const run = () => promisify(execFile)(BIN, ['migrate', '--database-url', db.url], { env: { ...process.env, SCALIFY_LOG: 'warn' } });

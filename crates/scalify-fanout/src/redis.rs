@@ -90,11 +90,13 @@ async fn publisher_task(
         }
         match pipe.exec_async(&mut conn).await {
             Ok(()) => {
+                metrics::counter!("scalify_redis_published_total").increment(n as u64);
                 if std::mem::replace(&mut failing, false) {
                     tracing::info!("publishing to Redis again");
                 }
             }
             Err(e) => {
+                metrics::counter!("scalify_redis_publish_failures_total").increment(n as u64);
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(error = %e, dropped = n, "cannot publish to Redis; members on other nodes will recover missed messages with sync");
                 }
@@ -189,6 +191,7 @@ impl RedisFanout {
             match self.subscribe_session(&client).await {
                 Ok(()) => return, // stopped
                 Err(e) => {
+                    metrics::counter!("scalify_redis_disconnects_total").increment(1);
                     self.subscribed.store(false, Ordering::Release);
                     self.set_sink(None);
                     tracing::warn!(error = %e, retry_in = ?backoff, "Redis subscriber connection lost; members on other nodes will recover missed messages with sync");
@@ -231,11 +234,26 @@ impl RedisFanout {
 
     fn on_message(&self, bytes: &[u8]) {
         match decode(bytes) {
-            Ok(Some((node, event))) if node != self.node && self.watched.contains(&event.room) => {
+            Ok((node, _)) if node == self.node => {
+                // Our own message, already delivered locally.
+                metrics::counter!("scalify_redis_received_total", "outcome" => "own").increment(1);
+            }
+            Ok((_, event)) if self.watched.contains(&event.room) => {
+                metrics::counter!("scalify_redis_received_total", "outcome" => "delivered")
+                    .increment(1);
                 self.local.deliver(&event)
             }
-            Ok(_) => {} // our own message, already delivered locally
-            Err(e) => tracing::warn!(error = %e, "undecodable fan-out message dropped"),
+            Ok(_) => {
+                // A room this node has no member in: only a message racing an unsubscribe
+                // should ever land here (the cluster tests require zero).
+                metrics::counter!("scalify_redis_received_total", "outcome" => "unwatched")
+                    .increment(1);
+            }
+            Err(e) => {
+                metrics::counter!("scalify_redis_received_total", "outcome" => "undecodable")
+                    .increment(1);
+                tracing::warn!(error = %e, "undecodable fan-out message dropped")
+            }
         }
     }
 }
@@ -259,7 +277,7 @@ fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<Option<(String, RoomEvent)>, String> {
+fn decode(bytes: &[u8]) -> Result<(String, RoomEvent), String> {
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
     let mut parts = text.splitn(6, '\n');
     let mut next = || parts.next().ok_or_else(|| "truncated envelope".to_owned());
@@ -278,7 +296,7 @@ fn decode(bytes: &[u8]) -> Result<Option<(String, RoomEvent)>, String> {
         "p" => EventKind::Presence,
         other => return Err(format!("unknown kind '{other}'")),
     };
-    Ok(Some((
+    Ok((
         node,
         RoomEvent {
             room,
@@ -286,7 +304,7 @@ fn decode(bytes: &[u8]) -> Result<Option<(String, RoomEvent)>, String> {
             payload: Arc::from(payload),
             except_user: except,
         },
-    )))
+    ))
 }
 
 #[async_trait]
@@ -539,7 +557,7 @@ mod tests {
         )
         .unwrap();
         let bytes = encode("node-a", &event);
-        let (node, back) = decode(&bytes).unwrap().unwrap();
+        let (node, back) = decode(&bytes).unwrap();
         assert_eq!(node, "node-a");
         assert_eq!(back.room.as_str(), "general");
         assert_eq!(back.kind, EventKind::Message { seq: 42 });

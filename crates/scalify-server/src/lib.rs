@@ -12,6 +12,7 @@
 //!    engines' background work, and return.
 
 mod error;
+pub mod metrics;
 pub mod rest;
 pub mod socket;
 
@@ -103,6 +104,7 @@ impl App {
         chat_config: ChatConfig,
         transport: TransportConfig,
     ) -> Result<App, FanoutError> {
+        metrics::handle();
         let (layer, io) = socket::build_io(&transport);
         let sequencer = Sequencer::new(Arc::new(socket::Delivery::new(io.clone())));
         let local = sequencer.clone() as Arc<dyn LocalDelivery>;

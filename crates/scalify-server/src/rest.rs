@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/dms"),
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/metrics"),
 ];
 
 pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
@@ -49,6 +50,7 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/api/dms", post(open_dm))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(transport.max_payload_bytes))
         .with_state(chat)
@@ -212,6 +214,18 @@ async fn send(
 ) -> ApiResult {
     let message = chat.send(&user, &room, &m.text, &m.client_id).await?;
     Ok((StatusCode::CREATED, Json(json!({ "message": message }))).into_response())
+}
+
+/// Prometheus metrics of this process.
+async fn metrics() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 /// Liveness. `node` tells which process answered (useful behind a load balancer).
