@@ -338,15 +338,18 @@ impl Fanout for RedisFanout {
     }
 
     async fn unwatch(&self, room: &RoomName) -> Result<(), FanoutError> {
-        self.watched.remove(room);
-        self.local.room_released(room);
-        match self.current_sink() {
+        // Unsubscribe first: messages Redis sent before confirming still find the room
+        // watched (and no one to deliver to), instead of counting as misrouted.
+        let result = match self.current_sink() {
             Some(mut sink) => sink
                 .unsubscribe(self.channel(room))
                 .await
                 .map_err(unavailable),
             None => Ok(()),
-        }
+        };
+        self.watched.remove(room);
+        self.local.room_released(room);
+        result
     }
 
     async fn ready(&self) -> Result<(), FanoutError> {
