@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test ScalifyChat has, from a fresh clone, with no manual step:
-#   lint (fmt, clippy) → Rust unit + integration tests → end-to-end tests of the real binary
-#   with the official socket.io-client.
-# It installs what it needs (Node.js + npm, the PostgreSQL and Redis clients and nginx from
-# Debian packages if absent; npm packages from tests/e2e/package-lock.json) and starts the
-# services the tests need when the machine has none (see "services" below).
+#   web UI type check + unit tests → lint (fmt, clippy) → Rust unit + integration tests →
+#   end-to-end tests of the real binary with the official socket.io-client and a real
+#   Chromium (screenshots under test-output/screenshots/).
+# It installs what it needs (Node.js + npm, the PostgreSQL and Redis clients, nginx and
+# Chromium from Debian packages if absent; npm packages from the committed package-locks) and
+# starts the services the tests need when the machine has none (see "services" below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,8 @@ command -v psql >/dev/null || apt_install postgresql-client
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
 export PATH="$PATH:/usr/sbin"
 command -v nginx >/dev/null || apt_install nginx-light
-cargo --version; node --version; nginx -v
+[ -x /usr/bin/chromium ] || apt_install chromium
+cargo --version; node --version; nginx -v; /usr/bin/chromium --version
 
 # The tests use real PostgreSQL and Redis: the machine's own (as configured below), or, when
 # absent, private instances started here (Debian packages) and stopped on exit.
@@ -71,6 +73,14 @@ psql "$SCALIFY_TEST_DATABASE_URL" -qtAc "SELECT datname FROM pg_database WHERE d
   | while read -r db; do [ -n "$db" ] && psql "$SCALIFY_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; done
 echo "PostgreSQL: $SCALIFY_TEST_DATABASE_URL  Redis: $SCALIFY_TEST_REDIS_URL"
 
+log "web UI: type check and unit tests (Vitest)"
+(
+  cd web
+  npm ci --no-audit --no-fund --loglevel=error
+  npm run typecheck
+  npm test
+)
+
 log "format and lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -86,7 +96,7 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-log "end-to-end tests (real binary, official socket.io-client)"
+log "end-to-end tests (real binary; official socket.io-client; Chromium via playwright-core)"
 (
   cd tests/e2e
   npm ci --no-audit --no-fund --loglevel=error

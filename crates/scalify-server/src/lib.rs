@@ -15,6 +15,7 @@ mod error;
 pub mod metrics;
 pub mod rest;
 pub mod socket;
+mod web;
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;

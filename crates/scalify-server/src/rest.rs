@@ -30,6 +30,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/me"),
     ("get", "/api/rooms"),
     ("post", "/api/rooms"),
+    ("get", "/api/rooms/{room}/members"),
     ("post", "/api/rooms/{room}/members"),
     ("get", "/api/rooms/{room}/messages"),
     ("post", "/api/rooms/{room}/messages"),
@@ -45,12 +46,14 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/api/auth/login", post(login))
         .route("/api/me", get(me))
         .route("/api/rooms", get(list_rooms).post(create_room))
-        .route("/api/rooms/{room}/members", post(add_member))
+        .route("/api/rooms/{room}/members", get(members).post(add_member))
         .route("/api/rooms/{room}/messages", get(history).post(send))
         .route("/api/dms", post(open_dm))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/", get(crate::web::index))
+        .route("/assets/{*path}", get(crate::web::asset))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(transport.max_payload_bytes))
         .with_state(chat)
@@ -150,6 +153,15 @@ async fn create_room(
         .create_room(&user, &r.name, &r.kind, &r.members)
         .await?;
     Ok((StatusCode::CREATED, Json(json!({ "room": room }))).into_response())
+}
+
+async fn members(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(room): Path<String>,
+) -> ApiResult {
+    let members = chat.members(&user, &room).await?;
+    Ok(Json(json!({ "members": members })).into_response())
 }
 
 #[derive(Deserialize)]

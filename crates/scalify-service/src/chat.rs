@@ -82,6 +82,8 @@ pub struct Chat {
 }
 
 const INTEREST_SHARDS: usize = 64;
+/// Most members one `members` answer lists (bounds the response).
+pub const MEMBERS_LIMIT: u32 = 1000;
 
 fn store_error(e: StoreError) -> ChatError {
     match e {
@@ -397,6 +399,23 @@ impl Chat {
             .map_err(store_error)?;
         self.remember_member(room.id, user.id);
         Ok((self.fresh_room(&room).await?, user))
+    }
+
+    /// The members of a room `user` belongs to (at most [`MEMBERS_LIMIT`]), by username.
+    pub async fn members(&self, user: &UserRef, room: &str) -> Result<Vec<UserRef>, ChatError> {
+        let room = self.member_room(user, room).await?;
+        let members = self
+            .store
+            .members(room.id, MEMBERS_LIMIT)
+            .await
+            .map_err(store_error)?;
+        Ok(members
+            .into_iter()
+            .map(|u| UserRef {
+                id: u.id,
+                username: u.username.to_string(),
+            })
+            .collect())
     }
 
     /// The DM room between `actor` and `username`: the same room whichever of them asks.

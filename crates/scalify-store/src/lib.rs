@@ -95,6 +95,8 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a member; returns false if they already were one.
     async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool>;
     async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool>;
+    /// The room's members by username, at most `limit`.
+    async fn members(&self, room: Id, limit: u32) -> StoreResult<Vec<User>>;
     /// The user's rooms and every public room.
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>>;
 

@@ -613,6 +613,18 @@ impl Store for PgStore {
         Ok(row.is_some())
     }
 
+    async fn members(&self, room: Id, limit: u32) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.username FROM members m JOIN users u ON u.id = m.user_id
+             WHERE m.room_id = $1 ORDER BY u.username LIMIT $2",
+        )
+        .bind(room.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(read_user).collect::<Result<Vec<_>, _>>()?)
+    }
+
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
         let rows = sqlx::query(
             "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL

@@ -734,6 +734,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn members(&self, room: Id, limit: u32) -> StoreResult<Vec<User>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT u.id, u.username FROM members m JOIN users u ON u.id = m.user_id
+                 WHERE m.room_id = ?1 ORDER BY u.username LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![room.to_string(), limit], read_user)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(

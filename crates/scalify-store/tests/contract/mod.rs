@@ -148,7 +148,24 @@ pub async fn membership_and_listing(store: Arc<dyn Store>) {
         .map(|l| l.room.name.to_string())
         .collect();
     assert_eq!(bobs, vec!["lobby"]);
+    let names = |us: Vec<User>| {
+        us.into_iter()
+            .map(|u| u.username.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.members(secret.id, 10).await.unwrap()),
+        vec!["alice"]
+    );
     assert!(store.add_member(secret.id, bob.id).await.unwrap());
+    assert_eq!(
+        names(store.members(secret.id, 10).await.unwrap()),
+        vec!["alice", "bob"]
+    );
+    assert_eq!(
+        names(store.members(secret.id, 1).await.unwrap()),
+        vec!["alice"]
+    );
     assert!(!store.add_member(secret.id, bob.id).await.unwrap());
     assert_eq!(store.list_rooms(bob.id).await.unwrap().len(), 2);
     // Unknown user: not found, and the batch neighbours are unaffected.

@@ -1,0 +1,265 @@
+// The web UI in a real browser: Debian's Chromium driven by playwright-core, against the real
+// binary. Two users in two browser contexts. Screenshots of the main screens are saved under
+// test-output/screenshots/ for a reviewer.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { startServer, api, register, uniqueRoom, sleep } from './harness.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const SHOTS = path.resolve(here, '../../test-output/screenshots');
+mkdirSync(SHOTS, { recursive: true });
+
+let server; let browser;
+before(async () => {
+  server = await startServer({ args: ['--rate-limit-per-sec', '0'] });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-background-networking', '--disable-dev-shm-usage'],
+  });
+});
+after(async () => {
+  await browser?.close();
+  await server.stop(); server.cleanup();
+});
+
+/**
+ * A TCP proxy in front of the server, so a test can cut one browser's network and restore it
+ * (the page's origin is the proxy, so same-origin checks hold).
+ */
+async function proxy(target) {
+  const [host, port] = target.replace('http://', '').split(':');
+  const open = new Set();
+  let online = true;
+  const srv = net.createServer((client) => {
+    if (!online) { client.destroy(); return; }
+    const up = net.connect(Number(port), host);
+    open.add(client); open.add(up);
+    client.pipe(up); up.pipe(client);
+    const done = () => { client.destroy(); up.destroy(); open.delete(client); open.delete(up); };
+    client.on('error', done); up.on('error', done); client.on('close', done); up.on('close', done);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${srv.address().port}`,
+    cut() { online = false; for (const s of open) s.destroy(); open.clear(); },
+    restore() { online = true; },
+    close: () => new Promise((r) => { for (const s of open) s.destroy(); srv.close(r); }),
+  };
+}
+
+async function newUser(url, { name, colorScheme = 'light', viewport = { width: 1200, height: 800 } } = {}) {
+  const context = await browser.newContext({ colorScheme, viewport });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(url);
+  const username = `${name}${process.pid}${Math.floor(Math.random() * 1e6)}`.slice(0, 32);
+  return { context, page, username, errors };
+}
+
+async function signUp(u) {
+  const { page } = u;
+  await page.getByRole('tab', { name: 'Create account' }).click();
+  await page.getByLabel('Username').fill(u.username);
+  await page.getByLabel('Password').fill('correct-horse');
+  await page.locator('form.card button[type=submit]').click();
+  await page.getByText('Sign out').waitFor();
+}
+
+async function openRoom(page, room) {
+  await page.locator('.sidebar .room-link', { hasText: `#${room}` }).click();
+  await page.getByRole('heading', { name: `#${room}` }).waitFor();
+}
+
+async function send(page, text) {
+  const box = page.locator('.composer textarea');
+  await box.fill(text);
+  await box.press('Enter');
+}
+
+const messages = (page) => page.locator('.messages .msg').allTextContents();
+
+test('two users sign up, join a room, chat both ways, see presence and typing', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob', colorScheme: 'dark' });
+  try {
+    await ann.page.screenshot({ path: `${SHOTS}/01-sign-in.png` });
+    // Bad credentials are shown inline.
+    await ann.page.getByLabel('Username').fill('nobody-here');
+    await ann.page.getByLabel('Password').fill('wrong-password');
+    await ann.page.locator('form.card button[type=submit]').click();
+    await ann.page.getByRole('alert').filter({ hasText: 'invalid username or password' }).waitFor();
+
+    await signUp(ann);
+    await signUp(bob);
+    const room = uniqueRoom('lobby');
+    await ann.page.getByPlaceholder('room-name').fill(room);
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+
+    // Bob finds the room under "Browse rooms" (after a reload: the list is fetched at start).
+    await bob.page.reload();
+    await bob.page.getByRole('button', { name: `Join ${room}` }).click();
+    await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
+
+    await send(ann.page, 'hello bob');
+    await bob.page.locator('.msg', { hasText: 'hello bob' }).waitFor();
+    await send(bob.page, 'hi ann');
+    await ann.page.locator('.msg', { hasText: 'hi ann' }).waitFor();
+    assert.deepEqual(await messages(ann.page), ['hello bob', 'hi ann']);
+    assert.deepEqual(await messages(bob.page), ['hello bob', 'hi ann']);
+    // Sender names label the groups.
+    assert.ok((await ann.page.locator('.group .sender').allTextContents()).includes(bob.username));
+
+    // Presence: both online, shown with dots in the member list.
+    await ann.page.getByText('2 online').waitFor();
+    await ann.page.getByRole('button', { name: 'Members' }).click();
+    await ann.page.locator('.members li', { hasText: bob.username }).locator('.dot.on').waitFor();
+
+    // Typing: Bob types, Ann sees it.
+    await bob.page.locator('.composer textarea').pressSequentially('typing…', { delay: 20 });
+    await ann.page.getByText(`${bob.username} is typing…`).waitFor();
+    await ann.page.screenshot({ path: `${SHOTS}/02-room-light.png` });
+    await bob.page.screenshot({ path: `${SHOTS}/03-room-dark.png` });
+
+    // Shift+Enter makes a new line; Enter sends it as one message.
+    const box = bob.page.locator('.composer textarea');
+    await box.fill('line one');
+    await box.press('Shift+Enter');
+    await box.pressSequentially('line two');
+    await box.press('Enter');
+    await ann.page.locator('.msg', { hasText: 'line two' }).waitFor();
+    assert.equal((await messages(ann.page)).at(-1), 'line one\nline two');
+
+    // Bob leaves: Ann sees him go offline.
+    await bob.context.close();
+    await ann.page.locator('.members li', { hasText: bob.username }).locator('.dot:not(.on)').waitFor();
+    await ann.page.getByText('1 online').waitFor();
+    assert.deepEqual(ann.errors, []);
+  } finally {
+    await ann.context.close();
+    await bob.context.close().catch(() => {});
+  }
+});
+
+test('offline and back: the banner shows, missed messages appear exactly once, a failed send is retried with the same client_id', async () => {
+  const net1 = await proxy(server.url);
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(net1.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const room = uniqueRoom('net');
+    await ann.page.getByPlaceholder('room-name').fill(room);
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await bob.page.reload();
+    await bob.page.getByRole('button', { name: `Join ${room}` }).click();
+    await send(ann.page, 'before');
+    await bob.page.locator('.msg', { hasText: 'before' }).waitFor();
+
+    net1.cut();
+    await bob.page.getByRole('status').filter({ hasText: 'reconnecting' }).waitFor();
+    await bob.page.screenshot({ path: `${SHOTS}/04-reconnecting.png` });
+    for (const t of ['missed 1', 'missed 2', 'missed 3']) await send(ann.page, t);
+    // Bob writes while offline: pending, then failed once the ack times out.
+    await send(bob.page, 'from the tunnel');
+    await bob.page.locator('.outgoing[data-status=pending]', { hasText: 'from the tunnel' }).waitFor();
+    await bob.page.locator('.outgoing[data-status=failed]').getByRole('button', { name: 'Retry' }).waitFor({ timeout: 15000 });
+    await bob.page.screenshot({ path: `${SHOTS}/05-failed-send.png` });
+
+    net1.restore();
+    await bob.page.getByRole('status').waitFor({ state: 'detached', timeout: 15000 });
+    await bob.page.locator('.msg', { hasText: 'missed 3' }).waitFor();
+    await bob.page.locator('.outgoing').getByRole('button', { name: 'Retry' }).click();
+    await ann.page.locator('.msg', { hasText: 'from the tunnel' }).waitFor();
+    await bob.page.locator('.outgoing').waitFor({ state: 'detached' });
+    await sleep(500);
+    const expected = ['before', 'missed 1', 'missed 2', 'missed 3', 'from the tunnel'];
+    assert.deepEqual(await messages(bob.page), expected, 'each message once, in order');
+    assert.deepEqual(await messages(ann.page), expected);
+    // The store agrees: one copy of the retried message.
+    const token = JSON.parse(await bob.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
+    const h = await api(server.url, 'GET', `/api/rooms/${room}/messages`, undefined, token);
+    assert.deepEqual(h.body.messages.map((m) => m.text), expected);
+  } finally {
+    await ann.context.close(); await bob.context.close(); await net1.close();
+  }
+});
+
+test('history: scrolling up loads older messages until the beginning', async () => {
+  const bot = await register(server.url, 'bot');
+  const room = uniqueRoom('long');
+  await api(server.url, 'POST', '/api/rooms', { name: room, kind: 'public' }, bot.token);
+  for (let i = 1; i <= 120; i++) {
+    const r = await api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: `old ${i}`, client_id: `b${i}` }, bot.token);
+    assert.equal(r.status, 201);
+  }
+  const ann = await newUser(server.url, { name: 'ann' });
+  try {
+    await signUp(ann);
+    await ann.page.getByRole('button', { name: `Join ${room}` }).click();
+    await ann.page.locator('.msg', { hasText: 'old 120' }).waitFor();
+    const first = (await messages(ann.page)).length;
+    assert.ok(first >= 50 && first < 120, `first page: ${first}`);
+    for (let i = 0; i < 10 && (await messages(ann.page)).length < 120; i++) {
+      await ann.page.locator('.messages').evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+      await sleep(300);
+    }
+    const all = await messages(ann.page);
+    assert.deepEqual(all, Array.from({ length: 120 }, (_, i) => `old ${i + 1}`));
+    await ann.page.getByText(`Beginning of #${room}`).waitFor();
+  } finally { await ann.context.close(); }
+});
+
+test('an XSS attempt renders as text; links are clickable; unread badges count; phone width works', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob', viewport: { width: 390, height: 800 } });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const room = uniqueRoom('xss');
+    const other = uniqueRoom('other');
+    for (const r of [other, room]) {
+      await ann.page.getByPlaceholder('room-name').fill(r);
+      await ann.page.getByRole('button', { name: 'Create' }).click();
+      await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
+    }
+    await bob.page.reload();
+    await bob.page.getByRole('button', { name: `Join ${other}` }).click();
+    await bob.page.getByRole('button', { name: 'Back to rooms' }).click();
+    await bob.page.getByRole('button', { name: `Join ${room}` }).click();
+    await bob.page.getByRole('button', { name: 'Back to rooms' }).click();
+
+    const evil = ['<img src=x onerror="window.__xss=1">', '<script>window.__xss=2</script>', 'see https://example.com/docs'];
+    for (const t of evil) await send(ann.page, t);
+    // Bob is on the room list (phone width: one pane): the unread badge counts Ann's 3 messages.
+    await bob.page.getByLabel('3 unread').waitFor();
+    await bob.page.screenshot({ path: `${SHOTS}/06-phone-room-list.png` });
+    await openRoom(bob.page, room);
+    await bob.page.locator('.msg', { hasText: 'example.com' }).waitFor();
+    assert.deepEqual(await messages(bob.page), evil);
+    assert.equal(await bob.page.locator('.messages img, .messages script').count(), 0);
+    assert.equal(await bob.page.evaluate(() => window.__xss), undefined);
+    const link = bob.page.locator('.msg a');
+    assert.equal(await link.getAttribute('href'), 'https://example.com/docs');
+    assert.equal(await link.getAttribute('rel'), 'noopener noreferrer nofollow');
+    // Reading the room clears its badge.
+    await bob.page.getByRole('button', { name: 'Back to rooms' }).click();
+    assert.equal(await bob.page.getByLabel('3 unread').count(), 0);
+    await bob.page.screenshot({ path: `${SHOTS}/07-phone-after-reading.png` });
+    // A reload keeps Bob signed in.
+    await bob.page.reload();
+    await bob.page.getByText('Sign out').waitFor();
+    // Signing out returns to the sign-in screen.
+    await bob.page.getByText('Sign out').click();
+    await bob.page.getByRole('tab', { name: 'Sign in' }).waitFor();
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally { await ann.context.close(); await bob.context.close(); }
+});

@@ -1,0 +1,57 @@
+// The REST API (docs/openapi.yaml). Every error answers {error:{code,message}}.
+import type { Message, UserRef } from './state';
+
+export interface Session {
+  token: string;
+  user: UserRef;
+}
+
+export interface RoomInfo {
+  id: string;
+  name: string;
+  kind: 'public' | 'private' | 'dm';
+  last_seq: number;
+  member: boolean;
+}
+
+export class ApiError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+async function request<T>(method: string, path: string, body?: unknown, token?: string): Promise<T> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (token) headers.authorization = `Bearer ${token}`;
+  let res: Response;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection and try again.');
+  }
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    const e = data?.error ?? {};
+    throw new ApiError(res.status, e.code ?? 'internal', e.message ?? `request failed (${res.status})`);
+  }
+  return data as T;
+}
+
+export const api = {
+  register: (username: string, password: string) => request<Session>('POST', '/api/auth/register', { username, password }),
+  login: (username: string, password: string) => request<Session>('POST', '/api/auth/login', { username, password }),
+  me: (token: string) => request<{ user: UserRef }>('GET', '/api/me', undefined, token).then((r) => r.user),
+  rooms: (token: string) => request<{ rooms: RoomInfo[] }>('GET', '/api/rooms', undefined, token).then((r) => r.rooms),
+  createRoom: (token: string, name: string, kind: 'public' | 'private') =>
+    request<{ room: RoomInfo }>('POST', '/api/rooms', { name, kind }, token).then((r) => r.room),
+  addMember: (token: string, room: string, username: string) =>
+    request<unknown>('POST', `/api/rooms/${encodeURIComponent(room)}/members`, { username }, token),
+  openDm: (token: string, username: string) =>
+    request<{ room: RoomInfo }>('POST', '/api/dms', { username }, token).then((r) => r.room),
+  members: (token: string, room: string) =>
+    request<{ members: UserRef[] }>('GET', `/api/rooms/${encodeURIComponent(room)}/members`, undefined, token).then((r) => r.members),
+  history: (token: string, room: string, before?: number) =>
+    request<{ messages: Message[]; has_more: boolean }>(
+      'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=50${before ? `&before_seq=${before}` : ''}`, undefined, token),
+};

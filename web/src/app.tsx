@@ -1,0 +1,411 @@
+// The ScalifyChat web UI: sign in / sign up, a sidebar of rooms and DMs, the room view.
+// Text from users is only ever rendered as text nodes (JSX escapes it); links come from
+// `linkify`, which only produces http(s) URLs.
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { Fragment } from 'preact';
+import { api, ApiError, type Session } from './api';
+import { ChatClient, type Snapshot } from './chat';
+import { dmPeer, groupMessages, linkify, unreadCount, type Message, type RoomView, type UserRef } from './state';
+
+const SESSION_KEY = 'scalify.session';
+
+function loadSession(): Session | null {
+  try {
+    const s = JSON.parse(localStorage.getItem(SESSION_KEY) ?? 'null');
+    return s && typeof s.token === 'string' && s.user?.id ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+export function App() {
+  const [session, setSession] = useState<Session | null>(loadSession);
+  const signOut = () => {
+    localStorage.removeItem(SESSION_KEY);
+    setSession(null);
+  };
+  if (!session) {
+    return (
+      <AuthScreen
+        onSession={(s) => {
+          localStorage.setItem(SESSION_KEY, JSON.stringify(s));
+          setSession(s);
+        }}
+      />
+    );
+  }
+  return <ChatScreen key={session.token} session={session} onSignOut={signOut} />;
+}
+
+// ---- sign in / sign up ------------------------------------------------------------------
+
+function AuthScreen({ onSession }: { onSession: (s: Session) => void }) {
+  const [mode, setMode] = useState<'login' | 'register'>('login');
+  const [username, setUsername] = useState('');
+  const [password, setPassword] = useState('');
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError('');
+    try {
+      onSession(mode === 'login' ? await api.login(username, password) : await api.register(username, password));
+    } catch (err) {
+      setError(err instanceof ApiError ? err.message : 'Something went wrong. Try again.');
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <main class="auth">
+      <form class="card" onSubmit={submit} aria-labelledby="auth-title">
+        <h1 id="auth-title">ScalifyChat</h1>
+        <div class="tabs" role="tablist">
+          <button type="button" role="tab" aria-selected={mode === 'login'} onClick={() => { setMode('login'); setError(''); }}>Sign in</button>
+          <button type="button" role="tab" aria-selected={mode === 'register'} onClick={() => { setMode('register'); setError(''); }}>Create account</button>
+        </div>
+        <label>
+          Username
+          <input name="username" autocomplete="username" required value={username} onInput={(e) => setUsername(e.currentTarget.value)} />
+        </label>
+        <label>
+          Password
+          <input name="password" type="password" required autocomplete={mode === 'login' ? 'current-password' : 'new-password'}
+            value={password} onInput={(e) => setPassword(e.currentTarget.value)} />
+        </label>
+        {mode === 'register' && <p class="hint">3–32 characters: a–z, 0–9, _ . -; password at least 8 characters.</p>}
+        {error && <p class="error" role="alert">{error}</p>}
+        <button class="primary" type="submit" disabled={busy}>{mode === 'login' ? 'Sign in' : 'Create account'}</button>
+      </form>
+    </main>
+  );
+}
+
+// ---- the chat ---------------------------------------------------------------------------
+
+function useSnapshot(client: ChatClient): Snapshot {
+  const [snap, setSnap] = useState(client.snapshot);
+  useEffect(() => {
+    setSnap(client.snapshot);
+    return client.subscribe(() => setSnap(client.snapshot));
+  }, [client]);
+  return snap;
+}
+
+function roomTitle(room: RoomView, snap: Snapshot): string {
+  if (room.kind !== 'dm') return `#${room.name}`;
+  const peer = dmPeer(room.name, snap.me, Object.values(snap.people));
+  return peer ? `@${peer.username}` : 'Direct message';
+}
+
+function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
+  const client = useMemo(() => new ChatClient(session, onSignOut), [session.token]);
+  useEffect(() => () => client.close(), [client]);
+  const snap = useSnapshot(client);
+  useEffect(() => {
+    // Reading the open room again when the tab comes back.
+    const onVisible = () => snap.active && client.open(snap.active);
+    document.addEventListener('visibilitychange', onVisible);
+    return () => document.removeEventListener('visibilitychange', onVisible);
+  }, [client, snap.active]);
+  const active = snap.active ? snap.rooms[snap.active] : undefined;
+
+  return (
+    <div class="layout" data-view={active ? 'room' : 'list'}>
+      {snap.connection !== 'connected' && (
+        <div class="banner" role="status">{snap.connection === 'connecting' ? 'Connecting…' : 'Connection lost — reconnecting…'}</div>
+      )}
+      <Sidebar client={client} snap={snap} onSignOut={onSignOut} />
+      <main class="main">
+        {active ? <RoomPane key={active.name} client={client} snap={snap} room={active} /> : <p class="empty">Pick a room, or create one.</p>}
+      </main>
+    </div>
+  );
+}
+
+function Sidebar({ client, snap, onSignOut }: { client: ChatClient; snap: Snapshot; onSignOut: () => void }) {
+  const rooms = Object.values(snap.rooms);
+  const entry = (r: RoomView) => {
+    const unread = unreadCount(r, snap.me.id);
+    return (
+      <li key={r.name}>
+        <button class={`room-link${snap.active === r.name ? ' active' : ''}`} aria-current={snap.active === r.name ? 'page' : undefined}
+          onClick={() => client.open(r.name)}>
+          <span class="name">{roomTitle(r, snap)}{r.kind === 'private' && <span class="tag"> private</span>}</span>
+          {unread > 0 && <span class="badge" aria-label={`${unread} unread`}>{unread > 99 ? '99+' : unread}</span>}
+        </button>
+      </li>
+    );
+  };
+  return (
+    <nav class="sidebar" aria-label="Rooms">
+      <header class="me">
+        <strong>ScalifyChat</strong>
+        <span class="who">{snap.me.username}</span>
+        <button class="link" onClick={onSignOut}>Sign out</button>
+      </header>
+      <h2>Rooms</h2>
+      <ul class="rooms">{rooms.filter((r) => r.kind !== 'dm').sort((a, b) => a.name.localeCompare(b.name)).map(entry)}</ul>
+      <h2>Direct messages</h2>
+      <ul class="rooms">{rooms.filter((r) => r.kind === 'dm').map(entry)}</ul>
+      <InlineForm label="Message a user" placeholder="username" action="Open"
+        run={async (username) => { await client.openDm(username); }} />
+      <NewRoomForm client={client} />
+      {snap.discover.length > 0 && (
+        <>
+          <h2>Browse rooms</h2>
+          <ul class="rooms">
+            {snap.discover.map((r) => (
+              <li key={r.name} class="discover">
+                <span>#{r.name}</span>
+                <button onClick={() => client.join(r.name)} aria-label={`Join ${r.name}`}>Join</button>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+    </nav>
+  );
+}
+
+/** One text field and a button; shows the server's error inline. */
+function InlineForm({ label, placeholder, action, run }: { label: string; placeholder: string; action: string; run: (v: string) => Promise<void> }) {
+  const [value, setValue] = useState('');
+  const [error, setError] = useState('');
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setError('');
+    try {
+      await run(value.trim());
+      setValue('');
+    } catch (err) {
+      setError(err instanceof Error ? err.message : 'failed');
+    }
+  };
+  return (
+    <form class="inline" onSubmit={submit}>
+      <label>
+        <span class="label">{label}</span>
+        <span class="row">
+          <input required placeholder={placeholder} value={value} onInput={(e) => setValue(e.currentTarget.value)} />
+          <button type="submit">{action}</button>
+        </span>
+      </label>
+      {error && <p class="error" role="alert">{error}</p>}
+    </form>
+  );
+}
+
+function NewRoomForm({ client }: { client: ChatClient }) {
+  const [name, setName] = useState('');
+  const [kind, setKind] = useState<'public' | 'private'>('public');
+  const [error, setError] = useState('');
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setError('');
+    try {
+      await client.createRoom(name.trim(), kind);
+      setName('');
+    } catch (err) {
+      setError(err instanceof Error ? err.message : 'failed');
+    }
+  };
+  return (
+    <form class="inline" onSubmit={submit}>
+      <label>
+        <span class="label">New room</span>
+        <span class="row">
+          <input required placeholder="room-name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+          <select aria-label="Visibility" value={kind} onChange={(e) => setKind(e.currentTarget.value as 'public' | 'private')}>
+            <option value="public">public</option>
+            <option value="private">private</option>
+          </select>
+          <button type="submit">Create</button>
+        </span>
+      </label>
+      {error && <p class="error" role="alert">{error}</p>}
+    </form>
+  );
+}
+
+// ---- one room ---------------------------------------------------------------------------
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
+
+function Text({ text }: { text: string }) {
+  return (
+    <>
+      {linkify(text).map((p, i) => ('href' in p
+        ? <a key={i} href={p.href} target="_blank" rel="noopener noreferrer nofollow">{p.text}</a>
+        : <span key={i}>{p.text}</span>))}
+    </>
+  );
+}
+
+function RoomPane({ client, snap, room }: { client: ChatClient; snap: Snapshot; room: RoomView }) {
+  const list = useRef<HTMLDivElement>(null);
+  const atBottom = useRef(true);
+  const loadingOlder = useRef(false);
+  const heightBefore = useRef<number | null>(null);
+  // "New messages" marks what was unread when the room was opened (not what arrives while
+  // the reader watches).
+  const [unreadAtOpen] = useState({ after: room.lastRead, upTo: room.lastSeq });
+  const [showMembers, setShowMembers] = useState(false);
+
+  const onScroll = () => {
+    const el = list.current;
+    if (!el) return;
+    atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    if (el.scrollTop < 80 && room.hasMore && !loadingOlder.current) {
+      loadingOlder.current = true;
+      heightBefore.current = el.scrollHeight;
+      void client.loadOlder(room.name).finally(() => { loadingOlder.current = false; });
+    }
+  };
+
+  useLayoutEffect(() => {
+    const el = list.current;
+    if (!el) return;
+    if (heightBefore.current !== null && el.scrollHeight !== heightBefore.current) {
+      // Older messages were added above: keep what the reader was looking at in place.
+      el.scrollTop += el.scrollHeight - heightBefore.current;
+      heightBefore.current = null;
+    } else if (atBottom.current) {
+      el.scrollTop = el.scrollHeight;
+    }
+  }, [room.messages, room.outgoing]);
+
+  // A short room does not scroll, so scrolling cannot ask for older pages: ask here.
+  useEffect(() => {
+    const el = list.current;
+    if (el && room.hasMore && el.scrollHeight <= el.clientHeight && !loadingOlder.current) {
+      loadingOlder.current = true;
+      void client.loadOlder(room.name).finally(() => { loadingOlder.current = false; });
+    }
+  }, [room.messages.length, room.hasMore]);
+
+  const groups = groupMessages(room.messages);
+  const firstUnread = room.messages.find((m) => m.seq > unreadAtOpen.after && m.seq <= unreadAtOpen.upTo && m.sender.id !== snap.me.id)?.id;
+  const typing = client.typingIn(room.name);
+  const online = snap.online[room.name] ?? [];
+  let lastDay = '';
+
+  return (
+    <section class="room" aria-label={roomTitle(room, snap)}>
+      <header class="room-head">
+        <button class="back" onClick={() => client.open(undefined)} aria-label="Back to rooms">←</button>
+        <h1>{roomTitle(room, snap)}</h1>
+        <span class="online-count">{online.length} online</span>
+        <button class="link" aria-expanded={showMembers} onClick={() => setShowMembers(!showMembers)}>Members</button>
+      </header>
+      <div class="room-body">
+        <div class="messages" ref={list} onScroll={onScroll} role="log" aria-live="polite" aria-relevant="additions">
+          {room.hasMore ? <p class="more">Loading older messages…</p> : room.messages.length > 0 && <p class="more">Beginning of #{room.name}</p>}
+          {groups.map((g) => {
+            const dayChanged = g.day !== lastDay;
+            lastDay = g.day;
+            return (
+              <div key={g.messages[0].id}>
+                {dayChanged && <div class="day" role="separator">{dayFmt.format(g.messages[0].ts)}</div>}
+                <article class={`group${g.sender.id === snap.me.id ? ' mine' : ''}`}>
+                  <header>
+                    <span class="sender">{g.sender.username}</span>
+                    <time dateTime={new Date(g.messages[0].ts).toISOString()}>{timeFmt.format(g.messages[0].ts)}</time>
+                  </header>
+                  {g.messages.map((m: Message) => (
+                    <Fragment key={m.id}>
+                      {m.id === firstUnread && <div class="divider" role="separator">New messages</div>}
+                      <p class="msg" data-seq={m.seq} title={new Date(m.ts).toLocaleString()}><Text text={m.text} /></p>
+                    </Fragment>
+                  ))}
+                </article>
+              </div>
+            );
+          })}
+          {room.outgoing.map((o) => (
+            <article class="group mine outgoing" key={o.client_id} data-status={o.status}>
+              <p class="msg"><Text text={o.text} /></p>
+              {o.status === 'pending'
+                ? <span class="status">sending…</span>
+                : (
+                  <span class="status failed" role="alert">
+                    Not sent{o.error ? `: ${o.error}` : ''} <button onClick={() => client.retry(room.name, o.client_id)}>Retry</button>
+                  </span>
+                )}
+            </article>
+          ))}
+        </div>
+        {showMembers && <Members client={client} room={room} online={online} />}
+      </div>
+      <p class="typing" aria-live="polite">{typing.length > 0 && `${typing.map((u) => u.username).join(', ')} ${typing.length > 1 ? 'are' : 'is'} typing…`}</p>
+      <Composer onSend={(text) => { atBottom.current = true; void client.send(room.name, text); }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} />
+    </section>
+  );
+}
+
+function Members({ client, room, online }: { client: ChatClient; room: RoomView; online: UserRef[] }) {
+  const [members, setMembers] = useState<UserRef[]>([]);
+  const [reload, setReload] = useState(0);
+  useEffect(() => {
+    client.members(room.name).then(setMembers).catch(() => setMembers([]));
+  }, [room.name, reload]);
+  const onlineIds = new Set(online.map((u) => u.id));
+  const all = [...members, ...online.filter((u) => !members.some((m) => m.id === u.id))]
+    .sort((a, b) => Number(onlineIds.has(b.id)) - Number(onlineIds.has(a.id)) || a.username.localeCompare(b.username));
+  return (
+    <aside class="members" aria-label="Members">
+      <h2>Members</h2>
+      <ul>
+        {all.map((u) => (
+          <li key={u.id}>
+            <span class={`dot${onlineIds.has(u.id) ? ' on' : ''}`} aria-hidden="true" />
+            {u.username}
+            <span class="sr-only">{onlineIds.has(u.id) ? ' (online)' : ' (offline)'}</span>
+          </li>
+        ))}
+      </ul>
+      {room.kind === 'private' && (
+        <InlineForm label="Add a member" placeholder="username" action="Add"
+          run={async (username) => { await client.addMember(room.name, username); setReload(reload + 1); }} />
+      )}
+    </aside>
+  );
+}
+
+function Composer({ onSend, onTyping, label }: { onSend: (text: string) => void; onTyping: () => void; label: string }) {
+  const [text, setText] = useState('');
+  const lastTyping = useRef(0);
+  const send = () => {
+    if (!text.trim()) return;
+    onSend(text);
+    setText('');
+    // Receivers clear our typing indicator when the message arrives: the next keystroke
+    // must announce typing again, however soon it comes.
+    lastTyping.current = 0;
+  };
+  const onKeyDown = (e: KeyboardEvent) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  };
+  const onInput = (e: Event) => {
+    setText((e.currentTarget as HTMLTextAreaElement).value);
+    const now = Date.now();
+    if (now - lastTyping.current > 2000) {
+      lastTyping.current = now;
+      onTyping();
+    }
+  };
+  return (
+    <form class="composer" onSubmit={(e) => { e.preventDefault(); send(); }}>
+      <textarea aria-label={label} placeholder="Write a message (Enter sends, Shift+Enter for a new line)" rows={2}
+        value={text} onKeyDown={onKeyDown} onInput={onInput} maxLength={4096} />
+      <button class="primary" type="submit">Send</button>
+    </form>
+  );
+}

@@ -1,0 +1,274 @@
+// The live client: one Socket.IO connection (official socket.io-client), the rooms it follows,
+// and the recovery rule. State lives in one immutable snapshot; the UI subscribes to changes.
+//
+// Recovery: on every (re)connect, each followed room is joined again and synced from its
+// contiguous seq; a live message whose seq jumps ahead triggers the same sync. Messages are
+// merged by id, so whatever arrives twice is shown once. Nothing here assumes one server
+// process: a reconnect may land on another node of a cluster.
+import { io, type Socket } from 'socket.io-client';
+import { api, type RoomInfo, type Session } from './api';
+import {
+  addHistory, addMessages, emptyRoom, hasGap, markRead, oldestSeq, queueSend, retrySend,
+  sendFailed, type Message, type RoomView, type UserRef,
+} from './state';
+
+export type Connection = 'connecting' | 'connected' | 'reconnecting';
+
+export interface Snapshot {
+  me: UserRef;
+  connection: Connection;
+  rooms: Record<string, RoomView>;
+  /** Public rooms we are not a member of (browse and join). */
+  discover: RoomInfo[];
+  online: Record<string, UserRef[]>;
+  typing: Record<string, Record<string, { user: UserRef; until: number }>>;
+  /** Users seen anywhere (message senders, presence), for naming DM peers. */
+  people: Record<string, UserRef>;
+  active?: string;
+}
+
+type Ack<T> = ({ ok: true } & T) | { ok: false; error: { code: string; message: string } };
+
+const TYPING_SHOWN_MS = 4000;
+const ACK_TIMEOUT_MS = 10000;
+
+function readKey(me: UserRef, room: string) {
+  return `scalify.read.${me.id}.${room}`;
+}
+
+export class ChatClient {
+  private socket: Socket;
+  private listeners = new Set<() => void>();
+  private syncing = new Map<string, Promise<void>>();
+  snapshot: Snapshot;
+
+  constructor(private session: Session, private onUnauthorized: () => void) {
+    this.snapshot = {
+      me: session.user, connection: 'connecting', rooms: {}, discover: [], online: {}, typing: {}, people: {},
+    };
+    this.socket = io({ auth: { token: session.token }, reconnectionDelayMax: 5000 });
+    this.socket.on('connect', () => this.onConnect());
+    this.socket.on('disconnect', () => this.update({ connection: 'reconnecting' }));
+    this.socket.on('connect_error', (err) => {
+      if (err.message === 'unauthorized') this.onUnauthorized();
+      else this.update({ connection: 'reconnecting' });
+    });
+    this.socket.on('message', (m: Message) => this.onMessage(m));
+    this.socket.on('typing', (t: { room: string; user: UserRef }) => this.onTyping(t.room, t.user));
+    this.socket.on('presence', (p: { room: string; user: UserRef; online: boolean }) => this.onPresence(p));
+    void this.refreshRooms();
+  }
+
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  close() {
+    this.socket.close();
+    this.listeners.clear();
+  }
+
+  private update(patch: Partial<Snapshot>) {
+    this.snapshot = { ...this.snapshot, ...patch };
+    for (const fn of this.listeners) fn();
+  }
+
+  private setRoom(name: string, f: (r: RoomView) => RoomView) {
+    const room = this.snapshot.rooms[name];
+    if (!room) return;
+    let next = f(room);
+    // The open room is read as messages arrive (the view scrolls to them).
+    if (name === this.snapshot.active && document.visibilityState !== 'hidden') next = markRead(next);
+    if (next !== room) {
+      if (next.lastRead !== room.lastRead) localStorage.setItem(readKey(this.snapshot.me, name), String(next.lastRead));
+      this.update({ rooms: { ...this.snapshot.rooms, [name]: next } });
+    }
+  }
+
+  private remember(users: UserRef[]) {
+    const fresh = users.filter((u) => !this.snapshot.people[u.id]);
+    if (fresh.length) {
+      const people = { ...this.snapshot.people };
+      for (const u of fresh) people[u.id] = u;
+      this.update({ people });
+    }
+  }
+
+  private emit<T>(event: string, arg: unknown): Promise<Ack<T>> {
+    return this.socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, arg).catch(() => ({
+      ok: false as const, error: { code: 'timeout', message: 'The server did not answer in time.' },
+    }));
+  }
+
+  // ---- rooms ----------------------------------------------------------------------------
+
+  async refreshRooms() {
+    const list = await api.rooms(this.session.token);
+    const rooms = { ...this.snapshot.rooms };
+    const fresh: string[] = [];
+    for (const r of list.filter((x) => x.member)) {
+      if (!rooms[r.name]) {
+        const lastRead = Number(localStorage.getItem(readKey(this.snapshot.me, r.name)) ?? 0);
+        rooms[r.name] = emptyRoom(r.name, r.kind, r.last_seq, lastRead);
+        fresh.push(r.name);
+      } else if (r.last_seq > rooms[r.name].lastSeq) {
+        rooms[r.name] = { ...rooms[r.name], lastSeq: r.last_seq };
+      }
+    }
+    this.update({ rooms, discover: list.filter((x) => !x.member && x.kind === 'public') });
+    if (this.socket.connected) await Promise.all(fresh.map((n) => this.follow(n)));
+  }
+
+  /** Joins a room on this connection (live events) and recovers anything missed. */
+  private async follow(name: string) {
+    const r = await this.emit<{ room: RoomInfo; online: UserRef[] }>('join', { room: name });
+    if (!r.ok) return;
+    this.remember(r.online);
+    this.update({ online: { ...this.snapshot.online, [name]: r.online } });
+    const room = this.snapshot.rooms[name];
+    if (!room) return;
+    if (room.messages.length === 0 && room.contiguous === room.lastSeq) {
+      // Nothing loaded yet: start the live stream at the server's last_seq.
+      this.setRoom(name, (x) => ({ ...x, contiguous: Math.max(x.contiguous, r.room.last_seq), lastSeq: Math.max(x.lastSeq, r.room.last_seq), hasMore: r.room.last_seq > 0 }));
+      if (name === this.snapshot.active) await this.loadOlder(name);
+    } else {
+      this.setRoom(name, (x) => ({ ...x, lastSeq: Math.max(x.lastSeq, r.room.last_seq) }));
+      await this.sync(name);
+    }
+  }
+
+  private async onConnect() {
+    this.update({ connection: 'connected' });
+    await this.refreshRooms().catch(() => {});
+    await Promise.all(Object.keys(this.snapshot.rooms).map((n) => this.follow(n)));
+  }
+
+  /** Everything after the room's contiguous seq (paged while the server says truncated). */
+  sync(name: string): Promise<void> {
+    const running = this.syncing.get(name);
+    if (running) return running.then(() => (this.snapshot.rooms[name] && hasGap(this.snapshot.rooms[name]) ? this.sync(name) : undefined));
+    const work = (async () => {
+      for (let i = 0; i < 20; i++) {
+        const room = this.snapshot.rooms[name];
+        if (!room) return;
+        const r = await this.emit<{ rooms: Record<string, { messages: Message[]; truncated: boolean }> }>('sync', { rooms: { [name]: room.contiguous } });
+        if (!r.ok) return;
+        const got = r.rooms[name];
+        this.remember(got.messages.map((m) => m.sender));
+        this.setRoom(name, (x) => addMessages(x, got.messages, this.snapshot.me.id));
+        if (!got.truncated) return;
+      }
+    })().finally(() => this.syncing.delete(name));
+    this.syncing.set(name, work);
+    return work;
+  }
+
+  async loadOlder(name: string) {
+    const room = this.snapshot.rooms[name];
+    if (!room || !room.hasMore) return;
+    const before = oldestSeq(room) ?? room.contiguous + 1;
+    const r = await this.emit<{ messages: Message[]; has_more: boolean }>('history', { room: name, before_seq: before });
+    if (!r.ok) return;
+    this.remember(r.messages.map((m) => m.sender));
+    this.setRoom(name, (x) => addHistory(x, r.messages, r.has_more));
+  }
+
+  open(name: string | undefined) {
+    this.update({ active: name });
+    if (!name) return;
+    this.setRoom(name, markRead);
+    const room = this.snapshot.rooms[name];
+    if (room && room.messages.length === 0 && room.hasMore) void this.loadOlder(name);
+  }
+
+  async join(name: string) {
+    const r = await this.emit<{ room: RoomInfo; online: UserRef[] }>('join', { room: name });
+    if (!r.ok) throw new Error(r.error.message);
+    if (!this.snapshot.rooms[name]) {
+      // A room just joined starts read: its past is history, not unread news.
+      this.update({ rooms: { ...this.snapshot.rooms, [name]: emptyRoom(name, r.room.kind, r.room.last_seq, r.room.last_seq) } });
+      localStorage.setItem(readKey(this.snapshot.me, name), String(r.room.last_seq));
+    }
+    await this.refreshRooms();
+    await this.follow(name);
+    this.open(name);
+  }
+
+  async createRoom(name: string, kind: 'public' | 'private') {
+    await api.createRoom(this.session.token, name, kind);
+    await this.join(name);
+  }
+
+  async openDm(username: string) {
+    const room = await api.openDm(this.session.token, username);
+    await this.join(room.name);
+    return room.name;
+  }
+
+  addMember(room: string, username: string) {
+    return api.addMember(this.session.token, room, username);
+  }
+
+  members(room: string) {
+    return api.members(this.session.token, room).then((m) => { this.remember(m); return m; });
+  }
+
+  // ---- messages -------------------------------------------------------------------------
+
+  async send(room: string, text: string, clientId: string = crypto.randomUUID()) {
+    this.setRoom(room, (r) => (r.outgoing.some((o) => o.client_id === clientId) ? retrySend(r, clientId) : queueSend(r, clientId, text)));
+    const r = await this.emit<{ message: Message }>('send', { room, text, client_id: clientId });
+    if (r.ok) this.setRoom(room, (x) => addMessages(x, [r.message], this.snapshot.me.id));
+    else this.setRoom(room, (x) => sendFailed(x, clientId, r.error.message));
+  }
+
+  retry(room: string, clientId: string) {
+    const o = this.snapshot.rooms[room]?.outgoing.find((x) => x.client_id === clientId);
+    if (o) void this.send(room, o.text, clientId);
+  }
+
+  typing(room: string) {
+    this.socket.emit('typing', { room });
+  }
+
+  private onMessage(m: Message) {
+    if (!this.snapshot.rooms[m.room]) {
+      void this.refreshRooms();
+      return;
+    }
+    this.remember([m.sender]);
+    this.setRoom(m.room, (r) => addMessages(r, [m], this.snapshot.me.id));
+    this.clearTyping(m.room, m.sender.id);
+    const room = this.snapshot.rooms[m.room];
+    if (room && hasGap(room)) void this.sync(m.room);
+  }
+
+  private onTyping(room: string, user: UserRef) {
+    const until = Date.now() + TYPING_SHOWN_MS;
+    const typing = { ...this.snapshot.typing, [room]: { ...(this.snapshot.typing[room] ?? {}), [user.id]: { user, until } } };
+    this.update({ typing });
+    setTimeout(() => this.update({}), TYPING_SHOWN_MS + 50);
+  }
+
+  private clearTyping(room: string, userId: string) {
+    if (!this.snapshot.typing[room]?.[userId]) return;
+    const rest = { ...this.snapshot.typing[room] };
+    delete rest[userId];
+    this.update({ typing: { ...this.snapshot.typing, [room]: rest } });
+  }
+
+  private onPresence(p: { room: string; user: UserRef; online: boolean }) {
+    this.remember([p.user]);
+    const list = (this.snapshot.online[p.room] ?? []).filter((u) => u.id !== p.user.id);
+    if (p.online) list.push(p.user);
+    list.sort((a, b) => a.username.localeCompare(b.username));
+    this.update({ online: { ...this.snapshot.online, [p.room]: list } });
+    if (!p.online) this.clearTyping(p.room, p.user.id);
+  }
+
+  typingIn(room: string): UserRef[] {
+    const now = Date.now();
+    return Object.values(this.snapshot.typing[room] ?? {}).filter((t) => t.until > now && t.user.id !== this.snapshot.me.id).map((t) => t.user);
+  }
+}

@@ -1,0 +1,109 @@
+import { describe, expect, it } from 'vitest';
+import {
+  addHistory, addMessages, emptyRoom, groupMessages, hasGap, linkify, markRead, mergeMessages,
+  queueSend, retrySend, sendFailed, unreadCount, type Message,
+} from './state';
+
+const ann = { id: 'A', username: 'ann' };
+const bob = { id: 'B', username: 'bob' };
+const msg = (seq: number, sender = bob, ts = 1_000_000 + seq * 1000, client_id = `c${seq}`): Message => ({
+  id: `id${seq}`, room: 'r', seq, sender, text: `m${seq}`, client_id, ts,
+});
+
+describe('merging', () => {
+  it('dedupes by id and keeps seq order whatever the arrival order', () => {
+    const merged = mergeMessages([msg(1), msg(3)], [msg(2), msg(3), msg(1)]);
+    expect(merged.map((m) => m.seq)).toEqual([1, 2, 3]);
+  });
+
+  it('returns the same array when nothing is new (no re-render)', () => {
+    const list = [msg(1)];
+    expect(mergeMessages(list, [msg(1)])).toBe(list);
+  });
+
+  it('tracks the contiguous seq and detects gaps', () => {
+    let r = emptyRoom('r', 'public');
+    r = addMessages(r, [msg(1), msg(2)]);
+    expect([r.contiguous, hasGap(r)]).toEqual([2, false]);
+    r = addMessages(r, [msg(5)]);
+    expect([r.contiguous, r.lastSeq, hasGap(r)]).toEqual([2, 5, true]);
+    r = addMessages(r, [msg(3), msg(4)]); // what sync returns
+    expect([r.contiguous, hasGap(r)]).toEqual([5, false]);
+  });
+
+  it('a room joined at last_seq 10 starts contiguous there; older pages come from history', () => {
+    let r = emptyRoom('r', 'public', 10);
+    expect(r.hasMore).toBe(true);
+    r = addMessages(r, [msg(11)]);
+    expect(r.contiguous).toBe(11);
+    r = addHistory(r, [msg(9), msg(10)], true);
+    expect(r.messages.map((m) => m.seq)).toEqual([9, 10, 11]);
+    r = addHistory(r, [msg(1)], false);
+    expect(r.hasMore).toBe(false);
+  });
+});
+
+describe('sending', () => {
+  it('pending → sent: the ack (or the echo) replaces the placeholder, shown once', () => {
+    let r = queueSend(emptyRoom('r', 'public'), 'x1', 'hello', 5);
+    expect(r.outgoing).toEqual([{ client_id: 'x1', text: 'hello', ts: 5, status: 'pending' }]);
+    const echoed = msg(1, ann, 6, 'x1');
+    r = addMessages(r, [echoed], 'A');
+    expect(r.outgoing).toEqual([]);
+    r = addMessages(r, [echoed], 'A'); // the ack after the live echo
+    expect(r.messages).toHaveLength(1);
+  });
+
+  it('pending → failed → retried with the same client_id', () => {
+    let r = queueSend(emptyRoom('r', 'public'), 'x1', 'hello');
+    r = sendFailed(r, 'x1', 'rate_limited');
+    expect(r.outgoing[0]).toMatchObject({ client_id: 'x1', status: 'failed', error: 'rate_limited' });
+    r = retrySend(r, 'x1');
+    expect(r.outgoing[0]).toMatchObject({ client_id: 'x1', status: 'pending' });
+    expect(r.outgoing[0].error).toBeUndefined();
+  });
+
+  it("someone else's message with the same client_id does not clear ours", () => {
+    let r = queueSend(emptyRoom('r', 'public'), 'c1', 'mine');
+    r = addMessages(r, [msg(1, bob, 1, 'c1')], 'A');
+    expect(r.outgoing).toHaveLength(1);
+  });
+});
+
+describe('unread', () => {
+  it('counts messages after lastRead sent by others, including ones not loaded yet', () => {
+    let r = emptyRoom('r', 'public', 10, 7); // 3 unseen, none loaded
+    expect(unreadCount(r, 'A')).toBe(3);
+    r = addMessages(r, [msg(11, ann), msg(12, bob)], 'A');
+    expect(unreadCount(r, 'A')).toBe(4); // 8, 9, 10 (unknown senders) and 12; 11 is ours
+    r = markRead(r);
+    expect(unreadCount(r, 'A')).toBe(0);
+  });
+
+  it('lastRead never exceeds the room (a reset server) and never goes negative', () => {
+    const r = emptyRoom('r', 'public', 2, 9);
+    expect(unreadCount(r, 'A')).toBe(0);
+  });
+});
+
+describe('display', () => {
+  it('groups consecutive messages of one sender on one day, within 5 minutes', () => {
+    const day = (ts: number) => (ts < 2_000_000 ? 'd1' : 'd2');
+    const groups = groupMessages([
+      msg(1, bob, 1_000_000), msg(2, bob, 1_060_000), msg(3, ann, 1_070_000),
+      msg(4, ann, 1_070_000 + 6 * 60_000), msg(5, ann, 2_000_000),
+    ], day);
+    expect(groups.map((g) => [g.sender.username, g.day, g.messages.map((m) => m.seq)])).toEqual([
+      ['bob', 'd1', [1, 2]], ['ann', 'd1', [3]], ['ann', 'd1', [4]], ['ann', 'd2', [5]],
+    ]);
+  });
+
+  it('finds http(s) links and leaves everything else as text', () => {
+    expect(linkify('see https://example.com/a?b=1. and <b>x</b>')).toEqual([
+      { text: 'see ' }, { href: 'https://example.com/a?b=1', text: 'https://example.com/a?b=1' },
+      { text: '. and <b>x</b>' },
+    ]);
+    expect(linkify('javascript:alert(1)')).toEqual([{ text: 'javascript:alert(1)' }]);
+    expect(linkify('')).toEqual([]);
+  });
+});

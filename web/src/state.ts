@@ -1,0 +1,203 @@
+// Client state logic, free of the DOM and the network so it can be unit-tested: merging and
+// deduplicating messages, the recovery rule (a jump in `seq` means "sync from the last
+// contiguous seq"), pending → sent → failed sends, unread counts, grouping for display.
+
+export interface UserRef {
+  id: string;
+  username: string;
+}
+
+/** A committed message, exactly as the server sends it (docs/protocol.md). */
+export interface Message {
+  id: string;
+  room: string;
+  seq: number;
+  sender: UserRef;
+  text: string;
+  client_id: string;
+  ts: number;
+}
+
+export type SendStatus = 'pending' | 'failed';
+
+/** A message of ours the server has not acknowledged yet (or refused). */
+export interface Outgoing {
+  client_id: string;
+  text: string;
+  ts: number;
+  status: SendStatus;
+  error?: string;
+}
+
+export interface RoomView {
+  name: string;
+  kind: 'public' | 'private' | 'dm';
+  /** Committed messages known here, ascending by seq, one per id. */
+  messages: Message[];
+  /** Our sends not yet acknowledged, in the order they were made. */
+  outgoing: Outgoing[];
+  /** Highest seq such that every message 1..seq (or since `floor`) is known: where sync starts. */
+  contiguous: number;
+  /** The room's newest seq as far as we know (from the room list, acks and live messages). */
+  lastSeq: number;
+  /** Older history exists below the oldest loaded message. */
+  hasMore: boolean;
+  /** Everything up to this seq has been seen by the user. */
+  lastRead: number;
+}
+
+export function emptyRoom(name: string, kind: RoomView['kind'], lastSeq = 0, lastRead = 0): RoomView {
+  return {
+    name,
+    kind,
+    messages: [],
+    outgoing: [],
+    contiguous: lastSeq,
+    lastSeq,
+    hasMore: lastSeq > 0,
+    lastRead: Math.min(lastRead, lastSeq),
+  };
+}
+
+/** Merges messages into a sorted, id-unique list. Returns the same array if nothing is new. */
+export function mergeMessages(existing: Message[], incoming: Message[]): Message[] {
+  if (incoming.length === 0) return existing;
+  const byId = new Map(existing.map((m) => [m.id, m]));
+  let added = false;
+  for (const m of incoming) {
+    if (!byId.has(m.id)) {
+      byId.set(m.id, m);
+      added = true;
+    }
+  }
+  if (!added) return existing;
+  return [...byId.values()].sort((a, b) => a.seq - b.seq);
+}
+
+/**
+ * Adds messages (live, from an ack, from sync or history) to a room. A message of ours that
+ * arrives removes its outgoing placeholder (matched by client_id), so it is shown once.
+ */
+export function addMessages(room: RoomView, incoming: Message[], me?: string): RoomView {
+  const messages = mergeMessages(room.messages, incoming);
+  const mine = new Set(incoming.filter((m) => m.sender.id === me).map((m) => m.client_id));
+  const outgoing = mine.size ? room.outgoing.filter((o) => !mine.has(o.client_id)) : room.outgoing;
+  if (messages === room.messages && outgoing === room.outgoing) return room;
+  let contiguous = room.contiguous;
+  const seqs = new Set(messages.map((m) => m.seq));
+  while (seqs.has(contiguous + 1)) contiguous++;
+  const lastSeq = Math.max(room.lastSeq, ...incoming.map((m) => m.seq));
+  return { ...room, messages, outgoing, contiguous, lastSeq };
+}
+
+/** True when a live message shows that messages before it were missed: call `sync`. */
+export function hasGap(room: RoomView): boolean {
+  return room.lastSeq > room.contiguous;
+}
+
+/** Older messages from `history`: merged, and whether more exist below them. */
+export function addHistory(room: RoomView, older: Message[], hasMore: boolean): RoomView {
+  const next = addMessages(room, older);
+  return { ...next, hasMore };
+}
+
+export function oldestSeq(room: RoomView): number | undefined {
+  return room.messages[0]?.seq;
+}
+
+// ---- sending ------------------------------------------------------------------------------
+
+export function queueSend(room: RoomView, client_id: string, text: string, now = Date.now()): RoomView {
+  return { ...room, outgoing: [...room.outgoing, { client_id, text, ts: now, status: 'pending' }] };
+}
+
+export function sendFailed(room: RoomView, client_id: string, error: string): RoomView {
+  return {
+    ...room,
+    outgoing: room.outgoing.map((o) => (o.client_id === client_id ? { ...o, status: 'failed', error } : o)),
+  };
+}
+
+/** A retry keeps the same client_id: if the first attempt did reach the server, the retry
+ * returns that message instead of storing a second one. */
+export function retrySend(room: RoomView, client_id: string): RoomView {
+  return {
+    ...room,
+    outgoing: room.outgoing.map((o) => (o.client_id === client_id ? { ...o, status: 'pending', error: undefined } : o)),
+  };
+}
+
+// ---- unread -------------------------------------------------------------------------------
+
+/**
+ * Messages after `lastRead` that others sent. Messages not loaded yet are counted from
+ * `lastSeq`; loaded ones of our own are not counted.
+ */
+export function unreadCount(room: RoomView, me: string): number {
+  const after = room.lastSeq - room.lastRead;
+  if (after <= 0) return 0;
+  const own = room.messages.filter((m) => m.seq > room.lastRead && m.sender.id === me).length;
+  return Math.max(0, after - own);
+}
+
+export function markRead(room: RoomView): RoomView {
+  return room.lastRead === room.lastSeq ? room : { ...room, lastRead: room.lastSeq };
+}
+
+// ---- display ------------------------------------------------------------------------------
+
+export interface MessageGroup {
+  sender: UserRef;
+  day: string;
+  messages: Message[];
+}
+
+/** Consecutive messages of one sender on one day, less than 5 minutes apart, form a group. */
+export function groupMessages(messages: Message[], dayOf: (ts: number) => string = localDay): MessageGroup[] {
+  const groups: MessageGroup[] = [];
+  for (const m of messages) {
+    const day = dayOf(m.ts);
+    const last = groups.at(-1);
+    const prev = last?.messages.at(-1);
+    if (last && prev && last.sender.id === m.sender.id && last.day === day && m.ts - prev.ts < 5 * 60_000) {
+      last.messages.push(m);
+    } else {
+      groups.push({ sender: m.sender, day, messages: [m] });
+    }
+  }
+  return groups;
+}
+
+export function localDay(ts: number): string {
+  const d = new Date(ts);
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+}
+
+export type TextPart = { text: string } | { href: string; text: string };
+
+/** Splits text into plain parts and http(s) links. Rendered as text nodes and <a> elements —
+ * never as HTML. */
+export function linkify(text: string): TextPart[] {
+  const parts: TextPart[] = [];
+  const re = /\bhttps?:\/\/[^\s<>"']+/gi;
+  let at = 0;
+  for (const match of text.matchAll(re)) {
+    let url = match[0];
+    // Trailing punctuation usually ends the sentence, not the URL.
+    const trimmed = url.replace(/[.,;:!?)\]]+$/, '');
+    url = trimmed;
+    const start = match.index ?? 0;
+    if (start > at) parts.push({ text: text.slice(at, start) });
+    parts.push({ href: url, text: url });
+    at = start + url.length;
+  }
+  if (at < text.length) parts.push({ text: text.slice(at) });
+  return parts;
+}
+
+/** The other user of a DM room, whose name is `dm-<id>-<id>` (lower-case ids). */
+export function dmPeer(roomName: string, me: UserRef, known: UserRef[]): UserRef | undefined {
+  const ids = roomName.replace(/^dm-/, '').split('-');
+  const other = ids.find((id) => id !== me.id.toLowerCase());
+  return known.find((u) => u.id.toLowerCase() === other);
+}
