@@ -31,9 +31,11 @@ pub use sequencer::Sequencer;
 /// The kinds of events that flow to room members; each is one Socket.IO event name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    /// A committed message; carries its `seq`, which delivery keeps in order.
+    /// A committed message; carries its `seq`, which delivery keeps in order, and its commit
+    /// time (`ts`, ms since the epoch), from which delivery measures fan-out latency.
     Message {
         seq: u64,
+        ts: i64,
     },
     Typing,
     Presence,

@@ -258,18 +258,25 @@ impl RedisFanout {
     }
 }
 
-/// Wire form of a [`RoomEvent`] on a channel: five header lines, then the JSON payload as-is
-/// (it is never re-serialized): `node \n room \n kind \n seq \n except_user \n payload`.
+/// Wire form of a [`RoomEvent`] on a channel: six header lines, then the JSON payload as-is
+/// (it is never re-serialized): `node \n room \n kind \n seq \n ts \n except_user \n payload`.
 fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
-    let (kind, seq) = match event.kind {
-        EventKind::Message { seq } => ("m", seq),
-        EventKind::Typing => ("t", 0),
-        EventKind::Presence => ("p", 0),
+    let (kind, seq, ts) = match event.kind {
+        EventKind::Message { seq, ts } => ("m", seq, ts),
+        EventKind::Typing => ("t", 0, 0),
+        EventKind::Presence => ("p", 0, 0),
     };
     let except = event.except_user.map(|u| u.to_string()).unwrap_or_default();
     let payload = event.payload.get();
     let mut out = Vec::with_capacity(node.len() + event.room.as_str().len() + payload.len() + 48);
-    for part in [node, event.room.as_str(), kind, &seq.to_string(), &except] {
+    for part in [
+        node,
+        event.room.as_str(),
+        kind,
+        &seq.to_string(),
+        &ts.to_string(),
+        &except,
+    ] {
         out.extend_from_slice(part.as_bytes());
         out.push(b'\n');
     }
@@ -279,19 +286,20 @@ fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
 
 fn decode(bytes: &[u8]) -> Result<(String, RoomEvent), String> {
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    let mut parts = text.splitn(6, '\n');
+    let mut parts = text.splitn(7, '\n');
     let mut next = || parts.next().ok_or_else(|| "truncated envelope".to_owned());
     let node = next()?.to_owned();
     let room = RoomName::parse(next()?).map_err(|e| e.message)?;
     let kind = next()?;
     let seq: u64 = next()?.parse().map_err(|_| "bad seq".to_owned())?;
+    let ts: i64 = next()?.parse().map_err(|_| "bad ts".to_owned())?;
     let except = match next()? {
         "" => None,
         id => Some(id.parse::<Id>().map_err(|e| e.to_string())?),
     };
     let payload = RawValue::from_string(next()?.to_owned()).map_err(|e| e.to_string())?;
     let kind = match kind {
-        "m" => EventKind::Message { seq },
+        "m" => EventKind::Message { seq, ts },
         "t" => EventKind::Typing,
         "p" => EventKind::Presence,
         other => return Err(format!("unknown kind '{other}'")),
@@ -554,7 +562,10 @@ mod tests {
         let user = Id::new();
         let event = RoomEvent::new(
             RoomName::parse("general").unwrap(),
-            EventKind::Message { seq: 42 },
+            EventKind::Message {
+                seq: 42,
+                ts: 1_764_300_000_000,
+            },
             &serde_json::json!({"text": "line\nbreak", "n": 1}),
             Some(user),
         )
@@ -563,10 +574,16 @@ mod tests {
         let (node, back) = decode(&bytes).unwrap();
         assert_eq!(node, "node-a");
         assert_eq!(back.room.as_str(), "general");
-        assert_eq!(back.kind, EventKind::Message { seq: 42 });
+        assert_eq!(
+            back.kind,
+            EventKind::Message {
+                seq: 42,
+                ts: 1_764_300_000_000
+            }
+        );
         assert_eq!(back.except_user, Some(user));
         assert_eq!(back.payload.get(), event.payload.get());
-        assert!(decode(b"node\ngeneral\nx\n0\n\n{}").is_err());
+        assert!(decode(b"node\ngeneral\nx\n0\n0\n\n{}").is_err());
         assert!(decode(b"node\ngeneral").is_err());
     }
 

@@ -128,7 +128,7 @@ impl LocalDelivery for Sequencer {
     }
 
     fn deliver(&self, event: &RoomEvent) {
-        let EventKind::Message { seq } = event.kind else {
+        let EventKind::Message { seq, .. } = event.kind else {
             // Typing and presence are not sequenced.
             self.inner.deliver(event);
             return;
@@ -162,7 +162,7 @@ impl LocalDelivery for Sequencer {
 
 impl Sequencer {
     fn hold(&self, mut order: std::sync::MutexGuard<'_, RoomOrder>, event: &RoomEvent) {
-        let EventKind::Message { seq } = event.kind else {
+        let EventKind::Message { seq, .. } = event.kind else {
             return;
         };
         order.pending.insert(seq, event.clone());
@@ -189,7 +189,7 @@ mod tests {
     struct Recorder(StdMutex<Vec<u64>>);
     impl LocalDelivery for Recorder {
         fn deliver(&self, e: &RoomEvent) {
-            if let EventKind::Message { seq } = e.kind {
+            if let EventKind::Message { seq, .. } = e.kind {
                 self.0.lock().unwrap().push(seq);
             }
         }
@@ -198,7 +198,7 @@ mod tests {
     fn ev(seq: u64) -> RoomEvent {
         RoomEvent::new(
             RoomName::parse("r").unwrap(),
-            EventKind::Message { seq },
+            EventKind::Message { seq, ts: 0 },
             &seq,
             None,
         )

@@ -33,6 +33,8 @@ pub fn error_body(e: &ChatError) -> serde_json::Value {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        metrics::counter!("scalify_requests_rejected_total", "transport" => "rest", "code" => self.0.code.as_str())
+            .increment(1);
         (status_of(self.0.code), Json(error_body(&self.0))).into_response()
     }
 }

@@ -5,7 +5,8 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -13,8 +14,11 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// first (an embedding application's own); `/metrics` then says so.
 pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(handle) => Some(handle),
+        .get_or_init(|| match builder().and_then(|b| b.install_recorder()) {
+            Ok(handle) => {
+                describe();
+                Some(handle)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot install the Prometheus recorder; /metrics is empty");
                 None
@@ -25,4 +29,81 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 
 pub fn render() -> String {
     handle().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// Latency buckets: sub-millisecond acks on a quiet node up to multi-second stalls.
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const BATCH: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1024.0];
+
+fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)?
+        .set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), BATCH)
+}
+
+/// Help text for every metric ScalifyChat records (docs/operations.md lists them too).
+fn describe() {
+    describe_gauge!(
+        "scalify_connections",
+        "Open Socket.IO connections, by transport at handshake"
+    );
+    describe_counter!(
+        "scalify_connections_opened_total",
+        "Socket.IO connections accepted, by transport"
+    );
+    describe_gauge!(
+        "scalify_rooms_local",
+        "Rooms with at least one connection on this node"
+    );
+    describe_counter!(
+        "scalify_messages_accepted_total",
+        "Sends committed: outcome=stored (new) or duplicate (idempotent repeat)"
+    );
+    describe_counter!(
+        "scalify_events_delivered_total",
+        "Room events handed to this node's connections, by kind (one per room broadcast)"
+    );
+    describe_counter!(
+        "scalify_requests_rejected_total",
+        "Socket events and REST requests answered with an error, by transport and error code"
+    );
+    describe_counter!(
+        "scalify_rate_limited_total",
+        "Sends and typing events refused by a connection's rate limit"
+    );
+    describe_histogram!(
+        "scalify_send_ack_seconds",
+        Unit::Seconds,
+        "Socket send: from receiving the event to the ack (includes the durable commit)"
+    );
+    describe_histogram!(
+        "scalify_fanout_delay_seconds",
+        Unit::Seconds,
+        "Message commit to delivery on this node (across nodes: origin node's clock)"
+    );
+    describe_histogram!(
+        "scalify_store_batch_size",
+        "Writes committed per store transaction (group commit), by engine"
+    );
+    describe_histogram!(
+        "scalify_store_commit_seconds",
+        Unit::Seconds,
+        "Time to commit one store batch, by engine"
+    );
+    describe_counter!(
+        "scalify_store_batch_failures_total",
+        "Store batches that failed, by engine"
+    );
+    describe_counter!("scalify_redis_published_total", "Events published to Redis");
+    describe_counter!(
+        "scalify_redis_publish_failures_total",
+        "Events that could not be published to Redis (other nodes recover them with sync)"
+    );
+    describe_counter!("scalify_redis_received_total", "Events received from Redis, by outcome: delivered, own (echo of ours), unwatched (a room without local members), undecodable");
+    describe_counter!(
+        "scalify_redis_disconnects_total",
+        "Redis subscriber connections lost (each is followed by a reconnect with backoff)"
+    );
 }

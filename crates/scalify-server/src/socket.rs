@@ -98,6 +98,13 @@ impl Delivery {
 
 impl LocalDelivery for Delivery {
     fn deliver(&self, event: &RoomEvent) {
+        let kind = event.kind.event_name();
+        metrics::counter!("scalify_events_delivered_total", "kind" => kind).increment(1);
+        if let scalify_fanout::EventKind::Message { ts, .. } = event.kind {
+            // Commit to local delivery (across nodes: the origin node's clock).
+            let delay_ms = scalify_core::now_ms().saturating_sub(ts).max(0);
+            metrics::histogram!("scalify_fanout_delay_seconds").record(delay_ms as f64 / 1000.0);
+        }
         let mut op = self.io.to(event.room.as_str().to_owned());
         if let Some(user) = event.except_user {
             op = op.except(user_room(user));
@@ -123,6 +130,8 @@ impl LocalDelivery for Delivery {
 /// What one connection carries between events.
 struct Conn {
     user: UserRef,
+    /// The transport at handshake (the `transport` label of the connections gauge).
+    transport: &'static str,
     bucket: Mutex<TokenBucket>,
     rooms: Mutex<HashSet<RoomName>>,
 }
@@ -137,6 +146,7 @@ impl Conn {
         if ok {
             Ok(())
         } else {
+            metrics::counter!("scalify_rate_limited_total").increment(1);
             Err(ChatError::rate_limited())
         }
     }
@@ -158,6 +168,8 @@ fn answer(ack: AckSender, result: Result<Value, ChatError>) {
             v
         }
         Err(e) => {
+            metrics::counter!("scalify_requests_rejected_total", "transport" => "socket", "code" => e.code.as_str())
+                .increment(1);
             let mut v = error_body(&e);
             v["ok"] = json!(false);
             v
@@ -240,8 +252,16 @@ pub fn register(io: &SocketIo, chat: Arc<Chat>, sequencer: Arc<Sequencer>, t: Tr
                 .map_err(|_| Refused("unauthorized"))?;
             tracing::debug!(sid = %s.id, user = %user.username, "connected");
             s.join(user_room(user.id));
+            let transport = match s.transport_type() {
+                TransportType::Websocket => "websocket",
+                TransportType::Polling => "polling",
+            };
+            metrics::gauge!("scalify_connections", "transport" => transport).increment(1.0);
+            metrics::counter!("scalify_connections_opened_total", "transport" => transport)
+                .increment(1);
             let conn = Arc::new(Conn {
                 user,
+                transport,
                 bucket: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
                 rooms: Mutex::new(HashSet::new()),
             });
@@ -304,6 +324,7 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
     });
     s.on_disconnect(move || async move {
         let Session { chat, conn, .. } = &*session;
+        metrics::gauge!("scalify_connections", "transport" => conn.transport).decrement(1.0);
         let rooms: Vec<RoomName> = conn
             .rooms
             .lock()
@@ -358,12 +379,14 @@ async fn leave(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Value, Chat
 }
 
 async fn send(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Value, ChatError> {
+    let started = Instant::now();
     h.conn.allow()?;
     let arg: SendArg = parse(d)?;
     let message = h
         .chat
         .send(&h.conn.user, &arg.room, &arg.text, &arg.client_id)
         .await?;
+    metrics::histogram!("scalify_send_ack_seconds").record(started.elapsed().as_secs_f64());
     Ok(json!({ "message": message }))
 }
 

@@ -314,3 +314,123 @@ async fn openapi_documents_every_route_and_every_route_is_served() {
     }
     app.shutdown().await;
 }
+
+/// Scrapes `/metrics` and parses it as Prometheus text (a parse error fails the test).
+async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text")
+}
+
+/// The value of a counter or gauge (summed over label sets matching `labels`), or a histogram's
+/// count. Absent series count as 0. The recorder is process-wide, so tests compare deltas.
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_move_when_messages_flow() {
+    let app = spawn_app().await;
+    let (token, _) = app.register("mona").await;
+    let before = scrape(&app).await;
+    let mut s = RawSocket::open(&app).await;
+    s.send(&format!("40{}", json!({"token": token}))).await;
+    assert!(s.next_frame().await.starts_with("40{"));
+    assert_eq!(
+        s.call(1, "join", json!({"room": "metered"})).await["ok"],
+        true
+    );
+    for i in 0..5 {
+        let r = s
+            .call(
+                10 + i,
+                "send",
+                json!({"room": "metered", "text": "x", "client_id": format!("m{i}")}),
+            )
+            .await;
+        assert_eq!(r["ok"], true);
+    }
+    // A repeat, a bad request and an unknown room: each counted by outcome or code.
+    s.call(
+        20,
+        "send",
+        json!({"room": "metered", "text": "x", "client_id": "m0"}),
+    )
+    .await;
+    s.call(21, "send", json!({"room": "metered"})).await;
+    s.call(22, "join", json!({"room": "Not A Room!"})).await;
+    let after = scrape(&app).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+
+    assert!(delta("scalify_connections", &[("transport", "websocket")]) >= 1.0);
+    assert!(
+        delta(
+            "scalify_connections_opened_total",
+            &[("transport", "websocket")]
+        ) >= 1.0
+    );
+    assert!(delta("scalify_messages_accepted_total", &[("outcome", "stored")]) >= 5.0);
+    assert!(
+        delta(
+            "scalify_messages_accepted_total",
+            &[("outcome", "duplicate")]
+        ) >= 1.0
+    );
+    assert!(delta("scalify_events_delivered_total", &[("kind", "message")]) >= 5.0);
+    assert!(
+        delta("scalify_send_ack_seconds", &[]) >= 6.0,
+        "send→ack histogram"
+    );
+    assert!(delta("scalify_fanout_delay_seconds", &[]) >= 5.0);
+    assert!(delta("scalify_store_batch_size", &[("engine", "sqlite")]) >= 1.0);
+    assert!(delta("scalify_store_commit_seconds", &[("engine", "sqlite")]) >= 1.0);
+    assert!(
+        delta(
+            "scalify_requests_rejected_total",
+            &[("transport", "socket"), ("code", "bad_request")]
+        ) >= 2.0
+    );
+    assert!(value(&after, "scalify_rooms_local", &[]) >= 1.0);
+    // Names follow the conventions, and no label carries a room or a user.
+    for sample in &after.samples {
+        assert!(sample.metric.starts_with("scalify_"), "{}", sample.metric);
+        for (k, _) in sample.labels.iter() {
+            assert!(
+                [
+                    "transport",
+                    "code",
+                    "outcome",
+                    "kind",
+                    "engine",
+                    "le",
+                    "quantile"
+                ]
+                .contains(&k.as_str()),
+                "label {k} on {}",
+                sample.metric
+            );
+        }
+    }
+    app.shutdown().await;
+}

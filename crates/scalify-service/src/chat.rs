@@ -476,10 +476,24 @@ impl Chat {
 
     async fn commit_and_publish(&self, new: NewMessage) -> Result<Message, ChatError> {
         let appended = self.store.append(new).await.map_err(store_error)?;
+        let outcome = if appended.duplicate {
+            "duplicate"
+        } else {
+            "stored"
+        };
+        metrics::counter!("scalify_messages_accepted_total", "outcome" => outcome).increment(1);
         if !appended.duplicate {
             let m = &appended.message;
-            self.publish(m.room.clone(), EventKind::Message { seq: m.seq }, m, None)
-                .await;
+            self.publish(
+                m.room.clone(),
+                EventKind::Message {
+                    seq: m.seq,
+                    ts: m.ts,
+                },
+                m,
+                None,
+            )
+            .await;
         }
         Ok(appended.message)
     }
@@ -651,6 +665,7 @@ impl Chat {
         let _guard = self.interest[(h.finish() as usize) % INTEREST_SHARDS]
             .lock()
             .await;
+        metrics::gauge!("scalify_rooms_local").set(self.presence.room_count() as f64);
         let r = if self.presence.has_room(room) {
             self.fanout.watch(room).await
         } else {

@@ -82,6 +82,11 @@ impl Presence {
             .collect()
     }
 
+    /// How many rooms have at least one local connection.
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
     pub fn rooms(&self) -> Vec<RoomName> {
         self.rooms
             .lock()

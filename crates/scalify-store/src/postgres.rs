@@ -197,7 +197,11 @@ async fn writer(
         }
         let n = batch.len();
         let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.drain(..).unzip();
+        let started = std::time::Instant::now();
+        metrics::histogram!("scalify_store_batch_size", "engine" => "postgres").record(n as f64);
         let results = commit_or_split(&pool, &messages).await;
+        metrics::histogram!("scalify_store_commit_seconds", "engine" => "postgres")
+            .record(started.elapsed().as_secs_f64());
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
         }
@@ -209,6 +213,8 @@ async fn commit_or_split(pool: &PgPool, messages: &[NewMessage]) -> Vec<StoreRes
     match commit_batch(pool, messages).await {
         Ok(results) => results,
         Err(e) => {
+            metrics::counter!("scalify_store_batch_failures_total", "engine" => "postgres")
+                .increment(1);
             let e = StoreError::from(e);
             if matches!(e, StoreError::Unavailable(_)) || messages.len() == 1 {
                 tracing::warn!(error = %e, batch = messages.len(), "append batch failed");

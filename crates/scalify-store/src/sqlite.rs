@@ -349,6 +349,9 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<WriteOp>) {
+        let started = std::time::Instant::now();
+        metrics::histogram!("scalify_store_batch_size", "engine" => "sqlite")
+            .record(batch.len() as f64);
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             tracing::error!(error = %msg, "cannot begin write transaction");
@@ -366,9 +369,13 @@ impl Writer {
             self.conn.execute_batch("COMMIT")?;
             Ok(())
         });
+        metrics::histogram!("scalify_store_commit_seconds", "engine" => "sqlite")
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => done.into_iter().for_each(Done::answer),
             Err(e) => {
+                metrics::counter!("scalify_store_batch_failures_total", "engine" => "sqlite")
+                    .increment(1);
                 let msg = e.to_string();
                 tracing::error!(error = %msg, ops = done.len(), "write batch failed; rolled back");
                 let _ = self.conn.execute_batch("ROLLBACK");
