@@ -11,11 +11,12 @@ const run = (args, env = {}) => execFileSync(BIN, args, { env: { ...process.env,
 
 test('--help documents every subcommand and flag', () => {
   const top = run(['--help']);
-  for (const cmd of ['serve', 'migrate', 'bench']) assert.match(top, new RegExp(cmd));
+  for (const cmd of ['serve', 'migrate', 'bench', 'config', 'doctor']) assert.match(top, new RegExp(cmd));
   const serve = run(['serve', '--help']);
   for (const flag of ['--listen', '--data-dir', '--config', '--max-message-bytes', '--max-payload-bytes',
     '--rate-limit-per-sec', '--rate-limit-burst', '--sync-limit', '--token-ttl-secs', '--allowed-origins',
-    '--log-format', '--sqlite-synchronous', '--ping-interval-secs']) {
+    '--log-format', '--sqlite-synchronous', '--ping-interval-secs', '--database-url', '--redis-url',
+    '--redis-prefix', '--presence-ttl-secs']) {
     assert.match(serve, new RegExp(flag), flag);
   }
   assert.match(serve, /SCALIFY_LISTEN/);
@@ -66,4 +67,52 @@ test('configuration layers: flag > env > file > default', async () => {
   // A typo in the file is an error, not a silently ignored setting.
   writeFileSync(file, 'max_mesage_bytes = 30\n');
   assert.throws(() => run(['serve', '--config', file, '--listen', '127.0.0.1:0', '--data-dir', dir]), /unknown field/);
+});
+
+/** Runs the binary and returns {code, out} whatever the exit status. */
+function runStatus(args, env = {}) {
+  try {
+    return { code: 0, out: run(args, env) };
+  } catch (e) {
+    return { code: e.status, out: `${e.stdout}${e.stderr}` };
+  }
+}
+
+test('config check accepts a valid file and rejects an unknown key, naming it', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'scalify-cfg-'));
+  const good = path.join(dir, 'good.toml');
+  writeFileSync(good, 'listen = "127.0.0.1:4100"\nrate_limit_per_sec = 5\nredis_prefix = "x"\n');
+  const ok = runStatus(['config', 'check', '--config', good]);
+  assert.equal(ok.code, 0, ok.out);
+  assert.match(ok.out, /configuration is valid/);
+  const bad = path.join(dir, 'bad.toml');
+  writeFileSync(bad, 'listen = "127.0.0.1:4100"\nrate_limit_per_secs = 5\n');
+  const no = runStatus(['config', 'check', '--config', bad]);
+  assert.equal(no.code, 1);
+  assert.match(no.out, /unknown field `rate_limit_per_secs`/);
+  const invalid = path.join(dir, 'invalid.toml');
+  writeFileSync(invalid, 'max_message_bytes = 70000\n');
+  assert.equal(runStatus(['config', 'check', '--config', invalid]).code, 1);
+  // A cluster without a shared secret is a configuration error.
+  const cluster = runStatus(['config', 'check', '--redis-url', 'redis://127.0.0.1:6379'], { SCALIFY_TOKEN_SECRET: '' });
+  assert.equal(cluster.code, 1);
+  assert.match(cluster.out, /token secret shared by every node/);
+});
+
+test('doctor says plainly which dependency is unreachable, and passes when all are', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'scalify-doc-'));
+  const env = { SCALIFY_TOKEN_SECRET: 'x'.repeat(40) };
+  const down = runStatus(['doctor', '--data-dir', dir, '--listen', '127.0.0.1:0',
+    '--database-url', 'postgres://postgres@127.0.0.1:1/nope', '--redis-url', 'redis://127.0.0.1:1'], env);
+  assert.equal(down.code, 1);
+  assert.match(down.out, /FAIL {2}PostgreSQL: cannot connect.*nothing listens at that address/);
+  assert.match(down.out, /FAIL {2}Redis: cannot connect.*nothing listens at that address/);
+  assert.match(down.out, /2 check\(s\) failed/);
+  const pg = process.env.SCALIFY_TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
+  const redis = process.env.SCALIFY_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
+  const up = runStatus(['doctor', '--data-dir', dir, '--listen', '127.0.0.1:0', '--database-url', pg, '--redis-url', redis], env);
+  assert.equal(up.code, 0, up.out);
+  assert.match(up.out, /ok {4}PostgreSQL: reachable/);
+  assert.match(up.out, /ok {4}Redis: reachable/);
+  assert.match(up.out, /all checks passed/);
 });

@@ -40,8 +40,21 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Create or upgrade the database schema, then exit.
     Migrate(CommonArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check that every configured dependency is reachable and usable, and say plainly what
+    /// is wrong if not (takes the same flags and environment as `serve`).
+    Doctor(Box<ServeArgs>),
     /// Load-test running nodes over the public wire contract (see docs/benchmarks.md).
     Bench(scalify_bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration (file, environment and flags, as `serve` would load them):
+    /// unknown keys and invalid values are reported; exit status 1 if anything is wrong.
+    Check(Box<ServeArgs>),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -220,6 +233,7 @@ impl Settings {
         }
         let token_secret = std::env::var("SCALIFY_TOKEN_SECRET")
             .ok()
+            .filter(|s| !s.is_empty())
             .or(file.token_secret);
         let postgres = common
             .database_url
@@ -325,6 +339,21 @@ impl Settings {
                 SqliteSync::Normal => Durability::Normal,
             },
         })
+    }
+
+    /// Checks what `load` cannot without side effects: the secret's length when one is set.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(secret) = &self.token_secret {
+            if secret.len() < 32 {
+                bail!("token_secret must be at least 32 bytes");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a token secret is configured (else embedded mode generates one).
+    pub fn has_token_secret(&self) -> bool {
+        self.token_secret.is_some()
     }
 
     fn ensure_data_dir(&self) -> anyhow::Result<()> {

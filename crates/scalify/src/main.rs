@@ -3,6 +3,7 @@
 //! over to `scalify_server::run`. Nothing else lives here.
 
 mod config;
+mod doctor;
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use scalify_store::sqlite::SqliteStore;
 use scalify_store::Store;
 use tokio::net::TcpListener;
 
-use crate::config::{Cli, Command, LogFormat, Settings};
+use crate::config::{Cli, Command, ConfigCommand, LogFormat, Settings};
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
@@ -72,6 +73,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{report}");
+            }
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check(args)) => {
+            let settings = Settings::load(&args.common, Some(&args))?;
+            settings.check()?;
+            match &args.common.config {
+                Some(path) => println!("{}: configuration is valid", path.display()),
+                None => {
+                    println!("configuration is valid (no config file; environment and flags only)")
+                }
+            }
+            Ok(())
+        }
+        Command::Doctor(args) => {
+            let settings = Settings::load(&args.common, Some(&args))?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let failed = runtime.block_on(doctor::run(&settings));
+            if failed > 0 {
+                anyhow::bail!("{failed} check(s) failed");
             }
             Ok(())
         }
