@@ -263,3 +263,48 @@ test('an XSS attempt renders as text; links are clickable; unread badges count; 
     assert.deepEqual([...ann.errors, ...bob.errors], []);
   } finally { await ann.context.close(); await bob.context.close(); }
 });
+
+test('private rooms, adding a member, and direct messages by username', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const secret = uniqueRoom('secret');
+    await ann.page.getByPlaceholder('room-name').fill(secret);
+    await ann.page.getByLabel('Visibility').selectOption('private');
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await ann.page.getByRole('heading', { name: `#${secret}` }).waitFor();
+    await ann.page.locator('.room-link', { hasText: secret }).getByText('private').waitFor();
+    // Bob cannot see it to join.
+    await bob.page.reload();
+    assert.equal(await bob.page.getByRole('button', { name: `Join ${secret}` }).count(), 0);
+    // Ann adds him from the member list; it shows up in his sidebar.
+    await ann.page.getByRole('button', { name: 'Members' }).click();
+    await ann.page.getByPlaceholder('username').last().fill('no-such-user-xyz');
+    await ann.page.getByRole('button', { name: 'Add' }).click();
+    await ann.page.getByRole('alert').filter({ hasText: "no user named 'no-such-user-xyz'" }).waitFor();
+    await ann.page.getByPlaceholder('username').last().fill(bob.username);
+    await ann.page.getByRole('button', { name: 'Add' }).click();
+    await ann.page.locator('.members li', { hasText: bob.username }).waitFor();
+    await send(ann.page, 'welcome to the secret room');
+    await bob.page.reload();
+    await bob.page.getByLabel('1 unread').waitFor();
+    await openRoom(bob.page, secret);
+    await bob.page.locator('.msg', { hasText: 'welcome to the secret room' }).waitFor();
+
+    // Bob opens a DM with Ann by username; Ann gets it live, named after Bob.
+    await bob.page.getByPlaceholder('username').first().fill(ann.username);
+    await bob.page.getByRole('button', { name: 'Open' }).click();
+    await bob.page.getByRole('heading', { name: `@${ann.username}` }).waitFor();
+    await send(bob.page, 'psst');
+    await ann.page.locator('.room-link', { hasText: `@${bob.username}` }).click();
+    await ann.page.locator('.msg', { hasText: 'psst' }).waitFor();
+    await ann.page.screenshot({ path: `${SHOTS}/08-direct-message.png` });
+    // A DM with an unknown user is refused inline.
+    await bob.page.getByPlaceholder('username').first().fill('no-such-user-xyz');
+    await bob.page.getByRole('button', { name: 'Open' }).click();
+    await bob.page.getByRole('alert').filter({ hasText: "no user named 'no-such-user-xyz'" }).waitFor();
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally { await ann.context.close(); await bob.context.close(); }
+});

@@ -270,3 +270,34 @@ test('events emitted the moment the connection opens are answered (no race with 
     s.close();
   }
 });
+
+test('room_added tells every connection of a user that they were added to a room or a DM', async () => {
+  const a = await register(server.url, 'ann');
+  const b = await register(server.url, 'ben');
+  const sb1 = await connect(server.url, b.token);
+  const sb2 = await connect(server.url, b.token);
+  const sa = await connect(server.url, a.token);
+  const added = [collect(sb1, 'room_added'), collect(sb2, 'room_added')];
+  const mine = collect(sa, 'room_added');
+  const secret = uniqueRoom('secret');
+  assert.equal((await api(server.url, 'POST', '/api/rooms', { name: secret, kind: 'private' }, a.token)).status, 201);
+  assert.equal((await api(server.url, 'POST', `/api/rooms/${secret}/members`, { username: b.user.username }, a.token)).status, 200);
+  for (const c of added) {
+    const [ev] = await c.waitFor(1);
+    assert.equal(ev.room.name, secret);
+    assert.equal(ev.room.kind, 'private');
+  }
+  // Adding again changes nothing and says nothing.
+  await api(server.url, 'POST', `/api/rooms/${secret}/members`, { username: b.user.username }, a.token);
+  const dm = await api(server.url, 'POST', '/api/dms', { username: b.user.username }, a.token);
+  for (const c of added) {
+    const evs = await c.waitFor(2);
+    assert.deepEqual(evs.map((e) => e.room.name), [secret, dm.body.room.name]);
+  }
+  // The opener's connections hear of the DM too; nobody else does.
+  assert.equal((await mine.waitFor(1))[0].room.name, dm.body.room.name);
+  // An inbox is not a room a client can reach.
+  const r = await call(sa, 'join', { room: `user:${b.user.id}` });
+  assert.equal(r.error.code, 'bad_request');
+  for (const s of [sa, sb1, sb2]) s.close();
+});

@@ -219,6 +219,18 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     for (const { s } of users) s.close();
   });
 
+  test('room_added reaches a user on another node', async () => {
+    const [A, B, C] = nodes;
+    const ann = await register(A.url, 'ann');
+    const bob = await register(B.url, 'bob');
+    const sb = await connect(C.url, bob.token);
+    const got = collect(sb, 'room_added');
+    const dm = await api(A.url, 'POST', '/api/dms', { username: bob.user.username }, ann.token);
+    assert.equal(dm.status, 200);
+    assert.equal((await got.waitFor(1))[0].room.name, dm.body.room.name);
+    sb.close();
+  });
+
   test('an idempotent resend through another node returns the original', async () => {
     const [A, B] = nodes;
     const ann = await register(A.url, 'ann');

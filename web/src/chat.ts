@@ -56,6 +56,8 @@ export class ChatClient {
     this.socket.on('message', (m: Message) => this.onMessage(m));
     this.socket.on('typing', (t: { room: string; user: UserRef }) => this.onTyping(t.room, t.user));
     this.socket.on('presence', (p: { room: string; user: UserRef; online: boolean }) => this.onPresence(p));
+    // Someone added us to a room (a new DM, a private room): it appears in the sidebar at once.
+    this.socket.on('room_added', () => void this.refreshRooms().catch(() => {}));
     void this.refreshRooms();
   }
 

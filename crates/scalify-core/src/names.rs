@@ -93,6 +93,30 @@ impl RoomName {
         self.0.starts_with(Self::DM_PREFIX)
     }
 
+    /// A user's inbox: the internal room through which the server tells all of a user's
+    /// connections, on any node, about something that concerns them alone (they were added to
+    /// a room). The ':' makes it a name no client can join, create or send to.
+    pub fn inbox(user: crate::Id) -> Self {
+        RoomName(format!("{}{user}", Self::INBOX_PREFIX))
+    }
+
+    pub const INBOX_PREFIX: &'static str = "user:";
+
+    pub fn is_inbox(&self) -> bool {
+        self.0.starts_with(Self::INBOX_PREFIX)
+    }
+
+    /// Parses a name that may also be an inbox (for names arriving from other nodes).
+    pub fn parse_internal(raw: &str) -> Result<Self, ChatError> {
+        match raw.strip_prefix(Self::INBOX_PREFIX) {
+            Some(id) => id
+                .parse::<crate::Id>()
+                .map(Self::inbox)
+                .map_err(|_| ChatError::bad_request("bad inbox name")),
+            None => Self::parse(raw),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -255,6 +279,20 @@ mod tests {
         assert!(ClientId::parse(&"c".repeat(64)).is_ok());
         assert!(ClientId::parse(&"c".repeat(65)).is_err());
         assert!(ClientId::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn inbox_names_cannot_be_parsed_from_client_input() {
+        let id = Id::new();
+        let inbox = RoomName::inbox(id);
+        assert!(inbox.is_inbox());
+        assert!(RoomName::parse(inbox.as_str()).is_err());
+        assert_eq!(RoomName::parse_internal(inbox.as_str()).unwrap(), inbox);
+        assert!(RoomName::parse_internal("user:not-an-id").is_err());
+        assert_eq!(
+            RoomName::parse_internal("general").unwrap().as_str(),
+            "general"
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum EventKind {
     },
     Typing,
     Presence,
+    /// To a user's inbox: they were added to a room.
+    RoomAdded,
 }
 
 impl EventKind {
@@ -47,6 +49,7 @@ impl EventKind {
             EventKind::Message { .. } => "message",
             EventKind::Typing => "typing",
             EventKind::Presence => "presence",
+            EventKind::RoomAdded => "room_added",
         }
     }
 }

@@ -265,6 +265,7 @@ fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
         EventKind::Message { seq, ts } => ("m", seq, ts),
         EventKind::Typing => ("t", 0, 0),
         EventKind::Presence => ("p", 0, 0),
+        EventKind::RoomAdded => ("a", 0, 0),
     };
     let except = event.except_user.map(|u| u.to_string()).unwrap_or_default();
     let payload = event.payload.get();
@@ -289,7 +290,7 @@ fn decode(bytes: &[u8]) -> Result<(String, RoomEvent), String> {
     let mut parts = text.splitn(7, '\n');
     let mut next = || parts.next().ok_or_else(|| "truncated envelope".to_owned());
     let node = next()?.to_owned();
-    let room = RoomName::parse(next()?).map_err(|e| e.message)?;
+    let room = RoomName::parse_internal(next()?).map_err(|e| e.message)?;
     let kind = next()?;
     let seq: u64 = next()?.parse().map_err(|_| "bad seq".to_owned())?;
     let ts: i64 = next()?.parse().map_err(|_| "bad ts".to_owned())?;
@@ -302,6 +303,7 @@ fn decode(bytes: &[u8]) -> Result<(String, RoomEvent), String> {
         "m" => EventKind::Message { seq, ts },
         "t" => EventKind::Typing,
         "p" => EventKind::Presence,
+        "a" => EventKind::RoomAdded,
         other => return Err(format!("unknown kind '{other}'")),
     };
     Ok((

@@ -79,9 +79,10 @@ pub async fn detach_request_head(mut req: axum::extract::Request) -> axum::extra
     req
 }
 
-/// The socket room every connection of a user is in, so an event can skip that user.
+/// The socket room every connection of a user is in: their inbox (`RoomName::inbox`), which
+/// also lets a room event skip that user.
 fn user_room(id: Id) -> String {
-    format!("user:{id}")
+    RoomName::inbox(id).to_string()
 }
 
 /// Writes fan-out events to this node's connections: one serialization per event, whatever
@@ -265,6 +266,7 @@ pub fn register(io: &SocketIo, chat: Arc<Chat>, sequencer: Arc<Sequencer>, t: Tr
                 bucket: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
                 rooms: Mutex::new(HashSet::new()),
             });
+            chat.connection_opened(&conn.user).await;
             attach_handlers(&s, chat, sequencer, conn);
             Ok::<(), Refused>(())
         }
@@ -333,6 +335,7 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
         for room in rooms {
             chat.connection_left(&room, &conn.user).await;
         }
+        chat.connection_closed(&conn.user).await;
     });
 }
 

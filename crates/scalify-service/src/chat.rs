@@ -62,6 +62,8 @@ pub struct Chat {
     config: ChatConfig,
     /// This node's connections per room and user.
     presence: Presence,
+    /// This node's connections per user (their inboxes are watched while any is open).
+    connected: Mutex<HashMap<Id, usize>>,
     /// Who is online on any node; `None` for an embedded node, whose own counts are the truth.
     cluster: Option<Arc<dyn ClusterPresence>>,
     /// Subscribing and unsubscribing a room is decided under its shard's lock, from the
@@ -119,6 +121,7 @@ impl Chat {
             auth: Arc::new(auth),
             config,
             presence: Presence::default(),
+            connected: Mutex::new(HashMap::new()),
             cluster,
             interest: (0..INTEREST_SHARDS)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -355,7 +358,8 @@ impl Chat {
         }
         ids.sort();
         ids.dedup();
-        self.store
+        let room = self
+            .store
             .create_room(&name, kind, &ids)
             .await
             .map_err(|e| match e {
@@ -363,7 +367,11 @@ impl Chat {
                     ChatError::conflict(format!("room '{name}' already exists"))
                 }
                 other => store_error(other),
-            })
+            })?;
+        for id in ids.into_iter().filter(|id| *id != creator.id) {
+            self.notify_added(id, &room).await;
+        }
+        Ok(room)
     }
 
     /// Adds `username` to a room. Anyone may add to a public room; only members may add to a
@@ -393,12 +401,17 @@ impl Chat {
             _ => {}
         }
         let user = self.user_named(username).await?;
-        self.store
+        let added = self
+            .store
             .add_member(room.id, user.id)
             .await
             .map_err(store_error)?;
         self.remember_member(room.id, user.id);
-        Ok((self.fresh_room(&room).await?, user))
+        let room = self.fresh_room(&room).await?;
+        if added {
+            self.notify_added(user.id, &room).await;
+        }
+        Ok((room, user))
     }
 
     /// The members of a room `user` belongs to (at most [`MEMBERS_LIMIT`]), by username.
@@ -434,6 +447,9 @@ impl Chat {
             .map_err(store_error)?;
         self.remember_member(room.id, actor.id);
         self.remember_member(room.id, other.id);
+        // Both sides: the other user's sidebar, and the asker's other connections.
+        self.notify_added(other.id, &room).await;
+        self.notify_added(actor.id, &room).await;
         Ok(room)
     }
 
@@ -666,7 +682,19 @@ impl Chat {
             .lock()
             .await;
         metrics::gauge!("scalify_rooms_local").set(self.presence.room_count() as f64);
-        let r = if self.presence.has_room(room) {
+        let wanted = if room.is_inbox() {
+            let user = room
+                .as_str()
+                .strip_prefix(RoomName::INBOX_PREFIX)
+                .and_then(|id| id.parse::<Id>().ok());
+            match (user, self.connected.lock()) {
+                (Some(id), Ok(c)) => c.contains_key(&id),
+                _ => false,
+            }
+        } else {
+            self.presence.has_room(room)
+        };
+        let r = if wanted {
             self.fanout.watch(room).await
         } else {
             self.fanout.unwatch(room).await
@@ -674,6 +702,50 @@ impl Chat {
         if let Err(e) = r {
             tracing::warn!(error = %e, %room, "fan-out subscription change failed; it is retried on reconnect");
         }
+    }
+
+    /// A connection of `user` opened: their inbox reaches this node while any is open.
+    pub async fn connection_opened(&self, user: &UserRef) {
+        let first = self
+            .connected
+            .lock()
+            .map(|mut c| {
+                let n = c.entry(user.id).or_insert(0);
+                *n += 1;
+                *n == 1
+            })
+            .unwrap_or(false);
+        if first {
+            self.update_interest(&RoomName::inbox(user.id)).await;
+        }
+    }
+
+    pub async fn connection_closed(&self, user: &UserRef) {
+        let last = self
+            .connected
+            .lock()
+            .map(|mut c| match c.get_mut(&user.id) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    c.remove(&user.id);
+                    true
+                }
+                None => false,
+            })
+            .unwrap_or(false);
+        if last {
+            self.update_interest(&RoomName::inbox(user.id)).await;
+        }
+    }
+
+    /// Tells every connection of `user`, on any node, that they are now in `room`.
+    async fn notify_added(&self, user: Id, room: &Room) {
+        let payload = serde_json::json!({ "room": room });
+        self.publish(RoomName::inbox(user), EventKind::RoomAdded, &payload, None)
+            .await;
     }
 
     /// Keeps this node's presence entries alive in the cluster registry and announces users
