@@ -8,7 +8,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { startServer, api, register, uniqueRoom, sleep } from './harness.js';
+import { execFileSync } from 'node:child_process';
+import { BIN, startServer, api, register, uniqueRoom, sleep } from './harness.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SHOTS = path.resolve(here, '../../test-output/screenshots');
@@ -307,4 +308,30 @@ test('private rooms, adding a member, and direct messages by username', async ()
     await bob.page.getByRole('alert').filter({ hasText: "no user named 'no-such-user-xyz'" }).waitFor();
     assert.deepEqual([...ann.errors, ...bob.errors], []);
   } finally { await ann.context.close(); await bob.context.close(); }
+});
+
+test('the admin page: only for admins; shows the node, the busiest rooms, dependencies and recent errors', async () => {
+  const boss = await newUser(server.url, { name: 'boss' });
+  const pleb = await newUser(server.url, { name: 'pleb' });
+  try {
+    await signUp(boss);
+    await signUp(pleb);
+    assert.equal(await pleb.page.getByRole('button', { name: 'Admin' }).count(), 0);
+    execFileSync(BIN, ['admin', 'grant', boss.username, '--data-dir', server.dir], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
+    await boss.page.reload();
+    const room = uniqueRoom('hot');
+    await boss.page.getByPlaceholder('room-name').fill(room);
+    await boss.page.getByRole('button', { name: 'Create' }).click();
+    for (let i = 0; i < 3; i++) await send(boss.page, `busy ${i}`);
+    await boss.page.locator('.msg', { hasText: 'busy 2' }).waitFor();
+    await boss.page.getByRole('button', { name: 'Admin' }).click();
+    await boss.page.getByRole('heading', { name: 'Admin dashboard' }).waitFor();
+    await boss.page.getByRole('heading', { name: 'Nodes (1)' }).waitFor();
+    await boss.page.locator('table.busiest tr', { hasText: `#${room}` }).getByText('3').waitFor();
+    await boss.page.locator('.checks li', { hasText: 'store: ok' }).waitFor();
+    await boss.page.screenshot({ path: `${SHOTS}/09-admin.png` });
+    // The page's data endpoint refuses the non-admin.
+    const token = JSON.parse(await pleb.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
+    assert.equal((await api(server.url, 'GET', '/api/admin/overview', undefined, token)).status, 403);
+  } finally { await boss.context.close(); await pleb.context.close(); }
 });

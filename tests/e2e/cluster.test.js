@@ -231,6 +231,21 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     sb.close();
   });
 
+  test('the admin overview lists every node of the cluster', async () => {
+    const [A] = nodes;
+    const boss = await register(A.url, 'boss');
+    const { execFileSync } = await import('node:child_process');
+    const { BIN } = await import('./harness.js');
+    execFileSync(BIN, ['admin', 'grant', boss.user.username, '--database-url', c.db.url], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
+    const ids = await Promise.all(nodes.map(async (n) => (await (await fetch(`${n.url}/healthz`)).json()).node));
+    const o = await eventually(async () => {
+      const r = await api(A.url, 'GET', '/api/admin/overview', undefined, boss.token);
+      return r.body.nodes?.length === 3 && r.body;
+    }, 10000, 'three nodes in the overview');
+    assert.deepEqual(o.nodes.map((n) => n.node).sort(), [...ids].sort());
+    assert.equal(o.node, ids[0]);
+  });
+
   test('an idempotent resend through another node returns the original', async () => {
     const [A, B] = nodes;
     const ann = await register(A.url, 'ann');
@@ -382,7 +397,7 @@ test('scalify migrate --database-url applies the PostgreSQL schema once', async 
   const db = freshDatabase();
   try {
     const run = () => promisify(execFile)(BIN, ['migrate', '--database-url', db.url], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
-    assert.match((await run()).stdout, /PostgreSQL: 1 migration\(s\) applied/);
+    assert.match((await run()).stdout, /PostgreSQL: 2 migration\(s\) applied/);
     assert.match((await run()).stdout, /PostgreSQL: 0 migration\(s\) applied; schema is current/);
   } finally { db.drop(); }
 });

@@ -14,6 +14,31 @@ export interface RoomInfo {
   member: boolean;
 }
 
+export interface RoomActivity {
+  room: string;
+  messages: number;
+}
+
+export interface NodeStatus {
+  node: string;
+  started_at: number;
+  uptime_secs: number;
+  connections: number;
+  users: number;
+  rooms: number;
+  messages_per_sec: number;
+  busiest: RoomActivity[];
+}
+
+export interface Overview {
+  node: string;
+  nodes: NodeStatus[];
+  messages_per_sec: number;
+  busiest: RoomActivity[];
+  checks: Record<string, { ok: boolean; error?: string }>;
+  errors: { ts: number; level: string; target: string; message: string }[];
+}
+
 export class ApiError extends Error {
   constructor(readonly status: number, readonly code: string, message: string) {
     super(message);
@@ -41,7 +66,8 @@ async function request<T>(method: string, path: string, body?: unknown, token?: 
 export const api = {
   register: (username: string, password: string) => request<Session>('POST', '/api/auth/register', { username, password }),
   login: (username: string, password: string) => request<Session>('POST', '/api/auth/login', { username, password }),
-  me: (token: string) => request<{ user: UserRef }>('GET', '/api/me', undefined, token).then((r) => r.user),
+  me: (token: string) => request<{ user: UserRef; admin: boolean }>('GET', '/api/me', undefined, token),
+  overview: (token: string) => request<Overview>('GET', '/api/admin/overview', undefined, token),
   rooms: (token: string) => request<{ rooms: RoomInfo[] }>('GET', '/api/rooms', undefined, token).then((r) => r.rooms),
   createRoom: (token: string, name: string, kind: 'public' | 'private') =>
     request<{ room: RoomInfo }>('POST', '/api/rooms', { name, kind }, token).then((r) => r.room),

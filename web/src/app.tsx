@@ -3,7 +3,7 @@
 // `linkify`, which only produces http(s) URLs.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { Fragment } from 'preact';
-import { api, ApiError, type Session } from './api';
+import { api, ApiError, type Overview, type Session } from './api';
 import { ChatClient, type Snapshot } from './chat';
 import { dmPeer, groupMessages, linkify, unreadCount, type Message, type RoomView, type UserRef } from './state';
 
@@ -112,21 +112,35 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
     return () => document.removeEventListener('visibilitychange', onVisible);
   }, [client, snap.active]);
   const active = snap.active ? snap.rooms[snap.active] : undefined;
+  const [admin, setAdmin] = useState(false);
+  const [adminOpen, setAdminOpen] = useState(false);
+  useEffect(() => {
+    api.me(session.token).then((m) => setAdmin(m.admin)).catch(() => setAdmin(false));
+  }, [session.token]);
+  useEffect(() => {
+    if (snap.active) setAdminOpen(false);
+  }, [snap.active]);
+  const openAdmin = () => {
+    client.open(undefined);
+    setAdminOpen(true);
+  };
 
   return (
-    <div class="layout" data-view={active ? 'room' : 'list'}>
+    <div class="layout" data-view={active || adminOpen ? 'room' : 'list'}>
       {snap.connection !== 'connected' && (
         <div class="banner" role="status">{snap.connection === 'connecting' ? 'Connecting…' : 'Connection lost — reconnecting…'}</div>
       )}
-      <Sidebar client={client} snap={snap} onSignOut={onSignOut} />
+      <Sidebar client={client} snap={snap} onSignOut={onSignOut} onAdmin={admin ? openAdmin : undefined} />
       <main class="main">
-        {active ? <RoomPane key={active.name} client={client} snap={snap} room={active} /> : <p class="empty">Pick a room, or create one.</p>}
+        {adminOpen
+          ? <AdminPane token={session.token} onClose={() => setAdminOpen(false)} />
+          : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} /> : <p class="empty">Pick a room, or create one.</p>}
       </main>
     </div>
   );
 }
 
-function Sidebar({ client, snap, onSignOut }: { client: ChatClient; snap: Snapshot; onSignOut: () => void }) {
+function Sidebar({ client, snap, onSignOut, onAdmin }: { client: ChatClient; snap: Snapshot; onSignOut: () => void; onAdmin?: () => void }) {
   const rooms = Object.values(snap.rooms);
   const entry = (r: RoomView) => {
     const unread = unreadCount(r, snap.me.id);
@@ -145,6 +159,7 @@ function Sidebar({ client, snap, onSignOut }: { client: ChatClient; snap: Snapsh
       <header class="me">
         <strong>ScalifyChat</strong>
         <span class="who">{snap.me.username}</span>
+        {onAdmin && <button class="link" onClick={onAdmin}>Admin</button>}
         <button class="link" onClick={onSignOut}>Sign out</button>
       </header>
       <h2>Rooms</h2>
@@ -407,5 +422,83 @@ function Composer({ onSend, onTyping, label }: { onSend: (text: string) => void;
         value={text} onKeyDown={onKeyDown} onInput={onInput} maxLength={4096} />
       <button class="primary" type="submit">Send</button>
     </form>
+  );
+}
+
+// ---- admin dashboard ----------------------------------------------------------------------
+
+function duration(secs: number): string {
+  const d = Math.floor(secs / 86400);
+  const h = Math.floor((secs % 86400) / 3600);
+  const m = Math.floor((secs % 3600) / 60);
+  return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m ${secs % 60}s`;
+}
+
+/** The cluster at a glance, refreshed every 2 s (admins only: the server refuses others). */
+function AdminPane({ token, onClose }: { token: string; onClose: () => void }) {
+  const [data, setData] = useState<Overview | null>(null);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    let live = true;
+    const load = () => api.overview(token)
+      .then((o) => { if (live) { setData(o); setError(''); } })
+      .catch((e) => { if (live) setError(e instanceof Error ? e.message : 'failed'); });
+    void load();
+    const timer = setInterval(load, 2000);
+    return () => { live = false; clearInterval(timer); };
+  }, [token]);
+  return (
+    <section class="admin" aria-label="Admin dashboard">
+      <header class="room-head">
+        <button class="back" onClick={onClose} aria-label="Back to rooms">←</button>
+        <h1>Admin dashboard</h1>
+        {data && <span class="online-count">{data.messages_per_sec.toFixed(1)} messages/s</span>}
+      </header>
+      <div class="admin-body">
+        {error && <p class="error" role="alert">{error}</p>}
+        {data && (
+          <>
+            <h2>Nodes ({data.nodes.length})</h2>
+            <table class="nodes">
+              <thead><tr><th>node</th><th>uptime</th><th>connections</th><th>users</th><th>rooms</th><th>messages/s</th></tr></thead>
+              <tbody>
+                {data.nodes.map((n) => (
+                  <tr key={n.node}>
+                    <td title={n.node}>{n.node.slice(-8)}{n.node === data.node ? ' (this)' : ''}</td>
+                    <td>{duration(n.uptime_secs)}</td><td>{n.connections}</td><td>{n.users}</td><td>{n.rooms}</td>
+                    <td>{n.messages_per_sec.toFixed(1)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+            <h2>Busiest rooms (last 1–2 minutes)</h2>
+            {data.busiest.length === 0 ? <p class="hint">No messages lately.</p> : (
+              <table class="busiest">
+                <thead><tr><th>room</th><th>messages</th></tr></thead>
+                <tbody>{data.busiest.map((r) => <tr key={r.room}><td>#{r.room}</td><td>{r.messages}</td></tr>)}</tbody>
+              </table>
+            )}
+            <h2>This node's dependencies</h2>
+            <ul class="checks">
+              {Object.entries(data.checks).map(([name, c]) => (
+                <li key={name} data-ok={c.ok}>
+                  <span class={`dot${c.ok ? ' on' : ''}`} aria-hidden="true" />
+                  {name}: {c.ok ? 'ok' : `failing — ${c.error}`}
+                </li>
+              ))}
+              <li data-ok="true"><span class="dot" aria-hidden="true" />Kafka persister: not configured</li>
+            </ul>
+            <h2>Recent warnings and errors</h2>
+            {data.errors.length === 0 ? <p class="hint">None since this node started.</p> : (
+              <ul class="errors">
+                {data.errors.map((e, i) => (
+                  <li key={i}><time>{new Date(e.ts).toLocaleTimeString()}</time> <strong>{e.level}</strong> <code>{e.target}</code> {e.message}</li>
+                ))}
+              </ul>
+            )}
+          </>
+        )}
+      </div>
+    </section>
   );
 }

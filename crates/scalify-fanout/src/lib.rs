@@ -132,6 +132,11 @@ pub trait ClusterPresence: Send + Sync + 'static {
     /// returns them: the caller announces them offline. Each expiry is returned to one node.
     async fn sweep(&self, rooms: &[RoomName]) -> Result<Vec<(RoomName, UserRef)>, FanoutError>;
     fn refresh_interval(&self) -> Duration;
+    /// Publishes this node's status (a JSON document) to the cluster's node list, where it
+    /// stays while refreshed.
+    async fn announce_node(&self, status: &str) -> Result<(), FanoutError>;
+    /// The statuses of the nodes that announced themselves recently.
+    async fn nodes(&self) -> Result<Vec<String>, FanoutError>;
 }
 
 /// The rooms a node has local connections in. Engines deliver only these rooms' events: a

@@ -418,6 +418,23 @@ local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end
 return gone";
 
+/// KEYS: node statuses (hash), last-seen times (sorted set). ARGV: node, status, ttl ms.
+/// Records the status and drops nodes not seen for a TTL.
+const ANNOUNCE: &str = "
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+local cutoff = now - tonumber(ARGV[3])
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)) do
+  redis.call('HDEL', KEYS[1], n)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)";
+
+/// KEYS: node statuses, last-seen times. ARGV: ttl ms. The statuses of live nodes.
+const NODES: &str = "
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], now - tonumber(ARGV[1]), '+inf')
+if #live == 0 then return {} end
+return redis.call('HMGET', KEYS[1], unpack(live))";
+
 fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{NOW}{body}"))
 }
@@ -431,6 +448,8 @@ pub struct RedisPresence {
     depart: redis::Script,
     online: redis::Script,
     sweep: redis::Script,
+    announce: redis::Script,
+    nodes: redis::Script,
 }
 
 impl RedisPresence {
@@ -444,6 +463,8 @@ impl RedisPresence {
             depart: script(DEPART),
             online: script(ONLINE),
             sweep: script(SWEEP),
+            announce: script(ANNOUNCE),
+            nodes: script(NODES),
         }
     }
 
@@ -552,6 +573,32 @@ impl ClusterPresence for RedisPresence {
 
     fn refresh_interval(&self) -> Duration {
         Duration::from_millis(self.ttl_ms() / 3)
+    }
+
+    async fn announce_node(&self, status: &str) -> Result<(), FanoutError> {
+        let mut conn = self.conn.clone();
+        self.announce
+            .key(format!("{}:{{nodes}}", self.prefix))
+            .key(format!("{}:{{nodes}}:seen", self.prefix))
+            .arg(&self.node)
+            .arg(status)
+            .arg(self.ttl_ms())
+            .invoke_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn nodes(&self) -> Result<Vec<String>, FanoutError> {
+        let mut conn = self.conn.clone();
+        let statuses: Vec<Option<String>> = self
+            .nodes
+            .key(format!("{}:{{nodes}}", self.prefix))
+            .key(format!("{}:{{nodes}}:seen", self.prefix))
+            .arg(self.ttl_ms())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(statuses.into_iter().flatten().collect())
     }
 }
 

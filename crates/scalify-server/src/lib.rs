@@ -13,6 +13,7 @@
 
 mod error;
 pub mod metrics;
+pub mod recent;
 pub mod rest;
 pub mod socket;
 mod web;

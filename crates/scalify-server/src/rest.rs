@@ -28,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/auth/register"),
     ("post", "/api/auth/login"),
     ("get", "/api/me"),
+    ("get", "/api/admin/overview"),
     ("get", "/api/rooms"),
     ("post", "/api/rooms"),
     ("get", "/api/rooms/{room}/members"),
@@ -45,6 +46,7 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/api/auth/register", post(register))
         .route("/api/auth/login", post(login))
         .route("/api/me", get(me))
+        .route("/api/admin/overview", get(admin_overview))
         .route("/api/rooms", get(list_rooms).post(create_room))
         .route("/api/rooms/{room}/members", get(members).post(add_member))
         .route("/api/rooms/{room}/messages", get(history).post(send))
@@ -118,8 +120,35 @@ async fn login(State(chat): State<AppState>, Body(c): Body<Credentials>) -> ApiR
     Ok(Json(session).into_response())
 }
 
-async fn me(AuthUser(user): AuthUser) -> ApiResult {
-    Ok(Json(json!({ "user": user })).into_response())
+async fn me(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {
+    let admin = chat.is_admin(&user).await?;
+    Ok(Json(json!({ "user": user, "admin": admin })).into_response())
+}
+
+/// The admin dashboard's data (admins only): nodes, rates, busiest rooms, this node's
+/// dependencies and its recent warnings and errors.
+async fn admin_overview(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {
+    let o = chat.overview(&user).await?;
+    let checks: serde_json::Map<_, _> = o
+        .checks
+        .iter()
+        .map(|(name, e)| {
+            let v = match e {
+                None => json!({ "ok": true }),
+                Some(err) => json!({ "ok": false, "error": err }),
+            };
+            ((*name).to_owned(), v)
+        })
+        .collect();
+    Ok(Json(json!({
+        "node": o.node,
+        "nodes": o.nodes,
+        "messages_per_sec": o.messages_per_sec,
+        "busiest": o.busiest,
+        "checks": checks,
+        "errors": crate::recent::recent(),
+    }))
+    .into_response())
 }
 
 async fn list_rooms(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {

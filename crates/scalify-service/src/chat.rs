@@ -12,6 +12,7 @@ use scalify_store::{RoomListing, Store, StoreError};
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
+use crate::activity::{merge_busiest, Activity, RoomActivity};
 use crate::auth::Auth;
 use crate::presence::Presence;
 
@@ -24,6 +25,8 @@ pub struct ChatConfig {
     pub sync_per_room: u32,
     /// Most messages one `sync` returns across all its rooms (bounds one response).
     pub sync_total: u32,
+    /// Usernames with the admin role (besides those granted with `scalify admin grant`).
+    pub admins: Vec<String>,
 }
 
 impl Default for ChatConfig {
@@ -32,6 +35,7 @@ impl Default for ChatConfig {
             max_text_bytes: 4096,
             sync_per_room: 500,
             sync_total: 5000,
+            admins: Vec::new(),
         }
     }
 }
@@ -81,6 +85,40 @@ pub struct Chat {
     closing: AtomicBool,
     /// Stops background workers (the presence keeper) at shutdown.
     stop: tokio_util::sync::CancellationToken,
+    activity: Activity,
+    started: std::time::Instant,
+    started_at: i64,
+}
+
+/// One node as the admin dashboard shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// Start time, ms since the epoch.
+    pub started_at: i64,
+    pub uptime_secs: u64,
+    pub connections: usize,
+    /// Distinct users connected.
+    pub users: usize,
+    /// Rooms with local members.
+    pub rooms: usize,
+    /// Messages committed through this node per second, over the last 10 s.
+    pub messages_per_sec: f64,
+    pub busiest: Vec<RoomActivity>,
+}
+
+/// The admin dashboard's data: the cluster at a glance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// The node answering.
+    pub node: String,
+    pub nodes: Vec<NodeStatus>,
+    /// Messages per second, all nodes.
+    pub messages_per_sec: f64,
+    /// Busiest rooms of the last one to two minutes, all nodes.
+    pub busiest: Vec<RoomActivity>,
+    /// This node's dependencies: name and error, if failing.
+    pub checks: Vec<(&'static str, Option<String>)>,
 }
 
 const INTEREST_SHARDS: usize = 64;
@@ -96,6 +134,10 @@ fn store_error(e: StoreError) -> ChatError {
             ChatError::internal()
         }
     }
+}
+
+fn unix_secs() -> u64 {
+    (scalify_core::now_ms() / 1000).max(0) as u64
 }
 
 fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
@@ -136,6 +178,9 @@ impl Chat {
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),
             stop: tokio_util::sync::CancellationToken::new(),
+            activity: Activity::default(),
+            started: std::time::Instant::now(),
+            started_at: scalify_core::now_ms(),
         })
     }
 
@@ -495,6 +540,7 @@ impl Chat {
         let outcome = if appended.duplicate {
             "duplicate"
         } else {
+            self.activity.record(&appended.message.room, unix_secs());
             "stored"
         };
         metrics::counter!("scalify_messages_accepted_total", "outcome" => outcome).increment(1);
@@ -769,6 +815,14 @@ impl Chat {
                 }
                 Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
             }
+            match serde_json::to_string(&self.node_status()) {
+                Ok(status) => {
+                    if let Err(e) = cluster.announce_node(&status).await {
+                        tracing::warn!(error = %e, "cannot announce this node to the cluster");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot serialize node status"),
+            }
             match cluster.sweep(&self.presence.rooms()).await {
                 Ok(gone) => {
                     for (room, user) in gone {
@@ -779,6 +833,68 @@ impl Chat {
                 Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
             }
         }
+    }
+
+    // ---- administration --------------------------------------------------------------------
+
+    /// Admins are named in the configuration or granted in the store.
+    pub async fn is_admin(&self, user: &UserRef) -> Result<bool, ChatError> {
+        if self.config.admins.iter().any(|a| a == &user.username) {
+            return Ok(true);
+        }
+        self.store.is_admin(user.id).await.map_err(store_error)
+    }
+
+    pub fn node_status(&self) -> NodeStatus {
+        let now = unix_secs();
+        let (connections, users) = self
+            .connected
+            .lock()
+            .map(|c| (c.values().sum(), c.len()))
+            .unwrap_or((0, 0));
+        NodeStatus {
+            node: self.node.clone(),
+            started_at: self.started_at,
+            uptime_secs: self.started.elapsed().as_secs(),
+            connections,
+            users,
+            rooms: self.presence.room_count(),
+            messages_per_sec: self.activity.rate(now, 10),
+            busiest: self.activity.busiest(now, 10),
+        }
+    }
+
+    /// The admin dashboard's data; `forbidden` unless `user` is an admin.
+    pub async fn overview(&self, user: &UserRef) -> Result<Overview, ChatError> {
+        if !self.is_admin(user).await? {
+            return Err(ChatError::forbidden(
+                "the admin dashboard is for admins only",
+            ));
+        }
+        let me = self.node_status();
+        let mut nodes = vec![me.clone()];
+        if let Some(cluster) = &self.cluster {
+            match cluster.nodes().await {
+                Ok(statuses) => {
+                    for s in statuses {
+                        match serde_json::from_str::<NodeStatus>(&s) {
+                            Ok(n) if n.node != me.node => nodes.push(n),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "undecodable node status"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the cluster's nodes"),
+            }
+        }
+        nodes.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.node.cmp(&b.node)));
+        Ok(Overview {
+            node: me.node,
+            messages_per_sec: nodes.iter().map(|n| n.messages_per_sec).sum(),
+            busiest: merge_busiest(nodes.iter().map(|n| n.busiest.clone()), 10),
+            nodes,
+            checks: self.readiness().await,
+        })
     }
 
     // ---- lifecycle ------------------------------------------------------------------------

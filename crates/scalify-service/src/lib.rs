@@ -9,8 +9,9 @@
 //! [`Store`]: scalify_store::Store
 //! [`Fanout`]: scalify_fanout::Fanout
 
+pub mod activity;
 pub mod auth;
 mod chat;
 pub mod presence;
 
-pub use chat::{Chat, ChatConfig, Session, SyncedRoom};
+pub use chat::{Chat, ChatConfig, NodeStatus, Overview, Session, SyncedRoom};

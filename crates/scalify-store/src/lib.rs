@@ -75,6 +75,9 @@ pub trait Store: Send + Sync + 'static {
     async fn credentials(&self, username: &Username) -> StoreResult<Option<Credentials>>;
     async fn user(&self, id: Id) -> StoreResult<Option<User>>;
     async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>>;
+    /// Grants or revokes the admin role; false if no such user.
+    async fn set_admin(&self, username: &Username, admin: bool) -> StoreResult<bool>;
+    async fn is_admin(&self, user: Id) -> StoreResult<bool>;
 
     async fn room(&self, name: &RoomName) -> StoreResult<Option<Room>>;
     /// Creates a room whose members are `members`; [`StoreError::Conflict`] if the name exists.

@@ -40,11 +40,18 @@ pub const MAX_BATCH: usize = 1024;
 /// Appends waiting for a writer; callers wait for room beyond this (back-pressure).
 const QUEUE_DEPTH: usize = 16 * 1024;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "admins",
+        include_str!("../migrations/postgres/0002_admins.sql"),
+    ),
+];
 
 /// The migrations, embedded in the binary, in the form sqlx's migrator takes.
 #[derive(Debug)]
@@ -608,6 +615,23 @@ impl Store for PgStore {
 
     async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool> {
         add_member_in(&self.pool, room, user).await
+    }
+
+    async fn set_admin(&self, username: &Username, admin: bool) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET is_admin = $2 WHERE username = $1")
+            .bind(username.as_str())
+            .bind(admin)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn is_admin(&self, user: Id) -> StoreResult<bool> {
+        let admin: Option<bool> = sqlx::query_scalar("SELECT is_admin FROM users WHERE id = $1")
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(admin.unwrap_or(false))
     }
 
     async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool> {

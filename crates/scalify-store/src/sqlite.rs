@@ -29,7 +29,10 @@ pub const MAX_BATCH: usize = 1024;
 const QUEUE_DEPTH: usize = 16 * 1024;
 const READERS: usize = 4;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_admins.sql"),
+];
 
 /// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
 /// crash of the process but may lose the last commits on power loss.
@@ -281,6 +284,11 @@ enum WriteOp {
         user: Id,
         reply: Reply<bool>,
     },
+    SetAdmin {
+        username: Username,
+        admin: bool,
+        reply: Reply<bool>,
+    },
     Append {
         message: NewMessage,
         reply: Reply<Appended>,
@@ -421,6 +429,11 @@ impl Writer {
             WriteOp::AddMember { room, user, reply } => {
                 Done::Member(reply, self.add_member(room, user))
             }
+            WriteOp::SetAdmin {
+                username,
+                admin,
+                reply,
+            } => Done::Member(reply, self.set_admin(&username, admin)),
             // `append` updates the seq cache only after its INSERT succeeded.
             WriteOp::Append { message, reply } => {
                 Done::Appended(reply, self.append(message, touched))
@@ -482,6 +495,14 @@ impl Writer {
             self.add_member(room.id, *user)?;
         }
         Ok(room)
+    }
+
+    fn set_admin(&mut self, username: &Username, admin: bool) -> StoreResult<bool> {
+        let n = self
+            .conn
+            .prepare_cached("UPDATE users SET is_admin = ?2 WHERE username = ?1")?
+            .execute(params![username.as_str(), admin])?;
+        Ok(n == 1)
     }
 
     fn add_member(&mut self, room: Id, user: Id) -> StoreResult<bool> {
@@ -571,7 +592,9 @@ impl WriteOp {
         match self {
             WriteOp::CreateUser { reply, .. } => Done::User(reply, backend_err(msg)),
             WriteOp::CreateRoom { reply, .. } => Done::Room(reply, backend_err(msg)),
-            WriteOp::AddMember { reply, .. } => Done::Member(reply, backend_err(msg)),
+            WriteOp::AddMember { reply, .. } | WriteOp::SetAdmin { reply, .. } => {
+                Done::Member(reply, backend_err(msg))
+            }
             WriteOp::Append { reply, .. } => Done::Appended(reply, backend_err(msg)),
             WriteOp::Flush { reply } => Done::Flushed(reply),
         }
@@ -727,6 +750,28 @@ impl Store for SqliteStore {
     async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool> {
         self.write(|reply| WriteOp::AddMember { room, user, reply })
             .await
+    }
+
+    async fn set_admin(&self, username: &Username, admin: bool) -> StoreResult<bool> {
+        let username = username.clone();
+        self.write(|reply| WriteOp::SetAdmin {
+            username,
+            admin,
+            reply,
+        })
+        .await
+    }
+
+    async fn is_admin(&self, user: Id) -> StoreResult<bool> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT is_admin FROM users WHERE id = ?1")?
+                    .query_row(params![user.to_string()], |r| r.get::<_, bool>(0))
+                    .optional()?
+                    .unwrap_or(false),
+            )
+        })
+        .await
     }
 
     async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool> {

@@ -88,6 +88,12 @@ async fn history_pages_backwards_in_ascending_order() {
 }
 
 #[tokio::test]
+async fn admin_role() {
+    let db = FreshDb::create().await;
+    contract::admin_role(db.store().await).await;
+}
+
+#[tokio::test]
 async fn membership_and_listing() {
     let db = FreshDb::create().await;
     contract::membership_and_listing(db.store().await).await;
@@ -97,7 +103,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 1);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 2);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 

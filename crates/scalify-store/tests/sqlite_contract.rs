@@ -35,6 +35,12 @@ async fn history_pages_backwards_in_ascending_order() {
 }
 
 #[tokio::test]
+async fn admin_role() {
+    let (_d, store) = fresh();
+    contract::admin_role(store).await;
+}
+
+#[tokio::test]
 async fn membership_and_listing() {
     let (_d, store) = fresh();
     contract::membership_and_listing(store).await;

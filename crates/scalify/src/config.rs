@@ -43,6 +43,9 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Grant or revoke the admin role (the admin dashboard) in the store.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Check that every configured dependency is reachable and usable, and say plainly what
     /// is wrong if not (takes the same flags and environment as `serve`).
     Doctor(Box<ServeArgs>),
@@ -55,6 +58,22 @@ pub enum ConfigCommand {
     /// Validate the configuration (file, environment and flags, as `serve` would load them):
     /// unknown keys and invalid values are reported; exit status 1 if anything is wrong.
     Check(Box<ServeArgs>),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Make a user an admin.
+    Grant(AdminArgs),
+    /// Take the admin role away from a user.
+    Revoke(AdminArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// The user's name.
+    pub username: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -122,6 +141,10 @@ pub struct ServeArgs {
     /// Prefix of every Redis key and channel, so clusters can share one Redis [default: scalify]
     #[arg(long, env = "SCALIFY_REDIS_PREFIX")]
     pub redis_prefix: Option<String>,
+    /// Usernames with the admin role (the admin dashboard), comma-separated; more can be
+    /// granted with `scalify admin grant <user>`
+    #[arg(long, env = "SCALIFY_ADMINS", value_delimiter = ',')]
+    pub admins: Option<Vec<String>>,
     /// Seconds a node's presence entries outlive its last refresh: users of a node that dies
     /// go offline within this time plus a third of it [default: 15]
     #[arg(long, env = "SCALIFY_PRESENCE_TTL_SECS")]
@@ -168,6 +191,7 @@ pub struct FileConfig {
     pub redis_url: Option<String>,
     pub redis_prefix: Option<String>,
     pub presence_ttl_secs: Option<u64>,
+    pub admins: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -294,6 +318,11 @@ impl Settings {
                 max_text_bytes: max_message_bytes,
                 sync_per_room: sync_limit,
                 sync_total: chat_defaults.sync_total.max(sync_limit),
+                admins: pick(s.and_then(|s| s.admins.as_ref()), file.admins, Vec::new())
+                    .into_iter()
+                    .map(|a| a.trim().to_lowercase())
+                    .filter(|a| !a.is_empty())
+                    .collect(),
             },
             transport: TransportConfig {
                 max_payload_bytes,

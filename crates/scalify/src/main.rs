@@ -16,7 +16,7 @@ use scalify_store::sqlite::SqliteStore;
 use scalify_store::Store;
 use tokio::net::TcpListener;
 
-use crate::config::{Cli, Command, ConfigCommand, LogFormat, Settings};
+use crate::config::{AdminCommand, Cli, Command, ConfigCommand, LogFormat, Settings};
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
@@ -45,15 +45,20 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Logs go to stderr (text or JSON lines, level from `SCALIFY_LOG`); warnings and errors are
+/// also kept for the admin dashboard.
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCALIFY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(scalify_server::recent::layer())
+        .with(filter);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(output.json()).init(),
+        LogFormat::Text => registry.with(output).init(),
     }
 }
 
@@ -85,6 +90,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("configuration is valid (no config file; environment and flags only)")
                 }
             }
+            Ok(())
+        }
+        Command::Admin(cmd) => {
+            let (args, grant) = match cmd {
+                AdminCommand::Grant(a) => (a, true),
+                AdminCommand::Revoke(a) => (a, false),
+            };
+            let settings = Settings::load(&args.common, None)?;
+            init_logging(settings.log_format);
+            let username = scalify_core::Username::parse(&args.username)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let found = runtime.block_on(async {
+                let store = open_store(&settings).await?;
+                let found = store.set_admin(&username, grant).await?;
+                store.flush().await?;
+                anyhow::Ok(found)
+            })?;
+            if !found {
+                anyhow::bail!("no user named '{username}'");
+            }
+            println!(
+                "{username} {}",
+                if grant {
+                    "is now an admin"
+                } else {
+                    "is no longer an admin"
+                }
+            );
             Ok(())
         }
         Command::Doctor(args) => {
@@ -127,22 +161,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let secret = settings.token_secret()?;
     let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
-    let store: Arc<dyn Store> = match &settings.postgres {
-        Some(pg) => {
-            let store = PgStore::open(pg.clone())
-                .await
-                .context("opening the PostgreSQL store")?;
-            tracing::info!("store ready (PostgreSQL, migrations applied)");
-            Arc::new(store)
-        }
-        None => {
-            let sqlite = settings.sqlite_config()?;
-            let store = SqliteStore::open(sqlite.clone())
-                .with_context(|| format!("opening the store at {}", sqlite.path.display()))?;
-            tracing::info!(path = %sqlite.path.display(), "store ready (SQLite, WAL)");
-            Arc::new(store)
-        }
-    };
+    let store = open_store(&settings).await?;
     let cluster = match &settings.redis {
         Some(redis) => {
             if settings.postgres.is_none() {
@@ -170,6 +189,27 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     scalify_server::run(listener, app, shutdown_signal()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The configured store (PostgreSQL with `--database-url`, else SQLite in the data directory),
+/// migrations applied.
+async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &settings.postgres {
+        Some(pg) => {
+            let store = PgStore::open(pg.clone())
+                .await
+                .context("opening the PostgreSQL store")?;
+            tracing::info!("store ready (PostgreSQL, migrations applied)");
+            Arc::new(store)
+        }
+        None => {
+            let sqlite = settings.sqlite_config()?;
+            let store = SqliteStore::open(sqlite.clone())
+                .with_context(|| format!("opening the store at {}", sqlite.path.display()))?;
+            tracing::info!(path = %sqlite.path.display(), "store ready (SQLite, WAL)");
+            Arc::new(store)
+        }
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM: the one trigger of the one graceful-shutdown path.

@@ -123,6 +123,18 @@ pub async fn history_pages_backwards_in_ascending_order(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn admin_role(store: Arc<dyn Store>) {
+    let alice = user(&*store, "alice").await;
+    assert!(!store.is_admin(alice.id).await.unwrap());
+    let name = Username::parse("alice").unwrap();
+    assert!(store.set_admin(&name, true).await.unwrap());
+    assert!(store.is_admin(alice.id).await.unwrap());
+    assert!(store.set_admin(&name, false).await.unwrap());
+    assert!(!store.is_admin(alice.id).await.unwrap());
+    let ghost = Username::parse("nobody").unwrap();
+    assert!(!store.set_admin(&ghost, true).await.unwrap());
+}
+
 pub async fn membership_and_listing(store: Arc<dyn Store>) {
     let alice = user(&*store, "alice").await;
     let bob = user(&*store, "bob").await;
