@@ -135,7 +135,7 @@ mod tests {
         }
         a.record(&room("quiet"), t0 + 5);
         assert_eq!(a.rate(t0 + 5, 10), 1.1);
-        assert_eq!(a.rate(t0 + 5, 1), 0.1);
+        assert_eq!(a.rate(t0 + 5, 1), 1.0);
         assert_eq!(
             a.busiest(t0 + 5, 5)
                 .iter()
