@@ -327,7 +327,7 @@ test('the admin page: only for admins; shows the node, the busiest rooms, depend
     await boss.page.getByRole('button', { name: 'Admin' }).click();
     await boss.page.getByRole('heading', { name: 'Admin dashboard' }).waitFor();
     await boss.page.getByRole('heading', { name: 'Nodes (1)' }).waitFor();
-    await boss.page.locator('table.busiest tr', { hasText: `#${room}` }).getByText('3').waitFor();
+    await boss.page.locator('table.busiest tr', { hasText: `#${room}` }).getByRole('cell', { name: '3', exact: true }).waitFor();
     await boss.page.locator('.checks li', { hasText: 'store: ok' }).waitFor();
     await boss.page.screenshot({ path: `${SHOTS}/09-admin.png` });
     // The page's data endpoint refuses the non-admin.

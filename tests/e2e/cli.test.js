@@ -116,3 +116,42 @@ test('doctor says plainly which dependency is unreachable, and passes when all a
   assert.match(up.out, /ok {4}Redis: reachable/);
   assert.match(up.out, /all checks passed/);
 });
+
+test('logs: every socket event carries its connection id and user; passwords and tokens never appear', async () => {
+  for (const format of ['text', 'json']) {
+    const server = await startServer({ args: ['--log-format', format], env: { SCALIFY_LOG: 'debug' } });
+    try {
+      const password = `pw-${Math.random().toString(36).slice(2)}-secret`;
+      const username = `logu${process.pid}${format}`.slice(0, 32);
+      const reg = await fetch(`${server.url}/api/auth/register`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password }),
+      }).then((r) => r.json());
+      await fetch(`${server.url}/api/auth/login`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password: 'wrong-password-x' }),
+      });
+      const s = await connect(server.url, reg.token);
+      const room = uniqueRoom();
+      await call(s, 'join', { room });
+      await call(s, 'send', { room, text: 'hello', client_id: 'c1' });
+      const sid = s.id;
+      s.close();
+      await fetch(`${server.url}/api/me`, { headers: { authorization: `Bearer ${reg.token}` } });
+      await new Promise((r) => setTimeout(r, 200));
+      const logs = server.stderr();
+      assert.ok(!logs.includes(password), `${format}: password in logs`);
+      assert.ok(!logs.includes('wrong-password-x'), `${format}: password in logs`);
+      assert.ok(!logs.includes(reg.token), `${format}: token in logs`);
+      assert.ok(!logs.includes(reg.token.split('.')[2]), `${format}: token signature in logs`);
+      if (format === 'text') {
+        assert.match(logs, new RegExp(`event\\{sid=${sid} user=${username} event="send"\\}.*answered ok`));
+      } else {
+        const lines = logs.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+        assert.ok(lines.length > 0);
+        const answered = lines.find((l) => l.fields?.message === 'answered ok' && l.span?.event === 'send');
+        assert.ok(answered, 'a JSON log line for the send, with its span');
+        assert.equal(answered.span.sid, sid);
+        assert.equal(answered.span.user, username);
+      }
+    } finally { await server.stop(); server.cleanup(); }
+  }
+});

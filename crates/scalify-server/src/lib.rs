@@ -126,8 +126,18 @@ impl App {
         };
         let chat = Chat::new(node, store, fanout, presence, auth, chat_config);
         socket::register(&io, chat.clone(), sequencer, transport.clone());
+        // Every HTTP request's logs carry a span: method, path (never the query: it may hold a
+        // Socket.IO session id) and, per request, a sequence number.
+        let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(
+            |req: &axum::http::Request<axum::body::Body>| {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info_span!("http", id, method = %req.method(), path = %req.uri().path())
+            },
+        );
         let router = rest::router(chat.clone(), &transport)
             .layer(layer)
+            .layer(trace)
             .layer(axum::middleware::map_request(socket::detach_request_head));
         Ok(App {
             chat,

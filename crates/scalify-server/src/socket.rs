@@ -163,6 +163,10 @@ fn parse<T: DeserializeOwned>(data: Result<Value, ParserError>) -> Result<T, Cha
 }
 
 fn answer(ack: AckSender, result: Result<Value, ChatError>) {
+    match &result {
+        Ok(_) => tracing::debug!("answered ok"),
+        Err(e) => tracing::debug!(code = e.code.as_str(), "answered with an error"),
+    }
     let body = match result {
         Ok(mut v) => {
             v["ok"] = json!(true);
@@ -298,9 +302,12 @@ where
     s.on(
         event,
         move |s: SocketRef, TryData(d): TryData<Value>, ack: AckSender| {
+            use tracing::Instrument;
             let chat = session.chat.clone();
+            // Every event's logs carry the connection (Engine.IO session id) and the user.
+            let span = tracing::info_span!("event", sid = %s.id, user = %session.conn.user.username, event);
             let work = handler(session.clone(), s, d);
-            chat.track(async move { answer(ack, work.await) })
+            chat.track(async move { answer(ack, work.await) }.instrument(span))
         },
     );
 }

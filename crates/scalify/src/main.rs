@@ -50,9 +50,22 @@ fn limit_malloc_arenas() {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SCALIFY_LOG")
+    let spec = std::env::var("SCALIFY_LOG").unwrap_or_else(|_| "info".into());
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // The Socket.IO engine's debug logs print raw packets — handshake tokens and message text.
+    // Keep them at info unless the operator names them explicitly.
+    for engine in ["socketioxide", "engineioxide"] {
+        if !spec.contains(engine) {
+            if let Ok(directive) = format!("{engine}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    // Colours only for a terminal: log files and journald get plain text.
+    let output = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let registry = tracing_subscriber::registry()
         .with(scalify_server::recent::layer())
         .with(filter);
