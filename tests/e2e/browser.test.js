@@ -335,3 +335,66 @@ test('the admin page: only for admins; shows the node, the busiest rooms, depend
     assert.equal((await api(server.url, 'GET', '/api/admin/overview', undefined, token)).status, 403);
   } finally { await boss.context.close(); await pleb.context.close(); }
 });
+
+test('reading: "New messages" divider, auto-scroll only at the bottom, long words wrap, dark mode, keyboard only', async () => {
+  const bot = await register(server.url, 'bot');
+  const room = uniqueRoom('read');
+  await api(server.url, 'POST', '/api/rooms', { name: room, kind: 'public' }, bot.token);
+  const post = (text, id) => api(server.url, 'POST', `/api/rooms/${room}/messages`, { text, client_id: id }, bot.token);
+  await post('already there', 'b0');
+  const ann = await newUser(server.url, { name: 'ann', colorScheme: 'dark' });
+  try {
+    await signUp(ann);
+    const page = ann.page;
+    await page.getByRole('button', { name: `Join ${room}` }).click();
+    await page.locator('.msg', { hasText: 'already there' }).waitFor();
+    // Leave the room, let messages arrive, come back: the divider marks the first unread.
+    const elsewhere = uniqueRoom('elsewhere');
+    await page.getByPlaceholder('room-name').fill(elsewhere);
+    await page.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('heading', { name: `#${elsewhere}` }).waitFor();
+    for (let i = 1; i <= 40; i++) await post(`news ${i}`, `b${i}`);
+    await page.getByLabel('40 unread').waitFor();
+    await openRoom(page, room);
+    await page.locator('.msg', { hasText: 'news 40' }).waitFor();
+    const divider = page.locator('.divider');
+    assert.equal(await divider.count(), 1);
+    assert.equal(await divider.evaluate((d) => d.nextElementSibling?.textContent), 'news 1');
+
+    // At the bottom: a new message scrolls into view.
+    const list = page.locator('.messages');
+    const atBottom = () => list.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 40);
+    await list.evaluate((el) => { el.scrollTop = el.scrollHeight; el.dispatchEvent(new Event('scroll')); });
+    await post('while at the bottom', 'b41');
+    await page.locator('.msg', { hasText: 'while at the bottom' }).waitFor();
+    await sleep(100);
+    assert.equal(await atBottom(), true, 'followed the new message');
+    // Scrolled up to read: a new message does not yank the view down.
+    await list.evaluate((el) => { el.scrollTop = 100; el.dispatchEvent(new Event("scroll")); });
+    const before = await list.evaluate((el) => el.scrollTop);
+    await post('while reading above', 'b42');
+    await page.locator('.msg', { hasText: 'while reading above' }).waitFor();
+    await sleep(100);
+    assert.equal(await list.evaluate((el) => el.scrollTop), before, 'the view stayed where the reader was');
+
+    // A very long word wraps instead of widening the page.
+    await post(`long ${'x'.repeat(3000)}`, 'b43');
+    await page.locator('.msg', { hasText: 'long xxx' }).waitFor();
+    assert.equal(await list.evaluate((el) => el.scrollWidth <= el.clientWidth), true);
+
+    // Dark mode follows the system preference.
+    const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.equal(bg, 'rgb(21, 24, 29)');
+
+    // Keyboard only: Tab to the composer, type, Enter.
+    await page.locator('.composer textarea').focus();
+    await page.keyboard.press('Shift+Tab');
+    await page.keyboard.press('Tab');
+    await page.keyboard.type('typed without a mouse');
+    await page.keyboard.press('Enter');
+    await page.locator('.group:not(.outgoing) .msg', { hasText: 'typed without a mouse' }).waitFor();
+    await page.locator('.outgoing').waitFor({ state: 'detached' });
+    await page.screenshot({ path: `${SHOTS}/10-dark-unread-divider.png` });
+    assert.deepEqual(ann.errors, []);
+  } finally { await ann.context.close(); }
+});

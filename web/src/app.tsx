@@ -265,30 +265,43 @@ function RoomPane({ client, snap, room }: { client: ChatClient; snap: Snapshot; 
   const list = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
   const loadingOlder = useRef(false);
-  const heightBefore = useRef<number | null>(null);
   // "New messages" marks what was unread when the room was opened (not what arrives while
   // the reader watches).
-  const [unreadAtOpen] = useState({ after: room.lastRead, upTo: room.lastSeq });
+  const unreadAtOpen = snap.opened?.room === room.name ? snap.opened : { after: room.lastRead, upTo: room.lastRead };
   const [showMembers, setShowMembers] = useState(false);
+
+  // While older messages load: the list's height and first message before they came, so the
+  // view can stay on what the reader was looking at once they are added above.
+  const olderPending = useRef<{ height: number; firstId?: string } | null>(null);
+
+  const loadOlder = () => {
+    const el = list.current;
+    if (!el || loadingOlder.current) return;
+    loadingOlder.current = true;
+    olderPending.current = { height: el.scrollHeight, firstId: room.messages[0]?.id };
+    void client.loadOlder(room.name).finally(() => {
+      loadingOlder.current = false;
+      // Nothing was added above (no older page): forget the measurement.
+      const now = client.snapshot.rooms[room.name]?.messages[0]?.id;
+      if (olderPending.current && now === olderPending.current.firstId) olderPending.current = null;
+    });
+  };
 
   const onScroll = () => {
     const el = list.current;
     if (!el) return;
     atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-    if (el.scrollTop < 80 && room.hasMore && !loadingOlder.current) {
-      loadingOlder.current = true;
-      heightBefore.current = el.scrollHeight;
-      void client.loadOlder(room.name).finally(() => { loadingOlder.current = false; });
-    }
+    if (el.scrollTop < 80 && room.hasMore) loadOlder();
   };
 
   useLayoutEffect(() => {
     const el = list.current;
     if (!el) return;
-    if (heightBefore.current !== null && el.scrollHeight !== heightBefore.current) {
+    const pending = olderPending.current;
+    if (pending && room.messages[0]?.id !== pending.firstId) {
       // Older messages were added above: keep what the reader was looking at in place.
-      el.scrollTop += el.scrollHeight - heightBefore.current;
-      heightBefore.current = null;
+      el.scrollTop += el.scrollHeight - pending.height;
+      olderPending.current = null;
     } else if (atBottom.current) {
       el.scrollTop = el.scrollHeight;
     }
@@ -297,10 +310,7 @@ function RoomPane({ client, snap, room }: { client: ChatClient; snap: Snapshot; 
   // A short room does not scroll, so scrolling cannot ask for older pages: ask here.
   useEffect(() => {
     const el = list.current;
-    if (el && room.hasMore && el.scrollHeight <= el.clientHeight && !loadingOlder.current) {
-      loadingOlder.current = true;
-      void client.loadOlder(room.name).finally(() => { loadingOlder.current = false; });
-    }
+    if (el && room.hasMore && el.scrollHeight <= el.clientHeight) loadOlder();
   }, [room.messages.length, room.hasMore]);
 
   const groups = groupMessages(room.messages);

@@ -25,6 +25,8 @@ export interface Snapshot {
   /** Users seen anywhere (message senders, presence), for naming DM peers. */
   people: Record<string, UserRef>;
   active?: string;
+  /** What was unread in the active room when it was opened (the "New messages" divider). */
+  opened?: { room: string; after: number; upTo: number };
 }
 
 type Ack<T> = ({ ok: true } & T) | { ok: false; error: { code: string; message: string } };
@@ -177,7 +179,8 @@ export class ChatClient {
   }
 
   open(name: string | undefined) {
-    this.update({ active: name });
+    const r = name ? this.snapshot.rooms[name] : undefined;
+    this.update({ active: name, opened: r && name ? { room: name, after: r.lastRead, upTo: r.lastSeq } : undefined });
     if (!name) return;
     this.setRoom(name, markRead);
     const room = this.snapshot.rooms[name];
