@@ -258,6 +258,13 @@ test('an XSS attempt renders as text; links are clickable; unread badges count; 
     // A reload keeps Bob signed in.
     await bob.page.reload();
     await bob.page.getByText('Sign out').waitFor();
+    // A token the server no longer accepts (expired, or signed with another secret) signs out.
+    await ann.page.evaluate(() => {
+      const s = JSON.parse(localStorage.getItem('scalify.session'));
+      localStorage.setItem('scalify.session', JSON.stringify({ ...s, token: `${s.token}x` }));
+    });
+    await ann.page.reload();
+    await ann.page.getByRole('tab', { name: 'Sign in' }).waitFor();
     // Signing out returns to the sign-in screen.
     await bob.page.getByText('Sign out').click();
     await bob.page.getByRole('tab', { name: 'Sign in' }).waitFor();

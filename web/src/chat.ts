@@ -6,7 +6,7 @@
 // merged by id, so whatever arrives twice is shown once. Nothing here assumes one server
 // process: a reconnect may land on another node of a cluster.
 import { io, type Socket } from 'socket.io-client';
-import { api, type RoomInfo, type Session } from './api';
+import { api, ApiError, type RoomInfo, type Session } from './api';
 import {
   addHistory, addMessages, emptyRoom, hasGap, markRead, oldestSeq, queueSend, retrySend,
   sendFailed, type Message, type RoomView, type UserRef,
@@ -59,8 +59,14 @@ export class ChatClient {
     this.socket.on('typing', (t: { room: string; user: UserRef }) => this.onTyping(t.room, t.user));
     this.socket.on('presence', (p: { room: string; user: UserRef; online: boolean }) => this.onPresence(p));
     // Someone added us to a room (a new DM, a private room): it appears in the sidebar at once.
-    this.socket.on('room_added', () => void this.refreshRooms().catch(() => {}));
-    void this.refreshRooms();
+    this.socket.on('room_added', () => void this.refreshRooms().catch((e) => this.apiFailed(e)));
+    void this.refreshRooms().catch((e) => this.apiFailed(e));
+  }
+
+  /** A REST call failed: an expired or revoked token signs out; anything else is retried on
+   * the next (re)connect. */
+  private apiFailed(e: unknown) {
+    if (e instanceof ApiError && e.status === 401) this.onUnauthorized();
   }
 
   subscribe(fn: () => void): () => void {
@@ -144,7 +150,7 @@ export class ChatClient {
 
   private async onConnect() {
     this.update({ connection: 'connected' });
-    await this.refreshRooms().catch(() => {});
+    await this.refreshRooms().catch((e) => this.apiFailed(e));
     await Promise.all(Object.keys(this.snapshot.rooms).map((n) => this.follow(n)));
   }
 
@@ -239,7 +245,7 @@ export class ChatClient {
 
   private onMessage(m: Message) {
     if (!this.snapshot.rooms[m.room]) {
-      void this.refreshRooms();
+      void this.refreshRooms().catch((e) => this.apiFailed(e));
       return;
     }
     this.remember([m.sender]);
