@@ -25,6 +25,9 @@ struct RoomOrder {
     next: Option<u64>,
     pending: BTreeMap<u64, RoomEvent>,
     gap_timer: bool,
+    /// Identifies the running gap timer; a seed restarts the wait, and the older timer, when
+    /// it fires, finds a newer generation and does nothing.
+    timer_gen: u64,
 }
 
 /// Rooms are locked one by one, and a room's lock is held while its events are handed to
@@ -64,6 +67,15 @@ impl Sequencer {
         if order.next.is_none() {
             order.next = Some(last_seq + 1);
             self.release(&mut order);
+            // A wait that began before the seed was for the seed; a gap left now gets a full
+            // wait of its own.
+            order.timer_gen += 1;
+            order.gap_timer = !order.pending.is_empty();
+            if order.gap_timer {
+                let generation = order.timer_gen;
+                drop(order);
+                self.start_gap_timer(room, generation);
+            }
         }
     }
 
@@ -85,12 +97,15 @@ impl Sequencer {
         order.next = Some(next);
     }
 
-    fn flush_gap(&self, room: &RoomName) {
+    fn flush_gap(&self, room: &RoomName, generation: u64) {
         // A room released meanwhile has nothing to flush (and must not be re-created).
         let Some(slot) = self.existing_slot(room) else {
             return;
         };
         let Ok(mut order) = slot.lock() else { return };
+        if order.timer_gen != generation {
+            return; // superseded by a newer wait
+        }
         order.gap_timer = false;
         let held = std::mem::take(&mut order.pending);
         if let Some((&last, _)) = held.last_key_value() {
@@ -104,14 +119,14 @@ impl Sequencer {
         }
     }
 
-    fn start_gap_timer(&self, room: &RoomName) {
+    fn start_gap_timer(&self, room: &RoomName, generation: u64) {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let me = self.me.clone();
             let room = room.clone();
             handle.spawn(async move {
                 tokio::time::sleep(GAP_WAIT).await;
                 if let Some(me) = me.upgrade() {
-                    me.flush_gap(&room);
+                    me.flush_gap(&room, generation);
                 }
             });
         }
@@ -174,8 +189,9 @@ impl Sequencer {
             order.next = held.last_key_value().map(|(&last, _)| last + 1);
         } else if !order.gap_timer {
             order.gap_timer = true;
+            let generation = order.timer_gen;
             drop(order);
-            self.start_gap_timer(&event.room);
+            self.start_gap_timer(&event.room, generation);
         }
     }
 }
@@ -243,6 +259,26 @@ mod tests {
         s.seed(&room, 9);
         s.deliver(&ev(10));
         assert_eq!(*rec.0.lock().unwrap(), vec![1, 10]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_after_the_seed_gets_its_full_wait() {
+        let rec = Arc::new(Recorder::default());
+        let s = Sequencer::new(rec.clone());
+        let room = RoomName::parse("r").unwrap();
+        s.deliver(&ev(5)); // before the seed: held, a wait starts
+        tokio::time::sleep(GAP_WAIT * 4 / 5).await;
+        s.seed(&room, 4);
+        s.deliver(&ev(7)); // a real gap at 6
+        assert_eq!(*rec.0.lock().unwrap(), vec![5]);
+        tokio::time::sleep(GAP_WAIT * 2 / 5).await; // the first wait would have ended here
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            vec![5],
+            "flushed early by the pre-seed wait"
+        );
+        tokio::time::sleep(GAP_WAIT).await;
+        assert_eq!(*rec.0.lock().unwrap(), vec![5, 7]);
     }
 
     #[tokio::test(start_paused = true)]
