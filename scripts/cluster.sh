@@ -60,7 +60,13 @@ wait_healthy() {
 start() {
   local n="${1:-3}"
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive number"
-  [ -f "$DIR/nodes" ] && die "a cluster is already running from $DIR (scripts/cluster.sh stop)"
+  if [ -f "$DIR/nodes" ]; then
+    alive=0
+    while read -r pid _; do kill -0 "$pid" 2>/dev/null && alive=1; done < "$DIR/nodes"
+    [ "$alive" = 1 ] && die "a cluster is already running from $DIR (scripts/cluster.sh stop)"
+    echo "cluster: clearing the state of a cluster that is no longer running"
+    stop >/dev/null
+  fi
   need_nginx
   command -v psql >/dev/null || die "psql is required"
   command -v redis-cli >/dev/null || die "redis-cli is required"
