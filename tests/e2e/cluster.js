@@ -94,3 +94,31 @@ export async function eventually(check, ms = 10000, what = 'condition') {
     await sleep(100);
   }
 }
+
+/**
+ * A private PostgreSQL server on a free port (never the shared one), for drills that stop it.
+ * Runs as the `postgres` system user (initdb refuses root).
+ */
+export async function privatePostgres() {
+  const { mkdtempSync, chmodSync, readdirSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const pathMod = await import('node:path');
+  const versions = readdirSync('/usr/lib/postgresql').sort();
+  const bin = `/usr/lib/postgresql/${versions.at(-1)}/bin`;
+  const dir = mkdtempSync(pathMod.join(tmpdir(), 'scalify-pg-'));
+  chmodSync(dir, 0o777);
+  const port = await freePort();
+  const asPg = (cmd) => execFileSync('su', ['postgres', '-s', '/bin/sh', '-c', cmd], { stdio: 'pipe' });
+  asPg(`${bin}/initdb -D ${dir}/data -A trust -U postgres >/dev/null`);
+  const start = () => asPg(`${bin}/pg_ctl -D ${dir}/data -l ${dir}/log -o "-p ${port} -k ${dir} -c listen_addresses=127.0.0.1" -w start >/dev/null`);
+  start();
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    start,
+    stop: () => asPg(`${bin}/pg_ctl -D ${dir}/data -m immediate -w stop >/dev/null`),
+    destroy() {
+      try { asPg(`${bin}/pg_ctl -D ${dir}/data -m immediate -w stop >/dev/null`); } catch { /* already stopped */ }
+      execFileSync('rm', ['-rf', dir]);
+    },
+  };
+}

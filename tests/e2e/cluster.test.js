@@ -401,3 +401,36 @@ test('scalify migrate --database-url applies the PostgreSQL schema once', async 
     assert.match((await run()).stdout, /PostgreSQL: 0 migration\(s\) applied; schema is current/);
   } finally { db.drop(); }
 });
+
+test('PostgreSQL down: /readyz names the store, sends fail with internal (nothing acked that is not stored), all recovers when it returns', async () => {
+  const { privatePostgres } = await import('./cluster.js');
+  const pg = await privatePostgres();
+  const node = await (await import('./harness.js')).startServer({ args: ['--database-url', pg.url, '--rate-limit-per-sec', '0'] });
+  try {
+    const u = await register(node.url, 'pgu');
+    const s = await connect(node.url, u.token);
+    const room = uniqueRoom('pg');
+    await call(s, 'join', { room });
+    assert.equal((await call(s, 'send', { room, text: 'before', client_id: 'p0' })).ok, true);
+    assert.equal((await readyz(node.url)).status, 200);
+
+    pg.stop();
+    const r = await eventually(async () => { const x = await readyz(node.url); return x.status === 503 && x; }, 10000, 'not ready');
+    assert.equal(r.body.checks.store.ok, false);
+    assert.match(r.body.checks.store.error, /store|PostgreSQL|connect/i);
+    const during = await call(s, 'send', { room, text: 'during', client_id: 'p1' });
+    assert.equal(during.ok, false);
+    assert.equal(during.error.code, 'internal');
+
+    pg.start();
+    await eventually(async () => (await readyz(node.url)).status === 200, 15000, 'ready again');
+    // The client retries with the same client_id: stored once, acked.
+    const retried = await eventually(async () => { const x = await call(s, 'send', { room, text: 'during', client_id: 'p1' }); return x.ok && x; }, 10000, 'send works again');
+    assert.equal(retried.message.seq, 2);
+    const h = await api(node.url, 'GET', `/api/rooms/${room}/messages`, undefined, u.token);
+    assert.deepEqual(h.body.messages.map((m) => [m.seq, m.text]), [[1, 'before'], [2, 'during']]);
+    s.close();
+  } finally {
+    await node.stop(); node.cleanup(); pg.destroy();
+  }
+});

@@ -142,7 +142,9 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 async fn connect(config: &PgConfig) -> StoreResult<PgPool> {
     PgPoolOptions::new()
         .max_connections(config.max_connections.max(2))
-        .acquire_timeout(Duration::from_secs(5))
+        // A send waits at most this long for a connection when PostgreSQL is down; then its
+        // client gets `internal` (and retries with the same client_id).
+        .acquire_timeout(Duration::from_secs(2))
         .connect(&config.url)
         .await
         .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
@@ -736,7 +738,17 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        // Readiness must answer quickly even when the database does not.
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            sqlx::query("SELECT 1").execute(&self.pool),
+        )
+        .await
+        {
+            Ok(r) => r.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(
+                "PostgreSQL did not answer within 1 s".into(),
+            )),
+        }
     }
 }
