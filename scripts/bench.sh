@@ -3,7 +3,8 @@
 # node on a free port with a fresh data directory (rate limit off: the bench is the only
 # client), runs each scenario against it with --server-pid, and stops it.
 #   scripts/bench.sh [scenario ...]     scenarios: durable single idle fanout pairs store
-#                                       cluster-fanout cluster-durable (2 nodes, scripts/cluster.sh:
+#                                       cluster-fanout cluster-fanout-100 cluster-durable
+#                                       cluster-single cluster-pairs (2 nodes, scripts/cluster.sh:
 #                                       PostgreSQL and Redis on their standard ports)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,6 +84,7 @@ for s in "${scenarios[@]}"; do
     cluster-fanout)  start_cluster; run_counted --duration 10 fanout --receivers 1000 --senders 4 --rate 50; stop_cluster ;;
     cluster-durable) start_cluster; run_counted --duration 10 durable --senders 256 --window 8 --rooms 256; stop_cluster ;;
     cluster-fanout-100) start_cluster; run_counted --duration 10 fanout --receivers 1000 --senders 4 --rate 100; stop_cluster ;;
+    cluster-pairs)   start_cluster; run_counted --duration 10 pairs --pairs 500 --rate 2000; stop_cluster ;;
     cluster-single)  start_cluster; run --duration 10 durable --senders 1 --window 1 --rooms 1; stop_cluster ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
