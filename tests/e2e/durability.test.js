@@ -2,6 +2,8 @@
 // after a crash (kill -9) and after a graceful shutdown (SIGTERM).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import path from 'node:path';
+import { existsSync, statSync } from 'node:fs';
 import { startServer, api, register, connect, sleep, uniqueRoom } from './harness.js';
 
 /** Every message of a room, paging history back to seq 1. */
@@ -58,10 +60,12 @@ async function stopUnderTraffic(signal, minAcked) {
   while (t.acked.size < minAcked) await sleep(20);
   first.child.kill(signal);
   const exit = await first.exited;
+  const wal = path.join(first.dir, 'scalify.db-wal');
+  const walBytes = existsSync(wal) ? statSync(wal).size : 0;
   await t.stop();
   const server = await startServer({ dataDir: first.dir });
   const stored = await allMessages(server.url, user.token, room);
-  return { server, stored, acked: new Set(t.acked), failed: t.failed, exit, stderr: first.stderr() };
+  return { server, stored, acked: new Set(t.acked), failed: t.failed, exit, walBytes, stderr: first.stderr() };
 }
 
 test('kill -9 after acks: every acked message is in history after restart, none twice, seq gap-free', async () => {
@@ -84,4 +88,23 @@ test('SIGTERM mid-traffic: in-flight sends finish and are acked, exit code 0, st
     assert.deepEqual(stored.map((m) => m.seq), stored.map((_, i) => i + 1), 'seq gap-free from 1');
     assert.ok(failed.every((c) => c === 'internal'), `unexpected errors: ${failed}`);
   } finally { await server.stop(); server.cleanup(); }
+});
+
+test('SIGTERM after the clients left: the store is closed, its WAL checkpointed into the database', async () => {
+  const server = await startServer();
+  try {
+    const u = await register(server.url);
+    const s = await connect(server.url, u.token);
+    const room = uniqueRoom('wal');
+    s.emit('join', { room });
+    await sleep(100);
+    for (let i = 0; i < 20; i++) await s.timeout(3000).emitWithAck('send', { room, text: 'x', client_id: `w${i}` });
+    s.close();
+    await sleep(200);
+    const wal = path.join(server.dir, 'scalify.db-wal');
+    assert.ok(statSync(wal).size > 0, 'the messages are in the WAL while running');
+    const exit = await server.stop('SIGTERM');
+    assert.equal(exit.code, 0);
+    assert.equal(statSync(wal).size, 0, 'WAL truncated: the service let go of the store at exit');
+  } finally { server.cleanup(); }
 });

@@ -125,7 +125,7 @@ impl App {
             }
         };
         let chat = Chat::new(node, store, fanout, presence, auth, chat_config);
-        socket::register(&io, chat.clone(), sequencer, transport.clone());
+        socket::register(&io, &chat, sequencer, transport.clone());
         // Every HTTP request's logs carry a span: method, path (never the query: it may hold a
         // Socket.IO session id) and, per request, a sequence number.
         let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(

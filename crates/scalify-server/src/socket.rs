@@ -240,12 +240,21 @@ struct SyncArg {
 /// CONNECT packet: a client may emit the moment it sees CONNECT, and socketioxide runs the
 /// connect handler only after sending it, so handlers attached there would race the client's
 /// first events (measured: `join` right after connecting went unanswered).
-pub fn register(io: &SocketIo, chat: Arc<Chat>, sequencer: Arc<Sequencer>, t: TransportConfig) {
+///
+/// The namespace holds the service weakly: the service reaches the Socket.IO server (to
+/// deliver), so a strong reference back would keep both alive forever, and the store would
+/// never be dropped (and SQLite never checkpointed) at shutdown. Each connection holds it
+/// strongly while it lives.
+pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>, t: TransportConfig) {
     let origins = Arc::new(t.allowed_origins.clone());
+    let service = Arc::downgrade(chat);
     let authenticate = move |s: SocketRef, TryData(auth): TryData<Value>| {
-        let (chat, sequencer, origins) = (chat.clone(), sequencer.clone(), origins.clone());
+        let (service, sequencer, origins) = (service.clone(), sequencer.clone(), origins.clone());
         let (rate, burst) = (t.rate_limit_per_sec, t.rate_limit_burst);
         async move {
+            let chat = service
+                .upgrade()
+                .ok_or(Refused("server is shutting down"))?;
             if !origin_allowed(&s, &origins) {
                 return Err(Refused("origin not allowed"));
             }
