@@ -352,6 +352,12 @@ test('Redis restarted mid-traffic: nodes report not-ready, then recover; every c
     const stored = await assertViewsEqualStore(clients, nodes[0].url, clients[0].u.token, room);
     const have = new Set(stored.map((m) => m.client_id));
     assert.deepEqual([...t.acked].filter((id) => !have.has(id)), [], 'acked messages missing');
+    // The restarted Redis came back empty: the nodes' presence refresh re-registered everyone,
+    // so the cluster-wide online list is whole again.
+    await eventually(async () => {
+      const j = await call(clients[0].s, 'join', { room });
+      return j.online.length === clients.length;
+    }, 10000, 'presence restored after the Redis restart');
     clients.forEach((x) => x.s.close());
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));

@@ -105,6 +105,9 @@ async fn publisher_task(
     }
 }
 
+/// Most presence scripts sent as one pipeline by the periodic refresh and sweep.
+const PIPELINE_CHUNK: usize = 500;
+
 /// Most channels named in one SUBSCRIBE when (re)subscribing many rooms.
 const SUBSCRIBE_CHUNK: usize = 500;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -540,33 +543,55 @@ impl ClusterPresence for RedisPresence {
         &self,
         entries: &[(RoomName, UserRef)],
     ) -> Result<Vec<(RoomName, UserRef)>, FanoutError> {
+        // One pipelined round trip per chunk, not one per entry. An entry that had expired
+        // (Redis was unreachable for longer than the TTL, and another node announced the user
+        // offline) comes back as 1: announce it again.
         let mut revived = Vec::new();
-        for (room, user) in entries {
-            // An entry that had expired (Redis was unreachable for longer than the TTL, and
-            // another node announced the user offline) comes back: announce it again.
-            if self.arrive(room, user).await? {
-                revived.push((room.clone(), user.clone()));
+        for chunk in entries.chunks(PIPELINE_CHUNK) {
+            let mut pipe = redis::pipe();
+            pipe.load_script(&self.arrive).ignore();
+            for (room, user) in chunk {
+                pipe.invoke_script(
+                    self.arrive
+                        .key(self.user_key(room, user.id))
+                        .key(self.room_key(room))
+                        .arg(&self.node)
+                        .arg(member(user))
+                        .arg(self.ttl_ms()),
+                );
             }
+            let mut conn = self.conn.clone();
+            let firsts: Vec<i64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            revived.extend(
+                chunk
+                    .iter()
+                    .zip(firsts)
+                    .filter(|(_, first)| *first == 1)
+                    .map(|(entry, _)| entry.clone()),
+            );
         }
         Ok(revived)
     }
 
     async fn sweep(&self, rooms: &[RoomName]) -> Result<Vec<(RoomName, UserRef)>, FanoutError> {
         let mut gone = Vec::new();
-        for room in rooms {
+        for chunk in rooms.chunks(PIPELINE_CHUNK) {
+            let mut pipe = redis::pipe();
+            pipe.load_script(&self.sweep).ignore();
+            for room in chunk {
+                pipe.invoke_script(&self.sweep.key(self.room_key(room)));
+            }
             let mut conn = self.conn.clone();
-            let members: Vec<String> = self
-                .sweep
-                .key(self.room_key(room))
-                .invoke_async(&mut conn)
-                .await
-                .map_err(unavailable)?;
-            gone.extend(
-                members
-                    .iter()
-                    .filter_map(|m| parse_member(m))
-                    .map(|u| (room.clone(), u)),
-            );
+            let expired: Vec<Vec<String>> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            for (room, members) in chunk.iter().zip(expired) {
+                gone.extend(
+                    members
+                        .iter()
+                        .filter_map(|m| parse_member(m))
+                        .map(|u| (room.clone(), u)),
+                );
+            }
         }
         Ok(gone)
     }
