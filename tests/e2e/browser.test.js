@@ -242,6 +242,7 @@ test('an XSS attempt renders as text; links are clickable; unread badges count; 
     for (const t of evil) await send(ann.page, t);
     // Bob is on the room list (phone width: one pane): the unread badge counts Ann's 3 messages.
     await bob.page.getByLabel('3 unread').waitFor();
+    await bob.page.waitForFunction(() => document.title === '(3) ScalifyChat'); // the tab title counts them too
     await bob.page.screenshot({ path: `${SHOTS}/06-phone-room-list.png` });
     await openRoom(bob.page, room);
     await bob.page.locator('.msg', { hasText: 'example.com' }).waitFor();
@@ -251,9 +252,10 @@ test('an XSS attempt renders as text; links are clickable; unread badges count; 
     const link = bob.page.locator('.msg a');
     assert.equal(await link.getAttribute('href'), 'https://example.com/docs');
     assert.equal(await link.getAttribute('rel'), 'noopener noreferrer nofollow');
-    // Reading the room clears its badge.
+    // Reading the room clears its badge and the title's count.
     await bob.page.getByRole('button', { name: 'Back to rooms' }).click();
     assert.equal(await bob.page.getByLabel('3 unread').count(), 0);
+    await bob.page.waitForFunction(() => document.title === 'ScalifyChat');
     await bob.page.screenshot({ path: `${SHOTS}/07-phone-after-reading.png` });
     // A reload keeps Bob signed in.
     await bob.page.reload();

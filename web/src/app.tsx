@@ -112,6 +112,11 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
     return () => document.removeEventListener('visibilitychange', onVisible);
   }, [client, snap.active]);
   const active = snap.active ? snap.rooms[snap.active] : undefined;
+  // The tab's title counts unread messages, so a background tab shows that something came.
+  const unreadTotal = Object.values(snap.rooms).reduce((n, r) => n + unreadCount(r, snap.me.id), 0);
+  useEffect(() => {
+    document.title = unreadTotal > 0 ? `(${unreadTotal}) ScalifyChat` : 'ScalifyChat';
+  }, [unreadTotal]);
   const [admin, setAdmin] = useState(false);
   const [adminOpen, setAdminOpen] = useState(false);
   useEffect(() => {
