@@ -100,7 +100,7 @@ impl RoomName {
         RoomName(format!("{}{user}", Self::INBOX_PREFIX))
     }
 
-    pub const INBOX_PREFIX: &'static str = "user:";
+    const INBOX_PREFIX: &'static str = "user:";
 
     pub fn is_inbox(&self) -> bool {
         self.0.starts_with(Self::INBOX_PREFIX)

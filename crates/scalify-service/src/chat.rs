@@ -66,8 +66,10 @@ pub struct Chat {
     config: ChatConfig,
     /// This node's connections per room and user.
     presence: Presence,
-    /// This node's connections per user (their inboxes are watched while any is open).
-    connected: Mutex<HashMap<Id, usize>>,
+    /// This node's connections per user, counted in each user's inbox (`RoomName::inbox`): the
+    /// inbox is watched while any is open. Same counting as room presence, kept apart so
+    /// inboxes never show up as rooms.
+    inboxes: Presence,
     /// Who is online on any node; `None` for an embedded node, whose own counts are the truth.
     cluster: Option<Arc<dyn ClusterPresence>>,
     /// Subscribing and unsubscribing a room is decided under its shard's lock, from the
@@ -163,7 +165,7 @@ impl Chat {
             auth: Arc::new(auth),
             config,
             presence: Presence::default(),
-            connected: Mutex::new(HashMap::new()),
+            inboxes: Presence::default(),
             cluster,
             interest: (0..INTEREST_SHARDS)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -728,18 +730,12 @@ impl Chat {
             .lock()
             .await;
         metrics::gauge!("scalify_rooms_local").set(self.presence.room_count() as f64);
-        let wanted = if room.is_inbox() {
-            let user = room
-                .as_str()
-                .strip_prefix(RoomName::INBOX_PREFIX)
-                .and_then(|id| id.parse::<Id>().ok());
-            match (user, self.connected.lock()) {
-                (Some(id), Ok(c)) => c.contains_key(&id),
-                _ => false,
-            }
+        let counts = if room.is_inbox() {
+            &self.inboxes
         } else {
-            self.presence.has_room(room)
+            &self.presence
         };
+        let wanted = counts.has_room(room);
         let r = if wanted {
             self.fanout.watch(room).await
         } else {
@@ -752,38 +748,16 @@ impl Chat {
 
     /// A connection of `user` opened: their inbox reaches this node while any is open.
     pub async fn connection_opened(&self, user: &UserRef) {
-        let first = self
-            .connected
-            .lock()
-            .map(|mut c| {
-                let n = c.entry(user.id).or_insert(0);
-                *n += 1;
-                *n == 1
-            })
-            .unwrap_or(false);
-        if first {
-            self.update_interest(&RoomName::inbox(user.id)).await;
+        let inbox = RoomName::inbox(user.id);
+        if self.inboxes.join(&inbox, user).room_changed {
+            self.update_interest(&inbox).await;
         }
     }
 
     pub async fn connection_closed(&self, user: &UserRef) {
-        let last = self
-            .connected
-            .lock()
-            .map(|mut c| match c.get_mut(&user.id) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                Some(_) => {
-                    c.remove(&user.id);
-                    true
-                }
-                None => false,
-            })
-            .unwrap_or(false);
-        if last {
-            self.update_interest(&RoomName::inbox(user.id)).await;
+        let inbox = RoomName::inbox(user.id);
+        if self.inboxes.leave(&inbox, user.id).room_changed {
+            self.update_interest(&inbox).await;
         }
     }
 
@@ -847,17 +821,12 @@ impl Chat {
 
     pub fn node_status(&self) -> NodeStatus {
         let now = unix_secs();
-        let (connections, users) = self
-            .connected
-            .lock()
-            .map(|c| (c.values().sum(), c.len()))
-            .unwrap_or((0, 0));
         NodeStatus {
             node: self.node.clone(),
             started_at: self.started_at,
             uptime_secs: self.started.elapsed().as_secs(),
-            connections,
-            users,
+            connections: self.inboxes.connection_count(),
+            users: self.inboxes.room_count(),
             rooms: self.presence.room_count(),
             messages_per_sec: self.activity.rate(now, 10),
             busiest: self.activity.busiest(now, 10),

@@ -82,6 +82,14 @@ impl Presence {
             .collect()
     }
 
+    /// How many connections have joined, summed over rooms and users.
+    pub fn connection_count(&self) -> usize {
+        self.rooms
+            .lock()
+            .map(|r| r.values().flat_map(|u| u.values()).map(|(_, n)| n).sum())
+            .unwrap_or(0)
+    }
+
     /// How many rooms have at least one local connection.
     pub fn room_count(&self) -> usize {
         self.rooms.lock().map(|r| r.len()).unwrap_or(0)
