@@ -38,8 +38,11 @@ impl Activity {
             Some((s, n)) if *s == now => *n += 1,
             _ => w.seconds.push_back((now, 1)),
         }
-        if w.this_minute.len() < MAX_ROOMS || w.this_minute.contains_key(room) {
-            *w.this_minute.entry(room.clone()).or_insert(0) += 1;
+        // Per message: look up before inserting, so the name is cloned once per room a minute.
+        if let Some(n) = w.this_minute.get_mut(room) {
+            *n += 1;
+        } else if w.this_minute.len() < MAX_ROOMS {
+            w.this_minute.insert(room.clone(), 1);
         }
     }
 

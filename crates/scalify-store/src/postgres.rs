@@ -315,14 +315,15 @@ async fn commit_batch(
     .bind(&kc)
     .fetch_all(&mut *tx)
     .await?;
+    let names: HashMap<Id, &RoomName> = batch.iter().map(|m| (m.room_id, &m.room)).collect();
     let mut existing: HashMap<IdemKey, Message> = HashMap::with_capacity(existing_rows.len());
     for row in &existing_rows {
         let room_id: String = row.try_get(0)?;
         let room_id = parse_id(&room_id)?;
-        let Some(&i) = unique.iter().find(|&&i| batch[i].room_id == room_id) else {
+        let Some(name) = names.get(&room_id) else {
             continue;
         };
-        let m = read_message(row, 1, &batch[i].room)?;
+        let m = read_message(row, 1, name)?;
         existing.insert((room_id, m.sender.id, m.client_id.as_str().to_owned()), m);
     }
 
