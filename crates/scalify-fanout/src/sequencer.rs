@@ -261,6 +261,22 @@ mod tests {
         assert_eq!(*rec.0.lock().unwrap(), vec![1, 10]);
     }
 
+    #[tokio::test]
+    async fn held_messages_are_bounded_then_delivered_in_order() {
+        let rec = Arc::new(Recorder::default());
+        let s = Sequencer::new(rec.clone());
+        s.seed(&RoomName::parse("r").unwrap(), 0);
+        // seq 1 never comes: everything after it is held, up to the bound.
+        let last = MAX_PENDING as u64 + 2;
+        for seq in (2..=last).rev() {
+            s.deliver(&ev(seq));
+        }
+        // Past the bound the room is flushed in order instead of growing.
+        assert_eq!(*rec.0.lock().unwrap(), (2..=last).collect::<Vec<_>>());
+        s.deliver(&ev(last + 1));
+        assert_eq!(rec.0.lock().unwrap().last(), Some(&(last + 1)));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_gap_after_the_seed_gets_its_full_wait() {
         let rec = Arc::new(Recorder::default());
