@@ -3,21 +3,8 @@
 // test has its own PostgreSQL database and Redis key/channel prefix.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, register, connect, call, collect, sleep, uniqueRoom } from './harness.js';
+import { api, register, connect, call, collect, sleep, uniqueRoom, allMessages } from './harness.js';
 import { clusterSettings, startNode, privateRedis, redisCli, readyz, eventually, freshDatabase } from './cluster.js';
-
-async function allHistory(url, token, room) {
-  const out = [];
-  let before;
-  for (;;) {
-    const q = before ? `?limit=100&before_seq=${before}` : '?limit=100';
-    const r = await api(url, 'GET', `/api/rooms/${room}/messages${q}`, undefined, token);
-    assert.equal(r.status, 200);
-    out.unshift(...r.body.messages);
-    if (!r.body.has_more) return out;
-    before = r.body.messages[0].seq;
-  }
-}
 
 /** Sum of a counter (all label sets matching `labels`) in a node's /metrics. */
 async function metric(url, name, labels = '') {
@@ -212,7 +199,7 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
       assert.equal(got.items.length, total, 'no duplicate deliveries');
       assert.deepEqual(msgs.map((m) => m.seq), Array.from({ length: total }, (_, i) => i + 1));
     }
-    const history = await allHistory(nodes[1].url, users[1].u.token, room);
+    const history = await allMessages(nodes[1].url, users[1].u.token, room);
     assert.deepEqual(history.map((m) => m.seq), Array.from({ length: total }, (_, i) => i + 1));
     assert.deepEqual(new Set(history.map((m) => m.client_id)), acked);
     assert.deepEqual(await unwatched(), unwatchedBefore, 'a node received a message for a room it has no member in');
@@ -257,7 +244,7 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     const first = await call(sa, 'send', { room, text: 'once', client_id: 'same' });
     const again = await call(sa2, 'send', { room, text: 'once', client_id: 'same' });
     assert.deepEqual(again.message, first.message);
-    assert.equal((await allHistory(A.url, ann.token, room)).length, 1);
+    assert.equal((await allMessages(A.url, ann.token, room)).length, 1);
     sa.close(); sa2.close();
   });
 });
@@ -279,7 +266,7 @@ async function spreadClients(nodes, room, perNode) {
 }
 
 async function assertViewsEqualStore(clients, url, token, room) {
-  const stored = await allHistory(url, token, room);
+  const stored = await allMessages(url, token, room);
   const ids = stored.map((m) => m.client_id);
   assert.equal(new Set(ids).size, ids.length, 'no duplicates in the store');
   assert.deepEqual(stored.map((m) => m.seq), stored.map((_, i) => i + 1), 'seq gap-free from 1');

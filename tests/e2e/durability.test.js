@@ -4,21 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { existsSync, statSync } from 'node:fs';
-import { startServer, api, register, connect, sleep, uniqueRoom } from './harness.js';
-
-/** Every message of a room, paging history back to seq 1. */
-async function allMessages(url, token, room) {
-  const out = [];
-  let before;
-  for (;;) {
-    const q = before ? `?limit=100&before_seq=${before}` : '?limit=100';
-    const r = await api(url, 'GET', `/api/rooms/${room}/messages${q}`, undefined, token);
-    assert.equal(r.status, 200, JSON.stringify(r.body));
-    out.unshift(...r.body.messages);
-    if (!r.body.has_more) return out;
-    before = r.body.messages[0].seq;
-  }
-}
+import { startServer, api, register, connect, sleep, uniqueRoom, allMessages } from './harness.js';
 
 /** Starts `senders` sockets sending continuously; resolves with the oracle when stopped. */
 async function traffic(url, user, room, senders) {

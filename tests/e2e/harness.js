@@ -111,3 +111,17 @@ export async function twoInRoom(url) {
   await call(sb, 'join', { room });
   return { a, b, sa, sb, room };
 }
+
+/** Every message of a room, paging REST history back to seq 1 (asserts each page is 200). */
+export async function allMessages(url, token, room) {
+  const out = [];
+  let before;
+  for (;;) {
+    const q = before ? `?limit=100&before_seq=${before}` : '?limit=100';
+    const r = await api(url, 'GET', `/api/rooms/${room}/messages${q}`, undefined, token);
+    if (r.status !== 200) throw new Error(`history ${r.status}: ${JSON.stringify(r.body)}`);
+    out.unshift(...r.body.messages);
+    if (!r.body.has_more) return out;
+    before = r.body.messages[0].seq;
+  }
+}

@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use contract::{msg, user};
-use scalify_core::{RoomKind, RoomName};
 use scalify_store::postgres::{PgConfig, PgStore};
 use scalify_store::Store;
 use sqlx::Connection;
@@ -117,16 +116,7 @@ async fn nodes_writing_one_room_keep_seq_gap_free_and_sends_idempotent() {
     let alice = user(&*nodes[0], "alice").await;
     let mut rooms = Vec::new();
     for name in ["one", "two"] {
-        rooms.push(
-            nodes[0]
-                .ensure_room(
-                    &RoomName::parse(name).unwrap(),
-                    RoomKind::Public,
-                    &[alice.id],
-                )
-                .await
-                .unwrap(),
-        );
+        rooms.push(contract::public_room(&*nodes[0], name, &alice).await);
     }
     let mut tasks = Vec::new();
     for i in 0..600 {
@@ -163,14 +153,7 @@ async fn a_bad_append_does_not_fail_its_batch() {
     let db = FreshDb::create().await;
     let store = db.store().await;
     let alice = user(&*store, "alice").await;
-    let room = store
-        .ensure_room(
-            &RoomName::parse("r").unwrap(),
-            RoomKind::Public,
-            &[alice.id],
-        )
-        .await
-        .unwrap();
+    let room = contract::public_room(&*store, "r", &alice).await;
     let ghost = scalify_core::Room {
         id: scalify_core::Id::new(),
         ..room.clone()

@@ -6,7 +6,7 @@ mod contract;
 use std::sync::Arc;
 
 use contract::{msg, user};
-use scalify_core::{RoomKind, RoomName, Username};
+use scalify_core::{RoomName, Username};
 use scalify_store::sqlite::{SqliteConfig, SqliteStore};
 use scalify_store::Store;
 
@@ -54,14 +54,7 @@ async fn acked_appends_survive_reopen() {
     {
         let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
         let alice = user(&store, "alice").await;
-        room = store
-            .ensure_room(
-                &RoomName::parse("r").unwrap(),
-                RoomKind::Public,
-                &[alice.id],
-            )
-            .await
-            .unwrap();
+        room = contract::public_room(&store, "r", &alice).await;
         for i in 0..10 {
             store
                 .append(msg(&room, &alice, &format!("c{i}"), "x"))

@@ -17,6 +17,18 @@ pub async fn user(store: &dyn Store, name: &str) -> User {
         .unwrap()
 }
 
+/// A public room with `owner` as its member (created if absent).
+pub async fn public_room(store: &dyn Store, name: &str, owner: &User) -> Room {
+    store
+        .ensure_room(
+            &RoomName::parse(name).unwrap(),
+            RoomKind::Public,
+            &[owner.id],
+        )
+        .await
+        .unwrap()
+}
+
 pub fn msg(room: &Room, sender: &User, client_id: &str, text: &str) -> NewMessage {
     NewMessage {
         room_id: room.id,
@@ -49,14 +61,7 @@ pub async fn usernames_and_room_names_are_unique(store: Arc<dyn Store>) {
 
 pub async fn concurrent_appends_get_gap_free_seqs_and_idempotency_holds(store: Arc<dyn Store>) {
     let alice = user(&*store, "alice").await;
-    let room = store
-        .ensure_room(
-            &RoomName::parse("general").unwrap(),
-            RoomKind::Public,
-            &[alice.id],
-        )
-        .await
-        .unwrap();
+    let room = public_room(&*store, "general", &alice).await;
     // 400 sends from 200 tasks, each client_id sent twice concurrently.
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -90,14 +95,7 @@ pub async fn concurrent_appends_get_gap_free_seqs_and_idempotency_holds(store: A
 
 pub async fn history_pages_backwards_in_ascending_order(store: Arc<dyn Store>) {
     let alice = user(&*store, "alice").await;
-    let room = store
-        .ensure_room(
-            &RoomName::parse("r").unwrap(),
-            RoomKind::Public,
-            &[alice.id],
-        )
-        .await
-        .unwrap();
+    let room = public_room(&*store, "r", &alice).await;
     for i in 0..25 {
         store
             .append(msg(&room, &alice, &format!("c{i}"), &format!("m{i}")))
