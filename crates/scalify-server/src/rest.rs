@@ -129,17 +129,7 @@ async fn me(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult
 /// dependencies and its recent warnings and errors.
 async fn admin_overview(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {
     let o = chat.overview(&user).await?;
-    let checks: serde_json::Map<_, _> = o
-        .checks
-        .iter()
-        .map(|(name, e)| {
-            let v = match e {
-                None => json!({ "ok": true }),
-                Some(err) => json!({ "ok": false, "error": err }),
-            };
-            ((*name).to_owned(), v)
-        })
-        .collect();
+    let checks = checks_body(&o.checks);
     Ok(Json(json!({
         "node": o.node,
         "nodes": o.nodes,
@@ -277,22 +267,30 @@ async fn healthz(State(chat): State<AppState>) -> Response {
 async fn readyz(State(chat): State<AppState>) -> Response {
     let checks = chat.readiness().await;
     let ready = checks.iter().all(|(_, e)| e.is_none());
-    let body: serde_json::Map<_, _> = checks
-        .into_iter()
-        .map(|(name, e)| {
-            let v = match e {
-                None => json!({ "ok": true }),
-                Some(err) => json!({ "ok": false, "error": err }),
-            };
-            (name.to_owned(), v)
-        })
-        .collect();
+    let body = checks_body(&checks);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(json!({ "ready": ready, "checks": body }))).into_response()
+}
+
+/// Dependency checks as `/readyz` and the admin overview show them:
+/// `{"store": {"ok": true}, "fanout": {"ok": false, "error": "…"}}`.
+fn checks_body(
+    checks: &[(&'static str, Option<String>)],
+) -> serde_json::Map<String, serde_json::Value> {
+    checks
+        .iter()
+        .map(|(name, e)| {
+            let v = match e {
+                None => json!({ "ok": true }),
+                Some(err) => json!({ "ok": false, "error": err }),
+            };
+            ((*name).to_owned(), v)
+        })
+        .collect()
 }
 
 async fn not_found() -> ApiError {
