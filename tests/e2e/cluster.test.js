@@ -427,3 +427,33 @@ test('PostgreSQL down: /readyz names the store, sends fail with internal (nothin
     await node.stop(); node.cleanup(); pg.destroy();
   }
 });
+
+test('SIGTERM mid-traffic on a PostgreSQL node: in-flight sends finish and are acked, exit 0, the store equals the acks', async () => {
+  const c = clusterSettings();
+  const node = await startNode(c);
+  try {
+    const u = await register(node.url, 'term');
+    const room = uniqueRoom('term');
+    const sockets = [];
+    for (let i = 0; i < 4; i++) {
+      const s = await connect(node.url, u.token);
+      await call(s, 'join', { room });
+      sockets.push(s);
+    }
+    const t = traffic(sockets, room);
+    await eventually(() => t.acked.size >= 300, 20000, '300 acks');
+    const exit = await node.stop('SIGTERM');
+    await t.stop();
+    sockets.forEach((s) => s.close());
+    assert.equal(exit.code, 0, node.stderr());
+    // Read the store through a fresh node on the same database.
+    const reader = await startNode(c);
+    try {
+      const stored = await allMessages(reader.url, u.token, room);
+      assert.deepEqual(stored.map((m) => m.seq), stored.map((_, i) => i + 1), 'seq gap-free from 1');
+      assert.deepEqual(stored.map((m) => m.client_id).sort(), [...t.acked].sort(), 'committed ⇔ acked');
+    } finally { await reader.stop(); reader.cleanup(); }
+  } finally {
+    await node.stop(); node.cleanup(); c.db.drop();
+  }
+});
