@@ -28,7 +28,15 @@ command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_ins
 export PATH="$PATH:/usr/sbin"
 command -v nginx >/dev/null || apt_install nginx-light
 [ -x /usr/bin/chromium ] || apt_install chromium
-cargo --version; node --version; nginx -v; /usr/bin/chromium --version
+# The Kafka-compatible test broker (tansu, from crates.io). The first build takes ~20 min on
+# two cores; the installed binary is reused by later runs.
+TANSU_VERSION=0.6.0
+export TANSU_BIN="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
+if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  echo "installing tansu $TANSU_VERSION (Kafka-API-compatible broker for the durable pipeline's tests)"
+  cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore,libsql
+fi
+cargo --version; node --version; nginx -v; /usr/bin/chromium --version; "$TANSU_BIN" --version
 
 # The tests use real PostgreSQL and Redis: the machine's own (as configured below), or, when
 # absent, private instances started here (Debian packages) and stopped on exit.
@@ -38,6 +46,7 @@ SERVICES_DIR=""
 cleanup() {
   [ -n "$SERVICES_DIR" ] || return 0
   [ -f "$SERVICES_DIR/redis.pid" ] && kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null
+  [ -f "$SERVICES_DIR/tansu.pid" ] && kill "$(cat "$SERVICES_DIR/tansu.pid")" 2>/dev/null
   [ -d "$SERVICES_DIR/pg" ] && su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $SERVICES_DIR/pg -m fast stop" >/dev/null 2>&1
   rm -rf "$SERVICES_DIR"
 }
@@ -68,10 +77,21 @@ if [ "$(redis-cli -u "$SCALIFY_TEST_REDIS_URL" ping 2>/dev/null)" != PONG ]; the
   export SCALIFY_TEST_REDIS_URL="redis://127.0.0.1:$port"
   for _ in $(seq 1 50); do [ "$(redis-cli -u "$SCALIFY_TEST_REDIS_URL" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
 fi
+# Kafka: the tests that need a broker they do not stop share this one (each uses its own
+# topics and consumer groups); drills that kill or restart a broker start their own.
+if [ -z "${SCALIFY_TEST_KAFKA_BROKERS:-}" ]; then
+  services_dir
+  port="$(free_port)"
+  (cd "$SERVICES_DIR" && RUST_LOG=warn "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ \
+    >"$SERVICES_DIR/tansu.log" 2>&1 & echo $! >"$SERVICES_DIR/tansu.pid")
+  export SCALIFY_TEST_KAFKA_BROKERS="127.0.0.1:$port"
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+fi
 # Databases left behind by interrupted runs.
 psql "$SCALIFY_TEST_DATABASE_URL" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'scalify\_test\_%' OR datname LIKE 'scalify\_e2e\_%'" \
   | while read -r db; do [ -n "$db" ] && psql "$SCALIFY_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; done
-echo "PostgreSQL: $SCALIFY_TEST_DATABASE_URL  Redis: $SCALIFY_TEST_REDIS_URL"
+echo "PostgreSQL: $SCALIFY_TEST_DATABASE_URL  Redis: $SCALIFY_TEST_REDIS_URL  Kafka: $SCALIFY_TEST_KAFKA_BROKERS"
 
 log "web UI: type check and unit tests (Vitest)"
 (

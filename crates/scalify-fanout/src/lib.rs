@@ -137,6 +137,15 @@ pub trait ClusterPresence: Send + Sync + 'static {
     async fn announce_node(&self, status: &str) -> Result<(), FanoutError>;
     /// The statuses of the nodes that announced themselves recently.
     async fn nodes(&self) -> Result<Vec<String>, FanoutError>;
+    /// Publishes a persister's status (JSON) to the cluster's persister list, like
+    /// [`ClusterPresence::announce_node`] does for nodes.
+    async fn announce_persister(&self, _id: &str, _status: &str) -> Result<(), FanoutError> {
+        Ok(())
+    }
+    /// The statuses of the persisters that announced themselves recently.
+    async fn persisters(&self) -> Result<Vec<String>, FanoutError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The rooms a node has local connections in. Engines deliver only these rooms' events: a

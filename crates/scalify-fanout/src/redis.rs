@@ -601,11 +601,31 @@ impl ClusterPresence for RedisPresence {
     }
 
     async fn announce_node(&self, status: &str) -> Result<(), FanoutError> {
+        self.announce_in("nodes", &self.node, status).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<String>, FanoutError> {
+        self.list_of("nodes").await
+    }
+
+    async fn announce_persister(&self, id: &str, status: &str) -> Result<(), FanoutError> {
+        self.announce_in("persisters", id, status).await
+    }
+
+    async fn persisters(&self) -> Result<Vec<String>, FanoutError> {
+        self.list_of("persisters").await
+    }
+}
+
+impl RedisPresence {
+    /// Puts `member`'s status into registry `list` (a hash plus a last-seen sorted set, so
+    /// members that stop announcing drop out after the presence TTL).
+    async fn announce_in(&self, list: &str, member: &str, status: &str) -> Result<(), FanoutError> {
         let mut conn = self.conn.clone();
         self.announce
-            .key(format!("{}:{{nodes}}", self.prefix))
-            .key(format!("{}:{{nodes}}:seen", self.prefix))
-            .arg(&self.node)
+            .key(format!("{}:{{{list}}}", self.prefix))
+            .key(format!("{}:{{{list}}}:seen", self.prefix))
+            .arg(member)
             .arg(status)
             .arg(self.ttl_ms())
             .invoke_async::<()>(&mut conn)
@@ -613,12 +633,12 @@ impl ClusterPresence for RedisPresence {
             .map_err(unavailable)
     }
 
-    async fn nodes(&self) -> Result<Vec<String>, FanoutError> {
+    async fn list_of(&self, list: &str) -> Result<Vec<String>, FanoutError> {
         let mut conn = self.conn.clone();
         let statuses: Vec<Option<String>> = self
             .nodes
-            .key(format!("{}:{{nodes}}", self.prefix))
-            .key(format!("{}:{{nodes}}:seen", self.prefix))
+            .key(format!("{}:{{{list}}}", self.prefix))
+            .key(format!("{}:{{{list}}}:seen", self.prefix))
             .arg(self.ttl_ms())
             .invoke_async(&mut conn)
             .await

@@ -90,6 +90,16 @@ pub struct Chat {
     activity: Activity,
     started: std::time::Instant,
     started_at: i64,
+    /// More dependencies to check (see [`Dependency`]).
+    checks: Mutex<Vec<Arc<dyn Dependency>>>,
+}
+
+/// A dependency `/readyz` and the admin page check besides the store and the fan-out (the
+/// Kafka brokers in durable mode).
+#[async_trait::async_trait]
+pub trait Dependency: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn check(&self) -> Result<(), String>;
 }
 
 /// One node as the admin dashboard shows it.
@@ -121,6 +131,9 @@ pub struct Overview {
     pub busiest: Vec<RoomActivity>,
     /// This node's dependencies: name and error, if failing.
     pub checks: Vec<(&'static str, Option<String>)>,
+    /// The persisters that announced themselves recently (durable mode): id, paused, lag per
+    /// partition, totals. Empty when there are none.
+    pub persisters: Vec<serde_json::Value>,
 }
 
 const INTEREST_SHARDS: usize = 64;
@@ -131,6 +144,10 @@ fn store_error(e: StoreError) -> ChatError {
     match e {
         StoreError::Conflict => ChatError::conflict("already exists"),
         StoreError::NotFound => ChatError::not_found("not found"),
+        StoreError::Retry(why) => {
+            tracing::warn!(%why, "send not completed; the client may retry");
+            ChatError::new(scalify_core::ErrorCode::Internal, why)
+        }
         other => {
             tracing::error!(error = %other, "store failure");
             ChatError::internal()
@@ -183,6 +200,7 @@ impl Chat {
             activity: Activity::default(),
             started: std::time::Instant::now(),
             started_at: scalify_core::now_ms(),
+            checks: Mutex::new(Vec::new()),
         })
     }
 
@@ -857,12 +875,28 @@ impl Chat {
             }
         }
         nodes.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.node.cmp(&b.node)));
+        let mut persisters = Vec::new();
+        if let Some(cluster) = &self.cluster {
+            match cluster.persisters().await {
+                Ok(statuses) => {
+                    for s in statuses {
+                        match serde_json::from_str::<serde_json::Value>(&s) {
+                            Ok(v) => persisters.push(v),
+                            Err(e) => tracing::warn!(error = %e, "undecodable persister status"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the persisters"),
+            }
+        }
+        persisters.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
         Ok(Overview {
             node: me.node,
             messages_per_sec: nodes.iter().map(|n| n.messages_per_sec).sum(),
             busiest: merge_busiest(nodes.iter().map(|n| n.busiest.clone()), 10),
             nodes,
             checks: self.readiness().await,
+            persisters,
         })
     }
 
@@ -892,10 +926,42 @@ impl Chat {
         self.fanout.shutdown().await;
     }
 
+    /// Adds a dependency to `/readyz` and the admin page.
+    pub fn add_check(&self, check: Arc<dyn Dependency>) {
+        if let Ok(mut c) = self.checks.lock() {
+            c.push(check);
+        }
+    }
+
     /// Readiness of every engine, as (name, error) for the failing ones.
     pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
         let store = self.store.ping().await.err().map(|e| e.to_string());
         let fanout = self.fanout.ready().await.err().map(|e| e.to_string());
-        vec![("store", store), ("fanout", fanout)]
+        let mut out = vec![("store", store), ("fanout", fanout)];
+        let extra: Vec<Arc<dyn Dependency>> =
+            self.checks.lock().map(|c| c.clone()).unwrap_or_default();
+        for dep in extra {
+            out.push((dep.name(), dep.check().await.err()));
+        }
+        out
+    }
+
+    /// Broadcasts a message whose commit finished after its sender stopped waiting (durable
+    /// mode: the broker confirmed it late). Without this its room would only learn of it
+    /// from the next message's seq.
+    pub async fn publish_late(&self, m: Message) {
+        self.activity.record(&m.room, unix_secs());
+        metrics::counter!("scalify_messages_accepted_total", "outcome" => "stored_late")
+            .increment(1);
+        self.publish(
+            m.room.clone(),
+            EventKind::Message {
+                seq: m.seq,
+                ts: m.ts,
+            },
+            &m,
+            None,
+        )
+        .await;
     }
 }

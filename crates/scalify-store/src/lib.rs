@@ -64,6 +64,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store error: {0}")]
     Backend(String),
+    /// Not done yet, and safe to retry with the same client_id (the message says why: a
+    /// broker that has not confirmed, a persister that is behind). Shown to the client.
+    #[error("{0}")]
+    Retry(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -189,6 +189,107 @@ impl PgStore {
     }
 }
 
+/// What writing a batch of already-sequenced messages did (see [`PgStore::persist`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Persisted {
+    /// Rows written now.
+    pub inserted: usize,
+    /// Messages that were already stored, same id at the same (room, seq): a redelivery.
+    pub redelivered: usize,
+    /// Messages refused because their (room, seq) or (room, sender, client_id) holds another
+    /// message: they are not stored, and the caller must report them (never drop silently).
+    pub conflicts: Vec<Message>,
+}
+
+impl PgStore {
+    /// Writes messages that already have their seq (the durable pipeline sequences them
+    /// before Kafka) in one transaction: lock their rooms in id order, one multi-row insert
+    /// that skips rows already present, and each room's `last_seq` raised to its newest seq.
+    /// Idempotent: writing the same batch twice stores it once.
+    pub async fn persist(&self, batch: &[(Id, Message)]) -> StoreResult<Persisted> {
+        if batch.is_empty() {
+            return Ok(Persisted::default());
+        }
+        let mut sorted: Vec<&(Id, Message)> = batch.iter().collect();
+        sorted.sort_by_key(|a| (a.0, a.1.seq));
+        sorted.dedup_by(|a, b| a.0 == b.0 && a.1.seq == b.1.seq && a.1.id == b.1.id);
+        let mut cols = InsertColumns::default();
+        let mut newest: Vec<(String, i64)> = Vec::new();
+        for (room, m) in &sorted {
+            let key = room.to_string();
+            match newest.last_mut() {
+                Some((r, seq)) if *r == key => *seq = (*seq).max(m.seq as i64),
+                _ => newest.push((key.clone(), m.seq as i64)),
+            }
+            cols.push(&key, m);
+        }
+        let (rooms, tops): (Vec<String>, Vec<i64>) = newest.into_iter().unzip();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT id FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&rooms)
+            .execute(&mut *tx)
+            .await?;
+        let written: Vec<(String, i64)> = sqlx::query_as(
+            "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::bigint[])
+             ON CONFLICT DO NOTHING
+             RETURNING room_id, seq",
+        )
+        .bind(&cols.room_id)
+        .bind(&cols.seq)
+        .bind(&cols.id)
+        .bind(&cols.sender_id)
+        .bind(&cols.sender_name)
+        .bind(&cols.client_id)
+        .bind(&cols.text)
+        .bind(&cols.ts)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Persisted {
+            inserted: written.len(),
+            ..Persisted::default()
+        };
+        if written.len() < sorted.len() {
+            // Some rows were there already: a redelivery (same id at that seq) or a conflict.
+            let written: std::collections::HashSet<(String, i64)> = written.into_iter().collect();
+            let skipped: Vec<&&(Id, Message)> = sorted
+                .iter()
+                .filter(|(room, m)| !written.contains(&(room.to_string(), m.seq as i64)))
+                .collect();
+            let room_ids: Vec<String> = skipped.iter().map(|(r, _)| r.to_string()).collect();
+            let seqs: Vec<i64> = skipped.iter().map(|(_, m)| m.seq as i64).collect();
+            let present: Vec<(String, i64, String)> = sqlx::query_as(
+                "SELECT m.room_id, m.seq, m.id FROM messages m
+                 JOIN UNNEST($1::text[], $2::bigint[]) AS u(room_id, seq)
+                   ON m.room_id = u.room_id AND m.seq = u.seq",
+            )
+            .bind(&room_ids)
+            .bind(&seqs)
+            .fetch_all(&mut *tx)
+            .await?;
+            let present: HashMap<(String, i64), String> =
+                present.into_iter().map(|(r, s, id)| ((r, s), id)).collect();
+            for (room, m) in skipped {
+                match present.get(&(room.to_string(), m.seq as i64)) {
+                    Some(id) if *id == m.id.to_string() => out.redelivered += 1,
+                    _ => out.conflicts.push(m.clone()),
+                }
+            }
+        }
+        sqlx::query(
+            "UPDATE rooms SET last_seq = GREATEST(rooms.last_seq, u.seq)
+             FROM UNNEST($1::text[], $2::bigint[]) AS u(id, seq) WHERE rooms.id = u.id",
+        )
+        .bind(&rooms)
+        .bind(&tops)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
 /// One writer: takes a batch off the shared queue, commits it, answers its callers. The
 /// writers end when the store (the queue's sender) is dropped.
 async fn writer(
@@ -250,6 +351,7 @@ fn clone_err(e: &StoreError) -> StoreError {
         StoreError::NotFound => StoreError::NotFound,
         StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
         StoreError::Backend(s) => StoreError::Backend(s.clone()),
+        StoreError::Retry(s) => StoreError::Retry(s.clone()),
     }
 }
 

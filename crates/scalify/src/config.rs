@@ -10,6 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use scalify_fanout::redis::RedisConfig;
+use scalify_kafka::ingest::IngestConfig;
+use scalify_kafka::persister::PersisterConfig;
+use scalify_kafka::KafkaConfig;
 use scalify_server::TransportConfig;
 use scalify_service::ChatConfig;
 use scalify_store::postgres::PgConfig;
@@ -49,6 +52,10 @@ pub enum Command {
     /// Check that every configured dependency is reachable and usable, and say plainly what
     /// is wrong if not (takes the same flags and environment as `serve`).
     Doctor(Box<ServeArgs>),
+    /// Run a persister alone: consume the Kafka messages topic and write it to PostgreSQL
+    /// (needs --kafka-brokers, --database-url, --redis-url; serves /metrics, /healthz and
+    /// /readyz on --listen).
+    Persister(Box<ServeArgs>),
     /// Load-test running nodes over the public wire contract (see docs/benchmarks.md).
     Bench(scalify_bench::BenchArgs),
 }
@@ -149,6 +156,66 @@ pub struct ServeArgs {
     /// go offline within this time plus a third of it [default: 15]
     #[arg(long, env = "SCALIFY_PRESENCE_TTL_SECS")]
     pub presence_ttl_secs: Option<u64>,
+    /// Kafka bootstrap brokers (`host:9092,host2:9092`): durable mode. Every accepted message
+    /// is produced to Kafka (idempotent, acks=all) before its ack; persisters write it to
+    /// PostgreSQL. Needs --database-url and --redis-url.
+    #[arg(long, env = "SCALIFY_KAFKA_BROKERS", value_name = "HOSTS")]
+    pub kafka_brokers: Option<String>,
+    /// The messages topic [default: scalify.messages]
+    #[arg(long, env = "SCALIFY_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Where undecodable records go [default: <kafka-topic>.dlq]
+    #[arg(long, env = "SCALIFY_KAFKA_DEAD_LETTER_TOPIC")]
+    pub kafka_dead_letter_topic: Option<String>,
+    /// Partitions of the messages topic when it is created [default: 6]
+    #[arg(long, env = "SCALIFY_KAFKA_PARTITIONS")]
+    pub kafka_partitions: Option<i32>,
+    /// Replication factor of created topics (3 on a production cluster) [default: 1]
+    #[arg(long, env = "SCALIFY_KAFKA_REPLICATION")]
+    pub kafka_replication: Option<i32>,
+    /// Kafka `client.id` prefix [default: scalify]
+    #[arg(long, env = "SCALIFY_KAFKA_CLIENT_ID")]
+    pub kafka_client_id: Option<String>,
+    /// Consumer group of the persisters [default: scalify-persister]
+    #[arg(long, env = "SCALIFY_KAFKA_GROUP")]
+    pub kafka_group: Option<String>,
+    /// Extra librdkafka settings, `key=value`, repeatable or comma-separated — SASL/TLS:
+    /// `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`, `sasl.username=…`,
+    /// `sasl.password=…`, `ssl.ca.location=/path/ca.pem`
+    #[arg(
+        long = "kafka-option",
+        env = "SCALIFY_KAFKA_OPTIONS",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    pub kafka_options: Option<Vec<String>>,
+    /// Milliseconds a sender waits for the broker's confirmation before an error ack (the
+    /// message is still produced; retry with the same client_id) [default: 10000]
+    #[arg(long, env = "SCALIFY_KAFKA_ACK_TIMEOUT_MS")]
+    pub kafka_ack_timeout_ms: Option<u64>,
+    /// Also run a persister in this process (`serve` only; `scalify persister` runs one alone)
+    #[arg(long, env = "SCALIFY_PERSISTER")]
+    pub persister: bool,
+    /// Most messages a persister writes in one transaction [default: 2000]
+    #[arg(long, env = "SCALIFY_PERSISTER_BATCH")]
+    pub persister_batch: Option<usize>,
+    /// Milliseconds a persister batch waits to fill [default: 20]
+    #[arg(long, env = "SCALIFY_PERSISTER_BATCH_MS")]
+    pub persister_batch_ms: Option<u64>,
+    /// Seconds with lag and no progress before the persister re-creates its consumer
+    /// [default: 30]
+    #[arg(long, env = "SCALIFY_PERSISTER_STUCK_SECS")]
+    pub persister_stuck_secs: Option<u64>,
+}
+
+/// Durable mode's settings (`--kafka-brokers`).
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub config: KafkaConfig,
+    pub ingest: IngestConfig,
+    pub persister: PersisterConfig,
+    /// Run a persister inside `serve`.
+    pub embedded_persister: bool,
 }
 
 #[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -192,6 +259,19 @@ pub struct FileConfig {
     pub redis_prefix: Option<String>,
     pub presence_ttl_secs: Option<u64>,
     pub admins: Option<Vec<String>>,
+    pub kafka_brokers: Option<String>,
+    pub kafka_topic: Option<String>,
+    pub kafka_dead_letter_topic: Option<String>,
+    pub kafka_partitions: Option<i32>,
+    pub kafka_replication: Option<i32>,
+    pub kafka_client_id: Option<String>,
+    pub kafka_group: Option<String>,
+    pub kafka_options: Option<Vec<String>>,
+    pub kafka_ack_timeout_ms: Option<u64>,
+    pub persister: Option<bool>,
+    pub persister_batch: Option<usize>,
+    pub persister_batch_ms: Option<u64>,
+    pub persister_stuck_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -217,6 +297,8 @@ pub struct Settings {
     pub postgres: Option<PgConfig>,
     /// A cluster over Redis, when set.
     pub redis: Option<RedisConfig>,
+    /// Durable mode through Kafka, when set.
+    pub kafka: Option<KafkaSettings>,
 }
 
 impl Settings {
@@ -289,6 +371,95 @@ impl Settings {
                 }
                 c
             });
+        let kafka = match s
+            .and_then(|s| s.kafka_brokers.clone())
+            .or(file.kafka_brokers)
+        {
+            None => None,
+            Some(brokers) => {
+                if postgres.is_none() || redis.is_none() {
+                    bail!("durable mode (--kafka-brokers) needs --database-url (the persisters' PostgreSQL) and --redis-url (seq counters and the recent window)");
+                }
+                let mut config = KafkaConfig::new(brokers);
+                if let Some(t) = s.and_then(|s| s.kafka_topic.clone()).or(file.kafka_topic) {
+                    config.dead_letter_topic = format!("{t}.dlq");
+                    config.topic = t;
+                }
+                if let Some(t) = s
+                    .and_then(|s| s.kafka_dead_letter_topic.clone())
+                    .or(file.kafka_dead_letter_topic)
+                {
+                    config.dead_letter_topic = t;
+                }
+                if let Some(p) = s.and_then(|s| s.kafka_partitions).or(file.kafka_partitions) {
+                    if p < 1 {
+                        bail!("kafka_partitions must be at least 1");
+                    }
+                    config.partitions = p;
+                }
+                if let Some(r) = s
+                    .and_then(|s| s.kafka_replication)
+                    .or(file.kafka_replication)
+                {
+                    if r < 1 {
+                        bail!("kafka_replication must be at least 1");
+                    }
+                    config.replication = r;
+                }
+                if let Some(c) = s
+                    .and_then(|s| s.kafka_client_id.clone())
+                    .or(file.kafka_client_id)
+                {
+                    config.client_id = c;
+                }
+                if let Some(g) = s.and_then(|s| s.kafka_group.clone()).or(file.kafka_group) {
+                    config.group = g;
+                }
+                for kv in s
+                    .and_then(|s| s.kafka_options.clone())
+                    .or(file.kafka_options)
+                    .unwrap_or_default()
+                {
+                    let Some((k, v)) = kv.split_once('=') else {
+                        bail!("kafka option '{kv}' is not key=value");
+                    };
+                    config
+                        .options
+                        .insert(k.trim().to_owned(), v.trim().to_owned());
+                }
+                let mut ingest = IngestConfig::default();
+                if let Some(ms) = s
+                    .and_then(|s| s.kafka_ack_timeout_ms)
+                    .or(file.kafka_ack_timeout_ms)
+                {
+                    ingest.ack_timeout = Duration::from_millis(ms.max(100));
+                }
+                let mut persister =
+                    PersisterConfig::new(format!("{}-{}", hostname(), std::process::id()));
+                if let Some(n) = s.and_then(|s| s.persister_batch).or(file.persister_batch) {
+                    persister.batch_max = n.clamp(1, 50_000);
+                }
+                if let Some(ms) = s
+                    .and_then(|s| s.persister_batch_ms)
+                    .or(file.persister_batch_ms)
+                {
+                    persister.batch_wait = Duration::from_millis(ms.max(1));
+                }
+                if let Some(secs) = s
+                    .and_then(|s| s.persister_stuck_secs)
+                    .or(file.persister_stuck_secs)
+                {
+                    persister.stuck_after = Duration::from_secs(secs.max(1));
+                }
+                Some(KafkaSettings {
+                    config,
+                    ingest,
+                    persister,
+                    embedded_persister: s.is_some_and(|s| s.persister)
+                        || file.persister.unwrap_or(false),
+                })
+            }
+        };
         if redis.is_some() && token_secret.is_none() {
             bail!(
                 "a cluster (--redis-url) needs a token secret shared by every node: set SCALIFY_TOKEN_SECRET or token_secret in the config file"
@@ -297,6 +468,7 @@ impl Settings {
         Ok(Settings {
             postgres,
             redis,
+            kafka,
             listen: pick(
                 s.and_then(|s| s.listen.as_ref()),
                 file.listen,
@@ -433,6 +605,14 @@ impl Settings {
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "persister".into())
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {

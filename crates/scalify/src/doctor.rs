@@ -43,6 +43,12 @@ pub async fn run(settings: &Settings) -> usize {
     if let Some(redis) = &settings.redis {
         r.line("Redis", self::redis(redis).await);
     }
+    if let Some(kafka) = &settings.kafka {
+        r.line(
+            &format!("Kafka ({})", kafka.config.brokers),
+            scalify_kafka::topics::probe(&kafka.config).await,
+        );
+    }
     r.line(
         "token secret",
         match (settings.has_token_secret(), settings.redis.is_some()) {

@@ -4,6 +4,7 @@
 
 mod config;
 mod doctor;
+mod durable;
 
 use std::sync::Arc;
 
@@ -82,6 +83,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(settings.log_format);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve(settings))
+        }
+        Command::Persister(args) => {
+            let settings = Settings::load(&args.common, Some(&args))?;
+            init_logging(settings.log_format);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(durable::run_persister(settings, shutdown_signal()))
         }
         Command::Bench(args) => {
             let json = args.json;
@@ -174,7 +181,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let secret = settings.token_secret()?;
     let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
-    let store = open_store(&settings).await?;
+    // Durable mode: messages through Kafka; PostgreSQL for the rest and for the persister.
+    let (store, durable, pg): (Arc<dyn Store>, _, _) = if settings.kafka.is_some() {
+        let pg = Arc::new(open_pg(&settings).await?);
+        let durable = durable::open_store(&settings, pg.clone()).await?;
+        (durable.clone(), Some(durable), Some(pg))
+    } else {
+        (open_store(&settings).await?, None, None)
+    };
     let cluster = match &settings.redis {
         Some(redis) => {
             if settings.postgres.is_none() {
@@ -193,6 +207,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .await
     .context("connecting to Redis")?;
+    if let Some(d) = &durable {
+        durable::attach(d, &app.chat);
+    }
+    let persister_stop = tokio_util::sync::CancellationToken::new();
+    let persister = match (&settings.kafka, pg) {
+        (Some(k), Some(pg)) if k.embedded_persister => {
+            Some(durable::start_persister(&settings, pg, persister_stop.clone()).await?)
+        }
+        _ => None,
+    };
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
@@ -200,6 +224,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, "listening");
     println!("ScalifyChat is running at http://{addr}/");
     scalify_server::run(listener, app, shutdown_signal()).await?;
+    // The node's sends are finished and confirmed; the persister writes what it has read.
+    persister_stop.cancel();
+    if let Some(p) = persister {
+        let _ = p.await;
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -208,13 +237,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// migrations applied.
 async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &settings.postgres {
-        Some(pg) => {
-            let store = PgStore::open(pg.clone())
-                .await
-                .context("opening the PostgreSQL store")?;
-            tracing::info!("store ready (PostgreSQL, migrations applied)");
-            Arc::new(store)
-        }
+        Some(_) => Arc::new(open_pg(settings).await?),
         None => {
             let sqlite = settings.sqlite_config()?;
             let store = SqliteStore::open(sqlite.clone())
@@ -223,6 +246,17 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
             Arc::new(store)
         }
     })
+}
+
+async fn open_pg(settings: &Settings) -> anyhow::Result<PgStore> {
+    let Some(pg) = &settings.postgres else {
+        anyhow::bail!("no --database-url");
+    };
+    let store = PgStore::open(pg.clone())
+        .await
+        .context("opening the PostgreSQL store")?;
+    tracing::info!("store ready (PostgreSQL, migrations applied)");
+    Ok(store)
 }
 
 /// Resolves on SIGINT or SIGTERM: the one trigger of the one graceful-shutdown path.

@@ -1,0 +1,229 @@
+//! Producing messages to Kafka: an idempotent producer (`enable.idempotence=true`,
+//! `acks=all`) whose sends are retried until the broker confirms them.
+//!
+//! Why retry forever instead of failing the send: by the time a message is produced its seq
+//! has been allocated, and a seq that is never produced would be a hole in the room. So the
+//! message keeps being offered to the broker (across broker restarts, and across producer
+//! re-creations after a fatal error) until it is confirmed or the node shuts down; the sender
+//! gets an error ack if that takes longer than the ack timeout, and a retry with the same
+//! client_id returns the message once it is confirmed. How many may wait is bounded
+//! ([`IngestConfig::max_pending`]), so a long broker outage costs bounded memory and sends
+//! beyond it are refused at once.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::{backoff, DurableError, KafkaConfig};
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// How long a sender waits for the broker's confirmation before getting an error ack
+    /// ("retry with the same client_id"). The message keeps being produced meanwhile.
+    pub ack_timeout: Duration,
+    /// Most messages waiting for the broker at once on this node.
+    pub max_pending: usize,
+    /// librdkafka `linger.ms`: how long the producer waits to fill a batch. 1 ms keeps the ack
+    /// latency low and still batches under load.
+    pub linger_ms: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            ack_timeout: Duration::from_secs(10),
+            max_pending: 50_000,
+            linger_ms: 1,
+        }
+    }
+}
+
+/// One attempt's deadline inside the broker client; the retry loop around it never gives up.
+const ATTEMPT_TIMEOUT_MS: u32 = 15_000;
+/// After this many failed attempts of one message with no successful delivery for this long,
+/// the producer is re-created (rust-rdkafka #661: producers that never recover).
+const STUCK_ATTEMPTS: u32 = 3;
+const STUCK_FOR: Duration = Duration::from_secs(10);
+
+pub struct Ingest {
+    config: KafkaConfig,
+    ingest: IngestConfig,
+    /// The producer and its generation (bumped at each re-creation, so concurrent failures
+    /// re-create it once).
+    producer: RwLock<(u64, FutureProducer)>,
+    pending: Arc<Semaphore>,
+    /// Time of the last confirmed delivery, ms since start.
+    last_success: AtomicI64,
+    started: Instant,
+    recreated: AtomicU64,
+    stop: CancellationToken,
+}
+
+fn producer_config(config: &KafkaConfig, ingest: &IngestConfig) -> rdkafka::ClientConfig {
+    let mut c = config.client("producer");
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", ingest.linger_ms.to_string())
+        .set("message.timeout.ms", ATTEMPT_TIMEOUT_MS.to_string())
+        .set(
+            "queue.buffering.max.messages",
+            (ingest.max_pending.max(1000) * 2).to_string(),
+        )
+        // Keyed by room id: the default partitioner hashes keys consistently across clients
+        // (murmur2, as the Java client does), so any node sends a room to the same partition.
+        .set("partitioner", "murmur2_random");
+    for (k, v) in &config.options {
+        c.set(k, v);
+    }
+    c
+}
+
+impl Ingest {
+    pub fn new(config: KafkaConfig, ingest: IngestConfig) -> Result<Arc<Self>, DurableError> {
+        let producer: FutureProducer = producer_config(&config, &ingest)
+            .create()
+            .map_err(|e| DurableError::Kafka(format!("cannot create the producer: {e}")))?;
+        Ok(Arc::new(Ingest {
+            pending: Arc::new(Semaphore::new(ingest.max_pending.max(1))),
+            config,
+            ingest,
+            producer: RwLock::new((0, producer)),
+            last_success: AtomicI64::new(0),
+            started: Instant::now(),
+            recreated: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+        }))
+    }
+
+    pub fn ack_timeout(&self) -> Duration {
+        self.ingest.ack_timeout
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.config.topic
+    }
+
+    /// A place among the messages waiting for the broker, or an error at once if full.
+    pub fn reserve(&self) -> Result<OwnedSemaphorePermit, DurableError> {
+        self.pending.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("scalify_kafka_produce_refused_total").increment(1);
+            DurableError::Backlog(format!(
+                "{} messages are waiting for the Kafka broker on this node",
+                self.ingest.max_pending
+            ))
+        })
+    }
+
+    fn current(&self) -> (u64, FutureProducer) {
+        match self.producer.read() {
+            Ok(p) => (p.0, p.1.clone()),
+            Err(poisoned) => {
+                let p = poisoned.into_inner();
+                (p.0, p.1.clone())
+            }
+        }
+    }
+
+    /// Replaces the producer unless someone already did since `generation`.
+    fn recreate(&self, generation: u64, why: &str) {
+        let fresh: FutureProducer = match producer_config(&self.config, &self.ingest).create() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot re-create the Kafka producer");
+                return;
+            }
+        };
+        let mut slot = match self.producer.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if slot.0 == generation {
+            tracing::warn!(%why, "re-creating the Kafka producer");
+            metrics::counter!("scalify_kafka_producer_recreated_total").increment(1);
+            self.recreated.fetch_add(1, Ordering::Relaxed);
+            *slot = (generation + 1, fresh);
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.started.elapsed().as_millis() as i64
+    }
+
+    /// Produces one record and returns once the broker has confirmed it (partition, offset).
+    /// Retries until confirmed; fails only when the node is shutting down.
+    pub async fn produce(&self, key: &str, payload: &[u8]) -> Result<(i32, i64), DurableError> {
+        let mut attempt: u32 = 0;
+        loop {
+            let (generation, producer) = self.current();
+            let started = Instant::now();
+            let record = FutureRecord::to(&self.config.topic)
+                .key(key)
+                .payload(payload);
+            let error: KafkaError = match producer.send_result(record) {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(d)) => {
+                        metrics::histogram!("scalify_kafka_produce_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        self.last_success.store(self.now_ms(), Ordering::Relaxed);
+                        return Ok((d.partition, d.offset));
+                    }
+                    Ok(Err((e, _))) => e,
+                    Err(_) => KafkaError::Canceled,
+                },
+                Err((e, _)) => e,
+            };
+            metrics::counter!("scalify_kafka_produce_errors_total").increment(1);
+            attempt += 1;
+            tracing::warn!(error = %error, attempt, "Kafka produce failed; retrying");
+            if let Some((code, reason)) = producer.client().fatal_error() {
+                self.recreate(generation, &format!("fatal error {code:?}: {reason}"));
+            } else if attempt >= STUCK_ATTEMPTS
+                && self.now_ms() - self.last_success.load(Ordering::Relaxed)
+                    > STUCK_FOR.as_millis() as i64
+            {
+                self.recreate(generation, "no delivery confirmed for a while");
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => {
+                    return Err(DurableError::Unavailable(
+                        "shutting down before the broker confirmed the message".into(),
+                    ))
+                }
+                () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
+            }
+        }
+    }
+
+    /// Whether the brokers answer a metadata request for the messages topic.
+    pub async fn ping(&self) -> Result<(), DurableError> {
+        let (_, producer) = self.current();
+        let topic = self.config.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(1))
+                .map(|_| ())
+                .map_err(|e| DurableError::Unavailable(format!("Kafka: {e}")))
+        })
+        .await
+        .map_err(|e| DurableError::Unavailable(format!("Kafka check failed: {e}")))?
+    }
+
+    /// Gives up on messages still unconfirmed (called once graceful shutdown's deadline has
+    /// passed), then flushes what librdkafka still holds.
+    pub async fn close(&self, flush_for: Duration) {
+        self.stop.cancel();
+        let (_, producer) = self.current();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(flush_for)).await;
+    }
+
+    /// Times the producer was re-created (for tests and the admin page).
+    pub fn recreated(&self) -> u64 {
+        self.recreated.load(Ordering::Relaxed)
+    }
+}

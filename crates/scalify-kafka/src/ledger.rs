@@ -1,0 +1,320 @@
+//! The Redis side of the durable pipeline: per-room seq counters, idempotency keys, and the
+//! recent window.
+//!
+//! Keys (all of one room share the hash tag `{room_id}`, so one script touches one slot):
+//! - `<prefix>:seq:{room}` — the room's newest allocated seq;
+//! - `<prefix>:idem:{room}:<sender>:<client_id>` — the seq a (sender, client_id) was given,
+//!   kept for [`LedgerConfig::idempotency_ttl`];
+//! - `<prefix>:recent:{room}` — sorted set, score = seq, member = record JSON: every message
+//!   the broker has confirmed and the persister has not yet written to PostgreSQL. Reads
+//!   merge it with the database, so a client never misses a message because the persister
+//!   lags. The persister trims it after each commit.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use scalify_core::{ClientId, Id, Message};
+
+use crate::record::{self, RoomMessage};
+use crate::DurableError;
+
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Key prefix (the same as the fan-out's, so one cluster's keys sit together).
+    pub prefix: String,
+    /// How long a retry with the same client_id is recognised.
+    pub idempotency_ttl: Duration,
+    /// Most messages a room may have waiting for the persister. At this size sends to the
+    /// room are refused (`internal`, "the persister is behind") rather than letting Redis
+    /// memory grow without bound.
+    pub window_max: u64,
+}
+
+impl LedgerConfig {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        LedgerConfig {
+            prefix: prefix.into(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            window_max: 100_000,
+        }
+    }
+}
+
+/// What allocating a seq for a send found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// A new seq: the caller must now produce the message.
+    Fresh(u64),
+    /// This (sender, client_id) was already given this seq.
+    Repeat(u64),
+}
+
+/// Allocation outcome codes shared with the script.
+const FRESH: i64 = 0;
+const REPEAT: i64 = 1;
+const UNSEEDED: i64 = 2;
+const BACKLOG_FULL: i64 = 3;
+
+const ALLOCATE: &str = r"
+local prior = redis.call('GET', KEYS[2])
+if prior then return {1, tonumber(prior)} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2, 0} end
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[2]) then return {3, 0} end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], seq, 'EX', ARGV[1])
+return {0, seq}
+";
+
+#[derive(Clone)]
+pub struct Ledger {
+    conn: ConnectionManager,
+    config: LedgerConfig,
+    allocate: redis::Script,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> DurableError {
+    DurableError::Unavailable(format!("Redis: {e}"))
+}
+
+impl Ledger {
+    pub fn new(conn: ConnectionManager, config: LedgerConfig) -> Self {
+        Ledger {
+            conn,
+            config,
+            allocate: redis::Script::new(ALLOCATE),
+        }
+    }
+
+    fn seq_key(&self, room: Id) -> String {
+        format!("{}:seq:{{{room}}}", self.config.prefix)
+    }
+    fn idem_key(&self, room: Id, sender: Id, client_id: &ClientId) -> String {
+        format!(
+            "{}:idem:{{{room}}}:{sender}:{}",
+            self.config.prefix,
+            client_id.as_str()
+        )
+    }
+    fn window_key(&self, room: Id) -> String {
+        format!("{}:recent:{{{room}}}", self.config.prefix)
+    }
+
+    /// Gives (room, sender, client_id) the room's next seq, or the seq it was given before.
+    /// `seed` is called when the room has no counter yet (first durable send, or Redis lost
+    /// it): it must return the newest seq stored anywhere else (the database).
+    pub async fn allocate<F, Fut>(
+        &self,
+        room: Id,
+        sender: Id,
+        client_id: &ClientId,
+        seed: F,
+    ) -> Result<Allocation, DurableError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<u64, DurableError>>,
+    {
+        let mut seed = Some(seed);
+        loop {
+            let mut conn = self.conn.clone();
+            let (code, seq): (i64, u64) = self
+                .allocate
+                .key(self.seq_key(room))
+                .key(self.idem_key(room, sender, client_id))
+                .key(self.window_key(room))
+                .arg(self.config.idempotency_ttl.as_secs().max(1))
+                .arg(self.config.window_max)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            match code {
+                FRESH => return Ok(Allocation::Fresh(seq)),
+                REPEAT => return Ok(Allocation::Repeat(seq)),
+                BACKLOG_FULL => {
+                    return Err(DurableError::Backlog(format!(
+                        "{} messages of this room are waiting for the persister",
+                        self.config.window_max
+                    )))
+                }
+                UNSEEDED => {
+                    let Some(seed) = seed.take() else {
+                        return Err(DurableError::Unavailable(
+                            "the room's seq counter vanished while seeding it".into(),
+                        ));
+                    };
+                    let stored = seed().await?;
+                    let windowed = self.window_max_seq(room).await?.unwrap_or(0);
+                    // NX: when several nodes seed at once, the first one wins and the
+                    // others' values (read at about the same time) are dropped.
+                    let mut conn = self.conn.clone();
+                    let _: Option<String> = redis::cmd("SET")
+                        .arg(self.seq_key(room))
+                        .arg(stored.max(windowed))
+                        .arg("NX")
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                other => {
+                    return Err(DurableError::Unavailable(format!(
+                        "unexpected allocation answer {other}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Records a broker-confirmed message in the room's window (before its sender's ack, so
+    /// anyone told of it can read it).
+    pub async fn deposit(&self, room: Id, message: &Message) -> Result<(), DurableError> {
+        let mut conn = self.conn.clone();
+        let bytes = record::encode(room, message);
+        redis::cmd("ZADD")
+            .arg(self.window_key(room))
+            .arg(message.seq)
+            .arg(bytes)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Drops from each room's window the messages up to the given seq (they are in the
+    /// database now).
+    pub async fn trim(&self, persisted: &[(Id, u64)]) -> Result<(), DurableError> {
+        if persisted.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (room, seq) in persisted {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(self.window_key(*room))
+                .arg("-inf")
+                .arg(*seq)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
+
+    /// The newest seq in the room's window.
+    pub async fn window_max_seq(&self, room: Id) -> Result<Option<u64>, DurableError> {
+        let mut conn = self.conn.clone();
+        let top: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
+            .arg(self.window_key(room))
+            .arg(0)
+            .arg(0)
+            .arg("REV")
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(top.first().map(|(_, s)| *s as u64))
+    }
+
+    /// The newest seq in each room's window, in the order given.
+    pub async fn window_max_seqs(&self, rooms: &[Id]) -> Result<Vec<Option<u64>>, DurableError> {
+        let mut out = Vec::with_capacity(rooms.len());
+        for chunk in rooms.chunks(500) {
+            let mut pipe = redis::pipe();
+            for room in chunk {
+                pipe.cmd("ZRANGE")
+                    .arg(self.window_key(*room))
+                    .arg(0)
+                    .arg(0)
+                    .arg("REV")
+                    .arg("WITHSCORES");
+            }
+            let mut conn = self.conn.clone();
+            let tops: Vec<Vec<(Vec<u8>, f64)>> =
+                pipe.query_async(&mut conn).await.map_err(unavailable)?;
+            out.extend(tops.into_iter().map(|t| t.first().map(|(_, s)| *s as u64)));
+        }
+        Ok(out)
+    }
+
+    /// Window messages with `after < seq`, ascending, at most `limit`.
+    pub async fn after(
+        &self,
+        room: Id,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<Message>, DurableError> {
+        let mut conn = self.conn.clone();
+        let raw: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+            .arg(self.window_key(room))
+            .arg(format!("({after}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        decode_all(room, raw)
+    }
+
+    /// Window messages with `seq < before` (all if `None`), the newest `limit`, ascending.
+    pub async fn before(
+        &self,
+        room: Id,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Message>, DurableError> {
+        let mut conn = self.conn.clone();
+        let top = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
+        let raw: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+            .arg(self.window_key(room))
+            .arg(top)
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut out = decode_all(room, raw)?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The window's message with this seq, if there.
+    pub async fn at(&self, room: Id, seq: u64) -> Result<Option<Message>, DurableError> {
+        Ok(self
+            .after(room, seq.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|m| m.seq == seq))
+    }
+
+    pub async fn ping(&self) -> Result<(), DurableError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+fn decode_all(room: Id, raw: Vec<Vec<u8>>) -> Result<Vec<Message>, DurableError> {
+    raw.iter()
+        .map(|bytes| match record::decode(bytes) {
+            Ok(RoomMessage { room_id, message }) if room_id == room => Ok(message),
+            Ok(_) => Err(DurableError::Corrupt(
+                "a window entry names another room".into(),
+            )),
+            Err(e) => Err(DurableError::Corrupt(format!("window entry: {e}"))),
+        })
+        .collect()
+}
+
+/// Merges two ascending, possibly overlapping message lists by seq (one copy of each seq).
+pub fn merge(a: Vec<Message>, b: Vec<Message>) -> Vec<Message> {
+    let mut all: Vec<Message> = a.into_iter().chain(b).collect();
+    all.sort_by_key(|m| m.seq);
+    all.dedup_by_key(|m| m.seq);
+    all
+}

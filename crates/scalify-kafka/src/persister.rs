@@ -1,0 +1,606 @@
+//! The persister: a Kafka consumer group that writes the messages topic to PostgreSQL.
+//!
+//! At-least-once with an idempotent sink, which gives exactly-once rows:
+//! - offsets are stored (`enable.auto.offset.store=false`) and committed only after the
+//!   database transaction holding their messages has committed;
+//! - the insert skips rows already present, so a redelivered batch stores nothing twice.
+//!
+//! On a database error the persister **pauses** its partitions, **keeps polling** (so the
+//! group does not expel it; rust-rdkafka #433), probes the database with exponential backoff,
+//! and on recovery **seeks every partition back to the first unwritten offset** before
+//! resuming — `resume` alone would continue after the last message handed over, skipping the
+//! failed batch (librdkafka #2557). Partitions assigned by a rebalance while paused are paused
+//! too (librdkafka #1849). A record that does not decode goes to the dead-letter topic with
+//! the reason and its partition keeps flowing. A watchdog re-creates the consumer when there
+//! is lag but no progress (rust-rdkafka #597).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Header, Message as _, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use scalify_core::{Id, Message};
+use scalify_store::postgres::PgStore;
+use scalify_store::{Store, StoreError};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::Ledger;
+use crate::record::{self, RoomMessage};
+use crate::{backoff, DurableError, KafkaConfig};
+
+#[derive(Debug, Clone)]
+pub struct PersisterConfig {
+    /// This persister's name in logs, metrics and the admin page.
+    pub id: String,
+    /// Most messages written in one transaction.
+    pub batch_max: usize,
+    /// How long a batch waits to fill before it is written anyway.
+    pub batch_wait: Duration,
+    /// With lag and no message received for this long (and not paused on purpose), the
+    /// consumer is re-created.
+    pub stuck_after: Duration,
+}
+
+impl PersisterConfig {
+    pub fn new(id: impl Into<String>) -> Self {
+        PersisterConfig {
+            id: id.into(),
+            batch_max: 2000,
+            batch_wait: Duration::from_millis(20),
+            stuck_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the admin page and `/metrics` show of a persister.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct PersisterStatus {
+    pub id: String,
+    /// Paused because the database fails.
+    pub paused: bool,
+    pub partitions: Vec<i32>,
+    /// Messages not yet written, per partition (from the client's statistics).
+    pub lag: BTreeMap<i32, i64>,
+    pub persisted: u64,
+    pub dead_lettered: u64,
+    pub retries: u64,
+    pub restarts: u64,
+    /// Last update, ms since the epoch.
+    pub updated_at: i64,
+}
+
+/// State the rebalance and statistics callbacks share with the loop.
+#[derive(Default)]
+struct Shared {
+    paused: AtomicBool,
+    assigned: Mutex<BTreeSet<i32>>,
+    /// Bumped at each rebalance: the loop drops its frontier for partitions it lost.
+    rebalances: AtomicI64,
+    lag: Mutex<BTreeMap<i32, i64>>,
+}
+
+struct Ctx {
+    topic: String,
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, stats: Statistics) {
+        let Some(topic) = stats.topics.get(&self.topic) else {
+            return;
+        };
+        let assigned = self
+            .shared
+            .assigned
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        let mut lag = BTreeMap::new();
+        for (p, part) in &topic.partitions {
+            if assigned.contains(p) && part.hi_offset >= 0 {
+                // Lag behind what is *written* (stored after each commit), not behind what
+                // was merely fetched.
+                let done = part.stored_offset.max(part.committed_offset).max(0);
+                let l = (part.hi_offset - done).max(0);
+                metrics::gauge!("scalify_persister_lag_messages", "partition" => p.to_string())
+                    .set(l as f64);
+                lag.insert(*p, l);
+            }
+        }
+        if let Ok(mut slot) = self.shared.lag.lock() {
+            *slot = lag;
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            // Commit what is stored before the partitions move, so the next owner starts
+            // where this one stopped (a failure only costs redelivery).
+            let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.shared.rebalances.fetch_add(1, Ordering::AcqRel);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(partitions = ?parts, "persister assigned partitions");
+                if let Ok(mut a) = self.shared.assigned.lock() {
+                    *a = parts;
+                }
+                if self.shared.paused.load(Ordering::Acquire) {
+                    // pause() covers only partitions assigned at the time (librdkafka #1849).
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::error!(error = %e, "cannot pause newly assigned partitions");
+                    }
+                }
+            }
+            Rebalance::Revoke(_) => {
+                if let Ok(mut a) = self.shared.assigned.lock() {
+                    a.clear();
+                }
+                if let Ok(mut l) = self.shared.lag.lock() {
+                    l.clear();
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// A consumed record waiting for its batch to be written.
+struct Consumed {
+    partition: i32,
+    offset: i64,
+    room: Id,
+    message: Message,
+}
+
+/// How a pause ended.
+enum Resumed {
+    Yes,
+    Stopped,
+    /// Seeking back failed: only a new consumer (starting at the committed offsets, which
+    /// never pass an unwritten message) is safe.
+    Recreate,
+}
+
+/// Why a consumer incarnation ended.
+enum Ended {
+    Stopped,
+    Stuck,
+}
+
+pub struct Persister {
+    kafka: KafkaConfig,
+    config: PersisterConfig,
+    db: Arc<PgStore>,
+    ledger: Ledger,
+    dead_letters: FutureProducer,
+    status: Arc<Mutex<PersisterStatus>>,
+}
+
+impl Persister {
+    pub fn new(
+        kafka: KafkaConfig,
+        config: PersisterConfig,
+        db: Arc<PgStore>,
+        ledger: Ledger,
+    ) -> Result<Self, DurableError> {
+        let dead_letters: FutureProducer = kafka
+            .client("dlq")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "10000")
+            .create()
+            .map_err(|e| {
+                DurableError::Kafka(format!("cannot create the dead-letter producer: {e}"))
+            })?;
+        let status = PersisterStatus {
+            id: config.id.clone(),
+            ..PersisterStatus::default()
+        };
+        Ok(Persister {
+            kafka,
+            config,
+            db,
+            ledger,
+            dead_letters,
+            status: Arc::new(Mutex::new(status)),
+        })
+    }
+
+    /// A live view of this persister's state.
+    pub fn status(&self) -> Arc<Mutex<PersisterStatus>> {
+        self.status.clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut PersisterStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+            s.updated_at = scalify_core::now_ms();
+        }
+    }
+
+    fn consumer(&self, shared: Arc<Shared>) -> Result<StreamConsumer<Ctx>, DurableError> {
+        let consumer: StreamConsumer<Ctx> = self
+            .kafka
+            .client(&format!("persister-{}", self.config.id))
+            .set("group.id", &self.kafka.group)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("statistics.interval.ms", "2000")
+            .create_with_context(Ctx {
+                topic: self.kafka.topic.clone(),
+                shared,
+            })
+            .map_err(|e| DurableError::Kafka(format!("cannot create the consumer: {e}")))?;
+        consumer
+            .subscribe(&[&self.kafka.topic])
+            .map_err(|e| DurableError::Kafka(format!("cannot subscribe: {e}")))?;
+        Ok(consumer)
+    }
+
+    /// Runs until `stop` is cancelled, re-creating the consumer when the watchdog finds it
+    /// stuck. Leaves the group cleanly (committing what was written) on the way out.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), DurableError> {
+        loop {
+            let shared = Arc::new(Shared::default());
+            let consumer = self.consumer(shared.clone())?;
+            let ended = self.consume(&consumer, &shared, &stop).await;
+            let _ = consumer.commit_consumer_state(CommitMode::Sync);
+            match ended {
+                Ended::Stopped => {
+                    consumer.unsubscribe();
+                    tracing::info!(id = %self.config.id, "persister stopped");
+                    return Ok(());
+                }
+                Ended::Stuck => {
+                    metrics::counter!("scalify_persister_watchdog_restarts_total").increment(1);
+                    self.update(|s| s.restarts += 1);
+                    tracing::warn!(
+                        "persister has lag but makes no progress: re-creating its Kafka consumer"
+                    );
+                }
+            }
+        }
+    }
+
+    async fn consume(
+        &self,
+        consumer: &StreamConsumer<Ctx>,
+        shared: &Arc<Shared>,
+        stop: &CancellationToken,
+    ) -> Ended {
+        // The next offset to write, per partition, as known from this incarnation's commits.
+        let mut frontier: HashMap<i32, i64> = HashMap::new();
+        let mut seen_rebalances = 0;
+        let mut batch: Vec<Consumed> = Vec::with_capacity(self.config.batch_max);
+        let mut dead: Vec<(OwnedMessage, String)> = Vec::new();
+        let mut batch_started: Option<Instant> = None;
+        let mut last_progress = Instant::now();
+        loop {
+            let rebalances = shared.rebalances.load(Ordering::Acquire);
+            if rebalances != seen_rebalances {
+                seen_rebalances = rebalances;
+                let assigned = shared
+                    .assigned
+                    .lock()
+                    .map(|a| a.clone())
+                    .unwrap_or_default();
+                frontier.retain(|p, _| assigned.contains(p));
+                self.update(|s| s.partitions = assigned.iter().copied().collect());
+            }
+            let wait = match batch_started {
+                Some(t) => self.config.batch_wait.saturating_sub(t.elapsed()),
+                None => Duration::from_millis(500),
+            };
+            let received = tokio::select! {
+                () = stop.cancelled() => None,
+                r = tokio::time::timeout(wait, consumer.recv()) => Some(r),
+            };
+            match received {
+                None => {
+                    // Write what is already read, then stop.
+                    if !batch.is_empty() || !dead.is_empty() {
+                        let _ = self
+                            .write(consumer, &mut batch, &mut dead, &mut frontier)
+                            .await;
+                    }
+                    return Ended::Stopped;
+                }
+                Some(Ok(Ok(m))) => {
+                    last_progress = Instant::now();
+                    let owned = m.detach();
+                    match record::decode_keyed(owned.key(), owned.payload().unwrap_or_default()) {
+                        Ok(RoomMessage { room_id, message }) => batch.push(Consumed {
+                            partition: owned.partition(),
+                            offset: owned.offset(),
+                            room: room_id,
+                            message,
+                        }),
+                        Err(e) => dead.push((owned, e.to_string())),
+                    }
+                    batch_started.get_or_insert_with(Instant::now);
+                }
+                Some(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                }
+                Some(Err(_)) => {} // nothing arrived within `wait`
+            }
+            let due = batch.len() + dead.len() >= self.config.batch_max
+                || batch_started.is_some_and(|t| t.elapsed() >= self.config.batch_wait);
+            if due {
+                batch_started = None;
+                if let Err(e) = self
+                    .write(consumer, &mut batch, &mut dead, &mut frontier)
+                    .await
+                {
+                    batch.clear();
+                    dead.clear();
+                    match self
+                        .pause_until_healthy(consumer, shared, &frontier, stop, e)
+                        .await
+                    {
+                        Resumed::Yes => last_progress = Instant::now(),
+                        Resumed::Stopped => return Ended::Stopped,
+                        Resumed::Recreate => return Ended::Stuck,
+                    }
+                }
+            }
+            let lagging = shared
+                .lag
+                .lock()
+                .map(|l| l.values().sum::<i64>() > 0)
+                .unwrap_or(false);
+            if let Ok(l) = shared.lag.lock() {
+                let lag = l.clone();
+                self.update(|s| s.lag = lag);
+            }
+            if lagging && batch.is_empty() && last_progress.elapsed() > self.config.stuck_after {
+                return Ended::Stuck;
+            }
+        }
+    }
+
+    /// Writes the batch (and dead letters), then stores its offsets. On error nothing is
+    /// stored: the caller pauses and re-reads from the frontier.
+    async fn write(
+        &self,
+        consumer: &StreamConsumer<Ctx>,
+        batch: &mut Vec<Consumed>,
+        dead: &mut Vec<(OwnedMessage, String)>,
+        frontier: &mut HashMap<i32, i64>,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let rows: Vec<(Id, Message)> = batch.iter().map(|c| (c.room, c.message.clone())).collect();
+        let outcome = match self.db.persist(&rows).await {
+            Ok(o) => o,
+            Err(StoreError::Backend(why)) if rows.len() > 1 => {
+                // Not a connection problem: find the row the database refuses, one by one,
+                // so one bad message cannot stall its partition.
+                tracing::warn!(%why, "batch refused; writing its messages one by one");
+                let mut total = scalify_store::postgres::Persisted::default();
+                for (i, row) in rows.iter().enumerate() {
+                    match self.db.persist(std::slice::from_ref(row)).await {
+                        Ok(o) => {
+                            total.inserted += o.inserted;
+                            total.redelivered += o.redelivered;
+                            total.conflicts.extend(o.conflicts);
+                        }
+                        Err(StoreError::Backend(why)) => {
+                            let c = &batch[i];
+                            dead.push((
+                                self.refetched(c),
+                                format!("database refused the message: {why}"),
+                            ));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                total
+            }
+            Err(e) => return Err(e),
+        };
+        metrics::histogram!("scalify_persister_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("scalify_persister_batch_size").record(rows.len() as f64);
+        metrics::counter!("scalify_persister_rows_total").increment(outcome.inserted as u64);
+        metrics::counter!("scalify_persister_redelivered_total")
+            .increment(outcome.redelivered as u64);
+        for m in &outcome.conflicts {
+            if let Some(c) = batch.iter().find(|c| c.message.id == m.id) {
+                dead.push((
+                    self.refetched(c),
+                    format!(
+                        "conflict: room {} seq {} or its (sender, client_id) holds another message",
+                        c.room, m.seq
+                    ),
+                ));
+            }
+        }
+        for (msg, reason) in dead.iter() {
+            self.dead_letter(msg, reason)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+        // Trim the window of what the database now has (a failed trim is redone by the
+        // next batch of the room: trimming is "everything up to seq").
+        let mut newest: HashMap<Id, u64> = HashMap::new();
+        for c in batch.iter() {
+            let e = newest.entry(c.room).or_default();
+            *e = (*e).max(c.message.seq);
+        }
+        let newest: Vec<(Id, u64)> = newest.into_iter().collect();
+        if let Err(e) = self.ledger.trim(&newest).await {
+            tracing::warn!(error = %e, "cannot trim the recent window (retried with the next batch)");
+        }
+        // Store the next offset of every partition touched, dead letters included.
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        for (p, o) in batch
+            .iter()
+            .map(|c| (c.partition, c.offset))
+            .chain(dead.iter().map(|(m, _)| (m.partition(), m.offset())))
+        {
+            let e = next.entry(p).or_insert(o + 1);
+            *e = (*e).max(o + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &next {
+            let _ = tpl.add_partition_offset(&self.kafka.topic, *p, Offset::Offset(*o));
+            let f = frontier.entry(*p).or_insert(*o);
+            *f = (*f).max(*o);
+        }
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // A partition revoked meanwhile: its next owner re-reads (and skips) these rows.
+            tracing::debug!(error = %e, "cannot store offsets");
+        }
+        let (persisted, dead_n) = (outcome.inserted as u64, dead.len() as u64);
+        self.update(|s| {
+            s.persisted += persisted;
+            s.dead_lettered += dead_n;
+        });
+        batch.clear();
+        dead.clear();
+        Ok(())
+    }
+
+    /// The consumed record again, for the dead-letter topic (the batch keeps decoded messages).
+    fn refetched(&self, c: &Consumed) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(record::encode(c.room, &c.message)),
+            Some(c.room.to_string().into_bytes()),
+            self.kafka.topic.clone(),
+            rdkafka::Timestamp::NotAvailable,
+            c.partition,
+            c.offset,
+            None,
+        )
+    }
+
+    async fn dead_letter(&self, msg: &OwnedMessage, reason: &str) -> Result<(), DurableError> {
+        let partition = msg.partition().to_string();
+        let offset = msg.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "source-topic",
+                value: Some(msg.topic()),
+            })
+            .insert(Header {
+                key: "source-partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "source-offset",
+                value: Some(&offset),
+            });
+        let mut record = FutureRecord::to(&self.kafka.dead_letter_topic)
+            .payload(msg.payload().unwrap_or_default())
+            .headers(headers);
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        self.dead_letters
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| DurableError::Kafka(format!("cannot dead-letter a record: {e}")))?;
+        tracing::warn!(%reason, partition = msg.partition(), offset = msg.offset(), "record sent to the dead-letter topic");
+        metrics::counter!("scalify_persister_dead_letters_total").increment(1);
+        Ok(())
+    }
+
+    /// Pauses every assigned partition, keeps polling, probes the database with backoff, and
+    /// once it answers seeks each partition back to its first unwritten offset and resumes.
+    async fn pause_until_healthy(
+        &self,
+        consumer: &StreamConsumer<Ctx>,
+        shared: &Arc<Shared>,
+        frontier: &HashMap<i32, i64>,
+        stop: &CancellationToken,
+        error: StoreError,
+    ) -> Resumed {
+        tracing::error!(error = %error, "cannot write to PostgreSQL: pausing the persister");
+        shared.paused.store(true, Ordering::Release);
+        metrics::gauge!("scalify_persister_paused").set(1.0);
+        self.update(|s| s.paused = true);
+        if let Ok(assignment) = consumer.assignment() {
+            if let Err(e) = consumer.pause(&assignment) {
+                tracing::error!(error = %e, "cannot pause partitions");
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let delay = backoff(attempt, Duration::from_secs(5));
+            let until = Instant::now() + delay;
+            // Keep polling while waiting: it serves rebalances and keeps us in the group.
+            // Anything still delivered is dropped; the seek below reads it again.
+            while Instant::now() < until {
+                tokio::select! {
+                    () = stop.cancelled() => return Resumed::Stopped,
+                    _ = tokio::time::timeout(until - Instant::now(), consumer.recv()) => {}
+                }
+            }
+            attempt += 1;
+            metrics::counter!("scalify_persister_retries_total").increment(1);
+            self.update(|s| s.retries += 1);
+            match self.db.ping().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "PostgreSQL still failing; persister stays paused")
+                }
+            }
+        }
+        let assignment = match consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the assignment; re-creating the consumer");
+                return Resumed::Recreate;
+            }
+        };
+        let committed = consumer.committed(Duration::from_secs(5)).ok();
+        for e in assignment.elements() {
+            let p = e.partition();
+            let offset = match frontier.get(&p) {
+                Some(o) => Offset::Offset(*o),
+                None => committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(e.topic(), p))
+                    .map(|c| c.offset())
+                    .filter(|o| matches!(o, Offset::Offset(_)))
+                    .unwrap_or(Offset::Beginning),
+            };
+            if let Err(err) = consumer.seek(e.topic(), p, offset, Duration::from_secs(5)) {
+                tracing::error!(error = %err, partition = p, "cannot seek back; re-creating the consumer");
+                return Resumed::Recreate;
+            }
+        }
+        shared.paused.store(false, Ordering::Release);
+        if let Err(e) = consumer.resume(&assignment) {
+            tracing::error!(error = %e, "cannot resume partitions");
+        }
+        metrics::gauge!("scalify_persister_paused").set(0.0);
+        self.update(|s| s.paused = false);
+        tracing::info!("PostgreSQL is back: persister resumed from the first unwritten offset");
+        Resumed::Yes
+    }
+}

@@ -1,0 +1,385 @@
+//! [`DurableStore`]: the [`Store`] a node uses in durable mode.
+//!
+//! Accounts, rooms and memberships go straight to the database (`inner`). Messages take the
+//! pipeline: seq from the [`Ledger`], produced by [`Ingest`], deposited in the recent window,
+//! and only then returned (acked). Reads merge the window with the database, window first:
+//! the persister writes the database *before* trimming the window, so reading the window
+//! first and the database second sees every message in at least one of them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use scalify_core::{Id, Message, NewMessage, Room, RoomKind, RoomName, Username};
+use scalify_store::{Appended, Credentials, RoomListing, Store, StoreResult, User};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::ingest::Ingest;
+use crate::ledger::{merge, Allocation, Ledger};
+use crate::{backoff, record, DurableError};
+
+/// Called with a message the broker confirmed after its sender stopped waiting, so it is
+/// still broadcast (the sender's retry will be answered as a duplicate).
+pub type LateHook = Box<dyn Fn(Message) + Send + Sync>;
+
+struct Pending {
+    done: watch::Receiver<Option<Message>>,
+    /// [`WAITING`], [`ABANDONED`] or [`CONFIRMED`]: decides, race-free, who broadcasts a
+    /// message confirmed around the moment its sender stopped waiting.
+    state: Arc<AtomicU8>,
+}
+
+/// The sender is still waiting: it gets the ack and the service broadcasts.
+const WAITING: u8 = 0;
+/// The sender gave up: the producing task broadcasts through the late hook.
+const ABANDONED: u8 = 1;
+const CONFIRMED: u8 = 2;
+
+pub struct DurableStore {
+    inner: Arc<dyn Store>,
+    ledger: Ledger,
+    ingest: Arc<Ingest>,
+    /// Messages of this node between allocation and deposit, by (room, seq).
+    pending: Arc<Mutex<HashMap<(Id, u64), Pending>>>,
+    producing: TaskTracker,
+    late: Arc<OnceLock<LateHook>>,
+    /// How long graceful shutdown waits for unconfirmed messages.
+    drain_for: Duration,
+}
+
+impl DurableStore {
+    pub fn new(inner: Arc<dyn Store>, ledger: Ledger, ingest: Arc<Ingest>) -> Self {
+        DurableStore {
+            inner,
+            ledger,
+            ingest,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            producing: TaskTracker::new(),
+            late: Arc::new(OnceLock::new()),
+            drain_for: Duration::from_secs(20),
+        }
+    }
+
+    /// Sets who broadcasts late-confirmed messages (the chat service, once it exists).
+    pub fn on_late_confirm(&self, hook: LateHook) {
+        let _ = self.late.set(hook);
+    }
+
+    pub fn ingest(&self) -> &Arc<Ingest> {
+        &self.ingest
+    }
+
+    /// Checks the pipeline's own dependencies (Redis ledger, Kafka brokers).
+    pub async fn ping_pipeline(&self) -> Result<(), DurableError> {
+        self.ledger.ping().await?;
+        self.ingest.ping().await
+    }
+
+    fn pending_entry(
+        &self,
+        room: Id,
+        seq: u64,
+    ) -> Option<(watch::Receiver<Option<Message>>, Arc<AtomicU8>)> {
+        self.pending.lock().ok().and_then(|p| {
+            p.get(&(room, seq))
+                .map(|e| (e.done.clone(), e.state.clone()))
+        })
+    }
+
+    async fn wait_confirmed(&self, mut done: watch::Receiver<Option<Message>>) -> Option<Message> {
+        let waited =
+            tokio::time::timeout(self.ingest.ack_timeout(), done.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(m)) => m.clone(),
+            _ => None,
+        }
+    }
+
+    /// Produces, deposits and publishes `message` in the background of the caller (which may
+    /// stop waiting): this runs to completion whatever the caller does.
+    fn start_producing(
+        &self,
+        room_id: Id,
+        message: Message,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> (watch::Receiver<Option<Message>>, Arc<AtomicU8>) {
+        let (tx, rx) = watch::channel(None);
+        let state = Arc::new(AtomicU8::new(WAITING));
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(
+                (room_id, message.seq),
+                Pending {
+                    done: rx.clone(),
+                    state: state.clone(),
+                },
+            );
+        }
+        let (ingest, ledger, pending, late) = (
+            self.ingest.clone(),
+            self.ledger.clone(),
+            self.pending.clone(),
+            self.late.clone(),
+        );
+        let flag = state.clone();
+        self.producing.spawn(async move {
+            let _permit = permit;
+            let key = room_id.to_string();
+            let payload = record::encode(room_id, &message);
+            let confirmed = match ingest.produce(&key, &payload).await {
+                Ok(_) => deposit(&ledger, room_id, &message).await,
+                Err(e) => Err(e),
+            };
+            if let Ok(mut p) = pending.lock() {
+                p.remove(&(room_id, message.seq));
+            }
+            match confirmed {
+                Ok(()) => {
+                    metrics::counter!("scalify_kafka_produced_total").increment(1);
+                    let _ = tx.send(Some(message.clone()));
+                    if flag.swap(CONFIRMED, Ordering::AcqRel) == ABANDONED {
+                        if let Some(hook) = late.get() {
+                            hook(message);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(
+                    error = %e, room = %message.room, seq = message.seq,
+                    "message never confirmed (node shutting down): its seq stays unused"
+                ),
+            }
+        });
+        (rx, state)
+    }
+
+    /// The message a repeated (sender, client_id) was given, wherever it is now.
+    async fn repeat(&self, room: &Room, seq: u64) -> StoreResult<Appended> {
+        let duplicate = |message| Appended {
+            message,
+            duplicate: true,
+        };
+        if let Some((done, _)) = self.pending_entry(room.id, seq) {
+            if let Some(m) = self.wait_confirmed(done).await {
+                return Ok(duplicate(m));
+            }
+        }
+        if let Some(m) = self.ledger.at(room.id, seq).await? {
+            return Ok(duplicate(m));
+        }
+        if let Some(m) = self
+            .inner
+            .after(room, seq.saturating_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|m| m.seq == seq)
+        {
+            return Ok(duplicate(m));
+        }
+        Err(DurableError::NotYetConfirmed(
+            "this message is still waiting for the Kafka broker's confirmation; retry with the same client_id".into(),
+        )
+        .into())
+    }
+
+    async fn window_last_seq(&self, room: &mut Room) -> StoreResult<()> {
+        if let Some(top) = self.ledger.window_max_seq(room.id).await? {
+            room.last_seq = room.last_seq.max(top);
+        }
+        Ok(())
+    }
+}
+
+/// Puts a confirmed message in the recent window, retrying while Redis is away (the message
+/// is already durable in Kafka; the ack waits for this so reads can see it). Gives up after
+/// about a minute: the persister still stores the message, and the sender gets an error ack
+/// and finds it with a retry once it is in the database.
+async fn deposit(ledger: &Ledger, room: Id, message: &Message) -> Result<(), DurableError> {
+    let mut attempt = 0;
+    loop {
+        match ledger.deposit(room, message).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= 60 => return Err(e),
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "cannot record a confirmed message in the recent window; retrying");
+                tokio::time::sleep(backoff(attempt, Duration::from_secs(1))).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for DurableStore {
+    async fn create_user(&self, username: &Username, password_hash: &str) -> StoreResult<User> {
+        self.inner.create_user(username, password_hash).await
+    }
+    async fn credentials(&self, username: &Username) -> StoreResult<Option<Credentials>> {
+        self.inner.credentials(username).await
+    }
+    async fn user(&self, id: Id) -> StoreResult<Option<User>> {
+        self.inner.user(id).await
+    }
+    async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>> {
+        self.inner.user_by_name(username).await
+    }
+    async fn set_admin(&self, username: &Username, admin: bool) -> StoreResult<bool> {
+        self.inner.set_admin(username, admin).await
+    }
+    async fn is_admin(&self, user: Id) -> StoreResult<bool> {
+        self.inner.is_admin(user).await
+    }
+
+    async fn room(&self, name: &RoomName) -> StoreResult<Option<Room>> {
+        let Some(mut room) = self.inner.room(name).await? else {
+            return Ok(None);
+        };
+        self.window_last_seq(&mut room).await?;
+        Ok(Some(room))
+    }
+    async fn create_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room> {
+        self.inner.create_room(name, kind, members).await
+    }
+    async fn ensure_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room> {
+        let mut room = self.inner.ensure_room(name, kind, members).await?;
+        self.window_last_seq(&mut room).await?;
+        Ok(room)
+    }
+    async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        self.inner.add_member(room, user).await
+    }
+    async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        self.inner.is_member(room, user).await
+    }
+    async fn members(&self, room: Id, limit: u32) -> StoreResult<Vec<User>> {
+        self.inner.members(room, limit).await
+    }
+    async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
+        let mut rooms = self.inner.list_rooms(user).await?;
+        let ids: Vec<Id> = rooms.iter().map(|r| r.room.id).collect();
+        let tops = self.ledger.window_max_seqs(&ids).await?;
+        for (listing, top) in rooms.iter_mut().zip(tops) {
+            if let Some(top) = top {
+                listing.room.last_seq = listing.room.last_seq.max(top);
+            }
+        }
+        Ok(rooms)
+    }
+
+    async fn append(&self, new: NewMessage) -> StoreResult<Appended> {
+        let permit = self.ingest.reserve()?;
+        let room = Room {
+            id: new.room_id,
+            name: new.room.clone(),
+            kind: RoomKind::Public,
+            last_seq: 0,
+        };
+        let inner = self.inner.clone();
+        let name = new.room.clone();
+        let allocation = self
+            .ledger
+            .allocate(new.room_id, new.sender.id, &new.client_id, || async move {
+                inner
+                    .room(&name)
+                    .await
+                    .map_err(|e| {
+                        DurableError::Unavailable(format!("cannot seed the room's seq: {e}"))
+                    })?
+                    .map(|r| r.last_seq)
+                    .ok_or_else(|| DurableError::Unavailable("the room vanished".into()))
+            })
+            .await?;
+        let seq = match allocation {
+            Allocation::Repeat(seq) => return self.repeat(&room, seq).await,
+            Allocation::Fresh(seq) => seq,
+        };
+        let message = Message {
+            id: Id::new(),
+            room: new.room,
+            seq,
+            sender: new.sender,
+            text: new.text,
+            client_id: new.client_id,
+            ts: scalify_core::now_ms(),
+        };
+        let (done, state) = self.start_producing(new.room_id, message, permit);
+        let confirmed = match self.wait_confirmed(done.clone()).await {
+            Some(m) => Some(m),
+            // Confirmed just as the wait ended: then the sender still gets it.
+            None => match state.compare_exchange(
+                WAITING,
+                ABANDONED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => None,
+                Err(_) => done.borrow().clone(),
+            },
+        };
+        match confirmed {
+            Some(message) => Ok(Appended {
+                message,
+                duplicate: false,
+            }),
+            None => {
+                metrics::counter!("scalify_kafka_ack_timeouts_total").increment(1);
+                Err(DurableError::NotYetConfirmed(
+                    "the Kafka broker has not confirmed the message yet; retry with the same client_id".into(),
+                )
+                .into())
+            }
+        }
+    }
+
+    async fn history(
+        &self,
+        room: &Room,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let recent = self.ledger.before(room.id, before_seq, limit).await?;
+        let stored = self.inner.history(room, before_seq, limit).await?;
+        let mut all = merge(recent, stored);
+        let excess = all.len().saturating_sub(limit as usize);
+        all.drain(..excess);
+        Ok(all)
+    }
+
+    async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
+        let recent = self.ledger.after(room.id, after_seq, limit).await?;
+        let stored = self.inner.after(room, after_seq, limit).await?;
+        let mut all = merge(recent, stored);
+        all.truncate(limit as usize);
+        Ok(all)
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.producing.close();
+        if tokio::time::timeout(self.drain_for, self.producing.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                waiting = self.producing.len(),
+                "shutting down with messages the broker never confirmed (their senders got error acks)"
+            );
+        }
+        self.ingest.close(Duration::from_secs(2)).await;
+        self.inner.flush().await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+}

@@ -1,0 +1,344 @@
+//! The pipeline's engines against the real services: Redis (the ledger), PostgreSQL (the
+//! persister's idempotent batch write) and a Kafka-compatible broker (poison records go to the
+//! dead-letter topic and their partition keeps flowing). `scripts/test.sh` starts the broker
+//! and sets `SCALIFY_TEST_KAFKA_BROKERS`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use scalify_core::{ClientId, Id, Message, MessageText, RoomKind, RoomName, UserRef, Username};
+use scalify_kafka::ledger::{Allocation, Ledger, LedgerConfig};
+use scalify_kafka::persister::{Persister, PersisterConfig};
+use scalify_kafka::{record, topics, KafkaConfig};
+use scalify_store::postgres::{PgConfig, PgStore};
+use scalify_store::Store;
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+fn admin_url() -> String {
+    std::env::var("SCALIFY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("SCALIFY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn brokers() -> String {
+    std::env::var("SCALIFY_TEST_KAFKA_BROKERS").expect(
+        "SCALIFY_TEST_KAFKA_BROKERS is not set: run ./scripts/test.sh (it starts a broker), or point it at one",
+    )
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+struct FreshDb {
+    name: String,
+    url: String,
+}
+
+impl FreshDb {
+    async fn create() -> FreshDb {
+        let admin = admin_url();
+        let name = unique("scalify_test");
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+        FreshDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for FreshDb {
+    fn drop(&mut self) {
+        let (admin, name) = (admin_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn ledger(prefix: &str) -> Ledger {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    Ledger::new(conn, LedgerConfig::new(prefix))
+}
+
+fn message(room: &RoomName, seq: u64, sender: &UserRef, client_id: &str) -> Message {
+    Message {
+        id: Id::new(),
+        room: room.clone(),
+        seq,
+        sender: sender.clone(),
+        text: MessageText::parse(&format!("text {seq}"), 4096).unwrap(),
+        client_id: ClientId::parse(client_id).unwrap(),
+        ts: scalify_core::now_ms(),
+    }
+}
+
+#[tokio::test]
+async fn ledger_allocates_seeds_repeats_and_windows() {
+    let ledger = ledger(&unique("t")).await;
+    let (room, sender) = (Id::new(), Id::new());
+    let c1 = ClientId::parse("a").unwrap();
+    let c2 = ClientId::parse("b").unwrap();
+    // The first allocation seeds the counter from the database's newest seq.
+    let got = ledger
+        .allocate(room, sender, &c1, || async { Ok(41) })
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Fresh(42));
+    let seeded_again = std::sync::atomic::AtomicBool::new(false);
+    let got = ledger
+        .allocate(room, sender, &c1, || async {
+            seeded_again.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Repeat(42), "same client_id: same seq");
+    assert!(!seeded_again.load(std::sync::atomic::Ordering::SeqCst));
+    let got = ledger
+        .allocate(room, sender, &c2, || async { Ok(0) })
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Fresh(43));
+
+    // The window keeps confirmed messages by seq until trimmed.
+    let name = RoomName::parse("w").unwrap();
+    let who = UserRef {
+        id: sender,
+        username: "alice".into(),
+    };
+    for seq in [42, 43] {
+        ledger
+            .deposit(room, &message(&name, seq, &who, &format!("c{seq}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ledger.window_max_seq(room).await.unwrap(), Some(43));
+    let seqs = |v: Vec<Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(ledger.after(room, 41, 10).await.unwrap()), [42, 43]);
+    assert_eq!(seqs(ledger.after(room, 42, 10).await.unwrap()), [43]);
+    assert_eq!(seqs(ledger.before(room, Some(43), 10).await.unwrap()), [42]);
+    assert_eq!(seqs(ledger.before(room, None, 1).await.unwrap()), [43]);
+    assert_eq!(ledger.at(room, 42).await.unwrap().map(|m| m.seq), Some(42));
+    ledger.trim(&[(room, 42)]).await.unwrap();
+    assert_eq!(seqs(ledger.after(room, 0, 10).await.unwrap()), [43]);
+}
+
+#[tokio::test]
+async fn ledger_refuses_sends_when_the_window_is_full() {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut config = LedgerConfig::new(unique("t"));
+    config.window_max = 2;
+    let ledger = Ledger::new(conn, config);
+    let (room, sender) = (Id::new(), Id::new());
+    let name = RoomName::parse("w").unwrap();
+    let who = UserRef {
+        id: sender,
+        username: "alice".into(),
+    };
+    for i in 1..=2u64 {
+        let cid = ClientId::parse(&format!("c{i}")).unwrap();
+        let Allocation::Fresh(seq) = ledger
+            .allocate(room, sender, &cid, || async { Ok(0) })
+            .await
+            .unwrap()
+        else {
+            panic!("expected a fresh seq")
+        };
+        ledger
+            .deposit(room, &message(&name, seq, &who, &format!("c{i}")))
+            .await
+            .unwrap();
+    }
+    let cid = ClientId::parse("c3").unwrap();
+    let err = ledger
+        .allocate(room, sender, &cid, || async { Ok(0) })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("persister is behind"), "{err}");
+}
+
+#[tokio::test]
+async fn persist_is_idempotent_and_reports_conflicts() {
+    let db = FreshDb::create().await;
+    let store = PgStore::open(PgConfig::new(&db.url)).await.unwrap();
+    let user = store
+        .create_user(&Username::parse("alice").unwrap(), "x")
+        .await
+        .unwrap();
+    let name = RoomName::parse("general").unwrap();
+    let room = store
+        .create_room(&name, RoomKind::Public, &[user.id])
+        .await
+        .unwrap();
+    let who = UserRef {
+        id: user.id,
+        username: "alice".into(),
+    };
+    let batch: Vec<(Id, Message)> = (1..=3)
+        .map(|s| (room.id, message(&name, s, &who, &format!("c{s}"))))
+        .collect();
+    let first = store.persist(&batch).await.unwrap();
+    assert_eq!((first.inserted, first.redelivered), (3, 0));
+    let again = store.persist(&batch).await.unwrap();
+    assert_eq!((again.inserted, again.redelivered), (0, 3));
+    assert!(again.conflicts.is_empty());
+    assert_eq!(store.room(&name).await.unwrap().unwrap().last_seq, 3);
+    // Another message claiming seq 2, and another claiming client_id c3: refused, reported.
+    let clash_seq = message(&name, 2, &who, "other");
+    let clash_key = message(&name, 4, &who, "c3");
+    let out = store
+        .persist(&[(room.id, clash_seq.clone()), (room.id, clash_key.clone())])
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 0);
+    let mut ids: Vec<Id> = out.conflicts.iter().map(|m| m.id).collect();
+    ids.sort();
+    let mut want = vec![clash_seq.id, clash_key.id];
+    want.sort();
+    assert_eq!(ids, want);
+    let stored = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|m| m.id).collect::<Vec<_>>(),
+        batch.iter().map(|(_, m)| m.id).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
+    let db = FreshDb::create().await;
+    let store = Arc::new(PgStore::open(PgConfig::new(&db.url)).await.unwrap());
+    let user = store
+        .create_user(&Username::parse("alice").unwrap(), "x")
+        .await
+        .unwrap();
+    let name = RoomName::parse("general").unwrap();
+    let room = store
+        .create_room(&name, RoomKind::Public, &[user.id])
+        .await
+        .unwrap();
+    let who = UserRef {
+        id: user.id,
+        username: "alice".into(),
+    };
+    let mut kafka = KafkaConfig::new(brokers());
+    kafka.topic = unique("poison");
+    kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
+    kafka.group = unique("group");
+    kafka.partitions = 1;
+    topics::ensure_topics(&kafka).await.unwrap();
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let key = room.id.to_string();
+    let m1 = message(&name, 1, &who, "c1");
+    let m2 = message(&name, 2, &who, "c2");
+    let records: Vec<(String, Vec<u8>)> = vec![
+        (key.clone(), record::encode(room.id, &m1)),
+        (key.clone(), b"{not json".to_vec()),
+        ("another-room".into(), record::encode(room.id, &m2)),
+        (key.clone(), record::encode(room.id, &m2)),
+    ];
+    for (k, v) in &records {
+        producer
+            .send(
+                FutureRecord::to(&kafka.topic).key(k).payload(v),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    let persister = Persister::new(
+        kafka.clone(),
+        PersisterConfig::new("test"),
+        store.clone(),
+        ledger(&unique("t")).await,
+    )
+    .unwrap();
+    let status = persister.status();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(persister.run(stop.clone()));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = store.after(&room, 0, 10).await.unwrap();
+        if stored.len() == 2 {
+            assert_eq!(
+                stored.iter().map(|m| m.id).collect::<Vec<_>>(),
+                [m1.id, m2.id]
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the valid records after the poison were not written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Both bad records are on the dead-letter topic, with why.
+    let dlq: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    dlq.subscribe(&[&kafka.dead_letter_topic]).unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(20), dlq.recv())
+            .await
+            .expect("dead letters expected")
+            .unwrap();
+        let reason = m
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "reason")
+                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            })
+            .unwrap_or_default();
+        reasons.push(reason);
+    }
+    reasons.sort();
+    assert!(
+        reasons[0].contains("not a JSON message record"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("is not its room id"), "{reasons:?}");
+    let dead = status.lock().unwrap().dead_lettered;
+    assert_eq!(dead, 2);
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

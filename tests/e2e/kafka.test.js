@@ -1,0 +1,252 @@
+// The durable pipeline (issue 5): nodes produce every accepted message to Kafka before the
+// ack; persisters write the topic to PostgreSQL. Real broker (tansu, a private one per drill),
+// real PostgreSQL and Redis, the official socket.io-client. Every drill keeps an oracle of
+// acked messages and ends with: each one in PostgreSQL exactly once, per-room seq gap-free,
+// and every client's view (REST history) equal to the store.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { api, call, collect, connect, register, sleep, uniqueRoom, allMessages } from './harness.js';
+import { eventually, privatePostgres, readyz, redisCli } from './cluster.js';
+import {
+  checkStore, durableSettings, sendUntilAcked, startBroker, startDurableNode, startPersister, storedMessages,
+} from './kafka.js';
+
+/** Users, each connected to `url`, all joined to every room. */
+async function population(url, users = 4, rooms = 3) {
+  const names = Array.from({ length: rooms }, () => uniqueRoom('k'));
+  const people = [];
+  for (let i = 0; i < users; i++) {
+    const u = await register(url, 'k');
+    const s = await connect(url, u.token, { reconnection: true });
+    for (const room of names) assert.equal((await call(s, 'join', { room })).ok, true);
+    people.push({ ...u, socket: s });
+  }
+  return { rooms: names, people };
+}
+
+/**
+ * Every person sends to the rooms in turn, each send retried with its client_id until acked,
+ * until `stop()` is called. Acked messages go into `oracle`.
+ */
+function traffic({ rooms, people }, oracle, { pauseMs = 5 } = {}) {
+  let running = true;
+  let n = 0;
+  const loops = people.map(async (p, i) => {
+    while (running) {
+      const room = rooms[n % rooms.length];
+      const clientId = `p${i}-${n++}`;
+      const m = await sendUntilAcked(p.socket, room, `message ${clientId}`, clientId);
+      if (m) oracle.set(clientId, m);
+      await sleep(pauseMs);
+    }
+  });
+  return { stop: async () => { running = false; await Promise.all(loops); } };
+}
+
+/** The end-of-drill checks (see the file's header). */
+async function quiesceAndCheck(c, url, pop, oracle) {
+  assert.ok(oracle.size > 0, 'the drill acked nothing');
+  await eventually(() => {
+    const rows = storedMessages(c.db.url);
+    return rows.length >= oracle.size && [...oracle.keys()].every((k) => rows.some((r) => r.client_id === k));
+  }, 60000, `all ${oracle.size} acked messages in PostgreSQL`);
+  const rows = storedMessages(c.db.url);
+  checkStore(rows, oracle, assert);
+  for (const room of pop.rooms) {
+    const view = await allMessages(url, pop.people[0].token, room);
+    assert.deepEqual(view.map((m) => m.id), rows.filter((r) => r.room === room).map((r) => r.id),
+      `room ${room}: the client's history differs from the store`);
+  }
+  return rows;
+}
+
+function closeAll(pop) { for (const p of pop.people) p.socket.close(); }
+
+test('durable node: acked after Kafka, readable before the persister runs, stored exactly once after', async () => {
+  const broker = await startBroker();
+  const c = durableSettings(broker.brokers);
+  const node = await startDurableNode(c);
+  try {
+    const alice = await register(node.url, 'ka');
+    const bob = await register(node.url, 'kb');
+    const sa = await connect(node.url, alice.token);
+    const sb = await connect(node.url, bob.token);
+    const room = uniqueRoom('k');
+    const joined = await call(sa, 'join', { room });
+    await call(sb, 'join', { room });
+    const live = collect(sb, 'message');
+    const acks = [];
+    for (let i = 1; i <= 30; i++) acks.push(await call(sa, 'send', { room, text: `m${i}`, client_id: `m-${i}` }));
+    assert.deepEqual(acks.map((a) => a.ok && a.message.seq), Array.from({ length: 30 }, (_, i) => i + 1));
+    await live.waitFor(30);
+    assert.deepEqual(live.items.map((m) => m.seq), acks.map((a) => a.message.seq));
+
+    // No persister yet: PostgreSQL has nothing, reads still return every acked message.
+    assert.equal(storedMessages(c.db.url).length, 0);
+    const history = await call(sb, 'history', { room, limit: 100 });
+    assert.deepEqual(history.messages.map((m) => m.id), acks.map((a) => a.message.id));
+    const synced = await call(sb, 'sync', { rooms: { [room]: 10 } });
+    assert.deepEqual(synced.rooms[room].messages.map((m) => m.seq), Array.from({ length: 20 }, (_, i) => i + 11));
+    const listed = await api(node.url, 'GET', '/api/rooms', undefined, bob.token);
+    assert.equal(listed.body.rooms.find((r) => r.name === room).last_seq, 30);
+
+    // A retry with the same client_id gets the original and is not broadcast again.
+    const again = await call(sa, 'send', { room, text: 'different text', client_id: 'm-5' });
+    assert.equal(again.ok, true);
+    assert.equal(again.message.id, acks[4].message.id);
+    assert.equal(again.message.text, 'm5');
+    await sleep(300);
+    assert.equal(live.items.length, 30);
+
+    const ready = await readyz(node.url);
+    assert.equal(ready.status, 200, JSON.stringify(ready.body));
+    assert.equal(ready.body.checks.kafka.ok, true);
+
+    // The persister writes them once, and the recent window empties.
+    const persister = await startPersister(c);
+    await eventually(() => storedMessages(c.db.url).length === 30, 20000, '30 rows');
+    const oracle = new Map(acks.map((a) => [a.message.client_id, a.message]));
+    checkStore(storedMessages(c.db.url), oracle, assert);
+    const windowKey = `${c.prefix}:recent:{${joined.room.id}}`;
+    await eventually(() => redisCli(c.redisUrl, 'ZCARD', windowKey) === '0', 10000, 'the recent window trimmed');
+    const afterTrim = await call(sb, 'history', { room, limit: 100 });
+    assert.deepEqual(afterTrim.messages.map((m) => m.id), acks.map((a) => a.message.id));
+    assert.ok(await persister.metric('scalify_persister_rows_total') >= 30);
+    sa.close(); sb.close();
+    const { code } = await persister.stop();
+    assert.equal(code, 0, persister.stderr());
+  } finally {
+    await node.stop(); node.cleanup(); c.db.drop(); await broker.destroy();
+  }
+});
+
+test('kill -9 the persister mid-batch under traffic, start another: nothing lost, nothing twice, no gap', async () => {
+  const broker = await startBroker();
+  const c = durableSettings(broker.brokers);
+  const node = await startDurableNode(c);
+  let p1 = await startPersister(c);
+  let p2;
+  const pop = await population(node.url);
+  try {
+    const oracle = new Map();
+    const load = traffic(pop, oracle, { pauseMs: 1 });
+    await eventually(async () => (await p1.metric('scalify_persister_rows_total')) > 50, 15000, 'the persister writing');
+    await p1.stop('SIGKILL');
+    await sleep(1500);
+    p2 = await startPersister(c);
+    await sleep(1500);
+    await load.stop();
+    await quiesceAndCheck(c, node.url, pop, oracle);
+  } finally {
+    closeAll(pop);
+    if (p2) await p2.stop();
+    await node.stop(); node.cleanup(); c.db.drop(); await broker.destroy();
+  }
+});
+
+test('PostgreSQL down for 12 s under traffic: sends still acked, the persister pauses in its group, then resumes without skipping', async () => {
+  const broker = await startBroker();
+  const pg = await privatePostgres();
+  const c = durableSettings(broker.brokers);
+  c.db.drop();
+  c.db = { url: pg.url, drop() {} };
+  const node = await startDurableNode(c);
+  const persister = await startPersister(c);
+  const pop = await population(node.url);
+  try {
+    const oracle = new Map();
+    // Warm the node's room and membership caches: while the database is down, only sends
+    // (which go to Kafka) can work.
+    for (const [i, p] of pop.people.entries()) {
+      for (const room of pop.rooms) oracle.set(`warm-${i}-${room}`, await sendUntilAcked(p.socket, room, 'warm', `warm-${i}-${room}`));
+    }
+    const load = traffic(pop, oracle, { pauseMs: 20 });
+    await sleep(1000);
+    pg.stop();
+    const downAt = Date.now();
+    const ackedBefore = oracle.size;
+    await eventually(async () => (await persister.metric('scalify_persister_paused')) === 1, 15000, 'the persister paused');
+    while (Date.now() - downAt < 12000) {
+      await sleep(500);
+      assert.equal(persister.child.exitCode, null, 'the persister must stay up');
+    }
+    assert.ok(oracle.size > ackedBefore + 20, `sends kept being acked while PostgreSQL was down (${oracle.size - ackedBefore})`);
+    // Still a member of its group: its partitions are still assigned to it.
+    const registry = redisCli(c.redisUrl, 'HVALS', `${c.prefix}:{persisters}`);
+    assert.match(registry, /"paused":true/);
+    assert.doesNotMatch(registry, /"partitions":\[\]/);
+    pg.start();
+    await eventually(async () => (await persister.metric('scalify_persister_paused')) === 0, 30000, 'the persister resumed');
+    await sleep(1000);
+    await load.stop();
+    await quiesceAndCheck(c, node.url, pop, oracle);
+    assert.ok(await persister.metric('scalify_persister_retries_total') >= 1);
+    assert.equal(persister.child.exitCode, null, 'the same persister process resumed');
+  } finally {
+    closeAll(pop);
+    await persister.stop();
+    await node.stop(); node.cleanup(); pg.destroy(); await broker.destroy();
+  }
+});
+
+test('kill -9 the broker and restart it under traffic: producer and consumer recover, no acked message lost', async () => {
+  const broker = await startBroker({ storage: 'sqlite' });
+  const c = durableSettings(broker.brokers);
+  const node = await startDurableNode(c);
+  const persister = await startPersister(c);
+  const pop = await population(node.url);
+  try {
+    const oracle = new Map();
+    const load = traffic(pop, oracle, { pauseMs: 10 });
+    await eventually(() => oracle.size > 40, 15000, 'traffic flowing');
+    await broker.kill('SIGKILL');
+    await eventually(async () => (await readyz(node.url)).status === 503, 15000, 'readyz to name Kafka');
+    const down = await readyz(node.url);
+    assert.equal(down.body.checks.kafka.ok, false);
+    await sleep(2000);
+    await broker.start();
+    await eventually(async () => (await readyz(node.url)).status === 200, 30000, 'readyz back');
+    const ackedAfterRestart = oracle.size;
+    await eventually(() => oracle.size > ackedAfterRestart + 40, 30000, 'sends acked again');
+    await load.stop();
+    await quiesceAndCheck(c, node.url, pop, oracle);
+  } finally {
+    closeAll(pop);
+    await persister.stop();
+    await node.stop(); node.cleanup(); c.db.drop(); await broker.destroy();
+  }
+});
+
+test('two persisters share the partitions; one leaves and another joins under traffic: nothing lost or doubled', async () => {
+  const broker = await startBroker();
+  const c = durableSettings(broker.brokers, { partitions: 4 });
+  const node = await startDurableNode(c);
+  const p1 = await startPersister(c);
+  let p2 = await startPersister(c);
+  let p3;
+  const pop = await population(node.url, 4, 6);
+  try {
+    const statuses = () => redisCli(c.redisUrl, 'HVALS', `${c.prefix}:{persisters}`).split('\n').filter(Boolean).map((s) => JSON.parse(s));
+    await eventually(() => {
+      const s = statuses();
+      return s.length === 2 && s.every((x) => x.partitions.length > 0)
+        && s.reduce((n, x) => n + x.partitions.length, 0) === 4;
+    }, 30000, 'both persisters assigned a share of the 4 partitions');
+    const oracle = new Map();
+    const load = traffic(pop, oracle, { pauseMs: 2 });
+    await sleep(2000);
+    await p2.stop('SIGTERM');
+    await sleep(2000);
+    p3 = await startPersister(c);
+    await sleep(3000);
+    await load.stop();
+    await quiesceAndCheck(c, node.url, pop, oracle);
+    const written = (await p1.metric('scalify_persister_rows_total')) + (await p3.metric('scalify_persister_rows_total'));
+    assert.ok(written > 0);
+  } finally {
+    closeAll(pop);
+    await p1.stop();
+    if (p3) await p3.stop();
+    await node.stop(); node.cleanup(); c.db.drop(); await broker.destroy();
+  }
+});
