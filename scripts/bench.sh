@@ -6,6 +6,8 @@
 #                                       cluster-fanout cluster-fanout-100 cluster-durable
 #                                       cluster-single cluster-pairs (2 nodes, scripts/cluster.sh:
 #                                       PostgreSQL and Redis on their standard ports)
+#                                       kafka-ack-1k kafka-ack-10k kafka-sink (durable mode: a
+#                                       private tansu broker, PostgreSQL, Redis; see below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p scalify --examples -p scalify-store >/dev/null
@@ -66,6 +68,51 @@ run_counted() {
   echo
 }
 
+# Durable mode: a private tansu broker (memory storage), a fresh database, a Redis prefix, one
+# node (`serve --kafka-brokers`) and, unless told otherwise, one `scalify persister` process.
+TANSU_BIN="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_kafka() {
+  KDIR=$(mktemp -d)
+  KDB="scalify_bench_k$$"
+  psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $KDB" >/dev/null
+  local kport; kport=$(free_port)
+  (cd "$KDIR" && RUST_LOG=warn "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kport" \
+    --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/ >"$KDIR/tansu.log" 2>&1 & echo $! >"$KDIR/tansu.pid")
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
+  export SCALIFY_TOKEN_SECRET; SCALIFY_TOKEN_SECRET=$(openssl rand -hex 32)
+  KARGS=(--database-url "postgres://postgres@127.0.0.1:5432/$KDB" --redis-url "$REDIS_URL"
+    --redis-prefix "bench-k$$" --kafka-brokers "127.0.0.1:$kport" --kafka-partitions 6)
+  PORT=$(free_port)
+  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$KDIR" --rate-limit-per-sec 0 "${KARGS[@]}" >"$KDIR/node.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+  URL="http://127.0.0.1:$PORT"
+}
+start_persister() {
+  PPORT=$(free_port)
+  "$BIN" persister --listen "127.0.0.1:$PPORT" "${KARGS[@]}" >"$KDIR/persister.log" 2>&1 &
+  PPID_=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PPORT/healthz" >/dev/null && break; sleep 0.1; done
+}
+persister_metric() { curl -s "http://127.0.0.1:$PPORT/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s+=$2} END {print s+0}'; }
+stop_kafka() {
+  [ -n "${PPID_:-}" ] && { kill -TERM "$PPID_"; wait "$PPID_" || true; PPID_=""; }
+  kill -TERM "$PID"; wait "$PID" || true
+  kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null || true
+  psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "DROP DATABASE IF EXISTS $KDB WITH (FORCE)" >/dev/null
+  rm -rf "$KDIR"
+}
+# Samples the persister's total lag every second during a run; prints the maximum.
+run_with_lag() {
+  ( max=0; for _ in $(seq 14); do sleep 1; l=$(persister_metric scalify_persister_lag_messages); l=${l%.*}; [ "$l" -gt "$max" ] && max=$l; done
+    echo "persister lag during the run: max $max messages (sampled each second)" ) &
+  local sampler=$!
+  run "$@"
+  wait "$sampler" || true
+  echo "rows written by the persister: $(persister_metric scalify_persister_rows_total)"; echo
+}
+
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(git rev-parse --short HEAD)"
 for s in "${scenarios[@]}"; do
   case $s in
@@ -86,6 +133,22 @@ for s in "${scenarios[@]}"; do
     cluster-fanout-100) start_cluster; run_counted --duration 10 fanout --receivers 1000 --senders 4 --rate 100; stop_cluster ;;
     cluster-pairs)   start_cluster; run_counted --duration 10 pairs --pairs 500 --rate 2000; stop_cluster ;;
     cluster-single)  start_cluster; run --duration 10 durable --senders 1 --window 1 --rooms 1; stop_cluster ;;
+    kafka-ack-1k)  start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 200 --rate 1000; stop_kafka ;;
+    kafka-ack-10k) start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 500 --rate 10000; stop_kafka ;;
+    # Sink rate: fill the topic with no persister running, then time one persister draining it.
+    kafka-sink)
+      start_kafka
+      run --duration 10 durable --senders 256 --window 8 --rooms 256
+      acked=$(curl -s "$URL/metrics" | awk '$1 ~ /^scalify_kafka_produced_total/ {s+=$2} END {print s+0}')
+      start_persister
+      # Timed from its first written batch (joining the group and fetching metadata excluded).
+      while [ "$(persister_metric scalify_persister_rows_total | cut -d. -f1)" -eq 0 ]; do sleep 0.01; done
+      t0=$(date +%s.%N); r0=$(persister_metric scalify_persister_rows_total | cut -d. -f1)
+      while [ "$(persister_metric scalify_persister_rows_total | cut -d. -f1)" -lt "$acked" ]; do sleep 0.05; done
+      t1=$(date +%s.%N)
+      echo "persister sink: $((acked - r0)) rows in $(echo "$t1 - $t0" | bc -l | cut -c1-6) s = $(echo "($acked - $r0) / ($t1 - $t0)" | bc) rows/s (one persister, batches of up to 2000; $acked in all)"
+      echo "persister CPU: $(awk '{print ($14+$15)/100 " s"}' /proc/$PPID_/stat)"; echo
+      stop_kafka ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
 done

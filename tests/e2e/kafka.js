@@ -84,7 +84,10 @@ export function startDurableNode(c, extra = []) {
 export async function startPersister(c, extra = []) {
   const child = spawn(BIN, ['persister', '--listen', '127.0.0.1:0',
     '--database-url', c.db.url, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix,
-    ...kafkaArgs(c), '--persister-stuck-secs', '10', ...extra], {
+    ...kafkaArgs(c), '--persister-stuck-secs', '10',
+    // SCALIFY_E2E_KAFKA_DEBUG=cgrp,fetch: librdkafka's own debug logs (with SCALIFY_LOG=…,rdkafka=debug).
+    ...(process.env.SCALIFY_E2E_KAFKA_DEBUG ? ['--kafka-option', `debug=${process.env.SCALIFY_E2E_KAFKA_DEBUG}`, '--kafka-option', 'log_level=7'] : []),
+    ...extra], {
     env: { ...process.env, SCALIFY_LOG: process.env.SCALIFY_LOG || 'warn', SCALIFY_TOKEN_SECRET: c.secret },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -44,12 +44,19 @@ function traffic({ rooms, people }, oracle, { pauseMs = 5 } = {}) {
 }
 
 /** The end-of-drill checks (see the file's header). */
-async function quiesceAndCheck(c, url, pop, oracle) {
+async function quiesceAndCheck(c, url, pop, oracle, persisters = []) {
   assert.ok(oracle.size > 0, 'the drill acked nothing');
-  await eventually(() => {
-    const rows = storedMessages(c.db.url);
-    return rows.length >= oracle.size && [...oracle.keys()].every((k) => rows.some((r) => r.client_id === k));
-  }, 60000, `all ${oracle.size} acked messages in PostgreSQL`);
+  try {
+    await eventually(() => {
+      const stored = new Set(storedMessages(c.db.url).map((r) => r.client_id));
+      return [...oracle.keys()].every((k) => stored.has(k));
+    }, 60000, `all ${oracle.size} acked messages in PostgreSQL`);
+  } catch (e) {
+    const stored = new Set(storedMessages(c.db.url).map((r) => r.client_id));
+    const missing = [...oracle.values()].filter((m) => !stored.has(m.client_id));
+    const logs = persisters.map((p) => p.stderr().slice(-(Number(process.env.SCALIFY_E2E_LOG_TAIL) || 3000))).join('\n---\n');
+    throw new Error(`${e.message}: ${stored.size} stored, ${missing.length} missing, e.g. ${JSON.stringify(missing.slice(0, 3).map((m) => [m.room, m.seq]))}\n${logs}`);
+  }
   const rows = storedMessages(c.db.url);
   checkStore(rows, oracle, assert);
   for (const room of pop.rooms) {
@@ -136,7 +143,8 @@ test('kill -9 the persister mid-batch under traffic, start another: nothing lost
     p2 = await startPersister(c);
     await sleep(1500);
     await load.stop();
-    await quiesceAndCheck(c, node.url, pop, oracle);
+    await quiesceAndCheck(c, node.url, pop, oracle, [p1, p2]);
+    assert.ok(await p2.metric('scalify_persister_rows_total') > 0, 'the second persister took over');
   } finally {
     closeAll(pop);
     if (p2) await p2.stop();
@@ -150,9 +158,11 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
   const c = durableSettings(broker.brokers);
   c.db.drop();
   c.db = { url: pg.url, drop() {} };
-  const node = await startDurableNode(c);
+  const adminName = `kadm${process.pid}`.slice(0, 32);
+  const node = await startDurableNode(c, ['--admins', adminName]);
   const persister = await startPersister(c);
   const pop = await population(node.url);
+  const admin = (await api(node.url, 'POST', '/api/auth/register', { username: adminName, password: 'correct-horse' })).body;
   try {
     const oracle = new Map();
     // Warm the node's room and membership caches: while the database is down, only sends
@@ -175,6 +185,11 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
     const registry = redisCli(c.redisUrl, 'HVALS', `${c.prefix}:{persisters}`);
     assert.match(registry, /"paused":true/);
     assert.doesNotMatch(registry, /"partitions":\[\]/);
+    // The admin page shows it paused, and names the failing store.
+    const overview = (await api(node.url, 'GET', '/api/admin/overview', undefined, admin.token)).body;
+    assert.equal(overview.persisters.length, 1);
+    assert.equal(overview.persisters[0].paused, true);
+    assert.equal(overview.checks.store.ok, false);
     pg.start();
     await eventually(async () => (await persister.metric('scalify_persister_paused')) === 0, 30000, 'the persister resumed');
     await sleep(1000);
@@ -209,7 +224,11 @@ test('kill -9 the broker and restart it under traffic: producer and consumer rec
     const ackedAfterRestart = oracle.size;
     await eventually(() => oracle.size > ackedAfterRestart + 40, 30000, 'sends acked again');
     await load.stop();
-    await quiesceAndCheck(c, node.url, pop, oracle);
+    await quiesceAndCheck(c, node.url, pop, oracle, [persister]);
+    // The outage was felt: produce attempts failed and were retried.
+    const metrics = await (await fetch(`${node.url}/metrics`)).text();
+    const errors = Number(metrics.match(/^scalify_kafka_produce_errors_total (\S+)$/m)?.[1] ?? 0);
+    assert.ok(errors > 0, 'no produce attempt failed: the broker outage was not exercised');
   } finally {
     closeAll(pop);
     await persister.stop();

@@ -30,8 +30,23 @@ export interface NodeStatus {
   busiest: RoomActivity[];
 }
 
+/** A persister of the durable pipeline (Kafka → PostgreSQL), as it last announced itself. */
+export interface PersisterStatus {
+  id: string;
+  paused: boolean;
+  partitions: number[];
+  /** Messages not yet written to PostgreSQL, by partition. */
+  lag: Record<string, number>;
+  persisted: number;
+  dead_lettered: number;
+  retries: number;
+  restarts: number;
+  updated_at: number;
+}
+
 export interface Overview {
   node: string;
+  persisters: PersisterStatus[];
   nodes: NodeStatus[];
   messages_per_sec: number;
   busiest: RoomActivity[];

@@ -501,8 +501,26 @@ function AdminPane({ token, onClose }: { token: string; onClose: () => void }) {
                   {name}: {c.ok ? 'ok' : `failing — ${c.error}`}
                 </li>
               ))}
-              <li data-ok="true"><span class="dot" aria-hidden="true" />Kafka persister: not configured</li>
             </ul>
+            <h2>Persisters (Kafka → PostgreSQL)</h2>
+            {data.persisters.length === 0 ? <p class="hint">None running (durable mode is off, or no persister has reported in the last 15 s).</p> : (
+              <table class="persisters">
+                <thead><tr><th>persister</th><th>state</th><th>partitions</th><th>lag</th><th>written</th><th>dead letters</th><th>retries</th></tr></thead>
+                <tbody>
+                  {data.persisters.map((p) => (
+                    <tr key={p.id} data-paused={p.paused}>
+                      <td>{p.id}</td>
+                      <td>{p.paused ? 'paused (database failing)' : 'running'}</td>
+                      <td>{p.partitions.join(', ') || '—'}</td>
+                      <td title={Object.entries(p.lag).map(([k, v]) => `partition ${k}: ${v}`).join('\n')}>
+                        {Object.values(p.lag).reduce((a, b) => a + b, 0)}
+                      </td>
+                      <td>{p.persisted}</td><td>{p.dead_lettered}</td><td>{p.retries}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )}
             <h2>Recent warnings and errors</h2>
             {data.errors.length === 0 ? <p class="hint">None since this node started.</p> : (
               <ul class="errors">

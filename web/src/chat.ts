@@ -9,7 +9,7 @@ import { io, type Socket } from 'socket.io-client';
 import { api, ApiError, type RoomInfo, type Session } from './api';
 import {
   addHistory, addMessages, emptyRoom, hasGap, markRead, oldestSeq, queueSend, retrySend,
-  sendFailed, type Message, type RoomView, type UserRef,
+  sendFailed, syncedThrough, type Message, type RoomView, type UserRef,
 } from './state';
 
 export type Connection = 'connecting' | 'connected' | 'reconnecting';
@@ -167,7 +167,11 @@ export class ChatClient {
         const got = r.rooms[name];
         this.remember(got.messages.map((m) => m.sender));
         this.setRoom(name, (x) => addMessages(x, got.messages, this.snapshot.me.id));
-        if (!got.truncated) return;
+        if (!got.truncated) {
+          const newest = got.messages.at(-1)?.seq;
+          if (newest !== undefined) this.setRoom(name, (x) => syncedThrough(x, newest));
+          return;
+        }
       }
     })().finally(() => this.syncing.delete(name));
     this.syncing.set(name, work);

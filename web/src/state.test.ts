@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   addHistory, addMessages, emptyRoom, groupMessages, hasGap, linkify, markRead, mergeMessages,
-  queueSend, retrySend, sendFailed, unreadCount, type Message,
+  queueSend, retrySend, sendFailed, syncedThrough, unreadCount, type Message,
 } from './state';
 
 const ann = { id: 'A', username: 'ann' };
@@ -29,6 +29,15 @@ describe('merging', () => {
     expect([r.contiguous, r.lastSeq, hasGap(r)]).toEqual([2, 5, true]);
     r = addMessages(r, [msg(3), msg(4)]); // what sync returns
     expect([r.contiguous, hasGap(r)]).toEqual([5, false]);
+  });
+
+  it('a seq that a complete sync does not return never existed: the gap closes', () => {
+    let r = addMessages(emptyRoom('r', 'public'), [msg(1), msg(2), msg(4)]);
+    expect(hasGap(r)).toBe(true);
+    r = addMessages(r, [msg(4)]); // sync after 2 returns only 4: seq 3 was never acked
+    r = syncedThrough(r, 4);
+    expect([r.contiguous, hasGap(r)]).toEqual([4, false]);
+    expect(syncedThrough(r, 2)).toBe(r);
   });
 
   it('a room joined at last_seq 10 starts contiguous there; older pages come from history', () => {

@@ -90,6 +90,15 @@ export function addMessages(room: RoomView, incoming: Message[], me?: string): R
   return { ...room, messages, outgoing, contiguous, lastSeq };
 }
 
+/**
+ * After a complete (not truncated) `sync`, the server has returned every message after the
+ * room's contiguous seq: a seq below the newest one returned that is still absent does not
+ * exist (in durable mode a node that dies mid-send can leave one unused), so stop waiting for it.
+ */
+export function syncedThrough(room: RoomView, newest: number): RoomView {
+  return newest > room.contiguous ? { ...room, contiguous: newest } : room;
+}
+
 /** True when a live message shows that messages before it were missed: call `sync`. */
 export function hasGap(room: RoomView): boolean {
   return room.lastSeq > room.contiguous;

@@ -152,6 +152,12 @@ impl ConsumerContext for Ctx {
                     a.clear();
                 }
                 if let Ok(mut l) = self.shared.lag.lock() {
+                    // Another persister reports these partitions now: don't leave our last
+                    // figures behind in the gauge.
+                    for p in l.keys() {
+                        metrics::gauge!("scalify_persister_lag_messages", "partition" => p.to_string())
+                            .set(0.0);
+                    }
                     l.clear();
                 }
             }
@@ -159,6 +165,9 @@ impl ConsumerContext for Ctx {
         }
     }
 }
+
+/// How often the watchdog looks at the group's progress.
+const WATCH_EVERY: Duration = Duration::from_secs(3);
 
 /// A consumed record waiting for its batch to be written.
 struct Consumed {
@@ -189,7 +198,16 @@ pub struct Persister {
     db: Arc<PgStore>,
     ledger: Ledger,
     dead_letters: FutureProducer,
+    /// A group-less view of the topic (watermarks, the group's committed offsets) for the
+    /// watchdog: it must see the whole group's progress, not only this member's partitions.
+    observer: Arc<BaseConsumer>,
     status: Arc<Mutex<PersisterStatus>>,
+}
+
+/// The group's progress on the topic, as the watchdog last saw it changing.
+struct Progress {
+    committed: i64,
+    since: Instant,
 }
 
 impl Persister {
@@ -208,6 +226,14 @@ impl Persister {
             .map_err(|e| {
                 DurableError::Kafka(format!("cannot create the dead-letter producer: {e}"))
             })?;
+        let observer: BaseConsumer = kafka
+            .client("watchdog")
+            .set("group.id", &kafka.group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| {
+                DurableError::Kafka(format!("cannot create the watchdog's client: {e}"))
+            })?;
         let status = PersisterStatus {
             id: config.id.clone(),
             ..PersisterStatus::default()
@@ -218,6 +244,7 @@ impl Persister {
             db,
             ledger,
             dead_letters,
+            observer: Arc::new(observer),
             status: Arc::new(Mutex::new(status)),
         })
     }
@@ -294,7 +321,11 @@ impl Persister {
         let mut batch: Vec<Consumed> = Vec::with_capacity(self.config.batch_max);
         let mut dead: Vec<(OwnedMessage, String)> = Vec::new();
         let mut batch_started: Option<Instant> = None;
-        let mut last_progress = Instant::now();
+        let mut progress = Progress {
+            committed: -1,
+            since: Instant::now(),
+        };
+        let mut next_check = Instant::now() + WATCH_EVERY;
         loop {
             let rebalances = shared.rebalances.load(Ordering::Acquire);
             if rebalances != seen_rebalances {
@@ -326,7 +357,6 @@ impl Persister {
                     return Ended::Stopped;
                 }
                 Some(Ok(Ok(m))) => {
-                    last_progress = Instant::now();
                     let owned = m.detach();
                     match record::decode_keyed(owned.key(), owned.payload().unwrap_or_default()) {
                         Ok(RoomMessage { room_id, message }) => batch.push(Consumed {
@@ -358,25 +388,77 @@ impl Persister {
                         .pause_until_healthy(consumer, shared, &frontier, stop, e)
                         .await
                     {
-                        Resumed::Yes => last_progress = Instant::now(),
+                        Resumed::Yes => {
+                            progress.since = Instant::now();
+                        }
                         Resumed::Stopped => return Ended::Stopped,
                         Resumed::Recreate => return Ended::Stuck,
                     }
                 }
             }
-            let lagging = shared
-                .lag
-                .lock()
-                .map(|l| l.values().sum::<i64>() > 0)
-                .unwrap_or(false);
             if let Ok(l) = shared.lag.lock() {
                 let lag = l.clone();
                 self.update(|s| s.lag = lag);
             }
-            if lagging && batch.is_empty() && last_progress.elapsed() > self.config.stuck_after {
-                return Ended::Stuck;
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + WATCH_EVERY;
+                if self.group_stuck(&mut progress).await {
+                    return Ended::Stuck;
+                }
             }
         }
+    }
+
+    /// The watchdog: true when the topic has unwritten messages but the group's committed
+    /// offsets have not moved for [`PersisterConfig::stuck_after`]. Then this member re-creates
+    /// its consumer and so rejoins the group: it catches clients that never recover after a
+    /// broker restart (rust-rdkafka #597) and a group left without a working assignment (seen
+    /// with a test broker when a member is killed mid-rebalance).
+    async fn group_stuck(&self, progress: &mut Progress) -> bool {
+        let observer = self.observer.clone();
+        let topic = self.kafka.topic.clone();
+        let seen = tokio::task::spawn_blocking(
+            move || -> Result<(i64, i64), rdkafka::error::KafkaError> {
+                let timeout = Duration::from_secs(5);
+                let md = observer.fetch_metadata(Some(&topic), timeout)?;
+                let partitions: Vec<i32> = md
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic)
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect();
+                let mut tpl = TopicPartitionList::new();
+                for p in &partitions {
+                    tpl.add_partition(&topic, *p);
+                }
+                let committed = observer.committed_offsets(tpl, timeout)?;
+                let (mut done, mut lag) = (0i64, 0i64);
+                for p in partitions {
+                    let (low, high) = observer.fetch_watermarks(&topic, p, timeout)?;
+                    let at = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o,
+                        _ => low,
+                    };
+                    done += at;
+                    lag += (high - at).max(0);
+                }
+                Ok((done, lag))
+            },
+        )
+        .await;
+        let (committed, lag) = match seen {
+            Ok(Ok(v)) => v,
+            // The broker cannot be asked: that is stuck too, if it lasts.
+            _ => (progress.committed, 1),
+        };
+        if lag == 0 || committed != progress.committed {
+            *progress = Progress {
+                committed,
+                since: Instant::now(),
+            };
+            return false;
+        }
+        progress.since.elapsed() > self.config.stuck_after
     }
 
     /// Writes the batch (and dead letters), then stores its offsets. On error nothing is
@@ -392,7 +474,7 @@ impl Persister {
         let rows: Vec<(Id, Message)> = batch.iter().map(|c| (c.room, c.message.clone())).collect();
         let outcome = match self.db.persist(&rows).await {
             Ok(o) => o,
-            Err(StoreError::Backend(why)) if rows.len() > 1 => {
+            Err(StoreError::Rejected(why)) => {
                 // Not a connection problem: find the row the database refuses, one by one,
                 // so one bad message cannot stall its partition.
                 tracing::warn!(%why, "batch refused; writing its messages one by one");
@@ -404,7 +486,7 @@ impl Persister {
                             total.redelivered += o.redelivered;
                             total.conflicts.extend(o.conflicts);
                         }
-                        Err(StoreError::Backend(why)) => {
+                        Err(StoreError::Rejected(why)) => {
                             let c = &batch[i];
                             dead.push((
                                 self.refetched(c),

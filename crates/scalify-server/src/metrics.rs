@@ -35,7 +35,9 @@ pub fn render() -> String {
 const SECONDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-const BATCH: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1024.0];
+const BATCH: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1024.0, 2048.0, 5000.0,
+];
 
 fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
     PrometheusBuilder::new()
@@ -105,5 +107,68 @@ fn describe() {
     describe_counter!(
         "scalify_redis_disconnects_total",
         "Redis subscriber connections lost (each is followed by a reconnect with backoff)"
+    );
+    // Durable mode (Kafka).
+    describe_histogram!(
+        "scalify_kafka_produce_seconds",
+        Unit::Seconds,
+        "Kafka produce: from handing a message to the producer to the broker's delivery report"
+    );
+    describe_counter!(
+        "scalify_kafka_produced_total",
+        "Messages the broker confirmed (and put in the recent window)"
+    );
+    describe_counter!(
+        "scalify_kafka_produce_errors_total",
+        "Failed produce attempts (each is retried until confirmed)"
+    );
+    describe_counter!(
+        "scalify_kafka_produce_refused_total",
+        "Sends refused at once because too many messages wait for the broker on this node"
+    );
+    describe_counter!(
+        "scalify_kafka_ack_timeouts_total",
+        "Sends answered with an error because the broker had not confirmed within the ack timeout"
+    );
+    describe_counter!(
+        "scalify_kafka_producer_recreated_total",
+        "Kafka producers re-created after a fatal error or a long stall"
+    );
+    describe_gauge!(
+        "scalify_persister_lag_messages",
+        "Messages of a partition not yet written to PostgreSQL, by partition"
+    );
+    describe_gauge!(
+        "scalify_persister_paused",
+        "1 while the persister is paused because PostgreSQL fails"
+    );
+    describe_counter!(
+        "scalify_persister_retries_total",
+        "Database probes made while paused"
+    );
+    describe_counter!(
+        "scalify_persister_rows_total",
+        "Messages the persister wrote to PostgreSQL"
+    );
+    describe_counter!(
+        "scalify_persister_redelivered_total",
+        "Messages read again that were already in PostgreSQL (skipped)"
+    );
+    describe_counter!(
+        "scalify_persister_dead_letters_total",
+        "Records sent to the dead-letter topic (undecodable or conflicting)"
+    );
+    describe_counter!(
+        "scalify_persister_watchdog_restarts_total",
+        "Kafka consumers re-created because there was lag and no progress"
+    );
+    describe_histogram!(
+        "scalify_persister_batch_size",
+        "Messages per persister transaction"
+    );
+    describe_histogram!(
+        "scalify_persister_commit_seconds",
+        Unit::Seconds,
+        "Time to write one persister batch to PostgreSQL"
     );
 }

@@ -136,6 +136,7 @@ async fn admin_overview(State(chat): State<AppState>, AuthUser(user): AuthUser) 
         "messages_per_sec": o.messages_per_sec,
         "busiest": o.busiest,
         "checks": checks,
+        "persisters": o.persisters,
         "errors": crate::recent::recent(),
     }))
     .into_response())

@@ -64,6 +64,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store error: {0}")]
     Backend(String),
+    /// The database refused this data itself (a data exception or a constraint, SQLSTATE
+    /// classes 22 and 23): retrying the same rows cannot succeed, unlike a lost connection.
+    #[error("rejected by the database: {0}")]
+    Rejected(String),
     /// Not done yet, and safe to retry with the same client_id (the message says why: a
     /// broker that has not confirmed, a persister that is behind). Shown to the client.
     #[error("{0}")]

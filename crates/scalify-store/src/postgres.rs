@@ -121,6 +121,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 Some("23505") => StoreError::Conflict,
                 Some("23503") => StoreError::NotFound,
+                Some(code) if code.starts_with("22") || code.starts_with("23") => {
+                    StoreError::Rejected(e.to_string())
+                }
                 _ => StoreError::Backend(e.to_string()),
             },
             sqlx::Error::PoolTimedOut
@@ -352,6 +355,7 @@ fn clone_err(e: &StoreError) -> StoreError {
         StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
         StoreError::Backend(s) => StoreError::Backend(s.clone()),
         StoreError::Retry(s) => StoreError::Retry(s.clone()),
+        StoreError::Rejected(s) => StoreError::Rejected(s.clone()),
     }
 }
 
