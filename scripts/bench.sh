@@ -6,11 +6,11 @@
 #                                       cluster-fanout cluster-fanout-100 cluster-durable
 #                                       cluster-single cluster-pairs (2 nodes, scripts/cluster.sh:
 #                                       PostgreSQL and Redis on their standard ports)
-#                                       kafka-ack-1k kafka-ack-10k kafka-sink (durable mode: a
+#                                       kafka-ack-1k kafka-ack-3k kafka-ack-10k kafka-sink (durable: a
 #                                       private tansu broker, PostgreSQL, Redis; see below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p scalify --examples -p scalify-store >/dev/null
+cargo build --release --locked -p scalify --bins -p scalify-store --examples >/dev/null
 BIN=target/release/scalify
 scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(store durable single fanout pairs idle)
@@ -91,11 +91,18 @@ start_kafka() {
 }
 start_persister() {
   PPORT=$(free_port)
-  "$BIN" persister --listen "127.0.0.1:$PPORT" "${KARGS[@]}" >"$KDIR/persister.log" 2>&1 &
+  "$BIN" persister --listen "127.0.0.1:$PPORT" "${KARGS[@]}" ${PERSISTER_ARGS:-} >"$KDIR/persister.log" 2>&1 &
   PPID_=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PPORT/healthz" >/dev/null && break; sleep 0.1; done
 }
 persister_metric() { curl -s "http://127.0.0.1:$PPORT/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s+=$2} END {print s+0}'; }
+# Whatever a failed scenario left running is stopped on exit.
+cleanup() {
+  [ -n "${PPID_:-}" ] && kill "$PPID_" 2>/dev/null
+  [ -n "${KDIR:-}" ] && [ -f "$KDIR/tansu.pid" ] && kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null
+  return 0
+}
+trap cleanup EXIT
 stop_kafka() {
   [ -n "${PPID_:-}" ] && { kill -TERM "$PPID_"; wait "$PPID_" || true; PPID_=""; }
   kill -TERM "$PID"; wait "$PID" || true
@@ -134,6 +141,7 @@ for s in "${scenarios[@]}"; do
     cluster-pairs)   start_cluster; run_counted --duration 10 pairs --pairs 500 --rate 2000; stop_cluster ;;
     cluster-single)  start_cluster; run --duration 10 durable --senders 1 --window 1 --rooms 1; stop_cluster ;;
     kafka-ack-1k)  start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 200 --rate 1000; stop_kafka ;;
+    kafka-ack-3k)  start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 500 --rate 3000; stop_kafka ;;
     kafka-ack-10k) start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 500 --rate 10000; stop_kafka ;;
     # Sink rate: fill the topic with no persister running, then time one persister draining it.
     kafka-sink)
@@ -147,7 +155,10 @@ for s in "${scenarios[@]}"; do
       while [ "$(persister_metric scalify_persister_rows_total | cut -d. -f1)" -lt "$acked" ]; do sleep 0.05; done
       t1=$(date +%s.%N)
       echo "persister sink: $((acked - r0)) rows in $(echo "$t1 - $t0" | bc -l | cut -c1-6) s = $(echo "($acked - $r0) / ($t1 - $t0)" | bc) rows/s (one persister, batches of up to 2000; $acked in all)"
-      echo "persister CPU: $(awk '{print ($14+$15)/100 " s"}' /proc/$PPID_/stat)"; echo
+      echo "persister CPU: $(awk '{print ($14+$15)/100 " s"}' /proc/$PPID_/stat)"
+      n=$(persister_metric scalify_persister_batch_size_count); rows=$(persister_metric scalify_persister_batch_size_sum)
+      secs=$(persister_metric scalify_persister_commit_seconds_sum)
+      echo "persister batches: $n, mean $(echo "$rows / $n" | bc) messages, mean write $(echo "1000 * $secs / $n" | bc -l | cut -c1-5) ms, $(echo "$secs" | cut -c1-5) s writing in all"; echo
       stop_kafka ;;
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac

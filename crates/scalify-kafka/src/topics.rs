@@ -74,3 +74,13 @@ pub async fn probe(config: &KafkaConfig) -> Result<String, String> {
     .await
     .map_err(|e| format!("check failed: {e}"))?
 }
+
+/// Checks the librdkafka settings (`--kafka-option` included) without connecting: an unknown
+/// property or an invalid value is reported the way `scalify config check` reports the rest.
+pub fn validate(config: &KafkaConfig) -> Result<(), String> {
+    config
+        .client("check")
+        .create::<rdkafka::producer::BaseProducer>()
+        .map(|_| ())
+        .map_err(|e| format!("invalid Kafka settings: {e}"))
+}

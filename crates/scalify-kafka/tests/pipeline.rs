@@ -342,3 +342,33 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn ledger_reloads_its_script_after_redis_forgets_it() {
+    let ledger = ledger(&unique("t")).await;
+    let (room, sender) = (Id::new(), Id::new());
+    let first = ClientId::parse("a").unwrap();
+    assert_eq!(
+        ledger
+            .allocate(room, sender, &first, || async { Ok(0) })
+            .await
+            .unwrap(),
+        Allocation::Fresh(1)
+    );
+    // What a Redis restart does to loaded scripts.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let _: String = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let second = ClientId::parse("b").unwrap();
+    assert_eq!(
+        ledger
+            .allocate(room, sender, &second, || async { Ok(0) })
+            .await
+            .unwrap(),
+        Allocation::Fresh(2)
+    );
+}

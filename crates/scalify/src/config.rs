@@ -549,6 +549,9 @@ impl Settings {
                 bail!("token_secret must be at least 32 bytes");
             }
         }
+        if let Some(kafka) = &self.kafka {
+            scalify_kafka::topics::validate(&kafka.config).map_err(anyhow::Error::msg)?;
+        }
         Ok(())
     }
 
@@ -670,6 +673,48 @@ mod tests {
         std::fs::write(&file, "listne = \"127.0.0.1:4000\"\n").unwrap();
         let err = FileConfig::read(&file).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+    }
+
+    #[test]
+    fn durable_mode_settings_are_layered_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scalify.toml");
+        std::fs::write(
+            &file,
+            "token_secret = \"0123456789abcdef0123456789abcdef\"\n\
+             database_url = \"postgres://db/x\"\nredis_url = \"redis://r\"\n\
+             kafka_brokers = \"k1:9092\"\nkafka_topic = \"chat\"\nkafka_partitions = 12\n\
+             kafka_options = [\"security.protocol=SASL_SSL\"]\npersister = true\n",
+        )
+        .unwrap();
+        let cfg = file.to_str().unwrap();
+        let a = serve_args(&[
+            "--config",
+            cfg,
+            "--kafka-partitions",
+            "3",
+            "--kafka-ack-timeout-ms",
+            "500",
+        ]);
+        let s = Settings::load(&a.common, Some(&a)).unwrap();
+        let k = s.kafka.as_ref().unwrap();
+        assert_eq!(k.config.brokers, "k1:9092");
+        assert_eq!(
+            (k.config.topic.as_str(), k.config.dead_letter_topic.as_str()),
+            ("chat", "chat.dlq")
+        );
+        assert_eq!(k.config.partitions, 3, "flag beats file");
+        assert_eq!(k.config.options["security.protocol"], "SASL_SSL");
+        assert_eq!(k.ingest.ack_timeout, Duration::from_millis(500));
+        assert!(k.embedded_persister);
+        // An unknown librdkafka property is caught by `config check`, before any connection.
+        let a = serve_args(&["--config", cfg, "--kafka-option", "no.such.property=1"]);
+        let s = Settings::load(&a.common, Some(&a)).unwrap();
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("no.such.property"), "{err}");
+        // Durable mode needs the database and Redis.
+        let a = serve_args(&["--kafka-brokers", "k1:9092"]);
+        assert!(Settings::load(&a.common, Some(&a)).is_err());
     }
 
     #[test]
