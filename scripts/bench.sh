@@ -6,7 +6,7 @@
 #                                       cluster-fanout cluster-fanout-100 cluster-durable
 #                                       cluster-single cluster-pairs (2 nodes, scripts/cluster.sh:
 #                                       PostgreSQL and Redis on their standard ports)
-#                                       kafka-ack-1k kafka-ack-3k kafka-ack-10k kafka-sink (durable: a
+#                                       kafka-ack-1k kafka-ack-3k kafka-ack-10k kafka-durable kafka-sink (durable: a
 #                                       private tansu broker, PostgreSQL, Redis; see below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,8 +77,9 @@ start_kafka() {
   KDB="scalify_bench_k$$"
   psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $KDB" >/dev/null
   local kport; kport=$(free_port)
-  (cd "$KDIR" && RUST_LOG=warn "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kport" \
-    --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/ >"$KDIR/tansu.log" 2>&1 & echo $! >"$KDIR/tansu.pid")
+  (cd "$KDIR" && RUST_LOG=warn exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kport" \
+    --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/ >"$KDIR/tansu.log" 2>&1) &
+  echo $! >"$KDIR/tansu.pid"
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
   export SCALIFY_TOKEN_SECRET; SCALIFY_TOKEN_SECRET=$(openssl rand -hex 32)
   KARGS=(--database-url "postgres://postgres@127.0.0.1:5432/$KDB" --redis-url "$REDIS_URL"
@@ -143,6 +144,15 @@ for s in "${scenarios[@]}"; do
     kafka-ack-1k)  start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 200 --rate 1000; stop_kafka ;;
     kafka-ack-3k)  start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 500 --rate 3000; stop_kafka ;;
     kafka-ack-10k) start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 500 --rate 10000; stop_kafka ;;
+    # Closed loop, with the broker's and Redis's CPU seconds during the run.
+    kafka-durable)
+      start_kafka
+      cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
+      tp=$(cat "$KDIR/tansu.pid"); rp=$(pgrep -x redis-server | head -1)
+      t0=$(cpu "$tp"); r0=$(cpu "$rp")
+      run --duration 8 durable --senders 64 --window 8 --rooms 64
+      echo "tansu CPU during the run: $(echo "$(cpu "$tp") - $t0" | bc) s; redis-server: $(echo "$(cpu "$rp") - $r0" | bc) s"; echo
+      stop_kafka ;;
     # Sink rate: fill the topic with no persister running, then time one persister draining it.
     kafka-sink)
       start_kafka

@@ -82,9 +82,11 @@ fi
 if [ -z "${SCALIFY_TEST_KAFKA_BROKERS:-}" ]; then
   services_dir
   port="$(free_port)"
-  (cd "$SERVICES_DIR" && RUST_LOG=warn "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
+  # exec: the recorded pid is the broker's own, so cleanup stops it.
+  (cd "$SERVICES_DIR" && RUST_LOG=warn exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ \
-    >"$SERVICES_DIR/tansu.log" 2>&1 & echo $! >"$SERVICES_DIR/tansu.pid")
+    >"$SERVICES_DIR/tansu.log" 2>&1) &
+  echo $! >"$SERVICES_DIR/tansu.pid"
   export SCALIFY_TEST_KAFKA_BROKERS="127.0.0.1:$port"
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 fi
