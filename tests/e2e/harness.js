@@ -10,35 +10,43 @@ import { io } from 'socket.io-client';
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const BIN = process.env.SCALIFY_BIN || path.resolve(here, '../../target/debug/scalify');
 
-/** Starts `scalify serve`; resolves once it prints its URL. */
-export async function startServer({ dataDir, args = [], env = {}, port = 0 } = {}) {
-  const dir = dataDir || mkdtempSync(path.join(tmpdir(), 'scalify-e2e-'));
-  const child = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, ...args], {
+/**
+ * Runs `scalify <args>` and resolves once its stdout matches `ready` (whose first group is the
+ * URL it serves), with `stop(signal)`, its exit and its stderr (the last 200 KB).
+ */
+export async function launch(args, { env = {}, ready = /running at (http:\/\/[^/\s]+)\//, what = 'server' } = {}) {
+  const child = spawn(BIN, args, {
     env: { ...process.env, SCALIFY_LOG: process.env.SCALIFY_LOG || 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
+  child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-200000); });
   const url = await new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${stderr}`)), 20000);
+    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${stderr}`)), 20000);
     child.stdout.on('data', (d) => {
       out += d;
-      const m = out.match(/running at (http:\/\/[^/\s]+)\//);
+      const m = out.match(ready);
       if (m) { clearTimeout(timer); resolve(m[1]); }
     });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`server exited ${code}:\n${stderr}`)); });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`${what} exited ${code}:\n${stderr}`)); });
   });
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   return {
-    url, dir, child, exited,
+    url, child, exited,
     stderr: () => stderr,
     async stop(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       return exited;
     },
-    cleanup() { rmSync(dir, { recursive: true, force: true }); },
   };
+}
+
+/** Starts `scalify serve`; resolves once it prints its URL. */
+export async function startServer({ dataDir, args = [], env = {}, port = 0 } = {}) {
+  const dir = dataDir || mkdtempSync(path.join(tmpdir(), 'scalify-e2e-'));
+  const server = await launch(['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, ...args], { env });
+  return { ...server, dir, cleanup() { rmSync(dir, { recursive: true, force: true }); } };
 }
 
 export async function api(url, method, route, body, token) {

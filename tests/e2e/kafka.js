@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { tmpdir, homedir } from 'node:os';
 import path from 'node:path';
-import { BIN, sleep, call } from './harness.js';
+import { launch, sleep, call } from './harness.js';
 import { clusterSettings, freePort, startNode } from './cluster.js';
 
 export const TANSU = process.env.TANSU_BIN
@@ -82,37 +82,16 @@ export function startDurableNode(c, extra = []) {
 
 /** `scalify persister` alone; resolves once it runs. */
 export async function startPersister(c, extra = []) {
-  const child = spawn(BIN, ['persister', '--listen', '127.0.0.1:0',
+  const p = await launch(['persister', '--listen', '127.0.0.1:0',
     '--database-url', c.db.url, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix,
     ...kafkaArgs(c), '--persister-stuck-secs', '10',
-    // SCALIFY_E2E_KAFKA_DEBUG=cgrp,fetch: librdkafka's own debug logs (with SCALIFY_LOG=…,rdkafka=debug).
+    // SCALIFY_E2E_KAFKA_DEBUG=cgrp,fetch: librdkafka's own debug logs (with SCALIFY_LOG=…,librdkafka=debug).
     ...(process.env.SCALIFY_E2E_KAFKA_DEBUG ? ['--kafka-option', `debug=${process.env.SCALIFY_E2E_KAFKA_DEBUG}`, '--kafka-option', 'log_level=7'] : []),
-    ...extra], {
-    env: { ...process.env, SCALIFY_LOG: process.env.SCALIFY_LOG || 'warn', SCALIFY_TOKEN_SECRET: c.secret },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-50000); });
-  const url = await new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`persister did not start:\n${stderr}`)), 20000);
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/metrics at (http:\/\/[^/\s]+)\//);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`persister exited ${code}:\n${stderr}`)); });
-  });
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    ...extra], { env: { SCALIFY_TOKEN_SECRET: c.secret }, ready: /metrics at (http:\/\/[^/\s]+)\//, what: 'persister' });
   return {
-    url, child, exited,
-    stderr: () => stderr,
-    async stop(signal = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
+    ...p,
     async metric(name) {
-      const text = await (await fetch(`${url}/metrics`)).text();
+      const text = await (await fetch(`${p.url}/metrics`)).text();
       const re = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm');
       let sum = 0; let found = false;
       for (const m of text.matchAll(re)) { sum += Number(m[1]); found = true; }

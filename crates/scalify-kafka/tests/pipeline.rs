@@ -3,7 +3,6 @@
 //! dead-letter topic and their partition keeps flowing). `scripts/test.sh` starts the broker
 //! and sets `SCALIFY_TEST_KAFKA_BROKERS`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -14,15 +13,13 @@ use scalify_core::{ClientId, Id, Message, MessageText, RoomKind, RoomName, UserR
 use scalify_kafka::ledger::{Allocation, Ledger, LedgerConfig};
 use scalify_kafka::persister::{Persister, PersisterConfig};
 use scalify_kafka::{record, topics, KafkaConfig};
-use scalify_store::postgres::{PgConfig, PgStore};
+use scalify_store::postgres::PgStore;
 use scalify_store::Store;
-use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
-fn admin_url() -> String {
-    std::env::var("SCALIFY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+#[path = "../../scalify-store/tests/fresh_db/mod.rs"]
+mod fresh_db;
+use fresh_db::FreshDb;
 
 fn redis_url() -> String {
     std::env::var("SCALIFY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -36,48 +33,6 @@ fn brokers() -> String {
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
-}
-
-struct FreshDb {
-    name: String,
-    url: String,
-}
-
-impl FreshDb {
-    async fn create() -> FreshDb {
-        let admin = admin_url();
-        let name = unique("scalify_test");
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-        FreshDb {
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-}
-
-impl Drop for FreshDb {
-    fn drop(&mut self) {
-        let (admin, name) = (admin_url(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut c)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 async fn ledger(prefix: &str) -> Ledger {
@@ -184,10 +139,8 @@ async fn ledger_refuses_sends_when_the_window_is_full() {
     assert!(err.to_string().contains("persister is behind"), "{err}");
 }
 
-#[tokio::test]
-async fn persist_is_idempotent_and_reports_conflicts() {
-    let db = FreshDb::create().await;
-    let store = PgStore::open(PgConfig::new(&db.url)).await.unwrap();
+/// Alice and the public room `general` she is in.
+async fn general_room(store: &PgStore) -> (RoomName, scalify_core::Room, UserRef) {
     let user = store
         .create_user(&Username::parse("alice").unwrap(), "x")
         .await
@@ -201,6 +154,14 @@ async fn persist_is_idempotent_and_reports_conflicts() {
         id: user.id,
         username: "alice".into(),
     };
+    (name, room, who)
+}
+
+#[tokio::test]
+async fn persist_is_idempotent_and_reports_conflicts() {
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let (name, room, who) = general_room(&store).await;
     let batch: Vec<(Id, Message)> = (1..=3)
         .map(|s| (room.id, message(&name, s, &who, &format!("c{s}"))))
         .collect();
@@ -233,20 +194,8 @@ async fn persist_is_idempotent_and_reports_conflicts() {
 #[tokio::test]
 async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
     let db = FreshDb::create().await;
-    let store = Arc::new(PgStore::open(PgConfig::new(&db.url)).await.unwrap());
-    let user = store
-        .create_user(&Username::parse("alice").unwrap(), "x")
-        .await
-        .unwrap();
-    let name = RoomName::parse("general").unwrap();
-    let room = store
-        .create_room(&name, RoomKind::Public, &[user.id])
-        .await
-        .unwrap();
-    let who = UserRef {
-        id: user.id,
-        username: "alice".into(),
-    };
+    let store = db.store().await;
+    let (name, room, who) = general_room(&store).await;
     let mut kafka = KafkaConfig::new(brokers());
     kafka.topic = unique("poison");
     kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);

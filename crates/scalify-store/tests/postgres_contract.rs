@@ -3,70 +3,14 @@
 //! what only a shared database has: several nodes writing to one room.
 
 mod contract;
+mod fresh_db;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use contract::{msg, user};
+use fresh_db::FreshDb;
 use scalify_store::postgres::{PgConfig, PgStore};
 use scalify_store::Store;
-use sqlx::Connection;
-
-fn admin_url() -> String {
-    std::env::var("SCALIFY_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A new, empty database on the test server, dropped when the test finishes.
-struct FreshDb {
-    name: String,
-    url: String,
-}
-
-impl FreshDb {
-    async fn create() -> FreshDb {
-        let admin = admin_url();
-        let name = format!(
-            "scalify_test_{}",
-            ulid::Ulid::new().to_string().to_lowercase()
-        );
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-        FreshDb {
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-
-    async fn store(&self) -> Arc<PgStore> {
-        Arc::new(PgStore::open(PgConfig::new(&self.url)).await.unwrap())
-    }
-}
-
-impl Drop for FreshDb {
-    fn drop(&mut self) {
-        let (admin, name) = (admin_url(), self.name.clone());
-        // Drop runs outside the test's runtime; use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut c)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 #[tokio::test]
 async fn usernames_and_room_names_are_unique() {
