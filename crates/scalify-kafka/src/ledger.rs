@@ -286,19 +286,8 @@ impl Ledger {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Message>, DurableError> {
-        let mut conn = self.conn.clone();
-        let raw: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-            .arg(self.window_key(room))
-            .arg(format!("({after}"))
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
+        self.range(room, &format!("({after}"), "+inf", false, limit)
             .await
-            .map_err(unavailable)?;
-        decode_all(room, raw)
     }
 
     /// Window messages with `seq < before` (all if `None`), the newest `limit`, ascending.
@@ -308,23 +297,39 @@ impl Ledger {
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<Message>, DurableError> {
-        let mut conn = self.conn.clone();
         let top = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
-        let raw: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-            .arg(self.window_key(room))
-            .arg(top)
-            .arg("-inf")
-            .arg("BYSCORE")
-            .arg("REV")
+        let raw = self.range(room, &top, "-inf", true, limit).await?;
+        let mut out = raw;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// `ZRANGE window from to BYSCORE [REV] LIMIT 0 limit`, decoded.
+    async fn range(
+        &self,
+        room: Id,
+        from: &str,
+        to: &str,
+        rev: bool,
+        limit: u32,
+    ) -> Result<Vec<Message>, DurableError> {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(self.window_key(room))
+            .arg(from)
+            .arg(to)
+            .arg("BYSCORE");
+        if rev {
+            cmd.arg("REV");
+        }
+        let raw: Vec<Vec<u8>> = cmd
             .arg("LIMIT")
             .arg(0)
             .arg(limit)
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let mut out = decode_all(room, raw)?;
-        out.reverse();
-        Ok(out)
+        decode_all(room, raw)
     }
 
     /// The window's message with this seq, if there.
