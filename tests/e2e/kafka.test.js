@@ -121,6 +121,9 @@ test('durable node: acked after Kafka, readable before the persister runs, store
 
     // The persister writes them once, and the recent window empties.
     const persister = await startPersister(c);
+    const pready = await readyz(persister.url);
+    assert.equal(pready.status, 200, JSON.stringify(pready.body));
+    assert.deepEqual(pready.body.checks, { store: { ok: true }, kafka: { ok: true } });
     await eventually(() => storedMessages(c.db.url).length === 30, 20000, '30 rows');
     const oracle = new Map(acks.map((a) => [a.message.client_id, a.message]));
     checkStore(storedMessages(c.db.url), oracle, assert);
@@ -200,6 +203,11 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
     assert.equal(overview.persisters.length, 1);
     assert.equal(overview.persisters[0].paused, true);
     assert.equal(overview.checks.store.ok, false);
+    // The persister's own /readyz names the database.
+    const pdown = await readyz(persister.url);
+    assert.equal(pdown.status, 503);
+    assert.equal(pdown.body.checks.store.ok, false);
+    assert.equal(pdown.body.checks.kafka.ok, true);
     pg.start();
     await eventually(async () => (await persister.metric('scalify_persister_paused')) === 0, 30000, 'the persister resumed');
     await sleep(1000);

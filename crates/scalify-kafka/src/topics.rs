@@ -1,6 +1,7 @@
 //! Creating the topics the pipeline needs (if absent), so a fresh cluster works with no
 //! manual step. An existing topic is left as it is (its partition count included).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -83,4 +84,38 @@ pub fn validate(config: &KafkaConfig) -> Result<(), String> {
         .create::<rdkafka::producer::BaseProducer>()
         .map(|_| ())
         .map_err(|e| format!("invalid Kafka settings: {e}"))
+}
+
+/// A client kept for readiness checks: do the brokers answer a metadata request for the
+/// messages topic within a second?
+pub struct BrokerCheck {
+    client: Arc<rdkafka::producer::BaseProducer>,
+    topic: String,
+}
+
+impl BrokerCheck {
+    pub fn new(config: &KafkaConfig) -> Result<Self, DurableError> {
+        Ok(BrokerCheck {
+            client: Arc::new(
+                config
+                    .client("readiness")
+                    .create()
+                    .map_err(|e| DurableError::Kafka(format!("invalid Kafka settings: {e}")))?,
+            ),
+            topic: config.topic.clone(),
+        })
+    }
+
+    pub async fn check(&self) -> Result<(), String> {
+        let (client, topic) = (self.client.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(1))
+                .map(|_| ())
+                .map_err(|e| format!("Kafka: {e}"))
+        })
+        .await
+        .map_err(|e| format!("Kafka check failed: {e}"))?
+    }
 }

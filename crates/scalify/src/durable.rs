@@ -12,7 +12,7 @@ use scalify_kafka::ingest::Ingest;
 use scalify_kafka::ledger::{Ledger, LedgerConfig};
 use scalify_kafka::persister::Persister;
 use scalify_kafka::store::DurableStore;
-use scalify_kafka::topics::ensure_topics;
+use scalify_kafka::topics::{ensure_topics, BrokerCheck};
 use scalify_service::{Chat, Dependency};
 use scalify_store::postgres::PgStore;
 use scalify_store::Store;
@@ -148,22 +148,42 @@ pub async fn run_persister(
     let stop = CancellationToken::new();
     let task = start_persister(&settings, pg.clone(), stop.clone()).await?;
     scalify_server::metrics::handle();
-    let ready_pg = pg.clone();
+    let (kafka, _, _) = parts(&settings)?;
+    let readiness = Arc::new((pg.clone(), BrokerCheck::new(&kafka.config)?));
     let router = axum::Router::new()
-        .route("/metrics", axum::routing::get(|| async { scalify_server::metrics::render() }))
-        .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok", "role": "persister"})) }))
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { scalify_server::metrics::render() }),
+        )
+        .route(
+            "/healthz",
+            axum::routing::get(|| async {
+                axum::Json(serde_json::json!({"status": "ok", "role": "persister"}))
+            }),
+        )
         .route(
             "/readyz",
             axum::routing::get(move || {
-                let pg = ready_pg.clone();
+                let readiness = readiness.clone();
                 async move {
-                    match pg.ping().await {
-                        Ok(()) => (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ready", "checks": {"store": {"ok": true}}}))),
-                        Err(e) => (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            axum::Json(serde_json::json!({"status": "not ready", "checks": {"store": {"ok": false, "error": e.to_string()}}})),
-                        ),
-                    }
+                    let (pg, brokers) = &*readiness;
+                    let store = pg.ping().await.err().map(|e| e.to_string());
+                    let kafka = brokers.check().await.err();
+                    let ready = store.is_none() && kafka.is_none();
+                    let check = |e: Option<String>| match e {
+                        None => serde_json::json!({"ok": true}),
+                        Some(error) => serde_json::json!({"ok": false, "error": error}),
+                    };
+                    let status = if ready {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let body = serde_json::json!({
+                        "ready": ready,
+                        "checks": {"store": check(store), "kafka": check(kafka)},
+                    });
+                    (status, axum::Json(body))
                 }
             }),
         );
