@@ -10,7 +10,7 @@
 //! ([`IngestConfig::max_pending`]), so a long broker outage costs bounded memory and sends
 //! beyond it are refused at once.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,6 @@ pub struct Ingest {
     /// Time of the last confirmed delivery, ms since start.
     last_success: AtomicI64,
     started: Instant,
-    recreated: AtomicU64,
     stop: CancellationToken,
 }
 
@@ -95,17 +94,12 @@ impl Ingest {
             producer: RwLock::new((0, producer)),
             last_success: AtomicI64::new(0),
             started: Instant::now(),
-            recreated: AtomicU64::new(0),
             stop: CancellationToken::new(),
         }))
     }
 
     pub fn ack_timeout(&self) -> Duration {
         self.ingest.ack_timeout
-    }
-
-    pub fn topic(&self) -> &str {
-        &self.config.topic
     }
 
     /// A place among the messages waiting for the broker, or an error at once if full.
@@ -145,7 +139,6 @@ impl Ingest {
         if slot.0 == generation {
             tracing::warn!(%why, "re-creating the Kafka producer");
             metrics::counter!("scalify_kafka_producer_recreated_total").increment(1);
-            self.recreated.fetch_add(1, Ordering::Relaxed);
             *slot = (generation + 1, fresh);
         }
     }
@@ -220,10 +213,5 @@ impl Ingest {
         self.stop.cancel();
         let (_, producer) = self.current();
         let _ = tokio::task::spawn_blocking(move || producer.flush(flush_for)).await;
-    }
-
-    /// Times the producer was re-created (for tests and the admin page).
-    pub fn recreated(&self) -> u64 {
-        self.recreated.load(Ordering::Relaxed)
     }
 }

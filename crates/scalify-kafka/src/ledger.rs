@@ -204,12 +204,13 @@ impl Ledger {
 
     /// Records a broker-confirmed message in the room's window (before its sender's ack, so
     /// anyone told of it can read it).
-    pub async fn deposit(&self, room: Id, message: &Message) -> Result<(), DurableError> {
+    /// `record` is the message as [`record::encode`] wrote it (the bytes produced to Kafka).
+    pub async fn deposit(&self, room: Id, seq: u64, record: Vec<u8>) -> Result<(), DurableError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Op::Deposit {
             key: self.window_key(room),
-            seq: message.seq,
-            bytes: record::encode(room, message),
+            seq,
+            bytes: record,
             reply,
         })
         .await?;
@@ -245,17 +246,7 @@ impl Ledger {
 
     /// The newest seq in the room's window.
     pub async fn window_max_seq(&self, room: Id) -> Result<Option<u64>, DurableError> {
-        let mut conn = self.conn.clone();
-        let top: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
-            .arg(self.window_key(room))
-            .arg(0)
-            .arg(0)
-            .arg("REV")
-            .arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(top.first().map(|(_, s)| *s as u64))
+        Ok(self.window_max_seqs(&[room]).await?.pop().flatten())
     }
 
     /// The newest seq in each room's window, in the order given.

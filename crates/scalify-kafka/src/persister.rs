@@ -85,12 +85,14 @@ struct Shared {
     assigned: Mutex<BTreeSet<i32>>,
     /// Bumped at each rebalance: the loop drops its frontier for partitions it lost.
     rebalances: AtomicI64,
-    lag: Mutex<BTreeMap<i32, i64>>,
 }
 
 struct Ctx {
     topic: String,
     shared: Arc<Shared>,
+    /// The statistics callback writes the lag straight into the persister's status (read by
+    /// the admin page), every `statistics.interval.ms`.
+    status: Arc<Mutex<PersisterStatus>>,
 }
 
 impl ClientContext for Ctx {
@@ -116,8 +118,8 @@ impl ClientContext for Ctx {
                 lag.insert(*p, l);
             }
         }
-        if let Ok(mut slot) = self.shared.lag.lock() {
-            *slot = lag;
+        if let Ok(mut status) = self.status.lock() {
+            status.lag = lag;
         }
     }
 }
@@ -151,14 +153,14 @@ impl ConsumerContext for Ctx {
                 if let Ok(mut a) = self.shared.assigned.lock() {
                     a.clear();
                 }
-                if let Ok(mut l) = self.shared.lag.lock() {
+                if let Ok(mut status) = self.status.lock() {
                     // Another persister reports these partitions now: don't leave our last
                     // figures behind in the gauge.
-                    for p in l.keys() {
+                    for p in status.lag.keys() {
                         metrics::gauge!("scalify_persister_lag_messages", "partition" => p.to_string())
                             .set(0.0);
                     }
-                    l.clear();
+                    status.lag.clear();
                 }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -276,6 +278,7 @@ impl Persister {
             .create_with_context(Ctx {
                 topic: self.kafka.topic.clone(),
                 shared,
+                status: self.status.clone(),
             })
             .map_err(|e| DurableError::Kafka(format!("cannot create the consumer: {e}")))?;
         consumer
@@ -395,10 +398,6 @@ impl Persister {
                         Resumed::Recreate => return Ended::Stuck,
                     }
                 }
-            }
-            if let Ok(l) = shared.lag.lock() {
-                let lag = l.clone();
-                self.update(|s| s.lag = lag);
             }
             if Instant::now() >= next_check {
                 next_check = Instant::now() + WATCH_EVERY;

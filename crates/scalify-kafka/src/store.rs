@@ -25,11 +25,9 @@ use crate::{backoff, record, DurableError};
 /// still broadcast (the sender's retry will be answered as a duplicate).
 pub type LateHook = Box<dyn Fn(Message) + Send + Sync>;
 
+/// A message of this node between allocation and deposit: a retry of it waits on `done`.
 struct Pending {
     done: watch::Receiver<Option<Message>>,
-    /// [`WAITING`], [`ABANDONED`] or [`CONFIRMED`]: decides, race-free, who broadcasts a
-    /// message confirmed around the moment its sender stopped waiting.
-    state: Arc<AtomicU8>,
 }
 
 /// The sender is still waiting: it gets the ack and the service broadcasts.
@@ -72,21 +70,12 @@ impl DurableStore {
         &self.ingest
     }
 
-    /// Checks the pipeline's own dependencies (Redis ledger, Kafka brokers).
-    pub async fn ping_pipeline(&self) -> Result<(), DurableError> {
-        self.ledger.ping().await?;
-        self.ingest.ping().await
-    }
-
-    fn pending_entry(
-        &self,
-        room: Id,
-        seq: u64,
-    ) -> Option<(watch::Receiver<Option<Message>>, Arc<AtomicU8>)> {
-        self.pending.lock().ok().and_then(|p| {
-            p.get(&(room, seq))
-                .map(|e| (e.done.clone(), e.state.clone()))
-        })
+    /// The confirmation of a message this node is still producing, if it is.
+    fn pending_confirmation(&self, room: Id, seq: u64) -> Option<watch::Receiver<Option<Message>>> {
+        self.pending
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&(room, seq)).map(|e| e.done.clone()))
     }
 
     async fn wait_confirmed(&self, mut done: watch::Receiver<Option<Message>>) -> Option<Message> {
@@ -109,13 +98,7 @@ impl DurableStore {
         let (tx, rx) = watch::channel(None);
         let state = Arc::new(AtomicU8::new(WAITING));
         if let Ok(mut p) = self.pending.lock() {
-            p.insert(
-                (room_id, message.seq),
-                Pending {
-                    done: rx.clone(),
-                    state: state.clone(),
-                },
-            );
+            p.insert((room_id, message.seq), Pending { done: rx.clone() });
         }
         let (ingest, ledger, pending, late) = (
             self.ingest.clone(),
@@ -126,29 +109,38 @@ impl DurableStore {
         let flag = state.clone();
         self.producing.spawn(async move {
             let _permit = permit;
-            let key = room_id.to_string();
             let payload = record::encode(room_id, &message);
-            let confirmed = match ingest.produce(&key, &payload).await {
-                Ok(_) => deposit(&ledger, room_id, &message).await,
-                Err(e) => Err(e),
+            // Fails only when the node shuts down before the broker confirms.
+            let produced = ingest.produce(&room_id.to_string(), &payload).await;
+            let deposited = match &produced {
+                Ok(_) => deposit(&ledger, room_id, message.seq, &payload).await,
+                Err(_) => Ok(()),
             };
             if let Ok(mut p) = pending.lock() {
                 p.remove(&(room_id, message.seq));
             }
-            match confirmed {
+            if let Err(e) = produced {
+                tracing::error!(error = %e, room = %message.room, seq = message.seq,
+                    "message never confirmed (node shutting down): its seq stays unused");
+                return;
+            }
+            metrics::counter!("scalify_kafka_produced_total").increment(1);
+            match deposited {
+                // Readable now: the sender may be acked.
                 Ok(()) => {
-                    metrics::counter!("scalify_kafka_produced_total").increment(1);
                     let _ = tx.send(Some(message.clone()));
-                    if flag.swap(CONFIRMED, Ordering::AcqRel) == ABANDONED {
-                        if let Some(hook) = late.get() {
-                            hook(message);
-                        }
-                    }
                 }
-                Err(e) => tracing::error!(
-                    error = %e, room = %message.room, seq = message.seq,
-                    "message never confirmed (node shutting down): its seq stays unused"
-                ),
+                // In Kafka, so the persister stores it; not in the window, so no ack (the
+                // sender's retry finds it once it is in the database). Still broadcast below.
+                Err(e) => tracing::error!(error = %e, room = %message.room, seq = message.seq,
+                    "message confirmed by Kafka but not recorded in the recent window"),
+            }
+            // Whoever stopped waiting leaves the broadcast to us (the sender gets no ack, and
+            // its retry is answered as a duplicate, which is not broadcast).
+            if flag.swap(CONFIRMED, Ordering::AcqRel) == ABANDONED {
+                if let Some(hook) = late.get() {
+                    hook(message);
+                }
             }
         });
         (rx, state)
@@ -160,7 +152,7 @@ impl DurableStore {
             message,
             duplicate: true,
         };
-        if let Some((done, _)) = self.pending_entry(room.id, seq) {
+        if let Some(done) = self.pending_confirmation(room.id, seq) {
             if let Some(m) = self.wait_confirmed(done).await {
                 return Ok(duplicate(m));
             }
@@ -193,12 +185,12 @@ impl DurableStore {
 
 /// Puts a confirmed message in the recent window, retrying while Redis is away (the message
 /// is already durable in Kafka; the ack waits for this so reads can see it). Gives up after
-/// about a minute: the persister still stores the message, and the sender gets an error ack
-/// and finds it with a retry once it is in the database.
-async fn deposit(ledger: &Ledger, room: Id, message: &Message) -> Result<(), DurableError> {
+/// about a minute: the persister still stores the message, and the sender (long timed out)
+/// finds it with a retry once it is in the database.
+async fn deposit(ledger: &Ledger, room: Id, seq: u64, record: &[u8]) -> Result<(), DurableError> {
     let mut attempt = 0;
     loop {
-        match ledger.deposit(room, message).await {
+        match ledger.deposit(room, seq, record.to_vec()).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt >= 60 => return Err(e),
             Err(e) => {
@@ -285,13 +277,11 @@ impl Store for DurableStore {
             kind: RoomKind::Public,
             last_seq: 0,
         };
-        let inner = self.inner.clone();
-        let name = new.room.clone();
         let allocation = self
             .ledger
-            .allocate(new.room_id, new.sender.id, &new.client_id, || async move {
-                inner
-                    .room(&name)
+            .allocate(new.room_id, new.sender.id, &new.client_id, || async {
+                self.inner
+                    .room(&new.room)
                     .await
                     .map_err(|e| {
                         DurableError::Unavailable(format!("cannot seed the room's seq: {e}"))

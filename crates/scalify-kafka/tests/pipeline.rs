@@ -89,7 +89,11 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     };
     for seq in [42, 43] {
         ledger
-            .deposit(room, &message(&name, seq, &who, &format!("c{seq}")))
+            .deposit(
+                room,
+                seq,
+                record::encode(room, &message(&name, seq, &who, &format!("c{seq}"))),
+            )
             .await
             .unwrap();
     }
@@ -127,7 +131,11 @@ async fn ledger_refuses_sends_when_the_window_is_full() {
             panic!("expected a fresh seq")
         };
         ledger
-            .deposit(room, &message(&name, seq, &who, &format!("c{i}")))
+            .deposit(
+                room,
+                seq,
+                record::encode(room, &message(&name, seq, &who, &format!("c{i}"))),
+            )
             .await
             .unwrap();
     }

@@ -61,7 +61,7 @@ fn describe() {
     );
     describe_counter!(
         "scalify_messages_accepted_total",
-        "Sends committed: outcome=stored (new) or duplicate (idempotent repeat)"
+        "Sends committed: outcome=stored (new), duplicate (idempotent repeat) or stored_late (durable mode: confirmed after its sender stopped waiting)"
     );
     describe_counter!(
         "scalify_events_delivered_total",

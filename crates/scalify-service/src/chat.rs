@@ -557,25 +557,11 @@ impl Chat {
 
     async fn commit_and_publish(&self, new: NewMessage) -> Result<Message, ChatError> {
         let appended = self.store.append(new).await.map_err(store_error)?;
-        let outcome = if appended.duplicate {
-            "duplicate"
+        if appended.duplicate {
+            metrics::counter!("scalify_messages_accepted_total", "outcome" => "duplicate")
+                .increment(1);
         } else {
-            self.activity.record(&appended.message.room, unix_secs());
-            "stored"
-        };
-        metrics::counter!("scalify_messages_accepted_total", "outcome" => outcome).increment(1);
-        if !appended.duplicate {
-            let m = &appended.message;
-            self.publish(
-                m.room.clone(),
-                EventKind::Message {
-                    seq: m.seq,
-                    ts: m.ts,
-                },
-                m,
-                None,
-            )
-            .await;
+            self.broadcast_stored(&appended.message, "stored").await;
         }
         Ok(appended.message)
     }
@@ -950,18 +936,17 @@ impl Chat {
     /// mode: the broker confirmed it late). Without this its room would only learn of it
     /// from the next message's seq.
     pub async fn publish_late(&self, m: Message) {
+        self.broadcast_stored(&m, "stored_late").await;
+    }
+
+    /// Counts a newly stored message (metrics, activity) and broadcasts it to its room.
+    async fn broadcast_stored(&self, m: &Message, outcome: &'static str) {
         self.activity.record(&m.room, unix_secs());
-        metrics::counter!("scalify_messages_accepted_total", "outcome" => "stored_late")
-            .increment(1);
-        self.publish(
-            m.room.clone(),
-            EventKind::Message {
-                seq: m.seq,
-                ts: m.ts,
-            },
-            &m,
-            None,
-        )
-        .await;
+        metrics::counter!("scalify_messages_accepted_total", "outcome" => outcome).increment(1);
+        let kind = EventKind::Message {
+            seq: m.seq,
+            ts: m.ts,
+        };
+        self.publish(m.room.clone(), kind, m, None).await;
     }
 }

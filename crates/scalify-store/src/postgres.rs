@@ -232,23 +232,12 @@ impl PgStore {
             .bind(&rooms)
             .execute(&mut *tx)
             .await?;
-        let written: Vec<(String, i64)> = sqlx::query_as(
-            "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts)
-             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::text[], $8::bigint[])
-             ON CONFLICT DO NOTHING
-             RETURNING room_id, seq",
-        )
-        .bind(&cols.room_id)
-        .bind(&cols.seq)
-        .bind(&cols.id)
-        .bind(&cols.sender_id)
-        .bind(&cols.sender_name)
-        .bind(&cols.client_id)
-        .bind(&cols.text)
-        .bind(&cols.ts)
-        .fetch_all(&mut *tx)
-        .await?;
+        let written: Vec<(String, i64)> = cols
+            .bind(sqlx::query_as(&format!(
+                "{INSERT_MESSAGES} ON CONFLICT DO NOTHING RETURNING room_id, seq"
+            )))
+            .fetch_all(&mut *tx)
+            .await?;
         let mut out = Persisted {
             inserted: written.len(),
             ..Persisted::default()
@@ -280,14 +269,11 @@ impl PgStore {
                 }
             }
         }
-        sqlx::query(
-            "UPDATE rooms SET last_seq = GREATEST(rooms.last_seq, u.seq)
-             FROM UNNEST($1::text[], $2::bigint[]) AS u(id, seq) WHERE rooms.id = u.id",
-        )
-        .bind(&rooms)
-        .bind(&tops)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(RAISE_LAST_SEQ)
+            .bind(&rooms)
+            .bind(&tops)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -466,30 +452,15 @@ async fn commit_batch(
         }));
     }
     if !ins.seq.is_empty() {
-        sqlx::query(
-            "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts)
-             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::text[], $8::int8[])",
-        )
-        .bind(&ins.room_id)
-        .bind(&ins.seq)
-        .bind(&ins.id)
-        .bind(&ins.sender_id)
-        .bind(&ins.sender_name)
-        .bind(&ins.client_id)
-        .bind(&ins.text)
-        .bind(&ins.ts)
-        .execute(&mut *tx)
-        .await?;
+        ins.bind(sqlx::query(INSERT_MESSAGES))
+            .execute(&mut *tx)
+            .await?;
         let (ids, seqs): (Vec<String>, Vec<i64>) = last_seq.into_iter().unzip();
-        sqlx::query(
-            "UPDATE rooms SET last_seq = v.s FROM UNNEST($1::text[], $2::int8[]) AS v(id, s)
-             WHERE rooms.id = v.id AND rooms.last_seq < v.s",
-        )
-        .bind(&ids)
-        .bind(&seqs)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(RAISE_LAST_SEQ)
+            .bind(&ids)
+            .bind(&seqs)
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
 
@@ -519,6 +490,44 @@ async fn commit_batch(
     Ok(out)
 }
 
+/// One multi-row insert of messages from column arrays ([`InsertColumns::bind`] binds them).
+const INSERT_MESSAGES: &str =
+    "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts)
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
+                          $6::text[], $7::text[], $8::int8[])";
+
+/// Raises each room's `last_seq` (`$1` room ids, `$2` seqs) — never lowers it.
+const RAISE_LAST_SEQ: &str =
+    "UPDATE rooms SET last_seq = v.s FROM UNNEST($1::text[], $2::int8[]) AS v(id, s)
+     WHERE rooms.id = v.id AND rooms.last_seq < v.s";
+
+/// `bind` of both sqlx query kinds (`query` and `query_as`), so one function binds the
+/// insert's arrays whichever the statement is run with.
+trait BindArrays<'q>: Sized {
+    fn text(self, v: &'q [String]) -> Self;
+    fn int8(self, v: &'q [i64]) -> Self;
+}
+
+impl<'q> BindArrays<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn text(self, v: &'q [String]) -> Self {
+        self.bind(v)
+    }
+    fn int8(self, v: &'q [i64]) -> Self {
+        self.bind(v)
+    }
+}
+
+impl<'q, O> BindArrays<'q>
+    for sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+{
+    fn text(self, v: &'q [String]) -> Self {
+        self.bind(v)
+    }
+    fn int8(self, v: &'q [i64]) -> Self {
+        self.bind(v)
+    }
+}
+
 /// Column arrays for one multi-row insert.
 #[derive(Default)]
 struct InsertColumns {
@@ -533,6 +542,18 @@ struct InsertColumns {
 }
 
 impl InsertColumns {
+    /// Binds the eight arrays, in [`INSERT_MESSAGES`]' order.
+    fn bind<'q, Q: BindArrays<'q>>(&'q self, q: Q) -> Q {
+        q.text(&self.room_id)
+            .int8(&self.seq)
+            .text(&self.id)
+            .text(&self.sender_id)
+            .text(&self.sender_name)
+            .text(&self.client_id)
+            .text(&self.text)
+            .int8(&self.ts)
+    }
+
     fn push(&mut self, room_key: &str, m: &Message) {
         self.room_id.push(room_key.to_owned());
         self.seq.push(m.seq as i64);
