@@ -199,6 +199,41 @@ async fn persist_is_idempotent_and_reports_conflicts() {
     );
 }
 
+/// The fast path writes rows in `COPY`'s text format, where backslash, tab, newline and `\N`
+/// mean something: every such byte must come back exactly as sent. A batch mixing new rows
+/// with one already stored takes the slow path and still writes the new ones.
+#[tokio::test]
+async fn persist_keeps_every_byte_and_mixes_new_with_redelivered_rows() {
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let (name, room, who) = general_room(&store).await;
+    let texts = [
+        "back\\slash \\N \\t not a tab",
+        "tab\there\nnewline\r\ncrlf",
+        "\\",
+        "ünïcödé — 🦀 \u{7f} end\\",
+    ];
+    let batch: Vec<(Id, Message)> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut m = message(&name, i as u64 + 1, &who, &format!("c\\N {i}\\"));
+            m.text = MessageText::parse(t, 4096).unwrap();
+            (room.id, m)
+        })
+        .collect();
+    let first = store.persist(&batch[..2]).await.unwrap();
+    assert_eq!((first.inserted, first.redelivered), (2, 0));
+    // Rows 1–2 again with 3–4: the stored two are skipped, the new two written.
+    let mixed = store.persist(&batch).await.unwrap();
+    assert_eq!((mixed.inserted, mixed.redelivered), (2, 2));
+    assert!(mixed.conflicts.is_empty());
+    assert_eq!(store.room(&name).await.unwrap().unwrap().last_seq, 4);
+    let stored = store.after(&room, 0, 10).await.unwrap();
+    let want: Vec<&Message> = batch.iter().map(|(_, m)| m).collect();
+    assert_eq!(stored.iter().collect::<Vec<_>>(), want);
+}
+
 #[tokio::test]
 async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
     let db = FreshDb::create().await;
