@@ -162,10 +162,11 @@ for s in "${scenarios[@]}"; do
       # Timed from its first written batch (joining the group and fetching metadata excluded).
       while [ "$(persister_metric scalify_persister_rows_total | cut -d. -f1)" -eq 0 ]; do sleep 0.01; done
       t0=$(date +%s.%N); r0=$(persister_metric scalify_persister_rows_total | cut -d. -f1)
+      tansu0=$(awk '{print ($14+$15)/100}' "/proc/$(cat "$KDIR/tansu.pid")/stat")
       while [ "$(persister_metric scalify_persister_rows_total | cut -d. -f1)" -lt "$acked" ]; do sleep 0.05; done
       t1=$(date +%s.%N)
       echo "persister sink: $((acked - r0)) rows in $(echo "$t1 - $t0" | bc -l | cut -c1-6) s = $(echo "($acked - $r0) / ($t1 - $t0)" | bc) rows/s (one persister, batches of up to 2000; $acked in all)"
-      echo "persister CPU: $(awk '{print ($14+$15)/100 " s"}' /proc/$PPID_/stat)"
+      echo "persister CPU: $(awk '{print ($14+$15)/100 " s"}' /proc/$PPID_/stat); tansu during the drain: $(echo "$(awk '{print ($14+$15)/100}' "/proc/$(cat "$KDIR/tansu.pid")/stat") - $tansu0" | bc) s"
       n=$(persister_metric scalify_persister_batch_size_count); rows=$(persister_metric scalify_persister_batch_size_sum)
       secs=$(persister_metric scalify_persister_commit_seconds_sum)
       echo "persister batches: $n, mean $(echo "$rows / $n" | bc) messages, mean write $(echo "1000 * $secs / $n" | bc -l | cut -c1-5) ms, $(echo "$secs" | cut -c1-5) s writing in all"; echo

@@ -55,7 +55,8 @@ pub struct KafkaConfig {
     /// Consumer group of the persisters.
     pub group: String,
     /// Extra librdkafka settings, e.g. `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-512`,
-    /// `sasl.username`, `sasl.password`, `ssl.ca.location`. Applied last.
+    /// `sasl.username`, `sasl.password`, `ssl.ca.location`. They override our defaults, except
+    /// the consumer settings the persister's offset handling rests on.
     pub options: BTreeMap<String, String>,
 }
 
@@ -82,6 +83,22 @@ impl KafkaConfig {
             .set("log_level", "3");
         for (k, v) in &self.options {
             c.set(k, v);
+        }
+        c
+    }
+
+    /// [`KafkaConfig::client`] with our defaults for settings an operator may tune: each one
+    /// applies unless `--kafka-option` sets that key.
+    pub(crate) fn client_with_defaults(
+        &self,
+        role: &str,
+        defaults: &[(&str, &str)],
+    ) -> ClientConfig {
+        let mut c = self.client(role);
+        for (k, v) in defaults {
+            if !self.options.contains_key(*k) {
+                c.set(*k, *v);
+            }
         }
         c
     }

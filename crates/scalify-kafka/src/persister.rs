@@ -87,6 +87,12 @@ struct Shared {
     rebalances: AtomicI64,
 }
 
+impl Shared {
+    fn assigned(&self) -> BTreeSet<i32> {
+        self.assigned.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
 struct Ctx {
     topic: String,
     shared: Arc<Shared>,
@@ -100,12 +106,7 @@ impl ClientContext for Ctx {
         let Some(topic) = stats.topics.get(&self.topic) else {
             return;
         };
-        let assigned = self
-            .shared
-            .assigned
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default();
+        let assigned = self.shared.assigned();
         let mut lag = BTreeMap::new();
         for (p, part) in &topic.partitions {
             if assigned.contains(p) && part.hi_offset >= 0 {
@@ -188,6 +189,22 @@ enum Resumed {
     Recreate,
 }
 
+/// A batch in the database: the next offset to store per partition.
+struct Written {
+    next: HashMap<i32, i64>,
+}
+
+/// The write in flight ([`Persister::write`]).
+type WriteFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Written, StoreError>> + Send + 'a>>;
+
+/// What the consume loop woke up for.
+enum Step<R> {
+    Stop,
+    Wrote(Result<Written, StoreError>),
+    Received(R),
+}
+
 /// Why a consumer incarnation ended.
 enum Ended {
     Stopped,
@@ -266,15 +283,26 @@ impl Persister {
     fn consumer(&self, shared: Arc<Shared>) -> Result<StreamConsumer<Ctx>, DurableError> {
         let consumer: StreamConsumer<Ctx> = self
             .kafka
-            .client(&format!("persister-{}", self.config.id))
+            .client_with_defaults(
+                &format!("persister-{}", self.config.id),
+                &[
+                    ("auto.commit.interval.ms", "1000"),
+                    ("session.timeout.ms", "10000"),
+                    ("statistics.interval.ms", "2000"),
+                    // How long a fetch may wait for data. librdkafka's 500 ms default made
+                    // the test broker (tansu) hold every fetch that long: the sink drained
+                    // ~53k rows/s with it and ~100k with 50 ms (docs/benchmarks.md). An idle
+                    // persister sends ~20 fetches/s per broker for it.
+                    ("fetch.wait.max.ms", "50"),
+                ],
+            )
+            // What the design rests on (offsets stored only after the database commit, no
+            // message skipped on a fresh group): not overridable.
             .set("group.id", &self.kafka.group)
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
-            .set("statistics.interval.ms", "2000")
             .create_with_context(Ctx {
                 topic: self.kafka.topic.clone(),
                 shared,
@@ -321,9 +349,14 @@ impl Persister {
         // The next offset to write, per partition, as known from this incarnation's commits.
         let mut frontier: HashMap<i32, i64> = HashMap::new();
         let mut seen_rebalances = 0;
-        let mut batch: Vec<Consumed> = Vec::with_capacity(self.config.batch_max);
+        let fresh_batch = || Vec::with_capacity(self.config.batch_max);
+        let mut batch: Vec<Consumed> = fresh_batch();
         let mut dead: Vec<(OwnedMessage, String)> = Vec::new();
         let mut batch_started: Option<Instant> = None;
+        // One batch is written while the next one is read: the database and the consumer
+        // work at the same time. Only one write is in flight, so batches commit (and their
+        // offsets are stored) in the order they were read.
+        let mut writing: Option<WriteFuture<'_>> = None;
         let mut progress = Progress {
             committed: -1,
             since: Instant::now(),
@@ -333,11 +366,7 @@ impl Persister {
             let rebalances = shared.rebalances.load(Ordering::Acquire);
             if rebalances != seen_rebalances {
                 seen_rebalances = rebalances;
-                let assigned = shared
-                    .assigned
-                    .lock()
-                    .map(|a| a.clone())
-                    .unwrap_or_default();
+                let assigned = shared.assigned();
                 frontier.retain(|p, _| assigned.contains(p));
                 self.update(|s| s.partitions = assigned.iter().copied().collect());
             }
@@ -345,21 +374,53 @@ impl Persister {
                 Some(t) => self.config.batch_wait.saturating_sub(t.elapsed()),
                 None => Duration::from_millis(500),
             };
-            let received = tokio::select! {
-                () = stop.cancelled() => None,
-                r = tokio::time::timeout(wait, consumer.recv()) => Some(r),
+            // A full batch waits for the write in flight before anything more is read.
+            let full = batch.len() + dead.len() >= self.config.batch_max;
+            let step = tokio::select! {
+                () = stop.cancelled() => Step::Stop,
+                w = async { writing.as_mut().expect("guarded by is_some").await }, if writing.is_some() => Step::Wrote(w),
+                r = tokio::time::timeout(wait, consumer.recv()), if !full => Step::Received(r),
             };
-            match received {
-                None => {
-                    // Write what is already read, then stop.
+            match step {
+                Step::Stop => {
+                    // Finish the write in flight, write what is already read, then stop.
+                    if let Some(w) = writing.take() {
+                        match w.await {
+                            Ok(done) => self.store_offsets(consumer, shared, done, &mut frontier),
+                            Err(_) => return Ended::Stopped,
+                        }
+                    }
                     if !batch.is_empty() || !dead.is_empty() {
-                        let _ = self
-                            .write(consumer, &mut batch, &mut dead, &mut frontier)
-                            .await;
+                        if let Ok(done) = self.write(batch, dead).await {
+                            self.store_offsets(consumer, shared, done, &mut frontier);
+                        }
                     }
                     return Ended::Stopped;
                 }
-                Some(Ok(Ok(m))) => {
+                Step::Wrote(result) => {
+                    writing = None;
+                    match result {
+                        Ok(done) => self.store_offsets(consumer, shared, done, &mut frontier),
+                        Err(e) => {
+                            // What was read behind the failed batch is dropped too: the
+                            // seek back to the frontier reads both again.
+                            batch.clear();
+                            dead.clear();
+                            batch_started = None;
+                            match self
+                                .pause_until_healthy(consumer, shared, &frontier, stop, e)
+                                .await
+                            {
+                                Resumed::Yes => {
+                                    progress.since = Instant::now();
+                                }
+                                Resumed::Stopped => return Ended::Stopped,
+                                Resumed::Recreate => return Ended::Stuck,
+                            }
+                        }
+                    }
+                }
+                Step::Received(Ok(Ok(m))) => {
                     let owned = m.detach();
                     match record::decode_keyed(owned.key(), owned.payload().unwrap_or_default()) {
                         Ok(RoomMessage { room_id, message }) => batch.push(Consumed {
@@ -372,32 +433,20 @@ impl Persister {
                     }
                     batch_started.get_or_insert_with(Instant::now);
                 }
-                Some(Ok(Err(e))) => {
+                Step::Received(Ok(Err(e))) => {
                     tracing::warn!(error = %e, "Kafka consumer error");
                 }
-                Some(Err(_)) => {} // nothing arrived within `wait`
+                Step::Received(Err(_)) => {} // nothing arrived within `wait`
             }
             let due = batch.len() + dead.len() >= self.config.batch_max
                 || batch_started.is_some_and(|t| t.elapsed() >= self.config.batch_wait);
-            if due {
+            if due && writing.is_none() {
                 batch_started = None;
-                if let Err(e) = self
-                    .write(consumer, &mut batch, &mut dead, &mut frontier)
-                    .await
-                {
-                    batch.clear();
-                    dead.clear();
-                    match self
-                        .pause_until_healthy(consumer, shared, &frontier, stop, e)
-                        .await
-                    {
-                        Resumed::Yes => {
-                            progress.since = Instant::now();
-                        }
-                        Resumed::Stopped => return Ended::Stopped,
-                        Resumed::Recreate => return Ended::Stuck,
-                    }
-                }
+                let (b, d) = (
+                    std::mem::replace(&mut batch, fresh_batch()),
+                    std::mem::take(&mut dead),
+                );
+                writing = Some(Box::pin(self.write(b, d)));
             }
             if Instant::now() >= next_check {
                 next_check = Instant::now() + WATCH_EVERY;
@@ -460,17 +509,37 @@ impl Persister {
         progress.since.elapsed() > self.config.stuck_after
     }
 
-    /// Writes the batch (and dead letters), then stores its offsets. On error nothing is
-    /// stored: the caller pauses and re-reads from the frontier.
+    /// Writes the batch (and dead letters) and trims the recent window. On error nothing is
+    /// written: the caller pauses and re-reads from the frontier. The offsets to store are
+    /// returned; [`Persister::store_offsets`] stores them.
     async fn write(
         &self,
-        consumer: &StreamConsumer<Ctx>,
-        batch: &mut Vec<Consumed>,
-        dead: &mut Vec<(OwnedMessage, String)>,
-        frontier: &mut HashMap<i32, i64>,
-    ) -> Result<(), StoreError> {
+        batch: Vec<Consumed>,
+        mut dead: Vec<(OwnedMessage, String)>,
+    ) -> Result<Written, StoreError> {
         let started = Instant::now();
-        let rows: Vec<(Id, Message)> = batch.iter().map(|c| (c.room, c.message.clone())).collect();
+        // The next offset of every partition touched, dead letters included.
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        for (p, o) in batch
+            .iter()
+            .map(|c| (c.partition, c.offset))
+            .chain(dead.iter().map(|(m, _)| (m.partition(), m.offset())))
+        {
+            let e = next.entry(p).or_insert(o + 1);
+            *e = (*e).max(o + 1);
+        }
+        // The window keeps everything up to each room's newest seq written here.
+        let mut newest: HashMap<Id, u64> = HashMap::new();
+        for c in &batch {
+            let e = newest.entry(c.room).or_default();
+            *e = (*e).max(c.message.seq);
+        }
+        let positions: Vec<(i32, i64)> = batch.iter().map(|c| (c.partition, c.offset)).collect();
+        let rows: Vec<(Id, Message)> = batch.into_iter().map(|c| (c.room, c.message)).collect();
+        let refetched = |i: usize| {
+            let (room, message) = &rows[i];
+            self.refetched(*room, message, positions[i])
+        };
         let outcome = match self.db.persist(&rows).await {
             Ok(o) => o,
             Err(StoreError::Rejected(why)) => {
@@ -486,9 +555,8 @@ impl Persister {
                             total.conflicts.extend(o.conflicts);
                         }
                         Err(StoreError::Rejected(why)) => {
-                            let c = &batch[i];
                             dead.push((
-                                self.refetched(c),
+                                refetched(i),
                                 format!("database refused the message: {why}"),
                             ));
                         }
@@ -506,71 +574,72 @@ impl Persister {
         metrics::counter!("scalify_persister_redelivered_total")
             .increment(outcome.redelivered as u64);
         for m in &outcome.conflicts {
-            if let Some(c) = batch.iter().find(|c| c.message.id == m.id) {
+            if let Some(i) = rows.iter().position(|(_, r)| r.id == m.id) {
                 dead.push((
-                    self.refetched(c),
+                    refetched(i),
                     format!(
                         "conflict: room {} seq {} or its (sender, client_id) holds another message",
-                        c.room, m.seq
+                        rows[i].0, m.seq
                     ),
                 ));
             }
         }
-        for (msg, reason) in dead.iter() {
+        for (msg, reason) in &dead {
             self.dead_letter(msg, reason)
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
-        // Trim the window of what the database now has (a failed trim is redone by the
-        // next batch of the room: trimming is "everything up to seq").
-        let mut newest: HashMap<Id, u64> = HashMap::new();
-        for c in batch.iter() {
-            let e = newest.entry(c.room).or_default();
-            *e = (*e).max(c.message.seq);
-        }
+        // A failed trim is redone by the room's next batch: trimming is "everything up to seq".
         let newest: Vec<(Id, u64)> = newest.into_iter().collect();
         if let Err(e) = self.ledger.trim(&newest).await {
             tracing::warn!(error = %e, "cannot trim the recent window (retried with the next batch)");
-        }
-        // Store the next offset of every partition touched, dead letters included.
-        let mut next: HashMap<i32, i64> = HashMap::new();
-        for (p, o) in batch
-            .iter()
-            .map(|c| (c.partition, c.offset))
-            .chain(dead.iter().map(|(m, _)| (m.partition(), m.offset())))
-        {
-            let e = next.entry(p).or_insert(o + 1);
-            *e = (*e).max(o + 1);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &next {
-            let _ = tpl.add_partition_offset(&self.kafka.topic, *p, Offset::Offset(*o));
-            let f = frontier.entry(*p).or_insert(*o);
-            *f = (*f).max(*o);
-        }
-        if let Err(e) = consumer.store_offsets(&tpl) {
-            // A partition revoked meanwhile: its next owner re-reads (and skips) these rows.
-            tracing::debug!(error = %e, "cannot store offsets");
         }
         let (persisted, dead_n) = (outcome.inserted as u64, dead.len() as u64);
         self.update(|s| {
             s.persisted += persisted;
             s.dead_lettered += dead_n;
         });
-        batch.clear();
-        dead.clear();
-        Ok(())
+        Ok(Written { next })
+    }
+
+    /// Stores a written batch's offsets (committed with the next auto-commit) and advances the
+    /// frontier of the partitions still assigned.
+    fn store_offsets(
+        &self,
+        consumer: &StreamConsumer<Ctx>,
+        shared: &Shared,
+        done: Written,
+        frontier: &mut HashMap<i32, i64>,
+    ) {
+        let assigned = shared.assigned();
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &done.next {
+            let _ = tpl.add_partition_offset(&self.kafka.topic, *p, Offset::Offset(*o));
+            if assigned.contains(p) {
+                let f = frontier.entry(*p).or_insert(*o);
+                *f = (*f).max(*o);
+            }
+        }
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // A partition revoked meanwhile: its next owner re-reads (and skips) these rows.
+            tracing::debug!(error = %e, "cannot store offsets");
+        }
     }
 
     /// The consumed record again, for the dead-letter topic (the batch keeps decoded messages).
-    fn refetched(&self, c: &Consumed) -> OwnedMessage {
+    fn refetched(
+        &self,
+        room: Id,
+        message: &Message,
+        (partition, offset): (i32, i64),
+    ) -> OwnedMessage {
         OwnedMessage::new(
-            Some(record::encode(c.room, &c.message)),
-            Some(c.room.to_string().into_bytes()),
+            Some(record::encode(room, message)),
+            Some(room.to_string().into_bytes()),
             self.kafka.topic.clone(),
             rdkafka::Timestamp::NotAvailable,
-            c.partition,
-            c.offset,
+            partition,
+            offset,
             None,
         )
     }
