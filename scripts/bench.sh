@@ -109,6 +109,8 @@ stop_kafka() {
   kill -TERM "$PID"; wait "$PID" || true
   kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null || true
   psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "DROP DATABASE IF EXISTS $KDB WITH (FORCE)" >/dev/null
+  # The run's Redis keys (seq counters, a day's idempotency keys, windows): ~150k per run.
+  redis-cli -u "$REDIS_URL" --scan --pattern "bench-k$$:*" | xargs -r -n 5000 redis-cli -u "$REDIS_URL" UNLINK >/dev/null
   rm -rf "$KDIR"
 }
 # Samples the persister's total lag every second during a run; prints the maximum.
