@@ -3,7 +3,11 @@
 //! At-least-once with an idempotent sink, which gives exactly-once rows:
 //! - offsets are stored (`enable.auto.offset.store=false`) and committed only after the
 //!   database transaction holding their messages has committed;
-//! - the insert skips rows already present, so a redelivered batch stores nothing twice.
+//! - a batch goes in with `COPY`, and a batch holding a row already stored is written again
+//!   by an insert that skips such rows, so a redelivered batch stores nothing twice.
+//!
+//! One batch is written while the next is read (one write in flight, so batches commit and
+//! their offsets are stored in order).
 //!
 //! On a database error the persister **pauses** its partitions, **keeps polling** (so the
 //! group does not expel it; rust-rdkafka #433), probes the database with exponential backoff,
