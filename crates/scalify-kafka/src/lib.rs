@@ -139,3 +139,23 @@ impl From<DurableError> for scalify_store::StoreError {
 pub(crate) fn backoff(attempt: u32, max: Duration) -> Duration {
     Duration::from_millis(50u64.saturating_mul(1 << attempt.min(10))).min(max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operator_option_overrides_a_default_and_the_rest_still_apply() {
+        let mut config = KafkaConfig::new("localhost:9092");
+        config
+            .options
+            .insert("session.timeout.ms".into(), "45000".into());
+        let c = config.client_with_defaults(
+            "t",
+            &[("session.timeout.ms", "10000"), ("fetch.wait.max.ms", "50")],
+        );
+        assert_eq!(c.get("session.timeout.ms"), Some("45000"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("50"));
+        assert_eq!(c.get("client.id"), Some("scalify-t"));
+    }
+}
