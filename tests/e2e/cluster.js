@@ -59,15 +59,32 @@ export function redisCli(url, ...args) {
   return execFileSync('redis-cli', ['-u', url, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
 }
 
-/** Node settings shared by one cluster. */
+/**
+ * Removes every Redis key under `prefix` (seq counters, a day's idempotency keys, presence),
+ * so test runs do not pile keys up in the shared Redis. Best effort: a private Redis may be
+ * gone already.
+ */
+export function forgetKeys(url, prefix) {
+  try {
+    execFileSync('sh', ['-c', 'redis-cli -u "$1" --scan --pattern "$2:*" | xargs -r -n 1000 redis-cli -u "$1" UNLINK >/dev/null', 'sh', url, prefix],
+      { stdio: 'ignore', timeout: 20000 });
+  } catch { /* Redis already stopped */ }
+}
+
+/** Node settings shared by one cluster; `drop()` removes its database and its Redis keys. */
 export function clusterSettings({ redisUrl = SHARED_REDIS_URL, presenceTtl = 3 } = {}) {
   const db = freshDatabase();
+  const prefix = `e2e-${process.pid}-${randomBytes(4).toString('hex')}`;
   return {
     db,
     redisUrl,
-    prefix: `e2e-${process.pid}-${randomBytes(4).toString('hex')}`,
+    prefix,
     secret: randomBytes(32).toString('hex'),
     presenceTtl,
+    drop() {
+      db.drop();
+      forgetKeys(redisUrl, prefix);
+    },
   };
 }
 

@@ -87,7 +87,7 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
   after(async () => {
     await Promise.all(nodes.map((n) => n.stop()));
     nodes.forEach((n) => n.cleanup());
-    c.db.drop();
+    c.drop();
   });
 
   test('messages, typing and presence cross nodes; a token from one node works on the others', async () => {
@@ -309,7 +309,7 @@ test('kill -9 one of three nodes under traffic: its clients reconnect to another
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));
     nodes.forEach((n) => n.cleanup());
-    c.db.drop();
+    c.drop();
   }
 });
 
@@ -349,7 +349,7 @@ test('Redis restarted mid-traffic: nodes report not-ready, then recover; every c
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));
     nodes.forEach((n) => n.cleanup());
-    c.db.drop();
+    c.drop();
     await redis.stop().catch(() => {});
   }
 });
@@ -379,7 +379,7 @@ test("a node dies: its users go offline on the others within the presence TTL", 
     sa.close();
   } finally {
     await Promise.all([A.stop(), B.stop()]);
-    A.cleanup(); B.cleanup(); c.db.drop();
+    A.cleanup(); B.cleanup(); c.drop();
   }
 });
 
@@ -454,6 +454,6 @@ test('SIGTERM mid-traffic on a PostgreSQL node: in-flight sends finish and are a
       assert.deepEqual(stored.map((m) => m.client_id).sort(), [...t.acked].sort(), 'committed ⇔ acked');
     } finally { await reader.stop(); reader.cleanup(); }
   } finally {
-    await node.stop(); node.cleanup(); c.db.drop();
+    await node.stop(); node.cleanup(); c.drop();
   }
 });

@@ -6,7 +6,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { api, call, collect, connect, register, sleep, uniqueRoom, allMessages } from './harness.js';
-import { eventually, privatePostgres, readyz, redisCli } from './cluster.js';
+import { eventually, forgetKeys, privatePostgres, readyz, redisCli } from './cluster.js';
 import {
   checkStore, durableSettings, sendUntilAcked, startBroker, startDurableNode, startPersister, storedMessages,
 } from './kafka.js';
@@ -143,7 +143,7 @@ test('durable node: acked after Kafka, readable before the persister runs, store
     const { code } = await persister.stop();
     assert.equal(code, 0, persister.stderr());
   } finally {
-    await node.stop(); node.cleanup(); c.db.drop(); await broker.destroy();
+    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
   }
 });
 
@@ -168,7 +168,7 @@ test('kill -9 the persister mid-batch under traffic, start another: nothing lost
   } finally {
     closeAll(pop);
     if (p2) await p2.stop();
-    await node.stop(); node.cleanup(); c.db.drop(); await broker.destroy();
+    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
   }
 });
 
@@ -225,7 +225,7 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
   } finally {
     closeAll(pop);
     await persister.stop();
-    await node.stop(); node.cleanup(); pg.destroy(); await broker.destroy();
+    await node.stop(); node.cleanup(); pg.destroy(); forgetKeys(c.redisUrl, c.prefix); await broker.destroy();
   }
 });
 
@@ -262,7 +262,7 @@ test('kill -9 the broker and restart it under traffic: producer and consumer rec
   } finally {
     closeAll(pop);
     await persister.stop();
-    await node.stop(); node.cleanup(); c.db.drop(); await broker.destroy();
+    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
   }
 });
 
@@ -296,6 +296,6 @@ test('two persisters share the partitions; one leaves and another joins under tr
     closeAll(pop);
     await p1.stop();
     if (p3) await p3.stop();
-    await node.stop(); node.cleanup(); c.db.drop(); await broker.destroy();
+    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
   }
 });

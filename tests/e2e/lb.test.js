@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { io } from 'socket.io-client';
 import { api, register, connect, call, collect, uniqueRoom } from './harness.js';
-import { ADMIN_DB_URL, SHARED_REDIS_URL, freePort, eventually } from './cluster.js';
+import { ADMIN_DB_URL, SHARED_REDIS_URL, freePort, eventually, forgetKeys } from './cluster.js';
 import { randomBytes } from 'node:crypto';
 
 const run = promisify(execFile);
@@ -58,6 +58,7 @@ before(async () => {
 after(async () => {
   await cluster('stop').catch(() => {});
   await run('psql', [ADMIN_DB_URL, '-qtAc', `DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`]).catch(() => {});
+  if (env) forgetKeys(SHARED_REDIS_URL, env.SCALIFY_REDIS_PREFIX);
   rmSync(dir, { recursive: true, force: true });
 });
 
