@@ -382,7 +382,12 @@ impl Persister {
             let full = batch.len() + dead.len() >= self.config.batch_max;
             let step = tokio::select! {
                 () = stop.cancelled() => Step::Stop,
-                w = async { writing.as_mut().expect("guarded by is_some").await }, if writing.is_some() => Step::Wrote(w),
+                w = async {
+                    match writing.as_mut() {
+                        Some(w) => w.await,
+                        None => std::future::pending().await,
+                    }
+                }, if writing.is_some() => Step::Wrote(w),
                 r = tokio::time::timeout(wait, consumer.recv()), if !full => Step::Received(r),
             };
             match step {
@@ -513,9 +518,9 @@ impl Persister {
         progress.since.elapsed() > self.config.stuck_after
     }
 
-    /// Writes the batch (and dead letters) and trims the recent window. On error nothing is
-    /// written: the caller pauses and re-reads from the frontier. The offsets to store are
-    /// returned; [`Persister::store_offsets`] stores them.
+    /// Writes the batch (and dead letters) and trims the recent window, and returns the
+    /// offsets to store ([`Persister::store_offsets`] stores them). On error none is stored:
+    /// the caller pauses and re-reads from the frontier (writing a batch again is idempotent).
     async fn write(
         &self,
         batch: Vec<Consumed>,
