@@ -96,7 +96,9 @@ pub struct Ledger {
     config: LedgerConfig,
     /// The per-send commands (allocate, deposit) go through here: whatever accumulates while
     /// a pipeline is on the wire goes out in the next one, so under load a send costs Redis
-    /// (and this process) a fraction of a round trip instead of two.
+    /// (and this process) a fraction of a round trip instead of two. The multiplexed
+    /// connection alone (one `invoke_async` per command) measured 12.1k–14.2k acked sends/s
+    /// against 16.6k–17.3k with these pipelines (`scripts/bench.sh kafka-durable`, session 4).
     ops: mpsc::Sender<Op>,
 }
 
@@ -289,8 +291,7 @@ impl Ledger {
         limit: u32,
     ) -> Result<Vec<Message>, DurableError> {
         let top = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
-        let raw = self.range(room, &top, "-inf", true, limit).await?;
-        let mut out = raw;
+        let mut out = self.range(room, &top, "-inf", true, limit).await?;
         out.reverse();
         Ok(out)
     }
@@ -330,15 +331,6 @@ impl Ledger {
             .await?
             .into_iter()
             .find(|m| m.seq == seq))
-    }
-
-    pub async fn ping(&self) -> Result<(), DurableError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
     }
 }
 
