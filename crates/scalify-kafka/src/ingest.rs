@@ -192,21 +192,6 @@ impl Ingest {
         }
     }
 
-    /// Whether the brokers answer a metadata request for the messages topic.
-    pub async fn ping(&self) -> Result<(), DurableError> {
-        let (_, producer) = self.current();
-        let topic = self.config.topic.clone();
-        tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(1))
-                .map(|_| ())
-                .map_err(|e| DurableError::Unavailable(format!("Kafka: {e}")))
-        })
-        .await
-        .map_err(|e| DurableError::Unavailable(format!("Kafka check failed: {e}")))?
-    }
-
     /// Gives up on messages still unconfirmed (called once graceful shutdown's deadline has
     /// passed), then flushes what librdkafka still holds.
     pub async fn close(&self, flush_for: Duration) {

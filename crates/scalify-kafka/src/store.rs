@@ -66,10 +66,6 @@ impl DurableStore {
         let _ = self.late.set(hook);
     }
 
-    pub fn ingest(&self) -> &Arc<Ingest> {
-        &self.ingest
-    }
-
     /// The confirmation of a message this node is still producing, if it is.
     fn pending_confirmation(&self, room: Id, seq: u64) -> Option<watch::Receiver<Option<Message>>> {
         self.pending

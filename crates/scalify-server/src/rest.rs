@@ -266,15 +266,23 @@ async fn healthz(State(chat): State<AppState>) -> Response {
 }
 
 async fn readyz(State(chat): State<AppState>) -> Response {
-    let checks = chat.readiness().await;
+    readiness_response(&chat.readiness().await)
+}
+
+/// `/readyz`'s answer from (name, error) checks — a node's and a persister's alike: 200 with
+/// `{"ready": true, "checks": …}` when none failed, 503 otherwise.
+pub fn readiness_response(checks: &[(&'static str, Option<String>)]) -> Response {
     let ready = checks.iter().all(|(_, e)| e.is_none());
-    let body = checks_body(&checks);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ready, "checks": body }))).into_response()
+    (
+        status,
+        Json(json!({ "ready": ready, "checks": checks_body(checks) })),
+    )
+        .into_response()
 }
 
 /// Dependency checks as `/readyz` and the admin overview show them:

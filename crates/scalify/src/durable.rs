@@ -66,8 +66,13 @@ pub async fn open_store(
 }
 
 /// Hooks a durable store to its node: late confirmations are broadcast, and `/readyz`
-/// checks the brokers.
-pub fn attach(store: &Arc<DurableStore>, chat: &Arc<Chat>) {
+/// checks the brokers (the same check as a persister's).
+pub fn attach(
+    store: &Arc<DurableStore>,
+    chat: &Arc<Chat>,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let (kafka, _, _) = parts(settings)?;
     let weak = Arc::downgrade(chat);
     let runtime = tokio::runtime::Handle::current();
     store.on_late_confirm(Box::new(move |m| {
@@ -75,10 +80,11 @@ pub fn attach(store: &Arc<DurableStore>, chat: &Arc<Chat>) {
             runtime.spawn(async move { chat.publish_late(m).await });
         }
     }));
-    chat.add_check(Arc::new(KafkaCheck(store.ingest().clone())));
+    chat.add_check(Arc::new(KafkaCheck(BrokerCheck::new(&kafka.config)?)));
+    Ok(())
 }
 
-struct KafkaCheck(Arc<Ingest>);
+struct KafkaCheck(BrokerCheck);
 
 #[async_trait::async_trait]
 impl Dependency for KafkaCheck {
@@ -86,7 +92,7 @@ impl Dependency for KafkaCheck {
         "kafka"
     }
     async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
+        self.0.check().await
     }
 }
 
@@ -169,21 +175,7 @@ pub async fn run_persister(
                     let (pg, brokers) = &*readiness;
                     let store = pg.ping().await.err().map(|e| e.to_string());
                     let kafka = brokers.check().await.err();
-                    let ready = store.is_none() && kafka.is_none();
-                    let check = |e: Option<String>| match e {
-                        None => serde_json::json!({"ok": true}),
-                        Some(error) => serde_json::json!({"ok": false, "error": error}),
-                    };
-                    let status = if ready {
-                        axum::http::StatusCode::OK
-                    } else {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    let body = serde_json::json!({
-                        "ready": ready,
-                        "checks": {"store": check(store), "kafka": check(kafka)},
-                    });
-                    (status, axum::Json(body))
+                    scalify_server::rest::readiness_response(&[("store", store), ("kafka", kafka)])
                 }
             }),
         );

@@ -208,7 +208,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     .await
     .context("connecting to Redis")?;
     if let Some(d) = &durable {
-        durable::attach(d, &app.chat);
+        durable::attach(d, &app.chat, &settings)?;
     }
     let persister_stop = tokio_util::sync::CancellationToken::new();
     let persister = match (&settings.kafka, pg) {
