@@ -263,12 +263,14 @@ impl PgStore {
         }
         let mut tx = self.pool.begin().await?;
         lock_rooms(&mut tx, rooms).await?;
+        let returning = format!("{INSERT_MESSAGES} ON CONFLICT DO NOTHING RETURNING room_id, seq");
         let written: Vec<(String, i64)> = cols
-            .bind(sqlx::query_as(&format!(
-                "{INSERT_MESSAGES} ON CONFLICT DO NOTHING RETURNING room_id, seq"
-            )))
+            .bind(sqlx::query(&returning))
             .fetch_all(&mut *tx)
-            .await?;
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
         let mut out = Persisted {
             inserted: written.len(),
             ..Persisted::default()
@@ -596,33 +598,6 @@ const RAISE_LAST_SEQ: &str =
     "UPDATE rooms SET last_seq = v.s FROM UNNEST($1::text[], $2::int8[]) AS v(id, s)
      WHERE rooms.id = v.id AND rooms.last_seq < v.s";
 
-/// `bind` of both sqlx query kinds (`query` and `query_as`), so one function binds the
-/// insert's arrays whichever the statement is run with.
-trait BindArrays<'q>: Sized {
-    fn text(self, v: &'q [String]) -> Self;
-    fn int8(self, v: &'q [i64]) -> Self;
-}
-
-impl<'q> BindArrays<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    fn text(self, v: &'q [String]) -> Self {
-        self.bind(v)
-    }
-    fn int8(self, v: &'q [i64]) -> Self {
-        self.bind(v)
-    }
-}
-
-impl<'q, O> BindArrays<'q>
-    for sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
-{
-    fn text(self, v: &'q [String]) -> Self {
-        self.bind(v)
-    }
-    fn int8(self, v: &'q [i64]) -> Self {
-        self.bind(v)
-    }
-}
-
 /// Column arrays for one multi-row insert.
 #[derive(Default)]
 struct InsertColumns {
@@ -638,15 +613,18 @@ struct InsertColumns {
 
 impl InsertColumns {
     /// Binds the eight arrays, in [`INSERT_MESSAGES`]' order.
-    fn bind<'q, Q: BindArrays<'q>>(&'q self, q: Q) -> Q {
-        q.text(&self.room_id)
-            .int8(&self.seq)
-            .text(&self.id)
-            .text(&self.sender_id)
-            .text(&self.sender_name)
-            .text(&self.client_id)
-            .text(&self.text)
-            .int8(&self.ts)
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.room_id)
+            .bind(&self.seq)
+            .bind(&self.id)
+            .bind(&self.sender_id)
+            .bind(&self.sender_name)
+            .bind(&self.client_id)
+            .bind(&self.text)
+            .bind(&self.ts)
     }
 
     fn push(&mut self, room_key: &str, m: &Message) {
