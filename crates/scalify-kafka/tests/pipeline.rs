@@ -53,12 +53,24 @@ fn message(room: &RoomName, seq: u64, sender: &UserRef, client_id: &str) -> Mess
     }
 }
 
+/// Allocates for `client_id` in a room whose database has no message yet.
+async fn allocate(
+    ledger: &Ledger,
+    room: Id,
+    sender: Id,
+    client_id: &str,
+) -> Result<Allocation, scalify_kafka::DurableError> {
+    let cid = ClientId::parse(client_id).unwrap();
+    ledger
+        .allocate(room, sender, &cid, || async { Ok(0) })
+        .await
+}
+
 #[tokio::test]
 async fn ledger_allocates_seeds_repeats_and_windows() {
     let ledger = ledger(&unique("t")).await;
     let (room, sender) = (Id::new(), Id::new());
     let c1 = ClientId::parse("a").unwrap();
-    let c2 = ClientId::parse("b").unwrap();
     // The first allocation seeds the counter from the database's newest seq.
     let got = ledger
         .allocate(room, sender, &c1, || async { Ok(41) })
@@ -75,10 +87,7 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
         .unwrap();
     assert_eq!(got, Allocation::Repeat(42), "same client_id: same seq");
     assert!(!seeded_again.load(std::sync::atomic::Ordering::SeqCst));
-    let got = ledger
-        .allocate(room, sender, &c2, || async { Ok(0) })
-        .await
-        .unwrap();
+    let got = allocate(&ledger, room, sender, "b").await.unwrap();
     assert_eq!(got, Allocation::Fresh(43));
 
     // The window keeps confirmed messages by seq until trimmed.
@@ -122,9 +131,7 @@ async fn ledger_refuses_sends_when_the_window_is_full() {
         username: "alice".into(),
     };
     for i in 1..=2u64 {
-        let cid = ClientId::parse(&format!("c{i}")).unwrap();
-        let Allocation::Fresh(seq) = ledger
-            .allocate(room, sender, &cid, || async { Ok(0) })
+        let Allocation::Fresh(seq) = allocate(&ledger, room, sender, &format!("c{i}"))
             .await
             .unwrap()
         else {
@@ -139,11 +146,7 @@ async fn ledger_refuses_sends_when_the_window_is_full() {
             .await
             .unwrap();
     }
-    let cid = ClientId::parse("c3").unwrap();
-    let err = ledger
-        .allocate(room, sender, &cid, || async { Ok(0) })
-        .await
-        .unwrap_err();
+    let err = allocate(&ledger, room, sender, "c3").await.unwrap_err();
     assert!(err.to_string().contains("persister is behind"), "{err}");
 }
 
@@ -339,12 +342,8 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
 async fn ledger_reloads_its_script_after_redis_forgets_it() {
     let ledger = ledger(&unique("t")).await;
     let (room, sender) = (Id::new(), Id::new());
-    let first = ClientId::parse("a").unwrap();
     assert_eq!(
-        ledger
-            .allocate(room, sender, &first, || async { Ok(0) })
-            .await
-            .unwrap(),
+        allocate(&ledger, room, sender, "a").await.unwrap(),
         Allocation::Fresh(1)
     );
     // What a Redis restart does to loaded scripts.
@@ -355,12 +354,8 @@ async fn ledger_reloads_its_script_after_redis_forgets_it() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let second = ClientId::parse("b").unwrap();
     assert_eq!(
-        ledger
-            .allocate(room, sender, &second, || async { Ok(0) })
-            .await
-            .unwrap(),
+        allocate(&ledger, room, sender, "b").await.unwrap(),
         Allocation::Fresh(2)
     );
 }
