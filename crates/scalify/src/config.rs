@@ -648,15 +648,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn flags_beat_file_beats_defaults() {
+    /// A `scalify.toml` holding `contents`, in a directory that lives as long as the guard.
+    fn config_file(contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("scalify.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:4000\"\nrate_limit_per_sec = 5\n",
-        )
-        .unwrap();
+        std::fs::write(&file, contents).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let (_dir, file) = config_file("listen = \"127.0.0.1:4000\"\nrate_limit_per_sec = 5\n");
         let cfg = file.to_str().unwrap();
         let a = serve_args(&["--config", cfg, "--rate-limit-per-sec", "7"]);
         let s = Settings::load(&a.common, Some(&a)).unwrap();
@@ -668,25 +670,19 @@ mod tests {
 
     #[test]
     fn unknown_file_keys_are_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("scalify.toml");
-        std::fs::write(&file, "listne = \"127.0.0.1:4000\"\n").unwrap();
+        let (_dir, file) = config_file("listne = \"127.0.0.1:4000\"\n");
         let err = FileConfig::read(&file).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
     }
 
     #[test]
     fn durable_mode_settings_are_layered_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("scalify.toml");
-        std::fs::write(
-            &file,
+        let (_dir, file) = config_file(
             "token_secret = \"0123456789abcdef0123456789abcdef\"\n\
              database_url = \"postgres://db/x\"\nredis_url = \"redis://r\"\n\
              kafka_brokers = \"k1:9092\"\nkafka_topic = \"chat\"\nkafka_partitions = 12\n\
              kafka_options = [\"security.protocol=SASL_SSL\"]\npersister = true\n",
-        )
-        .unwrap();
+        );
         let cfg = file.to_str().unwrap();
         let a = serve_args(&[
             "--config",
