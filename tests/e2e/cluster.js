@@ -21,13 +21,36 @@ export function freshDatabase() {
 }
 
 export function freePort() {
+  return freePorts(1);
+}
+
+/**
+ * The first of `n` consecutive ports that are free together (scripts/cluster.sh gives its nodes
+ * base, base+1, ...). Checking only the first is not enough: Linux hands out even ports to
+ * outgoing connections, and base+1 of an odd bound port is even, so it is often busy.
+ */
+export async function freePorts(n) {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const first = await listen(0);
+    const base = first.address().port;
+    const held = [first];
+    try {
+      for (let i = 1; i < n; i++) held.push(await listen(base + i));
+      return base;
+    } catch {
+      // base+i is taken: try another base.
+    } finally {
+      await Promise.all(held.map((srv) => new Promise((r) => srv.close(r))));
+    }
+  }
+  throw new Error(`no ${n} consecutive free ports found`);
+}
+
+function listen(port) {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on('error', reject);
+    srv.once('error', reject);
+    srv.listen(port, '127.0.0.1', () => resolve(srv));
   });
 }
 

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { io } from 'socket.io-client';
 import { api, register, connect, call, collect, uniqueRoom } from './harness.js';
-import { ADMIN_DB_URL, SHARED_REDIS_URL, freePort, eventually, forgetKeys } from './cluster.js';
+import { ADMIN_DB_URL, SHARED_REDIS_URL, freePorts, eventually, forgetKeys } from './cluster.js';
 import { randomBytes } from 'node:crypto';
 
 const run = promisify(execFile);
@@ -37,13 +37,15 @@ async function nodeId(url) {
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'scalify-cluster-'));
-  const lbPort = await freePort();
+  // Nodes on base and base+1, the load balancer on base+2: one block, so none can collide.
+  const base = await freePorts(3);
+  const lbPort = base + 2;
   dbName = `scalify_e2e_lb_${process.pid}_${randomBytes(3).toString('hex')}`;
   env = {
     ...process.env,
     SCALIFY_CLUSTER_DIR: dir,
     SCALIFY_CLUSTER_PORT: String(lbPort),
-    SCALIFY_CLUSTER_NODE_PORT: String(await freePort()),
+    SCALIFY_CLUSTER_NODE_PORT: String(base),
     SCALIFY_DATABASE_URL: `${ADMIN_DB_URL.replace(/\/[^/]*$/, '')}/${dbName}`,
     SCALIFY_REDIS_URL: SHARED_REDIS_URL,
     SCALIFY_REDIS_PREFIX: `e2e-lb-${process.pid}-${randomBytes(3).toString('hex')}`,
