@@ -138,7 +138,10 @@ impl App {
         let router = rest::router(chat.clone(), &transport)
             .layer(layer)
             .layer(trace)
-            .layer(axum::middleware::map_request(socket::detach_request_head));
+            .layer(axum::middleware::map_request_with_state(
+                Arc::new(transport.allowed_origins.clone()),
+                socket::detach_request_head,
+            ));
         Ok(App {
             chat,
             io,

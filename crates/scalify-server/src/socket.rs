@@ -37,43 +37,46 @@ pub fn build_io(t: &TransportConfig) -> (SocketIoLayer, SocketIo) {
         .build_layer()
 }
 
-/// Copies a Socket.IO request's URI and headers into allocations of their own.
+/// The request headers Engine.IO reads while it handles a request: `sec-websocket-key` to
+/// accept an upgrade, `content-type` of a polling POST.
+const ENGINE_HEADERS: [axum::http::HeaderName; 2] = [
+    axum::http::header::SEC_WEBSOCKET_KEY,
+    axum::http::header::CONTENT_TYPE,
+];
+
+/// Keeps only a small, detached copy of a Socket.IO request's head.
 ///
+/// Engine.IO keeps the request's parts for the whole life of a connection (for `req_parts()`).
 /// hyper parses a request head zero-copy: header values and the URI point into the
-/// connection's 8–16 KiB read buffer. Engine.IO keeps the request's parts for the whole life of
-/// a connection (for `req_parts()`), which would pin that buffer: measured at 16 KiB of the
-/// ~31 KiB an idle WebSocket connection cost. Copying the few hundred bytes that matter lets
-/// the buffer go when the connection upgrades.
-pub async fn detach_request_head(mut req: axum::extract::Request) -> axum::extract::Request {
+/// connection's 8–16 KiB read buffer, which those parts would pin (measured at 16 KiB of the
+/// ~31 KiB an idle WebSocket connection cost). So the URI is copied, axum's copy of it removed,
+/// and only the headers Engine.IO reads are kept (copied): a header map costs ~650 B for a
+/// connection's life, a browser's dozen headers more. The origin check is made here, on the
+/// request itself; a refused request keeps its `origin` and `host`, so that the Socket.IO
+/// handshake (`origin_allowed`) can refuse it with a `connect_error` the client understands.
+pub async fn detach_request_head(
+    axum::extract::State(allowed_origins): axum::extract::State<Arc<Vec<String>>>,
+    mut req: axum::extract::Request,
+) -> axum::extract::Request {
     if !req.uri().path().starts_with("/socket.io") {
         return req;
     }
-    let headers: axum::http::HeaderMap = req
-        .headers()
+    let refused = !origin_allowed(req.headers(), &allowed_origins);
+    let refused_headers = [axum::http::header::ORIGIN, axum::http::header::HOST];
+    let kept = ENGINE_HEADERS
         .iter()
-        .filter_map(|(name, value)| {
-            axum::http::HeaderValue::from_bytes(value.as_bytes())
-                .ok()
-                .map(|v| {
-                    (
-                        axum::http::HeaderName::from_bytes(name.as_str().as_bytes()),
-                        v,
-                    )
-                })
-        })
-        .filter_map(|(name, value)| name.ok().map(|n| (n, value)))
-        .collect();
-    *req.headers_mut() = headers;
-    if let Ok(uri) = axum::http::Uri::try_from(req.uri().to_string()) {
-        // axum keeps its own copy of the URI as it arrived: replace that one too.
-        if req
-            .extensions()
-            .get::<axum::extract::OriginalUri>()
-            .is_some()
-        {
-            req.extensions_mut()
-                .insert(axum::extract::OriginalUri(uri.clone()));
+        .chain(refused.then_some(&refused_headers).into_iter().flatten());
+    let mut headers = axum::http::HeaderMap::new();
+    for name in kept {
+        if let Some(value) = req.headers().get(name) {
+            if let Ok(value) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+                headers.insert(name.clone(), value);
+            }
         }
+    }
+    *req.headers_mut() = headers;
+    req.extensions_mut().remove::<axum::extract::OriginalUri>();
+    if let Ok(uri) = axum::http::Uri::try_from(req.uri().to_string()) {
         *req.uri_mut() = uri;
     }
     req
@@ -187,8 +190,9 @@ fn answer(ack: AckSender, result: Result<Value, ChatError>) {
     }
 }
 
-fn origin_allowed(s: &SocketRef, allowed: &[String]) -> bool {
-    let headers = &s.req_parts().headers;
+/// Whether a request may open a connection: not from a browser, from the server's own origin,
+/// or from an allowed one.
+fn origin_allowed(headers: &axum::http::HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok()) else {
         return true; // not a browser: nothing to hijack
     };
@@ -255,7 +259,8 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>, t: T
             let chat = service
                 .upgrade()
                 .ok_or(Refused("server is shutting down"))?;
-            if !origin_allowed(&s, &origins) {
+            // `detach_request_head` checked the request and kept `origin` only if refused.
+            if !origin_allowed(&s.req_parts().headers, &origins) {
                 return Err(Refused("origin not allowed"));
             }
             let token = auth
@@ -300,46 +305,88 @@ struct Session {
 
 type EventArg = Result<Value, ParserError>;
 
-/// Registers one event: runs `handler` on the event's argument and answers its ack. Every
-/// event is tracked, so graceful shutdown waits for in-flight events and their acks.
-fn on_event<F, Fut>(s: &SocketRef, event: &'static str, session: &Arc<Session>, handler: F)
-where
-    F: Fn(Arc<Session>, SocketRef, EventArg) -> Fut + Copy + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Value, ChatError>> + Send + 'static,
-{
-    let session = session.clone();
-    s.on(
-        event,
-        move |s: SocketRef, TryData(d): TryData<Value>, ack: AckSender| {
-            use tracing::Instrument;
-            let chat = session.chat.clone();
-            // Every event's logs carry the connection (Engine.IO session id) and the user.
-            let span = tracing::info_span!("event", sid = %s.id, user = %session.conn.user.username, event);
-            let work = handler(session.clone(), s, d);
-            chat.track(async move { answer(ack, work.await) }.instrument(span))
-        },
-    );
+/// The client events (`docs/protocol.md`).
+#[derive(Clone, Copy)]
+enum ClientEvent {
+    Join,
+    Leave,
+    Send,
+    History,
+    Sync,
+    Typing,
 }
 
+impl ClientEvent {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "join" => Self::Join,
+            "leave" => Self::Leave,
+            "send" => Self::Send,
+            "history" => Self::History,
+            "sync" => Self::Sync,
+            "typing" => Self::Typing,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Join => "join",
+            Self::Leave => "leave",
+            Self::Send => "send",
+            Self::History => "history",
+            Self::Sync => "sync",
+            Self::Typing => "typing",
+        }
+    }
+
+    /// Runs the event's handler on its argument.
+    async fn handle(self, h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Value, ChatError> {
+        match self {
+            Self::Join => join(h, s, d).await,
+            Self::Leave => leave(h, s, d).await,
+            Self::Send => send(h, s, d).await,
+            Self::History => history(h, s, d).await,
+            Self::Sync => sync(h, s, d).await,
+            Self::Typing => typing(h, s, d).await,
+        }
+    }
+}
+
+/// Registers the connection's event handler: every event runs its handler on the event's
+/// argument and answers its ack, and is tracked, so graceful shutdown waits for in-flight
+/// events and their acks.
+///
+/// One socketioxide handler (its fallback) serves every event: a handler per event would give
+/// each connection its own map of seven boxed handlers, ~500 B of an idle connection's cost.
 fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, conn: Arc<Conn>) {
     let session = Arc::new(Session {
         chat,
         sequencer,
         conn,
     });
-    on_event(s, "join", &session, join);
-    on_event(s, "leave", &session, leave);
-    on_event(s, "send", &session, send);
-    on_event(s, "history", &session, history);
-    on_event(s, "sync", &session, sync);
-    on_event(s, "typing", &session, typing);
-    s.on_fallback(|Event(event): Event, ack: AckSender| async move {
-        let name: String = event.chars().take(64).collect();
-        answer(
-            ack,
-            Err(ChatError::bad_request(format!("unknown event '{name}'"))),
-        );
-    });
+    let events = session.clone();
+    s.on_fallback(
+        move |s: SocketRef, Event(name): Event, TryData(d): TryData<Value>, ack: AckSender| {
+            use tracing::Instrument;
+            let session = events.clone();
+            let chat = session.chat.clone();
+            let event = ClientEvent::parse(&name);
+            // Every event's logs carry the connection (Engine.IO session id) and the user.
+            let span = tracing::info_span!("event", sid = %s.id, user = %session.conn.user.username,
+                event = event.map_or("unknown", ClientEvent::name));
+            let work = async move {
+                match event {
+                    Some(event) => event.handle(session, s, d).await,
+                    None => {
+                        let name: String = name.chars().take(64).collect();
+                        Err(ChatError::bad_request(format!("unknown event '{name}'")))
+                    }
+                }
+            };
+            chat.track(async move { answer(ack, work.await) }.instrument(span))
+        },
+    );
     s.on_disconnect(move || async move {
         let Session { chat, conn, .. } = &*session;
         metrics::gauge!("scalify_connections", "transport" => conn.transport).decrement(1.0);
