@@ -10,7 +10,8 @@
 //!   delivery latency (open loop: the send time carried in each message is the *scheduled*
 //!   time, so a stalled server shows up as latency rather than as a lower offered rate).
 //! - `pairs`: many 2-member rooms → 1:1 delivery latency and throughput.
-//! - `idle`: N connections each joined to a room, held → server RSS per connection, connects/s.
+//! - `idle`: N connections each joined to a room, opened in 5 steps and held → server RSS per
+//!   connection (slope of RSS over connections after the first step), connects/s.
 //!
 //! Given `--server-pid`, it reads the servers' CPU seconds and RSS from /proc and reports
 //! deliveries per server CPU-second, the figure that stays comparable on a noisy machine.
@@ -542,15 +543,27 @@ async fn idle(
     concurrency: usize,
     rooms: usize,
 ) -> anyhow::Result<Report> {
-    // Memory is measured over the second half of the connections only: the first half may
-    // reuse memory the server freed earlier (password hashing leaves free heap behind), which
-    // would make connections look cheaper than they are.
-    let half = connections / 2;
+    // Connections are opened in IDLE_STEPS equal steps and the server's RSS is sampled after
+    // each; the figure is the least-squares slope of RSS over connections across all samples
+    // but the first. The first step is left out because it reuses memory the server freed
+    // before (password hashing leaves ~19 MiB of free heap behind), and each step's transient
+    // allocations (request buffers, handshakes) leave holes the next one fills: a single
+    // before/after difference swung between 3 and 10 KiB per connection from run to run.
+    let step = (connections / IDLE_STEPS).max(1);
     let started = Instant::now();
-    let mut conns = connect_and_join(ctx, half, 0, concurrency, rooms).await?;
-    settle(ctx).await;
-    let middle = procfs::sample(&ctx.args.server_pid);
-    conns.extend(connect_and_join(ctx, connections - half, half, concurrency, rooms).await?);
+    let mut conns = Vec::with_capacity(connections);
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    let mut first = None;
+    while conns.len() < connections {
+        let n = step.min(connections - conns.len());
+        let opened = connect_and_join(ctx, n, conns.len(), concurrency, rooms).await?;
+        conns.extend(opened);
+        settle(ctx).await;
+        if let Some(sample) = procfs::sample(&ctx.args.server_pid) {
+            samples.push((conns.len() as f64, sample.rss_kb as f64));
+            first.get_or_insert(sample);
+        }
+    }
     let connect_time = started.elapsed();
     let bar = progress(ctx, "idle");
     for _ in 0..ctx.args.duration {
@@ -566,13 +579,26 @@ async fn idle(
     );
     r.connections = Some(conns.len() as u64);
     r.connects_per_s = Some(connections as f64 / connect_time.as_secs_f64());
-    if let (Some(b), Some(a)) = (&middle, &after) {
-        let measured = (connections - half).max(1);
-        r.rss_per_connection_kb = Some((a.rss_kb as f64 - b.rss_kb as f64) / measured as f64);
-    }
-    r.set_server(middle, after);
+    r.rss_per_connection_kb = samples.get(1..).and_then(slope);
+    r.set_server(first, after);
     drop(conns);
     Ok(r)
+}
+
+/// How many steps `idle` opens its connections in.
+const IDLE_STEPS: usize = 5;
+
+/// The least-squares slope of y over x; `None` for fewer than two distinct x.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(sx, sy), (x, y)| (sx + x, sy + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (cov, var) = points.iter().fold((0.0, 0.0), |(c, v), (x, y)| {
+        (c + (x - mx) * (y - my), v + (x - mx) * (x - mx))
+    });
+    (var > 0.0).then(|| cov / var)
 }
 
 async fn settle(ctx: &Ctx) {
@@ -598,4 +624,20 @@ async fn connect_and_join(
     .buffer_unordered(concurrency.max(1))
     .try_collect()
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slope;
+
+    #[test]
+    fn slope_is_the_least_squares_fit() {
+        let exact = [(2000.0, 100.0), (4000.0, 116.0), (6000.0, 132.0)];
+        assert_eq!(slope(&exact), Some(0.008));
+        // Noise around a slope of 2: the fit, not the last difference (which is 1).
+        let noisy = [(1.0, 2.0), (2.0, 5.0), (3.0, 6.0)];
+        assert_eq!(slope(&noisy), Some(2.0));
+        assert_eq!(slope(&[(1.0, 1.0)]), None);
+        assert_eq!(slope(&[(1.0, 1.0), (1.0, 2.0)]), None);
+    }
 }
