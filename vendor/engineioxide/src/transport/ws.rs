@@ -331,9 +331,10 @@ where
 
     // Writes are boxed futures: they are short-lived, and inline they would make every idle
     // session's task hundreds of bytes larger.
+    // Not `biased`: the branches are polled in random order, so a steady stream of packets to
+    // write cannot starve the client's own packets, nor the other way round.
     loop {
         tokio::select! {
-            biased;
             items = buffered_rx.recv() => {
                 let Some(packets) = items else { return SessionEnd::Cancelled };
                 let write = async {
@@ -347,7 +348,20 @@ where
                     return SessionEnd::Abandoned;
                 }
             }
-            _ = cancel.cancelled() => return SessionEnd::Cancelled,
+            _ = cancel.cancelled() => {
+                // What was queued before the close (acks of requests in flight, the disconnect
+                // packet) still goes out.
+                let write = async {
+                    while let Ok(packets) = buffered_rx.try_recv() {
+                        write_packets(ws, socket, *packets).await;
+                    }
+                    ws.flush().await.ok();
+                };
+                if !Box::pin(write_or_give_up(write, cancel, ping_timeout)).await {
+                    return SessionEnd::Abandoned;
+                }
+                return SessionEnd::Cancelled;
+            }
             () = socket.volatile.notify.notified() => {
                 if let Some(packets) = socket.volatile.take() {
                     #[cfg(feature = "tracing")]
