@@ -338,6 +338,9 @@ where
     ///
     /// Keep a handle to the job so that it can be aborted when the socket is closed
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
+        if self.heartbeat_in_session() {
+            return; // ScalifyChat fork: the websocket session task runs it
+        }
         let cancellation_token = self.cancellation_token.clone();
 
         tokio::spawn(
@@ -380,7 +383,7 @@ where
     /// If the client does not respond within the timeout, the connection is closed.
     async fn heartbeat_job_v4(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
         let Some(heartbeat_rx) = &self.heartbeat_rx else {
-            return Ok(()); // the session task runs the heartbeat
+            return Ok(()); // not spawned for such a session: see `spawn_heartbeat`
         };
         let mut heartbeat_rx = heartbeat_rx
             .try_lock()
@@ -425,7 +428,7 @@ where
     #[cfg(feature = "v3")]
     async fn heartbeat_job_v3(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
         let Some(heartbeat_rx) = &self.heartbeat_rx else {
-            return Ok(()); // the session task runs the heartbeat
+            return Ok(()); // not spawned for such a session: see `spawn_heartbeat`
         };
         let mut heartbeat_rx = heartbeat_rx
             .try_lock()

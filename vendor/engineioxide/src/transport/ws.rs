@@ -137,8 +137,6 @@ struct Session<H: EngineIoHandler, S> {
     engine: Arc<EngineIo<H>>,
     ws: WebSocketStream<S>,
     socket: Arc<Socket<H::Data>>,
-    /// Whether this task runs the session's heartbeat (false: a heartbeat task already runs).
-    own_heartbeat: bool,
 }
 
 /// The websocket handshake, and the Engine.IO one: an open packet for a new session, or the
@@ -189,12 +187,7 @@ where
                     }
                 }
                 // Its heartbeat task runs since the session started on polling.
-                Ok(Session {
-                    engine,
-                    ws,
-                    socket,
-                    own_heartbeat: false,
-                })
+                Ok(Session { engine, ws, socket })
             }
         }
     } else {
@@ -205,19 +198,11 @@ where
 
         let mut ws = ws_init().await;
         init_handshake(socket.id, &mut ws, &engine.config).await?;
-        // The v3 protocol's heartbeat is client-driven: it keeps its own task.
-        let own_heartbeat = socket.heartbeat_in_session();
-        if !own_heartbeat {
-            socket
-                .clone()
-                .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
-        }
-        Ok(Session {
-            engine,
-            ws,
-            socket,
-            own_heartbeat,
-        })
+        // A no-op for a v4 session: `run_session` keeps its heartbeat.
+        socket
+            .clone()
+            .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
+        Ok(Session { engine, ws, socket })
     }
 }
 
@@ -233,7 +218,8 @@ where
     // The fields are used in place, not moved out: an async fn keeps its arguments for its whole
     // life, so moved-out copies would double the task's size.
     let heartbeat = session
-        .own_heartbeat
+        .socket
+        .heartbeat_in_session()
         .then(|| Heartbeat::new(session.engine.config.ping_interval));
     let (engine, socket) = (&session.engine, &session.socket);
     match serve_session(engine, &mut session.ws, socket, heartbeat).await {
@@ -334,63 +320,41 @@ where
     // Not `biased`: the branches are polled in random order, so a steady stream of packets to
     // write cannot starve the client's own packets, nor the other way round.
     loop {
-        tokio::select! {
-            items = buffered_rx.recv() => {
-                let Some(packets) = items else { return SessionEnd::Cancelled };
-                let write = async {
-                    write_packets(ws, socket, *packets).await;
-                    while let Ok(packets) = buffered_rx.try_recv() {
-                        write_packets(ws, socket, *packets).await;
-                    }
-                    ws.flush().await.ok();
-                };
-                if !Box::pin(write_or_give_up(write, cancel, ping_timeout)).await {
-                    return SessionEnd::Abandoned;
-                }
-            }
+        // What to write this turn: the packets received, and whatever else is queued.
+        let first = tokio::select! {
+            items = buffered_rx.recv() => match items {
+                Some(packets) => Some(*packets),
+                None => return SessionEnd::Cancelled,
+            },
             _ = cancel.cancelled() => {
                 // What was queued before the close (acks of requests in flight, the disconnect
                 // packet) still goes out.
-                let write = async {
-                    while let Ok(packets) = buffered_rx.try_recv() {
-                        write_packets(ws, socket, *packets).await;
-                    }
-                    ws.flush().await.ok();
-                };
+                let write = write_queued(ws, socket, None, buffered_rx);
                 if !Box::pin(write_or_give_up(write, cancel, ping_timeout)).await {
                     return SessionEnd::Abandoned;
                 }
                 return SessionEnd::Cancelled;
             }
-            () = socket.volatile.notify.notified() => {
-                if let Some(packets) = socket.volatile.take() {
-                    #[cfg(feature = "tracing")]
-                    tracing::debug!(sid = ?socket.id, "ws volatile flush: {} packets", packets.len());
-                    let write = async {
-                        write_packets(ws, socket, packets).await;
-                        ws.flush().await.ok();
-                    };
-                    if !Box::pin(write_or_give_up(write, cancel, ping_timeout)).await {
-                        return SessionEnd::Abandoned;
-                    }
-                }
-            }
+            () = socket.volatile.notify.notified() => socket.volatile.take(),
             msg = ws.next() => match msg {
                 None => return SessionEnd::ClientClosed,
                 Some(Err(e)) => return SessionEnd::Failed(e.into()),
                 Some(Ok(msg)) => match on_client_message(engine, socket, msg) {
-                    Ok(Inbound::Continue) => {}
-                    Ok(Inbound::Pong) => match heartbeat.as_mut() {
-                        Some(h) if h.awaiting_pong => {
-                            h.awaiting_pong = false;
-                            let next = tokio::time::Instant::now() + h.interval;
-                            timer.as_mut().reset(next);
+                    Ok(Inbound::Continue) => None,
+                    Ok(Inbound::Pong) => {
+                        match heartbeat.as_mut() {
+                            Some(h) if h.awaiting_pong => {
+                                h.awaiting_pong = false;
+                                let next = tokio::time::Instant::now() + h.interval;
+                                timer.as_mut().reset(next);
+                            }
+                            // Some clients send a pong first: nothing to do.
+                            Some(_) => {}
+                            // The heartbeat runs in its own task (a session upgraded from polling).
+                            None => socket.pong_received(),
                         }
-                        // Some clients send a pong first: nothing to do.
-                        Some(_) => {}
-                        // The heartbeat runs in its own task (a session upgraded from polling).
-                        None => socket.pong_received(),
-                    },
+                        None
+                    }
                     Ok(Inbound::Closed) => return SessionEnd::Cancelled,
                     Err(e) => return SessionEnd::Failed(e),
                 },
@@ -404,16 +368,40 @@ where
                 tracing::trace!(sid = ?socket.id, "emitting ping");
                 h.awaiting_pong = true;
                 timer.as_mut().reset(tokio::time::Instant::now() + ping_timeout);
-                let write = async {
-                    write_packets(ws, socket, smallvec![Packet::Ping]).await;
-                    ws.flush().await.ok();
-                };
-                if !Box::pin(write_or_give_up(write, cancel, ping_timeout)).await {
-                    return SessionEnd::Abandoned;
+                // Behind what is queued, like every other packet (a full queue: the client is
+                // not reading, as upstream's heartbeat concludes too).
+                if socket.internal_tx.try_send(Box::new(smallvec![Packet::Ping])).is_err() {
+                    return SessionEnd::Failed(Error::HeartbeatTimeout);
                 }
+                None
+            }
+        };
+        if let Some(first) = first {
+            let write = write_queued(ws, socket, Some(first), buffered_rx);
+            if !Box::pin(write_or_give_up(write, cancel, ping_timeout)).await {
+                return SessionEnd::Abandoned;
             }
         }
     }
+}
+
+/// Writes `first`, then every packet still queued, then flushes.
+async fn write_queued<D, S>(
+    ws: &mut WebSocketStream<S>,
+    socket: &Socket<D>,
+    first: Option<engineioxide_core::PacketBuf>,
+    queue: &mut tokio::sync::mpsc::Receiver<crate::socket::QueuedPackets>,
+) where
+    D: Default + Send + Sync + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Some(packets) = first {
+        write_packets(ws, socket, packets).await;
+    }
+    while let Ok(packets) = queue.try_recv() {
+        write_packets(ws, socket, *packets).await;
+    }
+    ws.flush().await.ok();
 }
 
 /// Runs a write to the peer. If the session is closed meanwhile, the write still gets `grace`
