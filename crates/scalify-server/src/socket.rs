@@ -306,7 +306,7 @@ struct Session {
 type EventArg = Result<Value, ParserError>;
 
 /// The client events (`docs/protocol.md`).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum ClientEvent {
     Join,
     Leave,
@@ -317,27 +317,19 @@ enum ClientEvent {
 }
 
 impl ClientEvent {
-    fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "join" => Self::Join,
-            "leave" => Self::Leave,
-            "send" => Self::Send,
-            "history" => Self::History,
-            "sync" => Self::Sync,
-            "typing" => Self::Typing,
-            _ => return None,
-        })
-    }
+    /// Every event with its name on the wire.
+    const ALL: [(Self, &'static str); 6] = [
+        (Self::Join, "join"),
+        (Self::Leave, "leave"),
+        (Self::Send, "send"),
+        (Self::History, "history"),
+        (Self::Sync, "sync"),
+        (Self::Typing, "typing"),
+    ];
 
-    fn name(self) -> &'static str {
-        match self {
-            Self::Join => "join",
-            Self::Leave => "leave",
-            Self::Send => "send",
-            Self::History => "history",
-            Self::Sync => "sync",
-            Self::Typing => "typing",
-        }
+    /// The event and its name, if `name` is one.
+    fn parse(name: &str) -> Option<(Self, &'static str)> {
+        Self::ALL.into_iter().find(|(_, n)| *n == name)
     }
 
     /// Runs the event's handler on its argument.
@@ -374,10 +366,10 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
             let event = ClientEvent::parse(&name);
             // Every event's logs carry the connection (Engine.IO session id) and the user.
             let span = tracing::info_span!("event", sid = %s.id, user = %session.conn.user.username,
-                event = event.map_or("unknown", ClientEvent::name));
+                event = event.map_or("unknown", |(_, n)| n));
             let work = async move {
                 match event {
-                    Some(event) => event.handle(session, s, d).await,
+                    Some((event, _)) => event.handle(session, s, d).await,
                     None => {
                         let name: String = name.chars().take(64).collect();
                         Err(ChatError::bad_request(format!("unknown event '{name}'")))

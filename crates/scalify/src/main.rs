@@ -43,17 +43,15 @@ fn main() -> std::process::ExitCode {
 /// `MALLOC_MMAP_THRESHOLD_` in the environment wins.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt only changes allocator tuning; called first thing in main, before
-        // any other thread exists.
-        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    for (env, param, value) in [
+        ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 2),
+        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 4 << 20),
+    ] {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: mallopt only changes allocator tuning; called first thing in main,
+            // before any other thread exists.
             unsafe {
-                libc::mallopt(libc::M_ARENA_MAX, 2);
-            }
-        }
-        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-            unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+                libc::mallopt(param, value);
             }
         }
     }
