@@ -35,7 +35,36 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
-async fn ledger(prefix: &str) -> Ledger {
+/// A Redis key prefix of the test's own. Its keys are removed when the guard drops, at the end
+/// of the test, passed or failed: the shared Redis of a developer's machine keeps nothing.
+struct RedisPrefix(String);
+
+impl RedisPrefix {
+    fn new() -> Self {
+        RedisPrefix(unique("t"))
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) else {
+            return;
+        };
+        // A test's keys are few: one KEYS over its own prefix is fine (and simpler than SCAN).
+        let Ok(keys) = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.0))
+            .query::<Vec<String>>(&mut conn)
+        else {
+            return;
+        };
+        for chunk in keys.chunks(500) {
+            let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
+        }
+    }
+}
+
+async fn ledger(prefix: &RedisPrefix) -> Ledger {
+    let prefix = prefix.0.as_str();
     let client = redis::Client::open(redis_url()).unwrap();
     let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
     Ledger::new(conn, LedgerConfig::new(prefix))
@@ -68,7 +97,8 @@ async fn allocate(
 
 #[tokio::test]
 async fn ledger_allocates_seeds_repeats_and_windows() {
-    let ledger = ledger(&unique("t")).await;
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
     let (room, sender) = (Id::new(), Id::new());
     let c1 = ClientId::parse("a").unwrap();
     // The first allocation seeds the counter from the database's newest seq.
@@ -121,7 +151,8 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
 async fn ledger_refuses_sends_when_the_window_is_full() {
     let client = redis::Client::open(redis_url()).unwrap();
     let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
-    let mut config = LedgerConfig::new(unique("t"));
+    let prefix = RedisPrefix::new();
+    let mut config = LedgerConfig::new(prefix.0.clone());
     config.window_max = 2;
     let ledger = Ledger::new(conn, config);
     let (room, sender) = (Id::new(), Id::new());
@@ -273,11 +304,12 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
             .unwrap();
     }
 
+    let prefix = RedisPrefix::new();
     let persister = Persister::new(
         kafka.clone(),
         PersisterConfig::new("test"),
         store.clone(),
-        ledger(&unique("t")).await,
+        ledger(&prefix).await,
     )
     .unwrap();
     let status = persister.status();
@@ -340,7 +372,8 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
 
 #[tokio::test]
 async fn ledger_reloads_its_script_after_redis_forgets_it() {
-    let ledger = ledger(&unique("t")).await;
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
     let (room, sender) = (Id::new(), Id::new());
     assert_eq!(
         allocate(&ledger, room, sender, "a").await.unwrap(),
