@@ -7,7 +7,8 @@
 //! the cost of the commit (the fsync) is shared by the whole batch: group commit.
 //!
 //! Reads run on a small pool of read connections in `spawn_blocking`; WAL mode lets them read
-//! while the writer writes. The writer also checkpoints the WAL, between batches.
+//! while the writer writes. A checkpointer thread copies the WAL into the database; the writer
+//! finishes its work between batches now and then, so the WAL is rewound and reused.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,45 @@ pub struct SqliteStore {
     writes: mpsc::Sender<WriteOp>,
     readers: Arc<ReaderPool>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// Copies the WAL into the database file in the background (PASSIVE checkpoints: they never
+/// wait for, nor block, the writer or readers). It does the bulk of the copying off the writer
+/// thread; the writer only finishes the job now and then so the WAL can be rewound (see
+/// [`Writer::checkpoint_now_and_then`]).
+struct Checkpointer {
+    /// Dropping it wakes the thread at once and stops it.
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+    fn start(config: &SqliteConfig) -> StoreResult<Checkpointer> {
+        let conn = open(&config.path, config.durability, false)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Self::EVERY)
+                {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start checkpoint thread: {e}")))?;
+        Ok(Checkpointer { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -93,9 +133,10 @@ fn open(path: &Path, durability: Durability, read_only: bool) -> StoreResult<Con
         Durability::Normal => "NORMAL",
     };
     // A large page cache (the writer's) and memory-mapped reads keep hot b-tree pages out of
-    // pread copies. Checkpoints are not run by commits (autocheckpoint off) but by the writer
-    // between batches, on a clock (see `Writer::checkpoint_now_and_then`). A WAL file that
-    // grew in a burst is cut back to 64 MiB when it is next rewound.
+    // pread copies. Checkpoints are not run by commits (autocheckpoint off) but by the
+    // checkpointer thread, and finished by the writer between batches (see
+    // `Writer::checkpoint_now_and_then`). A WAL file that grew in a burst is cut back to
+    // 64 MiB when it is next rewound.
     let cache_kib = if read_only { 16 * 1024 } else { 64 * 1024 };
     conn.execute_batch(&format!(
         "PRAGMA cache_size = -{cache_kib}; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;"
@@ -156,6 +197,7 @@ impl SqliteStore {
                 conns: Mutex::new(readers),
             }),
             writer_thread: Mutex::new(Some(handle)),
+            checkpointer: Some(Checkpointer::start(&config)?),
         })
     }
 
@@ -214,6 +256,9 @@ impl Drop for SqliteStore {
         // means a dropped store has committed everything it acknowledged.
         let (closed, _) = mpsc::channel(1);
         let _ = std::mem::replace(&mut self.writes, closed);
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
         if let Some(handle) = self.writer_thread.lock().ok().and_then(|mut h| h.take()) {
             let _ = handle.join();
         }
@@ -357,27 +402,32 @@ impl Writer {
         }
     }
 
-    /// Copies the WAL into the database file (a PASSIVE checkpoint) once per
-    /// [`Writer::CHECKPOINT_EVERY`], between two batches.
+    /// Finishes the checkpointer thread's work between two batches, once per
+    /// [`Writer::CHECKPOINT_EVERY`], so the WAL can be rewound.
     ///
-    /// Why the writer and not a thread of its own: SQLite rewinds the WAL (writes it from its
-    /// beginning again) only when a write transaction begins with every frame already copied.
-    /// A checkpointer thread beside a writer that never pauses never gets there — under steady
-    /// load the WAL grew by ~120 MB/s, a 1.2 GB file after 10 s of `scalify bench durable`,
-    /// never reused. Run here, nothing commits during the checkpoint, so the next batch
-    /// rewinds the WAL (unless a reader still reads old frames; then a later one does). Each
-    /// checkpoint copies at most a quarter second of commits, so the pause it adds is short
-    /// (measured in docs/benchmarks.md, "WAL checkpoints").
+    /// SQLite rewinds the WAL (writes it from its beginning again) only when a write
+    /// transaction begins with every frame already copied into the database. The checkpointer
+    /// thread alone, beside a writer that never pauses, never gets there: under steady load
+    /// the WAL grew by ~120 MB/s — 1.2 GB after 10 s of `scalify bench durable` — and was
+    /// never reused. Here nothing commits during the checkpoint, so the next batch rewinds
+    /// the WAL (unless a reader still reads old frames; then a later one does). The thread has
+    /// copied all but the last ~100 ms, so the pause is short. While the thread holds the
+    /// checkpoint lock this returns at once, and the writer tries again after its next batch.
     fn checkpoint_now_and_then(&mut self) {
         if self.last_checkpoint.elapsed() < Self::CHECKPOINT_EVERY {
             return;
         }
-        self.last_checkpoint = std::time::Instant::now();
-        if let Err(e) = self
+        match self
             .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
         {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+            // 1: busy, the checkpointer thread is copying; try again after the next batch.
+            Ok(1) => {}
+            Ok(_) => self.last_checkpoint = std::time::Instant::now(),
+            Err(e) => {
+                self.last_checkpoint = std::time::Instant::now();
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
         }
     }
 
