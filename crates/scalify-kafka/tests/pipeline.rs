@@ -64,10 +64,13 @@ impl Drop for RedisPrefix {
 }
 
 async fn ledger(prefix: &RedisPrefix) -> Ledger {
-    let prefix = prefix.0.as_str();
+    ledger_with(LedgerConfig::new(prefix.0.as_str())).await
+}
+
+async fn ledger_with(config: LedgerConfig) -> Ledger {
     let client = redis::Client::open(redis_url()).unwrap();
     let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
-    Ledger::new(conn, LedgerConfig::new(prefix))
+    Ledger::new(conn, config)
 }
 
 fn message(room: &RoomName, seq: u64, sender: &UserRef, client_id: &str) -> Message {
@@ -149,12 +152,10 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
 
 #[tokio::test]
 async fn ledger_refuses_sends_when_the_window_is_full() {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
     let prefix = RedisPrefix::new();
-    let mut config = LedgerConfig::new(prefix.0.clone());
+    let mut config = LedgerConfig::new(prefix.0.as_str());
     config.window_max = 2;
-    let ledger = Ledger::new(conn, config);
+    let ledger = ledger_with(config).await;
     let (room, sender) = (Id::new(), Id::new());
     let name = RoomName::parse("w").unwrap();
     let who = UserRef {
