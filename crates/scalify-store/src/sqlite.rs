@@ -3,8 +3,9 @@
 //! Writes go to one dedicated OS thread that owns the only write connection ([`Writer`]). It
 //! takes every operation waiting in its queue (up to [`MAX_BATCH`]), runs them in one
 //! transaction — an operation that fails leaves no trace, so it does not fail its neighbours
-//! (see [`Writer::apply`]) — commits once, and only then answers each caller. With many concurrent senders
-//! the cost of the commit (the fsync) is shared by the whole batch: group commit.
+//! (see [`Writer::apply`]) — commits once, and only then answers each caller. With many
+//! concurrent senders the cost of the commit (the fsync) is shared by the whole batch: group
+//! commit.
 //!
 //! Reads run on a small pool of read connections in `spawn_blocking`; WAL mode lets them read
 //! while the writer writes. A checkpointer thread copies the WAL into the database; the writer
