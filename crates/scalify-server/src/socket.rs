@@ -52,8 +52,8 @@ const ENGINE_HEADERS: [axum::http::HeaderName; 2] = [
 /// ~31 KiB an idle WebSocket connection cost). So the URI is copied, axum's copy of it removed,
 /// and only the headers Engine.IO reads are kept (copied): a header map costs ~650 B for a
 /// connection's life, a browser's dozen headers more. The origin check is made here, on the
-/// request itself; a refused request keeps its `origin` and `host`, so that the Socket.IO
-/// handshake (`origin_allowed`) can refuse it with a `connect_error` the client understands.
+/// request itself, and a refused request is marked [`OriginRefused`] for the Socket.IO
+/// handshake to refuse with a `connect_error` the client understands.
 pub async fn detach_request_head(
     axum::extract::State(allowed_origins): axum::extract::State<Arc<Vec<String>>>,
     mut req: axum::extract::Request,
@@ -61,13 +61,11 @@ pub async fn detach_request_head(
     if !req.uri().path().starts_with("/socket.io") {
         return req;
     }
-    let refused = !origin_allowed(req.headers(), &allowed_origins);
-    let refused_headers = [axum::http::header::ORIGIN, axum::http::header::HOST];
-    let kept = ENGINE_HEADERS
-        .iter()
-        .chain(refused.then_some(&refused_headers).into_iter().flatten());
+    if !origin_allowed(req.headers(), &allowed_origins) {
+        req.extensions_mut().insert(OriginRefused);
+    }
     let mut headers = axum::http::HeaderMap::new();
-    for name in kept {
+    for name in &ENGINE_HEADERS {
         if let Some(value) = req.headers().get(name) {
             if let Ok(value) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
                 headers.insert(name.clone(), value);
@@ -81,6 +79,11 @@ pub async fn detach_request_head(
     }
     req
 }
+
+/// Marks a Socket.IO request from a browser origin that may not connect: decided once, by
+/// [`detach_request_head`], and acted on by the handshake.
+#[derive(Clone, Copy, Debug)]
+struct OriginRefused;
 
 /// The socket room every connection of a user is in: their inbox (`RoomName::inbox`), which
 /// also lets a room event skip that user.
@@ -250,17 +253,15 @@ struct SyncArg {
 /// never be dropped (and SQLite never checkpointed) at shutdown. Each connection holds it
 /// strongly while it lives.
 pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>, t: TransportConfig) {
-    let origins = Arc::new(t.allowed_origins.clone());
     let service = Arc::downgrade(chat);
     let authenticate = move |s: SocketRef, TryData(auth): TryData<Value>| {
-        let (service, sequencer, origins) = (service.clone(), sequencer.clone(), origins.clone());
+        let (service, sequencer) = (service.clone(), sequencer.clone());
         let (rate, burst) = (t.rate_limit_per_sec, t.rate_limit_burst);
         async move {
             let chat = service
                 .upgrade()
                 .ok_or(Refused("server is shutting down"))?;
-            // `detach_request_head` checked the request and kept `origin` only if refused.
-            if !origin_allowed(&s.req_parts().headers, &origins) {
+            if s.req_parts().extensions.get::<OriginRefused>().is_some() {
                 return Err(Refused("origin not allowed"));
             }
             let token = auth
