@@ -17,7 +17,28 @@ use tokio_tungstenite::tungstenite::Message as Ws;
 
 use crate::now_micros;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Ack>>>>;
+
+/// An ack's arguments, as the JSON text the server sent (`[{...}]`): parsed only as far as
+/// the caller needs (a send's ack carries the whole message; the bench only needs `ok`).
+pub struct Ack(String);
+
+impl Ack {
+    /// Whether the ack says `ok: true`.
+    pub fn ok(&self) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            ok: bool,
+        }
+        serde_json::from_str::<(Head,)>(&self.0).is_ok_and(|(h,)| h.ok)
+    }
+}
+
+impl std::fmt::Display for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// What a connection's reader saw of `message` events.
 pub struct Deliveries {
@@ -78,9 +99,19 @@ impl Conn {
             }
         }
         let (out, mut out_rx) = mpsc::unbounded_channel::<Ws>();
+        // One write per wake-up, not per frame: everything queued meanwhile goes out with it
+        // (a `send` per frame cost the load generator a syscall per event).
         tokio::spawn(async move {
-            while let Some(m) = out_rx.recv().await {
-                if sink.send(m).await.is_err() {
+            'out: while let Some(m) = out_rx.recv().await {
+                if sink.feed(m).await.is_err() {
+                    break;
+                }
+                while let Ok(m) = out_rx.try_recv() {
+                    if sink.feed(m).await.is_err() {
+                        break 'out;
+                    }
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }
@@ -106,11 +137,8 @@ impl Conn {
                         let Ok(id) = rest[..digits].parse::<u64>() else {
                             continue;
                         };
-                        let args: Value =
-                            serde_json::from_str(&rest[digits..]).unwrap_or(Value::Null);
-                        let arg = args.get(0).cloned().unwrap_or(Value::Null);
                         if let Some(tx) = pending.lock().ok().and_then(|mut p| p.remove(&id)) {
-                            let _ = tx.send(arg);
+                            let _ = tx.send(Ack(rest[digits..].to_owned()));
                         }
                     } else if f.starts_with("42[\"message\"") {
                         d.count += 1;
@@ -131,7 +159,7 @@ impl Conn {
     }
 
     /// Emits `event` with `arg` and waits (up to `timeout`) for its ack.
-    pub async fn call(&self, event: &str, arg: Value, timeout: Duration) -> anyhow::Result<Value> {
+    pub async fn call(&self, event: &str, arg: Value, timeout: Duration) -> anyhow::Result<Ack> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending
@@ -195,5 +223,13 @@ mod tests {
         let sent = sent_at(&frame).unwrap();
         assert!(now_micros() - sent < 1_000_000);
         assert_eq!(sent_at(r#"42["message",{"text":"hello"}]"#), None);
+    }
+
+    #[test]
+    fn ack_ok_reads_only_the_head() {
+        assert!(Ack(r#"[{"ok":true,"message":{"id":"X","text":"a"}}]"#.into()).ok());
+        assert!(!Ack(r#"[{"ok":false,"error":{"code":"bad_request","message":"m"}}]"#.into()).ok());
+        assert!(!Ack("[]".into()).ok());
+        assert!(!Ack("[{}]".into()).ok());
     }
 }

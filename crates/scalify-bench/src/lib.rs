@@ -226,7 +226,7 @@ async fn join(conn: &Conn, room: &str) -> anyhow::Result<()> {
     let r = conn
         .call("join", json!({ "room": room }), ACK_TIMEOUT)
         .await?;
-    if r["ok"] != true {
+    if !r.ok() {
         bail!("join failed: {r}");
     }
     Ok(())
@@ -290,7 +290,7 @@ async fn durable(
                     let t0 = Instant::now();
                     counters.sent.fetch_add(1, Ordering::Relaxed);
                     match conn.call("send", arg, ACK_TIMEOUT).await {
-                        Ok(r) if r["ok"] == true => {
+                        Ok(r) if r.ok() => {
                             counters.acked.fetch_add(1, Ordering::Relaxed);
                             let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
                         }
@@ -393,7 +393,7 @@ fn paced_senders(
                     inflight.push(tokio::spawn(async move {
                         let t0 = Instant::now();
                         match conn.call("send", arg, ACK_TIMEOUT).await {
-                            Ok(r) if r["ok"] == true => {
+                            Ok(r) if r.ok() => {
                                 counters.acked.fetch_add(1, Ordering::Relaxed);
                                 Some((t0.elapsed() + Duration::from_micros(lag)).as_micros() as u64)
                             }
