@@ -523,6 +523,10 @@ impl Chat {
     /// Sends a message: validates it, commits it, publishes it to the room, and returns it.
     /// Returns only after the commit. A repeat of (sender, room, client_id) returns the first
     /// message and publishes nothing.
+    ///
+    /// Commit and publish run as their own task: if the caller goes away (an HTTP client
+    /// hangs up and axum drops the handler), a committed message is still published, so no
+    /// member misses it.
     pub async fn send(
         self: &Arc<Self>,
         sender: &UserRef,
@@ -530,6 +534,37 @@ impl Chat {
         text: &str,
         client_id: &str,
     ) -> Result<Message, ChatError> {
+        let new = self.accept(sender, room, text, client_id).await?;
+        let this = self.clone();
+        self.in_flight
+            .spawn(async move { this.commit_and_publish(new).await })
+            .await
+            .map_err(|_| ChatError::internal())?
+    }
+
+    /// [`Chat::send`] for a caller that already runs as a task of its own which nothing
+    /// cancels, inside [`Chat::track`] (a Socket.IO event: socketioxide spawns each one):
+    /// commits in place, saving a task spawn and a wake-up per send.
+    pub async fn send_in_task(
+        &self,
+        sender: &UserRef,
+        room: &str,
+        text: &str,
+        client_id: &str,
+    ) -> Result<Message, ChatError> {
+        let new = self.accept(sender, room, text, client_id).await?;
+        self.commit_and_publish(new).await
+    }
+
+    /// Everything a send checks before its commit: the server is not closing, the text and
+    /// client id are valid, the sender is a member.
+    async fn accept(
+        &self,
+        sender: &UserRef,
+        room: &str,
+        text: &str,
+        client_id: &str,
+    ) -> Result<NewMessage, ChatError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(ChatError::new(
                 scalify_core::ErrorCode::Internal,
@@ -539,20 +574,13 @@ impl Chat {
         let text = MessageText::parse(text, self.config.max_text_bytes)?;
         let client_id = ClientId::parse(client_id)?;
         let room = self.member_room(sender, room).await?;
-        let new = NewMessage {
+        Ok(NewMessage {
             room_id: room.id,
             room: room.name,
             sender: sender.clone(),
             text,
             client_id,
-        };
-        // Commit and publish run as their own task: if the caller goes away (an HTTP client
-        // hangs up), a committed message is still published, so no member misses it.
-        let this = self.clone();
-        self.in_flight
-            .spawn(async move { this.commit_and_publish(new).await })
-            .await
-            .map_err(|_| ChatError::internal())?
+        })
     }
 
     async fn commit_and_publish(&self, new: NewMessage) -> Result<Message, ChatError> {
