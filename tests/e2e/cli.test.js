@@ -143,11 +143,11 @@ test('logs: every socket event carries its connection id and user; passwords and
       assert.ok(!logs.includes(reg.token), `${format}: token in logs`);
       assert.ok(!logs.includes(reg.token.split('.')[2]), `${format}: token signature in logs`);
       if (format === 'text') {
-        assert.match(logs, new RegExp(`event\\{sid=${sid} user=${username} event="send"\\}.*answered ok`));
+        assert.match(logs, new RegExp(`conn\\{sid=${sid} user=${username}\\}.*answered ok event="send"`));
       } else {
         const lines = logs.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
         assert.ok(lines.length > 0);
-        const answered = lines.find((l) => l.fields?.message === 'answered ok' && l.span?.event === 'send');
+        const answered = lines.find((l) => l.fields?.message === 'answered ok' && l.fields?.event === 'send');
         assert.ok(answered, 'a JSON log line for the send, with its span');
         assert.equal(answered.span.sid, sid);
         assert.equal(answered.span.user, username);
