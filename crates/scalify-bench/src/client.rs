@@ -77,7 +77,12 @@ impl Conn {
             "{}/socket.io/?EIO=4&transport=websocket",
             base.replacen("http", "ws", 1)
         );
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        // A 4 KiB read buffer: tungstenite zero-fills its read buffer up to this size before
+        // every read, and at its default (128 KiB) that memset was a third of the load
+        // generator's CPU. No Nagle delay, as Node's `ws` (the official client's transport).
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096);
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .context("websocket connect")?;
         let (mut sink, mut stream) = ws.split();
