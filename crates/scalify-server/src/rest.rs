@@ -238,13 +238,20 @@ struct NewMessage {
 }
 
 /// A send from a bot or backend: the same rules and broadcast as the socket `send`.
+///
+/// The send runs as its own task: axum drops this handler if the client hangs up, and a
+/// message committed by then must still be published to the room.
 async fn send(
     State(chat): State<AppState>,
     AuthUser(user): AuthUser,
     Path(room): Path<String>,
     Body(m): Body<NewMessage>,
 ) -> ApiResult {
-    let message = chat.send(&user, &room, &m.text, &m.client_id).await?;
+    let service = chat.clone();
+    let message = chat
+        .spawn(async move { service.send(&user, &room, &m.text, &m.client_id).await })
+        .await
+        .map_err(|_| ChatError::internal())??;
     Ok((StatusCode::CREATED, Json(json!({ "message": message }))).into_response())
 }
 

@@ -483,7 +483,7 @@ async fn send(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatE
     let arg: SendArg = parse(d)?;
     let message = h
         .chat
-        .send_in_task(&h.conn.user, &arg.room, &arg.text, &arg.client_id)
+        .send(&h.conn.user, &arg.room, &arg.text, &arg.client_id)
         .await?;
     metrics::histogram!("scalify_send_ack_seconds").record(started.elapsed().as_secs_f64());
     Ok(Reply::Sent { message })

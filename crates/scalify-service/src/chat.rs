@@ -524,28 +524,12 @@ impl Chat {
     /// Returns only after the commit. A repeat of (sender, room, client_id) returns the first
     /// message and publishes nothing.
     ///
-    /// Commit and publish run as their own task: if the caller goes away (an HTTP client
-    /// hangs up and axum drops the handler), a committed message is still published, so no
-    /// member misses it.
+    /// Runs in the caller's task, so the caller must not drop it half-way: a message
+    /// committed but then not published would reach no member until they sync. A Socket.IO
+    /// event runs as a task of its own that nothing cancels (socketioxide spawns it, inside
+    /// [`Chat::track`]); an HTTP handler, which axum drops when its client hangs up, runs the
+    /// send with [`Chat::spawn`].
     pub async fn send(
-        self: &Arc<Self>,
-        sender: &UserRef,
-        room: &str,
-        text: &str,
-        client_id: &str,
-    ) -> Result<Message, ChatError> {
-        let new = self.accept(sender, room, text, client_id).await?;
-        let this = self.clone();
-        self.in_flight
-            .spawn(async move { this.commit_and_publish(new).await })
-            .await
-            .map_err(|_| ChatError::internal())?
-    }
-
-    /// [`Chat::send`] for a caller that already runs as a task of its own which nothing
-    /// cancels, inside [`Chat::track`] (a Socket.IO event: socketioxide spawns each one):
-    /// commits in place, saving a task spawn and a wake-up per send.
-    pub async fn send_in_task(
         &self,
         sender: &UserRef,
         room: &str,
@@ -920,6 +904,16 @@ impl Chat {
     /// wraps a send *and its ack* in this, so the ack goes out before connections close).
     pub fn track<F: Future>(&self, work: F) -> impl Future<Output = F::Output> {
         self.in_flight.track_future(work)
+    }
+
+    /// Runs `work` as a task of its own, which completes whatever its caller does (a caller
+    /// dropped half-way does not cut it short), and which graceful shutdown waits for.
+    pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.in_flight.spawn(work)
     }
 
     /// Graceful shutdown, step one: refuse new sends, wait for in-flight ones (their acks go
