@@ -245,7 +245,7 @@ impl RedisFanout {
             return;
         }
         match decode(bytes) {
-            Ok((_, event)) if self.watched.contains(&event.room) => {
+            Ok(event) if self.watched.contains(&event.room) => {
                 metrics::counter!("scalify_redis_received_total", "outcome" => "delivered")
                     .increment(1);
                 self.local.deliver(&event)
@@ -300,11 +300,11 @@ fn origin(bytes: &[u8]) -> Option<&[u8]> {
         .map(|end| &bytes[..end])
 }
 
-fn decode(bytes: &[u8]) -> Result<(String, RoomEvent), String> {
+/// The event an envelope carries; its first line, the publishing node, is read by [`origin`].
+fn decode(bytes: &[u8]) -> Result<RoomEvent, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| e.to_string())?;
-    let mut parts = text.splitn(7, '\n');
+    let mut parts = text.splitn(7, '\n').skip(1);
     let mut next = || parts.next().ok_or_else(|| "truncated envelope".to_owned());
-    let node = next()?.to_owned();
     let room = RoomName::parse_internal(next()?).map_err(|e| e.message)?;
     let kind = next()?;
     let seq: u64 = next()?.parse().map_err(|_| "bad seq".to_owned())?;
@@ -321,15 +321,12 @@ fn decode(bytes: &[u8]) -> Result<(String, RoomEvent), String> {
         "a" => EventKind::RoomAdded,
         other => return Err(format!("unknown kind '{other}'")),
     };
-    Ok((
-        node,
-        RoomEvent {
-            room,
-            kind,
-            payload: Arc::from(payload),
-            except_user: except,
-        },
-    ))
+    Ok(RoomEvent {
+        room,
+        kind,
+        payload: Arc::from(payload),
+        except_user: except,
+    })
 }
 
 #[async_trait]
@@ -680,8 +677,7 @@ mod tests {
         assert_eq!(origin(&bytes), Some(&b"node-a"[..]));
         assert_ne!(origin(&encode("node-ab", &event)), Some(&b"node-a"[..]));
         assert_eq!(origin(b"no envelope"), None);
-        let (node, back) = decode(&bytes).unwrap();
-        assert_eq!(node, "node-a");
+        let back = decode(&bytes).unwrap();
         assert_eq!(back.room.as_str(), "general");
         assert_eq!(
             back.kind,
