@@ -515,3 +515,86 @@ async fn typing(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, Cha
     h.chat.typing(&h.conn.user, &arg.room).await?;
     Ok(Reply::Done {})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scalify_core::{ClientId, MessageText, RoomKind};
+    use serde_json::json;
+
+    fn ack(reply: &Reply) -> Value {
+        serde_json::to_value(Ack {
+            ok: true,
+            body: reply,
+        })
+        .unwrap()
+    }
+
+    /// The acks of `docs/protocol.md`, field for field: `ok` beside the reply's own fields.
+    #[test]
+    fn acks_carry_ok_beside_the_reply_fields() {
+        let ann = UserRef {
+            id: Id::new(),
+            username: "ann".into(),
+        };
+        let room = Room {
+            id: Id::new(),
+            name: RoomName::parse("general").unwrap(),
+            kind: RoomKind::Public,
+            last_seq: 7,
+        };
+        let message = Message {
+            id: Id::new(),
+            room: room.name.clone(),
+            seq: 7,
+            sender: ann.clone(),
+            text: MessageText::parse("hi", 4096).unwrap(),
+            client_id: ClientId::parse("c1").unwrap(),
+            ts: 1_764_300_000_000,
+        };
+        let m = serde_json::to_value(&message).unwrap();
+
+        assert_eq!(ack(&Reply::Done {}), json!({ "ok": true }));
+        assert_eq!(
+            ack(&Reply::Sent {
+                message: message.clone()
+            }),
+            json!({ "ok": true, "message": m })
+        );
+        assert_eq!(
+            ack(&Reply::Joined {
+                room: room.clone(),
+                online: vec![ann.clone()],
+            }),
+            json!({ "ok": true, "online": [ann],
+                    "room": { "id": room.id, "name": "general", "kind": "public", "last_seq": 7 } })
+        );
+        assert_eq!(
+            ack(&Reply::History {
+                messages: vec![message.clone()],
+                has_more: false,
+            }),
+            json!({ "ok": true, "messages": [m], "has_more": false })
+        );
+        let rooms = BTreeMap::from([(
+            room.name.clone(),
+            SyncedRoom {
+                messages: vec![message],
+                truncated: true,
+            },
+        )]);
+        assert_eq!(
+            ack(&Reply::Synced { rooms }),
+            json!({ "ok": true, "rooms": { "general": { "messages": [m], "truncated": true } } })
+        );
+        let refused = serde_json::to_value(Ack {
+            ok: false,
+            body: &error_body(&ChatError::bad_request("no")),
+        })
+        .unwrap();
+        assert_eq!(
+            refused,
+            json!({ "ok": false, "error": { "code": "bad_request", "message": "no" } })
+        );
+    }
+}
