@@ -11,7 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p scalify --bins -p scalify-store --examples >/dev/null
-BIN=target/release/scalify
+# The node's binary and the load generator's (bench-ab.sh sets them to compare two builds).
+BIN=${SCALIFY_SERVER_BIN:-target/release/scalify}
+LOADGEN=${SCALIFY_LOADGEN_BIN:-$BIN}
 scenarios=("$@")
 [ ${#scenarios[@]} -eq 0 ] && scenarios=(store durable single fanout pairs idle)
 
@@ -24,7 +26,7 @@ start_node() {
   URL="http://127.0.0.1:$PORT"
 }
 stop_node() { kill -TERM "$PID"; wait "$PID" || true; rm -rf "$DATA"; }
-run() { echo "\$ scalify bench $*"; "$BIN" bench --url "$URL" --server-pid "$PID" "$@"; echo; }
+run() { echo "\$ scalify bench $*"; "$LOADGEN" bench --url "$URL" --server-pid "$PID" "$@"; echo; }
 
 # A 2-node cluster (fresh database, own Redis prefix) through scripts/cluster.sh; the bench
 # connects to the nodes directly, half of the connections each.
@@ -32,7 +34,7 @@ REDIS_URL="${SCALIFY_REDIS_URL:-redis://127.0.0.1:6379}"
 start_cluster() {
   CDIR=$(mktemp -d)
   CDB="scalify_bench_$$"
-  export SCALIFY_CLUSTER_DIR="$CDIR" SCALIFY_BIN="$PWD/$BIN" SCALIFY_REDIS_URL="$REDIS_URL"
+  export SCALIFY_CLUSTER_DIR="$CDIR" SCALIFY_BIN="$(realpath "$BIN")" SCALIFY_REDIS_URL="$REDIS_URL"
   export SCALIFY_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CDB"
   export SCALIFY_REDIS_PREFIX="bench-$$" SCALIFY_CLUSTER_ARGS="--rate-limit-per-sec 0"
   export SCALIFY_CLUSTER_PORT="${SCALIFY_CLUSTER_PORT:-18080}" SCALIFY_CLUSTER_NODE_PORT="${SCALIFY_CLUSTER_NODE_PORT:-13101}"
