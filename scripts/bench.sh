@@ -80,12 +80,12 @@ start_kafka() {
   psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $KDB" >/dev/null
   local kport; kport=$(free_port)
   (cd "$KDIR" && RUST_LOG=warn exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kport" \
-    --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine memory://tansu/ >"$KDIR/tansu.log" 2>&1) &
+    --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine "${TANSU_STORAGE:-memory://tansu/}" >"$KDIR/tansu.log" 2>&1) &
   echo $! >"$KDIR/tansu.pid"
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
   export SCALIFY_TOKEN_SECRET; SCALIFY_TOKEN_SECRET=$(openssl rand -hex 32)
   KARGS=(--database-url "postgres://postgres@127.0.0.1:5432/$KDB" --redis-url "$REDIS_URL"
-    --redis-prefix "bench-k$$" --kafka-brokers "127.0.0.1:$kport" --kafka-partitions 6)
+    --redis-prefix "bench-k$$" --kafka-brokers "127.0.0.1:$kport" --kafka-partitions "${KAFKA_PARTITIONS:-6}")
   PORT=$(free_port)
   "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$KDIR" --rate-limit-per-sec 0 "${KARGS[@]}" >"$KDIR/node.log" 2>&1 &
   PID=$!
@@ -107,6 +107,12 @@ cleanup() {
 }
 trap cleanup EXIT
 stop_kafka() {
+  # BENCH_METRICS_DIR=dir keeps the node's and the persister's /metrics of each run.
+  if [ -n "${BENCH_METRICS_DIR:-}" ]; then
+    mkdir -p "$BENCH_METRICS_DIR"; local stamp; stamp=$(date +%H%M%S)
+    curl -s "$URL/metrics" >"$BENCH_METRICS_DIR/node-$stamp.prom" || true
+    [ -n "${PPID_:-}" ] && { curl -s "http://127.0.0.1:$PPORT/metrics" >"$BENCH_METRICS_DIR/persister-$stamp.prom" || true; }
+  fi
   [ -n "${PPID_:-}" ] && { kill -TERM "$PPID_"; wait "$PPID_" || true; PPID_=""; }
   kill -TERM "$PID"; wait "$PID" || true
   kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null || true

@@ -293,11 +293,16 @@ impl Persister {
                     ("auto.commit.interval.ms", "1000"),
                     ("session.timeout.ms", "10000"),
                     ("statistics.interval.ms", "2000"),
-                    // How long a fetch may wait for data. librdkafka's 500 ms default made
-                    // the test broker (tansu) hold every fetch that long: the sink drained
-                    // ~53k rows/s with it and ~100k with 50 ms (docs/benchmarks.md). An idle
-                    // persister sends ~20 fetches/s per broker for it.
-                    ("fetch.wait.max.ms", "50"),
+                    // How long a fetch may wait for data. A Kafka broker answers as soon as
+                    // data arrives; the test broker (tansu) holds every fetch about this long
+                    // and lists every stored batch of each partition per fetch, so this sets
+                    // both its sink rate and its CPU: 500 ms (librdkafka's default) capped the
+                    // sink at ~53k rows/s on a fast machine, 50 ms made tansu list 20 times a
+                    // second, taking CPU from the acks: ack p50 at 3,000 msgs/s 7–9 ms with
+                    // 50, 4.4–5.1 ms with 100–500, while the sink stayed PostgreSQL-bound
+                    // (docs/benchmarks.md, session 8). An idle persister sends ~10 fetches/s
+                    // per broker.
+                    ("fetch.wait.max.ms", "100"),
                 ],
             )
             // What the design rests on (offsets stored only after the database commit, no
