@@ -8,6 +8,10 @@
 #                                       PostgreSQL and Redis on their standard ports)
 #                                       kafka-ack-1k kafka-ack-3k kafka-ack-10k kafka-durable kafka-sink (durable: a
 #                                       private tansu broker, PostgreSQL, Redis; see below)
+#   durable-mode knobs (environment): KAFKA_PARTITIONS (default 6), TANSU_STORAGE (default
+#   memory://tansu/; sqlite://tansu.db for a disk-backed broker), PERSISTER_ARGS (extra flags of
+#   the persister), SCALIFY_KAFKA_OPTIONS (librdkafka settings of node and persister),
+#   BENCH_METRICS_DIR (keeps the node's and persister's /metrics of each run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p scalify --bins -p scalify-store --examples >/dev/null
