@@ -64,27 +64,29 @@ pub struct Ingest {
 }
 
 fn producer_config(config: &KafkaConfig, ingest: &IngestConfig) -> rdkafka::ClientConfig {
-    let mut c = config.client("producer");
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", ingest.linger_ms.to_string())
-        .set("message.timeout.ms", ATTEMPT_TIMEOUT_MS.to_string())
-        .set(
-            "queue.buffering.max.messages",
-            (ingest.max_pending.max(1000) * 2).to_string(),
-        )
-        // Keyed by room id: the default partitioner hashes keys consistently across clients
-        // (murmur2, as the Java client does), so any node sends a room to the same partition.
-        .set("partitioner", "murmur2_random")
-        // Every ack waits on this connection, and librdkafka keeps up to five requests in
-        // flight on it: with Nagle on, a request written while the previous one is unanswered
-        // waits for its ACK. The Java client sets TCP_NODELAY too. Against tansu at 3,000
-        // msgs/s this alone took ack p50 from 8.1–8.8 to 7.0–7.1 ms (docs/benchmarks.md,
-        // session 8).
-        .set("socket.nagle.disable", "true");
-    for (k, v) in &config.options {
-        c.set(k, v);
-    }
+    let linger = ingest.linger_ms.to_string();
+    let attempt_timeout = ATTEMPT_TIMEOUT_MS.to_string();
+    let queue = (ingest.max_pending.max(1000) * 2).to_string();
+    let mut c = config.client_with_defaults(
+        "producer",
+        &[
+            ("linger.ms", &linger),
+            ("message.timeout.ms", &attempt_timeout),
+            ("queue.buffering.max.messages", &queue),
+            // Keyed by room id: the default partitioner hashes keys consistently across
+            // clients (murmur2, as the Java client does), so any node sends a room to the same
+            // partition.
+            ("partitioner", "murmur2_random"),
+            // Every ack waits on this connection, and librdkafka keeps up to five requests in
+            // flight on it: with Nagle on, a request written while the previous one is
+            // unanswered waits for its ACK. The Java client sets TCP_NODELAY too. Against
+            // tansu at 3,000 msgs/s this alone took ack p50 from 8.1–8.8 to 7.0–7.1 ms
+            // (docs/benchmarks.md, session 8).
+            ("socket.nagle.disable", "true"),
+        ],
+    );
+    // What "acked means in Kafka, once" rests on: not overridable by `--kafka-option`.
+    c.set("enable.idempotence", "true").set("acks", "all");
     c
 }
 
@@ -204,5 +206,36 @@ impl Ingest {
         self.stop.cancel();
         let (_, producer) = self.current();
         let _ = tokio::task::spawn_blocking(move || producer.flush(flush_for)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_tune_the_producer_but_cannot_weaken_its_acks() {
+        let mut config = KafkaConfig::new("localhost:9092");
+        for (k, v) in [
+            ("acks", "1"),
+            ("enable.idempotence", "false"),
+            ("linger.ms", "5"),
+            ("socket.nagle.disable", "false"),
+        ] {
+            config.options.insert(k.into(), v.into());
+        }
+        let c = producer_config(&config, &IngestConfig::default());
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("linger.ms"), Some("5"));
+        assert_eq!(c.get("socket.nagle.disable"), Some("false"));
+        assert_eq!(c.get("partitioner"), Some("murmur2_random"));
+
+        let c = producer_config(
+            &KafkaConfig::new("localhost:9092"),
+            &IngestConfig::default(),
+        );
+        assert_eq!(c.get("linger.ms"), Some("1"));
+        assert_eq!(c.get("socket.nagle.disable"), Some("true"));
     }
 }
