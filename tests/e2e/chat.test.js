@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import net from 'node:net';
-import { startServer, api, register, connect, call, collect, sleep, uniqueRoom, twoInRoom, allMessages } from './harness.js';
+import { startServer, api, register, connect, call, collect, sleep, uniqueRoom, twoInRoom, allMessages, eventually } from './harness.js';
 
 let server;
 before(async () => { server = await startServer({ args: ['--rate-limit-per-sec', '0'] }); });
@@ -311,7 +311,11 @@ test('a sender that leaves right after sending: every message it sent is stored 
   const N = 20;
   for (let i = 0; i < N; i++) sa.emit('send', { room, text: `bye ${i}`, client_id: `bye-${i}` });
   sa.disconnect();
-  const stored = await waitForHistory(a.token, room, N);
+  const stored = await eventually(async () => {
+    const all = await allMessages(server.url, a.token, room);
+    return all.length >= N && all;
+  }, 5000, `${N} messages in the history`);
+  assert.equal(stored.length, N);
   await got.waitFor(N);
   await sleep(200);
   assert.deepEqual(got.items.map((m) => m.seq), stored.map((m) => m.seq), 'each stored message delivered once, in order');
@@ -348,16 +352,3 @@ test('an HTTP client that hangs up right after its send: what is stored is deliv
   assert.deepEqual(got.items.map((m) => m.seq).sort((x, y) => x - y), stored.map((m) => m.seq), 'each stored message delivered once');
   sa.close(); sb.close();
 });
-
-/** The room's history once it holds `n` messages (fails after 5 s). */
-async function waitForHistory(token, room, n) {
-  for (let i = 0; i < 100; i++) {
-    const all = await allMessages(server.url, token, room);
-    if (all.length >= n) {
-      assert.equal(all.length, n);
-      return all;
-    }
-    await sleep(50);
-  }
-  throw new Error(`history of ${room} never reached ${n} messages`);
-}

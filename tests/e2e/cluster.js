@@ -124,16 +124,6 @@ export async function readyz(url) {
   return { status: res.status, body: await res.json() };
 }
 
-/** Polls until `check()` is truthy (or throws after `ms`). */
-export async function eventually(check, ms = 10000, what = 'condition') {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /**
  * A private PostgreSQL server on a free port (never the shared one), for drills that stop it.

@@ -3,8 +3,8 @@
 // test has its own PostgreSQL database and Redis key/channel prefix.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, register, connect, call, collect, sleep, uniqueRoom, allMessages } from './harness.js';
-import { clusterSettings, startNode, privateRedis, redisCli, readyz, eventually, freshDatabase } from './cluster.js';
+import { api, register, connect, call, collect, sleep, uniqueRoom, allMessages, eventually } from './harness.js';
+import { clusterSettings, startNode, privateRedis, redisCli, readyz, freshDatabase } from './cluster.js';
 
 /** Sum of a counter (all label sets matching `labels`) in a node's /metrics. */
 async function metric(url, name, labels = '') {
@@ -71,10 +71,6 @@ function trackView(room) {
   };
 }
 
-/** Traffic still running when the file's tests end (a test failed before its stop). */
-const runningTraffic = new Set();
-after(() => Promise.all([...runningTraffic].map((t) => t.stop())));
-
 /** Each socket sends continuously (4 in flight); `acked` is the oracle. */
 function traffic(sockets, room) {
   const acked = new Set();
@@ -88,9 +84,7 @@ function traffic(sockets, room) {
       await sleep(5);
     }
   })());
-  const t = { acked, async stop() { running = false; runningTraffic.delete(t); await Promise.all(loops); } };
-  runningTraffic.add(t);
-  return t;
+  return { acked, async stop() { running = false; await Promise.all(loops); } };
 }
 
 describe('three nodes sharing Redis and PostgreSQL', () => {

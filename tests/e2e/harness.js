@@ -106,6 +106,18 @@ export function collect(socket, event) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls until `check()` is truthy (or throws after `ms`). */
+export async function eventually(check, ms = 10000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
 export const uniqueRoom = (p = 'room') => `${p}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 
 /** Two fresh users, each connected, both joined to a fresh public room. */

@@ -5,8 +5,8 @@
 // and every client's view (REST history) equal to the store.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { api, call, collect, connect, register, sleep, uniqueRoom, allMessages } from './harness.js';
-import { eventually, forgetKeys, privatePostgres, readyz, redisCli } from './cluster.js';
+import { api, call, collect, connect, register, sleep, uniqueRoom, allMessages, eventually } from './harness.js';
+import { forgetKeys, privatePostgres, readyz, redisCli } from './cluster.js';
 import {
   checkStore, durableSettings, sendUntilAcked, startBroker, startDurableNode, startPersister, storedMessages,
 } from './kafka.js';

@@ -10,8 +10,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { io } from 'socket.io-client';
-import { api, register, connect, call, collect, uniqueRoom } from './harness.js';
-import { ADMIN_DB_URL, SHARED_REDIS_URL, freePorts, eventually, forgetKeys } from './cluster.js';
+import { api, register, connect, call, collect, uniqueRoom, eventually } from './harness.js';
+import { ADMIN_DB_URL, SHARED_REDIS_URL, freePorts, forgetKeys } from './cluster.js';
 import { randomBytes } from 'node:crypto';
 
 const run = promisify(execFile);
