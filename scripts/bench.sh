@@ -6,15 +6,19 @@
 #                                       cluster-fanout cluster-fanout-100 cluster-durable
 #                                       cluster-single cluster-pairs (2 nodes, scripts/cluster.sh:
 #                                       PostgreSQL and Redis on their standard ports)
-#                                       kafka-ack-1k kafka-ack-3k kafka-ack-10k kafka-durable kafka-sink (durable: a
-#                                       private tansu broker, PostgreSQL, Redis; see below)
+#                                       kafka-ack-Nk (N thousand msgs/s: 1k, 3k, 10k are the documented
+#                                       ones) kafka-durable kafka-sink (durable: a private tansu broker,
+#                                       PostgreSQL, Redis; see below)
+#                                       kafka-produce-Nk (the broker alone: the node's producer at that
+#                                       rate, no node; crates/scalify-kafka/examples/produce_latency.rs)
+#                                       pairs-Nk (kafka-ack-Nk's load on an embedded node)
 #   durable-mode knobs (environment): KAFKA_PARTITIONS (default 6), TANSU_STORAGE (default
 #   memory://tansu/; sqlite://tansu.db for a disk-backed broker), PERSISTER_ARGS (extra flags of
 #   the persister), SCALIFY_KAFKA_OPTIONS (librdkafka settings of node and persister),
 #   BENCH_METRICS_DIR (keeps the node's and persister's /metrics of each run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p scalify --bins -p scalify-store --examples >/dev/null
+cargo build --release --locked -p scalify --bins -p scalify-store -p scalify-kafka --examples >/dev/null
 # The node's binary and the load generator's (bench-ab.sh sets them to compare two builds).
 BIN=${SCALIFY_SERVER_BIN:-target/release/scalify}
 LOADGEN=${SCALIFY_LOADGEN_BIN:-$BIN}
@@ -78,15 +82,19 @@ run_counted() {
 # node (`serve --kafka-brokers`) and, unless told otherwise, one `scalify persister` process.
 TANSU_BIN="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_kafka() {
+start_tansu() {
   KDIR=$(mktemp -d)
-  KDB="scalify_bench_k$$"
-  psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $KDB" >/dev/null
-  local kport; kport=$(free_port)
+  kport=$(free_port)
   (cd "$KDIR" && RUST_LOG=warn exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kport" \
     --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine "${TANSU_STORAGE:-memory://tansu/}" >"$KDIR/tansu.log" 2>&1) &
   echo $! >"$KDIR/tansu.pid"
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
+}
+stop_tansu() { kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null || true; rm -rf "$KDIR"; }
+start_kafka() {
+  start_tansu
+  KDB="scalify_bench_k$$"
+  psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $KDB" >/dev/null
   export SCALIFY_TOKEN_SECRET; SCALIFY_TOKEN_SECRET=$(openssl rand -hex 32)
   KARGS=(--database-url "postgres://postgres@127.0.0.1:5432/$KDB" --redis-url "$REDIS_URL"
     --redis-prefix "bench-k$$" --kafka-brokers "127.0.0.1:$kport" --kafka-partitions "${KAFKA_PARTITIONS:-6}")
@@ -119,19 +127,38 @@ stop_kafka() {
   fi
   [ -n "${PPID_:-}" ] && { kill -TERM "$PPID_"; wait "$PPID_" || true; PPID_=""; }
   kill -TERM "$PID"; wait "$PID" || true
-  kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null || true
   psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "DROP DATABASE IF EXISTS $KDB WITH (FORCE)" >/dev/null
   # The run's Redis keys (seq counters, a day's idempotency keys, windows): ~150k per run.
   redis-cli -u "$REDIS_URL" --scan --pattern "bench-k$$:*" | xargs -r -n 5000 redis-cli -u "$REDIS_URL" UNLINK >/dev/null
-  rm -rf "$KDIR"
+  stop_tansu
 }
 # Samples the persister's total lag every second during a run; prints the maximum.
+# CPU ticks of every process on the durable path, one "role pid ticks" line each.
+cpu_snapshot() {
+  { echo "node $PID"; echo "persister ${PPID_:-}"; echo "tansu $(cat "$KDIR/tansu.pid")"
+    pgrep -x redis-server | sed 's/^/redis /'; pgrep -x postgres | sed 's/^/postgres /'
+    pgrep -f 'scalify bench --url' | sed 's/^/loadgen /'; } |
+    while read -r role pid; do
+      [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && echo "$role $pid $(awk '{print $14+$15}' "/proc/$pid/stat")"
+    done
+}
+# Cores each role used over 6 s in the middle of a run (the machine has $(nproc) in all).
+cpu_shares() {
+  sleep 4; local a; a=$(cpu_snapshot); sleep 6
+  { echo "$a"; echo ---; cpu_snapshot; } | awk -v hz="$(getconf CLK_TCK)" '
+    $0 == "---" { after = 1; next }
+    !after { t0[$2] = $3; next }
+    { used[$1] += $3 - t0[$2] }
+    END { printf "cores used mid-run (6 s):"; for (r in used) printf " %s %.2f", r, used[r] / hz / 6; print "" }'
+}
 run_with_lag() {
   ( max=0; for _ in $(seq 14); do sleep 1; l=$(persister_metric scalify_persister_lag_messages); l=${l%.*}; [ "$l" -gt "$max" ] && max=$l; done
     echo "persister lag during the run: max $max messages (sampled each second)" ) &
   local sampler=$!
+  cpu_shares &
+  local cpu_sampler=$!
   run "$@"
-  wait "$sampler" || true
+  wait "$sampler" "$cpu_sampler" || true
   echo "rows written by the persister: $(persister_metric scalify_persister_rows_total)"; echo
 }
 
@@ -155,9 +182,21 @@ for s in "${scenarios[@]}"; do
     cluster-fanout-100) start_cluster; run_counted --duration 10 fanout --receivers 1000 --senders 4 --rate 100; stop_cluster ;;
     cluster-pairs)   start_cluster; run_counted --duration 10 pairs --pairs 500 --rate 2000; stop_cluster ;;
     cluster-single)  start_cluster; run --duration 10 durable --senders 1 --window 1 --rooms 1; stop_cluster ;;
-    kafka-ack-1k)  start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 200 --rate 1000; stop_kafka ;;
-    kafka-ack-3k)  start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 500 --rate 3000; stop_kafka ;;
-    kafka-ack-10k) start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs 500 --rate 10000; stop_kafka ;;
+    # The broker alone: the node's producer (Ingest) at a fixed rate, no node, Redis or persister.
+    kafka-produce-[0-9]*k)
+      n=${s#kafka-produce-}; rate=$((${n%k} * 1000))
+      start_tansu
+      echo "\$ target/release/examples/produce_latency 127.0.0.1:PORT $rate 10 1000 300 ${KAFKA_PARTITIONS:-6}"
+      target/release/examples/produce_latency "127.0.0.1:$kport" "$rate" 10 1000 300 "${KAFKA_PARTITIONS:-6}"; echo
+      stop_tansu ;;
+    # kafka-ack-Nk: N thousand msgs/s offered (1k, 3k and 10k are the documented ones).
+    kafka-ack-[0-9]*k)
+      n=${s#kafka-ack-}; n=${n%k}; pairs=500; [ "$n" -le 1 ] && pairs=200
+      start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs "$pairs" --rate "$((n * 1000))"; stop_kafka ;;
+    # The same load on an embedded node (no broker, Redis or PostgreSQL): the socket path's share.
+    pairs-[0-9]*k)
+      n=${s#pairs-}; n=${n%k}; pairs=500; [ "$n" -le 1 ] && pairs=200
+      start_node; run --duration 10 pairs --pairs "$pairs" --rate "$((n * 1000))"; stop_node ;;
     # Closed loop, with the broker's and Redis's CPU seconds during the run.
     kafka-durable)
       start_kafka

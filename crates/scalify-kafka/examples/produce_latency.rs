@@ -1,0 +1,101 @@
+//! The broker's share of a durable ack: [`Ingest::produce`] alone — the node's own producer,
+//! with its settings (idempotent, `acks=all`, linger, Nagle off) — at a fixed offered rate,
+//! with no node, Redis, persister or socket client in the way. Its latency is the floor under
+//! the send→ack figures of `scripts/bench.sh kafka-ack-*`.
+//!
+//! `cargo run --release -p scalify-kafka --example produce_latency -- BROKERS [rate] [seconds] [rooms] [bytes] [partitions]`
+//!
+//! Open loop, as the socket bench: each record's latency is counted from its *scheduled* send
+//! time, so a stalled producer shows up as latency, not as a lower offered rate. Records are
+//! keyed by one of `rooms` ids (the node keys by room) and go to a fresh topic of `partitions`
+//! (the node's default: 6). `SCALIFY_KAFKA_OPTIONS="k=v,k=v"` adds librdkafka settings, as
+//! `--kafka-option` does for a node.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scalify_kafka::ingest::{Ingest, IngestConfig};
+use scalify_kafka::{topics, KafkaConfig};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let brokers = args
+        .first()
+        .ok_or("usage: produce_latency BROKERS [rate] [seconds] [rooms] [bytes] [partitions]")?;
+    let number = |i: usize, default: u64| -> Result<u64, String> {
+        args.get(i)
+            .map(|a| a.parse().map_err(|_| format!("not a number: {a}")))
+            .unwrap_or(Ok(default))
+    };
+    let (rate, secs, rooms, bytes, partitions) = (
+        number(1, 1000)?.max(1),
+        number(2, 10)?.max(1),
+        number(3, 1000)?.max(1),
+        number(4, 300)? as usize,
+        number(5, 6)?.clamp(1, 10_000) as i32,
+    );
+
+    let mut config = KafkaConfig::new(brokers.as_str());
+    config.topic = format!("bench.produce.{}", std::process::id());
+    config.dead_letter_topic = format!("{}.dlq", config.topic);
+    config.partitions = partitions;
+    if let Ok(options) = std::env::var("SCALIFY_KAFKA_OPTIONS") {
+        for kv in options.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').ok_or("SCALIFY_KAFKA_OPTIONS: k=v,k=v")?;
+            config.options.insert(k.into(), v.into());
+        }
+    }
+    topics::ensure_topics(&config).await?;
+    let ingest = Ingest::new(config, IngestConfig::default())?;
+    let keys: Arc<Vec<String>> = Arc::new((0..rooms).map(|r| format!("room-{r:08}")).collect());
+    let payload: Arc<Vec<u8>> = Arc::new(vec![b'x'; bytes]);
+
+    // Warm-up (connections, metadata, the idempotent producer's id), not counted.
+    for key in keys.iter().take(10) {
+        ingest.produce(key, &payload).await?;
+    }
+
+    let total = rate * secs;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, String>>();
+    let start = Instant::now();
+    for n in 0..total {
+        let due = start + interval.mul_f64(n as f64);
+        // tokio's timer has 1 ms granularity: sends due within one millisecond go out
+        // together, and that wait (under 1 ms) counts in their latency.
+        tokio::time::sleep_until(due.into()).await;
+        let (ingest, keys, payload, tx) =
+            (ingest.clone(), keys.clone(), payload.clone(), tx.clone());
+        tokio::spawn(async move {
+            let key = &keys[(n % keys.len() as u64) as usize];
+            let outcome = ingest
+                .produce(key, &payload)
+                .await
+                .map(|_| due.elapsed().as_micros() as u64)
+                .map_err(|e| e.to_string());
+            let _ = tx.send(outcome);
+        });
+    }
+    drop(tx);
+    let mut micros = Vec::with_capacity(total as usize);
+    while let Some(outcome) = rx.recv().await {
+        micros.push(outcome?);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    micros.sort_unstable();
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    println!(
+        "produced {} records of {bytes} B over {rooms} keys in {elapsed:.2} s ({:.0}/s offered {rate}/s); \
+         produce→confirm ms p50 {:.2} p90 {:.2} p99 {:.2} p999 {:.2} max {:.2}",
+        micros.len(),
+        micros.len() as f64 / elapsed,
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+    );
+    ingest.close(Duration::from_secs(2)).await;
+    Ok(())
+}
