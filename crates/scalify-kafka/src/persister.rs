@@ -16,7 +16,9 @@
 //! failed batch (librdkafka #2557). Partitions assigned by a rebalance while paused are paused
 //! too (librdkafka #1849). A record that does not decode goes to the dead-letter topic with
 //! the reason and its partition keeps flowing. A watchdog re-creates the consumer when there
-//! is lag but no progress (rust-rdkafka #597).
+//! is lag but no progress (rust-rdkafka #597) — for instance when its connections went silent
+//! with no reset, which librdkafka notices only after `socket.timeout.ms` — and replaces its
+//! own client when that one cannot answer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -223,14 +225,40 @@ pub struct Persister {
     dead_letters: FutureProducer,
     /// A group-less view of the topic (watermarks, the group's committed offsets) for the
     /// watchdog: it must see the whole group's progress, not only this member's partitions.
-    observer: Arc<BaseConsumer>,
+    /// Replaced when it cannot answer (its connections may be as dead as the consumer's).
+    observer: Mutex<Arc<BaseConsumer>>,
     status: Arc<Mutex<PersisterStatus>>,
+}
+
+fn observer(kafka: &KafkaConfig) -> Result<BaseConsumer, DurableError> {
+    kafka
+        .client("watchdog")
+        .set("group.id", &kafka.group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| DurableError::Kafka(format!("cannot create the watchdog's client: {e}")))
+}
+
+/// Drops a Kafka client on a thread of its own. Closing a group consumer waits for the
+/// broker (leave the group, commit), which a stuck client may never hear from: this way the
+/// runtime's threads never wait on it, the replacement starts at once, and process exit does
+/// not wait for it either.
+fn close_in_background<T: Send + 'static>(client: T) {
+    if let Err(e) = std::thread::Builder::new()
+        .name("kafka-close".into())
+        .spawn(move || drop(client))
+    {
+        tracing::error!(error = %e, "cannot start a thread to close a Kafka client; leaking it");
+    }
 }
 
 /// The group's progress on the topic, as the watchdog last saw it changing.
 struct Progress {
     committed: i64,
     since: Instant,
+    /// When the watchdog last replaced its own client (at most once per `stuck_after`, so a
+    /// broker that is down does not cost a new client every check).
+    observer_renewed: Option<Instant>,
 }
 
 impl Persister {
@@ -249,14 +277,7 @@ impl Persister {
             .map_err(|e| {
                 DurableError::Kafka(format!("cannot create the dead-letter producer: {e}"))
             })?;
-        let observer: BaseConsumer = kafka
-            .client("watchdog")
-            .set("group.id", &kafka.group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|e| {
-                DurableError::Kafka(format!("cannot create the watchdog's client: {e}"))
-            })?;
+        let observer = observer(&kafka)?;
         let status = PersisterStatus {
             id: config.id.clone(),
             ..PersisterStatus::default()
@@ -267,7 +288,7 @@ impl Persister {
             db,
             ledger,
             dead_letters,
-            observer: Arc::new(observer),
+            observer: Mutex::new(Arc::new(observer)),
             status: Arc::new(Mutex::new(status)),
         })
     }
@@ -330,11 +351,16 @@ impl Persister {
         loop {
             let shared = Arc::new(Shared::default());
             let consumer = self.consumer(shared.clone())?;
-            let ended = self.consume(&consumer, &shared, &stop).await;
-            let _ = consumer.commit_consumer_state(CommitMode::Sync);
-            match ended {
+            match self.consume(&consumer, &shared, &stop).await {
                 Ended::Stopped => {
-                    consumer.unsubscribe();
+                    // Leave the group cleanly, committing what was written. These calls block
+                    // until the broker answers: off the runtime's threads.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _ = consumer.commit_consumer_state(CommitMode::Sync);
+                        consumer.unsubscribe();
+                        drop(consumer);
+                    })
+                    .await;
                     tracing::info!(id = %self.config.id, "persister stopped");
                     return Ok(());
                 }
@@ -344,6 +370,11 @@ impl Persister {
                     tracing::warn!(
                         "persister has lag but makes no progress: re-creating its Kafka consumer"
                     );
+                    // Not waited for: the old client may never hear from the broker again.
+                    // An offset it stored but could not commit is read again by the new one,
+                    // and writing a message twice stores it once.
+                    let _ = consumer.commit_consumer_state(CommitMode::Async);
+                    close_in_background(consumer);
                 }
             }
         }
@@ -369,6 +400,7 @@ impl Persister {
         let mut progress = Progress {
             committed: -1,
             since: Instant::now(),
+            observer_renewed: None,
         };
         let mut next_check = Instant::now() + WATCH_EVERY;
         loop {
@@ -477,7 +509,10 @@ impl Persister {
     /// broker restart (rust-rdkafka #597) and a group left without a working assignment (seen
     /// with a test broker when a member is killed mid-rebalance).
     async fn group_stuck(&self, progress: &mut Progress) -> bool {
-        let observer = self.observer.clone();
+        let observer = match self.observer.lock() {
+            Ok(o) => o.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
         let topic = self.kafka.topic.clone();
         let seen = tokio::task::spawn_blocking(
             move || -> Result<(i64, i64), rdkafka::error::KafkaError> {
@@ -510,17 +545,43 @@ impl Persister {
         .await;
         let (committed, lag) = match seen {
             Ok(Ok(v)) => v,
-            // The broker cannot be asked: that is stuck too, if it lasts.
-            _ => (progress.committed, 1),
+            // The broker cannot be asked: that is stuck too, if it lasts. The next check asks
+            // through a new client, in case the fault is this one's connections.
+            failed => {
+                if let Ok(Err(e)) = failed {
+                    tracing::warn!(error = %e, "the watchdog cannot read the group's progress");
+                }
+                if progress
+                    .observer_renewed
+                    .is_none_or(|t| t.elapsed() >= self.config.stuck_after)
+                {
+                    progress.observer_renewed = Some(Instant::now());
+                    self.renew_observer();
+                }
+                (progress.committed, 1)
+            }
         };
         if lag == 0 || committed != progress.committed {
-            *progress = Progress {
-                committed,
-                since: Instant::now(),
-            };
+            progress.committed = committed;
+            progress.since = Instant::now();
             return false;
         }
         progress.since.elapsed() > self.config.stuck_after
+    }
+
+    fn renew_observer(&self) {
+        let fresh = match observer(&self.kafka) {
+            Ok(o) => Arc::new(o),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot re-create the watchdog's client");
+                return;
+            }
+        };
+        let old = match self.observer.lock() {
+            Ok(mut o) => std::mem::replace(&mut *o, fresh),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
+        };
+        close_in_background(old);
     }
 
     /// Writes the batch (and dead letters) and trims the recent window, and returns the
