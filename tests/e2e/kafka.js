@@ -2,7 +2,7 @@
 // drill, durable nodes and standalone persisters of one cluster, and the store-vs-oracle
 // checks every drill ends with.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, readdirSync, readlinkSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { tmpdir, homedir } from 'node:os';
@@ -22,12 +22,66 @@ function portOpen(port) {
   });
 }
 
+/** The local ports of the TCP connections process `pid` has open (from /proc). */
+function localPortsOf(pid) {
+  const inodes = new Set();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = readlinkSync(`/proc/${pid}/fd/${fd}`).match(/^socket:\[(\d+)\]$/);
+      if (m) inodes.add(m[1]);
+    } catch { /* closed meanwhile */ }
+  }
+  const ports = new Set();
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length > 9 && inodes.has(f[9])) ports.add(parseInt(f[1].split(':')[1], 16));
+  }
+  return ports;
+}
+
+/**
+ * A TCP relay on `port` in front of the broker on `target`. `silence(pid)` makes every
+ * connection process `pid` has through it go quiet both ways — no data, no FIN, no RST — as
+ * a frozen broker host or a middlebox that dropped its state would; connections opened
+ * afterwards work.
+ */
+async function startRelay(port, target) {
+  const pairs = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target, '127.0.0.1');
+    const pair = { client, upstream };
+    pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => { pairs.delete(pair); client.destroy(); upstream.destroy(); };
+    for (const s of [client, upstream]) { s.on('error', end); s.on('close', end); }
+  });
+  await new Promise((resolve, reject) => { server.once('error', reject); server.listen(port, '127.0.0.1', resolve); });
+  return {
+    silence(pid) {
+      const ports = localPortsOf(pid);
+      let n = 0;
+      for (const { client, upstream } of pairs) {
+        if (!ports.has(client.remotePort)) continue;
+        client.unpipe(upstream); upstream.unpipe(client);
+        client.pause(); upstream.pause();
+        n++;
+      }
+      return n;
+    },
+    close() { server.close(); for (const { client, upstream } of pairs) { client.destroy(); upstream.destroy(); } },
+  };
+}
+
 /**
  * A private broker on a free port. `storage: 'sqlite'` keeps data across a kill -9 (for
- * restart drills); `'memory'` is faster and forgets.
+ * restart drills); `'memory'` is faster and forgets. `relayed: true` puts a relay in front of
+ * it (the broker advertises the relay), whose `silence(pid)` the broker handle exposes.
  */
-export async function startBroker({ storage = 'memory' } = {}) {
+export async function startBroker({ storage = 'memory', relayed = false } = {}) {
   const port = await freePort();
+  const relayPort = relayed ? await freePort() : port;
+  const relay = relayed ? await startRelay(relayPort, port) : null;
   const dir = mkdtempSync(path.join(tmpdir(), 'scalify-tansu-'));
   const engine = storage === 'sqlite' ? 'sqlite://tansu.db' : 'memory://tansu/';
   let child;
@@ -35,7 +89,7 @@ export async function startBroker({ storage = 'memory' } = {}) {
   const up = async () => {
     child = spawn(TANSU, ['broker',
       '--listener-url', `tcp://127.0.0.1:${port}`,
-      '--advertised-listener-url', `tcp://127.0.0.1:${port}`,
+      '--advertised-listener-url', `tcp://127.0.0.1:${relayPort}`,
       '--storage-engine', engine], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'warn' } });
     child.stdout.on('data', (d) => { log = (log + d).slice(-20000); });
     child.stderr.on('data', (d) => { log = (log + d).slice(-20000); });
@@ -48,7 +102,8 @@ export async function startBroker({ storage = 'memory' } = {}) {
   };
   await up();
   return {
-    brokers: `127.0.0.1:${port}`,
+    brokers: `127.0.0.1:${relayPort}`,
+    silence: (pid) => relay.silence(pid),
     log: () => log,
     start: up,
     async kill(signal = 'SIGKILL') {
@@ -59,6 +114,7 @@ export async function startBroker({ storage = 'memory' } = {}) {
     },
     async destroy() {
       await this.kill();
+      relay?.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -84,7 +140,7 @@ export function startDurableNode(c, extra = []) {
 export async function startPersister(c, extra = []) {
   const p = await launch(['persister', '--listen', '127.0.0.1:0',
     '--database-url', c.db.url, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix,
-    ...kafkaArgs(c), '--persister-stuck-secs', '10',
+    ...kafkaArgs(c), ...(extra.includes('--persister-stuck-secs') ? [] : ['--persister-stuck-secs', '10']),
     // SCALIFY_E2E_KAFKA_DEBUG=cgrp,fetch: librdkafka's own debug logs (with SCALIFY_LOG=…,librdkafka=debug).
     ...(process.env.SCALIFY_E2E_KAFKA_DEBUG ? ['--kafka-option', `debug=${process.env.SCALIFY_E2E_KAFKA_DEBUG}`, '--kafka-option', 'log_level=7'] : []),
     ...extra], { env: { SCALIFY_TOKEN_SECRET: c.secret }, ready: /metrics at (http:\/\/[^/\s]+)\//, what: 'persister' });

@@ -266,6 +266,43 @@ test('kill -9 the broker and restart it under traffic: producer and consumer rec
   }
 });
 
+test('the persister\'s broker connections go silent (no data, no reset): the watchdog re-creates its clients, nothing lost or doubled', async () => {
+  const broker = await startBroker({ relayed: true });
+  const c = durableSettings(broker.brokers);
+  const node = await startDurableNode(c);
+  // librdkafka gives up on a silent connection after socket.timeout.ms (60 s by default). Set
+  // beyond the drill's deadlines, only the watchdog can bring the persister back in time.
+  const p = await startPersister(c, ['--persister-stuck-secs', '5', '--kafka-option', 'socket.timeout.ms=300000']);
+  const pop = await population(node.url);
+  try {
+    const oracle = new Map();
+    const load = traffic(pop, oracle, { pauseMs: 2 });
+    await eventually(async () => (await p.metric('scalify_persister_rows_total')) > 50, 15000, 'the persister writing');
+    // The watchdog asks the broker every 3 s: by now its own connections exist, and go silent too.
+    await sleep(4000);
+    assert.ok(broker.silence(p.child.pid) > 0, 'the persister had broker connections to silence');
+    const silencedAt = await p.metric('scalify_persister_rows_total');
+    await sleep(3000);
+    await load.stop();
+    await eventually(async () => (await p.metric('scalify_persister_watchdog_restarts_total')) >= 1, 30000,
+      'the watchdog re-creating the consumer');
+    await quiesceAndCheck(c, node.url, pop, oracle, [p]);
+    assert.ok(await p.metric('scalify_persister_rows_total') > silencedAt, 'the persister wrote again after the silence');
+    // Recovered for good: more traffic goes through without the watchdog firing again (it
+    // would, every few seconds, if it still asked the broker through its own silenced client).
+    const restarts = await p.metric('scalify_persister_watchdog_restarts_total');
+    const more = traffic(pop, oracle, { pauseMs: 2 });
+    await sleep(10000);
+    await more.stop();
+    await quiesceAndCheck(c, node.url, pop, oracle, [p]);
+    assert.equal(await p.metric('scalify_persister_watchdog_restarts_total'), restarts, 'the watchdog fired again after the recovery');
+  } finally {
+    closeAll(pop);
+    await p.stop();
+    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
+  }
+});
+
 test('two persisters share the partitions; one leaves and another joins under traffic: nothing lost or doubled', async () => {
   const broker = await startBroker();
   const c = durableSettings(broker.brokers, { partitions: 4 });
