@@ -303,6 +303,29 @@ test('the persister\'s broker connections go silent (no data, no reset): the wat
   }
 });
 
+test('the node\'s broker connections go silent (no data, no reset): its producer recovers, every acked message stored once', async () => {
+  const broker = await startBroker({ relayed: true });
+  const c = durableSettings(broker.brokers);
+  const node = await startDurableNode(c);
+  const p = await startPersister(c);
+  const pop = await population(node.url);
+  try {
+    const oracle = new Map();
+    const load = traffic(pop, oracle, { pauseMs: 5 });
+    await eventually(() => oracle.size > 50, 15000, 'sends acked');
+    assert.ok(broker.silence(node.child.pid) > 0, 'the node had broker connections to silence');
+    const silencedAt = oracle.size;
+    // Sends meanwhile get error acks ("retry with the same client_id") and are retried.
+    await eventually(() => oracle.size > silencedAt + 50, 60000, 'sends acked again after the silence');
+    await load.stop();
+    await quiesceAndCheck(c, node.url, pop, oracle, [p]);
+  } finally {
+    closeAll(pop);
+    await p.stop();
+    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
+  }
+});
+
 test('two persisters share the partitions; one leaves and another joins under traffic: nothing lost or doubled', async () => {
   const broker = await startBroker();
   const c = durableSettings(broker.brokers, { partitions: 4 });
