@@ -296,9 +296,14 @@ test('the persister\'s broker connections go silent (no data, no reset): the wat
     await more.stop();
     await quiesceAndCheck(c, node.url, pop, oracle, [p]);
     assert.equal(await p.metric('scalify_persister_watchdog_restarts_total'), restarts, 'the watchdog fired again after the recovery');
+    // Stopped while the broker is silent: the persister waits a bounded time for its last
+    // commit and its leave of the group, then exits cleanly.
+    assert.ok(broker.silence(p.child.pid) > 0);
+    const exit = await Promise.race([p.stop(), sleep(30000).then(() => 'still running')]);
+    assert.deepEqual(exit, { code: 0, signal: null }, 'SIGTERM with a silent broker: the persister did not exit cleanly within 30 s');
   } finally {
     closeAll(pop);
-    await p.stop();
+    await p.stop('SIGKILL');
     await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
   }
 });

@@ -239,18 +239,23 @@ fn observer(kafka: &KafkaConfig) -> Result<BaseConsumer, DurableError> {
         .map_err(|e| DurableError::Kafka(format!("cannot create the watchdog's client: {e}")))
 }
 
-/// Drops a Kafka client on a thread of its own. Closing a group consumer waits for the
-/// broker (leave the group, commit), which a stuck client may never hear from: this way the
-/// runtime's threads never wait on it, the replacement starts at once, and process exit does
-/// not wait for it either.
-fn close_in_background<T: Send + 'static>(client: T) {
+/// Runs `close` (calls on a Kafka client that wait for the broker: commit, leave the group,
+/// drop) on a thread of its own, which a stuck client may hold for as long as librdkafka's
+/// timeouts: the runtime's threads never wait on it, a replacement starts at once, and process
+/// exit does not wait for it either (as it would for `spawn_blocking`).
+fn close_on_own_thread(close: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new()
         .name("kafka-close".into())
-        .spawn(move || drop(client))
+        .spawn(close)
     {
         tracing::error!(error = %e, "cannot start a thread to close a Kafka client; leaking it");
     }
 }
+
+/// How long a stopping persister waits for the broker to take its last commit and its leave
+/// of the group. Past it the process exits anyway: what it wrote is in the database, and
+/// offsets it could not commit are read again by the partitions' next owner (and written once).
+const LEAVE_WAIT: Duration = Duration::from_secs(10);
 
 /// The group's progress on the topic, as the watchdog last saw it changing.
 struct Progress {
@@ -353,14 +358,20 @@ impl Persister {
             let consumer = self.consumer(shared.clone())?;
             match self.consume(&consumer, &shared, &stop).await {
                 Ended::Stopped => {
-                    // Leave the group cleanly, committing what was written. These calls block
-                    // until the broker answers: off the runtime's threads.
-                    let _ = tokio::task::spawn_blocking(move || {
+                    // Leave the group cleanly, committing what was written.
+                    let (done, left) = tokio::sync::oneshot::channel();
+                    close_on_own_thread(move || {
                         let _ = consumer.commit_consumer_state(CommitMode::Sync);
                         consumer.unsubscribe();
                         drop(consumer);
-                    })
-                    .await;
+                        let _ = done.send(());
+                    });
+                    if tokio::time::timeout(LEAVE_WAIT, left).await.is_err() {
+                        tracing::warn!(
+                            waited = ?LEAVE_WAIT,
+                            "the broker did not take the persister's last commit and leave; stopping anyway (uncommitted offsets are read again by the next owner)"
+                        );
+                    }
                     tracing::info!(id = %self.config.id, "persister stopped");
                     return Ok(());
                 }
@@ -374,7 +385,7 @@ impl Persister {
                     // An offset it stored but could not commit is read again by the new one,
                     // and writing a message twice stores it once.
                     let _ = consumer.commit_consumer_state(CommitMode::Async);
-                    close_in_background(consumer);
+                    close_on_own_thread(move || drop(consumer));
                 }
             }
         }
@@ -581,7 +592,7 @@ impl Persister {
             Ok(mut o) => std::mem::replace(&mut *o, fresh),
             Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
         };
-        close_in_background(old);
+        close_on_own_thread(move || drop(old));
     }
 
     /// Writes the batch (and dead letters) and trims the recent window, and returns the
