@@ -132,7 +132,6 @@ stop_kafka() {
   redis-cli -u "$REDIS_URL" --scan --pattern "bench-k$$:*" | xargs -r -n 5000 redis-cli -u "$REDIS_URL" UNLINK >/dev/null
   stop_tansu
 }
-# Samples the persister's total lag every second during a run; prints the maximum.
 # CPU ticks of every process on the durable path, one "role pid ticks" line each.
 cpu_snapshot() {
   { echo "node $PID"; echo "persister ${PPID_:-}"; echo "tansu $(cat "$KDIR/tansu.pid")"
@@ -142,7 +141,7 @@ cpu_snapshot() {
       [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && echo "$role $pid $(awk '{print $14+$15}' "/proc/$pid/stat")"
     done
 }
-# Cores each role used over 6 s in the middle of a run (the machine has $(nproc) in all).
+# Cores each role used over 6 s in the middle of a run (out of the machine's `nproc`).
 cpu_shares() {
   sleep 4; local a; a=$(cpu_snapshot); sleep 6
   { echo "$a"; echo ---; cpu_snapshot; } | awk -v hz="$(getconf CLK_TCK)" '
@@ -151,6 +150,8 @@ cpu_shares() {
     { used[$1] += $3 - t0[$2] }
     END { printf "cores used mid-run (6 s):"; for (r in used) printf " %s %.2f", r, used[r] / hz / 6; print "" }'
 }
+# Samples the persister's total lag every second during a run (prints the maximum) and the
+# cores each process used.
 run_with_lag() {
   ( max=0; for _ in $(seq 14); do sleep 1; l=$(persister_metric scalify_persister_lag_messages); l=${l%.*}; [ "$l" -gt "$max" ] && max=$l; done
     echo "persister lag during the run: max $max messages (sampled each second)" ) &
