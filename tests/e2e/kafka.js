@@ -80,7 +80,8 @@ async function startRelay(port, target) {
  */
 export async function startBroker({ storage = 'memory', relayed = false } = {}) {
   const port = await freePort();
-  const relayPort = relayed ? await freePort() : port;
+  let relayPort = port;
+  while (relayed && relayPort === port) relayPort = await freePort();
   const relay = relayed ? await startRelay(relayPort, port) : null;
   const dir = mkdtempSync(path.join(tmpdir(), 'scalify-tansu-'));
   const engine = storage === 'sqlite' ? 'sqlite://tansu.db' : 'memory://tansu/';
