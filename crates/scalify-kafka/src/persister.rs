@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
@@ -239,24 +239,6 @@ fn observer(kafka: &KafkaConfig) -> Result<BaseConsumer, DurableError> {
         .map_err(|e| DurableError::Kafka(format!("cannot create the watchdog's client: {e}")))
 }
 
-/// Runs `close` (calls on a Kafka client that wait for the broker: commit, leave the group,
-/// drop) on a thread of its own, which a stuck client may hold for as long as librdkafka's
-/// timeouts: the runtime's threads never wait on it, a replacement starts at once, and process
-/// exit does not wait for it either (as it would for `spawn_blocking`).
-fn close_on_own_thread(close: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new()
-        .name("kafka-close".into())
-        .spawn(close)
-    {
-        tracing::error!(error = %e, "cannot start a thread to close a Kafka client; leaking it");
-    }
-}
-
-/// How long a stopping persister waits for the broker to take its last commit and its leave
-/// of the group. Past it the process exits anyway: what it wrote is in the database, and
-/// offsets it could not commit are read again by the partitions' next owner (and written once).
-const LEAVE_WAIT: Duration = Duration::from_secs(10);
-
 /// The group's progress on the topic, as the watchdog last saw it changing.
 struct Progress {
     committed: i64,
@@ -358,20 +340,14 @@ impl Persister {
             let consumer = self.consumer(shared.clone())?;
             match self.consume(&consumer, &shared, &stop).await {
                 Ended::Stopped => {
-                    // Leave the group cleanly, committing what was written.
-                    let (done, left) = tokio::sync::oneshot::channel();
-                    close_on_own_thread(move || {
+                    // Leave the group cleanly, committing what was written. These calls wait
+                    // for the broker: off the runtime's threads.
+                    let _ = tokio::task::spawn_blocking(move || {
                         let _ = consumer.commit_consumer_state(CommitMode::Sync);
                         consumer.unsubscribe();
                         drop(consumer);
-                        let _ = done.send(());
-                    });
-                    if tokio::time::timeout(LEAVE_WAIT, left).await.is_err() {
-                        tracing::warn!(
-                            waited = ?LEAVE_WAIT,
-                            "the broker did not take the persister's last commit and leave; stopping anyway (uncommitted offsets are read again by the next owner)"
-                        );
-                    }
+                    })
+                    .await;
                     tracing::info!(id = %self.config.id, "persister stopped");
                     return Ok(());
                 }
@@ -381,11 +357,12 @@ impl Persister {
                     tracing::warn!(
                         "persister has lag but makes no progress: re-creating its Kafka consumer"
                     );
-                    // Not waited for: the old client may never hear from the broker again.
-                    // An offset it stored but could not commit is read again by the new one,
-                    // and writing a message twice stores it once.
+                    // Not waited for: the old client may never hear from the broker again, and
+                    // its close (which waits for the broker) runs off the runtime's threads. An
+                    // offset it stored but could not commit is read again by the new one, and
+                    // writing a message twice stores it once.
                     let _ = consumer.commit_consumer_state(CommitMode::Async);
-                    close_on_own_thread(move || drop(consumer));
+                    tokio::task::spawn_blocking(move || drop(consumer));
                 }
             }
         }
@@ -520,10 +497,11 @@ impl Persister {
     /// broker restart (rust-rdkafka #597) and a group left without a working assignment (seen
     /// with a test broker when a member is killed mid-rebalance).
     async fn group_stuck(&self, progress: &mut Progress) -> bool {
-        let observer = match self.observer.lock() {
-            Ok(o) => o.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let observer = self
+            .observer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let topic = self.kafka.topic.clone();
         let seen = tokio::task::spawn_blocking(
             move || -> Result<(i64, i64), rdkafka::error::KafkaError> {
@@ -588,11 +566,12 @@ impl Persister {
                 return;
             }
         };
-        let old = match self.observer.lock() {
-            Ok(mut o) => std::mem::replace(&mut *o, fresh),
-            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
-        };
-        close_on_own_thread(move || drop(old));
+        let old = std::mem::replace(
+            &mut *self.observer.lock().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        // Its close may wait for the broker.
+        tokio::task::spawn_blocking(move || drop(old));
     }
 
     /// Writes the batch (and dead letters) and trims the recent window, and returns the
