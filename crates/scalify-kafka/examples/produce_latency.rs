@@ -42,8 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.partitions = partitions;
     if let Ok(options) = std::env::var("SCALIFY_KAFKA_OPTIONS") {
         for kv in options.split(',').filter(|s| !s.is_empty()) {
-            let (k, v) = kv.split_once('=').ok_or("SCALIFY_KAFKA_OPTIONS: k=v,k=v")?;
-            config.options.insert(k.into(), v.into());
+            config.add_option(kv)?;
         }
     }
     topics::ensure_topics(&config).await?;

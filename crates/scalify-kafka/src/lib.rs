@@ -74,6 +74,16 @@ impl KafkaConfig {
         }
     }
 
+    /// Adds one librdkafka setting written `key=value` (what `--kafka-option` takes).
+    pub fn add_option(&mut self, kv: &str) -> Result<(), String> {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("kafka option '{kv}' is not key=value"))?;
+        self.options
+            .insert(k.trim().to_owned(), v.trim().to_owned());
+        Ok(())
+    }
+
     /// librdkafka settings common to every client.
     pub(crate) fn client(&self, role: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -143,6 +153,19 @@ pub(crate) fn backoff(attempt: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_key_value_pairs() {
+        let mut config = KafkaConfig::new("localhost:9092");
+        assert!(config.add_option(" sasl.username = chat ").is_ok());
+        assert!(config.add_option("a=b=c").is_ok());
+        assert_eq!(
+            config.options.get("sasl.username").map(String::as_str),
+            Some("chat")
+        );
+        assert_eq!(config.options.get("a").map(String::as_str), Some("b=c"));
+        assert!(config.add_option("no-equals-sign").is_err());
+    }
 
     #[test]
     fn an_operator_option_overrides_a_default_and_the_rest_still_apply() {

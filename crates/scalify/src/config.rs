@@ -420,12 +420,7 @@ impl Settings {
                     .or(file.kafka_options)
                     .unwrap_or_default()
                 {
-                    let Some((k, v)) = kv.split_once('=') else {
-                        bail!("kafka option '{kv}' is not key=value");
-                    };
-                    config
-                        .options
-                        .insert(k.trim().to_owned(), v.trim().to_owned());
+                    config.add_option(&kv).map_err(anyhow::Error::msg)?;
                 }
                 let mut ingest = IngestConfig::default();
                 if let Some(ms) = s
