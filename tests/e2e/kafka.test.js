@@ -86,91 +86,104 @@ async function quiesceAndCheck(c, url, pop, oracle, persisters = []) {
 
 function closeAll(pop) { for (const p of pop.people) p.socket.close(); }
 
-test('durable node: acked after Kafka, readable before the persister runs, stored exactly once after', async () => {
-  const broker = await startBroker();
-  const c = durableSettings(broker.brokers);
-  const node = await startDurableNode(c);
+/**
+ * One drill's durable cluster: a private broker (`broker`: startBroker's options), fresh
+ * settings, a durable node and — unless `users` is 0 — a connected population. `body` gets
+ * them and `addPersister(extra, options)`; whatever the body started is stopped and dropped
+ * when it ends, pass or fail.
+ */
+async function drill({ broker: brokerOptions, partitions, users = 4, rooms = 3 } = {}, body) {
+  const broker = await startBroker(brokerOptions);
+  const c = durableSettings(broker.brokers, partitions ? { partitions } : {});
+  const persisters = [];
+  let node;
+  let pop;
   try {
-    const alice = await register(node.url, 'ka');
-    const bob = await register(node.url, 'kb');
-    const sa = await connect(node.url, alice.token);
-    const sb = await connect(node.url, bob.token);
-    const room = uniqueRoom('k');
-    const joined = await call(sa, 'join', { room });
-    await call(sb, 'join', { room });
-    const live = collect(sb, 'message');
-    const acks = [];
-    for (let i = 1; i <= 30; i++) acks.push(await call(sa, 'send', { room, text: `m${i}`, client_id: `m-${i}` }));
-    assert.deepEqual(acks.map((a) => a.ok && a.message.seq), Array.from({ length: 30 }, (_, i) => i + 1));
-    await live.waitFor(30);
-    assert.deepEqual(live.items.map((m) => m.seq), acks.map((a) => a.message.seq));
-
-    // No persister yet: PostgreSQL has nothing, reads still return every acked message.
-    assert.equal(storedMessages(c.db.url).length, 0);
-    const history = await call(sb, 'history', { room, limit: 100 });
-    assert.deepEqual(history.messages.map((m) => m.id), acks.map((a) => a.message.id));
-    const synced = await call(sb, 'sync', { rooms: { [room]: 10 } });
-    assert.deepEqual(synced.rooms[room].messages.map((m) => m.seq), Array.from({ length: 20 }, (_, i) => i + 11));
-    const listed = await api(node.url, 'GET', '/api/rooms', undefined, bob.token);
-    assert.equal(listed.body.rooms.find((r) => r.name === room).last_seq, 30);
-
-    // A retry with the same client_id gets the original and is not broadcast again.
-    const again = await call(sa, 'send', { room, text: 'different text', client_id: 'm-5' });
-    assert.equal(again.ok, true);
-    assert.equal(again.message.id, acks[4].message.id);
-    assert.equal(again.message.text, 'm5');
-    await sleep(300);
-    assert.equal(live.items.length, 30);
-
-    const ready = await readyz(node.url);
-    assert.equal(ready.status, 200, JSON.stringify(ready.body));
-    assert.equal(ready.body.checks.kafka.ok, true);
-
-    // The persister writes them once, and the recent window empties.
-    const persister = await startPersister(c);
-    const pready = await readyz(persister.url);
-    assert.equal(pready.status, 200, JSON.stringify(pready.body));
-    assert.deepEqual(pready.body.checks, { store: { ok: true }, kafka: { ok: true } });
-    await eventually(() => storedMessages(c.db.url).length === 30, 20000, '30 rows');
-    const oracle = new Map(acks.map((a) => [a.message.client_id, a.message]));
-    checkStore(storedMessages(c.db.url), oracle, assert);
-    const windowKey = `${c.prefix}:recent:{${joined.room.id}}`;
-    await eventually(() => redisCli(c.redisUrl, 'ZCARD', windowKey) === '0', 10000, 'the recent window trimmed');
-    const afterTrim = await call(sb, 'history', { room, limit: 100 });
-    assert.deepEqual(afterTrim.messages.map((m) => m.id), acks.map((a) => a.message.id));
-    assert.ok(await persister.metric('scalify_persister_rows_total') >= 30);
-    sa.close(); sb.close();
-    const { code } = await persister.stop();
-    assert.equal(code, 0, persister.stderr());
+    node = await startDurableNode(c);
+    const addPersister = async (extra, options) => {
+      const p = await startPersister(c, extra, options);
+      persisters.push(p);
+      return p;
+    };
+    if (users > 0) pop = await population(node.url, users, rooms);
+    await body({ broker, c, node, pop, addPersister });
   } finally {
-    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
+    if (pop) closeAll(pop);
+    for (const p of persisters) await p.stop('SIGKILL');
+    if (node) { await node.stop(); node.cleanup(); }
+    c.drop();
+    await broker.destroy();
   }
-});
+}
 
-test('kill -9 the persister mid-batch under traffic, start another: nothing lost, nothing twice, no gap', async () => {
-  const broker = await startBroker();
-  const c = durableSettings(broker.brokers);
-  const node = await startDurableNode(c);
-  let p1 = await startPersister(c);
+test('durable node: acked after Kafka, readable before the persister runs, stored exactly once after', () => drill({ users: 0 }, async ({ c, node, addPersister }) => {
+  const alice = await register(node.url, 'ka');
+  const bob = await register(node.url, 'kb');
+  const sa = await connect(node.url, alice.token);
+  const sb = await connect(node.url, bob.token);
+  const room = uniqueRoom('k');
+  const joined = await call(sa, 'join', { room });
+  await call(sb, 'join', { room });
+  const live = collect(sb, 'message');
+  const acks = [];
+  for (let i = 1; i <= 30; i++) acks.push(await call(sa, 'send', { room, text: `m${i}`, client_id: `m-${i}` }));
+  assert.deepEqual(acks.map((a) => a.ok && a.message.seq), Array.from({ length: 30 }, (_, i) => i + 1));
+  await live.waitFor(30);
+  assert.deepEqual(live.items.map((m) => m.seq), acks.map((a) => a.message.seq));
+
+  // No persister yet: PostgreSQL has nothing, reads still return every acked message.
+  assert.equal(storedMessages(c.db.url).length, 0);
+  const history = await call(sb, 'history', { room, limit: 100 });
+  assert.deepEqual(history.messages.map((m) => m.id), acks.map((a) => a.message.id));
+  const synced = await call(sb, 'sync', { rooms: { [room]: 10 } });
+  assert.deepEqual(synced.rooms[room].messages.map((m) => m.seq), Array.from({ length: 20 }, (_, i) => i + 11));
+  const listed = await api(node.url, 'GET', '/api/rooms', undefined, bob.token);
+  assert.equal(listed.body.rooms.find((r) => r.name === room).last_seq, 30);
+
+  // A retry with the same client_id gets the original and is not broadcast again.
+  const again = await call(sa, 'send', { room, text: 'different text', client_id: 'm-5' });
+  assert.equal(again.ok, true);
+  assert.equal(again.message.id, acks[4].message.id);
+  assert.equal(again.message.text, 'm5');
+  await sleep(300);
+  assert.equal(live.items.length, 30);
+
+  const ready = await readyz(node.url);
+  assert.equal(ready.status, 200, JSON.stringify(ready.body));
+  assert.equal(ready.body.checks.kafka.ok, true);
+
+  // The persister writes them once, and the recent window empties.
+  const persister = await addPersister();
+  const pready = await readyz(persister.url);
+  assert.equal(pready.status, 200, JSON.stringify(pready.body));
+  assert.deepEqual(pready.body.checks, { store: { ok: true }, kafka: { ok: true } });
+  await eventually(() => storedMessages(c.db.url).length === 30, 20000, '30 rows');
+  const oracle = new Map(acks.map((a) => [a.message.client_id, a.message]));
+  checkStore(storedMessages(c.db.url), oracle, assert);
+  const windowKey = `${c.prefix}:recent:{${joined.room.id}}`;
+  await eventually(() => redisCli(c.redisUrl, 'ZCARD', windowKey) === '0', 10000, 'the recent window trimmed');
+  const afterTrim = await call(sb, 'history', { room, limit: 100 });
+  assert.deepEqual(afterTrim.messages.map((m) => m.id), acks.map((a) => a.message.id));
+  assert.ok(await persister.metric('scalify_persister_rows_total') >= 30);
+  sa.close(); sb.close();
+  const { code } = await persister.stop();
+  assert.equal(code, 0, persister.stderr());
+}));
+
+test('kill -9 the persister mid-batch under traffic, start another: nothing lost, nothing twice, no gap', () => drill({}, async ({ c, node, pop, addPersister }) => {
+  const p1 = await addPersister();
   let p2;
-  const pop = await population(node.url);
-  try {
-    const oracle = new Map();
-    const load = traffic(pop, oracle, { pauseMs: 1 });
-    await eventually(async () => (await p1.metric('scalify_persister_rows_total')) > 50, 15000, 'the persister writing');
-    await p1.stop('SIGKILL');
-    await sleep(1500);
-    p2 = await startPersister(c);
-    await sleep(1500);
-    await load.stop();
-    await quiesceAndCheck(c, node.url, pop, oracle, [p1, p2]);
-    assert.ok(await p2.metric('scalify_persister_rows_total') > 0, 'the second persister took over');
-  } finally {
-    closeAll(pop);
-    if (p2) await p2.stop();
-    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
-  }
-});
+  const oracle = new Map();
+  const load = traffic(pop, oracle, { pauseMs: 1 });
+  await eventually(async () => (await p1.metric('scalify_persister_rows_total')) > 50, 15000, 'the persister writing');
+  await p1.stop('SIGKILL');
+  await sleep(1500);
+  p2 = await addPersister();
+  await sleep(1500);
+  await load.stop();
+  await quiesceAndCheck(c, node.url, pop, oracle, [p1, p2]);
+  assert.ok(await p2.metric('scalify_persister_rows_total') > 0, 'the second persister took over');
+}));
 
 test('PostgreSQL down for 12 s under traffic: sends still acked, the persister pauses in its group, then resumes without skipping', async () => {
   const broker = await startBroker();
@@ -229,154 +242,106 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
   }
 });
 
-test('kill -9 the broker and restart it under traffic: producer and consumer recover, no acked message lost', async () => {
-  const broker = await startBroker({ storage: 'sqlite' });
-  const c = durableSettings(broker.brokers);
-  const node = await startDurableNode(c);
-  const persister = await startPersister(c);
-  const pop = await population(node.url);
-  try {
-    const oracle = new Map();
-    const load = traffic(pop, oracle, { pauseMs: 10 });
-    await eventually(() => oracle.size > 40, 15000, 'traffic flowing');
-    await broker.kill('SIGKILL');
-    await eventually(async () => (await readyz(node.url)).status === 503, 15000, 'readyz to name Kafka');
-    const down = await readyz(node.url);
-    assert.equal(down.body.checks.kafka.ok, false);
-    // Longer than the ack timeout (3 s): sends in flight get error acks, and are confirmed —
-    // and must still be broadcast — once the broker is back.
-    await sleep(4000);
-    await broker.start();
-    await eventually(async () => (await readyz(node.url)).status === 200, 30000, 'readyz back');
-    const ackedAfterRestart = oracle.size;
-    await eventually(() => oracle.size > ackedAfterRestart + 40, 30000, 'sends acked again');
-    await load.stop();
-    await quiesceAndCheck(c, node.url, pop, oracle, [persister]);
-    // The outage was felt: some messages waited over a second for the broker's confirmation.
-    const metrics = await (await fetch(`${node.url}/metrics`)).text();
-    const within1s = Number(metrics.match(/^scalify_kafka_produce_seconds_bucket\{le="1"\} (\S+)$/m)?.[1]);
-    const all = Number(metrics.match(/^scalify_kafka_produce_seconds_count (\S+)$/m)?.[1]);
-    assert.ok(all > within1s, `no produce waited through the outage (${within1s} of ${all} within 1 s)`);
-    const late = Number(metrics.match(/^scalify_messages_accepted_total\{outcome="stored_late"\} (\S+)$/m)?.[1] ?? 0);
-    assert.ok(late > 0, 'no message was confirmed after its sender stopped waiting: the late broadcast was not exercised');
-  } finally {
-    closeAll(pop);
-    await persister.stop();
-    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
-  }
-});
+test('kill -9 the broker and restart it under traffic: producer and consumer recover, no acked message lost', () => drill({ broker: { storage: 'sqlite' } }, async ({ broker, c, node, pop, addPersister }) => {
+  const persister = await addPersister();
+  const oracle = new Map();
+  const load = traffic(pop, oracle, { pauseMs: 10 });
+  await eventually(() => oracle.size > 40, 15000, 'traffic flowing');
+  await broker.kill('SIGKILL');
+  await eventually(async () => (await readyz(node.url)).status === 503, 15000, 'readyz to name Kafka');
+  const down = await readyz(node.url);
+  assert.equal(down.body.checks.kafka.ok, false);
+  // Longer than the ack timeout (3 s): sends in flight get error acks, and are confirmed —
+  // and must still be broadcast — once the broker is back.
+  await sleep(4000);
+  await broker.start();
+  await eventually(async () => (await readyz(node.url)).status === 200, 30000, 'readyz back');
+  const ackedAfterRestart = oracle.size;
+  await eventually(() => oracle.size > ackedAfterRestart + 40, 30000, 'sends acked again');
+  await load.stop();
+  await quiesceAndCheck(c, node.url, pop, oracle, [persister]);
+  // The outage was felt: some messages waited over a second for the broker's confirmation.
+  const metrics = await (await fetch(`${node.url}/metrics`)).text();
+  const within1s = Number(metrics.match(/^scalify_kafka_produce_seconds_bucket\{le="1"\} (\S+)$/m)?.[1]);
+  const all = Number(metrics.match(/^scalify_kafka_produce_seconds_count (\S+)$/m)?.[1]);
+  assert.ok(all > within1s, `no produce waited through the outage (${within1s} of ${all} within 1 s)`);
+  const late = Number(metrics.match(/^scalify_messages_accepted_total\{outcome="stored_late"\} (\S+)$/m)?.[1] ?? 0);
+  assert.ok(late > 0, 'no message was confirmed after its sender stopped waiting: the late broadcast was not exercised');
+}));
 
-test('the persister\'s broker connections go silent (no data, no reset): the watchdog re-creates its clients, nothing lost or doubled', async () => {
-  const broker = await startBroker({ relayed: true });
-  const c = durableSettings(broker.brokers);
-  const node = await startDurableNode(c);
+test('the persister\'s broker connections go silent (no data, no reset): the watchdog re-creates its clients, nothing lost or doubled', () => drill({ broker: { relayed: true } }, async ({ broker, c, node, pop, addPersister }) => {
   // librdkafka gives up on a silent connection after socket.timeout.ms (60 s by default). Set
   // beyond the drill's deadlines, only the watchdog can bring the persister back in time.
-  const p = await startPersister(c, ['--persister-stuck-secs', '5', '--kafka-option', 'socket.timeout.ms=300000']);
-  const pop = await population(node.url);
-  try {
-    const oracle = new Map();
-    const load = traffic(pop, oracle, { pauseMs: 2 });
-    await eventually(async () => (await p.metric('scalify_persister_rows_total')) > 50, 15000, 'the persister writing');
-    // The watchdog asks the broker every 3 s: by now its own connections exist, and go silent too.
-    await sleep(4000);
-    assert.ok(broker.silence(p.child.pid) > 0, 'the persister had broker connections to silence');
-    const silencedAt = await p.metric('scalify_persister_rows_total');
-    await sleep(3000);
-    await load.stop();
-    await eventually(async () => (await p.metric('scalify_persister_watchdog_restarts_total')) >= 1, 30000,
-      'the watchdog re-creating the consumer');
-    await quiesceAndCheck(c, node.url, pop, oracle, [p]);
-    assert.ok(await p.metric('scalify_persister_rows_total') > silencedAt, 'the persister wrote again after the silence');
-    // Recovered for good: more traffic goes through without the watchdog firing again (it
-    // would, every few seconds, if it still asked the broker through its own silenced client).
-    const restarts = await p.metric('scalify_persister_watchdog_restarts_total');
-    const more = traffic(pop, oracle, { pauseMs: 2 });
-    await sleep(10000);
-    await more.stop();
-    await quiesceAndCheck(c, node.url, pop, oracle, [p]);
-    assert.equal(await p.metric('scalify_persister_watchdog_restarts_total'), restarts, 'the watchdog fired again after the recovery');
-  } finally {
-    closeAll(pop);
-    await p.stop('SIGKILL');
-    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
-  }
-});
+  const p = await addPersister(['--kafka-option', 'socket.timeout.ms=300000'], { stuckSecs: 5 });
+  const oracle = new Map();
+  const load = traffic(pop, oracle, { pauseMs: 2 });
+  await eventually(async () => (await p.metric('scalify_persister_rows_total')) > 50, 15000, 'the persister writing');
+  // The watchdog asks the broker every 3 s: by now its own connections exist, and go silent too.
+  await sleep(4000);
+  assert.ok(broker.silence(p.child.pid) > 0, 'the persister had broker connections to silence');
+  const silencedAt = await p.metric('scalify_persister_rows_total');
+  await sleep(3000);
+  await load.stop();
+  await eventually(async () => (await p.metric('scalify_persister_watchdog_restarts_total')) >= 1, 30000,
+    'the watchdog re-creating the consumer');
+  await quiesceAndCheck(c, node.url, pop, oracle, [p]);
+  assert.ok(await p.metric('scalify_persister_rows_total') > silencedAt, 'the persister wrote again after the silence');
+  // Recovered for good: more traffic goes through without the watchdog firing again (it
+  // would, every few seconds, if it still asked the broker through its own silenced client).
+  const restarts = await p.metric('scalify_persister_watchdog_restarts_total');
+  const more = traffic(pop, oracle, { pauseMs: 2 });
+  await sleep(10000);
+  await more.stop();
+  await quiesceAndCheck(c, node.url, pop, oracle, [p]);
+  assert.equal(await p.metric('scalify_persister_watchdog_restarts_total'), restarts, 'the watchdog fired again after the recovery');
+}));
 
-test('a persister stopped while its broker connections are silent exits cleanly within 20 s', async () => {
-  const broker = await startBroker({ relayed: true });
-  const c = durableSettings(broker.brokers);
+test('a persister stopped while its broker connections are silent exits cleanly within 20 s', () => drill({ broker: { relayed: true }, users: 0 }, async ({ broker, c, addPersister }) => {
   // Nothing may wait for the broker's answer to the last commit and the leave of the group
   // for as long as the session timeout (raised here, as an operator may) or librdkafka's
   // socket timeout.
-  const p = await startPersister(c, ['--kafka-option', 'session.timeout.ms=45000', '--kafka-option', 'socket.timeout.ms=300000']);
-  try {
-    await eventually(() => /"partitions":\[\d/.test(redisCli(c.redisUrl, 'HVALS', `${c.prefix}:{persisters}`)), 20000, 'partitions assigned');
-    await sleep(4000); // the watchdog's own client has asked the broker by now
-    assert.ok(broker.silence(p.child.pid) > 0, 'the persister had broker connections to silence');
-    const started = Date.now();
-    const exit = await Promise.race([p.stop(), sleep(25000).then(() => 'still running')]);
-    assert.deepEqual(exit, { code: 0, signal: null }, `SIGTERM with a silent broker: not a clean exit within 25 s (${p.stderr().slice(-2000)})`);
-    assert.ok(Date.now() - started < 20000);
-  } finally {
-    await p.stop('SIGKILL');
-    c.drop(); await broker.destroy();
-  }
-});
+  const p = await addPersister(['--kafka-option', 'session.timeout.ms=45000', '--kafka-option', 'socket.timeout.ms=300000']);
+  await eventually(() => /"partitions":\[\d/.test(redisCli(c.redisUrl, 'HVALS', `${c.prefix}:{persisters}`)), 20000, 'partitions assigned');
+  await sleep(4000); // the watchdog's own client has asked the broker by now
+  assert.ok(broker.silence(p.child.pid) > 0, 'the persister had broker connections to silence');
+  const started = Date.now();
+  const exit = await Promise.race([p.stop(), sleep(25000).then(() => 'still running')]);
+  assert.deepEqual(exit, { code: 0, signal: null }, `SIGTERM with a silent broker: not a clean exit within 25 s (${p.stderr().slice(-2000)})`);
+  assert.ok(Date.now() - started < 20000);
+}));
 
-test('the node\'s broker connections go silent (no data, no reset): its producer recovers, every acked message stored once', async () => {
-  const broker = await startBroker({ relayed: true });
-  const c = durableSettings(broker.brokers);
-  const node = await startDurableNode(c);
-  const p = await startPersister(c);
-  const pop = await population(node.url);
-  try {
-    const oracle = new Map();
-    const load = traffic(pop, oracle, { pauseMs: 5 });
-    await eventually(() => oracle.size > 50, 15000, 'sends acked');
-    assert.ok(broker.silence(node.child.pid) > 0, 'the node had broker connections to silence');
-    const silencedAt = oracle.size;
-    // Sends meanwhile get error acks ("retry with the same client_id") and are retried.
-    await eventually(() => oracle.size > silencedAt + 50, 60000, 'sends acked again after the silence');
-    await load.stop();
-    await quiesceAndCheck(c, node.url, pop, oracle, [p]);
-  } finally {
-    closeAll(pop);
-    await p.stop();
-    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
-  }
-});
+test('the node\'s broker connections go silent (no data, no reset): its producer recovers, every acked message stored once', () => drill({ broker: { relayed: true } }, async ({ broker, c, node, pop, addPersister }) => {
+  const p = await addPersister();
+  const oracle = new Map();
+  const load = traffic(pop, oracle, { pauseMs: 5 });
+  await eventually(() => oracle.size > 50, 15000, 'sends acked');
+  assert.ok(broker.silence(node.child.pid) > 0, 'the node had broker connections to silence');
+  const silencedAt = oracle.size;
+  // Sends meanwhile get error acks ("retry with the same client_id") and are retried.
+  await eventually(() => oracle.size > silencedAt + 50, 60000, 'sends acked again after the silence');
+  await load.stop();
+  await quiesceAndCheck(c, node.url, pop, oracle, [p]);
+}));
 
-test('two persisters share the partitions; one leaves and another joins under traffic: nothing lost or doubled', async () => {
-  const broker = await startBroker();
-  const c = durableSettings(broker.brokers, { partitions: 4 });
-  const node = await startDurableNode(c);
-  const p1 = await startPersister(c);
-  let p2 = await startPersister(c);
+test('two persisters share the partitions; one leaves and another joins under traffic: nothing lost or doubled', () => drill({ partitions: 4, rooms: 6 }, async ({ c, node, pop, addPersister }) => {
+  const p1 = await addPersister();
+  const p2 = await addPersister();
   let p3;
-  const pop = await population(node.url, 4, 6);
-  try {
-    const statuses = () => redisCli(c.redisUrl, 'HVALS', `${c.prefix}:{persisters}`).split('\n').filter(Boolean).map((s) => JSON.parse(s));
-    await eventually(() => {
-      const s = statuses();
-      return s.length === 2 && s.every((x) => x.partitions.length > 0)
-        && s.reduce((n, x) => n + x.partitions.length, 0) === 4;
-    }, 30000, 'both persisters assigned a share of the 4 partitions');
-    const oracle = new Map();
-    const load = traffic(pop, oracle, { pauseMs: 2 });
-    await sleep(2000);
-    await p2.stop('SIGTERM');
-    await sleep(2000);
-    p3 = await startPersister(c);
-    await sleep(3000);
-    await load.stop();
-    await quiesceAndCheck(c, node.url, pop, oracle);
-    const written = (await p1.metric('scalify_persister_rows_total')) + (await p3.metric('scalify_persister_rows_total'));
-    assert.ok(written > 0);
-  } finally {
-    closeAll(pop);
-    await p1.stop();
-    if (p3) await p3.stop();
-    await node.stop(); node.cleanup(); c.drop(); await broker.destroy();
-  }
-});
+  const statuses = () => redisCli(c.redisUrl, 'HVALS', `${c.prefix}:{persisters}`).split('\n').filter(Boolean).map((s) => JSON.parse(s));
+  await eventually(() => {
+    const s = statuses();
+    return s.length === 2 && s.every((x) => x.partitions.length > 0)
+      && s.reduce((n, x) => n + x.partitions.length, 0) === 4;
+  }, 30000, 'both persisters assigned a share of the 4 partitions');
+  const oracle = new Map();
+  const load = traffic(pop, oracle, { pauseMs: 2 });
+  await sleep(2000);
+  await p2.stop('SIGTERM');
+  await sleep(2000);
+  p3 = await addPersister();
+  await sleep(3000);
+  await load.stop();
+  await quiesceAndCheck(c, node.url, pop, oracle);
+  const written = (await p1.metric('scalify_persister_rows_total')) + (await p3.metric('scalify_persister_rows_total'));
+  assert.ok(written > 0);
+}));
