@@ -15,10 +15,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::producer::AsyncProducer;
 use crate::{backoff, DurableError, KafkaConfig};
 
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct Ingest {
     ingest: IngestConfig,
     /// The producer and its generation (bumped at each re-creation, so concurrent failures
     /// re-create it once).
-    producer: RwLock<(u64, FutureProducer)>,
+    producer: RwLock<(u64, Arc<AsyncProducer>)>,
     pending: Arc<Semaphore>,
     /// Time of the last confirmed delivery, ms since start.
     last_success: AtomicI64,
@@ -92,8 +92,7 @@ fn producer_config(config: &KafkaConfig, ingest: &IngestConfig) -> rdkafka::Clie
 
 impl Ingest {
     pub fn new(config: KafkaConfig, ingest: IngestConfig) -> Result<Arc<Self>, DurableError> {
-        let producer: FutureProducer = producer_config(&config, &ingest)
-            .create()
+        let producer = AsyncProducer::create(&producer_config(&config, &ingest))
             .map_err(|e| DurableError::Kafka(format!("cannot create the producer: {e}")))?;
         Ok(Arc::new(Ingest {
             pending: Arc::new(Semaphore::new(ingest.max_pending.max(1))),
@@ -121,7 +120,7 @@ impl Ingest {
         })
     }
 
-    fn current(&self) -> (u64, FutureProducer) {
+    fn current(&self) -> (u64, Arc<AsyncProducer>) {
         match self.producer.read() {
             Ok(p) => (p.0, p.1.clone()),
             Err(poisoned) => {
@@ -133,7 +132,7 @@ impl Ingest {
 
     /// Replaces the producer unless someone already did since `generation`.
     fn recreate(&self, generation: u64, why: &str) {
-        let fresh: FutureProducer = match producer_config(&self.config, &self.ingest).create() {
+        let fresh = match AsyncProducer::create(&producer_config(&self.config, &self.ingest)) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot re-create the Kafka producer");
@@ -162,21 +161,18 @@ impl Ingest {
         loop {
             let (generation, producer) = self.current();
             let started = Instant::now();
-            let record = FutureRecord::to(&self.config.topic)
-                .key(key)
-                .payload(payload);
-            let error: KafkaError = match producer.send_result(record) {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(d)) => {
+            let error: KafkaError = match producer.send(&self.config.topic, key, payload) {
+                Ok(report) => match report.await {
+                    Ok(Ok(delivered)) => {
                         metrics::histogram!("scalify_kafka_produce_seconds")
                             .record(started.elapsed().as_secs_f64());
                         self.last_success.store(self.now_ms(), Ordering::Relaxed);
-                        return Ok((d.partition, d.offset));
+                        return Ok(delivered);
                     }
-                    Ok(Err((e, _))) => e,
+                    Ok(Err(e)) => e,
                     Err(_) => KafkaError::Canceled,
                 },
-                Err((e, _)) => e,
+                Err(e) => e,
             };
             metrics::counter!("scalify_kafka_produce_errors_total").increment(1);
             attempt += 1;

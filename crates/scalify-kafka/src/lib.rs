@@ -22,11 +22,13 @@
 //!   persister lags.
 //! - [`persister::Persister`] is the consumer group that writes batches to PostgreSQL, pauses
 //!   on database errors, and resumes from the first unwritten offset.
-//! - [`record`] is the record format; [`topics`] creates the topics.
+//! - [`producer`] is the producer under `Ingest`, its delivery reports served on the tokio
+//!   runtime; [`record`] is the record format; [`topics`] creates the topics.
 
 pub mod ingest;
 pub mod ledger;
 pub mod persister;
+pub mod producer;
 pub mod record;
 pub mod store;
 pub mod topics;

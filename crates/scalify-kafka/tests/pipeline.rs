@@ -1,6 +1,7 @@
 //! The pipeline's engines against the real services: Redis (the ledger), PostgreSQL (the
-//! persister's idempotent batch write) and a Kafka-compatible broker (poison records go to the
-//! dead-letter topic and their partition keeps flowing). `scripts/test.sh` starts the broker
+//! persister's idempotent batch write) and a Kafka-compatible broker (the node's producer
+//! confirms each send once; poison records go to the dead-letter topic and their partition
+//! keeps flowing). `scripts/test.sh` starts the broker
 //! and sets `SCALIFY_TEST_KAFKA_BROKERS`.
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use rdkafka::message::{Headers, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use scalify_core::{ClientId, Id, Message, MessageText, RoomKind, RoomName, UserRef, Username};
+use scalify_kafka::ingest::{Ingest, IngestConfig};
 use scalify_kafka::ledger::{Allocation, Ledger, LedgerConfig};
 use scalify_kafka::persister::{Persister, PersisterConfig};
 use scalify_kafka::{record, topics, KafkaConfig};
@@ -392,4 +394,77 @@ async fn ledger_reloads_its_script_after_redis_forgets_it() {
         allocate(&ledger, room, sender, "b").await.unwrap(),
         Allocation::Fresh(2)
     );
+}
+
+/// The node's producer ([`Ingest`], its delivery reports served on the tokio runtime): many
+/// concurrent sends are each confirmed once, a key keeps its partition and its order, and the
+/// broker holds exactly the confirmed records. Nothing else polls the producer here, so a
+/// report that the runtime is not woken for would time the test out.
+#[tokio::test]
+async fn ingest_confirms_concurrent_sends_once_each_in_key_order() {
+    let mut kafka = KafkaConfig::new(brokers());
+    kafka.topic = unique("ingest");
+    kafka.partitions = 3;
+    topics::ensure_topics(&kafka).await.unwrap();
+    let ingest = Ingest::new(kafka.clone(), IngestConfig::default()).unwrap();
+
+    const KEYS: usize = 20;
+    const PER_KEY: usize = 50;
+    let mut senders = Vec::new();
+    for k in 0..KEYS {
+        let ingest = ingest.clone();
+        senders.push(tokio::spawn(async move {
+            let key = format!("room-{k}");
+            let mut confirmed = Vec::new();
+            for i in 0..PER_KEY {
+                let payload = format!("{key}/{i}");
+                confirmed.push(ingest.produce(&key, payload.as_bytes()).await.unwrap());
+            }
+            confirmed
+        }));
+    }
+    let mut all = Vec::new();
+    for task in senders {
+        let confirmed = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("every send confirmed within 30 s")
+            .unwrap();
+        assert!(
+            confirmed.iter().all(|(p, _)| *p == confirmed[0].0),
+            "one key, one partition: {confirmed:?}"
+        );
+        assert!(
+            confirmed.windows(2).all(|w| w[0].1 < w[1].1),
+            "one key's sends in order: {confirmed:?}"
+        );
+        all.extend(confirmed);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        KEYS * PER_KEY,
+        "each confirmation is its own record"
+    );
+
+    // The broker holds exactly those records, each payload once.
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("ingest-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[&kafka.topic]).unwrap();
+    let mut payloads = std::collections::BTreeSet::new();
+    let mut read = 0;
+    while read < KEYS * PER_KEY {
+        let m = tokio::time::timeout(Duration::from_secs(20), reader.recv())
+            .await
+            .expect("every confirmed record is on the topic")
+            .unwrap();
+        payloads.insert(m.payload().unwrap_or_default().to_vec());
+        read += 1;
+    }
+    assert_eq!(payloads.len(), KEYS * PER_KEY, "no record twice");
+    ingest.close(Duration::from_secs(5)).await;
 }
