@@ -14,8 +14,10 @@
 #                                       pairs-Nk (kafka-ack-Nk's load on an embedded node)
 #   durable-mode knobs (environment): KAFKA_PARTITIONS (default 6), TANSU_STORAGE (default
 #   memory://tansu/; sqlite://tansu.db for a disk-backed broker), PERSISTER_ARGS (extra flags of
-#   the persister), SCALIFY_KAFKA_OPTIONS (librdkafka settings of node and persister),
+#   the persister), PERSISTER=0 (kafka-ack-Nk without a persister: the test broker's fetch work
+#   out of the picture), SCALIFY_KAFKA_OPTIONS (librdkafka settings of node and persister),
 #   BENCH_METRICS_DIR (keeps the node's and persister's /metrics of each run)
+#   BENCH_SECONDS: how long kafka-ack-Nk and pairs-Nk send (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p scalify --bins -p scalify-store -p scalify-kafka --examples >/dev/null
@@ -153,14 +155,18 @@ cpu_shares() {
 # Samples the persister's total lag every second during a run (prints the maximum) and the
 # cores each process used.
 run_with_lag() {
-  ( max=0; for _ in $(seq 14); do sleep 1; l=$(persister_metric scalify_persister_lag_messages); l=${l%.*}; [ "$l" -gt "$max" ] && max=$l; done
-    echo "persister lag during the run: max $max messages (sampled each second)" ) &
-  local sampler=$!
+  local sampler=""
+  if [ -n "${PPID_:-}" ]; then
+    ( max=0; for _ in $(seq $((${BENCH_SECONDS:-10} + 4))); do sleep 1; l=$(persister_metric scalify_persister_lag_messages); l=${l%.*}; [ "$l" -gt "$max" ] && max=$l; done
+      echo "persister lag during the run: max $max messages (sampled each second)" ) &
+    sampler=$!
+  fi
   cpu_shares &
   local cpu_sampler=$!
   run "$@"
-  wait "$sampler" "$cpu_sampler" || true
-  echo "rows written by the persister: $(persister_metric scalify_persister_rows_total)"; echo
+  wait $sampler "$cpu_sampler" || true
+  [ -n "${PPID_:-}" ] && echo "rows written by the persister: $(persister_metric scalify_persister_rows_total)"
+  echo
 }
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(git rev-parse --short HEAD)"
@@ -193,11 +199,12 @@ for s in "${scenarios[@]}"; do
     # kafka-ack-Nk: N thousand msgs/s offered (1k, 3k and 10k are the documented ones).
     kafka-ack-[0-9]*k)
       n=${s#kafka-ack-}; n=${n%k}; pairs=500; [ "$n" -le 1 ] && pairs=200
-      start_kafka; start_persister; run_with_lag --duration 10 pairs --pairs "$pairs" --rate "$((n * 1000))"; stop_kafka ;;
+      start_kafka; [ "${PERSISTER:-1}" != 0 ] && start_persister
+      run_with_lag --duration "${BENCH_SECONDS:-10}" pairs --pairs "$pairs" --rate "$((n * 1000))"; stop_kafka ;;
     # The same load on an embedded node (no broker, Redis or PostgreSQL): the socket path's share.
     pairs-[0-9]*k)
       n=${s#pairs-}; n=${n%k}; pairs=500; [ "$n" -le 1 ] && pairs=200
-      start_node; run --duration 10 pairs --pairs "$pairs" --rate "$((n * 1000))"; stop_node ;;
+      start_node; run --duration "${BENCH_SECONDS:-10}" pairs --pairs "$pairs" --rate "$((n * 1000))"; stop_node ;;
     # Closed loop, with the broker's and Redis's CPU seconds during the run.
     kafka-durable)
       start_kafka

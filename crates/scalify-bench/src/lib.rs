@@ -359,7 +359,7 @@ fn paced_senders(
     size: usize,
     duration: Duration,
     counters: Arc<Counters>,
-) -> Vec<tokio::task::JoinHandle<Histogram<u64>>> {
+) -> Vec<tokio::task::JoinHandle<Vec<Timed>>> {
     let count = senders.len().max(1);
     let per_sender = (rate as f64 / count as f64).max(0.001);
     let start = Instant::now();
@@ -390,12 +390,17 @@ fn paced_senders(
                         json!({ "room": room, "text": text, "client_id": format!("p{i}-{n}") });
                     counters.sent.fetch_add(1, Ordering::Relaxed);
                     let (conn, counters) = (conn.clone(), counters.clone());
+                    let scheduled = at.saturating_duration_since(start);
                     inflight.push(tokio::spawn(async move {
                         let t0 = Instant::now();
                         match conn.call("send", arg, ACK_TIMEOUT).await {
                             Ok(r) if r.ok() => {
                                 counters.acked.fetch_add(1, Ordering::Relaxed);
-                                Some((t0.elapsed() + Duration::from_micros(lag)).as_micros() as u64)
+                                let us = (t0.elapsed() + Duration::from_micros(lag)).as_micros();
+                                Some(Timed {
+                                    scheduled,
+                                    latency_us: (us as u64).max(1),
+                                })
                             }
                             _ => {
                                 counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -404,13 +409,13 @@ fn paced_senders(
                         }
                     }));
                 }
-                let mut hist = new_hist();
+                let mut acked = Vec::with_capacity(inflight.len());
                 for t in inflight {
-                    if let Ok(Some(us)) = t.await {
-                        let _ = hist.record(us.max(1));
+                    if let Ok(Some(timed)) = t.await {
+                        acked.push(timed);
                     }
                 }
-                hist
+                acked
             })
         })
         .collect()
@@ -503,8 +508,12 @@ impl PacedRun {
             counters.clone(),
         );
         let mut ack = new_hist();
+        let mut timeline = Timeline::new(TIMELINE_WINDOW);
         for t in tasks {
-            ack.add(t.await?)?;
+            for timed in t.await? {
+                let _ = ack.record(timed.latency_us);
+                timeline.record(&timed);
+            }
         }
         let elapsed = started.elapsed();
         // Let the last deliveries land before counting.
@@ -531,9 +540,52 @@ impl PacedRun {
         r.delivered = delivered;
         r.expected = Some(r.acked * self.deliveries_per_ack);
         r.set_ack_latency(&ack);
+        r.ack_p99_timeline_ms = Some(timeline.p99_ms());
         r.set_delivery_latency(&latency);
         r.set_server(cpu0, cpu1);
         Ok(r)
+    }
+}
+
+/// One acked send of an open-loop run: when it was scheduled (since the run's start) and its
+/// send→ack latency.
+struct Timed {
+    scheduled: Duration,
+    latency_us: u64,
+}
+
+/// Width of the windows of [`Report::ack_p99_timeline_ms`].
+const TIMELINE_WINDOW: Duration = Duration::from_millis(500);
+
+/// Send→ack latency by when the send was scheduled, in fixed windows: tells a tail spread
+/// over the whole run (queueing) from one made of a few bad moments (stalls).
+struct Timeline {
+    window: Duration,
+    windows: Vec<Histogram<u64>>,
+}
+
+impl Timeline {
+    fn new(window: Duration) -> Self {
+        Timeline {
+            window,
+            windows: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, t: &Timed) {
+        let i = (t.scheduled.as_micros() / self.window.as_micros().max(1)) as usize;
+        while self.windows.len() <= i {
+            self.windows.push(new_hist());
+        }
+        let _ = self.windows[i].record(t.latency_us);
+    }
+
+    /// Each window's p99 in ms (0 for a window without acked sends).
+    fn p99_ms(&self) -> Vec<f64> {
+        self.windows
+            .iter()
+            .map(|h| h.value_at_quantile(0.99) as f64 / 1000.0)
+            .collect()
     }
 }
 
@@ -628,7 +680,33 @@ async fn connect_and_join(
 
 #[cfg(test)]
 mod tests {
-    use super::slope;
+    use super::{slope, Timed, Timeline};
+    use std::time::Duration;
+
+    #[test]
+    fn timeline_puts_each_send_in_the_window_it_was_scheduled_in() {
+        let mut t = Timeline::new(Duration::from_millis(500));
+        let at = |ms: u64, latency_us: u64| Timed {
+            scheduled: Duration::from_millis(ms),
+            latency_us,
+        };
+        // Window 0: 100 fast sends; window 2: one slow send among fast ones; window 1 empty.
+        for _ in 0..100 {
+            t.record(&at(10, 2_000));
+        }
+        for i in 0..99 {
+            t.record(&at(1_000 + i, 2_000));
+        }
+        t.record(&at(1_499, 40_000));
+        let p99 = t.p99_ms();
+        assert_eq!(p99.len(), 3);
+        assert!((p99[0] - 2.0).abs() < 0.01, "{p99:?}");
+        assert_eq!(p99[1], 0.0);
+        // The 100th of 100 is above the 99th percentile only if it is among the top 1 %.
+        assert!((p99[2] - 2.0).abs() < 0.01, "{p99:?}");
+        t.record(&at(1_200, 40_000));
+        assert!((t.p99_ms()[2] - 40.0).abs() < 0.1, "{:?}", t.p99_ms());
+    }
 
     #[test]
     fn slope_is_the_least_squares_fit() {

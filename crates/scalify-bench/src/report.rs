@@ -41,6 +41,8 @@ pub struct Report {
     pub errors: u64,
     pub acked_per_s: f64,
     pub ack_latency: Option<Latency>,
+    /// Open-loop runs: send→ack p99 of the sends scheduled in each 0.5 s of the run, in order.
+    pub ack_p99_timeline_ms: Option<Vec<f64>>,
     pub delivered: u64,
     /// Deliveries the receivers should have seen (acked × receivers), where defined.
     pub expected: Option<u64>,
@@ -67,6 +69,7 @@ impl Report {
             errors: 0,
             acked_per_s: 0.0,
             ack_latency: None,
+            ack_p99_timeline_ms: None,
             delivered: 0,
             expected: None,
             lost: None,
@@ -132,6 +135,10 @@ impl fmt::Display for Report {
                     l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
                 ),
             )?;
+        }
+        if let Some(t) = &self.ack_p99_timeline_ms {
+            let windows: Vec<String> = t.iter().map(|ms| format!("{ms:.0}")).collect();
+            row(f, "send→ack p99 per 0.5 s (ms)", windows.join(" "))?;
         }
         if self.delivered > 0 || self.expected.is_some() {
             row(f, "delivered", format!("{}", self.delivered))?;
