@@ -134,19 +134,32 @@ stop_kafka() {
   redis-cli -u "$REDIS_URL" --scan --pattern "bench-k$$:*" | xargs -r -n 5000 redis-cli -u "$REDIS_URL" UNLINK >/dev/null
   stop_tansu
 }
-# CPU ticks of every process on the durable path, one "role pid ticks" line each.
-cpu_snapshot() {
+# The processes on the durable path, one "role pid" line each.
+durable_pids() {
   { echo "node $PID"; echo "persister ${PPID_:-}"; echo "tansu $(cat "$KDIR/tansu.pid")"
     pgrep -x redis-server | sed 's/^/redis /'; pgrep -x postgres | sed 's/^/postgres /'
-    pgrep -f 'scalify bench --url' | sed 's/^/loadgen /'; } |
-    while read -r role pid; do
-      [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && echo "$role $pid $(awk '{print $14+$15}' "/proc/$pid/stat")"
-    done
+    pgrep -f 'scalify bench --url' | sed 's/^/loadgen /'; }
 }
-# Cores each role used over 6 s in the middle of a run (out of the machine's `nproc`).
+# CPU ticks of each "role pid" line of $1, as "role pid ticks" lines in SNAP. Shell builtins
+# only: it runs mid-run, where the pgrep/awk processes it used to start took enough CPU at
+# once to show as a spike in the run's p99 timeline.
+cpu_snapshot() {
+  local role pid stat f
+  SNAP=""
+  while read -r role pid; do
+    { [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && read -r stat <"/proc/$pid/stat"; } || continue
+    read -ra f <<<"${stat##*) }"  # the fields after "pid (comm)": f[11] utime, f[12] stime
+    SNAP+="$role $pid $((f[11] + f[12]))"$'\n'
+  done <<<"$1"
+}
+# Cores each role used over 6 s in the middle of a run (out of the machine's `nproc`). The
+# processes are looked up before the measured phase (the load generator is still connecting).
 cpu_shares() {
-  sleep 4; local a; a=$(cpu_snapshot); sleep 6
-  { echo "$a"; echo ---; cpu_snapshot; } | awk -v hz="$(getconf CLK_TCK)" '
+  sleep 1; local pids a; pids=$(durable_pids)
+  sleep 3; cpu_snapshot "$pids"; a=$SNAP
+  sleep 6; cpu_snapshot "$pids"
+  { echo "$a"; echo ---; echo "$SNAP"; } | awk -v hz="$(getconf CLK_TCK)" '
+    NF == 0 { next }
     $0 == "---" { after = 1; next }
     !after { t0[$2] = $3; next }
     { used[$1] += $3 - t0[$2] }

@@ -40,7 +40,7 @@ impl std::fmt::Display for Ack {
     }
 }
 
-/// What a connection's reader saw of `message` events.
+/// What a connection's reader saw of timed `message` events (see [`timed_text`]).
 pub struct Deliveries {
     pub count: u64,
     /// Delivery latency in µs, from the send timestamp carried in the message text.
@@ -146,8 +146,9 @@ impl Conn {
                             let _ = tx.send(Ack(rest[digits..].to_owned()));
                         }
                     } else if f.starts_with("42[\"message\"") {
-                        d.count += 1;
+                        // Only timed messages count: the warm-up's are not part of the run.
                         if let Some(sent) = sent_at(f) {
+                            d.count += 1;
                             let _ = d.latency.record(now_micros().saturating_sub(sent).max(1));
                         }
                     }

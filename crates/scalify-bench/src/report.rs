@@ -19,7 +19,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn from(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn from(h: &Histogram<u64>) -> Latency {
         let ms = |us: u64| us as f64 / 1000.0;
         Latency {
             p50_ms: ms(h.value_at_quantile(0.5)),
@@ -43,6 +43,8 @@ pub struct Report {
     pub ack_latency: Option<Latency>,
     /// Open-loop runs: send→ack p99 of the sends scheduled in each 0.5 s of the run, in order.
     pub ack_p99_timeline_ms: Option<Vec<f64>>,
+    /// Open-loop runs: the warm-up send of each sender, the first to its room (not measured).
+    pub first_send_latency: Option<Latency>,
     pub delivered: u64,
     /// Deliveries the receivers should have seen (acked × receivers), where defined.
     pub expected: Option<u64>,
@@ -70,6 +72,7 @@ impl Report {
             acked_per_s: 0.0,
             ack_latency: None,
             ack_p99_timeline_ms: None,
+            first_send_latency: None,
             delivered: 0,
             expected: None,
             lost: None,
@@ -133,6 +136,16 @@ impl fmt::Display for Report {
                 format!(
                     "{:.2} / {:.2} / {:.2} / {:.2} ms",
                     l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
+                ),
+            )?;
+        }
+        if let Some(l) = &self.first_send_latency {
+            row(
+                f,
+                "warm-up: first send per room",
+                format!(
+                    "p50 {:.2} / p99 {:.2} / max {:.2} ms ({} sends, not in the figures above)",
+                    l.p50_ms, l.p99_ms, l.max_ms, l.samples
                 ),
             )?;
         }
