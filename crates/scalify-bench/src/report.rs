@@ -29,6 +29,14 @@ impl Latency {
             samples: h.len(),
         }
     }
+
+    /// "p50 / p99 / p999 / max ms", as the report's latency rows print it.
+    fn percentiles(&self) -> String {
+        format!(
+            "{:.2} / {:.2} / {:.2} / {:.2} ms",
+            self.p50_ms, self.p99_ms, self.p999_ms, self.max_ms
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,14 +138,7 @@ impl fmt::Display for Report {
             row(f, "acked sends/s", format!("{:.0}", self.acked_per_s))?;
         }
         if let Some(l) = &self.ack_latency {
-            row(
-                f,
-                "send→ack p50/p99/p999/max",
-                format!(
-                    "{:.2} / {:.2} / {:.2} / {:.2} ms",
-                    l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
-                ),
-            )?;
+            row(f, "send→ack p50/p99/p999/max", l.percentiles())?;
         }
         if let Some(l) = &self.first_send_latency {
             row(
@@ -161,14 +162,7 @@ impl fmt::Display for Report {
             row(f, "expected / lost deliveries", format!("{e} / {l}"))?;
         }
         if let Some(l) = &self.delivery_latency {
-            row(
-                f,
-                "delivery p50/p99/p999/max",
-                format!(
-                    "{:.2} / {:.2} / {:.2} / {:.2} ms",
-                    l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
-                ),
-            )?;
+            row(f, "delivery p50/p99/p999/max", l.percentiles())?;
         }
         if let Some(c) = self.connections {
             row(f, "connections", format!("{c}"))?;

@@ -65,6 +65,18 @@ impl Drop for RedisPrefix {
     }
 }
 
+/// A consumer of `topic` in a group of its own, from the topic's first record.
+fn reader_from_the_start(topic: &str) -> StreamConsumer {
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[topic]).unwrap();
+    reader
+}
+
 async fn ledger(prefix: &RedisPrefix) -> Ledger {
     ledger_with(LedgerConfig::new(prefix.0.as_str())).await
 }
@@ -337,13 +349,7 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
     }
 
     // Both bad records are on the dead-letter topic, with why.
-    let dlq: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    dlq.subscribe(&[&kafka.dead_letter_topic]).unwrap();
+    let dlq = reader_from_the_start(&kafka.dead_letter_topic);
     let mut reasons = Vec::new();
     while reasons.len() < 2 {
         let m = tokio::time::timeout(Duration::from_secs(20), dlq.recv())
@@ -448,13 +454,7 @@ async fn ingest_confirms_concurrent_sends_once_each_in_key_order() {
     );
 
     // The broker holds exactly those records, each payload once.
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("ingest-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    reader.subscribe(&[&kafka.topic]).unwrap();
+    let reader = reader_from_the_start(&kafka.topic);
     let mut payloads = std::collections::BTreeSet::new();
     let mut read = 0;
     while read < KEYS * PER_KEY {
