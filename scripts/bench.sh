@@ -140,33 +140,53 @@ durable_pids() {
     pgrep -x redis-server | sed 's/^/redis /'; pgrep -x postgres | sed 's/^/postgres /'
     pgrep -f 'scalify bench --url' | sed 's/^/loadgen /'; }
 }
-# CPU ticks of each "role pid" line of $1, as "role pid ticks" lines in SNAP. Shell builtins
-# only: it runs mid-run, where the pgrep/awk processes it used to start took enough CPU at
-# once to show as a spike in the run's p99 timeline.
+HZ=$(getconf CLK_TCK)
+# The CPU time (user + system) process $1 has used, in clock ticks, into TICKS. Shell builtins
+# only, so that sampling mid-run starts no process: the pgrep/awk processes the sampler used
+# to start took enough CPU at once to show as spikes in a run's p99 timeline.
+cpu_ticks() {
+  local stat f
+  [ -r "/proc/$1/stat" ] && read -r stat <"/proc/$1/stat" || return 1
+  read -ra f <<<"${stat##*) }"  # the fields after "pid (comm)": f[11] utime, f[12] stime
+  TICKS=$((f[11] + f[12]))
+}
+# The same in seconds, printed (outside a measured phase).
+cpu_secs() { cpu_ticks "$1" && echo "scale=2; $TICKS / $HZ" | bc; }
+# CPU ticks of each "role pid" line of $1, as "role pid ticks" lines in SNAP.
 cpu_snapshot() {
-  local role pid stat f
+  local role pid
   SNAP=""
   while read -r role pid; do
-    { [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] && read -r stat <"/proc/$pid/stat"; } || continue
-    read -ra f <<<"${stat##*) }"  # the fields after "pid (comm)": f[11] utime, f[12] stime
-    SNAP+="$role $pid $((f[11] + f[12]))"$'\n'
+    [ -n "$pid" ] && cpu_ticks "$pid" || continue
+    SNAP+="$role $pid $TICKS"$'\n'
   done <<<"$1"
 }
-# Cores each role used over 6 s in the middle of a run (out of the machine's `nproc`). The
-# processes are looked up before the measured phase (the load generator is still connecting).
+# Cores each role used in the middle of a run (out of the machine's `nproc`): from 4 s after
+# the load generator starts (it connects and warms up first) until 4 s before its end
+# (BENCH_SECONDS - 4; not printed for runs shorter than 6 s). The processes are looked up
+# before the measured phase.
 cpu_shares() {
+  local span=$(( ${BENCH_SECONDS:-10} - 4 ))
+  [ "$span" -ge 2 ] || return 0
   sleep 1; local pids a; pids=$(durable_pids)
   sleep 3; cpu_snapshot "$pids"; a=$SNAP
-  sleep 6; cpu_snapshot "$pids"
-  { echo "$a"; echo ---; echo "$SNAP"; } | awk -v hz="$(getconf CLK_TCK)" '
+  sleep "$span"; cpu_snapshot "$pids"
+  { echo "$a"; echo ---; echo "$SNAP"; } | awk -v hz="$HZ" -v span="$span" '
     NF == 0 { next }
     $0 == "---" { after = 1; next }
     !after { t0[$2] = $3; next }
     { used[$1] += $3 - t0[$2] }
-    END { printf "cores used mid-run (6 s):"; for (r in used) printf " %s %.2f", r, used[r] / hz / 6; print "" }'
+    END { printf "cores used mid-run (%d s):", span; for (r in used) printf " %s %.2f", r, used[r] / hz / span; print "" }'
 }
 # Samples the persister's total lag every second during a run (prints the maximum) and the
 # cores each process used.
+# kafka-ack-Nk and pairs-Nk: one open-loop load, N thousand msgs/s over 500 pairs (200 at 1k),
+# as `scalify bench` arguments.
+paced_pairs() {
+  local n=$1 pairs=500
+  [ "$n" -le 1 ] && pairs=200
+  echo "--duration ${BENCH_SECONDS:-10} pairs --pairs $pairs --rate $((n * 1000))"
+}
 run_with_lag() {
   local sampler=""
   if [ -n "${PPID_:-}" ]; then
@@ -211,21 +231,22 @@ for s in "${scenarios[@]}"; do
       stop_tansu ;;
     # kafka-ack-Nk: N thousand msgs/s offered (1k, 3k and 10k are the documented ones).
     kafka-ack-[0-9]*k)
-      n=${s#kafka-ack-}; n=${n%k}; pairs=500; [ "$n" -le 1 ] && pairs=200
+      n=${s#kafka-ack-}
       start_kafka; [ "${PERSISTER:-1}" != 0 ] && start_persister
-      run_with_lag --duration "${BENCH_SECONDS:-10}" pairs --pairs "$pairs" --rate "$((n * 1000))"; stop_kafka ;;
+      # shellcheck disable=SC2046 # paced_pairs prints arguments
+      run_with_lag $(paced_pairs "${n%k}"); stop_kafka ;;
     # The same load on an embedded node (no broker, Redis or PostgreSQL): the socket path's share.
     pairs-[0-9]*k)
-      n=${s#pairs-}; n=${n%k}; pairs=500; [ "$n" -le 1 ] && pairs=200
-      start_node; run --duration "${BENCH_SECONDS:-10}" pairs --pairs "$pairs" --rate "$((n * 1000))"; stop_node ;;
+      n=${s#pairs-}
+      # shellcheck disable=SC2046 # paced_pairs prints arguments
+      start_node; run $(paced_pairs "${n%k}"); stop_node ;;
     # Closed loop, with the broker's and Redis's CPU seconds during the run.
     kafka-durable)
       start_kafka
-      cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
       tp=$(cat "$KDIR/tansu.pid"); rp=$(pgrep -x redis-server | head -1)
-      t0=$(cpu "$tp"); r0=$(cpu "$rp")
+      t0=$(cpu_secs "$tp"); r0=$(cpu_secs "$rp")
       run --duration 8 durable --senders 64 --window 8 --rooms 64
-      echo "tansu CPU during the run: $(echo "$(cpu "$tp") - $t0" | bc) s; redis-server: $(echo "$(cpu "$rp") - $r0" | bc) s"; echo
+      echo "tansu CPU during the run: $(echo "$(cpu_secs "$tp") - $t0" | bc) s; redis-server: $(echo "$(cpu_secs "$rp") - $r0" | bc) s"; echo
       stop_kafka ;;
     # Sink rate: fill the topic with no persister running, then time one persister draining it.
     kafka-sink)
@@ -236,11 +257,11 @@ for s in "${scenarios[@]}"; do
       # Timed from its first written batch (joining the group and fetching metadata excluded).
       while [ "$(persister_metric scalify_persister_rows_total | cut -d. -f1)" -eq 0 ]; do sleep 0.01; done
       t0=$(date +%s.%N); r0=$(persister_metric scalify_persister_rows_total | cut -d. -f1)
-      tansu0=$(awk '{print ($14+$15)/100}' "/proc/$(cat "$KDIR/tansu.pid")/stat")
+      tp=$(cat "$KDIR/tansu.pid"); tansu0=$(cpu_secs "$tp")
       while [ "$(persister_metric scalify_persister_rows_total | cut -d. -f1)" -lt "$acked" ]; do sleep 0.05; done
       t1=$(date +%s.%N)
       echo "persister sink: $((acked - r0)) rows in $(echo "$t1 - $t0" | bc -l | cut -c1-6) s = $(echo "($acked - $r0) / ($t1 - $t0)" | bc) rows/s (one persister, batches of up to 2000; $acked in all)"
-      echo "persister CPU: $(awk '{print ($14+$15)/100 " s"}' /proc/$PPID_/stat); tansu during the drain: $(echo "$(awk '{print ($14+$15)/100}' "/proc/$(cat "$KDIR/tansu.pid")/stat") - $tansu0" | bc) s"
+      echo "persister CPU: $(cpu_secs "$PPID_") s; tansu during the drain: $(echo "$(cpu_secs "$tp") - $tansu0" | bc) s"
       n=$(persister_metric scalify_persister_batch_size_count); rows=$(persister_metric scalify_persister_batch_size_sum)
       secs=$(persister_metric scalify_persister_commit_seconds_sum)
       echo "persister batches: $n, mean $(echo "$rows / $n" | bc) messages, mean write $(echo "1000 * $secs / $n" | bc -l | cut -c1-5) ms, $(echo "$secs" | cut -c1-5) s writing in all"; echo
