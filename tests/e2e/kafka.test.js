@@ -172,13 +172,12 @@ test('durable node: acked after Kafka, readable before the persister runs, store
 
 test('kill -9 the persister mid-batch under traffic, start another: nothing lost, nothing twice, no gap', () => drill({}, async ({ c, node, pop, addPersister }) => {
   const p1 = await addPersister();
-  let p2;
   const oracle = new Map();
   const load = traffic(pop, oracle, { pauseMs: 1 });
   await eventually(async () => (await p1.metric('scalify_persister_rows_total')) > 50, 15000, 'the persister writing');
   await p1.stop('SIGKILL');
   await sleep(1500);
-  p2 = await addPersister();
+  const p2 = await addPersister();
   await sleep(1500);
   await load.stop();
   await quiesceAndCheck(c, node.url, pop, oracle, [p1, p2]);
@@ -326,7 +325,6 @@ test('the node\'s broker connections go silent (no data, no reset): its producer
 test('two persisters share the partitions; one leaves and another joins under traffic: nothing lost or doubled', () => drill({ partitions: 4, rooms: 6 }, async ({ c, node, pop, addPersister }) => {
   const p1 = await addPersister();
   const p2 = await addPersister();
-  let p3;
   const statuses = () => redisCli(c.redisUrl, 'HVALS', `${c.prefix}:{persisters}`).split('\n').filter(Boolean).map((s) => JSON.parse(s));
   await eventually(() => {
     const s = statuses();
@@ -338,7 +336,7 @@ test('two persisters share the partitions; one leaves and another joins under tr
   await sleep(2000);
   await p2.stop('SIGTERM');
   await sleep(2000);
-  p3 = await addPersister();
+  const p3 = await addPersister();
   await sleep(3000);
   await load.stop();
   await quiesceAndCheck(c, node.url, pop, oracle);

@@ -327,7 +327,7 @@ async fn durable(
     r.acked = counters.acked.load(Ordering::Relaxed);
     r.errors = counters.errors.load(Ordering::Relaxed);
     r.delivered = delivered;
-    r.set_ack_latency(&ack);
+    r.ack_latency = report::Latency::of(&ack);
     r.set_server(cpu0, cpu1);
     Ok(r)
 }
@@ -543,10 +543,10 @@ impl PacedRun {
         r.errors = counters.errors.load(Ordering::Relaxed);
         r.delivered = delivered;
         r.expected = Some(r.acked * self.deliveries_per_ack);
-        r.set_ack_latency(&ack);
+        r.ack_latency = report::Latency::of(&ack);
         r.ack_p99_timeline_ms = Some(timeline.p99_ms());
-        r.first_send_latency = Some(report::Latency::from(&first));
-        r.set_delivery_latency(&latency);
+        r.first_send_latency = report::Latency::of(&first);
+        r.delivery_latency = report::Latency::of(&latency);
         r.set_server(cpu0, cpu1);
         Ok(r)
     }

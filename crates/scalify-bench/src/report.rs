@@ -19,7 +19,12 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub(crate) fn from(h: &Histogram<u64>) -> Latency {
+    /// The histogram's percentiles, or `None` for an empty one (nothing was measured).
+    pub(crate) fn of(h: &Histogram<u64>) -> Option<Latency> {
+        (!h.is_empty()).then(|| Latency::from(h))
+    }
+
+    fn from(h: &Histogram<u64>) -> Latency {
         let ms = |us: u64| us as f64 / 1000.0;
         Latency {
             p50_ms: ms(h.value_at_quantile(0.5)),
@@ -94,14 +99,6 @@ impl Report {
             connects_per_s: None,
             rss_per_connection_kb: None,
         }
-    }
-
-    pub(crate) fn set_ack_latency(&mut self, h: &Histogram<u64>) {
-        self.ack_latency = (!h.is_empty()).then(|| Latency::from(h));
-    }
-
-    pub(crate) fn set_delivery_latency(&mut self, h: &Histogram<u64>) {
-        self.delivery_latency = (!h.is_empty()).then(|| Latency::from(h));
     }
 
     /// Derived figures; call after the counters are set.
@@ -203,7 +200,7 @@ mod tests {
         r.acked = 100;
         r.delivered = 950;
         r.expected = Some(1000);
-        r.set_delivery_latency(&h);
+        r.delivery_latency = Latency::of(&h);
         r.set_server(
             Some(Sample {
                 cpu_s: 1.0,

@@ -86,7 +86,20 @@ async fn every_scenario_runs_and_counts_add_up() {
     assert!(r.acked >= 30, "fanout paced ~40 sends, got {}", r.acked);
     assert_eq!(r.expected, Some(r.acked * 20));
     assert_eq!(r.lost, Some(0), "fanout: every receiver got every message");
+    // Exactly: the warm-up's messages (one per sender, before the run) are not counted.
+    assert_eq!(r.delivered, r.acked * 20);
     assert!(r.delivery_latency.is_some());
+    assert_eq!(
+        r.first_send_latency.map(|l| l.samples),
+        Some(2),
+        "one warm-up send per sender"
+    );
+    // 2 s of the run in half-second windows (the last may be partial or empty).
+    let windows = r
+        .ack_p99_timeline_ms
+        .expect("open-loop runs report a timeline");
+    assert!((4..=5).contains(&windows.len()), "{windows:?}");
+    assert!(windows[..4].iter().all(|&ms| ms > 0.0), "{windows:?}");
 
     let r = scalify_bench::run(args(
         &url,
