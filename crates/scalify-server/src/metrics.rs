@@ -31,9 +31,12 @@ pub fn render() -> String {
     handle().map(PrometheusHandle::render).unwrap_or_default()
 }
 
-/// Latency buckets: sub-millisecond acks on a quiet node up to multi-second stalls.
+/// Latency buckets: sub-millisecond acks on a quiet node up to multi-second stalls, finer
+/// around 10 ms (the durable mode's send→ack target at p99), so a p99 can be read off
+/// `/metrics` within a few milliseconds.
 const SECONDS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
 ];
 const BATCH: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1024.0, 2048.0, 5000.0,
