@@ -138,7 +138,7 @@ stop_kafka() {
 durable_pids() {
   { echo "node $PID"; echo "persister ${PPID_:-}"; echo "tansu $(cat "$KDIR/tansu.pid")"
     pgrep -x redis-server | sed 's/^/redis /'; pgrep -x postgres | sed 's/^/postgres /'
-    pgrep -f 'scalify bench --url' | sed 's/^/loadgen /'; }
+    pgrep -f -- "^$LOADGEN bench --url" | sed 's/^/loadgen /' || true; }
 }
 HZ=$(getconf CLK_TCK)
 # The CPU time (user + system) process $1 has used, in clock ticks, into TICKS. Shell builtins
