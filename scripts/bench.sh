@@ -2,7 +2,7 @@
 # Reproduces the figures in docs/benchmarks.md: builds the release binary, starts one embedded
 # node on a free port with a fresh data directory (rate limit off: the bench is the only
 # client), runs each scenario against it with --server-pid, and stops it.
-#   scripts/bench.sh [scenario ...]     scenarios: durable single idle fanout pairs store
+#   scripts/bench.sh [scenario ...]     scenarios: durable single idle register-rss fanout pairs store
 #                                       cluster-fanout cluster-fanout-100 cluster-durable
 #                                       cluster-single cluster-pairs (2 nodes, scripts/cluster.sh:
 #                                       PostgreSQL and Redis on their standard ports)
@@ -215,6 +215,18 @@ for s in "${scenarios[@]}"; do
     # Two users only: each registration hashes a password (19 MiB), and glibc keeps that memory
     # as free heap that the first connections would reuse, hiding their real cost.
     idle)    start_node; run --duration 5 --users 2 idle --connections 10000 --rooms 100; stop_node ;;
+    # What the allocator keeps: the node's RSS at start, then after 16 concurrent registrations
+    # (each password hash takes 19 MiB for a moment) and 2 s later.
+    register-rss)
+      start_node; sleep 1; r0=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status"); curls=()
+      for i in $(seq 16); do
+        curl -s -o /dev/null -X POST -H 'content-type: application/json' \
+          -d "{\"username\":\"rss$i\",\"password\":\"correct horse battery $i\"}" "$URL/api/auth/register" &
+        curls+=($!)
+      done
+      wait "${curls[@]}"; r1=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status"); sleep 2
+      echo "node RSS: $r0 KiB at start, $r1 KiB after 16 concurrent registrations, $(awk '/VmRSS/ {print $2}' "/proc/$PID/status") KiB 2 s later"
+      echo; stop_node ;;
     fanout)  start_node; run --duration 10 fanout --receivers 1000 --senders 4 --rate 50; stop_node ;;
     pairs)   start_node; run --duration 10 pairs --pairs 500 --rate 2000; stop_node ;;
     cluster-fanout)  start_cluster; run_counted --duration 10 fanout --receivers 1000 --senders 4 --rate 50; stop_cluster ;;
