@@ -23,7 +23,7 @@ use crate::config::{AdminCommand, Cli, Command, ConfigCommand, LogFormat, Settin
 /// malloc, tuned by [`tune_malloc`]). At 10,000 msgs/s in durable mode glibc's malloc/free
 /// took ~13 % of the node's CPU samples; with mimalloc the embedded `durable` bench acked
 /// 14–21 % more sends per server CPU-second (docs/benchmarks.md, session 11) at the same
-/// 7.1 KiB per idle connection. See [`tune_mimalloc`] for the memory side.
+/// 7.1 KiB per idle connection. See `mimalloc_tuning` for the memory side.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -53,31 +53,32 @@ fn main() -> std::process::ExitCode {
 /// constructor (`.init_array`), which the loader runs before the runtime starts; it reads the
 /// environment with `getenv`, which does not allocate.
 #[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static TUNE_MIMALLOC: extern "C" fn() = tune_mimalloc;
+mod mimalloc_tuning {
+    use std::ffi::{c_long, CStr};
 
-// mimalloc's `mi_option_t` values (the same in mimalloc 2 and 3; libmimalloc-sys names only
-// some of them).
-#[cfg(target_os = "linux")]
-const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-#[cfg(target_os = "linux")]
-const PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
-#[cfg(target_os = "linux")]
-const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    use libmimalloc_sys::{mi_option_set, mi_option_t};
 
-#[cfg(target_os = "linux")]
-extern "C" fn tune_mimalloc() {
-    for (env, option, value) in [
-        (c"MIMALLOC_ARENA_EAGER_COMMIT", ARENA_EAGER_COMMIT, 0),
-        (c"MIMALLOC_PURGE_DECOMMITS", PURGE_DECOMMITS, 1),
-        (c"MIMALLOC_PURGE_DELAY", PURGE_DELAY, 0),
-    ] {
-        // SAFETY: getenv reads the environment (no thread can be changing it yet, as none
-        // exists); mi_option_set only changes allocator tuning.
-        unsafe {
-            if libc::getenv(env.as_ptr()).is_null() {
-                libmimalloc_sys::mi_option_set(option, value);
+    /// (environment variable that overrides it, mimalloc's `mi_option_t` — the same in
+    /// mimalloc 2 and 3, libmimalloc-sys names only some — and our value). mimalloc's own
+    /// defaults are 2, 1 and 10.
+    pub(crate) const SETTINGS: [(&CStr, mi_option_t, c_long); 3] = [
+        (c"MIMALLOC_ARENA_EAGER_COMMIT", 4, 0),
+        (c"MIMALLOC_PURGE_DECOMMITS", 5, 1),
+        (c"MIMALLOC_PURGE_DELAY", 15, 0),
+    ];
+
+    #[used]
+    #[link_section = ".init_array"]
+    static TUNE_MIMALLOC: extern "C" fn() = tune;
+
+    extern "C" fn tune() {
+        for (env, option, value) in SETTINGS {
+            // SAFETY: getenv reads the environment (no thread can be changing it yet, as none
+            // exists); mi_option_set only changes allocator tuning.
+            unsafe {
+                if libc::getenv(env.as_ptr()).is_null() {
+                    mi_option_set(option, value);
+                }
             }
         }
     }
@@ -352,21 +353,14 @@ async fn shutdown_signal() {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::*;
-
-    /// The constructor ran (in this test binary too) and set what it is meant to; mimalloc's
-    /// own defaults would read 2, 1 and 10.
+    /// The constructor ran (in this test binary too) and set what it is meant to.
     #[test]
     fn mimalloc_is_tuned_before_main() {
-        for (env, option, expected) in [
-            ("MIMALLOC_ARENA_EAGER_COMMIT", ARENA_EAGER_COMMIT, 0),
-            ("MIMALLOC_PURGE_DECOMMITS", PURGE_DECOMMITS, 1),
-            ("MIMALLOC_PURGE_DELAY", PURGE_DELAY, 0),
-        ] {
-            if std::env::var_os(env).is_none() {
+        for (env, option, expected) in crate::mimalloc_tuning::SETTINGS {
+            if std::env::var_os(env.to_str().unwrap_or_default()).is_none() {
                 // SAFETY: reads an allocator option.
                 let value = unsafe { libmimalloc_sys::mi_option_get(option) };
-                assert_eq!(value, expected, "{env}");
+                assert_eq!(value, expected, "{env:?}");
             }
         }
     }
