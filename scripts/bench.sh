@@ -36,6 +36,7 @@ start_node() {
   URL="http://127.0.0.1:$PORT"
 }
 stop_node() { kill -TERM "$PID"; wait "$PID" || true; rm -rf "$DATA"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 run() { echo "\$ scalify bench $*"; "$LOADGEN" bench --url "$URL" --server-pid "$PID" "$@"; echo; }
 
 # A 2-node cluster (fresh database, own Redis prefix) through scripts/cluster.sh; the bench
@@ -218,14 +219,19 @@ for s in "${scenarios[@]}"; do
     # What the allocator keeps: the node's RSS at start, then after 16 concurrent registrations
     # (each password hash takes 19 MiB for a moment) and 2 s later.
     register-rss)
-      start_node; sleep 1; r0=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status"); curls=()
+      start_node; sleep 1; r0=$(rss_kb "$PID"); curls=()
       for i in $(seq 16); do
-        curl -s -o /dev/null -X POST -H 'content-type: application/json' \
-          -d "{\"username\":\"rss$i\",\"password\":\"correct horse battery $i\"}" "$URL/api/auth/register" &
+        curl -s -o "$DATA/register-$i" -w '%{http_code}\n' -X POST -H 'content-type: application/json' \
+          -d "{\"username\":\"rss$i\",\"password\":\"correct horse battery $i\"}" "$URL/api/auth/register" \
+          >"$DATA/status-$i" &
         curls+=($!)
       done
-      wait "${curls[@]}"; r1=$(awk '/VmRSS/ {print $2}' "/proc/$PID/status"); sleep 2
-      echo "node RSS: $r0 KiB at start, $r1 KiB after 16 concurrent registrations, $(awk '/VmRSS/ {print $2}' "/proc/$PID/status") KiB 2 s later"
+      wait "${curls[@]}"; r1=$(rss_kb "$PID")
+      # Without 16 hashes the figures would say nothing: every registration must have succeeded.
+      ok=$(cat "$DATA"/status-* | grep -c '^201$' || true)
+      [ "$ok" -eq 16 ] || { echo "register-rss: $ok of 16 registrations succeeded" >&2; exit 1; }
+      sleep 2
+      echo "node RSS: $r0 KiB at start, $r1 KiB after 16 concurrent registrations, $(rss_kb "$PID") KiB 2 s later"
       echo; stop_node ;;
     fanout)  start_node; run --duration 10 fanout --receivers 1000 --senders 4 --rate 50; stop_node ;;
     pairs)   start_node; run --duration 10 pairs --pairs 500 --rate 2000; stop_node ;;
