@@ -5,7 +5,7 @@
 //! future, which wakes a tokio worker — two thread hand-offs per report. Here librdkafka calls
 //! us when its queue of reports becomes non-empty (`rd_kafka_queue_cb_event_enable`, the hook
 //! meant for language bindings, which rust-rdkafka's `StreamConsumer` uses the same way); the
-//! callback only wakes [`pump`], a tokio task that serves the reports — one hand-off, and one
+//! callback only wakes `pump`, a tokio task that serves the reports — one hand-off, and one
 //! fewer thread competing for the cores on the ack path.
 
 use std::ffi::c_void;
