@@ -21,10 +21,12 @@
 //!   recent window with the database so they return every acked message however far the
 //!   persister lags.
 //! - [`persister::Persister`] is the consumer group that writes batches to PostgreSQL, pauses
-//!   on database errors, and resumes from the first unwritten offset.
+//!   on database errors, and resumes from the first unwritten offset; `continuity` checks
+//!   that no partition's records reach it with a hole (and steps back over one).
 //! - [`producer`] is the producer under `Ingest`, its delivery reports served on the tokio
 //!   runtime; [`record`] is the record format; [`topics`] creates the topics.
 
+pub mod continuity;
 pub mod ingest;
 pub mod ledger;
 pub mod persister;

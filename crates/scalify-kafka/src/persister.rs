@@ -15,10 +15,12 @@
 //! resuming — `resume` alone would continue after the last message handed over, skipping the
 //! failed batch (librdkafka #2557). Partitions assigned by a rebalance while paused are paused
 //! too (librdkafka #1849). A record that does not decode goes to the dead-letter topic with
-//! the reason and its partition keeps flowing. A watchdog re-creates the consumer when there
-//! is lag but no progress (rust-rdkafka #597) — for instance when its connections went silent
-//! with no reset, which librdkafka notices only after `socket.timeout.ms` — and replaces its
-//! own client when that one cannot answer.
+//! the reason and its partition keeps flowing. Each partition's records must arrive without a
+//! hole: one (a broker answering a fetch inside a record batch from the next batch on) is
+//! stepped back over, not written past ([`crate::continuity`]). A watchdog re-creates the
+//! consumer when there is lag but no progress (rust-rdkafka #597) — for instance when its
+//! connections went silent with no reset, which librdkafka notices only after
+//! `socket.timeout.ms` — and replaces its own client when that one cannot answer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -26,12 +28,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use scalify_core::{Id, Message};
 use scalify_store::postgres::PgStore;
@@ -39,6 +44,7 @@ use scalify_store::{Store, StoreError};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::continuity::{self, Continuity, Verdict};
 use crate::ledger::Ledger;
 use crate::record::{self, RoomMessage};
 use crate::{backoff, DurableError, KafkaConfig};
@@ -91,11 +97,63 @@ struct Shared {
     assigned: Mutex<BTreeSet<i32>>,
     /// Bumped at each rebalance: the loop drops its frontier for partitions it lost.
     rebalances: AtomicI64,
+    /// Per partition assigned and not yet read from: the offset the loop wants its records
+    /// from (the group's committed offset; `None` when there is none or it could not be
+    /// read). The assignment starts each one a little earlier ([`crate::continuity`]).
+    starts: Mutex<HashMap<i32, Option<i64>>>,
 }
 
 impl Shared {
     fn assigned(&self) -> BTreeSet<i32> {
         self.assigned.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// The offset wanted for `partition`, once per assignment (`Some(None)`: unknown).
+    fn take_start(&self, partition: i32) -> Option<Option<i64>> {
+        self.starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&partition)
+    }
+
+    /// Starts each partition of an assignment [`continuity::LOOKBACK`] records before the
+    /// group's committed offset (what librdkafka would start it at), and tells the loop which
+    /// offset it wants.
+    fn start_behind_committed(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        topic: &str,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5));
+        if let Err(e) = &committed {
+            tracing::warn!(error = %e, "cannot read the group's committed offsets: partitions start where librdkafka finds them");
+        }
+        let mut starts = HashMap::new();
+        for p in tpl.elements_for_topic(topic).iter().map(|e| e.partition()) {
+            let wanted = committed
+                .as_ref()
+                .ok()
+                .and_then(|c| c.find_partition(topic, p))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            starts.insert(p, wanted);
+        }
+        for (p, wanted) in &starts {
+            if let Some(o) = wanted {
+                let from = Offset::Offset(continuity::start_for(*o));
+                if let Err(e) = tpl.set_partition_offset(topic, *p, from) {
+                    tracing::warn!(error = %e, partition = p, "cannot set a start offset");
+                }
+            }
+        }
+        // Added to, not replaced: an incremental assignment leaves earlier ones in place.
+        self.starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(starts);
     }
 }
 
@@ -132,6 +190,41 @@ impl ClientContext for Ctx {
 }
 
 impl ConsumerContext for Ctx {
+    /// rust-rdkafka's own, with the assignment's start offsets set first (a trait's default
+    /// method cannot be called from its override, so the rest is repeated here).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        if assign {
+            self.shared
+                .start_behind_committed(consumer, &self.topic, tpl);
+        }
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let applied = match (assign, cooperative) {
+            (true, true) => consumer.incremental_assign(tpl),
+            (true, false) => consumer.assign(tpl),
+            (false, true) => consumer.incremental_unassign(tpl),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(e) = applied {
+            tracing::error!(error = %e, "cannot apply the rebalance");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             // Commit what is stored before the partitions move, so the next owner starts
@@ -376,6 +469,9 @@ impl Persister {
     ) -> Ended {
         // The next offset to write, per partition, as known from this incarnation's commits.
         let mut frontier: HashMap<i32, i64> = HashMap::new();
+        // Where each partition's next record must be: a hole is stepped back over, not
+        // written past (crate::continuity says why).
+        let mut continuity = Continuity::default();
         let mut seen_rebalances = 0;
         let fresh_batch = || Vec::with_capacity(self.config.batch_max);
         let mut batch: Vec<Consumed> = fresh_batch();
@@ -442,7 +538,14 @@ impl Persister {
                             dead.clear();
                             batch_started = None;
                             match self
-                                .pause_until_healthy(consumer, shared, &frontier, stop, e)
+                                .pause_until_healthy(
+                                    consumer,
+                                    shared,
+                                    &frontier,
+                                    &mut continuity,
+                                    stop,
+                                    e,
+                                )
                                 .await
                             {
                                 Resumed::Yes => {
@@ -455,17 +558,61 @@ impl Persister {
                     }
                 }
                 Step::Received(Ok(Ok(m))) => {
-                    let owned = m.detach();
-                    match record::decode_keyed(owned.key(), owned.payload().unwrap_or_default()) {
-                        Ok(RoomMessage { room_id, message }) => batch.push(Consumed {
-                            partition: owned.partition(),
-                            offset: owned.offset(),
-                            room: room_id,
-                            message,
-                        }),
-                        Err(e) => dead.push((owned, e.to_string())),
+                    let (partition, offset) = (m.partition(), m.offset());
+                    match shared.take_start(partition) {
+                        Some(Some(next)) => {
+                            continuity.start(partition, next);
+                        }
+                        Some(None) => continuity.forget(partition),
+                        None => {}
                     }
-                    batch_started.get_or_insert_with(Instant::now);
+                    let take = match continuity.check(partition, offset) {
+                        Verdict::Take => true,
+                        Verdict::Skip => false,
+                        Verdict::StepBack(to) => {
+                            tracing::warn!(
+                                partition,
+                                received = offset,
+                                seek_to = to,
+                                "the broker skipped records: stepping back"
+                            );
+                            metrics::counter!("scalify_persister_step_backs_total").increment(1);
+                            if let Err(e) = consumer.seek(
+                                &self.kafka.topic,
+                                partition,
+                                Offset::Offset(to),
+                                Duration::from_secs(5),
+                            ) {
+                                // The new consumer starts at the committed offsets, which
+                                // never pass an unwritten record.
+                                tracing::error!(error = %e, partition,
+                                    "cannot step back; re-creating the consumer");
+                                return Ended::Stuck;
+                            }
+                            false
+                        }
+                        Verdict::Hole(missing) => {
+                            tracing::error!(partition, ?missing,
+                                "records missing from the broker (deleted by retention?): written past them");
+                            metrics::counter!("scalify_persister_missing_records_total")
+                                .increment((missing.end - missing.start) as u64);
+                            true
+                        }
+                    };
+                    if take {
+                        let owned = m.detach();
+                        match record::decode_keyed(owned.key(), owned.payload().unwrap_or_default())
+                        {
+                            Ok(RoomMessage { room_id, message }) => batch.push(Consumed {
+                                partition,
+                                offset,
+                                room: room_id,
+                                message,
+                            }),
+                            Err(e) => dead.push((owned, e.to_string())),
+                        }
+                        batch_started.get_or_insert_with(Instant::now);
+                    }
                 }
                 Step::Received(Ok(Err(e))) => {
                     tracing::warn!(error = %e, "Kafka consumer error");
@@ -751,6 +898,7 @@ impl Persister {
         consumer: &StreamConsumer<Ctx>,
         shared: &Arc<Shared>,
         frontier: &HashMap<i32, i64>,
+        continuity: &mut Continuity,
         stop: &CancellationToken,
         error: StoreError,
     ) -> Resumed {
@@ -804,7 +952,17 @@ impl Persister {
                     .filter(|o| matches!(o, Offset::Offset(_)))
                     .unwrap_or(Offset::Beginning),
             };
-            if let Err(err) = consumer.seek(e.topic(), p, offset, Duration::from_secs(5)) {
+            // This seek replaces the assignment's start, if the partition was assigned while
+            // paused.
+            shared.take_start(p);
+            let from = match offset {
+                Offset::Offset(o) => Offset::Offset(continuity.start(p, o)),
+                other => {
+                    continuity.forget(p);
+                    other
+                }
+            };
+            if let Err(err) = consumer.seek(e.topic(), p, from, Duration::from_secs(5)) {
                 tracing::error!(error = %err, partition = p, "cannot seek back; re-creating the consumer");
                 return Resumed::Recreate;
             }
