@@ -14,7 +14,9 @@
 //! starts [`LOOKBACK`] records earlier and drops what it has already written; and when a
 //! record still comes past the offset expected, it seeks twice as far back, until the batch
 //! holding that offset comes. Only a hole that reaches offset 0 (records deleted by
-//! retention) is accepted, and reported.
+//! retention) is accepted, and reported. When no record comes at all (the offset wanted is in
+//! the partition's last batch, further in than the look-back), the watchdog finds the
+//! persister stuck and re-creates its consumer with the look-back doubled ([`widen`]).
 //!
 //! Pure bookkeeping, no I/O: the persister does the seeking.
 
@@ -28,9 +30,18 @@ use std::ops::Range;
 /// our records): a hole past this is closed by a step or two back.
 pub const LOOKBACK: i64 = 1024;
 
+/// The widest look-back: past librdkafka's largest default batch (10,000 records), and
+/// bounded so a consumer stuck for another reason re-reads at most this much per partition.
+pub const MAX_LOOKBACK: i64 = 64 * 1024;
+
+/// The look-back after a consumer made no progress with `lookback`.
+pub fn widen(lookback: i64) -> i64 {
+    (lookback * 2).min(MAX_LOOKBACK)
+}
+
 /// Where to start a partition whose records are wanted from `next` on.
-pub fn start_for(next: i64) -> i64 {
-    (next - LOOKBACK).max(0)
+pub fn start_for(next: i64, lookback: i64) -> i64 {
+    (next - lookback).max(0)
 }
 
 /// What to do with a record.
@@ -55,17 +66,31 @@ struct Expected {
 }
 
 /// The next offset expected per partition, for partitions whose position is known.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Continuity {
     partitions: HashMap<i32, Expected>,
+    lookback: i64,
+}
+
+impl Default for Continuity {
+    fn default() -> Self {
+        Continuity::new(LOOKBACK)
+    }
 }
 
 impl Continuity {
+    pub fn new(lookback: i64) -> Self {
+        Continuity {
+            partitions: HashMap::new(),
+            lookback: lookback.max(1),
+        }
+    }
+
     /// The persister wants `partition`'s records from `next` on (after an assignment, the
     /// group's committed offset; after a pause, the first unwritten one). Returns the offset
-    /// to start the partition at instead: [`LOOKBACK`] records earlier.
+    /// to start the partition at instead: the look-back ([`LOOKBACK`] at first) earlier.
     pub fn start(&mut self, partition: i32, next: i64) -> i64 {
-        let from = start_for(next);
+        let from = start_for(next, self.lookback);
         self.partitions.insert(
             partition,
             Expected {
@@ -106,7 +131,7 @@ impl Continuity {
             // A stale record from before the last seek is judged like a fresh one: at worst
             // the next step goes further back than needed.
             Some(prior) => e.next - 2 * (e.next - prior),
-            None => e.next - LOOKBACK,
+            None => e.next - self.lookback,
         }
         .max(0);
         e.stepped_to = Some(target);
@@ -171,5 +196,17 @@ mod tests {
         assert_eq!(c.check(3, 2500), Verdict::StepBack(0));
         assert_eq!(c.check(3, 2500), Verdict::Hole(2001..2500));
         assert_eq!(c.check(3, 2501), Verdict::Take);
+    }
+
+    #[test]
+    fn a_wider_look_back_starts_earlier_up_to_a_bound() {
+        let mut c = Continuity::new(widen(LOOKBACK));
+        assert_eq!(c.start(0, 5000), 5000 - 2 * LOOKBACK);
+        assert_eq!(c.check(0, 9000), Verdict::StepBack(5000 - 4 * LOOKBACK));
+        let mut l = LOOKBACK;
+        for _ in 0..20 {
+            l = widen(l);
+        }
+        assert_eq!(l, MAX_LOOKBACK);
     }
 }

@@ -93,6 +93,8 @@ pub struct PersisterStatus {
 /// State the rebalance and statistics callbacks share with the loop.
 #[derive(Default)]
 struct Shared {
+    /// How far before the offset wanted each assigned partition starts ([`crate::continuity`]).
+    lookback: i64,
     paused: AtomicBool,
     assigned: Mutex<BTreeSet<i32>>,
     /// Bumped at each rebalance: the loop drops its frontier for partitions it lost.
@@ -116,9 +118,8 @@ impl Shared {
             .remove(&partition)
     }
 
-    /// Starts each partition of an assignment [`continuity::LOOKBACK`] records before the
-    /// group's committed offset (what librdkafka would start it at), and tells the loop which
-    /// offset it wants.
+    /// Starts each partition of an assignment `lookback` records before the group's committed
+    /// offset (what librdkafka would start it at), and tells the loop which offset it wants.
     fn start_behind_committed(
         &self,
         consumer: &BaseConsumer<Ctx>,
@@ -143,7 +144,7 @@ impl Shared {
         }
         for (p, wanted) in &starts {
             if let Some(o) = wanted {
-                let from = Offset::Offset(continuity::start_for(*o));
+                let from = Offset::Offset(continuity::start_for(*o, self.lookback));
                 if let Err(e) = tpl.set_partition_offset(topic, *p, from) {
                     tracing::warn!(error = %e, partition = p, "cannot set a start offset");
                 }
@@ -378,6 +379,14 @@ impl Persister {
         self.status.clone()
     }
 
+    /// Rows written (and records dead-lettered) so far.
+    fn written(&self) -> u64 {
+        self.status
+            .lock()
+            .map(|s| s.persisted + s.dead_lettered)
+            .unwrap_or_default()
+    }
+
     fn update(&self, f: impl FnOnce(&mut PersisterStatus)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
@@ -428,8 +437,16 @@ impl Persister {
     /// Runs until `stop` is cancelled, re-creating the consumer when the watchdog finds it
     /// stuck. Leaves the group cleanly (committing what was written) on the way out.
     pub async fn run(self, stop: CancellationToken) -> Result<(), DurableError> {
+        // Doubled each time a consumer is found stuck without having written a row: a committed
+        // offset inside a partition's last batch, further in than the look-back, on a broker
+        // that answers from the next batch on, gets no record at all (crate::continuity).
+        let mut lookback = continuity::LOOKBACK;
         loop {
-            let shared = Arc::new(Shared::default());
+            let shared = Arc::new(Shared {
+                lookback,
+                ..Shared::default()
+            });
+            let written_before = self.written();
             let consumer = self.consumer(shared.clone())?;
             match self.consume(&consumer, &shared, &stop).await {
                 Ended::Stopped => {
@@ -445,9 +462,15 @@ impl Persister {
                     return Ok(());
                 }
                 Ended::Stuck => {
+                    lookback = if self.written() == written_before {
+                        continuity::widen(lookback)
+                    } else {
+                        continuity::LOOKBACK
+                    };
                     metrics::counter!("scalify_persister_watchdog_restarts_total").increment(1);
                     self.update(|s| s.restarts += 1);
                     tracing::warn!(
+                        lookback,
                         "persister has lag but makes no progress: re-creating its Kafka consumer"
                     );
                     // Not waited for: the old client may never hear from the broker again, and
@@ -471,7 +494,7 @@ impl Persister {
         let mut frontier: HashMap<i32, i64> = HashMap::new();
         // Where each partition's next record must be: a hole is stepped back over, not
         // written past (crate::continuity says why).
-        let mut continuity = Continuity::default();
+        let mut continuity = Continuity::new(shared.lookback);
         let mut seen_rebalances = 0;
         let fresh_batch = || Vec::with_capacity(self.config.batch_max);
         let mut batch: Vec<Consumed> = fresh_batch();
@@ -697,6 +720,15 @@ impl Persister {
                 (progress.committed, 1)
             }
         };
+        // This member's own view too: the high watermarks its fetches returned (the
+        // statistics callback). A broker whose ListOffsets answer is off (the test broker's
+        // memory engine answers the last batch's base offset + 1) still shows the lag here.
+        let own_lag: i64 = self
+            .status
+            .lock()
+            .map(|s| s.lag.values().sum())
+            .unwrap_or_default();
+        let lag = lag.max(own_lag);
         if lag == 0 || committed != progress.committed {
             progress.committed = committed;
             progress.since = Instant::now();

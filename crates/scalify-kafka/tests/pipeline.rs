@@ -488,10 +488,23 @@ async fn a_hole_in_the_offsets_is_stepped_back_over() {
     resume_inside_a_batch(2000, 1800, 1).await;
 }
 
+/// The same with no later record: nothing comes at all, the watchdog finds the persister
+/// stuck (lag, no progress) and re-creates its consumer looking twice as far back, until the
+/// batch comes.
+#[tokio::test]
+async fn an_offset_deep_in_the_last_batch_is_reached_by_the_watchdog() {
+    resume_inside_a_batch(3000, 2500, 0).await;
+}
+
 /// Produces `len` records in one batch (one room, seq 1..=len), writes the first `committed`
 /// and commits offset `committed` for a fresh group, produces `more` records afterwards, then
 /// runs a persister and checks that every message is stored once, in order.
 async fn resume_inside_a_batch(len: u64, committed: u64, more: u64) {
+    // The persister's log, shown with a failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("scalify_kafka=info")
+        .with_test_writer()
+        .try_init();
     let db = FreshDb::create().await;
     let store = db.store().await;
     let (name, room, who) = general_room(&store).await;
@@ -551,17 +564,14 @@ async fn resume_inside_a_batch(len: u64, committed: u64, more: u64) {
     drop(committer);
 
     let prefix = RedisPrefix::new();
-    let persister = Persister::new(
-        kafka.clone(),
-        PersisterConfig::new("test"),
-        store.clone(),
-        ledger(&prefix).await,
-    )
-    .unwrap();
+    let mut config = PersisterConfig::new("test");
+    config.stuck_after = Duration::from_secs(2);
+    let persister =
+        Persister::new(kafka.clone(), config, store.clone(), ledger(&prefix).await).unwrap();
     let status = persister.status();
     let stop = CancellationToken::new();
     let task = tokio::spawn(persister.run(stop.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let all = messages.len() as u32;
     loop {
         let stored = store.after(&room, 0, all + 1).await.unwrap();
