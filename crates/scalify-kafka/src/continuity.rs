@@ -11,7 +11,7 @@
 //! error — skipped the rest of that batch: silently when later records followed (they were
 //! written, the skipped ones never), and for good when none did (nothing came, the lag
 //! stayed). So the persister never starts a partition exactly at the offset it wants: it
-//! starts [`LOOKBACK`] records earlier and drops what it has already written; and when a
+//! starts [`LOOKBACK`] records earlier and writes them again (idempotent); and when a
 //! record still comes past the offset expected, it seeks twice as far back, until the batch
 //! holding that offset comes. Only a hole that reaches offset 0 (records deleted by
 //! retention) is accepted, and reported. When no record comes at all (the offset wanted is in
@@ -49,8 +49,10 @@ pub fn start_for(next: i64, lookback: i64) -> i64 {
 pub enum Verdict {
     /// The record expected next: write it.
     Take,
-    /// Before the offset expected (already written, or read again by a step back): drop it.
-    Skip,
+    /// Before the offset expected: read again by the look-back or a step back, so most
+    /// likely written already. Write it again all the same (the write is idempotent): if the
+    /// broker's log was cut below the committed offset and refilled, these are new messages.
+    Again,
     /// Past the offset expected: drop it and seek the partition to this offset.
     StepBack(i64),
     /// A hole that starting at offset 0 did not close: these offsets are gone from the
@@ -119,7 +121,7 @@ impl Continuity {
             return Verdict::Take;
         }
         if offset < e.next {
-            return Verdict::Skip;
+            return Verdict::Again;
         }
         let target = match e.stepped_to {
             Some(0) => {
@@ -147,11 +149,11 @@ mod tests {
     fn a_partition_starts_behind_the_offset_wanted_and_skips_up_to_it() {
         let mut c = Continuity::default();
         assert_eq!(c.start(0, 5000), 5000 - LOOKBACK);
-        assert_eq!(c.check(0, 4000), Verdict::Skip);
-        assert_eq!(c.check(0, 4999), Verdict::Skip);
+        assert_eq!(c.check(0, 4000), Verdict::Again);
+        assert_eq!(c.check(0, 4999), Verdict::Again);
         assert_eq!(c.check(0, 5000), Verdict::Take);
         assert_eq!(c.check(0, 5001), Verdict::Take);
-        assert_eq!(c.check(0, 5001), Verdict::Skip);
+        assert_eq!(c.check(0, 5001), Verdict::Again);
         // Near the partition's start: from 0.
         assert_eq!(c.start(1, 10), 0);
         assert_eq!(c.check(1, 10), Verdict::Take);
@@ -167,7 +169,7 @@ mod tests {
         let mut c = Continuity::default();
         let from = c.start(0, 5000);
         // The broker answered from the first batch starting at or after `from`...
-        assert_eq!(c.check(0, 4100), Verdict::Skip);
+        assert_eq!(c.check(0, 4100), Verdict::Again);
         // ... then from the batch after the one holding 5000.
         assert_eq!(
             c.check(0, 5004),
@@ -178,7 +180,7 @@ mod tests {
             Verdict::StepBack(5000 - 4 * (5000 - from))
         );
         // The batch holding 5000 has come: what was written is dropped, then 5000 taken.
-        assert_eq!(c.check(0, 4999), Verdict::Skip);
+        assert_eq!(c.check(0, 4999), Verdict::Again);
         assert_eq!(c.check(0, 5000), Verdict::Take);
         // A later hole starts again with the first step.
         assert_eq!(c.check(0, 6000), Verdict::StepBack(5001 - LOOKBACK));

@@ -589,9 +589,10 @@ impl Persister {
                         Some(None) => continuity.forget(partition),
                         None => {}
                     }
-                    let take = match continuity.check(partition, offset) {
-                        Verdict::Take => true,
-                        Verdict::Skip => false,
+                    // (write it, read before)
+                    let (take, again) = match continuity.check(partition, offset) {
+                        Verdict::Take => (true, false),
+                        Verdict::Again => (true, true),
                         Verdict::StepBack(to) => {
                             tracing::warn!(
                                 partition,
@@ -612,14 +613,14 @@ impl Persister {
                                     "cannot step back; re-creating the consumer");
                                 return Ended::Stuck;
                             }
-                            false
+                            (false, false)
                         }
                         Verdict::Hole(missing) => {
                             tracing::error!(partition, ?missing,
                                 "records missing from the broker (deleted by retention?): written past them");
                             metrics::counter!("scalify_persister_missing_records_total")
                                 .increment((missing.end - missing.start) as u64);
-                            true
+                            (true, false)
                         }
                     };
                     if take {
@@ -632,6 +633,8 @@ impl Persister {
                                 room: room_id,
                                 message,
                             }),
+                            // Dead-lettered when first read.
+                            Err(_) if again => {}
                             Err(e) => dead.push((owned, e.to_string())),
                         }
                         batch_started.get_or_insert_with(Instant::now);

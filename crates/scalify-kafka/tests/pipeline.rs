@@ -478,14 +478,14 @@ async fn ingest_confirms_concurrent_sends_once_each_in_key_order() {
 #[tokio::test]
 async fn a_committed_offset_inside_a_broker_batch_resumes_without_skipping() {
     // Ten records in one batch, committed at 5: the persister starts a little earlier.
-    resume_inside_a_batch(10, 5, 0).await;
+    resume_inside_a_batch(10, 5, 5, 0).await;
 }
 
 /// The same, with the committed offset further into the batch than the persister first looks
 /// back, and a later batch: it seeks further back until the batch holding the offset comes.
 #[tokio::test]
 async fn a_hole_in_the_offsets_is_stepped_back_over() {
-    resume_inside_a_batch(2000, 1800, 1).await;
+    resume_inside_a_batch(2000, 1800, 1800, 1).await;
 }
 
 /// The same with no later record: nothing comes at all, the watchdog finds the persister
@@ -493,13 +493,21 @@ async fn a_hole_in_the_offsets_is_stepped_back_over() {
 /// batch comes.
 #[tokio::test]
 async fn an_offset_deep_in_the_last_batch_is_reached_by_the_watchdog() {
-    resume_inside_a_batch(3000, 2500, 0).await;
+    resume_inside_a_batch(3000, 2500, 2500, 0).await;
 }
 
-/// Produces `len` records in one batch (one room, seq 1..=len), writes the first `committed`
-/// and commits offset `committed` for a fresh group, produces `more` records afterwards, then
-/// runs a persister and checks that every message is stored once, in order.
-async fn resume_inside_a_batch(len: u64, committed: u64, more: u64) {
+/// A committed offset past what the database holds — the broker's log cut below it and filled
+/// again with new messages (a broker that lost acknowledged data): the records before the
+/// committed offset that the persister reads again are written, not taken as done.
+#[tokio::test]
+async fn records_read_again_below_the_committed_offset_are_written_if_missing() {
+    resume_inside_a_batch(10, 5, 8, 0).await;
+}
+
+/// Produces `len` records in one batch (one room, seq 1..=len), writes the first `written` to
+/// the database and commits offset `committed` for a fresh group, produces `more` records
+/// afterwards, then runs a persister and checks that every message is stored once, in order.
+async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64) {
     // The persister's log, shown with a failure.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("scalify_kafka=info")
@@ -544,12 +552,12 @@ async fn resume_inside_a_batch(len: u64, committed: u64, more: u64) {
     }
     assert_eq!(offsets, (0..(len + more) as i64).collect::<Vec<i64>>());
 
-    // The group has written offsets 0..committed (seq 1..=committed).
-    let written: Vec<(Id, Message)> = messages[..committed as usize]
+    // The group has written offsets 0..written (seq 1..=written).
+    let rows: Vec<(Id, Message)> = messages[..written as usize]
         .iter()
         .map(|m| (room.id, m.clone()))
         .collect();
-    store.persist(&written).await.unwrap();
+    store.persist(&rows).await.unwrap();
     let committer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", &kafka.group)
@@ -588,19 +596,19 @@ async fn resume_inside_a_batch(len: u64, committed: u64, more: u64) {
         let seqs: Vec<u64> = stored
             .iter()
             .map(|m| m.seq)
-            .skip(committed as usize)
+            .skip(written as usize)
             .collect();
         assert!(
             tokio::time::Instant::now() < deadline,
-            "seq {}..={} were not all written; after {committed} stored: {:?}",
-            committed + 1,
+            "seq {}..={} were not all written; after {written} stored: {:?}",
+            written + 1,
             len + more,
             &seqs[..seqs.len().min(20)]
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Only the unwritten ones were inserted (the records read again were dropped or found).
-    assert_eq!(status.lock().unwrap().persisted, len + more - committed);
+    // Only the unwritten ones were inserted (the others read again were found stored).
+    assert_eq!(status.lock().unwrap().persisted, len + more - written);
     stop.cancel();
     task.await.unwrap().unwrap();
 }
