@@ -24,14 +24,14 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 /// How far before the offset it wants the persister starts a partition. Records read again
-/// cost a fetch and a comparison each. A produced batch holds at most librdkafka's
+/// cost a fetch and an idempotent write each (found stored: no row added). A produced batch holds at most librdkafka's
 /// `batch.num.messages` (10,000) records; at 10,000 msgs/s over 6 partitions and a 5-ms
 /// linger it holds about 8, after a broker outage up to `batch.size` (1 MB, some 3,000 of
 /// our records): a hole past this is closed by a step or two back.
 pub const LOOKBACK: i64 = 1024;
 
 /// The widest look-back: past librdkafka's largest default batch (10,000 records), and
-/// bounded so a consumer stuck for another reason re-reads at most this much per partition.
+/// bounded so a consumer stuck for another reason reads again at most this much per partition.
 pub const MAX_LOOKBACK: i64 = 64 * 1024;
 
 /// The look-back after a consumer made no progress with `lookback`.
@@ -72,12 +72,6 @@ struct Expected {
 pub struct Continuity {
     partitions: HashMap<i32, Expected>,
     lookback: i64,
-}
-
-impl Default for Continuity {
-    fn default() -> Self {
-        Continuity::new(LOOKBACK)
-    }
 }
 
 impl Continuity {
@@ -147,7 +141,7 @@ mod tests {
 
     #[test]
     fn a_partition_starts_behind_the_offset_wanted_and_skips_up_to_it() {
-        let mut c = Continuity::default();
+        let mut c = Continuity::new(LOOKBACK);
         assert_eq!(c.start(0, 5000), 5000 - LOOKBACK);
         assert_eq!(c.check(0, 4000), Verdict::Again);
         assert_eq!(c.check(0, 4999), Verdict::Again);
@@ -166,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_hole_steps_back_twice_as_far_until_the_expected_offset_comes() {
-        let mut c = Continuity::default();
+        let mut c = Continuity::new(LOOKBACK);
         let from = c.start(0, 5000);
         // The broker answered from the first batch starting at or after `from`...
         assert_eq!(c.check(0, 4100), Verdict::Again);
@@ -188,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_hole_down_to_offset_zero_is_accepted_and_reported() {
-        let mut c = Continuity::default();
+        let mut c = Continuity::new(LOOKBACK);
         assert_eq!(c.start(2, 100), 0);
         assert_eq!(c.check(2, 150), Verdict::Hole(100..150));
         assert_eq!(c.check(2, 151), Verdict::Take);

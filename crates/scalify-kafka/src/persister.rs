@@ -99,10 +99,12 @@ struct Shared {
     assigned: Mutex<BTreeSet<i32>>,
     /// Bumped at each rebalance: the loop drops its frontier for partitions it lost.
     rebalances: AtomicI64,
-    /// Per partition assigned and not yet read from: the offset the loop wants its records
-    /// from (the group's committed offset; `None` when there is none or it could not be
-    /// read). The assignment starts each one a little earlier ([`crate::continuity`]).
+    /// Per partition assigned since the loop last looked: the offset the loop wants its
+    /// records from (the group's committed offset; `None` when there is none or it could not
+    /// be read). The assignment starts each one a little earlier ([`crate::continuity`]).
     starts: Mutex<HashMap<i32, Option<i64>>>,
+    /// `starts` holds something: the loop reads this flag per record, not the lock.
+    starts_pending: AtomicBool,
 }
 
 impl Shared {
@@ -110,12 +112,24 @@ impl Shared {
         self.assigned.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
-    /// The offset wanted for `partition`, once per assignment (`Some(None)`: unknown).
-    fn take_start(&self, partition: i32) -> Option<Option<i64>> {
-        self.starts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&partition)
+    /// Hands the assignments' wanted offsets to the loop's bookkeeping, once each. Called
+    /// before each record is judged (set before the assignment starts fetching, they come
+    /// before its first record) and before a seek back, which replaces them.
+    fn apply_starts(&self, continuity: &mut Continuity) {
+        if !self.starts_pending.load(Ordering::Acquire) {
+            return;
+        }
+        self.starts_pending.store(false, Ordering::Release);
+        let starts =
+            std::mem::take(&mut *self.starts.lock().unwrap_or_else(PoisonError::into_inner));
+        for (partition, wanted) in starts {
+            match wanted {
+                Some(next) => {
+                    continuity.start(partition, next);
+                }
+                None => continuity.forget(partition),
+            }
+        }
     }
 
     /// Starts each partition of an assignment `lookback` records before the group's committed
@@ -155,6 +169,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(starts);
+        self.starts_pending.store(true, Ordering::Release);
     }
 }
 
@@ -582,14 +597,8 @@ impl Persister {
                 }
                 Step::Received(Ok(Ok(m))) => {
                     let (partition, offset) = (m.partition(), m.offset());
-                    match shared.take_start(partition) {
-                        Some(Some(next)) => {
-                            continuity.start(partition, next);
-                        }
-                        Some(None) => continuity.forget(partition),
-                        None => {}
-                    }
-                    // (write it, read before)
+                    shared.apply_starts(&mut continuity);
+                    // Whether to write the record, and whether it was read before.
                     let (take, again) = match continuity.check(partition, offset) {
                         Verdict::Take => (true, false),
                         Verdict::Again => (true, true),
@@ -968,6 +977,8 @@ impl Persister {
                 }
             }
         }
+        // Assignments made while paused are superseded by the seeks below.
+        shared.apply_starts(continuity);
         let assignment = match consumer.assignment() {
             Ok(a) => a,
             Err(e) => {
@@ -987,9 +998,6 @@ impl Persister {
                     .filter(|o| matches!(o, Offset::Offset(_)))
                     .unwrap_or(Offset::Beginning),
             };
-            // This seek replaces the assignment's start, if the partition was assigned while
-            // paused.
-            shared.take_start(p);
             let from = match offset {
                 Offset::Offset(o) => Offset::Offset(continuity.start(p, o)),
                 other => {
