@@ -4,6 +4,7 @@
 //! keeps flowing). `scripts/test.sh` starts the broker
 //! and sets `SCALIFY_TEST_KAFKA_BROKERS`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -13,7 +14,7 @@ use rdkafka::ClientConfig;
 use scalify_core::{ClientId, Id, Message, MessageText, RoomKind, RoomName, UserRef, Username};
 use scalify_kafka::ingest::{Ingest, IngestConfig};
 use scalify_kafka::ledger::{Allocation, Ledger, LedgerConfig};
-use scalify_kafka::persister::{Persister, PersisterConfig};
+use scalify_kafka::persister::{Persister, PersisterConfig, PersisterStatus};
 use scalify_kafka::{record, topics, KafkaConfig};
 use scalify_store::postgres::PgStore;
 use scalify_store::Store;
@@ -214,6 +215,49 @@ async fn general_room(store: &PgStore) -> (RoomName, scalify_core::Room, UserRef
     (name, room, who)
 }
 
+/// A one-partition topic of the test's own (`<name>_…`), with its dead-letter topic and a
+/// consumer group of its own, created on the broker.
+async fn one_partition_topic(name: &str) -> KafkaConfig {
+    let mut kafka = KafkaConfig::new(brokers());
+    kafka.topic = unique(name);
+    kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
+    kafka.group = unique("group");
+    kafka.partitions = 1;
+    topics::ensure_topics(&kafka).await.unwrap();
+    kafka
+}
+
+/// A persister running until `stop` is cancelled, with its live status.
+struct RunningPersister {
+    status: Arc<Mutex<PersisterStatus>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), scalify_kafka::DurableError>>,
+    _prefix: RedisPrefix,
+}
+
+impl RunningPersister {
+    async fn start(kafka: &KafkaConfig, config: PersisterConfig, store: &Arc<PgStore>) -> Self {
+        let prefix = RedisPrefix::new();
+        let persister =
+            Persister::new(kafka.clone(), config, store.clone(), ledger(&prefix).await).unwrap();
+        let status = persister.status();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(persister.run(stop.clone()));
+        RunningPersister {
+            status,
+            stop,
+            task,
+            _prefix: prefix,
+        }
+    }
+
+    /// Leaves the group cleanly (committing what was written).
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn persist_is_idempotent_and_reports_conflicts() {
     let db = FreshDb::create().await;
@@ -288,12 +332,7 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
     let db = FreshDb::create().await;
     let store = db.store().await;
     let (name, room, who) = general_room(&store).await;
-    let mut kafka = KafkaConfig::new(brokers());
-    kafka.topic = unique("poison");
-    kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
-    kafka.group = unique("group");
-    kafka.partitions = 1;
-    topics::ensure_topics(&kafka).await.unwrap();
+    let kafka = one_partition_topic("poison").await;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -319,18 +358,7 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
             .unwrap();
     }
 
-    let prefix = RedisPrefix::new();
-    let persister = Persister::new(
-        kafka.clone(),
-        PersisterConfig::new("test"),
-        store.clone(),
-        ledger(&prefix).await,
-    )
-    .unwrap();
-    let status = persister.status();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(persister.run(stop.clone()));
-
+    let persister = RunningPersister::start(&kafka, PersisterConfig::new("test"), &store).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let stored = store.after(&room, 0, 10).await.unwrap();
@@ -372,11 +400,48 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
         "{reasons:?}"
     );
     assert!(reasons[1].contains("is not its room id"), "{reasons:?}");
-    let dead = status.lock().unwrap().dead_lettered;
+    let dead = persister.status.lock().unwrap().dead_lettered;
     assert_eq!(dead, 2);
+    persister.stop().await;
 
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    // The group's next persister starts before the committed offset and reads the poison
+    // records again: they are not dead-lettered a second time. One more message, written once
+    // the records before it were handled, says when to look.
+    let m3 = message(&name, 3, &who, "c3");
+    producer
+        .send(
+            FutureRecord::to(&kafka.topic)
+                .key(&key)
+                .payload(&record::encode(room.id, &m3)),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let again = RunningPersister::start(&kafka, PersisterConfig::new("test"), &store).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while again.status.lock().unwrap().persisted < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the message after the restart was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (persisted, dead) = {
+        let s = again.status.lock().unwrap();
+        (s.persisted, s.dead_lettered)
+    };
+    assert_eq!(
+        (persisted, dead),
+        (1, 0),
+        "written once, nothing dead-lettered again"
+    );
+    let stored = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [m1.id, m2.id, m3.id]
+    );
+    again.stop().await;
 }
 
 #[tokio::test]
@@ -516,12 +581,7 @@ async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64
     let db = FreshDb::create().await;
     let store = db.store().await;
     let (name, room, who) = general_room(&store).await;
-    let mut kafka = KafkaConfig::new(brokers());
-    kafka.topic = unique("midbatch");
-    kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
-    kafka.group = unique("group");
-    kafka.partitions = 1;
-    topics::ensure_topics(&kafka).await.unwrap();
+    let kafka = one_partition_topic("midbatch").await;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -571,14 +631,9 @@ async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64
         .unwrap();
     drop(committer);
 
-    let prefix = RedisPrefix::new();
     let mut config = PersisterConfig::new("test");
     config.stuck_after = Duration::from_secs(2);
-    let persister =
-        Persister::new(kafka.clone(), config, store.clone(), ledger(&prefix).await).unwrap();
-    let status = persister.status();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(persister.run(stop.clone()));
+    let persister = RunningPersister::start(&kafka, config, &store).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let all = messages.len() as u32;
     loop {
@@ -608,7 +663,9 @@ async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Only the unwritten ones were inserted (the others read again were found stored).
-    assert_eq!(status.lock().unwrap().persisted, len + more - written);
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    assert_eq!(
+        persister.status.lock().unwrap().persisted,
+        len + more - written
+    );
+    persister.stop().await;
 }
