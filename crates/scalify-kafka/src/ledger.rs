@@ -152,6 +152,7 @@ impl Ledger {
     {
         let mut seed = Some(seed);
         loop {
+            let started = std::time::Instant::now();
             let (reply, answer) = oneshot::channel();
             self.submit(Op::Allocate {
                 keys: [
@@ -167,6 +168,8 @@ impl Ledger {
             let (code, seq) = answer
                 .await
                 .map_err(|_| DurableError::Unavailable("Redis pipeline stopped".into()))??;
+            metrics::histogram!("scalify_ledger_seconds", "op" => "allocate")
+                .record(started.elapsed().as_secs_f64());
             match code {
                 FRESH => return Ok(Allocation::Fresh(seq)),
                 REPEAT => return Ok(Allocation::Repeat(seq)),
@@ -208,6 +211,7 @@ impl Ledger {
     /// anyone told of it can read it).
     /// `record` is the message as [`record::encode`] wrote it (the bytes produced to Kafka).
     pub async fn deposit(&self, room: Id, seq: u64, record: Vec<u8>) -> Result<(), DurableError> {
+        let started = std::time::Instant::now();
         let (reply, answer) = oneshot::channel();
         self.submit(Op::Deposit {
             key: self.window_key(room),
@@ -216,9 +220,12 @@ impl Ledger {
             reply,
         })
         .await?;
-        answer
+        let deposited = answer
             .await
-            .map_err(|_| DurableError::Unavailable("Redis pipeline stopped".into()))?
+            .map_err(|_| DurableError::Unavailable("Redis pipeline stopped".into()))?;
+        metrics::histogram!("scalify_ledger_seconds", "op" => "deposit")
+            .record(started.elapsed().as_secs_f64());
+        deposited
     }
 
     async fn submit(&self, op: Op) -> Result<(), DurableError> {

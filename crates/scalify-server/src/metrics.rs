@@ -117,6 +117,11 @@ fn describe() {
         Unit::Seconds,
         "Kafka produce: from handing a message to the producer to the broker's delivery report"
     );
+    describe_histogram!(
+        "scalify_ledger_seconds",
+        Unit::Seconds,
+        "Redis round trips on a durable send's ack path, by op: allocate (the seq, once per send) and deposit (into the recent window, after the broker's confirmation)"
+    );
     describe_counter!(
         "scalify_kafka_produced_total",
         "Messages the broker confirmed (and put in the recent window)"
