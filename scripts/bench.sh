@@ -10,7 +10,8 @@
 #                                       ones) kafka-durable kafka-sink (durable: a private tansu broker,
 #                                       PostgreSQL, Redis; see below)
 #                                       kafka-produce-Nk (the broker alone: the node's producer at that
-#                                       rate, no node; crates/scalify-kafka/examples/produce_latency.rs)
+#                                       rate, no node; crates/scalify-kafka/examples/produce_latency.rs;
+#                                       CONSUME=1 adds a plain consumer reading the topic meanwhile)
 #                                       pairs-Nk (kafka-ack-Nk's load on an embedded node)
 #   durable-mode knobs (environment): KAFKA_PARTITIONS (default 6), TANSU_STORAGE (default
 #   memory://tansu/; sqlite://tansu.db for a disk-backed broker), PERSISTER_ARGS (extra flags of
@@ -191,8 +192,25 @@ paced_pairs() {
 run_with_lag() {
   local sampler=""
   if [ -n "${PPID_:-}" ]; then
-    ( max=0; for _ in $(seq $((${BENCH_SECONDS:-10} + 4))); do sleep 1; l=$(persister_metric scalify_persister_lag_messages); l=${l%.*}; [ "$l" -gt "$max" ] && max=$l; done
-      echo "persister lag during the run: max $max messages (sampled each second)" ) &
+    # One process for the whole run, started before the load, instead of a curl and an awk
+    # process each second: the run's p99 timeline should show the product, not the sampler
+    # (mid-run process starts showed as spikes in session 10).
+    python3 - "$PPORT" $((${BENCH_SECONDS:-10} + 4)) <<'PY' &
+import sys, time, urllib.request
+port, samples = sys.argv[1], int(sys.argv[2])
+url = f"http://127.0.0.1:{port}/metrics"
+top = 0
+for _ in range(samples):
+    time.sleep(1)
+    try:
+        text = urllib.request.urlopen(url, timeout=2).read().decode()
+    except OSError:
+        continue
+    lag = sum(float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("scalify_persister_lag_messages"))
+    top = max(top, int(lag))
+print(f"persister lag during the run: max {top} messages (sampled each second)")
+PY
     sampler=$!
   fi
   cpu_shares &

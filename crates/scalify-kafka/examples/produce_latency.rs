@@ -9,7 +9,10 @@
 //! time, so a stalled producer shows up as latency, not as a lower offered rate. Records are
 //! keyed by one of `rooms` ids (the node keys by room) and go to a fresh topic of `partitions`
 //! (the node's default: 6). `SCALIFY_KAFKA_OPTIONS="k=v,k=v"` adds librdkafka settings, as
-//! `--kafka-option` does for a node.
+//! `--kafka-option` does for a node. `CONSUME=1` also runs a plain consumer (a fresh group,
+//! offsets committed each second, no database) reading the topic as it fills: what a
+//! persister's fetches cost the producer's latency at the broker, without its PostgreSQL and
+//! Redis work.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +49,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     topics::ensure_topics(&config).await?;
+    let topic = config.topic.clone();
     let ingest = Ingest::new(config, IngestConfig::default())?;
+    let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if std::env::var("CONSUME").is_ok_and(|v| v == "1") {
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers.as_str())
+            .set("group.id", format!("{topic}.reader"))
+            .set("auto.offset.reset", "earliest")
+            // Offsets committed each second, as a persister's are.
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .create()?;
+        consumer.subscribe(&[&topic])?;
+        let consumed = consumed.clone();
+        tokio::spawn(async move {
+            loop {
+                if consumer.recv().await.is_ok() {
+                    consumed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+    }
     let keys: Arc<Vec<String>> = Arc::new((0..rooms).map(|r| format!("room-{r:08}")).collect());
     let payload: Arc<Vec<u8>> = Arc::new(vec![b'x'; bytes]);
 
@@ -95,6 +120,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         at(0.999),
         at(1.0),
     );
+    if std::env::var("CONSUME").is_ok_and(|v| v == "1") {
+        println!(
+            "the consumer read {} records meanwhile",
+            consumed.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     ingest.close(Duration::from_secs(2)).await;
     Ok(())
 }
