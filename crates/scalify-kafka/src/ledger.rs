@@ -279,6 +279,47 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The rooms that have a recent window: messages confirmed by the broker that may not be
+    /// in the database yet. SCAN in steps, so Redis is never blocked for long; a window
+    /// created meanwhile may be missed (its messages came after the call started).
+    pub async fn windowed_rooms(&self) -> Result<Vec<Id>, DurableError> {
+        let head = format!("{}:recent:{{", self.config.prefix);
+        // Redis glob: the prefix is matched literally.
+        let mut pattern: String = head
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\');
+                escape.then_some('\\').into_iter().chain(std::iter::once(c))
+            })
+            .collect();
+        pattern.push_str("*}");
+        let mut conn = self.conn.clone();
+        let (mut cursor, mut rooms) = (0u64, Vec::new());
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            rooms.extend(
+                keys.iter()
+                    .filter_map(|k| k.strip_prefix(&head)?.strip_suffix('}')?.parse::<Id>().ok()),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key twice.
+        rooms.sort_unstable();
+        rooms.dedup();
+        Ok(rooms)
+    }
+
     /// Window messages with `after < seq`, ascending, at most `limit`.
     pub async fn after(
         &self,

@@ -286,6 +286,8 @@ impl ConsumerContext for Ctx {
 
 /// How often the watchdog looks at the group's progress.
 const WATCH_EVERY: Duration = Duration::from_secs(3);
+/// Window messages written per transaction by [`Persister::rescue_windows`].
+const RESCUE_PAGE: u32 = 1000;
 
 /// A consumed record waiting for its batch to be written.
 struct Consumed {
@@ -515,6 +517,8 @@ impl Persister {
         let mut batch: Vec<Consumed> = fresh_batch();
         let mut dead: Vec<(OwnedMessage, String)> = Vec::new();
         let mut batch_started: Option<Instant> = None;
+        // Records went missing from the broker: the next write saves the recent windows first.
+        let mut rescue_due = false;
         // One batch is written while the next one is read: the database and the consumer
         // work at the same time. Only one write is in flight, so batches commit (and their
         // offsets are stored) in the order they were read.
@@ -559,7 +563,7 @@ impl Persister {
                         }
                     }
                     if !batch.is_empty() || !dead.is_empty() {
-                        if let Ok(done) = self.write(batch, dead).await {
+                        if let Ok(done) = self.write(batch, dead, rescue_due).await {
                             self.store_offsets(consumer, shared, done, &mut frontier);
                         }
                     }
@@ -629,6 +633,7 @@ impl Persister {
                                 "records missing from the broker (deleted by retention?): written past them");
                             metrics::counter!("scalify_persister_missing_records_total")
                                 .increment((missing.end - missing.start) as u64);
+                            rescue_due = true;
                             (true, false)
                         }
                     };
@@ -662,7 +667,7 @@ impl Persister {
                     std::mem::replace(&mut batch, fresh_batch()),
                     std::mem::take(&mut dead),
                 );
-                writing = Some(Box::pin(self.write(b, d)));
+                writing = Some(Box::pin(self.write(b, d, std::mem::take(&mut rescue_due))));
             }
             if Instant::now() >= next_check {
                 next_check = Instant::now() + WATCH_EVERY;
@@ -768,10 +773,13 @@ impl Persister {
     /// Writes the batch (and dead letters) and trims the recent window, and returns the
     /// offsets to store ([`Persister::store_offsets`] stores them). On error none is stored:
     /// the caller pauses and re-reads from the frontier (writing a batch again is idempotent).
+    /// With `rescue`, every recent window is written to the database before the trim
+    /// ([`Persister::rescue_windows`]).
     async fn write(
         &self,
         batch: Vec<Consumed>,
         mut dead: Vec<(OwnedMessage, String)>,
+        rescue: bool,
     ) -> Result<Written, StoreError> {
         let started = Instant::now();
         // The next offset of every partition touched, dead letters included.
@@ -845,6 +853,14 @@ impl Persister {
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
+        if rescue {
+            let saved = self.rescue_windows().await?;
+            metrics::counter!("scalify_persister_rescued_total").increment(saved);
+            tracing::warn!(
+                saved,
+                "records were missing from the broker: wrote the recent windows to the database"
+            );
+        }
         // A failed trim is redone by the room's next batch: trimming is "everything up to seq".
         let newest: Vec<(Id, u64)> = newest.into_iter().collect();
         if let Err(e) = self.ledger.trim(&newest).await {
@@ -856,6 +872,63 @@ impl Persister {
             s.dead_lettered += dead_n;
         });
         Ok(Written { next })
+    }
+
+    /// Writes every message of every room's recent window to the database, and returns how
+    /// many were not there yet. Why: when records went missing from the broker (a hole that
+    /// reached offset 0 — deleted by retention before they were written), their messages'
+    /// only copy left is in the windows, and the trim after the next batch (everything up to
+    /// each room's newest seq written) would drop them. The write is idempotent: what is
+    /// stored already is found stored. A window message the database refuses (say, its seq
+    /// holds another message) is logged and not written.
+    async fn rescue_windows(&self) -> Result<u64, StoreError> {
+        let unavailable = |e: DurableError| StoreError::Unavailable(e.to_string());
+        let mut saved = 0u64;
+        for room in self.ledger.windowed_rooms().await.map_err(unavailable)? {
+            let mut after = 0;
+            loop {
+                let page = self
+                    .ledger
+                    .after(room, after, RESCUE_PAGE)
+                    .await
+                    .map_err(unavailable)?;
+                let Some(last) = page.last().map(|m| m.seq) else {
+                    break;
+                };
+                after = last;
+                let full = page.len() == RESCUE_PAGE as usize;
+                let rows: Vec<(Id, Message)> = page.into_iter().map(|m| (room, m)).collect();
+                let outcomes = match self.db.persist(&rows).await {
+                    Ok(o) => vec![o],
+                    // One row the database refuses must not stop the others: one by one.
+                    Err(StoreError::Rejected(_)) => {
+                        let mut each = Vec::with_capacity(rows.len());
+                        for row in &rows {
+                            match self.db.persist(std::slice::from_ref(row)).await {
+                                Ok(o) => each.push(o),
+                                Err(StoreError::Rejected(why)) => tracing::error!(%room,
+                                    seq = row.1.seq, %why,
+                                    "the database refuses a recent window's message"),
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        each
+                    }
+                    Err(e) => return Err(e),
+                };
+                for outcome in outcomes {
+                    saved += outcome.inserted as u64;
+                    for m in &outcome.conflicts {
+                        tracing::error!(%room, seq = m.seq, id = %m.id,
+                            "a recent window's message conflicts with the database: not written");
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(saved)
     }
 
     /// Stores a written batch's offsets (committed with the next auto-commit) and advances the

@@ -161,6 +161,8 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     assert_eq!(seqs(ledger.before(room, Some(43), 10).await.unwrap()), [42]);
     assert_eq!(seqs(ledger.before(room, None, 1).await.unwrap()), [43]);
     assert_eq!(ledger.at(room, 42).await.unwrap().map(|m| m.seq), Some(42));
+    // The rooms that have a window (what the persister rescues after records went missing).
+    assert_eq!(ledger.windowed_rooms().await.unwrap(), [room]);
     ledger.trim(&[(room, 42)]).await.unwrap();
     assert_eq!(seqs(ledger.after(room, 0, 10).await.unwrap()), [43]);
 }
@@ -668,4 +670,189 @@ async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64
         len + more - written
     );
     persister.stop().await;
+}
+
+/// A broker of the test's own, stored in SQLite (`tansu.db` in a temporary directory), so a
+/// test can stop it, change its log and start it again on the same port.
+struct PrivateBroker {
+    dir: std::path::PathBuf,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateBroker {
+    fn start() -> Self {
+        let dir = std::env::temp_dir().join(unique("tansu"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut broker = PrivateBroker {
+            dir,
+            port,
+            child: None,
+        };
+        broker.run();
+        broker
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) {
+        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| {
+            format!(
+                "{}/.cargo/bin/tansu",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let url = format!("tcp://{}", self.brokers());
+        let child = std::process::Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(self.brokers()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the private broker did not listen on {}", self.brokers());
+    }
+
+    /// kill -9.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Records deleted from the broker before the persister wrote them (retention outran a long
+/// persister outage): their messages are still in the recent windows, and the persister
+/// writes them from there before its trim would drop them. Without the rescue the database
+/// kept seq 1, 2 and 7–10 and lost 3–6 for good.
+#[tokio::test]
+async fn records_deleted_from_the_broker_are_written_from_the_window() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("scalify_kafka=info")
+        .with_test_writer()
+        .try_init();
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let (name, room, who) = general_room(&store).await;
+    let mut broker = PrivateBroker::start();
+    let mut kafka = KafkaConfig::new(broker.brokers());
+    kafka.topic = unique("retained");
+    kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
+    kafka.group = unique("group");
+    kafka.partitions = 1;
+    topics::ensure_topics(&kafka).await.unwrap();
+
+    // Ten confirmed messages, each in the recent window as a node leaves it (seq 1..=10 at
+    // offsets 0..=9); the first two written and committed.
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+    let ingest = Ingest::new(kafka.clone(), IngestConfig::default()).unwrap();
+    let messages: Vec<Message> = (1..=10)
+        .map(|s| message(&name, s, &who, &format!("c{s}")))
+        .collect();
+    for m in &messages {
+        let payload = record::encode(room.id, m);
+        ingest
+            .produce(&room.id.to_string(), &payload)
+            .await
+            .unwrap();
+        ledger.deposit(room.id, m.seq, payload).await.unwrap();
+    }
+    ingest.close(Duration::from_secs(2)).await;
+    let rows: Vec<(Id, Message)> = messages[..2].iter().map(|m| (room.id, m.clone())).collect();
+    store.persist(&rows).await.unwrap();
+    let committer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .set("group.id", &kafka.group)
+        .create()
+        .unwrap();
+    let mut at = rdkafka::TopicPartitionList::new();
+    at.add_partition_offset(&kafka.topic, 0, rdkafka::Offset::Offset(2))
+        .unwrap();
+    committer
+        .commit(&at, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    drop(committer);
+
+    // Retention: offsets 0..=5 (seq 1..=6) leave the broker's log.
+    broker.kill();
+    {
+        let log = rusqlite::Connection::open(broker.dir.join("tansu.db")).unwrap();
+        let deleted = log
+            .execute("delete from record where offset_id < 6", [])
+            .unwrap();
+        assert_eq!(deleted, 6, "the broker's log as the test expects it");
+        log.execute(
+            "update watermark set low = 6 where high is not null and high >= 6",
+            [],
+        )
+        .unwrap();
+    }
+    broker.run();
+
+    let persister = Persister::new(
+        kafka.clone(),
+        PersisterConfig::new("test"),
+        store.clone(),
+        ledger.clone(),
+    )
+    .unwrap();
+    let status = persister.status();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(persister.run(stop.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = store.after(&room, 0, 11).await.unwrap();
+        let window = ledger.after(room.id, 0, 11).await.unwrap();
+        // Done: seq 7..=10 written from the broker (the window trimmed up to 10).
+        if status.lock().unwrap().persisted >= 4 && window.is_empty() {
+            let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
+            assert!(
+                stored
+                    .iter()
+                    .map(|m| m.id)
+                    .eq(messages.iter().map(|m| m.id)),
+                "every message once, in order; stored seqs {seqs:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the persister did not finish: stored {:?}, window {:?}",
+            stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            window.iter().map(|m| m.seq).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
 }

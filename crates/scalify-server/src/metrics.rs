@@ -170,6 +170,18 @@ fn describe() {
         "scalify_persister_watchdog_restarts_total",
         "Kafka consumers re-created because there was lag and no progress"
     );
+    describe_counter!(
+        "scalify_persister_step_backs_total",
+        "Seeks back after a record came past the offset expected (a broker that skipped records)"
+    );
+    describe_counter!(
+        "scalify_persister_missing_records_total",
+        "Offsets missing from the broker even from offset 0 (deleted by retention)"
+    );
+    describe_counter!(
+        "scalify_persister_rescued_total",
+        "Messages written from the recent windows after records went missing from the broker"
+    );
     describe_histogram!(
         "scalify_persister_batch_size",
         "Messages per persister transaction"
