@@ -255,6 +255,10 @@ impl ConsumerContext for Ctx {
             Rebalance::Assign(tpl) => {
                 let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(partitions = ?parts, "persister assigned partitions");
+                // Here, not only in the loop: the loop does not run while paused.
+                if let Ok(mut status) = self.status.lock() {
+                    status.partitions = parts.iter().copied().collect();
+                }
                 if let Ok(mut a) = self.shared.assigned.lock() {
                     *a = parts;
                 }
@@ -277,6 +281,7 @@ impl ConsumerContext for Ctx {
                             .set(0.0);
                     }
                     status.lag.clear();
+                    status.partitions.clear();
                 }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -1033,11 +1038,17 @@ impl Persister {
             let delay = backoff(attempt, Duration::from_secs(5));
             let until = Instant::now() + delay;
             // Keep polling while waiting: it serves rebalances and keeps us in the group.
-            // Anything still delivered is dropped; the seek below reads it again.
+            // Anything still delivered (fetched before the pause) is dropped; the seek below
+            // reads it again.
             while Instant::now() < until {
                 tokio::select! {
                     () = stop.cancelled() => return Resumed::Stopped,
-                    _ = tokio::time::timeout(until - Instant::now(), consumer.recv()) => {}
+                    got = tokio::time::timeout(until - Instant::now(), consumer.recv()) => {
+                        if let Ok(Ok(_)) = got {
+                            metrics::counter!("scalify_persister_dropped_while_paused_total")
+                                .increment(1);
+                        }
+                    }
                 }
             }
             attempt += 1;

@@ -179,6 +179,10 @@ fn describe() {
         "Offsets missing from the broker even from offset 0 (deleted by retention)"
     );
     describe_counter!(
+        "scalify_persister_dropped_while_paused_total",
+        "Records delivered while the persister was paused (fetched before the pause), dropped and read again after it"
+    );
+    describe_counter!(
         "scalify_persister_rescued_total",
         "Messages written from the recent windows after records went missing from the broker"
     );
