@@ -39,7 +39,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use scalify_core::{Id, Message};
-use scalify_store::postgres::PgStore;
+use scalify_store::postgres::{Persisted, PgStore};
 use scalify_store::{Store, StoreError};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -255,9 +255,10 @@ impl ConsumerContext for Ctx {
             Rebalance::Assign(tpl) => {
                 let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(partitions = ?parts, "persister assigned partitions");
-                // Here, not only in the loop: the loop does not run while paused.
+                // Here, where the assignment happens: the loop does not run while paused.
                 if let Ok(mut status) = self.status.lock() {
                     status.partitions = parts.iter().copied().collect();
+                    status.updated_at = scalify_core::now_ms();
                 }
                 if let Ok(mut a) = self.shared.assigned.lock() {
                     *a = parts;
@@ -282,6 +283,7 @@ impl ConsumerContext for Ctx {
                     }
                     status.lag.clear();
                     status.partitions.clear();
+                    status.updated_at = scalify_core::now_ms();
                 }
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
@@ -293,6 +295,35 @@ impl ConsumerContext for Ctx {
 const WATCH_EVERY: Duration = Duration::from_secs(3);
 /// Window messages written per transaction by [`Persister::rescue_windows`].
 const RESCUE_PAGE: u32 = 1000;
+
+/// Writes `rows` in one transaction, or — when the database refuses the batch (not a
+/// connection problem) — row by row, so one bad message cannot stall the others. Returns
+/// what was written and the rows refused (index into `rows`, the database's reason).
+async fn persist_rows(
+    db: &PgStore,
+    rows: &[(Id, Message)],
+) -> Result<(Persisted, Vec<(usize, String)>), StoreError> {
+    match db.persist(rows).await {
+        Ok(outcome) => Ok((outcome, Vec::new())),
+        Err(StoreError::Rejected(why)) => {
+            tracing::warn!(%why, "batch refused; writing its messages one by one");
+            let (mut total, mut refused) = (Persisted::default(), Vec::new());
+            for (i, row) in rows.iter().enumerate() {
+                match db.persist(std::slice::from_ref(row)).await {
+                    Ok(o) => {
+                        total.inserted += o.inserted;
+                        total.redelivered += o.redelivered;
+                        total.conflicts.extend(o.conflicts);
+                    }
+                    Err(StoreError::Rejected(why)) => refused.push((i, why)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok((total, refused))
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// A consumed record waiting for its batch to be written.
 struct Consumed {
@@ -540,7 +571,6 @@ impl Persister {
                 seen_rebalances = rebalances;
                 let assigned = shared.assigned();
                 frontier.retain(|p, _| assigned.contains(p));
-                self.update(|s| s.partitions = assigned.iter().copied().collect());
             }
             let wait = match batch_started {
                 Some(t) => self.config.batch_wait.saturating_sub(t.elapsed()),
@@ -809,33 +839,10 @@ impl Persister {
             let (room, message) = &rows[i];
             self.refetched(*room, message, positions[i])
         };
-        let outcome = match self.db.persist(&rows).await {
-            Ok(o) => o,
-            Err(StoreError::Rejected(why)) => {
-                // Not a connection problem: find the row the database refuses, one by one,
-                // so one bad message cannot stall its partition.
-                tracing::warn!(%why, "batch refused; writing its messages one by one");
-                let mut total = scalify_store::postgres::Persisted::default();
-                for (i, row) in rows.iter().enumerate() {
-                    match self.db.persist(std::slice::from_ref(row)).await {
-                        Ok(o) => {
-                            total.inserted += o.inserted;
-                            total.redelivered += o.redelivered;
-                            total.conflicts.extend(o.conflicts);
-                        }
-                        Err(StoreError::Rejected(why)) => {
-                            dead.push((
-                                refetched(i),
-                                format!("database refused the message: {why}"),
-                            ));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                total
-            }
-            Err(e) => return Err(e),
-        };
+        let (outcome, refused) = persist_rows(&self.db, &rows).await?;
+        for (i, why) in refused {
+            dead.push((refetched(i), format!("database refused the message: {why}")));
+        }
         metrics::histogram!("scalify_persister_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("scalify_persister_batch_size").record(rows.len() as f64);
@@ -903,30 +910,15 @@ impl Persister {
                 after = last;
                 let full = page.len() == RESCUE_PAGE as usize;
                 let rows: Vec<(Id, Message)> = page.into_iter().map(|m| (room, m)).collect();
-                let outcomes = match self.db.persist(&rows).await {
-                    Ok(o) => vec![o],
-                    // One row the database refuses must not stop the others: one by one.
-                    Err(StoreError::Rejected(_)) => {
-                        let mut each = Vec::with_capacity(rows.len());
-                        for row in &rows {
-                            match self.db.persist(std::slice::from_ref(row)).await {
-                                Ok(o) => each.push(o),
-                                Err(StoreError::Rejected(why)) => tracing::error!(%room,
-                                    seq = row.1.seq, %why,
-                                    "the database refuses a recent window's message"),
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        each
-                    }
-                    Err(e) => return Err(e),
-                };
-                for outcome in outcomes {
-                    saved += outcome.inserted as u64;
-                    for m in &outcome.conflicts {
-                        tracing::error!(%room, seq = m.seq, id = %m.id,
-                            "a recent window's message conflicts with the database: not written");
-                    }
+                let (outcome, refused) = persist_rows(&self.db, &rows).await?;
+                saved += outcome.inserted as u64;
+                for (i, why) in refused {
+                    tracing::error!(%room, seq = rows[i].1.seq, %why,
+                        "the database refuses a recent window's message");
+                }
+                for m in &outcome.conflicts {
+                    tracing::error!(%room, seq = m.seq, id = %m.id,
+                        "a recent window's message conflicts with the database: not written");
                 }
                 if !full {
                     break;
