@@ -218,9 +218,14 @@ async fn general_room(store: &PgStore) -> (RoomName, scalify_core::Room, UserRef
 }
 
 /// A one-partition topic of the test's own (`<name>_…`), with its dead-letter topic and a
-/// consumer group of its own, created on the broker.
+/// consumer group of its own, created on the shared broker.
 async fn one_partition_topic(name: &str) -> KafkaConfig {
-    let mut kafka = KafkaConfig::new(brokers());
+    one_partition_topic_on(&brokers(), name).await
+}
+
+/// The same on the broker at `brokers`.
+async fn one_partition_topic_on(brokers: &str, name: &str) -> KafkaConfig {
+    let mut kafka = KafkaConfig::new(brokers);
     kafka.topic = unique(name);
     kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
     kafka.group = unique("group");
@@ -229,19 +234,48 @@ async fn one_partition_topic(name: &str) -> KafkaConfig {
     kafka
 }
 
+/// Commits `offset` of partition 0 for the topic's consumer group, as a persister that wrote
+/// everything before it would have.
+fn commit_offset(kafka: &KafkaConfig, offset: i64) {
+    let committer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group)
+        .create()
+        .unwrap();
+    let mut at = rdkafka::TopicPartitionList::new();
+    at.add_partition_offset(&kafka.topic, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    committer
+        .commit(&at, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+}
+
 /// A persister running until `stop` is cancelled, with its live status.
 struct RunningPersister {
     status: Arc<Mutex<PersisterStatus>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), scalify_kafka::DurableError>>,
-    _prefix: RedisPrefix,
+    /// The Redis prefix it made for itself, if the test gave it no ledger.
+    _prefix: Option<RedisPrefix>,
 }
 
 impl RunningPersister {
     async fn start(kafka: &KafkaConfig, config: PersisterConfig, store: &Arc<PgStore>) -> Self {
         let prefix = RedisPrefix::new();
-        let persister =
-            Persister::new(kafka.clone(), config, store.clone(), ledger(&prefix).await).unwrap();
+        let ledger = ledger(&prefix).await;
+        let mut running = Self::start_with(kafka, config, store, ledger);
+        running._prefix = Some(prefix);
+        running
+    }
+
+    /// With the test's own ledger (its recent windows).
+    fn start_with(
+        kafka: &KafkaConfig,
+        config: PersisterConfig,
+        store: &Arc<PgStore>,
+        ledger: Ledger,
+    ) -> Self {
+        let persister = Persister::new(kafka.clone(), config, store.clone(), ledger).unwrap();
         let status = persister.status();
         let stop = CancellationToken::new();
         let task = tokio::spawn(persister.run(stop.clone()));
@@ -249,7 +283,7 @@ impl RunningPersister {
             status,
             stop,
             task,
-            _prefix: prefix,
+            _prefix: None,
         }
     }
 
@@ -620,18 +654,7 @@ async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64
         .map(|m| (room.id, m.clone()))
         .collect();
     store.persist(&rows).await.unwrap();
-    let committer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", &kafka.group)
-        .create()
-        .unwrap();
-    let mut at = rdkafka::TopicPartitionList::new();
-    at.add_partition_offset(&kafka.topic, 0, rdkafka::Offset::Offset(committed as i64))
-        .unwrap();
-    committer
-        .commit(&at, rdkafka::consumer::CommitMode::Sync)
-        .unwrap();
-    drop(committer);
+    commit_offset(&kafka, committed as i64);
 
     let mut config = PersisterConfig::new("test");
     config.stuck_after = Duration::from_secs(2);
@@ -764,12 +787,7 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
     let store = db.store().await;
     let (name, room, who) = general_room(&store).await;
     let mut broker = PrivateBroker::start();
-    let mut kafka = KafkaConfig::new(broker.brokers());
-    kafka.topic = unique("retained");
-    kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
-    kafka.group = unique("group");
-    kafka.partitions = 1;
-    topics::ensure_topics(&kafka).await.unwrap();
+    let kafka = one_partition_topic_on(&broker.brokers(), "retained").await;
 
     // Ten confirmed messages, each in the recent window as a node leaves it (seq 1..=10 at
     // offsets 0..=9); the first two written and committed.
@@ -790,18 +808,7 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
     ingest.close(Duration::from_secs(2)).await;
     let rows: Vec<(Id, Message)> = messages[..2].iter().map(|m| (room.id, m.clone())).collect();
     store.persist(&rows).await.unwrap();
-    let committer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", &kafka.group)
-        .create()
-        .unwrap();
-    let mut at = rdkafka::TopicPartitionList::new();
-    at.add_partition_offset(&kafka.topic, 0, rdkafka::Offset::Offset(2))
-        .unwrap();
-    committer
-        .commit(&at, rdkafka::consumer::CommitMode::Sync)
-        .unwrap();
-    drop(committer);
+    commit_offset(&kafka, 2);
 
     // Retention: offsets 0..=5 (seq 1..=6) leave the broker's log.
     broker.kill();
@@ -819,22 +826,14 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
     }
     broker.run();
 
-    let persister = Persister::new(
-        kafka.clone(),
-        PersisterConfig::new("test"),
-        store.clone(),
-        ledger.clone(),
-    )
-    .unwrap();
-    let status = persister.status();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(persister.run(stop.clone()));
+    let persister =
+        RunningPersister::start_with(&kafka, PersisterConfig::new("test"), &store, ledger.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let stored = store.after(&room, 0, 11).await.unwrap();
         let window = ledger.after(room.id, 0, 11).await.unwrap();
         // Done: seq 7..=10 written from the broker (the window trimmed up to 10).
-        if status.lock().unwrap().persisted >= 4 && window.is_empty() {
+        if persister.status.lock().unwrap().persisted >= 4 && window.is_empty() {
             let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
             assert!(
                 stored
@@ -853,6 +852,5 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.cancel();
-    task.await.unwrap().unwrap();
+    persister.stop().await;
 }
