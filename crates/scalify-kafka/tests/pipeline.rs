@@ -18,6 +18,7 @@ use scalify_kafka::persister::{Persister, PersisterConfig, PersisterStatus};
 use scalify_kafka::{record, topics, KafkaConfig};
 use scalify_store::postgres::PgStore;
 use scalify_store::Store;
+use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 #[path = "../../scalify-store/tests/fresh_db/mod.rs"]
@@ -413,23 +414,11 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
     }
 
     // Both bad records are on the dead-letter topic, with why.
-    let dlq = reader_from_the_start(&kafka.dead_letter_topic);
-    let mut reasons = Vec::new();
-    while reasons.len() < 2 {
-        let m = tokio::time::timeout(Duration::from_secs(20), dlq.recv())
-            .await
-            .expect("dead letters expected")
-            .unwrap();
-        let reason = m
-            .headers()
-            .and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == "reason")
-                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
-            })
-            .unwrap_or_default();
-        reasons.push(reason);
-    }
+    let mut reasons: Vec<String> = dead_letters(&kafka, 2)
+        .await
+        .into_iter()
+        .map(|(reason, _)| reason)
+        .collect();
     reasons.sort();
     assert!(
         reasons[0].contains("not a JSON message record"),
@@ -478,6 +467,104 @@ async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
         [m1.id, m2.id, m3.id]
     );
     again.stop().await;
+}
+
+/// The first `n` records of the topic's dead-letter topic: (the `reason` header, payload).
+async fn dead_letters(kafka: &KafkaConfig, n: usize) -> Vec<(String, Vec<u8>)> {
+    let dlq = reader_from_the_start(&kafka.dead_letter_topic);
+    let mut letters = Vec::new();
+    while letters.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(20), dlq.recv())
+            .await
+            .expect("dead letters expected")
+            .unwrap();
+        let reason = m
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "reason")
+                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            })
+            .unwrap_or_default();
+        letters.push((reason, m.payload().unwrap_or_default().to_vec()));
+    }
+    letters
+}
+
+/// A record that decodes but that the database refuses (here a CHECK constraint the test adds;
+/// in production, say, a value PostgreSQL cannot store) fails its whole batch's COPY: the
+/// persister writes that batch row by row, dead-letters the refused one with the database's
+/// reason, stores the others, and the partition keeps flowing.
+#[tokio::test]
+async fn a_record_the_database_refuses_is_dead_lettered_and_its_batch_is_written() {
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let (name, room, who) = general_room(&store).await;
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("ALTER TABLE messages ADD CONSTRAINT test_refuses CHECK (text <> 'refuse me')")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let kafka = one_partition_topic("refused").await;
+
+    // Three records enqueued together: one broker batch, one persister batch.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "500")
+        .create()
+        .unwrap();
+    let key = room.id.to_string();
+    let m1 = message(&name, 1, &who, "c1");
+    let mut m2 = message(&name, 2, &who, "c2");
+    m2.text = MessageText::parse("refuse me", 4096).unwrap();
+    let m3 = message(&name, 3, &who, "c3");
+    let m4 = message(&name, 4, &who, "c4");
+    let payloads = [&m1, &m2, &m3, &m4].map(|m| record::encode(room.id, m));
+    let send = |i: usize| {
+        producer.send(
+            FutureRecord::to(&kafka.topic)
+                .key(&key)
+                .payload(&payloads[i]),
+            Duration::from_secs(10),
+        )
+    };
+    for delivered in futures_util::future::join_all([send(0), send(1), send(2)]).await {
+        delivered.map_err(|(e, _)| e).unwrap();
+    }
+
+    let persister = RunningPersister::start(&kafka, PersisterConfig::new("test"), &store).await;
+    let stored_ids = |n: usize| {
+        let (store, room) = (store.clone(), room.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let stored = store.after(&room, 0, 10).await.unwrap();
+                if stored.len() >= n || tokio::time::Instant::now() > deadline {
+                    return stored.iter().map(|m| m.id).collect::<Vec<_>>();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(stored_ids(2).await, [m1.id, m3.id], "the batch around it");
+    let letters = dead_letters(&kafka, 1).await;
+    assert!(
+        letters[0].0.contains("database refused the message")
+            && letters[0].0.contains("test_refuses"),
+        "{:?}",
+        letters[0].0
+    );
+    assert_eq!(letters[0].1, payloads[1]);
+
+    // The partition keeps flowing.
+    send(3).await.map_err(|(e, _)| e).unwrap();
+    assert_eq!(stored_ids(3).await, [m1.id, m3.id, m4.id]);
+    let (persisted, dead) = {
+        let s = persister.status.lock().unwrap();
+        (s.persisted, s.dead_lettered)
+    };
+    assert_eq!((persisted, dead), (3, 1));
+    persister.stop().await;
 }
 
 #[tokio::test]
