@@ -12,9 +12,9 @@ export const BIN = process.env.SCALIFY_BIN || path.resolve(here, '../../target/d
 
 /**
  * Runs `scalify <args>` and resolves once its stdout matches `ready` (whose first group is the
- * URL it serves), with `stop(signal)`, its exit and its stderr (the last 200 KB).
+ * URL it serves; within `timeoutMs`), with `stop(signal)`, its exit and its stderr (the last 200 KB).
  */
-export async function launch(args, { env = {}, ready = /running at (http:\/\/[^/\s]+)\//, what = 'server' } = {}) {
+export async function launch(args, { env = {}, ready = /running at (http:\/\/[^/\s]+)\//, what = 'server', timeoutMs = 20000 } = {}) {
   const child = spawn(BIN, args, {
     env: { ...process.env, SCALIFY_LOG: process.env.SCALIFY_LOG || 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -23,7 +23,7 @@ export async function launch(args, { env = {}, ready = /running at (http:\/\/[^/
   child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-200000); });
   const url = await new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${stderr}`)), 20000);
+    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${stderr}`)), timeoutMs);
     child.stdout.on('data', (d) => {
       out += d;
       const m = out.match(ready);

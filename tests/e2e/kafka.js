@@ -137,14 +137,17 @@ export function startDurableNode(c, extra = []) {
   return startNode(c, [...kafkaArgs(c), '--kafka-ack-timeout-ms', '3000', ...extra]);
 }
 
-/** `scalify persister` alone; resolves once it runs. `stuckSecs`: its watchdog's patience. */
-export async function startPersister(c, extra = [], { stuckSecs = 10 } = {}) {
+/**
+ * `scalify persister` alone; resolves once it runs (within `startMs`). `stuckSecs`: its
+ * watchdog's patience.
+ */
+export async function startPersister(c, extra = [], { stuckSecs = 10, startMs = 20000 } = {}) {
   const p = await launch(['persister', '--listen', '127.0.0.1:0',
     '--database-url', c.db.url, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix,
     ...kafkaArgs(c), '--persister-stuck-secs', String(stuckSecs),
     // SCALIFY_E2E_KAFKA_DEBUG=cgrp,fetch: librdkafka's own debug logs (with SCALIFY_LOG=…,librdkafka=debug).
     ...(process.env.SCALIFY_E2E_KAFKA_DEBUG ? ['--kafka-option', `debug=${process.env.SCALIFY_E2E_KAFKA_DEBUG}`, '--kafka-option', 'log_level=7'] : []),
-    ...extra], { env: { SCALIFY_TOKEN_SECRET: c.secret }, ready: /metrics at (http:\/\/[^/\s]+)\//, what: 'persister' });
+    ...extra], { env: { SCALIFY_TOKEN_SECRET: c.secret }, ready: /metrics at (http:\/\/[^/\s]+)\//, what: 'persister', timeoutMs: startMs });
   return {
     ...p,
     async metric(name) {

@@ -5,10 +5,14 @@
 // and every client's view (REST history) equal to the store.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { api, call, collect, connect, register, sleep, uniqueRoom, allMessages, eventually } from './harness.js';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { BIN, api, call, collect, connect, register, sleep, uniqueRoom, allMessages, eventually } from './harness.js';
 import { forgetKeys, privatePostgres, readyz, redisCli } from './cluster.js';
 import {
-  checkStore, durableSettings, sendUntilAcked, startBroker, startDurableNode, startPersister, storedMessages,
+  checkStore, durableSettings, kafkaArgs, sendUntilAcked, startBroker, startDurableNode, startPersister, storedMessages,
 } from './kafka.js';
 
 /** Users, each connected to `url`, all joined to every room. */
@@ -184,7 +188,7 @@ test('kill -9 the persister mid-batch under traffic, start another: nothing lost
   assert.ok(await p2.metric('scalify_persister_rows_total') > 0, 'the second persister took over');
 }));
 
-test('PostgreSQL down for 12 s under traffic: sends still acked, the persister pauses in its group, then resumes without skipping', async () => {
+test('PostgreSQL down for 12 s under traffic: sends still acked, the persister pauses in its group, then resumes without skipping; a persister started meanwhile waits for it', async () => {
   const broker = await startBroker();
   const pg = await privatePostgres();
   const c = durableSettings(broker.brokers);
@@ -195,6 +199,8 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
   const persister = await startPersister(c);
   const pop = await population(node.url);
   const admin = (await api(node.url, 'POST', '/api/auth/register', { username: adminName, password: 'correct-horse' })).body;
+  let late = null;
+  let lateFailed = null;
   try {
     const oracle = new Map();
     // Warm the node's room and membership caches: while the database is down, only sends
@@ -208,9 +214,15 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
     const downAt = Date.now();
     const ackedBefore = oracle.size;
     await eventually(async () => (await persister.metric('scalify_persister_paused')) === 1, 15000, 'the persister paused');
+    // A persister started while the database is down waits for it instead of exiting.
     while (Date.now() - downAt < 12000) {
       await sleep(500);
       assert.equal(persister.child.exitCode, null, 'the persister must stay up');
+      if (!late && Date.now() - downAt > 4000) {
+        late = startPersister(c, [], { startMs: 60000 });
+        late.catch((e) => { lateFailed = e; });
+      }
+      assert.equal(lateFailed, null, `a persister started while PostgreSQL was down: ${lateFailed?.message}`);
     }
     assert.ok(oracle.size > ackedBefore + 20, `sends kept being acked while PostgreSQL was down (${oracle.size - ackedBefore})`);
     // Still a member of its group: its partitions are still assigned to it.
@@ -229,13 +241,19 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
     assert.equal(pdown.body.checks.kafka.ok, true);
     pg.start();
     await eventually(async () => (await persister.metric('scalify_persister_paused')) === 0, 30000, 'the persister resumed');
+    late = await late;
+    assert.match(late.stderr(), /waiting for PostgreSQL/);
     await sleep(1000);
     await load.stop();
-    await quiesceAndCheck(c, node.url, pop, oracle);
+    await quiesceAndCheck(c, node.url, pop, oracle, [persister, late]);
     assert.ok(await persister.metric('scalify_persister_retries_total') >= 1);
     assert.equal(persister.child.exitCode, null, 'the same persister process resumed');
+    // The late one joined the group: its status is in the registry.
+    assert.equal(redisCli(c.redisUrl, 'HLEN', `${c.prefix}:{persisters}`).trim(), '2');
   } finally {
     closeAll(pop);
+    if (late?.stop) await late.stop();
+    else if (late) late.then((l) => l.stop('SIGKILL'), () => {});
     await persister.stop();
     await node.stop(); node.cleanup(); pg.destroy(); forgetKeys(c.redisUrl, c.prefix); await broker.destroy();
   }
@@ -296,6 +314,48 @@ test('a persister leaves while PostgreSQL is down: the paused one pauses the par
     await first.stop();
     if (!secondStopped) await second.stop();
     await node.stop(); node.cleanup(); pg.destroy(); forgetKeys(c.redisUrl, c.prefix); await broker.destroy();
+  }
+});
+
+test('a node started before its Kafka brokers waits for them, saying so, stops cleanly on SIGTERM meanwhile, and comes up when they do', async () => {
+  const broker = await startBroker();
+  const c = durableSettings(broker.brokers);
+  await broker.kill();
+  const dir = mkdtempSync(path.join(tmpdir(), 'scalify-e2e-'));
+  let node;
+  try {
+    // Started with no broker: it waits, says so, and SIGTERM stops it with status 0.
+    const waiting = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dir,
+      '--database-url', c.db.url, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix, ...kafkaArgs(c)],
+    { env: { ...process.env, SCALIFY_LOG: 'warn', SCALIFY_TOKEN_SECRET: c.secret }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise((r) => waiting.on('exit', (code, signal) => r({ code, signal })));
+    let stderr = '';
+    waiting.stderr.on('data', (d) => { stderr += d; });
+    await eventually(() => stderr.includes('waiting for the Kafka brokers'), 20000, 'the node says it waits for the brokers');
+    assert.equal(waiting.exitCode, null, 'it waits instead of exiting');
+    waiting.kill('SIGTERM');
+    const exit = await Promise.race([exited, sleep(10000).then(() => 'still running')]);
+    if (exit === 'still running') waiting.kill('SIGKILL');
+    assert.deepEqual(exit, { code: 0, signal: null }, `SIGTERM while waiting:\n${stderr}`);
+
+    // Started again, and the broker comes up 3 s later: the node comes up with it and acks.
+    const starting = startDurableNode(c);
+    starting.catch(() => {});
+    await sleep(3000);
+    await broker.start();
+    node = await starting;
+    const alice = await register(node.url, 'kw');
+    const s = await connect(node.url, alice.token);
+    const room = uniqueRoom('kw');
+    assert.equal((await call(s, 'join', { room })).ok, true);
+    const m = await sendUntilAcked(s, room, 'after the broker came up', 'kw-1');
+    assert.equal(m.seq, 1);
+    s.close();
+  } finally {
+    if (node) { await node.stop(); node.cleanup(); }
+    rmSync(dir, { recursive: true, force: true });
+    c.drop();
+    await broker.destroy();
   }
 });
 

@@ -30,9 +30,18 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), DurableError> {
         ),
     ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(topics.iter(), &options)
-        .await
+    // While no broker answers, librdkafka keeps trying (so a node started before its brokers
+    // comes up with them); say so, or the start looks hung.
+    let mut create = std::pin::pin!(admin.create_topics(topics.iter(), &options));
+    let created = loop {
+        tokio::select! {
+            created = &mut create => break created,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {
+                tracing::warn!(brokers = %config.brokers, "waiting for the Kafka brokers to answer (creating the topics)");
+            }
+        }
+    };
+    let results = created
         .map_err(|e| DurableError::Unavailable(format!("Kafka: cannot create topics: {e}")))?;
     for r in results {
         match r {

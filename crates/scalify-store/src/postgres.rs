@@ -121,6 +121,10 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 Some("23505") => StoreError::Conflict,
                 Some("23503") => StoreError::NotFound,
+                // The server is shutting down, starting up or out of connection slots.
+                Some("57P01" | "57P02" | "57P03" | "53300") => {
+                    StoreError::Unavailable(e.to_string())
+                }
                 Some(code) if code.starts_with("22") || code.starts_with("23") => {
                     StoreError::Rejected(e.to_string())
                 }
@@ -150,7 +154,15 @@ async fn connect(config: &PgConfig) -> StoreResult<PgPool> {
         .acquire_timeout(Duration::from_secs(2))
         .connect(&config.url)
         .await
-        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))
+        .map_err(|e| {
+            let why = format!("cannot connect to PostgreSQL: {e}");
+            // Unreachable, starting up or full: worth waiting for. Anything else (a wrong
+            // password or database name) will not pass by itself.
+            match StoreError::from(e) {
+                StoreError::Unavailable(_) => StoreError::Unavailable(why),
+                _ => StoreError::Backend(why),
+            }
+        })
 }
 
 async fn migrate(pool: &PgPool) -> StoreResult<usize> {

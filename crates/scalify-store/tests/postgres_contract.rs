@@ -117,3 +117,33 @@ async fn a_bad_append_does_not_fail_its_batch() {
     assert_eq!(ok, 49);
     assert_eq!(store.after(&room, 0, 100).await.unwrap().len(), 49);
 }
+
+/// What `serve` and `persister` wait for at start (`Unavailable`: nothing answers, or the
+/// server is starting up) and what ends their start at once (a database that does not exist:
+/// waiting will not create it).
+#[tokio::test]
+async fn opening_tells_an_unreachable_server_from_a_wrong_database() {
+    let port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
+    };
+    let unreachable = PgStore::open(PgConfig::new(&format!(
+        "postgres://postgres@127.0.0.1:{port}/x"
+    )))
+    .await
+    .err();
+    assert!(
+        matches!(unreachable, Some(scalify_store::StoreError::Unavailable(_))),
+        "{unreachable:?}"
+    );
+
+    let admin = fresh_db::admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+    let missing = PgStore::open(PgConfig::new(&format!("{base}/scalify_no_such_database")))
+        .await
+        .err();
+    assert!(
+        matches!(&missing, Some(scalify_store::StoreError::Backend(why)) if why.contains("does not exist")),
+        "{missing:?}"
+    );
+}

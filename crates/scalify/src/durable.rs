@@ -146,13 +146,16 @@ pub async fn run_persister(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (_, _, pg_config) = parts(&settings)?;
-    let pg = Arc::new(
-        PgStore::open(pg_config.clone())
-            .await
-            .context("opening PostgreSQL")?,
-    );
+    let mut shutdown = std::pin::pin!(shutdown);
+    let Some(pg) = crate::wait_for_postgres(pg_config, &mut shutdown).await? else {
+        return Ok(());
+    };
+    let pg = Arc::new(pg);
     let stop = CancellationToken::new();
-    let task = start_persister(&settings, pg.clone(), stop.clone()).await?;
+    let task = tokio::select! {
+        task = start_persister(&settings, pg.clone(), stop.clone()) => task?,
+        () = &mut shutdown => return Ok(()),
+    };
     scalify_server::metrics::handle();
     let (kafka, _, _) = parts(&settings)?;
     let readiness = Arc::new((pg.clone(), BrokerCheck::new(&kafka.config)?));

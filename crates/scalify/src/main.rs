@@ -12,9 +12,9 @@ use anyhow::Context;
 use clap::Parser;
 use scalify_server::{App, Cluster};
 use scalify_service::auth::Auth;
-use scalify_store::postgres::PgStore;
+use scalify_store::postgres::{PgConfig, PgStore};
 use scalify_store::sqlite::SqliteStore;
-use scalify_store::Store;
+use scalify_store::{Store, StoreError};
 use tokio::net::TcpListener;
 
 use crate::config::{AdminCommand, Cli, Command, ConfigCommand, LogFormat, Settings};
@@ -245,13 +245,27 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let secret = settings.token_secret()?;
     let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
+    // One shutdown trigger for the whole life of the node, start-up included: a SIGTERM while
+    // it waits for PostgreSQL or the Kafka brokers stops it, as one while it serves does.
+    let mut shutdown = Box::pin(shutdown_signal());
+    let pg = match &settings.postgres {
+        Some(config) => match wait_for_postgres(config, &mut shutdown).await? {
+            Some(pg) => Some(Arc::new(pg)),
+            None => return Ok(()),
+        },
+        None => None,
+    };
     // Durable mode: messages through Kafka; PostgreSQL for the rest and for the persister.
-    let (store, durable, pg): (Arc<dyn Store>, _, _) = if settings.kafka.is_some() {
-        let pg = Arc::new(open_pg(&settings).await?);
-        let durable = durable::open_store(&settings, pg.clone()).await?;
-        (durable.clone(), Some(durable), Some(pg))
-    } else {
-        (open_store(&settings).await?, None, None)
+    let (store, durable, pg): (Arc<dyn Store>, _, _) = match (&settings.kafka, pg) {
+        (Some(_), Some(pg)) => {
+            let durable = tokio::select! {
+                durable = durable::open_store(&settings, pg.clone()) => durable?,
+                () = &mut shutdown => return Ok(()),
+            };
+            (durable.clone(), Some(durable), Some(pg))
+        }
+        (None, Some(pg)) => (pg as Arc<dyn Store>, None, None),
+        (_, None) => (open_store(&settings).await?, None, None),
     };
     let cluster = match &settings.redis {
         Some(redis) => {
@@ -287,7 +301,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     println!("ScalifyChat is running at http://{addr}/");
-    scalify_server::run(listener, app, shutdown_signal()).await?;
+    scalify_server::run(listener, app, shutdown).await?;
     // The node's sends are finished and confirmed; the persister writes what it has read.
     persister_stop.cancel();
     if let Some(p) = persister {
@@ -321,6 +335,40 @@ async fn open_pg(settings: &Settings) -> anyhow::Result<PgStore> {
         .context("opening the PostgreSQL store")?;
     tracing::info!("store ready (PostgreSQL, migrations applied)");
     Ok(store)
+}
+
+/// Opens the PostgreSQL store, waiting while the server cannot be reached (down, starting up,
+/// out of connections): retried with backoff up to 5 s, each failure logged. Why: a node or
+/// persister started before its database (a host booting, `docker compose up`, a restart
+/// during a database outage) should come up when the database does, as a running persister
+/// rides out an outage, instead of exiting. An error that will not pass by itself (a wrong
+/// password or database name, a failed migration) still ends the start at once. `None` when
+/// `shutdown` resolved while waiting.
+pub(crate) async fn wait_for_postgres(
+    config: &PgConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Option<PgStore>> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut wait = std::time::Duration::from_millis(250);
+    loop {
+        let error = match PgStore::open(config.clone()).await {
+            Ok(store) => {
+                tracing::info!("store ready (PostgreSQL, migrations applied)");
+                return Ok(Some(store));
+            }
+            Err(StoreError::Unavailable(why)) => why,
+            Err(e) => return Err(anyhow::Error::new(e).context("opening the PostgreSQL store")),
+        };
+        tracing::warn!(error = %error, retry_in = ?wait, "waiting for PostgreSQL");
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("stopped while waiting for PostgreSQL");
+                return Ok(None);
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM: the one trigger of the one graceful-shutdown path.
