@@ -127,7 +127,7 @@ async fn opening_tells_an_unreachable_server_from_a_wrong_database() {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         free.local_addr().unwrap().port()
     };
-    let unreachable = PgStore::open(PgConfig::new(&format!(
+    let unreachable = PgStore::open(PgConfig::new(format!(
         "postgres://postgres@127.0.0.1:{port}/x"
     )))
     .await
@@ -139,7 +139,7 @@ async fn opening_tells_an_unreachable_server_from_a_wrong_database() {
 
     let admin = fresh_db::admin_url();
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-    let missing = PgStore::open(PgConfig::new(&format!("{base}/scalify_no_such_database")))
+    let missing = PgStore::open(PgConfig::new(format!("{base}/scalify_no_such_database")))
         .await
         .err();
     assert!(
