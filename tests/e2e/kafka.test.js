@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BIN, api, call, collect, connect, register, sleep, uniqueRoom, allMessages, eventually } from './harness.js';
-import { forgetKeys, privatePostgres, readyz, redisCli } from './cluster.js';
+import { forgetKeys, freePort, privatePostgres, readyz, redisCli } from './cluster.js';
 import {
   checkStore, durableSettings, kafkaArgs, sendUntilAcked, startBroker, startDurableNode, startPersister, storedMessages,
 } from './kafka.js';
@@ -317,28 +317,44 @@ test('a persister leaves while PostgreSQL is down: the paused one pauses the par
   }
 });
 
-test('a node started before its Kafka brokers waits for them, saying so, stops cleanly on SIGTERM meanwhile, and comes up when they do', async () => {
+/**
+ * Starts `scalify serve <args>` against a service that is not there, waits for its log to say
+ * `marker` (it waits instead of exiting), sends SIGTERM and returns how it exited.
+ */
+async function waitsThenStops(args, env, marker) {
+  const child = spawn(BIN, ['serve', ...args],
+    { env: { ...process.env, SCALIFY_LOG: 'warn', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise((r) => child.on('exit', (code, signal) => r({ code, signal })));
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  try {
+    await eventually(() => stderr.includes(marker), 20000, `the node logs "${marker}"`);
+    assert.equal(child.exitCode, null, 'it waits instead of exiting');
+  } finally {
+    child.kill('SIGTERM');
+  }
+  const exit = await Promise.race([exited, sleep(10000).then(() => 'still running')]);
+  if (exit === 'still running') child.kill('SIGKILL');
+  return { exit, stderr };
+}
+
+test('a node started before PostgreSQL or its Kafka brokers waits for them, saying so, stops cleanly on SIGTERM meanwhile, and comes up when they do', async () => {
   const broker = await startBroker();
   const c = durableSettings(broker.brokers);
   await broker.kill();
   const dir = mkdtempSync(path.join(tmpdir(), 'scalify-e2e-'));
   let node;
   try {
-    // Started with no broker: it waits, says so, and SIGTERM stops it with status 0.
-    const waiting = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dir,
-      '--database-url', c.db.url, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix, ...kafkaArgs(c)],
-    { env: { ...process.env, SCALIFY_LOG: 'warn', SCALIFY_TOKEN_SECRET: c.secret }, stdio: ['ignore', 'ignore', 'pipe'] });
-    const exited = new Promise((r) => waiting.on('exit', (code, signal) => r({ code, signal })));
-    let stderr = '';
-    waiting.stderr.on('data', (d) => { stderr += d; });
-    await eventually(() => stderr.includes('waiting for the Kafka brokers'), 20000, 'the node says it waits for the brokers');
-    assert.equal(waiting.exitCode, null, 'it waits instead of exiting');
-    waiting.kill('SIGTERM');
-    const exit = await Promise.race([exited, sleep(10000).then(() => 'still running')]);
-    if (exit === 'still running') waiting.kill('SIGKILL');
-    assert.deepEqual(exit, { code: 0, signal: null }, `SIGTERM while waiting:\n${stderr}`);
+    const env = { SCALIFY_TOKEN_SECRET: c.secret };
+    const common = ['--listen', '127.0.0.1:0', '--data-dir', dir, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix, ...kafkaArgs(c)];
+    // No PostgreSQL (nothing listens at that port): it waits, and SIGTERM stops it with status 0.
+    const pgDown = await waitsThenStops(['--database-url', `postgres://postgres@127.0.0.1:${await freePort()}/x`, ...common], env, 'waiting for PostgreSQL');
+    assert.deepEqual(pgDown.exit, { code: 0, signal: null }, `SIGTERM while waiting for PostgreSQL:\n${pgDown.stderr}`);
+    // No broker: the same.
+    const kafkaDown = await waitsThenStops(['--database-url', c.db.url, ...common], env, 'waiting for the Kafka brokers');
+    assert.deepEqual(kafkaDown.exit, { code: 0, signal: null }, `SIGTERM while waiting for the brokers:\n${kafkaDown.stderr}`);
 
-    // Started again, and the broker comes up 3 s later: the node comes up with it and acks.
+    // Started once more, and the broker comes up 3 s later: the node comes up with it and acks.
     const starting = startDurableNode(c);
     starting.catch(() => {});
     await sleep(3000);

@@ -351,7 +351,12 @@ pub(crate) async fn wait_for_postgres(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut wait = std::time::Duration::from_millis(250);
     loop {
-        let error = match PgStore::open(config.clone()).await {
+        // An attempt waits up to 2 s for a connection: a signal meanwhile ends it too.
+        let opened = tokio::select! {
+            opened = PgStore::open(config.clone()) => opened,
+            () = &mut shutdown => break,
+        };
+        let error = match opened {
             Ok(store) => {
                 tracing::info!("store ready (PostgreSQL, migrations applied)");
                 return Ok(Some(store));
@@ -361,14 +366,13 @@ pub(crate) async fn wait_for_postgres(
         };
         tracing::warn!(error = %error, retry_in = ?wait, "waiting for PostgreSQL");
         tokio::select! {
-            () = &mut shutdown => {
-                tracing::info!("stopped while waiting for PostgreSQL");
-                return Ok(None);
-            }
+            () = &mut shutdown => break,
             () = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(std::time::Duration::from_secs(5));
     }
+    tracing::info!("stopped while waiting for PostgreSQL");
+    Ok(None)
 }
 
 /// Resolves on SIGINT or SIGTERM: the one trigger of the one graceful-shutdown path.
