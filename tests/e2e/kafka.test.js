@@ -338,7 +338,7 @@ async function waitsThenStops(args, env, marker) {
   return { exit, stderr };
 }
 
-test('a node started before PostgreSQL or its Kafka brokers waits for them, saying so, stops cleanly on SIGTERM meanwhile, and comes up when they do', async () => {
+test('a node started before Redis, PostgreSQL or its Kafka brokers waits for them, saying so, stops cleanly on SIGTERM meanwhile, and comes up when they do', async () => {
   const broker = await startBroker();
   const c = durableSettings(broker.brokers);
   await broker.kill();
@@ -346,7 +346,11 @@ test('a node started before PostgreSQL or its Kafka brokers waits for them, sayi
   let node;
   try {
     const env = { SCALIFY_TOKEN_SECRET: c.secret };
-    const common = ['--listen', '127.0.0.1:0', '--data-dir', dir, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix, ...kafkaArgs(c)];
+    const base = ['--listen', '127.0.0.1:0', '--data-dir', dir, '--redis-prefix', c.prefix, ...kafkaArgs(c)];
+    const common = [...base, '--redis-url', c.redisUrl];
+    // No Redis (nothing listens at that port): it waits, and SIGTERM stops it with status 0.
+    const redisDown = await waitsThenStops(['--database-url', c.db.url, '--redis-url', `redis://127.0.0.1:${await freePort()}`, ...base], env, 'waiting for Redis');
+    assert.deepEqual(redisDown.exit, { code: 0, signal: null }, `SIGTERM while waiting for Redis:\n${redisDown.stderr}`);
     // No PostgreSQL (nothing listens at that port): it waits, and SIGTERM stops it with status 0.
     const pgDown = await waitsThenStops(['--database-url', `postgres://postgres@127.0.0.1:${await freePort()}/x`, ...common], env, 'waiting for PostgreSQL');
     assert.deepEqual(pgDown.exit, { code: 0, signal: null }, `SIGTERM while waiting for PostgreSQL:\n${pgDown.stderr}`);

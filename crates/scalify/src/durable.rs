@@ -145,8 +145,14 @@ pub async fn run_persister(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (_, _, pg_config) = parts(&settings)?;
+    let (_, redis, pg_config) = parts(&settings)?;
     let mut shutdown = std::pin::pin!(shutdown);
+    if crate::wait_for_redis(&redis.url, &mut shutdown)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
     let Some(pg) = crate::wait_for_postgres(pg_config, &mut shutdown).await? else {
         return Ok(());
     };
