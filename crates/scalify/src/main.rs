@@ -246,7 +246,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let secret = settings.token_secret()?;
     let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
     // One shutdown trigger for the whole life of the node, start-up included: a SIGTERM while
-    // it waits for PostgreSQL or the Kafka brokers stops it, as one while it serves does.
+    // it waits for Redis, PostgreSQL or the Kafka brokers stops it, as one while it serves
+    // does.
     let mut shutdown = Box::pin(shutdown_signal());
     if let Some(redis) = &settings.redis {
         if wait_for_redis(&redis.url, &mut shutdown).await?.is_none() {
