@@ -559,11 +559,22 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_its_batch_is_written
     // The partition keeps flowing.
     send(3).await.map_err(|(e, _)| e).unwrap();
     assert_eq!(stored_ids(3).await, [m1.id, m3.id, m4.id]);
-    let (persisted, dead) = {
-        let s = persister.status.lock().unwrap();
-        (s.persisted, s.dead_lettered)
-    };
-    assert_eq!((persisted, dead), (3, 1));
+    // The status is updated once the batch's trim is done, just after its commit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = {
+            let s = persister.status.lock().unwrap();
+            (s.persisted, s.dead_lettered)
+        };
+        if counts == (3, 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "persisted, dead-lettered: {counts:?}, expected (3, 1)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     persister.stop().await;
 }
 
