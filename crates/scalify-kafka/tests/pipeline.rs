@@ -703,6 +703,18 @@ async fn records_read_again_below_the_committed_offset_are_written_if_missing() 
     resume_inside_a_batch(10, 5, 8, 0).await;
 }
 
+/// The store holds exactly `expected`, each once, in seq order (ids compared).
+fn assert_once_in_order(stored: &[Message], expected: &[Message]) {
+    assert!(
+        stored
+            .iter()
+            .map(|m| m.id)
+            .eq(expected.iter().map(|m| m.id)),
+        "every message once, in order; stored seqs {:?}",
+        stored.iter().map(|m| m.seq).collect::<Vec<_>>()
+    );
+}
+
 /// Produces `len` records in one batch (one room, seq 1..=len), writes the first `written` to
 /// the database and commits offset `committed` for a fresh group, produces `more` records
 /// afterwards, then runs a persister and checks that every message is stored once, in order.
@@ -762,13 +774,7 @@ async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64
     loop {
         let stored = store.after(&room, 0, all + 1).await.unwrap();
         if stored.len() == messages.len() {
-            assert!(
-                stored
-                    .iter()
-                    .map(|m| m.id)
-                    .eq(messages.iter().map(|m| m.id)),
-                "every message once, in order"
-            );
+            assert_once_in_order(&stored, &messages);
             break;
         }
         let seqs: Vec<u64> = stored
@@ -932,14 +938,7 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
         let window = ledger.after(room.id, 0, 11).await.unwrap();
         // Done: seq 7..=10 written from the broker (the window trimmed up to 10).
         if persister.status.lock().unwrap().persisted >= 4 && window.is_empty() {
-            let seqs: Vec<u64> = stored.iter().map(|m| m.seq).collect();
-            assert!(
-                stored
-                    .iter()
-                    .map(|m| m.id)
-                    .eq(messages.iter().map(|m| m.id)),
-                "every message once, in order; stored seqs {seqs:?}"
-            );
+            assert_once_in_order(&stored, &messages);
             break;
         }
         assert!(
