@@ -129,8 +129,11 @@ export function durableSettings(brokers, { redisUrl, partitions = 3 } = {}) {
 }
 
 export function kafkaArgs(c) {
+  // Two writers per persister (the default is one): the drills also cover batches of
+  // different partitions written at once, and a write failing while another is in flight.
   return ['--kafka-brokers', c.brokers, '--kafka-topic', c.topic, '--kafka-group', c.group,
-    '--kafka-partitions', String(c.partitions), '--persister-batch-ms', '10'];
+    '--kafka-partitions', String(c.partitions), '--persister-batch-ms', '10',
+    '--persister-writers', '2'];
 }
 
 export function startDurableNode(c, extra = []) {

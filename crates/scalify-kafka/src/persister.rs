@@ -6,8 +6,10 @@
 //! - a batch goes in with `COPY`, and a batch holding a row already stored is written again
 //!   by an insert that skips such rows, so a redelivered batch stores nothing twice.
 //!
-//! One batch is written while the next is read (one write in flight, so batches commit and
-//! their offsets are stored in order).
+//! Batches are written while the next ones are read, by up to `writers` lanes at once (1 by
+//! default), each on its own connection and for its own partitions: a partition has one write
+//! in flight at a time, so its batches commit, trim the recent window and store their offsets
+//! in the order they were read.
 //!
 //! On a database error the persister **pauses** its partitions, **keeps polling** (so the
 //! group does not expel it; rust-rdkafka #433), probes the database with exponential backoff,
@@ -55,6 +57,12 @@ pub struct PersisterConfig {
     pub id: String,
     /// Most messages written in one transaction.
     pub batch_max: usize,
+    /// Batches written at the same time, each on its own database connection and for its
+    /// own partitions (a partition is written by one writer, in order). Two drained a backlog
+    /// ~25 % faster on a fast machine; one is the default because at 10,000 msgs/s the second
+    /// writer's extra transactions seemed to cost the node's ack tail on a shared 2-core
+    /// machine (docs/benchmarks.md, session 15).
+    pub writers: usize,
     /// How long a batch waits to fill before it is written anyway.
     pub batch_wait: Duration,
     /// With lag and no message received for this long (and not paused on purpose), the
@@ -67,6 +75,7 @@ impl PersisterConfig {
         PersisterConfig {
             id: id.into(),
             batch_max: 2000,
+            writers: 1,
             batch_wait: Duration::from_millis(20),
             stuck_after: Duration::from_secs(30),
         }
@@ -351,10 +360,104 @@ struct Written {
 type WriteFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Written, StoreError>> + Send + 'a>>;
 
+/// A record read for a lane, in the order read.
+enum Pending {
+    Row(Consumed),
+    /// A record that does not decode, dead-lettered with its batch.
+    Dead(OwnedMessage, String),
+}
+
+/// How many batches a lane may hold read and unwritten before reading stops. More than one:
+/// the consumer hands records over in runs of one partition, and a lane that had to stop the
+/// reading as soon as its next batch were full would keep the other lanes idle.
+const LANE_READ_AHEAD: usize = 4;
+
+/// One of the persister's writers: the records read for it and its write in flight. Each
+/// partition is written by one lane for the life of a consumer, so a partition's batches (and
+/// a room's: its messages share a partition) commit, trim the recent window and store their
+/// offsets in the order they were read; lanes write different partitions at the same time,
+/// so one persister keeps more than one database connection busy.
+struct Lane<'a> {
+    read: Vec<Pending>,
+    /// When the oldest record in `read` arrived (about: a write leaves it as it was).
+    started: Option<Instant>,
+    /// Records of this lane's partitions went missing from the broker: its next write saves
+    /// the recent windows first ([`Persister::rescue_windows`]).
+    rescue_due: bool,
+    writing: Option<WriteFuture<'a>>,
+    /// How many partitions write through this lane (new ones go to the least loaded).
+    partitions: usize,
+}
+
+impl<'a> Lane<'a> {
+    fn new() -> Self {
+        Lane {
+            read: Vec::new(),
+            started: None,
+            rescue_due: false,
+            writing: None,
+            partitions: 0,
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.read.len()
+    }
+
+    fn push(&mut self, record: Pending) {
+        self.read.push(record);
+        self.started.get_or_insert_with(Instant::now);
+    }
+
+    /// Drops what was read (after a failed write: the seek back reads it again). A rescue
+    /// still due stays due.
+    fn clear(&mut self) {
+        self.read.clear();
+        self.started = None;
+    }
+
+    /// The write of the oldest records read (at most a batch): for each partition, a run of
+    /// its records from the first unwritten one on, so the offsets it stores pass nothing
+    /// unwritten.
+    fn take_write(&mut self, persister: &'a Persister) -> WriteFuture<'a> {
+        let rest = self
+            .read
+            .split_off(self.read.len().min(persister.config.batch_max));
+        let taken = std::mem::replace(&mut self.read, rest);
+        if self.read.is_empty() {
+            self.started = None;
+        }
+        let (mut batch, mut dead) = (Vec::with_capacity(taken.len()), Vec::new());
+        for record in taken {
+            match record {
+                Pending::Row(c) => batch.push(c),
+                Pending::Dead(m, why) => dead.push((m, why)),
+            }
+        }
+        Box::pin(persister.write(batch, dead, std::mem::take(&mut self.rescue_due)))
+    }
+}
+
+/// The first lane whose write ends, and how it ended.
+async fn next_written(lanes: &mut [Lane<'_>]) -> (usize, Result<Written, StoreError>) {
+    std::future::poll_fn(|cx| {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            if let Some(w) = lane.writing.as_mut() {
+                if let std::task::Poll::Ready(r) = w.as_mut().poll(cx) {
+                    return std::task::Poll::Ready((i, r));
+                }
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// What the consume loop woke up for.
 enum Step<R> {
     Stop,
-    Wrote(Result<Written, StoreError>),
+    /// A lane's write ended.
+    Wrote(usize, Result<Written, StoreError>),
     Received(R),
 }
 
@@ -549,16 +652,12 @@ impl Persister {
         // written past (crate::continuity says why).
         let mut continuity = Continuity::new(shared.lookback);
         let mut seen_rebalances = 0;
-        let fresh_batch = || Vec::with_capacity(self.config.batch_max);
-        let mut batch: Vec<Consumed> = fresh_batch();
-        let mut dead: Vec<(OwnedMessage, String)> = Vec::new();
-        let mut batch_started: Option<Instant> = None;
-        // Records went missing from the broker: the next write saves the recent windows first.
-        let mut rescue_due = false;
-        // One batch is written while the next one is read: the database and the consumer
-        // work at the same time. Only one write is in flight, so batches commit (and their
-        // offsets are stored) in the order they were read.
-        let mut writing: Option<WriteFuture<'_>> = None;
+        // Each lane writes its batch while the others write theirs and the consumer reads on.
+        let mut lanes: Vec<Lane<'_>> = (0..self.config.writers.max(1))
+            .map(|_| Lane::new())
+            .collect();
+        // Which lane writes each partition: fixed for this consumer's life (see `Lane`).
+        let mut lane_of: HashMap<i32, usize> = HashMap::new();
         let mut progress = Progress {
             committed: -1,
             since: Instant::now(),
@@ -572,48 +671,66 @@ impl Persister {
                 let assigned = shared.assigned();
                 frontier.retain(|p, _| assigned.contains(p));
             }
-            let wait = match batch_started {
-                Some(t) => self.config.batch_wait.saturating_sub(t.elapsed()),
-                None => Duration::from_millis(500),
-            };
-            // A full batch waits for the write in flight before anything more is read.
-            let full = batch.len() + dead.len() >= self.config.batch_max;
+            let wait = lanes
+                .iter()
+                .filter_map(|l| l.started)
+                .map(|t| self.config.batch_wait.saturating_sub(t.elapsed()))
+                .min()
+                .unwrap_or(Duration::from_millis(500));
+            // A lane with its read-ahead full waits for its write in flight before anything
+            // more is read.
+            let full = lanes
+                .iter()
+                .any(|l| l.pending() >= self.config.batch_max * LANE_READ_AHEAD);
+            let writing = lanes.iter().any(|l| l.writing.is_some());
             let step = tokio::select! {
                 () = stop.cancelled() => Step::Stop,
-                w = async {
-                    match writing.as_mut() {
-                        Some(w) => w.await,
-                        None => std::future::pending().await,
-                    }
-                }, if writing.is_some() => Step::Wrote(w),
+                (lane, w) = next_written(&mut lanes), if writing => Step::Wrote(lane, w),
                 r = tokio::time::timeout(wait, consumer.recv()), if !full => Step::Received(r),
             };
             match step {
                 Step::Stop => {
-                    // Finish the write in flight, write what is already read, then stop.
-                    if let Some(w) = writing.take() {
-                        match w.await {
-                            Ok(done) => self.store_offsets(consumer, shared, done, &mut frontier),
-                            Err(_) => return Ended::Stopped,
+                    // Finish the writes in flight, write what is already read, then stop.
+                    for lane in &mut lanes {
+                        if let Some(w) = lane.writing.take() {
+                            match w.await {
+                                Ok(done) => {
+                                    self.store_offsets(consumer, shared, done, &mut frontier)
+                                }
+                                Err(_) => return Ended::Stopped,
+                            }
                         }
                     }
-                    if !batch.is_empty() || !dead.is_empty() {
-                        if let Ok(done) = self.write(batch, dead, rescue_due).await {
-                            self.store_offsets(consumer, shared, done, &mut frontier);
+                    for lane in &mut lanes {
+                        while lane.pending() > 0 {
+                            let write = lane.take_write(self);
+                            match write.await {
+                                Ok(done) => {
+                                    self.store_offsets(consumer, shared, done, &mut frontier)
+                                }
+                                // Nothing after a failed batch may be stored.
+                                Err(_) => break,
+                            }
                         }
                     }
                     return Ended::Stopped;
                 }
-                Step::Wrote(result) => {
-                    writing = None;
+                Step::Wrote(lane, result) => {
+                    lanes[lane].writing = None;
                     match result {
                         Ok(done) => self.store_offsets(consumer, shared, done, &mut frontier),
                         Err(e) => {
-                            // What was read behind the failed batch is dropped too: the
-                            // seek back to the frontier reads both again.
-                            batch.clear();
-                            dead.clear();
-                            batch_started = None;
+                            // The other lanes' writes finish first (what they wrote is kept).
+                            // What was read behind the failed batch is dropped too: the seek
+                            // back to the frontier reads it again.
+                            for other in &mut lanes {
+                                if let Some(w) = other.writing.take() {
+                                    if let Ok(done) = w.await {
+                                        self.store_offsets(consumer, shared, done, &mut frontier);
+                                    }
+                                }
+                                other.clear();
+                            }
                             match self
                                 .pause_until_healthy(
                                     consumer,
@@ -637,6 +754,18 @@ impl Persister {
                 Step::Received(Ok(Ok(m))) => {
                     let (partition, offset) = (m.partition(), m.offset());
                     shared.apply_starts(&mut continuity);
+                    let lane = *lane_of.entry(partition).or_insert_with(|| {
+                        lanes
+                            .iter_mut()
+                            .enumerate()
+                            .min_by_key(|(_, l)| l.partitions)
+                            .map(|(i, l)| {
+                                l.partitions += 1;
+                                i
+                            })
+                            .unwrap_or(0)
+                    });
+                    let lane = &mut lanes[lane];
                     // Whether to write the record, and whether it was read before.
                     let (take, again) = match continuity.check(partition, offset) {
                         Verdict::Take => (true, false),
@@ -668,7 +797,9 @@ impl Persister {
                                 "records missing from the broker (deleted by retention?): written past them");
                             metrics::counter!("scalify_persister_missing_records_total")
                                 .increment((missing.end - missing.start) as u64);
-                            rescue_due = true;
+                            // This partition's lane: its rooms' windows are trimmed by its
+                            // writes only.
+                            lane.rescue_due = true;
                             (true, false)
                         }
                     };
@@ -676,17 +807,18 @@ impl Persister {
                         let owned = m.detach();
                         match record::decode_keyed(owned.key(), owned.payload().unwrap_or_default())
                         {
-                            Ok(RoomMessage { room_id, message }) => batch.push(Consumed {
-                                partition,
-                                offset,
-                                room: room_id,
-                                message,
-                            }),
+                            Ok(RoomMessage { room_id, message }) => {
+                                lane.push(Pending::Row(Consumed {
+                                    partition,
+                                    offset,
+                                    room: room_id,
+                                    message,
+                                }))
+                            }
                             // Dead-lettered when first read.
                             Err(_) if again => {}
-                            Err(e) => dead.push((owned, e.to_string())),
+                            Err(e) => lane.push(Pending::Dead(owned, e.to_string())),
                         }
-                        batch_started.get_or_insert_with(Instant::now);
                     }
                 }
                 Step::Received(Ok(Err(e))) => {
@@ -694,15 +826,15 @@ impl Persister {
                 }
                 Step::Received(Err(_)) => {} // nothing arrived within `wait`
             }
-            let due = batch.len() + dead.len() >= self.config.batch_max
-                || batch_started.is_some_and(|t| t.elapsed() >= self.config.batch_wait);
-            if due && writing.is_none() {
-                batch_started = None;
-                let (b, d) = (
-                    std::mem::replace(&mut batch, fresh_batch()),
-                    std::mem::take(&mut dead),
-                );
-                writing = Some(Box::pin(self.write(b, d, std::mem::take(&mut rescue_due))));
+            for lane in &mut lanes {
+                let due = lane.pending() >= self.config.batch_max
+                    || lane
+                        .started
+                        .is_some_and(|t| t.elapsed() >= self.config.batch_wait);
+                if due && lane.writing.is_none() {
+                    let write = lane.take_write(self);
+                    lane.writing = Some(write);
+                }
             }
             if Instant::now() >= next_check {
                 next_check = Instant::now() + WATCH_EVERY;

@@ -951,3 +951,150 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
     }
     persister.stop().await;
 }
+
+/// Two writers share four partitions (a partition is written by one writer, its batches one
+/// after another): a persister stopped abruptly mid-stream — its writes in flight dropped, the
+/// offsets it stored committed as the consumer closes — must not have stored an offset past
+/// an unwritten record, so the next one writes every message once, in order, and leaves the
+/// group's committed offsets at the end of every partition.
+#[tokio::test]
+async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("scalify_kafka=info")
+        .with_test_writer()
+        .try_init();
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let (_, _, who) = general_room(&store).await;
+    let mut kafka = KafkaConfig::new(brokers());
+    kafka.topic = unique("writers");
+    kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
+    kafka.group = unique("group");
+    kafka.partitions = 4;
+    topics::ensure_topics(&kafka).await.unwrap();
+
+    const ROOMS: usize = 8;
+    const PER_ROOM: u64 = 300;
+    let mut rooms = Vec::new();
+    for i in 0..ROOMS {
+        let name = RoomName::parse(&format!("room-{i}")).unwrap();
+        let room = store
+            .create_room(&name, RoomKind::Public, &[who.id])
+            .await
+            .unwrap();
+        let messages: Vec<Message> = (1..=PER_ROOM)
+            .map(|s| message(&name, s, &who, &format!("c{s}")))
+            .collect();
+        rooms.push((room, messages));
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    // Rooms interleaved, each room's records in seq order (one key: one partition, in order).
+    let (producer, topic) = (&producer, &kafka.topic);
+    let mut sends = Vec::new();
+    for s in 0..PER_ROOM as usize {
+        for (room, messages) in &rooms {
+            let payload = record::encode(room.id, &messages[s]);
+            let key = room.id.to_string();
+            sends.push(async move {
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(&key).payload(&payload),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .unwrap()
+            });
+        }
+    }
+    let delivered = futures_util::future::join_all(sends).await;
+    let used: std::collections::BTreeSet<i32> = delivered.iter().map(|d| d.partition).collect();
+    assert!(used.len() >= 2, "the rooms landed in partitions {used:?}");
+
+    let config = || {
+        let mut c = PersisterConfig::new("test");
+        c.writers = 2;
+        // Many small batches: several writes of each partition, both writers busy.
+        c.batch_max = 40;
+        c.batch_wait = Duration::from_millis(5);
+        c
+    };
+    let first = RunningPersister::start(&kafka, config(), &store).await;
+    let total = ROOMS as u64 * PER_ROOM;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while first.status.lock().unwrap().persisted < total / 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first persister wrote too little"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Abruptly: no final write, no clean leave (the consumer's close commits what was stored).
+    first.task.abort();
+    let _ = first.task.await;
+    let stored_before: usize = {
+        let mut n = 0;
+        for (room, _) in &rooms {
+            n += store
+                .after(room, 0, PER_ROOM as u32 + 1)
+                .await
+                .unwrap()
+                .len();
+        }
+        n
+    };
+    assert!(
+        (stored_before as u64) < total,
+        "the first persister wrote everything before it was stopped: nothing left to check"
+    );
+
+    let second = RunningPersister::start(&kafka, config(), &store).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    for (room, messages) in &rooms {
+        loop {
+            let stored = store.after(room, 0, PER_ROOM as u32 + 1).await.unwrap();
+            if stored.len() == messages.len() {
+                assert_once_in_order(&stored, messages);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "room {}: {} of {PER_ROOM} stored; seqs {:?}",
+                room.name,
+                stored.len(),
+                stored.iter().map(|m| m.seq).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    second.stop().await;
+
+    // Every partition's committed offset is its end: what was written was stored, in order.
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &kafka.group)
+        .create()
+        .unwrap();
+    let mut ends = std::collections::BTreeMap::new();
+    for d in &delivered {
+        let e = ends.entry(d.partition).or_insert(0i64);
+        *e = (*e).max(d.offset + 1);
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition(&kafka.topic, *p);
+    }
+    let committed = reader
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    for (p, end) in ends {
+        let at = committed
+            .find_partition(&kafka.topic, p)
+            .map(|e| e.offset());
+        assert_eq!(at, Some(rdkafka::Offset::Offset(end)), "partition {p}");
+    }
+}

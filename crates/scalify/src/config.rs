@@ -202,6 +202,10 @@ pub struct ServeArgs {
     /// Milliseconds a persister batch waits to fill [default: 20]
     #[arg(long, env = "SCALIFY_PERSISTER_BATCH_MS")]
     pub persister_batch_ms: Option<u64>,
+    /// Batches a persister writes at once, each on its own database connection and for its
+    /// own partitions (a partition's batches are written one after another) [default: 2]
+    #[arg(long, env = "SCALIFY_PERSISTER_WRITERS")]
+    pub persister_writers: Option<usize>,
     /// Seconds with lag and no progress before the persister re-creates its consumer
     /// [default: 30]
     #[arg(long, env = "SCALIFY_PERSISTER_STUCK_SECS")]
@@ -271,6 +275,7 @@ pub struct FileConfig {
     pub persister: Option<bool>,
     pub persister_batch: Option<usize>,
     pub persister_batch_ms: Option<u64>,
+    pub persister_writers: Option<usize>,
     pub persister_stuck_secs: Option<u64>,
 }
 
@@ -439,6 +444,12 @@ impl Settings {
                     .or(file.persister_batch_ms)
                 {
                     persister.batch_wait = Duration::from_millis(ms.max(1));
+                }
+                if let Some(n) = s
+                    .and_then(|s| s.persister_writers)
+                    .or(file.persister_writers)
+                {
+                    persister.writers = n.clamp(1, 16);
                 }
                 if let Some(secs) = s
                     .and_then(|s| s.persister_stuck_secs)
