@@ -61,7 +61,8 @@ pub struct PersisterConfig {
     /// own partitions (a partition is written by one writer, in order). Two drained a backlog
     /// ~25 % faster on a fast machine; one is the default because at 10,000 msgs/s the second
     /// writer's extra transactions seemed to cost the node's ack tail on a shared 2-core
-    /// machine (docs/benchmarks.md, session 15).
+    /// machine (docs/benchmarks.md, session 15). With more than one, each reads up to
+    /// four batches ahead (`LANE_READ_AHEAD`): memory for `writers × 5 × batch_max` messages.
     pub writers: usize,
     /// How long a batch waits to fill before it is written anyway.
     pub batch_wait: Duration,
@@ -367,9 +368,11 @@ enum Pending {
     Dead(OwnedMessage, String),
 }
 
-/// How many batches a lane may hold read and unwritten before reading stops. More than one:
-/// the consumer hands records over in runs of one partition, and a lane that had to stop the
-/// reading as soon as its next batch were full would keep the other lanes idle.
+/// How many batches a lane may hold read and unwritten before reading stops, when there are
+/// several lanes. More than one: the consumer hands records over in runs of one partition, and
+/// a lane that stopped the reading as soon as its next batch was full would keep the other
+/// lanes idle (two writers drained 94–106k rows/s with one, 111–117k with four; one lane gains
+/// nothing from reading further ahead, so it reads one batch ahead).
 const LANE_READ_AHEAD: usize = 4;
 
 /// One of the persister's writers: the records read for it and its write in flight. Each
@@ -656,6 +659,11 @@ impl Persister {
         let mut lanes: Vec<Lane<'_>> = (0..self.config.writers.max(1))
             .map(|_| Lane::new())
             .collect();
+        let read_ahead = if lanes.len() > 1 {
+            self.config.batch_max * LANE_READ_AHEAD
+        } else {
+            self.config.batch_max
+        };
         // Which lane writes each partition: fixed for this consumer's life (see `Lane`).
         let mut lane_of: HashMap<i32, usize> = HashMap::new();
         let mut progress = Progress {
@@ -679,9 +687,7 @@ impl Persister {
                 .unwrap_or(Duration::from_millis(500));
             // A lane with its read-ahead full waits for its write in flight before anything
             // more is read.
-            let full = lanes
-                .iter()
-                .any(|l| l.pending() >= self.config.batch_max * LANE_READ_AHEAD);
+            let full = lanes.iter().any(|l| l.pending() >= read_ahead);
             let writing = lanes.iter().any(|l| l.writing.is_some());
             let step = tokio::select! {
                 () = stop.cancelled() => Step::Stop,

@@ -203,7 +203,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SCALIFY_PERSISTER_BATCH_MS")]
     pub persister_batch_ms: Option<u64>,
     /// Batches a persister writes at once, each on its own database connection and for its
-    /// own partitions (a partition's batches are written one after another) [default: 2]
+    /// own partitions (a partition's batches are written one after another); at most 8
+    /// [default: 1]
     #[arg(long, env = "SCALIFY_PERSISTER_WRITERS")]
     pub persister_writers: Option<usize>,
     /// Seconds with lag and no progress before the persister re-creates its consumer
@@ -449,7 +450,7 @@ impl Settings {
                     .and_then(|s| s.persister_writers)
                     .or(file.persister_writers)
                 {
-                    persister.writers = n.clamp(1, 16);
+                    persister.writers = n.clamp(1, 8);
                 }
                 if let Some(secs) = s
                     .and_then(|s| s.persister_stuck_secs)
