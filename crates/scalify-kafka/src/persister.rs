@@ -679,8 +679,11 @@ impl Persister {
                 let assigned = shared.assigned();
                 frontier.retain(|p, _| assigned.contains(p));
             }
+            // Until the next batch is due. A lane whose write is in flight cannot start another
+            // (the write's end wakes the loop): counting it would spin on zero timeouts.
             let wait = lanes
                 .iter()
+                .filter(|l| l.writing.is_none())
                 .filter_map(|l| l.started)
                 .map(|t| self.config.batch_wait.saturating_sub(t.elapsed()))
                 .min()
