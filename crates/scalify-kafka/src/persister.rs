@@ -700,15 +700,11 @@ impl Persister {
             match step {
                 Step::Stop => {
                     // Finish the writes in flight, write what is already read, then stop.
-                    for lane in &mut lanes {
-                        if let Some(w) = lane.writing.take() {
-                            match w.await {
-                                Ok(done) => {
-                                    self.store_offsets(consumer, shared, done, &mut frontier)
-                                }
-                                Err(_) => return Ended::Stopped,
-                            }
-                        }
+                    if !self
+                        .finish_writes(&mut lanes, consumer, shared, &mut frontier)
+                        .await
+                    {
+                        return Ended::Stopped;
                     }
                     for lane in &mut lanes {
                         while lane.pending() > 0 {
@@ -732,14 +728,9 @@ impl Persister {
                             // The other lanes' writes finish first (what they wrote is kept).
                             // What was read behind the failed batch is dropped too: the seek
                             // back to the frontier reads it again.
-                            for other in &mut lanes {
-                                if let Some(w) = other.writing.take() {
-                                    if let Ok(done) = w.await {
-                                        self.store_offsets(consumer, shared, done, &mut frontier);
-                                    }
-                                }
-                                other.clear();
-                            }
+                            self.finish_writes(&mut lanes, consumer, shared, &mut frontier)
+                                .await;
+                            lanes.iter_mut().for_each(Lane::clear);
                             match self
                                 .pause_until_healthy(
                                     consumer,
@@ -797,6 +788,8 @@ impl Persister {
                                 // never pass an unwritten record.
                                 tracing::error!(error = %e, partition,
                                     "cannot step back; re-creating the consumer");
+                                self.finish_writes(&mut lanes, consumer, shared, &mut frontier)
+                                    .await;
                                 return Ended::Stuck;
                             }
                             (false, false)
@@ -848,10 +841,36 @@ impl Persister {
             if Instant::now() >= next_check {
                 next_check = Instant::now() + WATCH_EVERY;
                 if self.group_stuck(&mut progress).await {
+                    self.finish_writes(&mut lanes, consumer, shared, &mut frontier)
+                        .await;
                     return Ended::Stuck;
                 }
             }
         }
+    }
+
+    /// Waits for every write in flight and stores the offsets of those that succeeded (lanes
+    /// write different partitions: one failing does not hold back another's). Returns whether
+    /// all succeeded. Why not drop them instead: a write dropped mid-`COPY` leaves its pooled
+    /// connection out of step with the server (sqlx writes `CopyFail` but does not wait for the
+    /// answer), and the next query on that connection fails with a protocol error.
+    async fn finish_writes(
+        &self,
+        lanes: &mut [Lane<'_>],
+        consumer: &StreamConsumer<Ctx>,
+        shared: &Shared,
+        frontier: &mut HashMap<i32, i64>,
+    ) -> bool {
+        let mut all = true;
+        for lane in lanes {
+            if let Some(w) = lane.writing.take() {
+                match w.await {
+                    Ok(done) => self.store_offsets(consumer, shared, done, frontier),
+                    Err(_) => all = false,
+                }
+            }
+        }
+        all
     }
 
     /// The watchdog: true when the topic has unwritten messages but the group's committed

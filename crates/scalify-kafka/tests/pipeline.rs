@@ -1023,7 +1023,10 @@ async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
         c.batch_wait = Duration::from_millis(5);
         c
     };
-    let first = RunningPersister::start(&kafka, config(), &store).await;
+    // Its own connection pool, as another process would have: the abort below drops its
+    // writes mid-`COPY`, which leaves their connections unusable.
+    let first_store = db.store().await;
+    let first = RunningPersister::start(&kafka, config(), &first_store).await;
     let total = ROOMS as u64 * PER_ROOM;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while first.status.lock().unwrap().persisted < total / 3 {
