@@ -16,6 +16,6 @@ for r in $(seq "$rounds"); do
   for bin in "$@"; do
     echo "== $bin, round $r"
     SCALIFY_SERVER_BIN=$(realpath "$bin") scripts/bench.sh "${SCENARIO:-durable}" \
-      | grep -E "acked sends/s|send→ack|per connection|per server CPU|server CPU" || true
+      | grep -E "acked sends/s|send→ack|per connection|per server CPU|server CPU|cores used" || true
   done
 done
