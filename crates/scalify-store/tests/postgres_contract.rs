@@ -147,3 +147,56 @@ async fn opening_tells_an_unreachable_server_from_a_wrong_database() {
         "{missing:?}"
     );
 }
+
+/// A server that refuses a connection because it is out of slots (SQLSTATE 53300, here a
+/// role's `CONNECTION LIMIT 0`) is "unavailable" — waited for at start — not a wrong setting;
+/// once it has a slot the store opens.
+#[tokio::test]
+async fn a_server_out_of_connection_slots_is_unavailable_then_opens() {
+    use sqlx::{ConnectOptions, Connection};
+    use std::str::FromStr;
+
+    let db = FreshDb::create().await;
+    let role = format!("scalify_t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let db_name = db.url.rsplit_once('/').map(|(_, n)| n.to_string()).unwrap();
+    let mut admin = sqlx::PgConnection::connect(&fresh_db::admin_url())
+        .await
+        .unwrap();
+    // Not a superuser (those are not held to connection limits); the database's owner, so
+    // the store's migrations may create its tables.
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"),
+        format!("ALTER DATABASE {db_name} OWNER TO {role}"),
+    ] {
+        sqlx::query(&sql).execute(&mut admin).await.unwrap();
+    }
+    let as_role = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+        .unwrap()
+        .username(&role)
+        .to_url_lossy()
+        .to_string();
+
+    // sqlx's pool itself retries 53300 (and 57P03) until its acquire timeout, which the store
+    // reports as unavailable too; either way not the `Backend` error that ends a start.
+    let refused = PgStore::open(PgConfig::new(&as_role)).await.err();
+    assert!(
+        matches!(&refused, Some(scalify_store::StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+
+    sqlx::query(&format!("ALTER ROLE {role} CONNECTION LIMIT -1"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let store = PgStore::open(PgConfig::new(&as_role)).await;
+    assert!(store.is_ok(), "{:?}", store.err());
+    drop(store);
+
+    // Leave nothing behind: the database (its tables are the role's), then the role.
+    for sql in [
+        format!("DROP DATABASE {db_name} WITH (FORCE)"),
+        format!("DROP ROLE {role}"),
+    ] {
+        sqlx::query(&sql).execute(&mut admin).await.unwrap();
+    }
+}
