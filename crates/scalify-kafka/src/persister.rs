@@ -853,7 +853,9 @@ impl Persister {
     /// write different partitions: one failing does not hold back another's). Returns whether
     /// all succeeded. Why not drop them instead: a write dropped mid-`COPY` leaves its pooled
     /// connection out of step with the server (sqlx writes `CopyFail` but does not wait for the
-    /// answer), and the next query on that connection fails with a protocol error.
+    /// answer), and the next query on that connection fails with a protocol error. A write
+    /// still running after `stuck_after` (a database connection gone silent: no answer, no
+    /// reset) is dropped all the same, so that the watchdog's restart is not held up by it.
     async fn finish_writes(
         &self,
         lanes: &mut [Lane<'_>],
@@ -864,9 +866,15 @@ impl Persister {
         let mut all = true;
         for lane in lanes {
             if let Some(w) = lane.writing.take() {
-                match w.await {
-                    Ok(done) => self.store_offsets(consumer, shared, done, frontier),
-                    Err(_) => all = false,
+                match tokio::time::timeout(self.config.stuck_after, w).await {
+                    Ok(Ok(done)) => self.store_offsets(consumer, shared, done, frontier),
+                    Ok(Err(_)) => all = false,
+                    Err(_) => {
+                        tracing::warn!(
+                            "a batch write did not end in time: dropped (its rows are read again)"
+                        );
+                        all = false;
+                    }
                 }
             }
         }
