@@ -388,8 +388,6 @@ struct Lane<'a> {
     /// the recent windows first ([`Persister::rescue_windows`]).
     rescue_due: bool,
     writing: Option<WriteFuture<'a>>,
-    /// How many partitions write through this lane (new ones go to the least loaded).
-    partitions: usize,
 }
 
 impl<'a> Lane<'a> {
@@ -399,7 +397,6 @@ impl<'a> Lane<'a> {
             started: None,
             rescue_due: false,
             writing: None,
-            partitions: 0,
         }
     }
 
@@ -754,17 +751,17 @@ impl Persister {
                 Step::Received(Ok(Ok(m))) => {
                     let (partition, offset) = (m.partition(), m.offset());
                     shared.apply_starts(&mut continuity);
-                    let lane = *lane_of.entry(partition).or_insert_with(|| {
-                        lanes
-                            .iter_mut()
-                            .enumerate()
-                            .min_by_key(|(_, l)| l.partitions)
-                            .map(|(i, l)| {
-                                l.partitions += 1;
-                                i
-                            })
-                            .unwrap_or(0)
-                    });
+                    let lane = match lane_of.get(&partition) {
+                        Some(&lane) => lane,
+                        None => {
+                            // The lane with the fewest partitions so far.
+                            let lane = (0..lanes.len())
+                                .min_by_key(|i| lane_of.values().filter(|l| *l == i).count())
+                                .unwrap_or(0);
+                            lane_of.insert(partition, lane);
+                            lane
+                        }
+                    };
                     let lane = &mut lanes[lane];
                     // Whether to write the record, and whether it was read before.
                     let (take, again) = match continuity.check(partition, offset) {

@@ -226,13 +226,27 @@ async fn one_partition_topic(name: &str) -> KafkaConfig {
 
 /// The same on the broker at `brokers`.
 async fn one_partition_topic_on(brokers: &str, name: &str) -> KafkaConfig {
+    topic_on(brokers, name, 1).await
+}
+
+/// A topic of `partitions` partitions of the test's own, with its dead-letter topic and a
+/// consumer group of its own, created on the broker at `brokers`.
+async fn topic_on(brokers: &str, name: &str, partitions: i32) -> KafkaConfig {
     let mut kafka = KafkaConfig::new(brokers);
     kafka.topic = unique(name);
     kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
     kafka.group = unique("group");
-    kafka.partitions = 1;
+    kafka.partitions = partitions;
     topics::ensure_topics(&kafka).await.unwrap();
     kafka
+}
+
+/// The persister's log, shown with a failing test's output.
+fn show_persister_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("scalify_kafka=info")
+        .with_test_writer()
+        .try_init();
 }
 
 /// Commits `offset` of partition 0 for the topic's consumer group, as a persister that wrote
@@ -719,11 +733,7 @@ fn assert_once_in_order(stored: &[Message], expected: &[Message]) {
 /// the database and commits offset `committed` for a fresh group, produces `more` records
 /// afterwards, then runs a persister and checks that every message is stored once, in order.
 async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64) {
-    // The persister's log, shown with a failure.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("scalify_kafka=info")
-        .with_test_writer()
-        .try_init();
+    show_persister_log();
     let db = FreshDb::create().await;
     let store = db.store().await;
     let (name, room, who) = general_room(&store).await;
@@ -883,10 +893,7 @@ impl Drop for PrivateBroker {
 /// kept seq 1, 2 and 7–10 and lost 3–6 for good.
 #[tokio::test]
 async fn records_deleted_from_the_broker_are_written_from_the_window() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("scalify_kafka=info")
-        .with_test_writer()
-        .try_init();
+    show_persister_log();
     let db = FreshDb::create().await;
     let store = db.store().await;
     let (name, room, who) = general_room(&store).await;
@@ -959,19 +966,11 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
 /// group's committed offsets at the end of every partition.
 #[tokio::test]
 async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("scalify_kafka=info")
-        .with_test_writer()
-        .try_init();
+    show_persister_log();
     let db = FreshDb::create().await;
     let store = db.store().await;
     let (_, _, who) = general_room(&store).await;
-    let mut kafka = KafkaConfig::new(brokers());
-    kafka.topic = unique("writers");
-    kafka.dead_letter_topic = format!("{}.dlq", kafka.topic);
-    kafka.group = unique("group");
-    kafka.partitions = 4;
-    topics::ensure_topics(&kafka).await.unwrap();
+    let kafka = topic_on(&brokers(), "writers", 4).await;
 
     const ROOMS: usize = 8;
     const PER_ROOM: u64 = 300;
