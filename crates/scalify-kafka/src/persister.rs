@@ -459,6 +459,8 @@ enum Step<R> {
     /// A lane's write ended.
     Wrote(usize, Result<Written, StoreError>),
     Received(R),
+    /// The watchdog's check is due (the loop may be blocked on a write, not reading).
+    Check,
 }
 
 /// Why a consumer incarnation ended.
@@ -693,6 +695,9 @@ impl Persister {
                 () = stop.cancelled() => Step::Stop,
                 (lane, w) = next_written(&mut lanes), if writing => Step::Wrote(lane, w),
                 r = tokio::time::timeout(wait, consumer.recv()), if !full => Step::Received(r),
+                // Without it, a write the database holds (a lock, a connection gone silent)
+                // with the read-ahead full would keep the watchdog from ever looking.
+                () = tokio::time::sleep_until(next_check.into()) => Step::Check,
             };
             match step {
                 Step::Stop => {
@@ -824,6 +829,7 @@ impl Persister {
                     tracing::warn!(error = %e, "Kafka consumer error");
                 }
                 Step::Received(Err(_)) => {} // nothing arrived within `wait`
+                Step::Check => {}            // done below
             }
             for lane in &mut lanes {
                 let due = lane.pending() >= self.config.batch_max

@@ -1076,13 +1076,22 @@ async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
     second.stop().await;
 
     // Every partition's committed offset is its end: what was written was stored, in order.
+    assert_committed_at_the_end(&kafka, &delivered);
+}
+
+/// The group's committed offset of every partition `delivered` wrote to is just past the
+/// last record delivered there.
+fn assert_committed_at_the_end(
+    kafka: &KafkaConfig,
+    delivered: &[rdkafka::producer::future_producer::Delivery],
+) {
     let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", &kafka.group)
         .create()
         .unwrap();
     let mut ends = std::collections::BTreeMap::new();
-    for d in &delivered {
+    for d in delivered {
         let e = ends.entry(d.partition).or_insert(0i64);
         *e = (*e).max(d.offset + 1);
     }
@@ -1099,4 +1108,90 @@ async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
             .map(|e| e.offset());
         assert_eq!(at, Some(rdkafka::Offset::Offset(end)), "partition {p}");
     }
+}
+
+/// A batch write that PostgreSQL holds (here: a lock on the messages table) for longer than
+/// `stuck_after`: the watchdog finds lag without progress, waits for the write at most
+/// `stuck_after`, drops it and re-creates the consumer — it is not held until the database
+/// answers (a connection gone silent would hold it for the TCP timeout). Once the database
+/// lets writes through, the persister — whose dropped writes may have left pooled connections
+/// out of step — writes every message once, in order, and commits the end of the partition.
+#[tokio::test]
+async fn a_write_held_by_the_database_past_stuck_after_is_dropped_and_the_watchdog_restarts() {
+    show_persister_log();
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let (name, room, who) = general_room(&store).await;
+    let kafka = one_partition_topic("held").await;
+    let messages: Vec<Message> = (1..=120)
+        .map(|s| message(&name, s, &who, &format!("h{s}")))
+        .collect();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let key = room.id.to_string();
+    let mut delivered = Vec::new();
+    for m in &messages {
+        let payload = record::encode(room.id, m);
+        delivered.push(
+            producer
+                .send(
+                    FutureRecord::to(&kafka.topic).key(&key).payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap(),
+        );
+    }
+
+    // Every write waits for this lock until the transaction ends.
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let mut config = PersisterConfig::new("test");
+    config.batch_max = 40;
+    config.batch_wait = Duration::from_millis(5);
+    config.stuck_after = Duration::from_secs(1);
+    let persister = RunningPersister::start(&kafka, config, &store).await;
+    // With the write held, only a bounded wait lets the watchdog restart the consumer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = persister.status.lock().unwrap().clone();
+        assert_eq!(status.persisted, 0, "a write went through the lock");
+        if status.restarts >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no watchdog restart while a write was held ({} so far)",
+            status.restarts
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = store.after(&room, 0, 200).await.unwrap();
+        if stored.len() == messages.len() {
+            assert_once_in_order(&stored, &messages);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} stored after the lock was released",
+            stored.len(),
+            messages.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    persister.stop().await;
+    assert_committed_at_the_end(&kafka, &delivered);
 }
