@@ -1,8 +1,11 @@
 // Helpers for multi-node tests: a fresh PostgreSQL database, a private Redis server, and
 // nodes of one cluster (shared database, Redis, key prefix and token secret).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { startServer, sleep } from './harness.js';
 
 export const ADMIN_DB_URL = process.env.SCALIFY_TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -75,6 +78,53 @@ export async function privateRedis() {
       await exited;
     },
     start: up,
+  };
+}
+
+/**
+ * A private redis-server that is still loading its dataset when this resolves and answers
+ * LOADING for about `seconds` more: a dump of `keys` keys is made, then read back with
+ * Redis's own test setting `key-load-delay` (microseconds per key) and events handled every
+ * KB of the load, so clients are answered — with LOADING — meanwhile.
+ */
+export async function loadingRedis(seconds = 5, keys = 20000) {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), 'scalify-redis-'));
+  const url = `redis://127.0.0.1:${port}`;
+  const base = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  const reply = () => {
+    const r = spawnSync('redis-cli', ['-u', url, 'PING'], { encoding: 'utf8' });
+    return `${r.stdout}${r.stderr}`.trim();
+  };
+  const answering = async (want) => {
+    for (let i = 0; i < 100; i++) {
+      if (reply().startsWith(want)) return;
+      await sleep(50);
+    }
+    throw new Error(`redis-server never answered ${want} (last: ${reply()})`);
+  };
+  let child = spawn('redis-server', [...base, '--enable-debug-command', 'yes'], { stdio: 'ignore' });
+  await answering('PONG');
+  redisCli(url, 'DEBUG', 'POPULATE', String(keys));
+  redisCli(url, 'SAVE');
+  let exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+  const delayUs = Math.round((seconds * 1e6) / keys);
+  child = spawn('redis-server', [...base, '--key-load-delay', String(delayUs),
+    '--loading-process-events-interval-bytes', '1024'], { stdio: 'ignore' });
+  exited = new Promise((r) => child.once('exit', r));
+  await answering('LOADING');
+  return {
+    url,
+    keys,
+    /** What Redis answers a PING now. */
+    ping: reply,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 

@@ -4,7 +4,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { api, register, connect, call, collect, sleep, uniqueRoom, allMessages, eventually } from './harness.js';
-import { clusterSettings, startNode, privateRedis, redisCli, readyz, freshDatabase } from './cluster.js';
+import { clusterSettings, startNode, privateRedis, loadingRedis, redisCli, readyz, freshDatabase } from './cluster.js';
 
 /** Sum of a counter (all label sets matching `labels`) in a node's /metrics. */
 async function metric(url, name, labels = '') {
@@ -360,6 +360,34 @@ test('Redis restarted mid-traffic: nodes report not-ready, then recover; every c
     nodes.forEach((n) => n.cleanup());
     c.drop();
     await redis.stop().catch(() => {});
+  }
+});
+
+test('a node started while Redis is still loading its dataset waits for it, saying so, and comes up when the load ends', async () => {
+  const redis = await loadingRedis(5);
+  const c = clusterSettings({ redisUrl: redis.url });
+  let node;
+  try {
+    assert.match(redis.ping(), /^LOADING/, 'Redis had finished loading before the node started');
+    node = await startNode(c);
+    // It came up once Redis had its whole dataset, having said why it waited.
+    assert.match(redisCli(redis.url, 'INFO', 'persistence'), /loading:0/);
+    assert.ok(Number(redisCli(redis.url, 'DBSIZE')) >= redis.keys, 'the dataset was loaded');
+    const log = node.stderr();
+    assert.match(log, /waiting for Redis/, `the node did not say it waited:\n${log}`);
+    assert.match(log, /loading the dataset/, `the wait does not name Redis loading:\n${log}`);
+    const alice = await register(node.url, 'ld');
+    const s = await connect(node.url, alice.token);
+    const room = uniqueRoom('ld');
+    assert.equal((await call(s, 'join', { room })).ok, true);
+    const sent = await call(s, 'send', { room, text: 'after the load', client_id: 'ld-1' });
+    assert.equal(sent.ok, true, JSON.stringify(sent));
+    assert.equal(sent.message.seq, 1);
+    s.close();
+  } finally {
+    if (node) { await node.stop(); node.cleanup(); }
+    c.drop();
+    await redis.stop();
   }
 });
 
