@@ -711,12 +711,20 @@ impl Persister {
                     for lane in &mut lanes {
                         while lane.pending() > 0 {
                             let write = lane.take_write(self);
-                            match write.await {
-                                Ok(done) => {
+                            match tokio::time::timeout(self.config.stuck_after, write).await {
+                                Ok(Ok(done)) => {
                                     self.store_offsets(consumer, shared, done, &mut frontier)
                                 }
                                 // Nothing after a failed batch may be stored.
-                                Err(_) => break,
+                                Ok(Err(_)) => break,
+                                // The database holds the write: the stop is not held with it
+                                // (what is unwritten is read again by the next persister).
+                                Err(_) => {
+                                    tracing::warn!(
+                                        "a batch write did not end in time while stopping: dropped"
+                                    );
+                                    return Ended::Stopped;
+                                }
                             }
                         }
                     }

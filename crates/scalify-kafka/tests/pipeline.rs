@@ -1110,14 +1110,26 @@ fn assert_committed_at_the_end(
     }
 }
 
+/// How many sessions of the connection's database wait for a lock.
+async fn held_writes(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
 /// A batch write that PostgreSQL holds (here: a lock on the messages table) for longer than
 /// `stuck_after`: the watchdog finds lag without progress, waits for the write at most
 /// `stuck_after`, drops it and re-creates the consumer — it is not held until the database
-/// answers (a connection gone silent would hold it for the TCP timeout). Once the database
-/// lets writes through, the persister — whose dropped writes may have left pooled connections
-/// out of step — writes every message once, in order, and commits the end of the partition.
+/// answers (a connection gone silent would hold it for the TCP timeout). A stop is not held
+/// either, by the write in flight or by those of what was read behind it. Once the database
+/// lets writes through, every message is stored once, in order, and the end of the partition
+/// committed.
 #[tokio::test]
-async fn a_write_held_by_the_database_past_stuck_after_is_dropped_and_the_watchdog_restarts() {
+async fn a_write_held_by_the_database_holds_neither_the_watchdog_nor_a_stop() {
     show_persister_log();
     let db = FreshDb::create().await;
     let store = db.store().await;
@@ -1155,15 +1167,43 @@ async fn a_write_held_by_the_database_past_stuck_after_is_dropped_and_the_watchd
         .await
         .unwrap();
 
-    let mut config = PersisterConfig::new("test");
-    config.batch_max = 40;
-    config.batch_wait = Duration::from_millis(5);
-    config.stuck_after = Duration::from_secs(1);
-    let persister = RunningPersister::start(&kafka, config, &store).await;
-    // With the write held, only a bounded wait lets the watchdog restart the consumer.
+    let config = |stuck_after_secs| {
+        let mut c = PersisterConfig::new("test");
+        c.batch_max = 40;
+        c.batch_wait = Duration::from_millis(5);
+        c.stuck_after = Duration::from_secs(stuck_after_secs);
+        c
+    };
+    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
+
+    // Stopped while its first write is held and more is read behind it: each write is waited
+    // for at most `stuck_after`, then the stop goes on.
+    let first = RunningPersister::start(&kafka, config(2), &store).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while held_writes(&mut watcher).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first write never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = first.status.lock().unwrap().clone();
+    assert_eq!((status.persisted, status.restarts), (0, 0));
+    if tokio::time::timeout(Duration::from_secs(20), first.stop())
+        .await
+        .is_err()
+    {
+        // Let the held writes end, so the failure is reported instead of hanging the test.
+        let _ = sqlx::query("ROLLBACK").execute(&mut holder).await;
+        panic!("the persister's stop waited for a write the database held");
+    }
+
+    // With writes held, only a bounded wait for them lets the watchdog restart the consumer.
+    let second = RunningPersister::start(&kafka, config(1), &store).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let status = persister.status.lock().unwrap().clone();
+        let status = second.status.lock().unwrap().clone();
         assert_eq!(status.persisted, 0, "a write went through the lock");
         if status.restarts >= 2 {
             break;
@@ -1177,6 +1217,7 @@ async fn a_write_held_by_the_database_past_stuck_after_is_dropped_and_the_watchd
     }
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
 
+    // Once the database lets writes through, every message is stored once, in order.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let stored = store.after(&room, 0, 200).await.unwrap();
@@ -1192,6 +1233,6 @@ async fn a_write_held_by_the_database_past_stuck_after_is_dropped_and_the_watchd
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    persister.stop().await;
+    second.stop().await;
     assert_committed_at_the_end(&kafka, &delivered);
 }
