@@ -986,31 +986,11 @@ async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
             .collect();
         rooms.push((room, messages));
     }
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
     // Rooms interleaved, each room's records in seq order (one key: one partition, in order).
-    let (producer, topic) = (&producer, &kafka.topic);
-    let mut sends = Vec::new();
-    for s in 0..PER_ROOM as usize {
-        for (room, messages) in &rooms {
-            let payload = record::encode(room.id, &messages[s]);
-            let key = room.id.to_string();
-            sends.push(async move {
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(&key).payload(&payload),
-                        Duration::from_secs(10),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-                    .unwrap()
-            });
-        }
-    }
-    let delivered = futures_util::future::join_all(sends).await;
+    let interleaved: Vec<(Id, &Message)> = (0..PER_ROOM as usize)
+        .flat_map(|s| rooms.iter().map(move |(room, m)| (room.id, &m[s])))
+        .collect();
+    let delivered = produce_in_order(&kafka.topic, &interleaved).await;
     let used: std::collections::BTreeSet<i32> = delivered.iter().map(|d| d.partition).collect();
     assert!(used.len() >= 2, "the rooms landed in partitions {used:?}");
 
@@ -1079,6 +1059,34 @@ async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
     assert_committed_at_the_end(&kafka, &delivered);
 }
 
+/// Produces each message of `records` (room id, message) as a node does — keyed by room, by an
+/// idempotent producer, a key's records in the order given — and returns where each landed.
+async fn produce_in_order(
+    topic: &str,
+    records: &[(Id, &Message)],
+) -> Vec<rdkafka::producer::future_producer::Delivery> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let producer = &producer;
+    // Enqueued in order as `join_all` polls them; confirmed together.
+    let sends = records.iter().map(|(room, m)| async move {
+        let payload = record::encode(*room, m);
+        let key = room.to_string();
+        producer
+            .send(
+                FutureRecord::to(topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap()
+    });
+    futures_util::future::join_all(sends).await
+}
+
 /// The group's committed offset of every partition `delivered` wrote to is just past the
 /// last record delivered there.
 fn assert_committed_at_the_end(
@@ -1138,26 +1146,8 @@ async fn a_write_held_by_the_database_holds_neither_the_watchdog_nor_a_stop() {
     let messages: Vec<Message> = (1..=120)
         .map(|s| message(&name, s, &who, &format!("h{s}")))
         .collect();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    let key = room.id.to_string();
-    let mut delivered = Vec::new();
-    for m in &messages {
-        let payload = record::encode(room.id, m);
-        delivered.push(
-            producer
-                .send(
-                    FutureRecord::to(&kafka.topic).key(&key).payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap(),
-        );
-    }
+    let in_room: Vec<(Id, &Message)> = messages.iter().map(|m| (room.id, m)).collect();
+    let delivered = produce_in_order(&kafka.topic, &in_room).await;
 
     // Every write waits for this lock until the transaction ends.
     let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
