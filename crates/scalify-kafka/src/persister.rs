@@ -862,11 +862,11 @@ impl Persister {
 
     /// Waits for every write in flight and stores the offsets of those that succeeded (lanes
     /// write different partitions: one failing does not hold back another's). Returns whether
-    /// all succeeded. Why not drop them instead: a write dropped mid-`COPY` leaves its pooled
-    /// connection out of step with the server (sqlx writes `CopyFail` but does not wait for the
-    /// answer), and the next query on that connection fails with a protocol error. A write
-    /// still running after `stuck_after` (a database connection gone silent: no answer, no
-    /// reset) is dropped all the same, so that the watchdog's restart is not held up by it.
+    /// all succeeded. Why wait rather than drop them: what they write is kept (its offsets
+    /// stored), not read and written again. A write still running after `stuck_after` (a lock,
+    /// a database connection gone silent: no answer, no reset) is dropped all the same, so
+    /// that the watchdog's restart is not held up by it; its database part ends by itself
+    /// ([`Persister::write`]).
     async fn finish_writes(
         &self,
         lanes: &mut [Lane<'_>],
@@ -1014,11 +1014,24 @@ impl Persister {
         }
         let positions: Vec<(i32, i64)> = batch.iter().map(|c| (c.partition, c.offset)).collect();
         let rows: Vec<(Id, Message)> = batch.into_iter().map(|c| (c.room, c.message)).collect();
+        // The database's part runs as a task of its own: a write dropped while it runs (by the
+        // watchdog or a stop, after `stuck_after`) leaves it to end by itself. Dropping a `COPY`
+        // mid-way instead leaves its pooled connection out of step with the server (sqlx
+        // writes `CopyFail` and does not read the answer), and the next write on that
+        // connection fails at once. A write that ends after it was dropped is harmless: its
+        // rows are read and written again (found stored) by whoever resumes.
+        let db = self.db.clone();
+        let (persisted, rows) = tokio::spawn(async move {
+            let persisted = persist_rows(&db, &rows).await;
+            (persisted, rows)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the batch write task failed: {e}")))?;
+        let (outcome, refused) = persisted?;
         let refetched = |i: usize| {
             let (room, message) = &rows[i];
             self.refetched(*room, message, positions[i])
         };
-        let (outcome, refused) = persist_rows(&self.db, &rows).await?;
         for (i, why) in refused {
             dead.push((refetched(i), format!("database refused the message: {why}")));
         }

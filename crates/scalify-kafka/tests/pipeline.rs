@@ -1002,8 +1002,8 @@ async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
         c.batch_wait = Duration::from_millis(5);
         c
     };
-    // Its own connection pool, as another process would have: the abort below drops its
-    // writes mid-`COPY`, which leaves their connections unusable.
+    // Its own connection pool, as another process would have (the abort below drops its
+    // writes; their database parts, tasks of their own, end by themselves).
     let first_store = db.store().await;
     let first = RunningPersister::start(&kafka, config(), &first_store).await;
     let total = ROOMS as u64 * PER_ROOM;
