@@ -200,3 +200,51 @@ async fn a_server_out_of_connection_slots_is_unavailable_then_opens() {
         sqlx::query(&sql).execute(&mut admin).await.unwrap();
     }
 }
+
+/// The server terminates the store's connections (an administrator's `pg_terminate_backend`,
+/// a failover: SQLSTATE 57P01 on the next use): an operation soon works again on new
+/// connections, and whatever fails meanwhile is "unavailable" — what the persister pauses and
+/// retries on — never a refused operation (the persister dead-letters what the database
+/// refuses). Here no operation fails at all: sqlx's pool pings a connection before handing it
+/// out and replaces a dead one.
+#[tokio::test]
+async fn connections_the_server_terminated_are_unavailable_then_replaced() {
+    use sqlx::Connection;
+
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let name = scalify_core::Username::parse("alice").unwrap();
+    let alice = store.create_user(&name, "x").await.unwrap();
+
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let terminated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity, pg_terminate_backend(pid) \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(terminated >= 1, "the store had no connection to terminate");
+
+    let mut outcomes = Vec::new();
+    for _ in 0..5 {
+        let found = store.user_by_name(&name).await;
+        let done = found.is_ok();
+        outcomes.push(found);
+        if done {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for outcome in &outcomes {
+        match outcome {
+            Ok(found) => assert_eq!(found.as_ref().map(|u| u.id), Some(alice.id)),
+            Err(scalify_store::StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("a terminated connection reported as {e:?}: {outcomes:?}"),
+        }
+    }
+    assert!(
+        outcomes.last().is_some_and(|o| o.is_ok()),
+        "the pool did not replace the terminated connections: {outcomes:?}"
+    );
+}
