@@ -103,26 +103,37 @@ export async function loadingRedis(seconds = 5, keys = 20000) {
     }
     throw new Error(`redis-server never answered ${want} (last: ${reply()})`);
   };
-  let child = spawn('redis-server', [...base, '--enable-debug-command', 'yes'], { stdio: 'ignore' });
-  await answering('PONG');
-  redisCli(url, 'DEBUG', 'POPULATE', String(keys));
-  redisCli(url, 'SAVE');
-  let exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
-  const delayUs = Math.round((seconds * 1e6) / keys);
-  child = spawn('redis-server', [...base, '--key-load-delay', String(delayUs),
-    '--loading-process-events-interval-bytes', '1024'], { stdio: 'ignore' });
-  exited = new Promise((r) => child.once('exit', r));
-  await answering('LOADING');
+  let child;
+  let exited;
+  const run = (args) => {
+    child = spawn('redis-server', [...base, ...args], { stdio: 'ignore' });
+    exited = new Promise((r) => child.once('exit', r));
+  };
+  const kill = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await exited;
+  };
+  try {
+    run(['--enable-debug-command', 'yes']);
+    await answering('PONG');
+    redisCli(url, 'DEBUG', 'POPULATE', String(keys));
+    redisCli(url, 'SAVE');
+    await kill();
+    const delayUs = Math.round((seconds * 1e6) / keys);
+    run(['--key-load-delay', String(delayUs), '--loading-process-events-interval-bytes', '1024']);
+    await answering('LOADING');
+  } catch (e) {
+    await kill();
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   return {
     url,
     keys,
     /** What Redis answers a PING now. */
     ping: reply,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
+      await kill();
       rmSync(dir, { recursive: true, force: true });
     },
   };
