@@ -711,20 +711,10 @@ impl Persister {
                     for lane in &mut lanes {
                         while lane.pending() > 0 {
                             let write = lane.take_write(self);
-                            match tokio::time::timeout(self.config.stuck_after, write).await {
-                                Ok(Ok(done)) => {
-                                    self.store_offsets(consumer, shared, done, &mut frontier)
-                                }
-                                // Nothing after a failed batch may be stored.
-                                Ok(Err(_)) => break,
-                                // The database holds the write: the stop is not held with it
-                                // (what is unwritten is read again by the next persister).
-                                Err(_) => {
-                                    tracing::warn!(
-                                        "a batch write did not end in time while stopping: dropped"
-                                    );
-                                    return Ended::Stopped;
-                                }
+                            // Nothing after a failed or dropped batch may be stored; what is
+                            // left is read again by whoever takes the partitions next.
+                            if !self.end_write(write, consumer, shared, &mut frontier).await {
+                                return Ended::Stopped;
                             }
                         }
                     }
@@ -877,19 +867,35 @@ impl Persister {
         let mut all = true;
         for lane in lanes {
             if let Some(w) = lane.writing.take() {
-                match tokio::time::timeout(self.config.stuck_after, w).await {
-                    Ok(Ok(done)) => self.store_offsets(consumer, shared, done, frontier),
-                    Ok(Err(_)) => all = false,
-                    Err(_) => {
-                        tracing::warn!(
-                            "a batch write did not end in time: dropped (its rows are read again)"
-                        );
-                        all = false;
-                    }
-                }
+                all &= self.end_write(w, consumer, shared, frontier).await;
             }
         }
         all
+    }
+
+    /// Waits for one write, at most `stuck_after`, and stores its offsets if it succeeded.
+    /// Returns whether it did. The one place a write is waited for outside the loop's `select!`
+    /// (writes in flight at a restart or a stop, and a stop's last writes).
+    async fn end_write(
+        &self,
+        write: WriteFuture<'_>,
+        consumer: &StreamConsumer<Ctx>,
+        shared: &Shared,
+        frontier: &mut HashMap<i32, i64>,
+    ) -> bool {
+        match tokio::time::timeout(self.config.stuck_after, write).await {
+            Ok(Ok(done)) => {
+                self.store_offsets(consumer, shared, done, frontier);
+                true
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(
+                    "a batch write did not end in time: dropped (its rows are read again)"
+                );
+                false
+            }
+        }
     }
 
     /// The watchdog: true when the topic has unwritten messages but the group's committed
