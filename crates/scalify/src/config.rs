@@ -203,7 +203,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SCALIFY_PERSISTER_BATCH_MS")]
     pub persister_batch_ms: Option<u64>,
     /// Batches a persister writes at once, each on its own database connection and for its
-    /// own partitions (a partition's batches are written one after another); at most 8
+    /// own partitions (a partition's batches are written one after another); 1 to 8
     /// [default: 1]
     #[arg(long, env = "SCALIFY_PERSISTER_WRITERS")]
     pub persister_writers: Option<usize>,
@@ -450,7 +450,10 @@ impl Settings {
                     .and_then(|s| s.persister_writers)
                     .or(file.persister_writers)
                 {
-                    persister.writers = n.clamp(1, 8);
+                    if !(1..=8).contains(&n) {
+                        bail!("persister_writers must be 1 to 8 (got {n})");
+                    }
+                    persister.writers = n;
                 }
                 if let Some(secs) = s
                     .and_then(|s| s.persister_stuck_secs)
@@ -688,7 +691,8 @@ mod tests {
             "token_secret = \"0123456789abcdef0123456789abcdef\"\n\
              database_url = \"postgres://db/x\"\nredis_url = \"redis://r\"\n\
              kafka_brokers = \"k1:9092\"\nkafka_topic = \"chat\"\nkafka_partitions = 12\n\
-             kafka_options = [\"security.protocol=SASL_SSL\"]\npersister = true\n",
+             kafka_options = [\"security.protocol=SASL_SSL\"]\npersister = true\n\
+             persister_writers = 2\n",
         );
         let cfg = file.to_str().unwrap();
         let a = serve_args(&[
@@ -710,6 +714,21 @@ mod tests {
         assert_eq!(k.config.options["security.protocol"], "SASL_SSL");
         assert_eq!(k.ingest.ack_timeout, Duration::from_millis(500));
         assert!(k.embedded_persister);
+        assert_eq!(k.persister.writers, 2, "from the file");
+        let a = serve_args(&["--config", cfg, "--persister-writers", "3"]);
+        let s = Settings::load(&a.common, Some(&a)).unwrap();
+        assert_eq!(s.kafka.unwrap().persister.writers, 3, "flag beats file");
+        for bad in ["0", "9"] {
+            let a = serve_args(&["--config", cfg, "--persister-writers", bad]);
+            let err = Settings::load(&a.common, Some(&a))
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.contains("persister_writers")),
+                "{bad}: {err:?}"
+            );
+        }
         // An unknown librdkafka property is caught by `config check`, before any connection.
         let a = serve_args(&["--config", cfg, "--kafka-option", "no.such.property=1"]);
         let s = Settings::load(&a.common, Some(&a)).unwrap();
