@@ -718,6 +718,35 @@ async fn records_read_again_below_the_committed_offset_are_written_if_missing() 
 }
 
 /// The store holds exactly `expected`, each once, in seq order (ids compared).
+/// Waits until `room` holds as many messages as `expected` (failing at `deadline`), then checks
+/// they are `expected`, each once, in order.
+async fn await_stored_once_in_order(
+    store: &PgStore,
+    room: &scalify_core::Room,
+    expected: &[Message],
+    deadline: tokio::time::Instant,
+) {
+    loop {
+        let stored = store
+            .after(room, 0, expected.len() as u32 + 1)
+            .await
+            .unwrap();
+        if stored.len() == expected.len() {
+            assert_once_in_order(&stored, expected);
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "room {}: {} of {} stored; seqs {:?}",
+            room.name,
+            stored.len(),
+            expected.len(),
+            stored.iter().map(|m| m.seq).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn assert_once_in_order(stored: &[Message], expected: &[Message]) {
     assert!(
         stored
@@ -1037,21 +1066,7 @@ async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
     let second = RunningPersister::start(&kafka, config(), &store).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for (room, messages) in &rooms {
-        loop {
-            let stored = store.after(room, 0, PER_ROOM as u32 + 1).await.unwrap();
-            if stored.len() == messages.len() {
-                assert_once_in_order(&stored, messages);
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "room {}: {} of {PER_ROOM} stored; seqs {:?}",
-                room.name,
-                stored.len(),
-                stored.iter().map(|m| m.seq).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        await_stored_once_in_order(&store, room, messages, deadline).await;
     }
     second.stop().await;
 
@@ -1132,10 +1147,10 @@ async fn held_writes(conn: &mut sqlx::PgConnection) -> i64 {
 /// A batch write that PostgreSQL holds (here: a lock on the messages table) for longer than
 /// `stuck_after`: the watchdog finds lag without progress, waits for the write at most
 /// `stuck_after`, drops it and re-creates the consumer — it is not held until the database
-/// answers (a connection gone silent would hold it for the TCP timeout). A stop is not held
-/// either, by the write in flight or by those of what was read behind it. Once the database
-/// lets writes through, every message is stored once, in order, and the end of the partition
-/// committed.
+/// answers (a connection gone silent would hold it for the TCP timeout). A stop is not held by
+/// its write in flight either (a stop after a dropped write writes nothing more, so the bound
+/// on a stop's last writes is not reached here). Once the database lets writes through, every
+/// message is stored once, in order, and the end of the partition committed.
 #[tokio::test]
 async fn a_write_held_by_the_database_holds_neither_the_watchdog_nor_a_stop() {
     show_persister_log();
@@ -1209,20 +1224,7 @@ async fn a_write_held_by_the_database_holds_neither_the_watchdog_nor_a_stop() {
 
     // Once the database lets writes through, every message is stored once, in order.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let stored = store.after(&room, 0, 200).await.unwrap();
-        if stored.len() == messages.len() {
-            assert_once_in_order(&stored, &messages);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {} stored after the lock was released",
-            stored.len(),
-            messages.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    await_stored_once_in_order(&store, &room, &messages, deadline).await;
     second.stop().await;
     assert_committed_at_the_end(&kafka, &delivered);
 }
