@@ -248,3 +248,85 @@ async fn connections_the_server_terminated_are_unavailable_then_replaced() {
         "the pool did not replace the terminated connections: {outcomes:?}"
     );
 }
+
+/// The server ends a connection while a write waits on it (an administrator's
+/// `pg_terminate_backend` of a stuck backend, a failover): the write is "unavailable" — what
+/// the persister pauses and retries on — not refused (what it dead-letters), nothing of it is
+/// stored, and writing it again stores it once. (sqlx reports this as the connection closed,
+/// an I/O error, rather than the server's SQLSTATE 57P01; either is "unavailable".)
+#[tokio::test]
+async fn a_write_whose_connection_the_server_ends_is_unavailable_then_written_once() {
+    use sqlx::Connection;
+
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let alice = user(&*store, "alice").await;
+    let room = contract::public_room(&*store, "r", &alice).await;
+    let new = msg(&room, &alice, "c1", "held");
+    let row = (
+        room.id,
+        scalify_core::Message {
+            id: scalify_core::Id::new(),
+            room: new.room,
+            seq: 1,
+            sender: new.sender,
+            text: new.text,
+            client_id: new.client_id,
+            ts: scalify_core::now_ms(),
+        },
+    );
+
+    // The write waits for a lock an administrator holds; then its backend is terminated.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut admin).await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let write = {
+        let (store, row) = (store.clone(), row.clone());
+        tokio::spawn(async move { store.persist(std::slice::from_ref(&row)).await })
+    };
+    let mut held = None;
+    for _ in 0..100 {
+        held = sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+        )
+        .fetch_optional(&mut admin)
+        .await
+        .unwrap();
+        if held.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let held = held.expect("the write never waited for the lock");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(held)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(ended);
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), write)
+        .await
+        .expect("the write did not end with its connection")
+        .unwrap();
+    match &outcome {
+        Err(scalify_store::StoreError::Unavailable(_)) => {}
+        other => panic!("a write whose connection the server ended reported as {other:?}"),
+    }
+    sqlx::query("ROLLBACK").execute(&mut admin).await.unwrap();
+
+    assert!(store.after(&room, 0, 10).await.unwrap().is_empty());
+    let again = store.persist(std::slice::from_ref(&row)).await.unwrap();
+    assert_eq!(again.inserted, 1);
+    let stored = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(
+        stored
+            .iter()
+            .map(|m| (m.seq, m.client_id.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "c1")]
+    );
+}
