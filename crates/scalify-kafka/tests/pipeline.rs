@@ -1133,6 +1133,24 @@ fn assert_committed_at_the_end(
     }
 }
 
+/// The group's committed offset of partition `p`, if any.
+fn committed_offset(kafka: &KafkaConfig, p: i32) -> Option<i64> {
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&kafka.topic, p);
+    let committed = reader
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    match committed.find_partition(&kafka.topic, p)?.offset() {
+        rdkafka::Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
 /// How many sessions of the connection's database wait for a lock.
 async fn held_writes(conn: &mut sqlx::PgConnection) -> i64 {
     sqlx::query_scalar::<_, i64>(
@@ -1148,8 +1166,8 @@ async fn held_writes(conn: &mut sqlx::PgConnection) -> i64 {
 /// `stuck_after`: the watchdog finds lag without progress, waits for the write at most
 /// `stuck_after`, drops it and re-creates the consumer — it is not held until the database
 /// answers (a connection gone silent would hold it for the TCP timeout). A stop is not held by
-/// its write in flight either (a stop after a dropped write writes nothing more, so the bound
-/// on a stop's last writes is not reached here). Once the database lets writes through, every
+/// its write in flight either (a stop after a dropped write writes nothing more; the bound on
+/// a stop's later writes is the next test's). Once the database lets writes through, every
 /// message is stored once, in order, and the end of the partition committed.
 #[tokio::test]
 async fn a_write_held_by_the_database_holds_neither_the_watchdog_nor_a_stop() {
@@ -1226,5 +1244,109 @@ async fn a_write_held_by_the_database_holds_neither_the_watchdog_nor_a_stop() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     await_stored_once_in_order(&store, &room, &messages, deadline).await;
     second.stop().await;
+    assert_committed_at_the_end(&kafka, &delivered);
+}
+
+/// A stop whose writes in flight end well, then finds the write of what it read ahead held by
+/// the database (a lock taken, a connection gone silent, in between), waits for that one at
+/// most `stuck_after` too and ends; the offsets it commits pass nothing unwritten. Two rooms
+/// in one partition; each room's row lock (what a batch write takes first) is held by a
+/// transaction of the test's: the first batch (room A) is released while the stop waits for
+/// it, the second (room B, read ahead) stays held.
+#[tokio::test]
+async fn a_stop_waits_for_a_held_write_of_what_it_read_ahead_at_most_stuck_after() {
+    show_persister_log();
+    let db = FreshDb::create().await;
+    let store = db.store().await;
+    let (a_name, a, who) = general_room(&store).await;
+    let b_name = RoomName::parse("other").unwrap();
+    let b = store
+        .create_room(&b_name, RoomKind::Public, &[who.id])
+        .await
+        .unwrap();
+    let kafka = one_partition_topic("stop-held").await;
+    let in_a: Vec<Message> = (1..=40)
+        .map(|s| message(&a_name, s, &who, &format!("a{s}")))
+        .collect();
+    let in_b: Vec<Message> = (1..=40)
+        .map(|s| message(&b_name, s, &who, &format!("b{s}")))
+        .collect();
+    let records: Vec<(Id, &Message)> = in_a
+        .iter()
+        .map(|m| (a.id, m))
+        .chain(in_b.iter().map(|m| (b.id, m)))
+        .collect();
+    let delivered = produce_in_order(&kafka.topic, &records).await;
+
+    // A batch write waits for its rooms' rows until these transactions end.
+    let mut holders = Vec::new();
+    for room in [&a, &b] {
+        let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+        sqlx::query("SELECT id FROM rooms WHERE id = $1 FOR UPDATE")
+            .bind(room.id.to_string())
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        holders.push(holder);
+    }
+    let mut hold_b = holders.pop().unwrap();
+    let mut hold_a = holders.pop().unwrap();
+
+    // Batches of exactly one room each: 40 records, cut by size (all are on the broker).
+    let mut config = PersisterConfig::new("test");
+    config.batch_max = 40;
+    config.batch_wait = Duration::from_secs(1);
+    config.stuck_after = Duration::from_secs(3);
+    let persister = RunningPersister::start(&kafka, config, &store).await;
+    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while held_writes(&mut watcher).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first write never reached room A's lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Room B's batch is read behind the held one meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let status = persister.status.clone();
+    let stopping = tokio::spawn(persister.stop());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The write in flight goes through, well within `stuck_after`; the next one is held.
+    sqlx::query("ROLLBACK").execute(&mut hold_a).await.unwrap();
+    if tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .is_err()
+    {
+        let _ = sqlx::query("ROLLBACK").execute(&mut hold_b).await;
+        panic!("the stop waited for the held write of what it had read ahead");
+    }
+    assert_eq!(status.lock().unwrap().persisted, 40, "room A's batch only");
+    assert_eq!(
+        held_writes(&mut watcher).await,
+        1,
+        "room B's write is still held"
+    );
+    assert_committed_at_the_end(&kafka, &delivered[..in_a.len()]);
+
+    // Released: the dropped write's database part commits room B on its own (it runs on
+    // after the drop); the next persister reads room B again, finds it stored, and commits
+    // the partition's end.
+    sqlx::query("ROLLBACK").execute(&mut hold_b).await.unwrap();
+    let next = RunningPersister::start(&kafka, PersisterConfig::new("test"), &store).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    await_stored_once_in_order(&store, &a, &in_a, deadline).await;
+    await_stored_once_in_order(&store, &b, &in_b, deadline).await;
+    let end = delivered.iter().map(|d| d.offset + 1).max();
+    while committed_offset(&kafka, 0) != end {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the next persister did not commit the partition's end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    next.stop().await;
     assert_committed_at_the_end(&kafka, &delivered);
 }
