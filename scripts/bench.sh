@@ -18,7 +18,7 @@
 #   the persister), PERSISTER=0 (kafka-ack-Nk without a persister: the test broker's fetch work
 #   out of the picture), SCALIFY_KAFKA_OPTIONS (librdkafka settings of node and persister),
 #   BENCH_METRICS_DIR (keeps the node's and persister's /metrics of each run)
-#   BENCH_SECONDS: how long kafka-ack-Nk and pairs-Nk send (default 10)
+#   BENCH_SECONDS: how long kafka-ack-Nk, kafka-produce-Nk and pairs-Nk send (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p scalify --bins -p scalify-store -p scalify-kafka --examples >/dev/null
@@ -262,8 +262,8 @@ for s in "${scenarios[@]}"; do
     kafka-produce-[0-9]*k)
       n=${s#kafka-produce-}; rate=$((${n%k} * 1000))
       start_tansu
-      echo "\$ target/release/examples/produce_latency 127.0.0.1:PORT $rate 10 1000 300 ${KAFKA_PARTITIONS:-6}"
-      target/release/examples/produce_latency "127.0.0.1:$kport" "$rate" 10 1000 300 "${KAFKA_PARTITIONS:-6}"; echo
+      echo "\$ target/release/examples/produce_latency 127.0.0.1:PORT $rate ${BENCH_SECONDS:-10} 1000 300 ${KAFKA_PARTITIONS:-6}"
+      target/release/examples/produce_latency "127.0.0.1:$kport" "$rate" "${BENCH_SECONDS:-10}" 1000 300 "${KAFKA_PARTITIONS:-6}"; echo
       stop_tansu ;;
     # kafka-ack-Nk: N thousand msgs/s offered (1k, 3k and 10k are the documented ones).
     kafka-ack-[0-9]*k)

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 use scalify_kafka::ingest::{Ingest, IngestConfig};
 use scalify_kafka::{topics, KafkaConfig};
 
+/// Width of the windows of the p99 timeline.
+const WINDOW_SECS: u64 = 5;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,8 +61,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .set("bootstrap.servers", brokers.as_str())
             .set("group.id", format!("{topic}.reader"))
             .set("auto.offset.reset", "earliest")
-            // Offsets committed each second, as a persister's are.
+            // Offsets committed each second and fetches held at most 100 ms, as a
+            // persister's are.
             .set("enable.auto.commit", "true")
+            .set("fetch.wait.max.ms", "100")
             .set("auto.commit.interval.ms", "1000")
             .create()?;
         consumer.subscribe(&[&topic])?;
@@ -82,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let total = rate * secs;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<u64, String>>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<(u64, u64), String>>();
     let start = Instant::now();
     for n in 0..total {
         let due = start + interval.mul_f64(n as f64);
@@ -96,15 +101,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let outcome = ingest
                 .produce(key, &payload)
                 .await
-                .map(|_| due.elapsed().as_micros() as u64)
+                .map(|_| (n, due.elapsed().as_micros() as u64))
                 .map_err(|e| e.to_string());
             let _ = tx.send(outcome);
         });
     }
     drop(tx);
     let mut micros = Vec::with_capacity(total as usize);
+    // Per WINDOW_SECS of scheduled send time: whether the broker's share drifts as the topic
+    // fills (the test broker's fetch work grows with what it stores; docs/benchmarks.md).
+    let per_window = (rate * WINDOW_SECS) as usize;
+    let mut windows: Vec<Vec<u64>> = vec![Vec::new(); (total as usize).div_ceil(per_window)];
     while let Some(outcome) = rx.recv().await {
-        micros.push(outcome?);
+        let (n, us) = outcome?;
+        micros.push(us);
+        windows[n as usize / per_window].push(us);
     }
     let elapsed = start.elapsed().as_secs_f64();
     micros.sort_unstable();
@@ -119,6 +130,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         at(0.99),
         at(0.999),
         at(1.0),
+    );
+    let p99s: Vec<String> = windows
+        .iter_mut()
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            w.sort_unstable();
+            format!(
+                "{:.1}",
+                w[((w.len() - 1) as f64 * 0.99).round() as usize] as f64 / 1000.0
+            )
+        })
+        .collect();
+    println!(
+        "produce→confirm p99 per {WINDOW_SECS} s (ms): {}",
+        p99s.join(" ")
     );
     if std::env::var("CONSUME").is_ok_and(|v| v == "1") {
         println!(
