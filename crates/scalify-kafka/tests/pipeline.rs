@@ -1297,7 +1297,9 @@ async fn a_stop_waits_for_a_held_write_of_what_it_read_ahead_at_most_stuck_after
     let mut config = PersisterConfig::new("test");
     config.batch_max = 40;
     config.batch_wait = Duration::from_secs(1);
-    config.stuck_after = Duration::from_secs(3);
+    // Long enough that the watchdog (checks every 3 s) does not drop the first write before
+    // the stop comes; short enough that a bounded stop ends well within the test's 15 s.
+    config.stuck_after = Duration::from_secs(5);
     let persister = RunningPersister::start(&kafka, config, &store).await;
     let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
