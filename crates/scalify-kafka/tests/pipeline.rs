@@ -1108,28 +1108,13 @@ fn assert_committed_at_the_end(
     kafka: &KafkaConfig,
     delivered: &[rdkafka::producer::future_producer::Delivery],
 ) {
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", &kafka.group)
-        .create()
-        .unwrap();
     let mut ends = std::collections::BTreeMap::new();
     for d in delivered {
         let e = ends.entry(d.partition).or_insert(0i64);
         *e = (*e).max(d.offset + 1);
     }
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in ends.keys() {
-        tpl.add_partition(&kafka.topic, *p);
-    }
-    let committed = reader
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
     for (p, end) in ends {
-        let at = committed
-            .find_partition(&kafka.topic, p)
-            .map(|e| e.offset());
-        assert_eq!(at, Some(rdkafka::Offset::Offset(end)), "partition {p}");
+        assert_eq!(committed_offset(kafka, p), Some(end), "partition {p}");
     }
 }
 
