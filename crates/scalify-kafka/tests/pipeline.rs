@@ -252,11 +252,7 @@ fn show_persister_log() {
 /// Commits `offset` of partition 0 for the topic's consumer group, as a persister that wrote
 /// everything before it would have.
 fn commit_offset(kafka: &KafkaConfig, offset: i64) {
-    let committer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", &kafka.group)
-        .create()
-        .unwrap();
+    let committer = group_client(kafka);
     let mut at = rdkafka::TopicPartitionList::new();
     at.add_partition_offset(&kafka.topic, 0, rdkafka::Offset::Offset(offset))
         .unwrap();
@@ -717,7 +713,6 @@ async fn records_read_again_below_the_committed_offset_are_written_if_missing() 
     resume_inside_a_batch(10, 5, 8, 0).await;
 }
 
-/// The store holds exactly `expected`, each once, in seq order (ids compared).
 /// Waits until `room` holds as many messages as `expected` (failing at `deadline`), then checks
 /// they are `expected`, each once, in order.
 async fn await_stored_once_in_order(
@@ -747,6 +742,7 @@ async fn await_stored_once_in_order(
     }
 }
 
+/// The store holds exactly `expected`, each once, in seq order (ids compared).
 fn assert_once_in_order(stored: &[Message], expected: &[Message]) {
     assert!(
         stored
@@ -1118,13 +1114,19 @@ fn assert_committed_at_the_end(
     }
 }
 
-/// The group's committed offset of partition `p`, if any.
-fn committed_offset(kafka: &KafkaConfig, p: i32) -> Option<i64> {
-    let reader: StreamConsumer = ClientConfig::new()
+/// A client of the topic's consumer group that does not join it: for reading and setting the
+/// group's committed offsets.
+fn group_client(kafka: &KafkaConfig) -> StreamConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", &kafka.group)
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+/// The group's committed offset of partition `p`, if any.
+fn committed_offset(kafka: &KafkaConfig, p: i32) -> Option<i64> {
+    let reader = group_client(kafka);
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition(&kafka.topic, p);
     let committed = reader
@@ -1137,14 +1139,8 @@ fn committed_offset(kafka: &KafkaConfig, p: i32) -> Option<i64> {
 }
 
 /// How many sessions of the connection's database wait for a lock.
-async fn held_writes(conn: &mut sqlx::PgConnection) -> i64 {
-    sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap()
+async fn held_writes(conn: &mut sqlx::PgConnection) -> usize {
+    fresh_db::lock_waiters(conn).await.len()
 }
 
 /// A batch write that PostgreSQL holds (here: a lock on the messages table) for longer than

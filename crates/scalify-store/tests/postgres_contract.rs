@@ -289,13 +289,7 @@ async fn a_write_whose_connection_the_server_ends_is_unavailable_then_written_on
     };
     let mut held = None;
     for _ in 0..100 {
-        held = sqlx::query_scalar::<_, i32>(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-             AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
-        )
-        .fetch_optional(&mut admin)
-        .await
-        .unwrap();
+        held = fresh_db::lock_waiters(&mut admin).await.first().copied();
         if held.is_some() {
             break;
         }

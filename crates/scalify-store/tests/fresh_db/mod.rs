@@ -42,6 +42,18 @@ impl FreshDb {
     }
 }
 
+/// The sessions of `conn`'s database (other than `conn`'s own) that wait for a lock: writes a
+/// test holds back with a lock of its own.
+pub async fn lock_waiters(conn: &mut sqlx::PgConnection) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
 impl Drop for FreshDb {
     fn drop(&mut self) {
         let (admin, name) = (admin_url(), self.name.clone());
