@@ -176,8 +176,21 @@ async fn a_server_out_of_connection_slots_is_unavailable_then_opens() {
         .to_url_lossy()
         .to_string();
 
-    // sqlx's pool itself retries 53300 (and 57P03) until its acquire timeout, which the store
-    // reports as unavailable too; either way not the `Backend` error that ends a start.
+    // The server's own answer, 53300, is "unavailable"...
+    let direct = sqlx::PgConnection::connect(&as_role)
+        .await
+        .err()
+        .expect("a role allowed no connection connected");
+    assert_eq!(sqlstate(&direct).as_deref(), Some("53300"), "{direct:?}");
+    assert!(
+        matches!(
+            scalify_store::StoreError::from(direct),
+            scalify_store::StoreError::Unavailable(_)
+        ),
+        "53300 is not unavailable"
+    );
+    // ...and so is what the store sees: sqlx's pool itself retries 53300 (and 57P03) until its
+    // acquire timeout; either way not the `Backend` error that ends a start.
     let refused = PgStore::open(PgConfig::new(&as_role)).await.err();
     assert!(
         matches!(&refused, Some(scalify_store::StoreError::Unavailable(_))),
@@ -247,6 +260,38 @@ async fn connections_the_server_terminated_are_unavailable_then_replaced() {
         outcomes.last().is_some_and(|o| o.is_ok()),
         "the pool did not replace the terminated connections: {outcomes:?}"
     );
+}
+
+/// An administrator's termination as the server reports it — SQLSTATE 57P01, which sqlx
+/// passes on when the session reads the server's answer (here the session ends itself; a
+/// write waiting on a lock sees the connection closed instead, the test below) — is
+/// "unavailable", what the persister pauses and retries on, not refused data.
+#[tokio::test]
+async fn the_servers_termination_notice_is_unavailable() {
+    use sqlx::Connection;
+
+    let db = FreshDb::create().await;
+    let mut session = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut session)
+        .await
+        .err()
+        .expect("a session outlived its own termination");
+    assert_eq!(sqlstate(&ended).as_deref(), Some("57P01"), "{ended:?}");
+    match scalify_store::StoreError::from(ended) {
+        scalify_store::StoreError::Unavailable(why) => {
+            assert!(why.contains("administrator"), "{why}")
+        }
+        other => panic!("57P01 reported as {other:?}"),
+    }
+}
+
+/// The SQLSTATE of an error the server sent, if it is one.
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
 }
 
 /// The server ends a connection while a write waits on it (an administrator's
