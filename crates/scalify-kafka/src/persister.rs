@@ -6,7 +6,7 @@
 //! - a batch goes in with `COPY`, and a batch holding a row already stored is written again
 //!   by an insert that skips such rows, so a redelivered batch stores nothing twice.
 //!
-//! Batches are written while the next ones are read, by up to `writers` lanes at once (1 by
+//! Batches are written while the next ones are read, by up to `writers` lanes at once (2 by
 //! default), each on its own connection and for its own partitions: a partition has one write
 //! in flight at a time, so its batches commit, trim the recent window and store their offsets
 //! in the order they were read.
@@ -58,11 +58,12 @@ pub struct PersisterConfig {
     /// Most messages written in one transaction.
     pub batch_max: usize,
     /// Batches written at the same time, each on its own database connection and for its
-    /// own partitions (a partition is written by one writer, in order). Two drained a backlog
-    /// ~25 % faster on a fast machine; one is the default because at 10,000 msgs/s the second
-    /// writer's extra transactions seemed to cost the node's ack tail on a shared 2-core
-    /// machine (docs/benchmarks.md, session 15). With more than one, each reads up to
-    /// four batches ahead (`LANE_READ_AHEAD`): memory for `writers × 5 × batch_max` messages.
+    /// own partitions (a partition is written by one writer, in order). Two by default: a
+    /// backlog drains ~25 % faster on a fast machine and ~50 % on a slower one (44k → 65–69k
+    /// rows/s, where one writer misses the 50,000 rows/s target), and the node's ack tail
+    /// showed no cost at 3,000 and 5,000 msgs/s (docs/benchmarks.md, sessions 15, 17, 18). A
+    /// third adds nothing. With more than one, each reads up to four batches ahead
+    /// (`LANE_READ_AHEAD`): memory for `writers × 5 × batch_max` messages.
     pub writers: usize,
     /// How long a batch waits to fill before it is written anyway.
     pub batch_wait: Duration,
@@ -76,7 +77,7 @@ impl PersisterConfig {
         PersisterConfig {
             id: id.into(),
             batch_max: 2000,
-            writers: 1,
+            writers: 2,
             batch_wait: Duration::from_millis(20),
             stuck_after: Duration::from_secs(30),
         }

@@ -1233,9 +1233,19 @@ async fn a_write_held_by_the_database_holds_neither_the_watchdog_nor_a_stop() {
 /// most `stuck_after` too and ends; the offsets it commits pass nothing unwritten. Two rooms
 /// in one partition; each room's row lock (what a batch write takes first) is held by a
 /// transaction of the test's: the first batch (room A) is released while the stop waits for
-/// it, the second (room B, read ahead) stays held.
+/// it, the second (room B, read ahead) stays held. With the default two writers (a writer
+/// then reads up to four batches ahead) and with one (one batch ahead).
 #[tokio::test]
 async fn a_stop_waits_for_a_held_write_of_what_it_read_ahead_at_most_stuck_after() {
+    stop_waits_for_a_held_write(PersisterConfig::new("test").writers).await;
+}
+
+#[tokio::test]
+async fn a_stop_waits_for_a_held_write_of_what_it_read_ahead_with_one_writer() {
+    stop_waits_for_a_held_write(1).await;
+}
+
+async fn stop_waits_for_a_held_write(writers: usize) {
     show_persister_log();
     let db = FreshDb::create().await;
     let store = db.store().await;
@@ -1276,6 +1286,7 @@ async fn a_stop_waits_for_a_held_write_of_what_it_read_ahead_at_most_stuck_after
 
     // Batches of exactly one room each: 40 records, cut by size (all are on the broker).
     let mut config = PersisterConfig::new("test");
+    config.writers = writers;
     config.batch_max = 40;
     config.batch_wait = Duration::from_secs(1);
     // Long enough that the watchdog (checks every 3 s) does not drop the first write before

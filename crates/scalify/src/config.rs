@@ -204,7 +204,7 @@ pub struct ServeArgs {
     pub persister_batch_ms: Option<u64>,
     /// Batches a persister writes at once, each on its own database connection and for its
     /// own partitions (a partition's batches are written one after another); 1 to 8
-    /// [default: 1]
+    /// [default: 2]
     #[arg(long, env = "SCALIFY_PERSISTER_WRITERS")]
     pub persister_writers: Option<usize>,
     /// Seconds with lag and no progress before the persister re-creates its consumer
