@@ -179,8 +179,7 @@ async fn a_server_out_of_connection_slots_is_unavailable_then_opens() {
     // The server's own answer, 53300, is "unavailable"...
     let direct = sqlx::PgConnection::connect(&as_role)
         .await
-        .err()
-        .expect("a role allowed no connection connected");
+        .expect_err("a role allowed no connection connected");
     assert_eq!(sqlstate(&direct).as_deref(), Some("53300"), "{direct:?}");
     assert!(
         matches!(
@@ -275,8 +274,7 @@ async fn the_servers_termination_notice_is_unavailable() {
     let ended = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
         .execute(&mut session)
         .await
-        .err()
-        .expect("a session outlived its own termination");
+        .expect_err("a session outlived its own termination");
     assert_eq!(sqlstate(&ended).as_deref(), Some("57P01"), "{ended:?}");
     match scalify_store::StoreError::from(ended) {
         scalify_store::StoreError::Unavailable(why) => {
