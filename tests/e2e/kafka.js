@@ -129,11 +129,11 @@ export function durableSettings(brokers, { redisUrl, partitions = 3 } = {}) {
 }
 
 export function kafkaArgs(c) {
-  // Two writers per persister (the default is one): the drills also cover batches of
+  // Persisters write with the default two writers: the drills also cover batches of
   // different partitions written at once, and a write failing while another is in flight.
+  // A drill may pass `--persister-writers 1` to a persister of its own.
   return ['--kafka-brokers', c.brokers, '--kafka-topic', c.topic, '--kafka-group', c.group,
-    '--kafka-partitions', String(c.partitions), '--persister-batch-ms', '10',
-    '--persister-writers', '2'];
+    '--kafka-partitions', String(c.partitions), '--persister-batch-ms', '10'];
 }
 
 export function startDurableNode(c, extra = []) {

@@ -175,7 +175,8 @@ test('durable node: acked after Kafka, readable before the persister runs, store
 }));
 
 test('kill -9 the persister mid-batch under traffic, start another: nothing lost, nothing twice, no gap', () => drill({}, async ({ c, node, pop, addPersister }) => {
-  const p1 = await addPersister();
+  // The one killed writes with one writer, the one taking over with the default two.
+  const p1 = await addPersister(['--persister-writers', '1']);
   const oracle = new Map();
   const load = traffic(pop, oracle, { pauseMs: 1 });
   await eventually(async () => (await p1.metric('scalify_persister_rows_total')) > 50, 15000, 'the persister writing');
