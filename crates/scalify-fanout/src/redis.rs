@@ -105,8 +105,13 @@ async fn publisher_task(
     }
 }
 
-/// Most presence scripts sent as one pipeline by the periodic refresh and sweep.
-const PIPELINE_CHUNK: usize = 500;
+/// Most presence scripts sent as one pipeline by the periodic refresh and sweep. Redis runs a
+/// client's pipelined commands back to back, so every other client (a send's seq allocation,
+/// its recent-window deposit) waits behind one chunk: with 500, 1,000 users online and
+/// 5,000 sends/s, the send→ack p99 jumped to 21–44 ms at each refresh (every 5 s) against
+/// ~12–14 ms between them; with 50 the jumps were smaller (p999 20–22 against 27–42 ms) but
+/// not gone (docs/benchmarks.md, session 18).
+const PIPELINE_CHUNK: usize = 50;
 
 /// Most channels named in one SUBSCRIBE when (re)subscribing many rooms.
 const SUBSCRIBE_CHUNK: usize = 500;
