@@ -697,6 +697,113 @@ mod tests {
         assert!(decode(b"node\ngeneral").is_err());
     }
 
+    /// The refresh and the sweep send their scripts in pipelines of `PIPELINE_CHUNK`: with more
+    /// entries than fit in one (a real Redis, `SCALIFY_TEST_REDIS_URL`), every entry is renewed
+    /// and exactly those that had expired — one in each pipeline — come back, in order.
+    #[tokio::test]
+    async fn refresh_and_sweep_over_several_pipelines_return_exactly_the_expired_entries() {
+        let url = std::env::var("SCALIFY_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let mut config = RedisConfig::new(&url);
+        config.prefix = format!("t-refresh-{}", Id::new());
+        let conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .unwrap();
+        let presence = RedisPresence::new(&config, conn.clone(), "node-a");
+        let rooms: Vec<RoomName> = (0..3)
+            .map(|r| RoomName::parse(&format!("room{r}")).unwrap())
+            .collect();
+        let entries: Vec<(RoomName, UserRef)> = (0..PIPELINE_CHUNK * 2 + 20)
+            .map(|i| {
+                let user = UserRef {
+                    id: Id::new(),
+                    username: format!("u{i}"),
+                };
+                (rooms[i % rooms.len()].clone(), user)
+            })
+            .collect();
+        for (room, user) in &entries {
+            assert!(presence.arrive(room, user).await.unwrap());
+        }
+        // One entry of each pipeline expires: its room entry's deadline is in the past, as
+        // when no refresh came within the TTL.
+        let expired = [3, PIPELINE_CHUNK + 7, PIPELINE_CHUNK * 2 + 11];
+        let mut c = conn.clone();
+        for i in expired {
+            let (room, user) = &entries[i];
+            let _: i64 = redis::cmd("ZADD")
+                .arg(presence.room_key(room))
+                .arg("XX")
+                .arg(0)
+                .arg(member(user))
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+
+        let revived = presence.refresh(&entries).await.unwrap();
+        let want: Vec<_> = expired.iter().map(|&i| entries[i].clone()).collect();
+        assert_eq!(revived, want);
+        let again = presence.refresh(&entries).await.unwrap();
+        assert!(again.is_empty(), "{again:?}");
+        for room in &rooms {
+            let mut online = presence.online(room).await.unwrap();
+            let mut expected: Vec<UserRef> = entries
+                .iter()
+                .filter(|(r, _)| r == room)
+                .map(|(_, u)| u.clone())
+                .collect();
+            online.sort_by_key(|u| u.id);
+            expected.sort_by_key(|u| u.id);
+            assert_eq!(online, expected, "{room}");
+        }
+
+        // The sweep, over more rooms than fit in one pipeline: one room of each pipeline has
+        // an expired member, and exactly those come back.
+        let many: Vec<(RoomName, UserRef)> = (0..PIPELINE_CHUNK * 2 + 20)
+            .map(|i| {
+                let user = UserRef {
+                    id: Id::new(),
+                    username: format!("s{i}"),
+                };
+                (RoomName::parse(&format!("sweep{i}")).unwrap(), user)
+            })
+            .collect();
+        for (room, user) in &many {
+            presence.arrive(room, user).await.unwrap();
+        }
+        for i in expired {
+            let (room, user) = &many[i];
+            let _: i64 = redis::cmd("ZADD")
+                .arg(presence.room_key(room))
+                .arg("XX")
+                .arg(0)
+                .arg(member(user))
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+        let rooms_swept: Vec<RoomName> = many.iter().map(|(r, _)| r.clone()).collect();
+        let gone = presence.sweep(&rooms_swept).await.unwrap();
+        let want: Vec<_> = expired.iter().map(|&i| many[i].clone()).collect();
+        assert_eq!(gone, want);
+
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", config.prefix))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+    }
+
     #[test]
     fn presence_members_round_trip() {
         let u = UserRef {
