@@ -786,18 +786,30 @@ impl Chat {
 
     /// Keeps this node's presence entries alive in the cluster registry and announces users
     /// whose nodes died, until shutdown. A no-op for an embedded node.
+    ///
+    /// Each refresh interval is split into ticks of about [`crate::presence::TICK`], and each tick
+    /// renews and sweeps one slice of the entries and rooms: the same work per interval, but
+    /// in small steps. Renewing every entry at once put a burst of thousands of Redis scripts
+    /// ahead of the sends' scripts every interval (a jump in the ack tail every 5 s, see
+    /// docs/benchmarks.md, session 18).
     pub async fn keep_presence(self: Arc<Self>) {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
-        let mut tick = tokio::time::interval(cluster.refresh_interval());
+        let interval = cluster.refresh_interval();
+        let slices = crate::presence::slices_for(interval);
+        let mut tick = tokio::time::interval(interval / slices as u32);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for slice in (0..slices).cycle() {
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match cluster.refresh(&self.presence.entries()).await {
+            // Taken afresh each tick: a user who left since the last tick is not renewed.
+            match cluster
+                .refresh(&self.presence.entries_in(slice, slices))
+                .await
+            {
                 Ok(revived) => {
                     for (room, user) in revived {
                         self.announce(&room, &user, true).await;
@@ -805,15 +817,17 @@ impl Chat {
                 }
                 Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
             }
-            match serde_json::to_string(&self.node_status()) {
-                Ok(status) => {
-                    if let Err(e) = cluster.announce_node(&status).await {
-                        tracing::warn!(error = %e, "cannot announce this node to the cluster");
+            if slice == 0 {
+                match serde_json::to_string(&self.node_status()) {
+                    Ok(status) => {
+                        if let Err(e) = cluster.announce_node(&status).await {
+                            tracing::warn!(error = %e, "cannot announce this node to the cluster");
+                        }
                     }
+                    Err(e) => tracing::error!(error = %e, "cannot serialize node status"),
                 }
-                Err(e) => tracing::error!(error = %e, "cannot serialize node status"),
             }
-            match cluster.sweep(&self.presence.rooms()).await {
+            match cluster.sweep(&self.presence.rooms_in(slice, slices)).await {
                 Ok(gone) => {
                     for (room, user) in gone {
                         tracing::info!(%room, user = %user.username, "presence expired (its node stopped refreshing)");

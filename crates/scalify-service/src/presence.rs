@@ -4,7 +4,9 @@
 //! (`scalify_fanout::ClusterPresence`) that a user arrived or departed.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use scalify_core::{Id, RoomName, UserRef};
 
@@ -95,6 +97,35 @@ impl Presence {
         self.rooms.lock().map(|r| r.len()).unwrap_or(0)
     }
 
+    /// The entries of one slice of [`Presence::entries`], `slice` of `0..slices`: the slices
+    /// of one call each partition the entries, so refreshing one slice per tick renews every
+    /// entry once per `slices` ticks, in small steps rather than one burst (a burst of
+    /// thousands of Redis scripts delays the sends' scripts queued behind it).
+    pub fn entries_in(&self, slice: usize, slices: usize) -> Vec<(RoomName, UserRef)> {
+        let Ok(rooms) = self.rooms.lock() else {
+            return Vec::new();
+        };
+        rooms
+            .iter()
+            .flat_map(|(room, users)| users.values().map(move |(u, _)| (room, u)))
+            .filter(|(room, u)| slice_of(&(room, u.id), slices) == slice)
+            .map(|(room, u)| (room.clone(), u.clone()))
+            .collect()
+    }
+
+    /// The rooms of one slice of [`Presence::rooms`], as [`Presence::entries_in`] slices entries.
+    pub fn rooms_in(&self, slice: usize, slices: usize) -> Vec<RoomName> {
+        self.rooms
+            .lock()
+            .map(|r| {
+                r.keys()
+                    .filter(|room| slice_of(room, slices) == slice)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn rooms(&self) -> Vec<RoomName> {
         self.rooms
             .lock()
@@ -114,6 +145,23 @@ impl Presence {
         users.sort_by(|a, b| a.username.cmp(&b.username));
         users
     }
+}
+
+/// How often the presence keeper (`ChatService::keep_presence`) renews one slice of this
+/// node's entries.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Into how many slices a refresh interval's work is split: one per [`TICK`], at most 20
+/// (the default 5 s interval ticks every 250 ms), at least 1.
+pub fn slices_for(interval: Duration) -> usize {
+    (interval.as_millis() / TICK.as_millis()).clamp(1, 20) as usize
+}
+
+/// Which of `slices` slices `key` falls in: a hash with fixed keys, so a key stays in its
+/// slice from one call to the next (each entry is renewed once per round, never skipped).
+fn slice_of(key: &impl Hash, slices: usize) -> usize {
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+    (hash % slices.max(1) as u64) as usize
 }
 
 #[cfg(test)]
@@ -171,5 +219,68 @@ mod tests {
             }
         );
         assert!(p.online(&room).is_empty());
+    }
+
+    #[test]
+    fn an_interval_is_split_into_ticks_of_about_a_quarter_second() {
+        assert_eq!(slices_for(Duration::from_secs(5)), 20);
+        assert_eq!(slices_for(Duration::from_secs(1)), 4);
+        assert_eq!(slices_for(Duration::from_secs(20)), 20, "at most 20");
+        assert_eq!(slices_for(Duration::from_millis(100)), 1, "at least 1");
+    }
+
+    #[test]
+    fn the_slices_partition_the_entries_and_rooms_and_spread_them() {
+        let p = Presence::default();
+        for r in 0..40 {
+            let room = RoomName::parse(&format!("room-{r}")).unwrap();
+            for u in 0..(r % 7 + 1) {
+                let user = UserRef {
+                    id: Id::new(),
+                    username: format!("u{r}-{u}"),
+                };
+                p.join(&room, &user);
+            }
+        }
+        let key = |(r, u): &(RoomName, UserRef)| (r.to_string(), u.id);
+        let mut all: Vec<_> = p.entries().iter().map(key).collect();
+        all.sort();
+        let mut rooms: Vec<_> = p.rooms().iter().map(|r| r.to_string()).collect();
+        rooms.sort();
+        assert_eq!(all.len(), (0..40).map(|r| r % 7 + 1).sum::<usize>());
+
+        for slices in [1, 3, 20] {
+            let mut sliced = Vec::new();
+            let mut sliced_rooms = Vec::new();
+            let mut used = 0;
+            for slice in 0..slices {
+                let part = p.entries_in(slice, slices);
+                used += usize::from(!part.is_empty());
+                sliced.extend(part.iter().map(key));
+                sliced_rooms.extend(p.rooms_in(slice, slices).iter().map(|r| r.to_string()));
+            }
+            sliced.sort();
+            sliced_rooms.sort();
+            // Every entry and room in exactly one slice, none twice, none left out ...
+            assert_eq!(sliced, all, "{slices} slices");
+            assert_eq!(sliced_rooms, rooms, "{slices} slices");
+            // ... spread over the slices, not all in one (no burst), ...
+            assert!(used * 2 > slices, "{used} of {slices} slices hold entries");
+            // ... and the same slice each time it is asked for.
+            assert_eq!(
+                p.entries_in(slices - 1, slices)
+                    .iter()
+                    .map(key)
+                    .collect::<Vec<_>>(),
+                p.entries_in(slices - 1, slices)
+                    .iter()
+                    .map(key)
+                    .collect::<Vec<_>>()
+            );
+        }
+        assert!(
+            p.entries_in(3, 3).is_empty(),
+            "a slice out of range holds nothing"
+        );
     }
 }
