@@ -70,6 +70,12 @@ pub struct PersisterConfig {
     /// With lag and no message received for this long (and not paused on purpose), the
     /// consumer is re-created.
     pub stuck_after: Duration,
+    /// How long an assignment waits for the group's committed offsets (to start each
+    /// partition a little before its own). The client's rebalance waits meanwhile. When they
+    /// are not read in time the partition starts where librdkafka finds it, and the loop reads
+    /// the committed offset again before it judges the partition's first record, so a record
+    /// past it is still stepped back over ([`crate::continuity`]).
+    pub assignment_offsets_timeout: Duration,
 }
 
 impl PersisterConfig {
@@ -80,6 +86,7 @@ impl PersisterConfig {
             writers: 2,
             batch_wait: Duration::from_millis(20),
             stuck_after: Duration::from_secs(30),
+            assignment_offsets_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -106,16 +113,29 @@ pub struct PersisterStatus {
 struct Shared {
     /// How far before the offset wanted each assigned partition starts ([`crate::continuity`]).
     lookback: i64,
+    /// [`PersisterConfig::assignment_offsets_timeout`].
+    offsets_timeout: Duration,
     paused: AtomicBool,
     assigned: Mutex<BTreeSet<i32>>,
     /// Bumped at each rebalance: the loop drops its frontier for partitions it lost.
     rebalances: AtomicI64,
-    /// Per partition assigned since the loop last looked: the offset the loop wants its
-    /// records from (the group's committed offset; `None` when there is none or it could not
-    /// be read). The assignment starts each one a little earlier ([`crate::continuity`]).
-    starts: Mutex<HashMap<i32, Option<i64>>>,
+    /// Per partition assigned since the loop last looked: where the loop wants its records
+    /// from. The assignment starts each one a little earlier ([`crate::continuity`]).
+    starts: Mutex<HashMap<i32, Start>>,
     /// `starts` holds something: the loop reads this flag per record, not the lock.
     starts_pending: AtomicBool,
+}
+
+/// Where an assigned partition's records are wanted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The group's committed offset.
+    At(i64),
+    /// The group has no committed offset: from the topic's start.
+    Beginning,
+    /// The committed offset could not be read at the assignment: read it again before
+    /// judging the partition's first record.
+    Unread,
 }
 
 impl Shared {
@@ -126,21 +146,82 @@ impl Shared {
     /// Hands the assignments' wanted offsets to the loop's bookkeeping, once each. Called
     /// before each record is judged (set before the assignment starts fetching, they come
     /// before its first record) and before a seek back, which replaces them.
-    fn apply_starts(&self, continuity: &mut Continuity) {
+    ///
+    /// A committed offset the assignment could not read is read here (waiting for the broker
+    /// up to 5 s, rarely: only after such an assignment). The partition was not started
+    /// behind it, so nothing needs seeking: a first record past it is a hole, stepped back
+    /// over as usual. Read here, the group's offset is the one librdkafka started from, or a
+    /// later one if another member committed meanwhile — never an earlier one.
+    fn apply_starts(
+        &self,
+        continuity: &mut Continuity,
+        consumer: &impl Consumer<Ctx>,
+        topic: &str,
+    ) {
         if !self.starts_pending.load(Ordering::Acquire) {
             return;
         }
         self.starts_pending.store(false, Ordering::Release);
         let starts =
             std::mem::take(&mut *self.starts.lock().unwrap_or_else(PoisonError::into_inner));
+        let unread: Vec<i32> = starts
+            .iter()
+            .filter(|(_, s)| **s == Start::Unread)
+            .map(|(p, _)| *p)
+            .collect();
+        let reread = if unread.is_empty() {
+            HashMap::new()
+        } else {
+            self.read_committed(consumer, topic, &unread, Duration::from_secs(5))
+        };
         for (partition, wanted) in starts {
+            let wanted = match wanted {
+                Start::Unread => reread.get(&partition).copied().unwrap_or(Start::Unread),
+                known => known,
+            };
             match wanted {
-                Some(next) => {
+                Start::At(next) => {
                     continuity.start(partition, next);
                 }
-                None => continuity.forget(partition),
+                Start::Beginning => continuity.forget(partition),
+                Start::Unread => {
+                    tracing::warn!(partition, "the group's committed offset is still unreadable: the partition's first record is taken as its start");
+                    metrics::counter!("scalify_persister_unchecked_starts_total").increment(1);
+                    continuity.forget(partition);
+                }
             }
         }
+    }
+
+    /// The group's committed offsets of `partitions`; each `Unread` if they cannot be read.
+    fn read_committed(
+        &self,
+        consumer: &impl Consumer<Ctx>,
+        topic: &str,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> HashMap<i32, Start> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(topic, *p);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout);
+        if let Err(e) = &committed {
+            tracing::warn!(error = %e, ?partitions, "cannot read the group's committed offsets");
+        }
+        partitions
+            .iter()
+            .map(|p| {
+                let start = match &committed {
+                    Err(_) => Start::Unread,
+                    Ok(c) => match c.find_partition(topic, *p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => Start::At(o),
+                        _ => Start::Beginning,
+                    },
+                };
+                (*p, start)
+            })
+            .collect()
     }
 
     /// Starts each partition of an assignment `lookback` records before the group's committed
@@ -151,24 +232,15 @@ impl Shared {
         topic: &str,
         tpl: &mut TopicPartitionList,
     ) {
-        let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(5));
-        if let Err(e) = &committed {
-            tracing::warn!(error = %e, "cannot read the group's committed offsets: partitions start where librdkafka finds them");
-        }
-        let mut starts = HashMap::new();
-        for p in tpl.elements_for_topic(topic).iter().map(|e| e.partition()) {
-            let wanted = committed
-                .as_ref()
-                .ok()
-                .and_then(|c| c.find_partition(topic, p))
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-            starts.insert(p, wanted);
-        }
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        // Unread ones start where librdkafka finds them; the loop reads them again.
+        let starts = self.read_committed(consumer, topic, &partitions, self.offsets_timeout);
         for (p, wanted) in &starts {
-            if let Some(o) = wanted {
+            if let Start::At(o) = wanted {
                 let from = Offset::Offset(continuity::start_for(*o, self.lookback));
                 if let Err(e) = tpl.set_partition_offset(topic, *p, from) {
                     tracing::warn!(error = %e, partition = p, "cannot set a start offset");
@@ -603,6 +675,7 @@ impl Persister {
         loop {
             let shared = Arc::new(Shared {
                 lookback,
+                offsets_timeout: self.config.assignment_offsets_timeout,
                 ..Shared::default()
             });
             let written_before = self.written();
@@ -754,7 +827,7 @@ impl Persister {
                 }
                 Step::Received(Ok(Ok(m))) => {
                     let (partition, offset) = (m.partition(), m.offset());
-                    shared.apply_starts(&mut continuity);
+                    shared.apply_starts(&mut continuity, consumer, &self.kafka.topic);
                     let lane = match lane_of.get(&partition) {
                         Some(&lane) => lane,
                         None => {
@@ -1253,7 +1326,7 @@ impl Persister {
             }
         }
         // Assignments made while paused are superseded by the seeks below.
-        shared.apply_starts(continuity);
+        shared.apply_starts(continuity, consumer, &self.kafka.topic);
         let assignment = match consumer.assignment() {
             Ok(a) => a,
             Err(e) => {

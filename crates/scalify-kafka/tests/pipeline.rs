@@ -713,6 +713,20 @@ async fn records_read_again_below_the_committed_offset_are_written_if_missing() 
     resume_inside_a_batch(10, 5, 8, 0).await;
 }
 
+/// The same when the assignment cannot read the group's committed offset in time (here: it
+/// may not wait at all): the partition starts where librdkafka finds it — at the committed
+/// offset, which the test broker answers from the next batch on — and the persister reads the
+/// committed offset again before judging the first record, so the record past it is stepped
+/// back over. Without that second read the first record was taken as the start and the
+/// batch's rest never written.
+#[tokio::test]
+async fn a_committed_offset_unread_at_assignment_is_read_before_the_first_record() {
+    resume_inside_a_batch_with(2000, 1800, 1800, 1, |c| {
+        c.assignment_offsets_timeout = Duration::ZERO;
+    })
+    .await;
+}
+
 /// Waits until `room` holds as many messages as `expected` (failing at `deadline`), then checks
 /// they are `expected`, each once, in order.
 async fn await_stored_once_in_order(
@@ -758,6 +772,17 @@ fn assert_once_in_order(stored: &[Message], expected: &[Message]) {
 /// the database and commits offset `committed` for a fresh group, produces `more` records
 /// afterwards, then runs a persister and checks that every message is stored once, in order.
 async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64) {
+    resume_inside_a_batch_with(len, written, committed, more, |_| {}).await;
+}
+
+/// [`resume_inside_a_batch`] with the persister's configuration changed by `configure`.
+async fn resume_inside_a_batch_with(
+    len: u64,
+    written: u64,
+    committed: u64,
+    more: u64,
+    configure: impl FnOnce(&mut PersisterConfig),
+) {
     show_persister_log();
     let db = FreshDb::create().await;
     let store = db.store().await;
@@ -803,6 +828,7 @@ async fn resume_inside_a_batch(len: u64, written: u64, committed: u64, more: u64
 
     let mut config = PersisterConfig::new("test");
     config.stuck_after = Duration::from_secs(2);
+    configure(&mut config);
     let persister = RunningPersister::start(&kafka, config, &store).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let all = messages.len() as u32;
