@@ -126,6 +126,18 @@ struct Shared {
     starts_pending: AtomicBool,
 }
 
+/// Runs a librdkafka call that may wait for the broker (up to its timeout: seconds when the
+/// broker is slow) without holding up the runtime's other tasks — in `serve --persister` the
+/// node's connections share it. On a multi-threaded runtime the worker hands its other tasks
+/// over meanwhile (`block_in_place`); elsewhere (a current-thread runtime, librdkafka's own
+/// threads) the call just runs.
+fn waiting_on_broker<T>(call: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(call),
+        _ => call(),
+    }
+}
+
 /// Where an assigned partition's records are wanted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
@@ -205,7 +217,7 @@ impl Shared {
         for p in partitions {
             tpl.add_partition(topic, *p);
         }
-        let committed = consumer.committed_offsets(tpl, timeout);
+        let committed = waiting_on_broker(|| consumer.committed_offsets(tpl, timeout));
         if let Err(e) = &committed {
             tracing::warn!(error = %e, ?partitions, "cannot read the group's committed offsets");
         }
@@ -852,12 +864,14 @@ impl Persister {
                                 "the broker skipped records: stepping back"
                             );
                             metrics::counter!("scalify_persister_step_backs_total").increment(1);
-                            if let Err(e) = consumer.seek(
-                                &self.kafka.topic,
-                                partition,
-                                Offset::Offset(to),
-                                Duration::from_secs(5),
-                            ) {
+                            if let Err(e) = waiting_on_broker(|| {
+                                consumer.seek(
+                                    &self.kafka.topic,
+                                    partition,
+                                    Offset::Offset(to),
+                                    Duration::from_secs(5),
+                                )
+                            }) {
                                 // The new consumer starts at the committed offsets, which
                                 // never pass an unwritten record.
                                 tracing::error!(error = %e, partition,
@@ -1334,7 +1348,7 @@ impl Persister {
                 return Resumed::Recreate;
             }
         };
-        let committed = consumer.committed(Duration::from_secs(5)).ok();
+        let committed = waiting_on_broker(|| consumer.committed(Duration::from_secs(5))).ok();
         for e in assignment.elements() {
             let p = e.partition();
             let offset = match frontier.get(&p) {
@@ -1353,7 +1367,9 @@ impl Persister {
                     other
                 }
             };
-            if let Err(err) = consumer.seek(e.topic(), p, from, Duration::from_secs(5)) {
+            if let Err(err) =
+                waiting_on_broker(|| consumer.seek(e.topic(), p, from, Duration::from_secs(5)))
+            {
                 tracing::error!(error = %err, partition = p, "cannot seek back; re-creating the consumer");
                 return Resumed::Recreate;
             }

@@ -692,7 +692,9 @@ async fn a_committed_offset_inside_a_broker_batch_resumes_without_skipping() {
 
 /// The same, with the committed offset further into the batch than the persister first looks
 /// back, and a later batch: it seeks further back until the batch holding the offset comes.
-#[tokio::test]
+// On a multi-threaded runtime, as in the binary: the persister's waits for the broker
+// (`block_in_place`) run there, and must not panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hole_in_the_offsets_is_stepped_back_over() {
     resume_inside_a_batch(2000, 1800, 1800, 1).await;
 }
@@ -719,7 +721,9 @@ async fn records_read_again_below_the_committed_offset_are_written_if_missing() 
 /// committed offset again before judging the first record, so the record past it is stepped
 /// back over. Without that second read the first record was taken as the start and the
 /// batch's rest never written.
-#[tokio::test]
+// On a multi-threaded runtime, as in the binary: the persister's waits for the broker
+// (`block_in_place`) run there, and must not panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_offset_unread_at_assignment_is_read_before_the_first_record() {
     resume_inside_a_batch_with(2000, 1800, 1800, 1, |c| {
         c.assignment_offsets_timeout = Duration::ZERO;
