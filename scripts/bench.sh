@@ -19,6 +19,8 @@
 #   out of the picture), SCALIFY_KAFKA_OPTIONS (librdkafka settings of node and persister),
 #   BENCH_METRICS_DIR (keeps the node's and persister's /metrics of each run)
 #   BENCH_SECONDS: how long kafka-ack-Nk, kafka-produce-Nk and pairs-Nk send (default 10)
+#   BENCH_PAIRS: how many pairs kafka-ack-Nk and pairs-Nk spread the load over (default 500, 200
+#   at 1k; each pair is two users online, so it also sets how much presence a node keeps alive)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p scalify --bins -p scalify-store -p scalify-kafka --examples >/dev/null
@@ -187,6 +189,7 @@ cpu_shares() {
 paced_pairs() {
   local n=$1 pairs=500
   [ "$n" -le 1 ] && pairs=200
+  pairs=${BENCH_PAIRS:-$pairs}
   echo "--duration ${BENCH_SECONDS:-10} pairs --pairs $pairs --rate $((n * 1000))"
 }
 run_with_lag() {

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use scalify_kafka::ingest::{Ingest, IngestConfig};
 use scalify_kafka::{topics, KafkaConfig};
 
-/// Width of the windows of the p99 timeline.
-const WINDOW_SECS: u64 = 5;
+/// Width of the windows of the p99 timeline, unless `WINDOW_MS` says otherwise (500 shows
+/// periodic stalls the way `scalify bench`'s half-second timeline does).
+const WINDOW_MS: u64 = 5000;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -107,9 +108,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     drop(tx);
-    // Per WINDOW_SECS of scheduled send time: whether the broker's share drifts as the topic
+    // Per window of scheduled send time: whether the broker's share drifts as the topic
     // fills (the test broker's fetch work grows with what it stores; docs/benchmarks.md).
-    let per_window = (rate * WINDOW_SECS) as usize;
+    let window_ms = std::env::var("WINDOW_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .unwrap_or(WINDOW_MS);
+    let per_window = ((rate * window_ms) / 1000).max(1) as usize;
     let mut windows: Vec<Vec<u64>> = vec![Vec::new(); (total as usize).div_ceil(per_window)];
     while let Some(outcome) = rx.recv().await {
         let (n, us) = outcome?;
@@ -139,7 +145,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     println!(
-        "produce→confirm p99 per {WINDOW_SECS} s (ms): {}",
+        "produce→confirm p99 per {} s (ms): {}",
+        window_ms as f64 / 1000.0,
         p99s.join(" ")
     );
     if std::env::var("CONSUME").is_ok_and(|v| v == "1") {
