@@ -73,7 +73,8 @@ impl Presence {
     }
 
     /// Every (room, user) pair with a local connection: what this node keeps alive in the
-    /// cluster-wide registry.
+    /// cluster-wide registry (the keeper asks for it a slice at a time, [`Presence::entries_in`]).
+    #[cfg(test)]
     pub fn entries(&self) -> Vec<(RoomName, UserRef)> {
         let Ok(rooms) = self.rooms.lock() else {
             return Vec::new();
@@ -97,10 +98,11 @@ impl Presence {
         self.rooms.lock().map(|r| r.len()).unwrap_or(0)
     }
 
-    /// The entries of one slice of [`Presence::entries`], `slice` of `0..slices`: the slices
-    /// of one call each partition the entries, so refreshing one slice per tick renews every
-    /// entry once per `slices` ticks, in small steps rather than one burst (a burst of
-    /// thousands of Redis scripts delays the sends' scripts queued behind it).
+    /// One slice (`slice` of `0..slices`) of the (room, user) pairs with a local connection —
+    /// what this node keeps alive in the cluster-wide registry. Slices `0..slices` together
+    /// hold every pair once, so refreshing one slice per tick renews every entry once per
+    /// `slices` ticks, in small steps rather than one burst (a burst of thousands of Redis
+    /// scripts delays the sends' scripts queued behind it).
     pub fn entries_in(&self, slice: usize, slices: usize) -> Vec<(RoomName, UserRef)> {
         let Ok(rooms) = self.rooms.lock() else {
             return Vec::new();
@@ -113,7 +115,8 @@ impl Presence {
             .collect()
     }
 
-    /// The rooms of one slice of [`Presence::rooms`], as [`Presence::entries_in`] slices entries.
+    /// The rooms with a local connection of one slice, as [`Presence::entries_in`] slices
+    /// entries.
     pub fn rooms_in(&self, slice: usize, slices: usize) -> Vec<RoomName> {
         self.rooms
             .lock()
@@ -126,6 +129,7 @@ impl Presence {
             .unwrap_or_default()
     }
 
+    #[cfg(test)]
     pub fn rooms(&self) -> Vec<RoomName> {
         self.rooms
             .lock()
