@@ -160,10 +160,10 @@ impl Shared {
     /// before its first record) and before a seek back, which replaces them.
     ///
     /// A committed offset the assignment could not read is read here (waiting for the broker
-    /// up to 5 s, rarely: only after such an assignment). The partition was not started
-    /// behind it, so nothing needs seeking: a first record past it is a hole, stepped back
-    /// over as usual. Read here, the group's offset is the one librdkafka started from, or a
-    /// later one if another member committed meanwhile — never an earlier one.
+    /// up to 5 s, rarely: only after such an assignment). Nothing needs seeking: librdkafka
+    /// started the partition at the committed offset it read itself (or, failing that, at the
+    /// topic's start), so records before the offset read here are written again (idempotent)
+    /// and a first record past it is a hole, stepped back over as usual.
     fn apply_starts(
         &self,
         continuity: &mut Continuity,
