@@ -739,10 +739,7 @@ impl Chat {
     /// Subscribes to or unsubscribes from `room`, whichever its local connections call for
     /// now (decided under the room's shard lock: the last decision sees the latest counts).
     async fn update_interest(&self, room: &RoomName) {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        room.hash(&mut h);
-        let _guard = self.interest[(h.finish() as usize) % INTEREST_SHARDS]
+        let _guard = self.interest[crate::presence::bucket_of(room, INTEREST_SHARDS)]
             .lock()
             .await;
         metrics::gauge!("scalify_rooms_local").set(self.presence.room_count() as f64);

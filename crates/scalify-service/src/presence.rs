@@ -110,7 +110,7 @@ impl Presence {
         rooms
             .iter()
             .flat_map(|(room, users)| users.values().map(move |(u, _)| (room, u)))
-            .filter(|(room, u)| slice_of(&(room, u.id), slices) == slice)
+            .filter(|(room, u)| bucket_of(&(room, u.id), slices) == slice)
             .map(|(room, u)| (room.clone(), u.clone()))
             .collect()
     }
@@ -122,7 +122,7 @@ impl Presence {
             .lock()
             .map(|r| {
                 r.keys()
-                    .filter(|room| slice_of(room, slices) == slice)
+                    .filter(|room| bucket_of(room, slices) == slice)
                     .cloned()
                     .collect()
             })
@@ -161,11 +161,12 @@ pub fn slices_for(interval: Duration) -> usize {
     (interval.as_millis() / TICK.as_millis()).clamp(1, 20) as usize
 }
 
-/// Which of `slices` slices `key` falls in: a hash with fixed keys, so a key stays in its
-/// slice from one call to the next (each entry is renewed once per round, never skipped).
-fn slice_of(key: &impl Hash, slices: usize) -> usize {
+/// Which of `n` buckets `key` falls in: a hash with fixed keys, so a key stays in its bucket
+/// from one call to the next — a presence entry in its slice (renewed once per round, never
+/// skipped), a room in its interest shard (`Chat::update_interest`).
+pub(crate) fn bucket_of(key: &impl Hash, n: usize) -> usize {
     let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
-    (hash % slices.max(1) as u64) as usize
+    (hash % n.max(1) as u64) as usize
 }
 
 #[cfg(test)]
