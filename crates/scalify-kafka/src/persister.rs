@@ -157,7 +157,7 @@ impl Shared {
 
     /// Hands the assignments' wanted offsets to the loop's bookkeeping, once each. Called
     /// before each record is judged (set before the assignment starts fetching, they come
-    /// before its first record) and before a seek back, which replaces them.
+    /// before its first record).
     ///
     /// A committed offset the assignment could not read is read here (waiting for the broker
     /// up to 5 s, rarely: only after such an assignment). Nothing needs seeking: librdkafka
@@ -203,6 +203,15 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Drops the assignments' wanted offsets: a resume seeks every assigned partition itself.
+    fn discard_starts(&self) {
+        self.starts_pending.store(false, Ordering::Release);
+        self.starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The group's committed offsets of `partitions`; each `Unread` if they cannot be read.
@@ -1339,8 +1348,9 @@ impl Persister {
                 }
             }
         }
-        // Assignments made while paused are superseded by the seeks below.
-        shared.apply_starts(continuity, consumer, &self.kafka.topic);
+        // Assignments made while paused are superseded by the seeks below: their starts are
+        // dropped unread (the committed offsets are read once, below).
+        shared.discard_starts();
         let assignment = match consumer.assignment() {
             Ok(a) => a,
             Err(e) => {
