@@ -110,7 +110,8 @@ async fn publisher_task(
 /// its recent-window deposit) waits behind one chunk: with 500, 1,000 users online and
 /// 5,000 sends/s, the send→ack p99 jumped to 21–44 ms at each refresh (every 5 s) against
 /// ~12–14 ms between them; with 50 the jumps were smaller (p999 20–22 against 27–42 ms) but
-/// not gone (docs/benchmarks.md, session 18).
+/// not gone (docs/benchmarks.md, session 18). The node's presence keeper also renews a slice
+/// of its entries at a time (`Chat::keep_presence`), so a refresh is rarely more than one chunk.
 const PIPELINE_CHUNK: usize = 50;
 
 /// Most channels named in one SUBSCRIBE when (re)subscribing many rooms.
@@ -697,6 +698,36 @@ mod tests {
         assert!(decode(b"node\ngeneral").is_err());
     }
 
+    /// More users than two pipelines hold, user `i` in room `room_of(i)`.
+    fn users_in(room_of: impl Fn(usize) -> RoomName) -> Vec<(RoomName, UserRef)> {
+        (0..PIPELINE_CHUNK * 2 + 20)
+            .map(|i| {
+                let user = UserRef {
+                    id: Id::new(),
+                    username: format!("u{i}"),
+                };
+                (room_of(i), user)
+            })
+            .collect()
+    }
+
+    /// Puts the entry's deadline in its room in the past, as when no refresh came within the
+    /// TTL.
+    async fn expire(
+        presence: &RedisPresence,
+        conn: &mut ConnectionManager,
+        (room, user): &(RoomName, UserRef),
+    ) {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(presence.room_key(room))
+            .arg("XX")
+            .arg(0)
+            .arg(member(user))
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+
     /// The refresh and the sweep send their scripts in pipelines of `PIPELINE_CHUNK`: with more
     /// entries than fit in one (a real Redis, `SCALIFY_TEST_REDIS_URL`), every entry is renewed
     /// and exactly those that had expired — one in each pipeline — come back, in order.
@@ -715,15 +746,7 @@ mod tests {
         let rooms: Vec<RoomName> = (0..3)
             .map(|r| RoomName::parse(&format!("room{r}")).unwrap())
             .collect();
-        let entries: Vec<(RoomName, UserRef)> = (0..PIPELINE_CHUNK * 2 + 20)
-            .map(|i| {
-                let user = UserRef {
-                    id: Id::new(),
-                    username: format!("u{i}"),
-                };
-                (rooms[i % rooms.len()].clone(), user)
-            })
-            .collect();
+        let entries = users_in(|i| rooms[i % rooms.len()].clone());
         for (room, user) in &entries {
             assert!(presence.arrive(room, user).await.unwrap());
         }
@@ -732,15 +755,7 @@ mod tests {
         let expired = [3, PIPELINE_CHUNK + 7, PIPELINE_CHUNK * 2 + 11];
         let mut c = conn.clone();
         for i in expired {
-            let (room, user) = &entries[i];
-            let _: i64 = redis::cmd("ZADD")
-                .arg(presence.room_key(room))
-                .arg("XX")
-                .arg(0)
-                .arg(member(user))
-                .query_async(&mut c)
-                .await
-                .unwrap();
+            expire(&presence, &mut c, &entries[i]).await;
         }
 
         let revived = presence.refresh(&entries).await.unwrap();
@@ -762,28 +777,12 @@ mod tests {
 
         // The sweep, over more rooms than fit in one pipeline: one room of each pipeline has
         // an expired member, and exactly those come back.
-        let many: Vec<(RoomName, UserRef)> = (0..PIPELINE_CHUNK * 2 + 20)
-            .map(|i| {
-                let user = UserRef {
-                    id: Id::new(),
-                    username: format!("s{i}"),
-                };
-                (RoomName::parse(&format!("sweep{i}")).unwrap(), user)
-            })
-            .collect();
+        let many = users_in(|i| RoomName::parse(&format!("sweep{i}")).unwrap());
         for (room, user) in &many {
             presence.arrive(room, user).await.unwrap();
         }
         for i in expired {
-            let (room, user) = &many[i];
-            let _: i64 = redis::cmd("ZADD")
-                .arg(presence.room_key(room))
-                .arg("XX")
-                .arg(0)
-                .arg(member(user))
-                .query_async(&mut c)
-                .await
-                .unwrap();
+            expire(&presence, &mut c, &many[i]).await;
         }
         let rooms_swept: Vec<RoomName> = many.iter().map(|(r, _)| r.clone()).collect();
         let gone = presence.sweep(&rooms_swept).await.unwrap();
