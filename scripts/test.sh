@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test ScalifyChat has, from a fresh clone, with no manual step:
-#   web UI type check + unit tests → lint (fmt, clippy) → Rust unit + integration tests →
+#   web UI type check + unit tests → lint (fmt, clippy, rustdoc) → Rust unit + integration tests →
 #   end-to-end tests of the real binary with the official socket.io-client and a real
 #   Chromium (screenshots under test-output/screenshots/).
 # It installs what it needs (Node.js + npm, the PostgreSQL and Redis clients, nginx and
@@ -106,6 +106,8 @@ log "web UI: type check and unit tests (Vitest)"
 log "format and lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The API docs build without a broken link (a link to a private item, an unclosed tag).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 log "build"
 cargo build --workspace --locked

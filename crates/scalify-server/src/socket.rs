@@ -54,7 +54,7 @@ const ENGINE_HEADERS: [axum::http::HeaderName; 2] = [
 /// ~31 KiB an idle WebSocket connection cost). So the URI is copied, axum's copy of it removed,
 /// and only the headers Engine.IO reads are kept (copied): a header map costs ~650 B for a
 /// connection's life, a browser's dozen headers more. The origin check is made here, on the
-/// request itself, and a refused request is marked [`OriginRefused`] for the Socket.IO
+/// request itself, and a refused request is marked `OriginRefused` for the Socket.IO
 /// handshake to refuse with a `connect_error` the client understands.
 pub async fn detach_request_head(
     axum::extract::State(allowed_origins): axum::extract::State<Arc<Vec<String>>>,

@@ -1,6 +1,6 @@
 //! What this node has been doing lately, for the admin dashboard: messages per second over the
 //! last minute, and per room over the current and the previous minute. Bounded: 60 second
-//! buckets, and at most [`MAX_ROOMS`] rooms counted per minute.
+//! buckets, and at most 10,000 rooms (`MAX_ROOMS`) counted per minute.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

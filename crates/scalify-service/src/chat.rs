@@ -479,7 +479,7 @@ impl Chat {
         Ok((room, user))
     }
 
-    /// The members of a room `user` belongs to (at most [`MEMBERS_LIMIT`]), by username.
+    /// The members of a room `user` belongs to (at most 1,000: `MEMBERS_LIMIT`), by username.
     pub async fn members(&self, user: &UserRef, room: &str) -> Result<Vec<UserRef>, ChatError> {
         let room = self.member_room(user, room).await?;
         let members = self

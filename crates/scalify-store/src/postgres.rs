@@ -226,7 +226,7 @@ impl PgStore {
     /// batch is new rows. `COPY` has no `ON CONFLICT`, so a batch holding a row that is already
     /// there (a redelivery after a crash or a rebalance, or a conflict) fails with a unique
     /// violation; that transaction is dropped and the batch written again by
-    /// [`PgStore::persist_skipping`], which skips and reports such rows.
+    /// `persist_skipping`, which skips and reports such rows.
     pub async fn persist(&self, batch: &[(Id, Message)]) -> StoreResult<Persisted> {
         if batch.is_empty() {
             return Ok(Persisted::default());

@@ -1,9 +1,9 @@
 //! The embedded SQLite engine.
 //!
-//! Writes go to one dedicated OS thread that owns the only write connection ([`Writer`]). It
+//! Writes go to one dedicated OS thread that owns the only write connection (`Writer`). It
 //! takes every operation waiting in its queue (up to [`MAX_BATCH`]), runs them in one
 //! transaction — an operation that fails leaves no trace, so it does not fail its neighbours
-//! (see [`Writer::apply`]) — commits once, and only then answers each caller. With many
+//! (see `Writer::apply`) — commits once, and only then answers each caller. With many
 //! concurrent senders the cost of the commit (the fsync) is shared by the whole batch: group
 //! commit.
 //!

@@ -164,7 +164,7 @@ pub struct ServeArgs {
     /// The messages topic [default: scalify.messages]
     #[arg(long, env = "SCALIFY_KAFKA_TOPIC")]
     pub kafka_topic: Option<String>,
-    /// Where undecodable records go [default: <kafka-topic>.dlq]
+    /// Where undecodable records go [default: the messages topic + ".dlq"]
     #[arg(long, env = "SCALIFY_KAFKA_DEAD_LETTER_TOPIC")]
     pub kafka_dead_letter_topic: Option<String>,
     /// Partitions of the messages topic when it is created [default: 6]
