@@ -5,11 +5,12 @@
 //! `docs/protocol.md`. [`App::build`] wires the engines together; [`run`] serves an app on a
 //! listener until a shutdown future resolves, then shuts down gracefully:
 //!
-//! 1. stop accepting connections;
-//! 2. refuse new sends, finish in-flight ones — their acks go out;
-//! 3. flush the store;
-//! 4. close every Socket.IO connection (their departures are announced), stop the cluster
-//!    engines' background work, and return.
+//! 1. refuse new sends and new Socket.IO sessions (HTTP 503, so clients reconnect elsewhere;
+//!    `/readyz` answers 503 too), finish in-flight sends — their acks go out;
+//! 2. flush the store;
+//! 3. close every Socket.IO connection (their departures are announced): what is queued for
+//!    a connection goes out first — a long-polling client is served until it has taken it;
+//! 4. stop accepting connections, stop the cluster engines' background work, and return.
 
 mod error;
 pub mod metrics;
@@ -141,6 +142,10 @@ impl App {
             .layer(axum::middleware::map_request_with_state(
                 Arc::new(transport.allowed_origins.clone()),
                 socket::detach_request_head,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                chat.clone(),
+                socket::refuse_new_sessions_while_closing,
             ));
         Ok(App {
             chat,
@@ -172,8 +177,9 @@ pub async fn run(
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let drain = tokio::spawn(async move {
         shutdown.await;
-        tracing::info!("shutting down: finishing in-flight sends");
-        let _ = stop_tx.send(true);
+        tracing::info!(
+            "shutting down: refusing new sends and connections, finishing in-flight sends"
+        );
         chat.drain().await;
         tracing::info!("in-flight sends done, store flushed; closing connections");
         let _ = drained_tx.send(());
@@ -182,6 +188,10 @@ pub async fn run(
         if tokio::time::timeout(grace, io.close()).await.is_err() {
             tracing::warn!("some connections did not close within the grace period");
         }
+        // Only now: a long-polling client takes its last acks with a request of its own,
+        // which a server that stopped accepting (and closes idle keep-alive connections)
+        // would never see.
+        let _ = stop_tx.send(true);
     });
     // Connections get `grace` after the drain to finish closing; a peer that stopped reading
     // would otherwise hold the shutdown forever.

@@ -82,6 +82,37 @@ pub async fn detach_request_head(
     req
 }
 
+/// Refuses a new Engine.IO session (a handshake: no `sid` in the query) once the node has
+/// begun to shut down, with HTTP 503 — a transport error to socket.io-client, which then
+/// reconnects with its backoff (behind a load balancer: to another node). A refusal in the
+/// Socket.IO handshake instead (`connect_error`) would leave the client disconnected for good.
+/// Sessions already open are served until they close: a long-polling client takes its last
+/// acks with requests of its own.
+pub async fn refuse_new_sessions_while_closing(
+    axum::extract::State(chat): axum::extract::State<Arc<Chat>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let handshake = req.uri().path().starts_with("/socket.io")
+        && !req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sid=")));
+    if handshake && chat.is_closing() {
+        let e = ChatError::new(
+            scalify_core::ErrorCode::Internal,
+            "server is shutting down; connect again",
+        );
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(error_body(&e)),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
 /// Marks a Socket.IO request from a browser origin that may not connect: decided once, by
 /// [`detach_request_head`], and acted on by the handshake.
 #[derive(Clone, Copy, Debug)]

@@ -549,7 +549,7 @@ impl Chat {
         text: &str,
         client_id: &str,
     ) -> Result<NewMessage, ChatError> {
-        if self.closing.load(Ordering::Acquire) {
+        if self.is_closing() {
             return Err(ChatError::new(
                 scalify_core::ErrorCode::Internal,
                 "server is shutting down; retry with the same client_id",
@@ -927,6 +927,11 @@ impl Chat {
         self.in_flight.spawn(work)
     }
 
+    /// Whether graceful shutdown has begun: new sends and connections are refused.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// Graceful shutdown, step one: refuse new sends, wait for in-flight ones (their acks go
     /// out), and flush the store.
     pub async fn drain(&self) {
@@ -954,6 +959,11 @@ impl Chat {
 
     /// Readiness of every engine, as (name, error) for the failing ones.
     pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
+        if self.is_closing() {
+            // Draining: a load balancer should send new clients elsewhere while this node
+            // still serves its own (their last acks, a polling client's last request).
+            return vec![("node", Some("shutting down".into()))];
+        }
         let store = self.store.ping().await.err().map(|e| e.to_string());
         let fanout = self.fanout.ready().await.err().map(|e| e.to_string());
         let mut out = vec![("store", store), ("fanout", fanout)];

@@ -14,6 +14,10 @@ use crate::{
 
 type SocketMap<T> = RwLock<HashMap<Sid, Arc<T>>>;
 
+/// ScalifyChat fork: how long a closing server waits between a session's last packets and its
+/// close packet, so that they reach the client in different reads.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The [`EngineIo`] struct holds the state of the engine.io server as well as utility methods to manage the state
 pub struct EngineIo<H: EngineIoHandler> {
     /// A map of all the sockets connected to the server
@@ -75,8 +79,44 @@ impl<H: EngineIoHandler> EngineIo<H> {
     /// Close an engine.io session by removing the socket from the socket map and closing the socket.
     ///
     /// It should be the only way to close a session and to remove a socket from the socket map.
+    ///
+    /// ScalifyChat fork: a session closed by a closing server first gets what is queued for it
+    /// — the acks of requests that were in flight when the server began to close — and only
+    /// then, in a later write, the close packet (at most `ping_timeout` in all). Upstream
+    /// queued the close packet behind them and removed the session at once: a long-polling
+    /// client between two requests lost them, and socket.io-client, which hands a decoded
+    /// packet on in a later tick, drops an ack that arrives together with the close (its acks
+    /// are cleared on close: "bad ack").
     #[cfg_attr(feature = "tracing", tracing::instrument(skip(self)))]
-    pub fn close_session(&self, sid: Sid, reason: DisconnectReason) {
+    pub fn close_session(self: &Arc<Self>, sid: Sid, reason: DisconnectReason) {
+        if reason == DisconnectReason::ClosingServer {
+            if let Some(socket) = self.get_socket(sid) {
+                let engine = self.clone();
+                tokio::spawn(async move {
+                    let close = async {
+                        socket.queue_taken().await;
+                        // The last acks leave in a write of their own.
+                        tokio::time::sleep(CLOSE_LINGER).await;
+                        socket.send(engineioxide_core::Packet::Close).ok();
+                        socket.queue_taken().await;
+                    };
+                    if tokio::time::timeout(engine.config.ping_timeout, close)
+                        .await
+                        .is_err()
+                    {
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(%sid, "session closed with packets still queued");
+                    }
+                    engine.end_session(sid, reason);
+                });
+                return;
+            }
+        }
+        self.end_session(sid, reason);
+    }
+
+    /// Removes the socket from the socket map and closes it.
+    fn end_session(&self, sid: Sid, reason: DisconnectReason) {
         let socket = { self.sockets.write().unwrap().remove(&sid) };
         let Some(socket) = socket else {
             #[cfg(feature = "tracing")]

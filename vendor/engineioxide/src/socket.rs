@@ -463,6 +463,23 @@ where
         }
     }
 
+    /// Resolves once the transport has taken everything queued for the client (a websocket
+    /// session has it in hand to write; a polling request has it, and nothing was put aside
+    /// for the next request), or the session is closed.
+    pub(crate) async fn queue_taken(&self) {
+        loop {
+            let queued = self.internal_tx.capacity() < self.internal_tx.max_capacity();
+            let put_aside = self
+                .internal_rx
+                .try_lock()
+                .is_ok_and(|rx| rx.peeked_packet.is_some());
+            if self.internal_tx.is_closed() || !(queued || put_aside) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Returns true if the [`Socket`] has a websocket [`TransportType`]
     pub(crate) fn is_ws(&self) -> bool {
         self.transport.load(Ordering::Relaxed) == TransportType::Websocket as u8
@@ -515,7 +532,11 @@ where
     #[cfg_attr(feature = "tracing", tracing::instrument(skip(self)))]
     pub fn close(&self, reason: DisconnectReason) {
         // Try to send a close packet is the connection is still operational.
-        self.send(Packet::Close).ok();
+        // ScalifyChat fork: a closing server's engine sends it once the queue is delivered
+        // (`EngineIo::close_session`).
+        if reason != DisconnectReason::ClosingServer {
+            self.send(Packet::Close).ok();
+        }
 
         (self.close_fn)(self.id, reason);
     }
