@@ -21,6 +21,9 @@
 #   BENCH_SECONDS: how long kafka-ack-Nk, kafka-produce-Nk and pairs-Nk send (default 10)
 #   BENCH_PAIRS: how many pairs kafka-ack-Nk and pairs-Nk spread the load over (default 500, 200
 #   at 1k; each pair is two users online, so it also sets how much presence a node keeps alive)
+#   STAGES=1: kafka-ack-Nk also prints the node's per-stage p99 per half-second (send, seq
+#   allocation, window deposit, broker delivery report; scripts/stage-timeline.py), to set
+#   beside the load generator's timeline
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p scalify --bins -p scalify-store -p scalify-kafka --examples >/dev/null
@@ -217,9 +220,14 @@ PY
     sampler=$!
   fi
   cpu_shares &
-  local cpu_sampler=$!
+  local cpu_sampler=$! stages=""
+  if [ "${STAGES:-0}" = 1 ]; then
+    # Started with the load generator: it connects and warms up for a few seconds first.
+    python3 scripts/stage-timeline.py "$URL" $((${BENCH_SECONDS:-10} + 6)) &
+    stages=$!
+  fi
   run "$@"
-  wait $sampler "$cpu_sampler" || true
+  wait $sampler "$cpu_sampler" $stages || true
   [ -n "${PPID_:-}" ] && echo "rows written by the persister: $(persister_metric scalify_persister_rows_total)"
   echo
 }
