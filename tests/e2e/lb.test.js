@@ -31,15 +31,24 @@ function nodes() {
   });
 }
 
+/** The nodes whose process is still running. */
+function liveNodes() {
+  return nodes().filter((n) => running(n.pid));
+}
+
+function running(pid) {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+}
+
 async function nodeId(url) {
   return (await (await fetch(`${url}/healthz`)).json()).node;
 }
 
 before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'scalify-cluster-'));
-  // Nodes on base and base+1, the load balancer on base+2: one block, so none can collide.
-  const base = await freePorts(3);
-  const lbPort = base + 2;
+  // Nodes on base..base+2, the load balancer on base+3: one block, so none can collide.
+  const base = await freePorts(4);
+  const lbPort = base + 3;
   dbName = `scalify_e2e_lb_${process.pid}_${randomBytes(3).toString('hex')}`;
   env = {
     ...process.env,
@@ -52,8 +61,8 @@ before(async () => {
     SCALIFY_CLUSTER_ARGS: '--rate-limit-per-sec 0 --presence-ttl-secs 3',
     SCALIFY_LOG: 'warn',
   };
-  const { stdout } = await cluster('start', '2');
-  assert.match(stdout, /cluster of 2 node\(s\) is running at http:\/\/127\.0\.0\.1:\d+\//);
+  const { stdout } = await cluster('start', '3');
+  assert.match(stdout, /cluster of 3 node\(s\) is running at http:\/\/127\.0\.0\.1:\d+\//);
   lb = `http://127.0.0.1:${lbPort}`;
 });
 
@@ -96,8 +105,46 @@ test('through the load balancer: long-polling only and WebSocket clients chat wi
   for (const s of [sp, sw, so]) s.close();
 });
 
+test('its node shuts down (SIGTERM): the client is closed after its last acks and reconnects through the load balancer to another node while the old one still drains', async () => {
+  const all = liveNodes();
+  const ids = await Promise.all(all.map((n) => nodeId(n.url)));
+  const doomed = all[ids.indexOf(await nodeId(lb))];
+  assert.ok(doomed, 'the load balancer routes to one of the nodes');
+  const ann = await register(lb, 'drained');
+  // A long-polling session opened on that node that never polls: the node serves it until it
+  // has taken its last packets, at most 5 s, and drains meanwhile.
+  const eio = `${doomed.url}/socket.io/?EIO=4&transport=polling`;
+  const sid = JSON.parse((await (await fetch(eio)).text()).slice(1)).sid;
+  await fetch(`${eio}&sid=${sid}`, { method: 'POST', body: `40${JSON.stringify({ token: ann.token })}` });
+
+  const sa = io(lb, { auth: { token: ann.token }, forceNew: true, reconnectionDelay: 200, reconnectionDelayMax: 500 });
+  await new Promise((r) => sa.once('connect', r));
+  const room = uniqueRoom();
+  await call(sa, 'join', { room });
+  const inFlight = call(sa, 'send', { room, text: 'before', client_id: 'd1' });
+  const reconnected = new Promise((r) => sa.io.once('reconnect', r));
+  process.kill(doomed.pid, 'SIGTERM');
+  // Acked, or (sent after the drain began) refused with `internal`: never left unanswered.
+  const first = await inFlight;
+  assert.ok(first.ok || first.error.code === 'internal', JSON.stringify(first));
+  await reconnected;
+  // Reconnected elsewhere while the old node still drains: its handshakes answer 503, which
+  // nginx passes on to the next node (proxy_next_upstream http_503).
+  assert.ok(running(doomed.pid), 'the old node is still draining');
+  assert.equal((await fetch(`${doomed.url}/readyz`)).status, 503);
+  assert.equal((await call(sa, 'join', { room })).ok, true);
+  // A resend of the first message is stored once (the original, if it was acked).
+  const again = await call(sa, 'send', { room, text: 'before', client_id: 'd1' });
+  assert.equal(again.message.seq, 1);
+  if (first.ok) assert.equal(again.message.id, first.message.id);
+  const sent = await call(sa, 'send', { room, text: 'after', client_id: 'd2' });
+  assert.equal(sent.message.seq, 2);
+  sa.close();
+  await eventually(() => !running(doomed.pid), 15000, 'the old node exits');
+});
+
 test('its node dies: a client reconnects through the load balancer to another node and sync returns exactly what it missed', async () => {
-  const [n1, n2] = nodes();
+  const [n1, n2] = liveNodes();
   const viaLb = await nodeId(lb);
   const [doomed, survivor] = (await nodeId(n1.url)) === viaLb ? [n1, n2] : [n2, n1];
 
