@@ -17,7 +17,9 @@
 #   memory://tansu/; sqlite://tansu.db for a disk-backed broker), PERSISTER_ARGS (extra flags of
 #   the persister), PERSISTER=0 (kafka-ack-Nk without a persister: the test broker's fetch work
 #   out of the picture), SCALIFY_KAFKA_OPTIONS (librdkafka settings of node and persister),
-#   BENCH_METRICS_DIR (keeps the node's and persister's /metrics of each run)
+#   BENCH_METRICS_DIR (keeps the node's and persister's /metrics of each run),
+#   BENCH_KAFKA_BROKERS=host:port,… (a Kafka cluster of yours instead of the private tansu: a
+#   fresh topic and consumer group per run, left on the cluster afterwards)
 #   BENCH_SECONDS: how long kafka-ack-Nk, kafka-produce-Nk and pairs-Nk send (default 10)
 #   BENCH_PAIRS: how many pairs kafka-ack-Nk and pairs-Nk spread the load over (default 500, 200
 #   at 1k; each pair is two users online, so it also sets how much presence a node keeps alive)
@@ -93,20 +95,31 @@ TANSU_BIN="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start_tansu() {
   KDIR=$(mktemp -d)
+  if [ -n "${BENCH_KAFKA_BROKERS:-}" ]; then
+    # A broker of the user's (Apache Kafka, Redpanda): a fresh topic and group per run.
+    KBROKERS=$BENCH_KAFKA_BROKERS
+    KTOPIC=(--kafka-topic "scalify.bench.$$.$RANDOM" --kafka-group "scalify-bench-$$-$RANDOM")
+    return
+  fi
+  KTOPIC=()
   kport=$(free_port)
+  KBROKERS="127.0.0.1:$kport"
   (cd "$KDIR" && RUST_LOG=warn exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kport" \
     --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine "${TANSU_STORAGE:-memory://tansu/}" >"$KDIR/tansu.log" 2>&1) &
   echo $! >"$KDIR/tansu.pid"
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
 }
-stop_tansu() { kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null || true; rm -rf "$KDIR"; }
+stop_tansu() { [ -f "$KDIR/tansu.pid" ] && kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null; rm -rf "$KDIR"; }
+# The private broker's pid (none with BENCH_KAFKA_BROKERS), and CPU seconds that read 0 for none.
+tansu_pid() { cat "$KDIR/tansu.pid" 2>/dev/null || true; }
+cpu_secs_or_0() { cpu_secs "$1" 2>/dev/null || echo 0; }
 start_kafka() {
   start_tansu
   KDB="scalify_bench_k$$"
   psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $KDB" >/dev/null
   export SCALIFY_TOKEN_SECRET; SCALIFY_TOKEN_SECRET=$(openssl rand -hex 32)
   KARGS=(--database-url "postgres://postgres@127.0.0.1:5432/$KDB" --redis-url "$REDIS_URL"
-    --redis-prefix "bench-k$$" --kafka-brokers "127.0.0.1:$kport" --kafka-partitions "${KAFKA_PARTITIONS:-6}")
+    --redis-prefix "bench-k$$" --kafka-brokers "$KBROKERS" --kafka-partitions "${KAFKA_PARTITIONS:-6}" "${KTOPIC[@]}")
   PORT=$(free_port)
   "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$KDIR" --rate-limit-per-sec 0 "${KARGS[@]}" >"$KDIR/node.log" 2>&1 &
   PID=$!
@@ -143,7 +156,7 @@ stop_kafka() {
 }
 # The processes on the durable path, one "role pid" line each.
 durable_pids() {
-  { echo "node $PID"; echo "persister ${PPID_:-}"; echo "tansu $(cat "$KDIR/tansu.pid")"
+  { echo "node $PID"; echo "persister ${PPID_:-}"; echo "tansu $(tansu_pid)"
     pgrep -x redis-server | sed 's/^/redis /'; pgrep -x postgres | sed 's/^/postgres /'
     pgrep -f -- "^$LOADGEN bench --url" | sed 's/^/loadgen /' || true; }
 }
@@ -273,8 +286,8 @@ for s in "${scenarios[@]}"; do
     kafka-produce-[0-9]*k)
       n=${s#kafka-produce-}; rate=$((${n%k} * 1000))
       start_tansu
-      echo "\$ target/release/examples/produce_latency 127.0.0.1:PORT $rate ${BENCH_SECONDS:-10} 1000 300 ${KAFKA_PARTITIONS:-6}"
-      target/release/examples/produce_latency "127.0.0.1:$kport" "$rate" "${BENCH_SECONDS:-10}" 1000 300 "${KAFKA_PARTITIONS:-6}"; echo
+      echo "\$ target/release/examples/produce_latency BROKERS $rate ${BENCH_SECONDS:-10} 1000 300 ${KAFKA_PARTITIONS:-6}"
+      target/release/examples/produce_latency "$KBROKERS" "$rate" "${BENCH_SECONDS:-10}" 1000 300 "${KAFKA_PARTITIONS:-6}"; echo
       stop_tansu ;;
     # kafka-ack-Nk: N thousand msgs/s offered (1k, 3k and 10k are the documented ones).
     kafka-ack-[0-9]*k)
@@ -290,10 +303,10 @@ for s in "${scenarios[@]}"; do
     # Closed loop, with the broker's and Redis's CPU seconds during the run.
     kafka-durable)
       start_kafka
-      tp=$(cat "$KDIR/tansu.pid"); rp=$(pgrep -x redis-server | head -1)
-      t0=$(cpu_secs "$tp"); r0=$(cpu_secs "$rp")
+      tp=$(tansu_pid); rp=$(pgrep -x redis-server | head -1)
+      t0=$(cpu_secs_or_0 "$tp"); r0=$(cpu_secs "$rp")
       run --duration 8 durable --senders 64 --window 8 --rooms 64
-      echo "tansu CPU during the run: $(echo "$(cpu_secs "$tp") - $t0" | bc) s; redis-server: $(echo "$(cpu_secs "$rp") - $r0" | bc) s"; echo
+      echo "tansu CPU during the run: $(echo "$(cpu_secs_or_0 "$tp") - $t0" | bc) s; redis-server: $(echo "$(cpu_secs "$rp") - $r0" | bc) s"; echo
       stop_kafka ;;
     # Sink rate: fill the topic with no persister running, then time one persister draining it.
     kafka-sink)
@@ -304,11 +317,11 @@ for s in "${scenarios[@]}"; do
       # Timed from its first written batch (joining the group and fetching metadata excluded).
       while [ "$(persister_metric scalify_persister_rows_total | cut -d. -f1)" -eq 0 ]; do sleep 0.01; done
       t0=$(date +%s.%N); r0=$(persister_metric scalify_persister_rows_total | cut -d. -f1)
-      tp=$(cat "$KDIR/tansu.pid"); tansu0=$(cpu_secs "$tp")
+      tp=$(tansu_pid); tansu0=$(cpu_secs_or_0 "$tp")
       while [ "$(persister_metric scalify_persister_rows_total | cut -d. -f1)" -lt "$acked" ]; do sleep 0.05; done
       t1=$(date +%s.%N)
       echo "persister sink: $((acked - r0)) rows in $(echo "$t1 - $t0" | bc -l | cut -c1-6) s = $(echo "($acked - $r0) / ($t1 - $t0)" | bc) rows/s (one persister, batches of up to 2000; $acked in all)"
-      echo "persister CPU: $(cpu_secs "$PPID_") s; tansu during the drain: $(echo "$(cpu_secs "$tp") - $tansu0" | bc) s"
+      echo "persister CPU: $(cpu_secs "$PPID_") s; tansu during the drain: $(echo "$(cpu_secs_or_0 "$tp") - $tansu0" | bc) s"
       n=$(persister_metric scalify_persister_batch_size_count); rows=$(persister_metric scalify_persister_batch_size_sum)
       secs=$(persister_metric scalify_persister_commit_seconds_sum)
       echo "persister batches: $n, mean $(echo "$rows / $n" | bc) messages, mean write $(echo "1000 * $secs / $n" | bc -l | cut -c1-5) ms, $(echo "$secs" | cut -c1-5) s writing in all"; echo
