@@ -1138,14 +1138,21 @@ fn assert_committed_at_the_end(
     kafka: &KafkaConfig,
     delivered: &[rdkafka::producer::future_producer::Delivery],
 ) {
+    for (p, end) in partition_ends(delivered) {
+        assert_eq!(committed_offset(kafka, p), Some(end), "partition {p}");
+    }
+}
+
+/// Per partition `delivered` wrote to, the offset just past the last record delivered there.
+fn partition_ends(
+    delivered: &[rdkafka::producer::future_producer::Delivery],
+) -> std::collections::BTreeMap<i32, i64> {
     let mut ends = std::collections::BTreeMap::new();
     for d in delivered {
         let e = ends.entry(d.partition).or_insert(0i64);
         *e = (*e).max(d.offset + 1);
     }
-    for (p, end) in ends {
-        assert_eq!(committed_offset(kafka, p), Some(end), "partition {p}");
-    }
+    ends
 }
 
 /// Waits until the group's committed offset of every partition `delivered` wrote to is just
@@ -1155,12 +1162,7 @@ async fn await_committed_at_the_end(
     delivered: &[rdkafka::producer::future_producer::Delivery],
     deadline: tokio::time::Instant,
 ) {
-    let mut ends = std::collections::BTreeMap::new();
-    for d in delivered {
-        let e = ends.entry(d.partition).or_insert(0i64);
-        *e = (*e).max(d.offset + 1);
-    }
-    for (p, end) in ends {
+    for (p, end) in partition_ends(delivered) {
         loop {
             // Off the test's one runtime thread, which the persister shares.
             let k = kafka.clone();
