@@ -177,6 +177,6 @@ test('its node dies: a client reconnects through the load balancer to another no
 test('stop stops every node and the load balancer', async () => {
   const pids = nodes().map((n) => n.pid);
   await cluster('stop');
-  await eventually(() => pids.every((pid) => { try { process.kill(pid, 0); return false; } catch { return true; } }), 15000, 'nodes gone');
+  await eventually(() => pids.every((pid) => !running(pid)), 15000, 'nodes gone');
   await assert.rejects(fetch(`${lb}/healthz`));
 });
