@@ -96,12 +96,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_tansu() {
   KDIR=$(mktemp -d)
   if [ -n "${BENCH_KAFKA_BROKERS:-}" ]; then
-    # A broker of the user's (Apache Kafka, Redpanda): a fresh topic and group per run.
+    # A broker of the user's (Apache Kafka, Redpanda): a fresh topic and group per run,
+    # passed to the node and the persister.
     KBROKERS=$BENCH_KAFKA_BROKERS
-    KTOPIC=(--kafka-topic "scalify.bench.$$.$RANDOM" --kafka-group "scalify-bench-$$-$RANDOM")
+    KAFKA_RUN_ARGS=(--kafka-topic "scalify.bench.$$.$RANDOM" --kafka-group "scalify-bench-$$-$RANDOM")
     return
   fi
-  KTOPIC=()
+  KAFKA_RUN_ARGS=()
   kport=$(free_port)
   KBROKERS="127.0.0.1:$kport"
   (cd "$KDIR" && RUST_LOG=warn exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kport" \
@@ -119,7 +120,7 @@ start_kafka() {
   psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $KDB" >/dev/null
   export SCALIFY_TOKEN_SECRET; SCALIFY_TOKEN_SECRET=$(openssl rand -hex 32)
   KARGS=(--database-url "postgres://postgres@127.0.0.1:5432/$KDB" --redis-url "$REDIS_URL"
-    --redis-prefix "bench-k$$" --kafka-brokers "$KBROKERS" --kafka-partitions "${KAFKA_PARTITIONS:-6}" "${KTOPIC[@]}")
+    --redis-prefix "bench-k$$" --kafka-brokers "$KBROKERS" --kafka-partitions "${KAFKA_PARTITIONS:-6}" "${KAFKA_RUN_ARGS[@]}")
   PORT=$(free_port)
   "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$KDIR" --rate-limit-per-sec 0 "${KARGS[@]}" >"$KDIR/node.log" 2>&1 &
   PID=$!
