@@ -14,9 +14,10 @@ use crate::{
 
 type SocketMap<T> = RwLock<HashMap<Sid, Arc<T>>>;
 
-/// ScalifyChat fork: how long a closing server waits between a session's last packets and its
+/// ScalifyChat fork: for a v3 session (whose heartbeat the client drives, so the server has no
+/// ping to send), how long a closing server waits between the session's last packets and its
 /// close packet, so that they reach the client in different reads.
-const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+const CLOSE_LINGER_V3: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The [`EngineIo`] struct holds the state of the engine.io server as well as utility methods to manage the state
 pub struct EngineIo<H: EngineIoHandler> {
@@ -81,12 +82,13 @@ impl<H: EngineIoHandler> EngineIo<H> {
     /// It should be the only way to close a session and to remove a socket from the socket map.
     ///
     /// ScalifyChat fork: a session closed by a closing server first gets what is queued for it
-    /// — the acks of requests that were in flight when the server began to close — and only
-    /// then, in a later write, the close packet (at most `ping_timeout` in all). Upstream
-    /// queued the close packet behind them and removed the session at once: a long-polling
-    /// client between two requests lost them, and socket.io-client, which hands a decoded
-    /// packet on in a later tick, drops an ack that arrives together with the close (its acks
-    /// are cleared on close: "bad ack").
+    /// — the acks of requests that were in flight when the server began to close — and the
+    /// close packet only once the client has answered a ping queued behind them
+    /// ([`Socket::last_round_trip`]), at most `ping_timeout` in all. Upstream queued the close
+    /// packet behind them and removed the session at once: a long-polling client between two
+    /// requests lost them, and socket.io-client, which hands a decoded packet on in a later
+    /// tick, drops an ack that it reads together with the close (its acks are cleared on
+    /// close: "bad ack").
     #[cfg_attr(feature = "tracing", tracing::instrument(skip(self)))]
     pub fn close_session(self: &Arc<Self>, sid: Sid, reason: DisconnectReason) {
         if reason == DisconnectReason::ClosingServer {
@@ -94,9 +96,12 @@ impl<H: EngineIoHandler> EngineIo<H> {
                 let engine = self.clone();
                 tokio::spawn(async move {
                     let close = async {
-                        socket.queue_taken().await;
-                        // The last acks leave in a write of their own.
-                        tokio::time::sleep(CLOSE_LINGER).await;
+                        if socket.protocol == ProtocolVersion::V4 {
+                            socket.last_round_trip().await;
+                        } else {
+                            socket.queue_taken().await;
+                            tokio::time::sleep(CLOSE_LINGER_V3).await;
+                        }
                         socket.send(engineioxide_core::Packet::Close).ok();
                         socket.queue_taken().await;
                     };
@@ -105,7 +110,7 @@ impl<H: EngineIoHandler> EngineIo<H> {
                         .is_err()
                     {
                         #[cfg(feature = "tracing")]
-                        tracing::debug!(%sid, "session closed with packets still queued");
+                        tracing::debug!(%sid, "session closed before the client answered");
                     }
                     engine.end_session(sid, reason);
                 });

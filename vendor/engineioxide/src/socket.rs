@@ -59,7 +59,7 @@ use std::{
     fmt::Debug,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -198,6 +198,28 @@ impl VolatileSlot {
     }
 }
 
+/// ScalifyChat fork: the counts a closing server's last round trip with the client needs.
+///
+/// A client answers pings in order, after it has read everything written before them; so once
+/// every ping queued so far is answered, the client has read every packet queued before the
+/// last of them. `socket.io-client` hands a decoded packet to the application in a later tick
+/// (a microtask, or `process.nextTick`) but clears its pending acks as soon as it reads a close
+/// packet: a close read before that tick ran drops the ack ("bad ack"). A close sent only
+/// after the client answered a ping queued behind the ack reaches it in a later read, after
+/// that tick.
+#[derive(Debug, Default)]
+struct RoundTrips {
+    /// Pings queued for the client (the heartbeat's and a closing server's).
+    pings: AtomicU32,
+    /// Pongs received, never more than `pings` (a pong nobody asked for answers nothing).
+    pongs: AtomicU32,
+    /// Client messages handed to the handler, counted once the handler has returned (an ack
+    /// the handler queued at once is queued by then).
+    received: AtomicU32,
+    /// The server is closing the session: the heartbeat queues no ping of its own.
+    closing: AtomicBool,
+}
+
 /// A [`Socket`] represents a client connection to the server.
 /// It is agnostic to the [`TransportType`].
 ///
@@ -257,6 +279,10 @@ where
     /// A cancellation token that will be triggered when the socket is being closed.
     pub(crate) cancellation_token: CancellationToken,
 
+    /// ScalifyChat fork: what a closing server's last round trip with the client counts
+    /// (`Socket::last_round_trip`).
+    round_trips: RoundTrips,
+
     /// Function to call when the socket is closed
     close_fn: Box<dyn Fn(Sid, DisconnectReason) + Send + Sync>,
     /// User data bound to the socket
@@ -304,6 +330,7 @@ where
             heartbeat_rx,
             heartbeat_tx,
             cancellation_token: CancellationToken::new(),
+            round_trips: RoundTrips::default(),
 
             close_fn,
 
@@ -398,7 +425,8 @@ where
         heartbeat_rx.try_recv().ok();
         loop {
             // If we are currently upgrading we should pause the heartbeat process
-            if self.is_upgrading() {
+            // (ScalifyChat fork: and while a closing server makes its last round trip).
+            if self.is_upgrading() || self.round_trips.closing.load(Ordering::SeqCst) {
                 interval_tick.tick().await;
                 continue;
             }
@@ -406,9 +434,7 @@ where
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "emitting ping");
 
-            self.internal_tx
-                .try_send(Box::new(smallvec![Packet::Ping]))
-                .map_err(|_| Error::HeartbeatTimeout)?;
+            self.queue_ping().map_err(|_| Error::HeartbeatTimeout)?;
 
             #[cfg(feature = "tracing")]
             tracing::trace!(sid = ?self.id, "waiting for pong");
@@ -456,10 +482,62 @@ where
         self.heartbeat_tx.is_none()
     }
 
-    /// Tells the heartbeat task that the client answered (a full channel means it already knows).
+    /// Counts a pong and tells the heartbeat task, if the session has one, that the client
+    /// answered (a full channel means it already knows).
     pub(crate) fn pong_received(&self) {
+        let rt = &self.round_trips;
+        rt.pongs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |pongs| {
+                (pongs < rt.pings.load(Ordering::SeqCst)).then_some(pongs + 1)
+            })
+            .ok();
         if let Some(tx) = &self.heartbeat_tx {
             tx.try_send(()).ok();
+        }
+    }
+
+    /// Queues a ping behind what is queued for the client, and counts it.
+    ///
+    /// ScalifyChat fork: every server ping goes through here, so that a closing server knows
+    /// how many answers to wait for.
+    pub(crate) fn queue_ping(&self) -> Result<(), TrySendError<QueuedPackets>> {
+        self.round_trips.pings.fetch_add(1, Ordering::SeqCst);
+        self.internal_tx.try_send(Box::new(smallvec![Packet::Ping]))
+    }
+
+    /// Whether the heartbeat may queue a ping now (not while a closing server makes its last
+    /// round trip: its own pings are the ones it counts on).
+    pub(crate) fn heartbeat_paused(&self) -> bool {
+        self.round_trips.closing.load(Ordering::SeqCst)
+    }
+
+    /// Counts a client message the handler has been given (call it once the handler returned).
+    pub(crate) fn message_handled(&self) {
+        self.round_trips.received.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// ScalifyChat fork: a closing server's last round trip — resolves once the client has
+    /// answered a ping queued behind everything the server queued for it, with no client
+    /// message arriving meanwhile (an ack of one may be queued behind that ping: then another
+    /// round), or when the session closes or its queue is full. See [`RoundTrips`] for why
+    /// a close sent after this cannot make `socket.io-client` drop an ack queued before it.
+    pub(crate) async fn last_round_trip(&self) {
+        let rt = &self.round_trips;
+        rt.closing.store(true, Ordering::SeqCst);
+        loop {
+            let received = rt.received.load(Ordering::SeqCst);
+            if self.queue_ping().is_err() {
+                return; // closed, or a client that reads nothing: nothing more to deliver
+            }
+            while rt.pongs.load(Ordering::SeqCst) < rt.pings.load(Ordering::SeqCst) {
+                if self.internal_tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            if rt.received.load(Ordering::SeqCst) == received {
+                return;
+            }
         }
     }
 
@@ -697,6 +775,7 @@ where
             heartbeat_rx: Some(Mutex::new(heartbeat_rx)),
             heartbeat_tx: Some(heartbeat_tx),
             cancellation_token: CancellationToken::new(),
+            round_trips: RoundTrips::default(),
             close_fn,
 
             data: D::default(),

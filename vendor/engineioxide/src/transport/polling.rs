@@ -197,10 +197,12 @@ where
             }
             Ok(Packet::Message(msg)) => {
                 engine.handler.on_message(msg, socket.clone());
+                socket.message_handled();
                 Ok(())
             }
             Ok(Packet::Binary(bin) | Packet::BinaryV3(bin)) => {
                 engine.handler.on_binary(bin, socket.clone());
+                socket.message_handled();
                 Ok(())
             }
             Ok(p) => {

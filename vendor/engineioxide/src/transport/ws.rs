@@ -342,16 +342,18 @@ where
                 Some(Ok(msg)) => match on_client_message(engine, socket, msg) {
                     Ok(Inbound::Continue) => None,
                     Ok(Inbound::Pong) => {
+                        // Counted for a closing server's last round trip; passed on to the
+                        // heartbeat task of a session upgraded from polling.
+                        socket.pong_received();
                         match heartbeat.as_mut() {
                             Some(h) if h.awaiting_pong => {
                                 h.awaiting_pong = false;
                                 let next = tokio::time::Instant::now() + h.interval;
                                 timer.as_mut().reset(next);
                             }
-                            // Some clients send a pong first: nothing to do.
-                            Some(_) => {}
-                            // The heartbeat runs in its own task (a session upgraded from polling).
-                            None => socket.pong_received(),
+                            // Some clients send a pong first, and a session upgraded from
+                            // polling has its heartbeat in a task: nothing to do.
+                            _ => {}
                         }
                         None
                     }
@@ -364,13 +366,18 @@ where
                 if h.awaiting_pong {
                     return SessionEnd::Failed(Error::HeartbeatTimeout);
                 }
+                if socket.heartbeat_paused() {
+                    // A closing server makes its last round trip with pings of its own.
+                    timer.as_mut().reset(tokio::time::Instant::now() + h.interval);
+                    continue;
+                }
                 #[cfg(feature = "tracing")]
                 tracing::trace!(sid = ?socket.id, "emitting ping");
                 h.awaiting_pong = true;
                 timer.as_mut().reset(tokio::time::Instant::now() + ping_timeout);
                 // Behind what is queued, like every other packet (a full queue: the client is
                 // not reading, as upstream's heartbeat concludes too).
-                if socket.internal_tx.try_send(Box::new(smallvec![Packet::Ping])).is_err() {
+                if socket.queue_ping().is_err() {
                     return SessionEnd::Failed(Error::HeartbeatTimeout);
                 }
                 None
@@ -447,6 +454,7 @@ fn on_client_message<H: EngineIoHandler>(
             Packet::Pong | Packet::Ping => Ok(Inbound::Pong),
             Packet::Message(msg) => {
                 engine.handler.on_message(msg, socket.clone());
+                socket.message_handled();
                 Ok(Inbound::Continue)
             }
             p => Err(Error::BadPacket(p)),
@@ -457,6 +465,7 @@ fn on_client_message<H: EngineIoHandler>(
                 data = data.split_off(1);
             }
             engine.handler.on_binary(data, socket.clone());
+            socket.message_handled();
             Ok(Inbound::Continue)
         }
         Message::Close(_) => {
