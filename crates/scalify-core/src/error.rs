@@ -54,6 +54,14 @@ impl ChatError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
     }
+    /// The node is shutting down: the request was not carried out; a client retries it after
+    /// reconnecting (a send with the same `client_id`, so it is never stored twice).
+    pub fn shutting_down() -> Self {
+        Self::new(
+            ErrorCode::Internal,
+            "server is shutting down; retry after reconnecting (a send with the same client_id)",
+        )
+    }
     pub fn unauthorized() -> Self {
         Self::new(ErrorCode::Unauthorized, "unauthorized")
     }

@@ -417,8 +417,8 @@ impl ClientEvent {
 }
 
 /// Registers the connection's event handler: every event runs its handler on the event's
-/// argument and answers its ack, and is tracked, so graceful shutdown waits for in-flight
-/// events and their acks.
+/// argument and answers its ack, and is admitted as in flight, so graceful shutdown waits for
+/// in-flight events and their acks (once it has begun, events are refused at once).
 ///
 /// One socketioxide handler (its fallback) serves every event: a handler per event would give
 /// each connection its own map of seven boxed handlers, ~500 B of an idle connection's cost.
@@ -439,6 +439,13 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
             let span = session.span.clone();
             let event = ClientEvent::parse(&name);
             let event_name = event.map_or("unknown", |(_, n)| n);
+            // Refused here, before this returns, once the server is closing: the refusal is
+            // then queued before the transport reads the client's next packet, so the last
+            // round trip before the close packet covers it (docs/protocol.md, "Shutdown").
+            let Some(admitted) = chat.admit() else {
+                answer(ack, event_name, Err(ChatError::shutting_down()));
+                return futures_util::future::Either::Left(std::future::ready(()));
+            };
             let work = async move {
                 match event {
                     Some((event, _)) => event.handle(session, s, d).await,
@@ -448,7 +455,13 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
                     }
                 }
             };
-            chat.track(async move { answer(ack, event_name, work.await) }.instrument(span))
+            futures_util::future::Either::Right(
+                async move {
+                    answer(ack, event_name, work.await);
+                    drop(admitted);
+                }
+                .instrument(span),
+            )
         },
     );
     s.on_disconnect(move || async move {

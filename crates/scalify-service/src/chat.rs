@@ -102,6 +102,9 @@ pub trait Dependency: Send + Sync {
     async fn check(&self) -> Result<(), String>;
 }
 
+/// A client request admitted by [`Chat::admit`]: graceful shutdown waits until it is dropped.
+pub struct InFlight(#[allow(dead_code)] tokio_util::task::task_tracker::TaskTrackerToken);
+
 /// One node as the admin dashboard shows it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct NodeStatus {
@@ -550,10 +553,7 @@ impl Chat {
         client_id: &str,
     ) -> Result<NewMessage, ChatError> {
         if self.is_closing() {
-            return Err(ChatError::new(
-                scalify_core::ErrorCode::Internal,
-                "server is shutting down; retry with the same client_id",
-            ));
+            return Err(ChatError::shutting_down());
         }
         let text = MessageText::parse(text, self.config.max_text_bytes)?;
         let client_id = ClientId::parse(client_id)?;
@@ -911,12 +911,6 @@ impl Chat {
 
     // ---- lifecycle ------------------------------------------------------------------------
 
-    /// Runs `work` as an in-flight operation that graceful shutdown waits for (a transport
-    /// wraps a send *and its ack* in this, so the ack goes out before connections close).
-    pub fn track<F: Future>(&self, work: F) -> impl Future<Output = F::Output> {
-        self.in_flight.track_future(work)
-    }
-
     /// Runs `work` as a task of its own, which completes whatever its caller does (a caller
     /// dropped half-way does not cut it short), and which graceful shutdown waits for.
     pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
@@ -925,6 +919,17 @@ impl Chat {
         F::Output: Send + 'static,
     {
         self.in_flight.spawn(work)
+    }
+
+    /// Admits one request of a client as in flight — graceful shutdown waits for it and its
+    /// answer — or, once shutdown has begun, refuses it (`None`).
+    ///
+    /// The request is counted before the check, and [`Chat::drain`] sets the flag before it
+    /// waits for the count: a request either is waited for or sees the flag.
+    pub fn admit(&self) -> Option<InFlight> {
+        let token = self.in_flight.token();
+        std::sync::atomic::fence(Ordering::SeqCst);
+        (!self.is_closing()).then_some(InFlight(token))
     }
 
     /// Whether graceful shutdown has begun: new sends and connections are refused.
@@ -936,6 +941,7 @@ impl Chat {
     /// out), and flush the store.
     pub async fn drain(&self) {
         self.closing.store(true, Ordering::Release);
+        std::sync::atomic::fence(Ordering::SeqCst);
         self.stop.cancel();
         self.in_flight.close();
         self.in_flight.wait().await;

@@ -14,4 +14,4 @@ pub mod auth;
 mod chat;
 pub mod presence;
 
-pub use chat::{Chat, ChatConfig, Dependency, NodeStatus, Overview, Session, SyncedRoom};
+pub use chat::{Chat, ChatConfig, Dependency, InFlight, NodeStatus, Overview, Session, SyncedRoom};
