@@ -8,7 +8,7 @@
 import { io, type Socket } from 'socket.io-client';
 import { api, ApiError, type RoomInfo, type Session } from './api';
 import {
-  addHistory, addMessages, emptyRoom, hasGap, markRead, oldestSeq, queueSend, retrySend,
+  addHistory, addMessages, emptyRoom, hasGap, markRead, oldestSeq, queueSend, retrySend, RETRYABLE_CODES, toResend,
   sendFailed, syncedThrough, type Message, type RoomView, type UserRef,
 } from './state';
 
@@ -33,6 +33,10 @@ type Ack<T> = ({ ok: true } & T) | { ok: false; error: { code: string; message: 
 
 const TYPING_SHOWN_MS = 4000;
 const ACK_TIMEOUT_MS = 10000;
+/** A send that failed with a retryable error is made again this many times in all while the
+ * connection stays up, the n-th time n × RESEND_AFTER_MS later. */
+const AUTO_RESENDS = 3;
+const RESEND_AFTER_MS = 2000;
 
 function readKey(me: UserRef, room: string) {
   return `scalify.read.${me.id}.${room}`;
@@ -152,6 +156,14 @@ export class ChatClient {
     this.update({ connection: 'connected' });
     await this.refreshRooms().catch((e) => this.apiFailed(e));
     await Promise.all(Object.keys(this.snapshot.rooms).map((n) => this.follow(n)));
+    // A send left unanswered by a lost connection (or refused by a node shutting down) is made
+    // again with its client_id: stored once whether or not the first attempt was.
+    await Promise.all(Object.values(this.snapshot.rooms).map(async (r) => {
+      for (const o of toResend(r)) {
+        if (!this.socket.connected) return;
+        await this.send(r.name, o.text, o.client_id);
+      }
+    }));
   }
 
   /** Everything after the room's contiguous seq (paged while the server says truncated). */
@@ -231,11 +243,23 @@ export class ChatClient {
 
   // ---- messages -------------------------------------------------------------------------
 
-  async send(room: string, text: string, clientId: string = crypto.randomUUID()) {
+  async send(room: string, text: string, clientId: string = crypto.randomUUID(), attempt = 1) {
     this.setRoom(room, (r) => (r.outgoing.some((o) => o.client_id === clientId) ? retrySend(r, clientId) : queueSend(r, clientId, text)));
     const r = await this.emit<{ message: Message }>('send', { room, text, client_id: clientId });
-    if (r.ok) this.setRoom(room, (x) => addMessages(x, [r.message], this.snapshot.me.id));
-    else this.setRoom(room, (x) => sendFailed(x, clientId, r.error.message));
+    if (r.ok) {
+      this.setRoom(room, (x) => addMessages(x, [r.message], this.snapshot.me.id));
+      return;
+    }
+    const retryable = RETRYABLE_CODES.has(r.error.code);
+    this.setRoom(room, (x) => sendFailed(x, clientId, r.error.message, retryable));
+    // Made again a few times while connected (after a reconnect, always): the same client_id
+    // never stores it twice.
+    if (retryable && attempt < AUTO_RESENDS) {
+      setTimeout(() => {
+        const o = this.snapshot.rooms[room]?.outgoing.find((x) => x.client_id === clientId);
+        if (o?.status === 'failed' && this.socket.connected) void this.send(room, text, clientId, attempt + 1);
+      }, RESEND_AFTER_MS * attempt);
+    }
   }
 
   retry(room: string, clientId: string) {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   addHistory, addMessages, emptyRoom, groupMessages, hasGap, linkify, markRead, mergeMessages,
-  queueSend, retrySend, sendFailed, syncedThrough, unreadCount, type Message,
+  queueSend, retrySend, sendFailed, syncedThrough, toResend, unreadCount, type Message,
 } from './state';
 
 const ann = { id: 'A', username: 'ann' };
@@ -70,6 +70,17 @@ describe('sending', () => {
     r = retrySend(r, 'x1');
     expect(r.outgoing[0]).toMatchObject({ client_id: 'x1', status: 'pending' });
     expect(r.outgoing[0].error).toBeUndefined();
+  });
+
+  it('only failures that may pass later are sent again on reconnect, oldest first', () => {
+    let r = emptyRoom('r', 'public');
+    for (const id of ['lost', 'too-long', 'pending', 'shutdown']) r = queueSend(r, id, id);
+    r = sendFailed(r, 'lost', 'The server did not answer in time.', true);
+    r = sendFailed(r, 'too-long', 'text is too long', false);
+    r = sendFailed(r, 'shutdown', 'server is shutting down', true);
+    expect(toResend(r).map((o) => o.client_id)).toEqual(['lost', 'shutdown']);
+    r = retrySend(r, 'lost');
+    expect(toResend(r).map((o) => o.client_id)).toEqual(['shutdown']);
   });
 
   it("someone else's message with the same client_id does not clear ours", () => {

@@ -27,6 +27,9 @@ export interface Outgoing {
   ts: number;
   status: SendStatus;
   error?: string;
+  /** The failure may pass on a later attempt (no answer, a node shutting down, a rate limit):
+   * such a send is made again, with the same client_id, when the connection comes back. */
+  retryable?: boolean;
 }
 
 export interface RoomView {
@@ -120,11 +123,21 @@ export function queueSend(room: RoomView, client_id: string, text: string, now =
   return { ...room, outgoing: [...room.outgoing, { client_id, text, ts: now, status: 'pending' }] };
 }
 
-export function sendFailed(room: RoomView, client_id: string, error: string): RoomView {
+/** Error codes after which the same send may succeed later (docs/protocol.md): no answer in
+ * time (`timeout`, also a connection closed before the ack), `internal` (a node shutting down,
+ * a store unavailable), `rate_limited`. */
+export const RETRYABLE_CODES = new Set(['timeout', 'internal', 'rate_limited']);
+
+export function sendFailed(room: RoomView, client_id: string, error: string, retryable = false): RoomView {
   return {
     ...room,
-    outgoing: room.outgoing.map((o) => (o.client_id === client_id ? { ...o, status: 'failed', error } : o)),
+    outgoing: room.outgoing.map((o) => (o.client_id === client_id ? { ...o, status: 'failed', error, retryable } : o)),
   };
+}
+
+/** Our failed sends worth making again once connected, oldest first. */
+export function toResend(room: RoomView): Outgoing[] {
+  return room.outgoing.filter((o) => o.status === 'failed' && o.retryable);
 }
 
 /** A retry keeps the same client_id: if the first attempt did reach the server, the retry
@@ -132,7 +145,7 @@ export function sendFailed(room: RoomView, client_id: string, error: string): Ro
 export function retrySend(room: RoomView, client_id: string): RoomView {
   return {
     ...room,
-    outgoing: room.outgoing.map((o) => (o.client_id === client_id ? { ...o, status: 'pending', error: undefined } : o)),
+    outgoing: room.outgoing.map((o) => (o.client_id === client_id ? { ...o, status: 'pending', error: undefined, retryable: undefined } : o)),
   };
 }
 
