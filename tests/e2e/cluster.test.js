@@ -139,7 +139,7 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     await sleep(300);
     assert.equal(presenceA.items.filter((p) => p.user.id === cat.user.id).length, 1);
     await call(sc2, 'leave', { room });
-    await eventually(() => presenceA.items.some((p) => p.user.id === cat.user.id && p.online === false), 5000, 'cat offline');
+    await eventually(() => presenceA.items.some((p) => p.user.id === cat.user.id && p.online === false), 30000, 'cat offline');
     assert.equal(presenceA.items.filter((p) => p.user.id === cat.user.id).length, 2);
     for (const s of [sa, sb, sc, sc2]) s.close();
   });
@@ -172,9 +172,9 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     assert.equal(await metric(B.url, 'scalify_redis_received_total', 'outcome="delivered"') - bBefore, 20, 'node B received each message once');
 
     await call(sb, 'leave', { room });
-    await eventually(() => numsub() === 1, 3000, 'node B unsubscribed');
+    await eventually(() => numsub() === 1, 30000, 'node B unsubscribed');
     sa.close(); sa2.close(); sb.close();
-    await eventually(() => numsub() === 0, 3000, 'node A unsubscribed');
+    await eventually(() => numsub() === 0, 30000, 'node A unsubscribed');
   });
 
   test('concurrent senders on all nodes: gap-free seq, every member gets every message exactly once and in order, store == acked', async () => {
@@ -295,7 +295,7 @@ test('kill -9 one of three nodes under traffic: its clients reconnect to another
     const room = uniqueRoom('kill');
     const { clients } = await spreadClients(nodes, room, 2);
     const t = traffic(clients.map((x) => x.s), room);
-    await eventually(() => t.acked.size >= 300, 20000, '300 acks');
+    await eventually(() => t.acked.size >= 300, 30000, '300 acks');
     await nodes[2].stop('SIGKILL');
     // The dead node's clients reconnect to the survivors (as through a load balancer).
     for (const x of clients.filter((y) => y.node === 2)) {
@@ -305,11 +305,11 @@ test('kill -9 one of three nodes under traffic: its clients reconnect to another
       await x.view.attach(x.s);
     }
     const t2 = traffic(clients.map((x) => x.s), room);
-    await eventually(() => t2.acked.size >= 100, 20000, '100 more acks');
+    await eventually(() => t2.acked.size >= 100, 30000, '100 more acks');
     await t.stop(); await t2.stop();
     // A last message reaches every client live; anything missed before shows up as a gap.
     await call(clients[0].s, 'send', { room, text: 'end', client_id: 'end' });
-    await eventually(() => clients.every((x) => x.view.entries().some(([seq]) => seq > 0 && x.view.entries().at(-1)[0] === x.view.entries().length)), 10000, 'views complete');
+    await eventually(() => clients.every((x) => x.view.entries().some(([seq]) => seq > 0 && x.view.entries().at(-1)[0] === x.view.entries().length)), 30000, 'views complete');
     await sleep(300);
     const stored = await assertViewsEqualStore(clients, nodes[0].url, clients[0].u.token, room);
     const have = new Set(stored.map((m) => m.client_id));
@@ -330,20 +330,20 @@ test('Redis restarted mid-traffic: nodes report not-ready, then recover; every c
     const room = uniqueRoom('redis');
     const { clients } = await spreadClients(nodes, room, 2);
     const t = traffic(clients.map((x) => x.s), room);
-    await eventually(() => t.acked.size >= 200, 20000, '200 acks');
+    await eventually(() => t.acked.size >= 200, 30000, '200 acks');
     await redis.stop();
-    const r = await eventually(async () => { const x = await readyz(nodes[0].url); return x.status === 503 && x; }, 10000, 'not ready');
+    const r = await eventually(async () => { const x = await readyz(nodes[0].url); return x.status === 503 && x; }, 30000, 'not ready');
     assert.equal(r.body.checks.fanout.ok, false);
     assert.equal(r.body.checks.store.ok, true);
     const duringOutage = t.acked.size;
-    await eventually(() => t.acked.size >= duringOutage + 100, 20000, 'sends acked during the outage');
+    await eventually(() => t.acked.size >= duringOutage + 100, 30000, 'sends acked during the outage');
     await redis.start();
-    for (const n of nodes) await eventually(async () => (await readyz(n.url)).status === 200, 15000, 'ready again');
+    for (const n of nodes) await eventually(async () => (await readyz(n.url)).status === 200, 30000, 'ready again');
     const after = t.acked.size;
-    await eventually(() => t.acked.size >= after + 100, 20000, 'sends acked after recovery');
+    await eventually(() => t.acked.size >= after + 100, 30000, 'sends acked after recovery');
     await t.stop();
     await call(clients[0].s, 'send', { room, text: 'end', client_id: 'end' });
-    await eventually(() => clients.every((x) => { const e = x.view.entries(); return e.length && e.at(-1)[0] === e.length; }), 10000, 'views complete');
+    await eventually(() => clients.every((x) => { const e = x.view.entries(); return e.length && e.at(-1)[0] === e.length; }), 30000, 'views complete');
     await sleep(300);
     const stored = await assertViewsEqualStore(clients, nodes[0].url, clients[0].u.token, room);
     const have = new Set(stored.map((m) => m.client_id));
@@ -409,7 +409,7 @@ test("a node dies: its users go offline on the others within the presence TTL", 
     sc.close();
     // Cat's node died without saying goodbye; node A announces her offline once her presence
     // entry expires (TTL 2 s, refreshed every 2/3 s), and no longer lists her.
-    await eventually(() => presenceA.items.some((p) => p.user.id === cat.user.id && p.online === false), 8000, 'cat offline');
+    await eventually(() => presenceA.items.some((p) => p.user.id === cat.user.id && p.online === false), 30000, 'cat offline');
     assert.ok(Date.now() - killedAt < 8000);
     const j = await call(sa, 'join', { room });
     assert.deepEqual(j.online.map((u) => u.username), [ann.user.username]);
@@ -445,7 +445,7 @@ test('PostgreSQL down: /readyz names the store, sends fail with internal (nothin
     assert.equal((await readyz(node.url)).status, 200);
 
     pg.stop();
-    const r = await eventually(async () => { const x = await readyz(node.url); return x.status === 503 && x; }, 10000, 'not ready');
+    const r = await eventually(async () => { const x = await readyz(node.url); return x.status === 503 && x; }, 30000, 'not ready');
     assert.equal(r.body.checks.store.ok, false);
     assert.match(r.body.checks.store.error, /store|PostgreSQL|connect/i);
     const during = await call(s, 'send', { room, text: 'during', client_id: 'p1' });
@@ -453,9 +453,9 @@ test('PostgreSQL down: /readyz names the store, sends fail with internal (nothin
     assert.equal(during.error.code, 'internal');
 
     pg.start();
-    await eventually(async () => (await readyz(node.url)).status === 200, 15000, 'ready again');
+    await eventually(async () => (await readyz(node.url)).status === 200, 30000, 'ready again');
     // The client retries with the same client_id: stored once, acked.
-    const retried = await eventually(async () => { const x = await call(s, 'send', { room, text: 'during', client_id: 'p1' }); return x.ok && x; }, 10000, 'send works again');
+    const retried = await eventually(async () => { const x = await call(s, 'send', { room, text: 'during', client_id: 'p1' }); return x.ok && x; }, 30000, 'send works again');
     assert.equal(retried.message.seq, 2);
     const h = await api(node.url, 'GET', `/api/rooms/${room}/messages`, undefined, u.token);
     assert.deepEqual(h.body.messages.map((m) => [m.seq, m.text]), [[1, 'before'], [2, 'during']]);
@@ -478,7 +478,7 @@ test('SIGTERM mid-traffic on a PostgreSQL node: in-flight sends finish and are a
       sockets.push(s);
     }
     const t = traffic(sockets, room);
-    await eventually(() => t.acked.size >= 300, 20000, '300 acks');
+    await eventually(() => t.acked.size >= 300, 30000, '300 acks');
     const exit = await node.stop('SIGTERM');
     await t.stop();
     sockets.forEach((s) => s.close());

@@ -79,9 +79,10 @@ export function connect(url, token, opts = {}) {
   });
 }
 
-/** Emits an event and resolves with its ack (5 s timeout). */
+/** Emits an event and resolves with its ack (15 s timeout: generous, so a busy machine
+ * does not fail a test that waits for an answer). */
 export function call(socket, event, arg) {
-  return socket.timeout(5000).emitWithAck(event, arg);
+  return socket.timeout(15000).emitWithAck(event, arg);
 }
 
 /** Collects events of one name; `waitFor(n)` resolves once n have arrived. */
@@ -94,7 +95,7 @@ export function collect(socket, event) {
   });
   return {
     items,
-    waitFor(n, ms = 5000) {
+    waitFor(n, ms = 15000) {
       if (items.length >= n) return Promise.resolve(items);
       return new Promise((resolve, reject) => {
         const w = { n, resolve };
@@ -108,7 +109,7 @@ export function collect(socket, event) {
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls until `check()` is truthy (or throws after `ms`). */
-export async function eventually(check, ms = 10000, what = 'condition') {
+export async function eventually(check, ms = 30000, what = 'condition') {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await check();

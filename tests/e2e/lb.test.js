@@ -122,25 +122,26 @@ test('its node shuts down (SIGTERM): the client is closed after its last acks an
   const room = uniqueRoom();
   await call(sa, 'join', { room });
   const inFlight = call(sa, 'send', { room, text: 'before', client_id: 'd1' });
-  const reconnected = new Promise((r) => sa.io.once('reconnect', r));
+  // Whether the old node still ran when the client was back (the raw session above holds its
+  // drain for the shutdown grace, 5 s, and the close 5 s more).
+  const reconnected = new Promise((r) => sa.io.once('reconnect', () => r(running(doomed.pid))));
   process.kill(doomed.pid, 'SIGTERM');
-  // Acked, or (sent after the drain began) refused with `internal`: never left unanswered.
-  const first = await inFlight;
-  assert.ok(first.ok || first.error.code === 'internal', JSON.stringify(first));
-  await reconnected;
-  // Reconnected elsewhere while the old node still drains: its handshakes answer 503, which
+  // The shutdown contract (docs/protocol.md): acked, refused with `internal`, or left
+  // unanswered when the connection closes first — then the resend below is what stores it.
+  const first = await inFlight.catch((e) => ({ unanswered: e.message }));
+  assert.ok(first.ok || first.error?.code === 'internal' || first.unanswered, JSON.stringify(first));
+  // Reconnected elsewhere while the old node still drained: its handshakes answer 503, which
   // nginx passes on to the next node (proxy_next_upstream http_503).
-  assert.ok(running(doomed.pid), 'the old node is still draining');
-  assert.equal((await fetch(`${doomed.url}/readyz`)).status, 503);
+  assert.ok(await reconnected, 'the client was back while the old node still drained');
   assert.equal((await call(sa, 'join', { room })).ok, true);
-  // A resend of the first message is stored once (the original, if it was acked).
+  // A resend of the first message is stored once (the original, if it was stored).
   const again = await call(sa, 'send', { room, text: 'before', client_id: 'd1' });
   assert.equal(again.message.seq, 1);
   if (first.ok) assert.equal(again.message.id, first.message.id);
   const sent = await call(sa, 'send', { room, text: 'after', client_id: 'd2' });
   assert.equal(sent.message.seq, 2);
   sa.close();
-  await eventually(() => !running(doomed.pid), 15000, 'the old node exits');
+  await eventually(() => !running(doomed.pid), 30000, 'the old node exits');
 });
 
 test('its node dies: a client reconnects through the load balancer to another node and sync returns exactly what it missed', async () => {
@@ -177,6 +178,6 @@ test('its node dies: a client reconnects through the load balancer to another no
 test('stop stops every node and the load balancer', async () => {
   const pids = nodes().map((n) => n.pid);
   await cluster('stop');
-  await eventually(() => pids.every((pid) => !running(pid)), 15000, 'nodes gone');
+  await eventually(() => pids.every((pid) => !running(pid)), 30000, 'nodes gone');
   await assert.rejects(fetch(`${lb}/healthz`));
 });
