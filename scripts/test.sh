@@ -1,13 +1,44 @@
 #!/usr/bin/env bash
-# Runs every test ScalifyChat has, from a fresh clone, with no manual step:
-#   web UI type check + unit tests → lint (fmt, clippy, rustdoc) → Rust unit + integration tests →
-#   end-to-end tests of the real binary with the official socket.io-client and a real
-#   Chromium (screenshots under test-output/screenshots/).
-# It installs what it needs (Node.js + npm, the PostgreSQL and Redis clients, nginx and
-# Chromium from Debian packages if absent; npm packages from the committed package-locks) and
-# starts the services the tests need when the machine has none (see "services" below).
+# Runs ScalifyChat's tests from a fresh clone, with no manual step.
+#
+#   ./scripts/test.sh                  every stage, in order (what CI runs)
+#   ./scripts/test.sh e2e browser      only those stages
+#   ./scripts/test.sh --stress [stage…] the same with two busy processes on the cores, as on a
+#                                      machine doing other work (the suite must pass either way)
+#   ./scripts/test.sh --help
+#
+# Stages:
+#   web      the web app's type check and unit tests (Vitest)
+#   lint     cargo fmt --check, clippy -D warnings, rustdoc -D warnings
+#   rust     Rust unit and integration tests (store contract on SQLite and PostgreSQL, spawn_app
+#            over real HTTP, the durable pipeline against a real Kafka-API broker)
+#   e2e      the real binary with the official socket.io-client, one node (tests/e2e/*.test.js
+#            but the ones below)
+#   browser  the web app in Debian's Chromium driven by playwright-core (screenshots under
+#            test-output/screenshots/)
+#   cluster  three nodes sharing PostgreSQL and Redis, and scripts/cluster.sh behind nginx
+#   kafka    durable mode end to end (Kafka-API broker, Redis, PostgreSQL)
+#
+# It installs what it needs (Node.js + npm, the PostgreSQL and Redis clients, nginx and Chromium
+# from Debian packages if absent; the tansu broker with cargo; npm packages from the committed
+# package-locks) and starts the services the tests need when the machine has none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+ALL_STAGES=(web lint rust e2e browser cluster kafka)
+STRESS=""
+STAGES=()
+for arg in "$@"; do
+  case "$arg" in
+    --stress) STRESS=1 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    web|lint|rust|e2e|browser|cluster|kafka) STAGES+=("$arg") ;;
+    *) echo "unknown stage or option: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+[ ${#STAGES[@]} -gt 0 ] || STAGES=("${ALL_STAGES[@]}")
+wants() { local s; for s in "${STAGES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+wants_any() { local s; for s in "$@"; do wants "$s" && return 0; done; return 1; }
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -20,30 +51,33 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-log "toolchain"
+log "toolchain (stages: ${STAGES[*]}${STRESS:+, under stress})"
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 command -v psql >/dev/null || apt_install postgresql-client
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
 export PATH="$PATH:/usr/sbin"
 command -v nginx >/dev/null || apt_install nginx-light
-[ -x /usr/bin/chromium ] || apt_install chromium
+[ -x /usr/bin/chromium ] || ! wants browser || apt_install chromium
 # The Kafka-compatible test broker (tansu, from crates.io). The first build takes ~20 min on
 # two cores; the installed binary is reused by later runs.
 TANSU_VERSION=0.6.0
 export TANSU_BIN="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
-if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+if wants_any rust kafka && ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   echo "installing tansu $TANSU_VERSION (Kafka-API-compatible broker for the durable pipeline's tests)"
   cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore,libsql
 fi
-cargo --version; node --version; nginx -v; /usr/bin/chromium --version; "$TANSU_BIN" --version
+cargo --version; node --version; nginx -v
 
 # The tests use real PostgreSQL and Redis: the machine's own (as configured below), or, when
 # absent, private instances started here (Debian packages) and stopped on exit.
 export SCALIFY_TEST_DATABASE_URL="${SCALIFY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export SCALIFY_TEST_REDIS_URL="${SCALIFY_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 SERVICES_DIR=""
+BUSY_PIDS=()
 cleanup() {
+  local pid
+  for pid in "${BUSY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -n "$SERVICES_DIR" ] || return 0
   [ -f "$SERVICES_DIR/redis.pid" ] && kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null
   [ -f "$SERVICES_DIR/tansu.pid" ] && kill "$(cat "$SERVICES_DIR/tansu.pid")" 2>/dev/null
@@ -79,7 +113,7 @@ if [ "$(redis-cli -u "$SCALIFY_TEST_REDIS_URL" ping 2>/dev/null)" != PONG ]; the
 fi
 # Kafka: the tests that need a broker they do not stop share this one (each uses its own
 # topics and consumer groups); drills that kill or restart a broker start their own.
-if [ -z "${SCALIFY_TEST_KAFKA_BROKERS:-}" ]; then
+if wants_any rust kafka && [ -z "${SCALIFY_TEST_KAFKA_BROKERS:-}" ]; then
   services_dir
   port="$(free_port)"
   # exec: the recorded pid is the broker's own, so cleanup stops it.
@@ -93,40 +127,67 @@ fi
 # Databases left behind by interrupted runs.
 psql "$SCALIFY_TEST_DATABASE_URL" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'scalify\_test\_%' OR datname LIKE 'scalify\_e2e\_%'" \
   | while read -r db; do [ -n "$db" ] && psql "$SCALIFY_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; done
-echo "PostgreSQL: $SCALIFY_TEST_DATABASE_URL  Redis: $SCALIFY_TEST_REDIS_URL  Kafka: $SCALIFY_TEST_KAFKA_BROKERS"
+echo "PostgreSQL: $SCALIFY_TEST_DATABASE_URL  Redis: $SCALIFY_TEST_REDIS_URL  Kafka: ${SCALIFY_TEST_KAFKA_BROKERS:-(not needed)}"
 
-log "web UI: type check and unit tests (Vitest)"
-(
-  cd web
-  npm ci --no-audit --no-fund --loglevel=error
-  npm run typecheck
-  npm test
-)
-
-log "format and lint"
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-# The API docs build without a broken link (a link to a private item, an unclosed tag).
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
-
-log "build"
-cargo build --workspace --locked
-
-log "Rust unit and integration tests"
-if command -v cargo-nextest >/dev/null || cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
-  cargo test --workspace --locked --doc
-else
-  cargo test --workspace --locked --no-fail-fast
+if [ -n "$STRESS" ]; then
+  # One busy process per core for the whole run: every wait in the tests must be for a
+  # condition, with a deadline generous enough for a loaded machine.
+  for _ in $(seq 1 "$(nproc)"); do sha256sum /dev/zero & BUSY_PIDS+=("$!"); done
+  echo "stress: ${#BUSY_PIDS[@]} busy processes (${BUSY_PIDS[*]})"
 fi
 
-log "end-to-end tests (real binary; official socket.io-client; Chromium via playwright-core)"
-(
-  cd tests/e2e
-  npm ci --no-audit --no-fund --loglevel=error
-  # --test-force-exit: a file whose tests are done exits even if a failed test left a timer or
-  # a socket behind (session 8: a failed test's traffic loop kept its file, and CI, waiting).
-  SCALIFY_BIN="$PWD/../../target/debug/scalify" node --test --test-force-exit --test-concurrency=1 --test-reporter=spec ./*.test.js
-)
+if wants web; then
+  log "web: type check and unit tests (Vitest)"
+  (
+    cd web
+    npm ci --no-audit --no-fund --loglevel=error
+    npm run typecheck
+    npm test
+  )
+fi
 
-log "all tests passed"
+if wants lint; then
+  log "lint: format, clippy, rustdoc"
+  cargo fmt --all -- --check
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+  # The API docs build without a broken link (a link to a private item, an unclosed tag).
+  RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+fi
+
+if wants rust; then
+  log "rust: unit and integration tests"
+  if command -v cargo-nextest >/dev/null || cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+    cargo test --workspace --locked --doc
+  else
+    cargo test --workspace --locked --no-fail-fast
+  fi
+fi
+
+# The end-to-end stages run the real binary with Node's test runner. --test-force-exit: a file
+# whose tests are done exits even if a failed test left a timer or a socket behind;
+# --test-timeout: a test that hangs fails after ten minutes. A failure never holds the run.
+e2e_files() {
+  case "$1" in
+    browser) echo browser.test.js ;;
+    cluster) echo cluster.test.js lb.test.js ;;
+    kafka) echo kafka.test.js ;;
+    e2e) (cd tests/e2e && ls ./*.test.js | grep -v -e browser -e cluster -e '/lb\.' -e kafka) ;;
+  esac
+}
+E2E_STAGES=()
+for s in e2e browser cluster kafka; do wants "$s" && E2E_STAGES+=("$s"); done
+if [ ${#E2E_STAGES[@]} -gt 0 ]; then
+  log "build the binary for the end-to-end stages"
+  cargo build --locked --bin scalify
+  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+  [ -x /usr/bin/chromium ] && /usr/bin/chromium --version
+  for s in "${E2E_STAGES[@]}"; do
+    log "$s: end to end (real binary; official socket.io-client)"
+    # shellcheck disable=SC2046
+    (cd tests/e2e && SCALIFY_BIN="$PWD/../../target/debug/scalify" node --test --test-force-exit --test-timeout=600000 \
+      --test-concurrency=1 --test-reporter=spec $(e2e_files "$s"))
+  done
+fi
+
+log "all tests passed (stages: ${STAGES[*]}${STRESS:+, under stress})"
