@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the figures in docs/benchmarks.md: builds the release binary, starts one embedded
+# Reproduces the figures in docs/performance.md: builds the release binary, starts one embedded
 # node on a free port with a fresh data directory (rate limit off: the bench is the only
 # client), runs each scenario against it with --server-pid, and stops it.
 #   scripts/bench.sh [scenario ...]     scenarios: durable single idle register-rss fanout pairs store
@@ -214,7 +214,7 @@ run_with_lag() {
   if [ -n "${PPID_:-}" ]; then
     # One process for the whole run, started before the load, instead of a curl and an awk
     # process each second: the run's p99 timeline should show the product, not the sampler
-    # (mid-run process starts showed as spikes in session 10).
+    # (a process started mid-run shows as a spike).
     python3 - "$PPORT" $((${BENCH_SECONDS:-10} + 4)) <<'PY' &
 import sys, time, urllib.request
 port, samples = sys.argv[1], int(sys.argv[2])

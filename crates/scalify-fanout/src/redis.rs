@@ -110,7 +110,7 @@ async fn publisher_task(
 /// its recent-window deposit) waits behind one chunk: with 500, 1,000 users online and
 /// 5,000 sends/s, the send→ack p99 jumped to 21–44 ms at each refresh (every 5 s) against
 /// ~12–14 ms between them; with 50 the jumps were smaller (p999 20–22 against 27–42 ms) but
-/// not gone (docs/benchmarks.md, session 18). The node's presence keeper also renews a slice
+/// not gone (docs/performance.md). The node's presence keeper also renews a slice
 /// of its entries at a time (`Chat::keep_presence`), so a refresh is rarely more than one chunk.
 const PIPELINE_CHUNK: usize = 50;
 

@@ -109,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(tx);
     // Per window of scheduled send time: whether the broker's share drifts as the topic
-    // fills (the test broker's fetch work grows with what it stores; docs/benchmarks.md).
+    // fills (the test broker's fetch work grows with what it stores; docs/performance.md).
     let window_ms = std::env::var("WINDOW_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

@@ -32,7 +32,7 @@ pub struct IngestConfig {
     /// own default, and the Java client's since Kafka 4.0): at 10,000 msgs/s fewer, larger
     /// batches took send→ack p99 from 23–24 to 16–17 ms and the node from 0.66–0.69 to
     /// 0.58–0.65 cores; at 1,000 msgs/s p50 rises from 2.5–3.2 to 6.1–6.4 ms, p99 from 5.6–6.2
-    /// to 8.7–8.9 ms (three alternated runs each, docs/benchmarks.md, session 10). For the
+    /// to 8.7–8.9 ms (three alternated runs each, docs/performance.md). For the
     /// lowest latency at low rates, `--kafka-option linger.ms=1`.
     pub linger_ms: u32,
 }
@@ -85,7 +85,7 @@ fn producer_config(config: &KafkaConfig, ingest: &IngestConfig) -> rdkafka::Clie
             // flight on it: with Nagle on, a request written while the previous one is
             // unanswered waits for its ACK. The Java client sets TCP_NODELAY too. Against
             // tansu at 3,000 msgs/s this alone took ack p50 from 8.1–8.8 to 7.0–7.1 ms
-            // (docs/benchmarks.md, session 8).
+            // (docs/performance.md).
             ("socket.nagle.disable", "true"),
         ],
     );

@@ -98,7 +98,7 @@ pub struct Ledger {
     /// a pipeline is on the wire goes out in the next one, so under load a send costs Redis
     /// (and this process) a fraction of a round trip instead of two. The multiplexed
     /// connection alone (one `invoke_async` per command) measured 12.1k–14.2k acked sends/s
-    /// against 16.6k–17.3k with these pipelines (`scripts/bench.sh kafka-durable`, session 4).
+    /// against 16.6k–17.3k with these pipelines (`scripts/bench.sh kafka-durable`).
     ops: mpsc::Sender<Op>,
 }
 

@@ -788,7 +788,7 @@ impl Chat {
     /// renews and sweeps one slice of the entries and rooms: the same work per interval, but
     /// in small steps. Renewing every entry at once put a burst of thousands of Redis scripts
     /// ahead of the sends' scripts every interval (a jump in the ack tail every 5 s, see
-    /// docs/benchmarks.md, session 18).
+    /// docs/performance.md).
     pub async fn keep_presence(self: Arc<Self>) {
         let Some(cluster) = self.cluster.clone() else {
             return;

@@ -22,7 +22,7 @@ use crate::config::{AdminCommand, Cli, Command, ConfigCommand, LogFormat, Settin
 /// The Rust side allocates from mimalloc (C libraries — librdkafka, SQLite — keep glibc's
 /// malloc, tuned by [`tune_malloc`]). At 10,000 msgs/s in durable mode glibc's malloc/free
 /// took ~13 % of the node's CPU samples; with mimalloc the embedded `durable` bench acked
-/// 14–21 % more sends per server CPU-second (docs/benchmarks.md, session 11) at the same
+/// 14–21 % more sends per server CPU-second (docs/performance.md) at the same
 /// 7.1 KiB per idle connection. See `mimalloc_tuning` for the memory side.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
