@@ -34,7 +34,8 @@ pub const LOOKBACK: i64 = 1024;
 /// bounded so a consumer stuck for another reason reads again at most this much per partition.
 pub const MAX_LOOKBACK: i64 = 64 * 1024;
 
-/// The look-back after a consumer made no progress with `lookback`.
+/// The look-back after a consumer made no progress with `lookback` (none stays none: the
+/// look-back is off on a broker that never skips records).
 pub fn widen(lookback: i64) -> i64 {
     (lookback * 2).min(MAX_LOOKBACK)
 }
@@ -78,7 +79,7 @@ impl Continuity {
     pub fn new(lookback: i64) -> Self {
         Continuity {
             partitions: HashMap::new(),
-            lookback: lookback.max(1),
+            lookback: lookback.max(0),
         }
     }
 
@@ -127,7 +128,9 @@ impl Continuity {
             // A stale record from before the last seek is judged like a fresh one: at worst
             // the next step goes further back than needed.
             Some(prior) => e.next - 2 * (e.next - prior),
-            None => e.next - self.lookback,
+            // Without a look-back (a broker that never skips), a hole all the same is closed
+            // by steps back from one record.
+            None => e.next - self.lookback.max(1),
         }
         .max(0);
         e.stepped_to = Some(target);
@@ -204,5 +207,16 @@ mod tests {
             l = widen(l);
         }
         assert_eq!(l, MAX_LOOKBACK);
+    }
+
+    #[test]
+    fn without_a_look_back_a_partition_starts_where_wanted_and_still_closes_a_hole() {
+        let mut c = Continuity::new(0);
+        assert_eq!(c.start(0, 5000), 5000);
+        assert_eq!(c.check(0, 5000), Verdict::Take);
+        assert_eq!(c.check(0, 5003), Verdict::StepBack(5000));
+        assert_eq!(c.check(0, 5003), Verdict::StepBack(4999));
+        assert_eq!(c.check(0, 5001), Verdict::Take);
+        assert_eq!(widen(0), 0, "the watchdog does not turn it on");
     }
 }

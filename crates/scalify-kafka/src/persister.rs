@@ -61,7 +61,7 @@ pub struct PersisterConfig {
     /// own partitions (a partition is written by one writer, in order). Two by default: a
     /// backlog drains ~25 % faster on a fast machine and ~50 % on a slower one (44k → 65–69k
     /// rows/s, where one writer misses the 50,000 rows/s target), and the node's ack tail
-    /// showed no cost at 3,000 and 5,000 msgs/s (docs/benchmarks.md, sessions 15, 17, 18). A
+    /// showed no cost at 3,000 and 5,000 msgs/s (docs/performance.md). A
     /// third adds nothing. With more than one, each reads up to four batches ahead
     /// (`LANE_READ_AHEAD`): memory for `writers × 5 × batch_max` messages.
     pub writers: usize,
@@ -76,6 +76,11 @@ pub struct PersisterConfig {
     /// the committed offset again before it judges the partition's first record, so a record
     /// past it is still stepped back over ([`crate::continuity`]).
     pub assignment_offsets_timeout: Duration,
+    /// How many records before its committed offset the persister starts a partition, and
+    /// the first look-back the watchdog widens from ([`crate::continuity`]): the workaround
+    /// for a broker that answers a fetch inside a record batch from the next batch on.
+    /// 0 turns it off, for Apache Kafka and Redpanda, which never skip records.
+    pub lookback: i64,
 }
 
 impl PersisterConfig {
@@ -87,6 +92,7 @@ impl PersisterConfig {
             batch_wait: Duration::from_millis(20),
             stuck_after: Duration::from_secs(30),
             assignment_offsets_timeout: Duration::from_secs(5),
+            lookback: continuity::LOOKBACK,
         }
     }
 }
@@ -662,7 +668,7 @@ impl Persister {
                     // sink at ~53k rows/s on a fast machine, 50 ms made tansu list 20 times a
                     // second, taking CPU from the acks: ack p50 at 3,000 msgs/s 7–9 ms with
                     // 50, 4.4–5.1 ms with 100–500, while the sink stayed PostgreSQL-bound
-                    // (docs/benchmarks.md, session 8). An idle persister sends ~10 fetches/s
+                    // (docs/performance.md). An idle persister sends ~10 fetches/s
                     // per broker.
                     ("fetch.wait.max.ms", "100"),
                 ],
@@ -692,7 +698,7 @@ impl Persister {
         // Doubled each time a consumer is found stuck without having written a row: a committed
         // offset inside a partition's last batch, further in than the look-back, on a broker
         // that answers from the next batch on, gets no record at all (crate::continuity).
-        let mut lookback = continuity::LOOKBACK;
+        let mut lookback = self.config.lookback;
         loop {
             let shared = Arc::new(Shared {
                 lookback,
@@ -718,7 +724,7 @@ impl Persister {
                     lookback = if self.written() == written_before {
                         continuity::widen(lookback)
                     } else {
-                        continuity::LOOKBACK
+                        self.config.lookback
                     };
                     metrics::counter!("scalify_persister_watchdog_restarts_total").increment(1);
                     self.update(|s| s.restarts += 1);

@@ -1,7 +1,10 @@
 //! Configuration, layered: command-line flags > `SCALIFY_*` environment variables > the
-//! config file (`--config scalify.toml`) > defaults. Flags and their environment variables are
-//! declared together (clap does the first two layers); [`FileConfig`] is the file; [`Settings`]
-//! is the merged result. Every field is documented where it is declared.
+//! config file (`--config scalify.toml`) > defaults.
+//!
+//! Every setting is declared once, as a field of [`CommonArgs`] or [`ServeArgs`]: its flag,
+//! its environment variable (clap does those two layers) and its config-file key (the field's
+//! name, read by serde) come from that one declaration. [`Settings::load`] lays the flags over
+//! the file and turns the result into [`Settings`], applying the defaults and checks.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,7 @@ use scalify_server::TransportConfig;
 use scalify_service::ChatConfig;
 use scalify_store::postgres::PgConfig;
 use scalify_store::sqlite::{Durability, SqliteConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,7 +59,7 @@ pub enum Command {
     /// (needs --kafka-brokers, --database-url, --redis-url; serves /metrics, /healthz and
     /// /readyz on --listen).
     Persister(Box<ServeArgs>),
-    /// Load-test running nodes over the public wire contract (see docs/benchmarks.md).
+    /// Load-test running nodes over the public wire contract (see docs/performance.md).
     Bench(scalify_bench::BenchArgs),
 }
 
@@ -83,10 +86,11 @@ pub struct AdminArgs {
     pub common: CommonArgs,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Serialize, Deserialize, Debug, Clone, Default)]
 pub struct CommonArgs {
     /// Config file (TOML); unknown keys are an error.
     #[arg(long, env = "SCALIFY_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Directory for the SQLite database and the generated token secret [default: ./scalify-data]
     #[arg(long, env = "SCALIFY_DATA_DIR", value_name = "DIR")]
@@ -100,9 +104,11 @@ pub struct CommonArgs {
     pub database_url: Option<String>,
 }
 
-#[derive(Args, Debug, Clone)]
+/// The settings of a node, as flags and as config-file keys (a field's name is its key).
+#[derive(Args, Serialize, Deserialize, Debug, Clone, Default)]
 pub struct ServeArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: CommonArgs,
     /// Address to listen on [default: 127.0.0.1:3000]
     #[arg(long, env = "SCALIFY_LISTEN", value_name = "ADDR")]
@@ -195,6 +201,7 @@ pub struct ServeArgs {
     pub kafka_ack_timeout_ms: Option<u64>,
     /// Also run a persister in this process (`serve` only; `scalify persister` runs one alone)
     #[arg(long, env = "SCALIFY_PERSISTER")]
+    #[serde(default)]
     pub persister: bool,
     /// Most messages a persister writes in one transaction [default: 2000]
     #[arg(long, env = "SCALIFY_PERSISTER_BATCH")]
@@ -211,6 +218,11 @@ pub struct ServeArgs {
     /// [default: 30]
     #[arg(long, env = "SCALIFY_PERSISTER_STUCK_SECS")]
     pub persister_stuck_secs: Option<u64>,
+    /// Records a persister reads again before where it resumes a partition, to close the hole
+    /// a broker that skips records inside a batch leaves (docs/durable-mode.md); 0 turns this
+    /// off, for Apache Kafka and Redpanda; at most 65536 [default: 1024]
+    #[arg(long, env = "SCALIFY_PERSISTER_LOOKBACK")]
+    pub persister_lookback: Option<i64>,
 }
 
 /// Durable mode's settings (`--kafka-brokers`).
@@ -223,7 +235,7 @@ pub struct KafkaSettings {
     pub embedded_persister: bool,
 }
 
-#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -231,60 +243,92 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SqliteSync {
     Full,
     Normal,
 }
 
-/// The config file: the same keys as the flags (with '_'), plus `token_secret`.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
+/// The config file: the keys of [`ServeArgs`] (each field's name), plus `token_secret`.
+#[derive(Debug, Default)]
 pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub log_format: Option<LogFormat>,
+    pub settings: ServeArgs,
     /// The token signing secret (at least 32 bytes). Without one, embedded mode generates one
     /// into the data directory.
     pub token_secret: Option<String>,
-    pub token_ttl_secs: Option<u64>,
-    pub max_message_bytes: Option<usize>,
-    pub max_payload_bytes: Option<usize>,
-    pub rate_limit_per_sec: Option<u32>,
-    pub rate_limit_burst: Option<u32>,
-    pub sync_limit: Option<u32>,
-    pub allowed_origins: Option<Vec<String>>,
-    pub ping_interval_secs: Option<u64>,
-    pub ping_timeout_secs: Option<u64>,
-    pub sqlite_synchronous: Option<SqliteSync>,
-    pub database_url: Option<String>,
-    pub database_max_connections: Option<u32>,
-    pub redis_url: Option<String>,
-    pub redis_prefix: Option<String>,
-    pub presence_ttl_secs: Option<u64>,
-    pub admins: Option<Vec<String>>,
-    pub kafka_brokers: Option<String>,
-    pub kafka_topic: Option<String>,
-    pub kafka_dead_letter_topic: Option<String>,
-    pub kafka_partitions: Option<i32>,
-    pub kafka_replication: Option<i32>,
-    pub kafka_client_id: Option<String>,
-    pub kafka_group: Option<String>,
-    pub kafka_options: Option<Vec<String>>,
-    pub kafka_ack_timeout_ms: Option<u64>,
-    pub persister: Option<bool>,
-    pub persister_batch: Option<usize>,
-    pub persister_batch_ms: Option<u64>,
-    pub persister_writers: Option<usize>,
-    pub persister_stuck_secs: Option<u64>,
 }
+
+/// Keys the file may hold that are not settings of [`ServeArgs`].
+const FILE_ONLY_KEYS: [&str; 1] = ["token_secret"];
+/// Settings that only a flag or the environment can give.
+const NOT_IN_FILE: [&str; 1] = ["config"];
 
 impl FileConfig {
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))
+        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        // `ServeArgs` flattens `CommonArgs`, which rules out serde's `deny_unknown_fields`:
+        // the known keys are the settings clap knows, by field name.
+        let known = known_keys();
+        if let Some(key) = table
+            .keys()
+            .find(|k| !known.contains(k.as_str()) && !FILE_ONLY_KEYS.contains(&k.as_str()))
+        {
+            bail!("unknown field `{key}`, expected one of the settings `scalify serve --help` lists (with '_' for '-') or `token_secret`");
+        }
+        let token_secret = match table.remove("token_secret") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s),
+            Some(_) => bail!("token_secret must be a string"),
+        };
+        Ok(FileConfig {
+            settings: table.try_into()?,
+            token_secret,
+        })
+    }
+}
+
+/// The config-file keys: the field names of [`ServeArgs`] (clap's argument ids).
+fn known_keys() -> std::collections::HashSet<String> {
+    use clap::CommandFactory;
+    Cli::command()
+        .find_subcommand("serve")
+        .map(|serve| {
+            serve
+                .get_arguments()
+                .map(|a| a.get_id().to_string())
+                .filter(|id| !NOT_IN_FILE.contains(&id.as_str()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl ServeArgs {
+    /// These settings laid over `below`: a setting given here wins, any other comes from
+    /// `below`. (`persister` is a switch: given here means on.)
+    fn over(&self, below: &ServeArgs) -> anyhow::Result<ServeArgs> {
+        let mut merged = to_map(below)?;
+        for (key, value) in to_map(self)? {
+            if !(value.is_null() || value == serde_json::Value::Bool(false)) {
+                merged.insert(key, value);
+            }
+        }
+        Ok(serde_json::from_value(serde_json::Value::Object(merged))?)
+    }
+}
+
+fn to_map(args: &ServeArgs) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::to_value(args)? {
+        serde_json::Value::Object(map) => {
+            Ok(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        _ => bail!("settings are not a map"),
     }
 }
 
@@ -308,38 +352,33 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Lays `serve`'s flags (or, for a command without them, `common`'s) over the config
+    /// file that `common` names, then applies the defaults and checks the result.
     pub fn load(common: &CommonArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Self> {
         let file = match &common.config {
             Some(path) => FileConfig::read(path)?,
             None => FileConfig::default(),
         };
-        // A flag (or its env var) wins over the file, which wins over the default.
-        fn pick<T: Clone>(flag: Option<&T>, file: Option<T>, default: T) -> T {
-            flag.cloned().or(file).unwrap_or(default)
-        }
-        let s = serve;
+        let flags = match serve {
+            Some(s) => s.clone(),
+            None => ServeArgs {
+                common: common.clone(),
+                ..ServeArgs::default()
+            },
+        };
+        let o = flags.over(&file.settings)?;
         let chat_defaults = ChatConfig::default();
         let transport_defaults = TransportConfig::default();
-        let max_message_bytes = pick(
-            s.and_then(|s| s.max_message_bytes.as_ref()),
-            file.max_message_bytes,
-            chat_defaults.max_text_bytes,
-        );
-        let max_payload_bytes = pick(
-            s.and_then(|s| s.max_payload_bytes.as_ref()),
-            file.max_payload_bytes,
-            transport_defaults.max_payload_bytes,
-        );
+        let max_message_bytes = o.max_message_bytes.unwrap_or(chat_defaults.max_text_bytes);
+        let max_payload_bytes = o
+            .max_payload_bytes
+            .unwrap_or(transport_defaults.max_payload_bytes);
         if max_message_bytes == 0 || max_message_bytes + 1024 > max_payload_bytes {
             bail!(
                 "max_message_bytes ({max_message_bytes}) must be positive and at least 1 KiB below max_payload_bytes ({max_payload_bytes})"
             );
         }
-        let sync_limit = pick(
-            s.and_then(|s| s.sync_limit.as_ref()),
-            file.sync_limit,
-            chat_defaults.sync_per_room,
-        );
+        let sync_limit = o.sync_limit.unwrap_or(chat_defaults.sync_per_room);
         if sync_limit == 0 {
             bail!("sync_limit must be at least 1");
         }
@@ -347,127 +386,30 @@ impl Settings {
             .ok()
             .filter(|s| !s.is_empty())
             .or(file.token_secret);
-        let postgres = common
-            .database_url
-            .clone()
-            .or(file.database_url)
-            .map(|url| {
-                let mut c = PgConfig::new(url);
-                if let Some(n) = s
-                    .and_then(|s| s.database_max_connections)
-                    .or(file.database_max_connections)
-                {
-                    c.max_connections = n.max(2);
-                }
-                c
-            });
-        let redis = s
-            .and_then(|s| s.redis_url.clone())
-            .or(file.redis_url)
-            .map(|url| {
-                let mut c = RedisConfig::new(url);
-                if let Some(p) = s.and_then(|s| s.redis_prefix.clone()).or(file.redis_prefix) {
-                    c.prefix = p;
-                }
-                if let Some(t) = s
-                    .and_then(|s| s.presence_ttl_secs)
-                    .or(file.presence_ttl_secs)
-                {
-                    c.presence_ttl = Duration::from_secs(t.max(1));
-                }
-                c
-            });
-        let kafka = match s
-            .and_then(|s| s.kafka_brokers.clone())
-            .or(file.kafka_brokers)
-        {
+        let postgres = o.common.database_url.clone().map(|url| {
+            let mut c = PgConfig::new(url);
+            if let Some(n) = o.database_max_connections {
+                c.max_connections = n.max(2);
+            }
+            c
+        });
+        let redis = o.redis_url.clone().map(|url| {
+            let mut c = RedisConfig::new(url);
+            if let Some(p) = o.redis_prefix.clone() {
+                c.prefix = p;
+            }
+            if let Some(t) = o.presence_ttl_secs {
+                c.presence_ttl = Duration::from_secs(t.max(1));
+            }
+            c
+        });
+        let kafka = match o.kafka_brokers.clone() {
             None => None,
             Some(brokers) => {
                 if postgres.is_none() || redis.is_none() {
                     bail!("durable mode (--kafka-brokers) needs --database-url (the persisters' PostgreSQL) and --redis-url (seq counters and the recent window)");
                 }
-                let mut config = KafkaConfig::new(brokers);
-                if let Some(t) = s.and_then(|s| s.kafka_topic.clone()).or(file.kafka_topic) {
-                    config.dead_letter_topic = format!("{t}.dlq");
-                    config.topic = t;
-                }
-                if let Some(t) = s
-                    .and_then(|s| s.kafka_dead_letter_topic.clone())
-                    .or(file.kafka_dead_letter_topic)
-                {
-                    config.dead_letter_topic = t;
-                }
-                if let Some(p) = s.and_then(|s| s.kafka_partitions).or(file.kafka_partitions) {
-                    if p < 1 {
-                        bail!("kafka_partitions must be at least 1");
-                    }
-                    config.partitions = p;
-                }
-                if let Some(r) = s
-                    .and_then(|s| s.kafka_replication)
-                    .or(file.kafka_replication)
-                {
-                    if r < 1 {
-                        bail!("kafka_replication must be at least 1");
-                    }
-                    config.replication = r;
-                }
-                if let Some(c) = s
-                    .and_then(|s| s.kafka_client_id.clone())
-                    .or(file.kafka_client_id)
-                {
-                    config.client_id = c;
-                }
-                if let Some(g) = s.and_then(|s| s.kafka_group.clone()).or(file.kafka_group) {
-                    config.group = g;
-                }
-                for kv in s
-                    .and_then(|s| s.kafka_options.clone())
-                    .or(file.kafka_options)
-                    .unwrap_or_default()
-                {
-                    config.add_option(&kv).map_err(anyhow::Error::msg)?;
-                }
-                let mut ingest = IngestConfig::default();
-                if let Some(ms) = s
-                    .and_then(|s| s.kafka_ack_timeout_ms)
-                    .or(file.kafka_ack_timeout_ms)
-                {
-                    ingest.ack_timeout = Duration::from_millis(ms.max(100));
-                }
-                let mut persister =
-                    PersisterConfig::new(format!("{}-{}", hostname(), std::process::id()));
-                if let Some(n) = s.and_then(|s| s.persister_batch).or(file.persister_batch) {
-                    persister.batch_max = n.clamp(1, 50_000);
-                }
-                if let Some(ms) = s
-                    .and_then(|s| s.persister_batch_ms)
-                    .or(file.persister_batch_ms)
-                {
-                    persister.batch_wait = Duration::from_millis(ms.max(1));
-                }
-                if let Some(n) = s
-                    .and_then(|s| s.persister_writers)
-                    .or(file.persister_writers)
-                {
-                    if !(1..=8).contains(&n) {
-                        bail!("persister_writers must be 1 to 8 (got {n})");
-                    }
-                    persister.writers = n;
-                }
-                if let Some(secs) = s
-                    .and_then(|s| s.persister_stuck_secs)
-                    .or(file.persister_stuck_secs)
-                {
-                    persister.stuck_after = Duration::from_secs(secs.max(1));
-                }
-                Some(KafkaSettings {
-                    config,
-                    ingest,
-                    persister,
-                    embedded_persister: s.is_some_and(|s| s.persister)
-                        || file.persister.unwrap_or(false),
-                })
+                Some(kafka_settings(&o, brokers)?)
             }
         };
         if redis.is_some() && token_secret.is_none() {
@@ -479,28 +421,23 @@ impl Settings {
             postgres,
             redis,
             kafka,
-            listen: pick(
-                s.and_then(|s| s.listen.as_ref()),
-                file.listen,
-                SocketAddr::from(([127, 0, 0, 1], 3000)),
-            ),
-            data_dir: pick(
-                common.data_dir.as_ref(),
-                file.data_dir,
-                PathBuf::from("scalify-data"),
-            ),
-            log_format: pick(common.log_format.as_ref(), file.log_format, LogFormat::Text),
+            listen: o.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 3000))),
+            data_dir: o
+                .common
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("scalify-data")),
+            log_format: o.common.log_format.unwrap_or(LogFormat::Text),
             token_secret,
-            token_ttl: Duration::from_secs(pick(
-                s.and_then(|s| s.token_ttl_secs.as_ref()),
-                file.token_ttl_secs,
-                7 * 24 * 3600,
-            )),
+            token_ttl: Duration::from_secs(o.token_ttl_secs.unwrap_or(7 * 24 * 3600)),
             chat: ChatConfig {
                 max_text_bytes: max_message_bytes,
                 sync_per_room: sync_limit,
                 sync_total: chat_defaults.sync_total.max(sync_limit),
-                admins: pick(s.and_then(|s| s.admins.as_ref()), file.admins, Vec::new())
+                admins: o
+                    .admins
+                    .clone()
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|a| a.trim().to_lowercase())
                     .filter(|a| !a.is_empty())
@@ -508,44 +445,26 @@ impl Settings {
             },
             transport: TransportConfig {
                 max_payload_bytes,
-                rate_limit_per_sec: pick(
-                    s.and_then(|s| s.rate_limit_per_sec.as_ref()),
-                    file.rate_limit_per_sec,
-                    transport_defaults.rate_limit_per_sec,
-                ),
-                rate_limit_burst: pick(
-                    s.and_then(|s| s.rate_limit_burst.as_ref()),
-                    file.rate_limit_burst,
-                    transport_defaults.rate_limit_burst,
-                ),
-                allowed_origins: pick(
-                    s.and_then(|s| s.allowed_origins.as_ref()),
-                    file.allowed_origins,
-                    Vec::new(),
-                ),
+                rate_limit_per_sec: o
+                    .rate_limit_per_sec
+                    .unwrap_or(transport_defaults.rate_limit_per_sec),
+                rate_limit_burst: o
+                    .rate_limit_burst
+                    .unwrap_or(transport_defaults.rate_limit_burst),
+                allowed_origins: o.allowed_origins.clone().unwrap_or_default(),
                 ping_interval: Duration::from_secs(
-                    pick(
-                        s.and_then(|s| s.ping_interval_secs.as_ref()),
-                        file.ping_interval_secs,
-                        transport_defaults.ping_interval.as_secs(),
-                    )
-                    .max(1),
+                    o.ping_interval_secs
+                        .unwrap_or(transport_defaults.ping_interval.as_secs())
+                        .max(1),
                 ),
                 ping_timeout: Duration::from_secs(
-                    pick(
-                        s.and_then(|s| s.ping_timeout_secs.as_ref()),
-                        file.ping_timeout_secs,
-                        transport_defaults.ping_timeout.as_secs(),
-                    )
-                    .max(1),
+                    o.ping_timeout_secs
+                        .unwrap_or(transport_defaults.ping_timeout.as_secs())
+                        .max(1),
                 ),
                 ..transport_defaults
             },
-            durability: match pick(
-                s.and_then(|s| s.sqlite_synchronous.as_ref()),
-                file.sqlite_synchronous,
-                SqliteSync::Full,
-            ) {
+            durability: match o.sqlite_synchronous.unwrap_or(SqliteSync::Full) {
                 SqliteSync::Full => Durability::Full,
                 SqliteSync::Normal => Durability::Normal,
             },
@@ -620,6 +539,74 @@ impl Settings {
     }
 }
 
+/// Durable mode's settings from the merged options, `brokers` given.
+fn kafka_settings(o: &ServeArgs, brokers: String) -> anyhow::Result<KafkaSettings> {
+    let mut config = KafkaConfig::new(brokers);
+    if let Some(t) = o.kafka_topic.clone() {
+        config.dead_letter_topic = format!("{t}.dlq");
+        config.topic = t;
+    }
+    if let Some(t) = o.kafka_dead_letter_topic.clone() {
+        config.dead_letter_topic = t;
+    }
+    if let Some(p) = o.kafka_partitions {
+        if p < 1 {
+            bail!("kafka_partitions must be at least 1");
+        }
+        config.partitions = p;
+    }
+    if let Some(r) = o.kafka_replication {
+        if r < 1 {
+            bail!("kafka_replication must be at least 1");
+        }
+        config.replication = r;
+    }
+    if let Some(c) = o.kafka_client_id.clone() {
+        config.client_id = c;
+    }
+    if let Some(g) = o.kafka_group.clone() {
+        config.group = g;
+    }
+    for kv in o.kafka_options.clone().unwrap_or_default() {
+        config.add_option(&kv).map_err(anyhow::Error::msg)?;
+    }
+    let mut ingest = IngestConfig::default();
+    if let Some(ms) = o.kafka_ack_timeout_ms {
+        ingest.ack_timeout = Duration::from_millis(ms.max(100));
+    }
+    let mut persister = PersisterConfig::new(format!("{}-{}", hostname(), std::process::id()));
+    if let Some(n) = o.persister_batch {
+        persister.batch_max = n.clamp(1, 50_000);
+    }
+    if let Some(ms) = o.persister_batch_ms {
+        persister.batch_wait = Duration::from_millis(ms.max(1));
+    }
+    if let Some(n) = o.persister_writers {
+        if !(1..=8).contains(&n) {
+            bail!("persister_writers must be 1 to 8 (got {n})");
+        }
+        persister.writers = n;
+    }
+    if let Some(secs) = o.persister_stuck_secs {
+        persister.stuck_after = Duration::from_secs(secs.max(1));
+    }
+    if let Some(n) = o.persister_lookback {
+        if !(0..=scalify_kafka::continuity::MAX_LOOKBACK).contains(&n) {
+            bail!(
+                "persister_lookback must be 0 to {} (got {n})",
+                scalify_kafka::continuity::MAX_LOOKBACK
+            );
+        }
+        persister.lookback = n;
+    }
+    Ok(KafkaSettings {
+        config,
+        ingest,
+        persister,
+        embedded_persister: o.persister,
+    })
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -683,6 +670,47 @@ mod tests {
         let (_dir, file) = config_file("listne = \"127.0.0.1:4000\"\n");
         let err = FileConfig::read(&file).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        // The file cannot name another file.
+        let (_dir, file) = config_file("config = \"other.toml\"\n");
+        let err = FileConfig::read(&file).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `config`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn every_flag_is_a_file_key_of_the_same_name() {
+        let (_dir, file) = config_file(
+            "data_dir = \"/tmp/x\"\nlog_format = \"json\"\nsqlite_synchronous = \"normal\"\n\
+             allowed_origins = [\"https://a\"]\nadmins = [\"Boss\"]\nping_timeout_secs = 9\n\
+             token_secret = \"0123456789abcdef0123456789abcdef\"\n",
+        );
+        let a = serve_args(&["--config", file.to_str().unwrap()]);
+        let s = Settings::load(&a.common, Some(&a)).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.durability, Durability::Normal);
+        assert_eq!(s.transport.allowed_origins, vec!["https://a".to_owned()]);
+        assert_eq!(s.chat.admins, vec!["boss".to_owned()]);
+        assert_eq!(s.transport.ping_timeout, Duration::from_secs(9));
+        assert!(s.has_token_secret());
+        let keys = known_keys();
+        for key in [
+            "listen",
+            "database_url",
+            "kafka_options",
+            "persister_lookback",
+        ] {
+            assert!(keys.contains(key), "{key}");
+        }
+        // A command without the serve flags still reads the file's settings.
+        let common = CommonArgs {
+            config: Some(file.clone()),
+            ..CommonArgs::default()
+        };
+        let s = Settings::load(&common, None).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/x"));
     }
 
     #[test]
@@ -715,9 +743,19 @@ mod tests {
         assert_eq!(k.ingest.ack_timeout, Duration::from_millis(500));
         assert!(k.embedded_persister);
         assert_eq!(k.persister.writers, 2, "from the file");
+        assert_eq!(k.persister.lookback, 1024, "the look-back is on by default");
         let a = serve_args(&["--config", cfg, "--persister-writers", "3"]);
         let s = Settings::load(&a.common, Some(&a)).unwrap();
         assert_eq!(s.kafka.unwrap().persister.writers, 3, "flag beats file");
+        let a = serve_args(&["--config", cfg, "--persister-lookback", "0"]);
+        let s = Settings::load(&a.common, Some(&a)).unwrap();
+        assert_eq!(
+            s.kafka.unwrap().persister.lookback,
+            0,
+            "off for a real Kafka"
+        );
+        let a = serve_args(&["--config", cfg, "--persister-lookback", "70000"]);
+        assert!(Settings::load(&a.common, Some(&a)).is_err());
         for bad in ["0", "9"] {
             let a = serve_args(&["--config", cfg, "--persister-writers", bad]);
             let err = Settings::load(&a.common, Some(&a))
