@@ -3,13 +3,14 @@
 #
 #   ./scripts/test.sh                  every stage, in order (what CI runs)
 #   ./scripts/test.sh e2e browser      only those stages
-#   ./scripts/test.sh --stress [stage…] the same with two busy processes on the cores, as on a
+#   ./scripts/test.sh --stress [stage…] the same with one busy process per core, as on a
 #                                      machine doing other work (the suite must pass either way)
 #   ./scripts/test.sh --help
 #
 # Stages:
 #   web      the web app's type check and unit tests (Vitest)
-#   lint     cargo fmt --check, clippy -D warnings, rustdoc -D warnings
+#   lint     cargo fmt --check, clippy -D warnings, rustdoc -D warnings, the engineioxide fork
+#            is its upstream version plus vendor/engineioxide.patch (scripts/fork.sh check)
 #   rust     Rust unit and integration tests (store contract on SQLite and PostgreSQL, spawn_app
 #            over real HTTP, the durable pipeline against a real Kafka-API broker)
 #   e2e      the real binary with the official socket.io-client, one node (tests/e2e/*.test.js
@@ -152,6 +153,8 @@ if wants lint; then
   cargo clippy --workspace --all-targets --locked -- -D warnings
   # The API docs build without a broken link (a link to a private item, an unclosed tag).
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+  # The vendored engineioxide is exactly its pinned upstream version plus the fork's patch.
+  ./scripts/fork.sh check
 fi
 
 if wants rust; then
