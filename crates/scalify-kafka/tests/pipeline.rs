@@ -16,55 +16,16 @@ use scalify_kafka::ingest::{Ingest, IngestConfig};
 use scalify_kafka::ledger::{Allocation, Ledger, LedgerConfig};
 use scalify_kafka::persister::{Persister, PersisterConfig, PersisterStatus};
 use scalify_kafka::{record, topics, KafkaConfig};
-use scalify_store::postgres::PgStore;
+use scalify_store::postgres::{PgConfig, PgStore};
 use scalify_store::Store;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
-#[path = "../../scalify-store/tests/fresh_db/mod.rs"]
-mod fresh_db;
-use fresh_db::FreshDb;
+use scalify_testkit::{brokers, redis_url, unique, FreshDb, RedisPrefix};
 
-fn redis_url() -> String {
-    std::env::var("SCALIFY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn brokers() -> String {
-    std::env::var("SCALIFY_TEST_KAFKA_BROKERS").expect(
-        "SCALIFY_TEST_KAFKA_BROKERS is not set: run ./scripts/test.sh (it starts a broker), or point it at one",
-    )
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
-}
-
-/// A Redis key prefix of the test's own. Its keys are removed when the guard drops, at the end
-/// of the test, passed or failed: the shared Redis of a developer's machine keeps nothing.
-struct RedisPrefix(String);
-
-impl RedisPrefix {
-    fn new() -> Self {
-        RedisPrefix(unique("t"))
-    }
-}
-
-impl Drop for RedisPrefix {
-    fn drop(&mut self) {
-        let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) else {
-            return;
-        };
-        // A test's keys are few: one KEYS over its own prefix is fine (and simpler than SCAN).
-        let Ok(keys) = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.0))
-            .query::<Vec<String>>(&mut conn)
-        else {
-            return;
-        };
-        for chunk in keys.chunks(500) {
-            let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
-        }
-    }
+/// The test database's store, migrations applied.
+async fn open(db: &FreshDb) -> Arc<PgStore> {
+    Arc::new(PgStore::open(PgConfig::new(&db.url)).await.unwrap())
 }
 
 /// A consumer of `topic` in a group of its own, from the topic's first record.
@@ -308,7 +269,7 @@ impl RunningPersister {
 #[tokio::test]
 async fn persist_is_idempotent_and_reports_conflicts() {
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let (name, room, who) = general_room(&store).await;
     let batch: Vec<(Id, Message)> = (1..=3)
         .map(|s| (room.id, message(&name, s, &who, &format!("c{s}"))))
@@ -345,7 +306,7 @@ async fn persist_is_idempotent_and_reports_conflicts() {
 #[tokio::test]
 async fn persist_keeps_every_byte_and_mixes_new_with_redelivered_rows() {
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let (name, room, who) = general_room(&store).await;
     let texts = [
         "back\\slash \\N \\t not a tab",
@@ -377,7 +338,7 @@ async fn persist_keeps_every_byte_and_mixes_new_with_redelivered_rows() {
 #[tokio::test]
 async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let (name, room, who) = general_room(&store).await;
     let kafka = one_partition_topic("poison").await;
 
@@ -508,7 +469,7 @@ async fn dead_letters(kafka: &KafkaConfig, n: usize) -> Vec<(String, Vec<u8>)> {
 #[tokio::test]
 async fn a_record_the_database_refuses_is_dead_lettered_and_its_batch_is_written() {
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let (name, room, who) = general_room(&store).await;
     let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::query("ALTER TABLE messages ADD CONSTRAINT test_refuses CHECK (text <> 'refuse me')")
@@ -789,7 +750,7 @@ async fn resume_inside_a_batch_with(
 ) {
     show_persister_log();
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let (name, room, who) = general_room(&store).await;
     let kafka = one_partition_topic("midbatch").await;
 
@@ -950,7 +911,7 @@ impl Drop for PrivateBroker {
 async fn records_deleted_from_the_broker_are_written_from_the_window() {
     show_persister_log();
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let (name, room, who) = general_room(&store).await;
     let mut broker = PrivateBroker::start();
     let kafka = one_partition_topic_on(&broker.brokers(), "retained").await;
@@ -1023,7 +984,7 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
 async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
     show_persister_log();
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let (_, _, who) = general_room(&store).await;
     let kafka = topic_on(&brokers(), "writers", 4).await;
 
@@ -1059,7 +1020,7 @@ async fn writers_share_the_partitions_and_an_abrupt_stop_skips_nothing() {
     };
     // Its own connection pool, as another process would have (the abort below drops its
     // writes; their database parts, tasks of their own, end by themselves).
-    let first_store = db.store().await;
+    let first_store = open(&db).await;
     let first = RunningPersister::start(&kafka, config(), &first_store).await;
     let total = ROOMS as u64 * PER_ROOM;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -1207,7 +1168,7 @@ fn committed_offset(kafka: &KafkaConfig, p: i32) -> Option<i64> {
 
 /// How many sessions of the connection's database wait for a lock.
 async fn held_writes(conn: &mut sqlx::PgConnection) -> usize {
-    fresh_db::lock_waiters(conn).await.len()
+    scalify_testkit::lock_waiters(conn).await.len()
 }
 
 /// A batch write that PostgreSQL holds (here: a lock on the messages table) for longer than
@@ -1221,7 +1182,7 @@ async fn held_writes(conn: &mut sqlx::PgConnection) -> usize {
 async fn a_write_held_by_the_database_holds_neither_the_watchdog_nor_a_stop() {
     show_persister_log();
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let (name, room, who) = general_room(&store).await;
     let kafka = one_partition_topic("held").await;
     let messages: Vec<Message> = (1..=120)
@@ -1318,7 +1279,7 @@ async fn a_stop_waits_for_a_held_write_of_what_it_read_ahead_with_one_writer() {
 async fn stop_waits_for_a_held_write(writers: usize) {
     show_persister_log();
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let (a_name, a, who) = general_room(&store).await;
     let b_name = RoomName::parse("other").unwrap();
     let b = store

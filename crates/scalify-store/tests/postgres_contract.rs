@@ -3,43 +3,47 @@
 //! what only a shared database has: several nodes writing to one room.
 
 mod contract;
-mod fresh_db;
 
 use std::collections::HashSet;
 
 use contract::{msg, user};
-use fresh_db::FreshDb;
 use scalify_store::postgres::{PgConfig, PgStore};
 use scalify_store::Store;
+use scalify_testkit::FreshDb;
+
+/// The test database's store, migrations applied.
+async fn open(db: &FreshDb) -> std::sync::Arc<PgStore> {
+    std::sync::Arc::new(PgStore::open(PgConfig::new(&db.url)).await.unwrap())
+}
 
 #[tokio::test]
 async fn usernames_and_room_names_are_unique() {
     let db = FreshDb::create().await;
-    contract::usernames_and_room_names_are_unique(db.store().await).await;
+    contract::usernames_and_room_names_are_unique(open(&db).await).await;
 }
 
 #[tokio::test]
 async fn concurrent_appends_get_gap_free_seqs_and_idempotency_holds() {
     let db = FreshDb::create().await;
-    contract::concurrent_appends_get_gap_free_seqs_and_idempotency_holds(db.store().await).await;
+    contract::concurrent_appends_get_gap_free_seqs_and_idempotency_holds(open(&db).await).await;
 }
 
 #[tokio::test]
 async fn history_pages_backwards_in_ascending_order() {
     let db = FreshDb::create().await;
-    contract::history_pages_backwards_in_ascending_order(db.store().await).await;
+    contract::history_pages_backwards_in_ascending_order(open(&db).await).await;
 }
 
 #[tokio::test]
 async fn admin_role() {
     let db = FreshDb::create().await;
-    contract::admin_role(db.store().await).await;
+    contract::admin_role(open(&db).await).await;
 }
 
 #[tokio::test]
 async fn membership_and_listing() {
     let db = FreshDb::create().await;
-    contract::membership_and_listing(db.store().await).await;
+    contract::membership_and_listing(open(&db).await).await;
 }
 
 #[tokio::test]
@@ -56,7 +60,7 @@ async fn migrations_apply_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_writing_one_room_keep_seq_gap_free_and_sends_idempotent() {
     let db = FreshDb::create().await;
-    let nodes = [db.store().await, db.store().await, db.store().await];
+    let nodes = [open(&db).await, open(&db).await, open(&db).await];
     let alice = user(&*nodes[0], "alice").await;
     let mut rooms = Vec::new();
     for name in ["one", "two"] {
@@ -95,7 +99,7 @@ async fn nodes_writing_one_room_keep_seq_gap_free_and_sends_idempotent() {
 #[tokio::test]
 async fn a_bad_append_does_not_fail_its_batch() {
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let alice = user(&*store, "alice").await;
     let room = contract::public_room(&*store, "r", &alice).await;
     let ghost = scalify_core::Room {
@@ -137,7 +141,7 @@ async fn opening_tells_an_unreachable_server_from_a_wrong_database() {
         "{unreachable:?}"
     );
 
-    let admin = fresh_db::admin_url();
+    let admin = scalify_testkit::admin_url();
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
     let missing = PgStore::open(PgConfig::new(format!("{base}/scalify_no_such_database")))
         .await
@@ -159,7 +163,7 @@ async fn a_server_out_of_connection_slots_is_unavailable_then_opens() {
     let db = FreshDb::create().await;
     let role = format!("scalify_t_{}", ulid::Ulid::new().to_string().to_lowercase());
     let db_name = db.url.rsplit_once('/').map(|(_, n)| n.to_string()).unwrap();
-    let mut admin = sqlx::PgConnection::connect(&fresh_db::admin_url())
+    let mut admin = sqlx::PgConnection::connect(&scalify_testkit::admin_url())
         .await
         .unwrap();
     // Not a superuser (those are not held to connection limits); the database's owner, so
@@ -224,7 +228,7 @@ async fn connections_the_server_terminated_are_unavailable_then_replaced() {
     use sqlx::Connection;
 
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let name = scalify_core::Username::parse("alice").unwrap();
     let alice = store.create_user(&name, "x").await.unwrap();
 
@@ -300,7 +304,7 @@ async fn a_write_whose_connection_the_server_ends_is_unavailable_then_written_on
     use sqlx::Connection;
 
     let db = FreshDb::create().await;
-    let store = db.store().await;
+    let store = open(&db).await;
     let alice = user(&*store, "alice").await;
     let room = contract::public_room(&*store, "r", &alice).await;
     let new = msg(&room, &alice, "c1", "held");
@@ -330,7 +334,10 @@ async fn a_write_whose_connection_the_server_ends_is_unavailable_then_written_on
     };
     let mut held = None;
     for _ in 0..100 {
-        held = fresh_db::lock_waiters(&mut admin).await.first().copied();
+        held = scalify_testkit::lock_waiters(&mut admin)
+            .await
+            .first()
+            .copied();
         if held.is_some() {
             break;
         }
