@@ -1,0 +1,314 @@
+//! [`Chat`], the service, split by what it does: accounts, rooms, messages, typing and presence
+//! (`online`), administration; the struct, its construction and its lifecycle (admission of
+//! requests, graceful drain) are here.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use scalify_core::{
+    ChatError, ClientId, HistoryQuery, Id, Message, MessageText, NewMessage, Password, Room,
+    RoomKind, RoomName, SyncRequest, UserRef, Username,
+};
+use scalify_fanout::{ClusterPresence, EventKind, Fanout, RoomEvent};
+use scalify_store::{RoomListing, Store, StoreError};
+use serde::Serialize;
+use tokio_util::task::TaskTracker;
+
+use crate::activity::{merge_busiest, Activity, RoomActivity};
+use crate::auth::Auth;
+use crate::presence::Presence;
+
+mod accounts;
+mod admin;
+mod messages;
+mod online;
+mod rooms;
+
+/// Limits the service enforces. Field docs are the user-facing documentation.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Largest message `text`, in bytes (UTF-8).
+    pub max_text_bytes: usize,
+    /// Most messages `sync` returns for one room before answering `truncated: true`.
+    pub sync_per_room: u32,
+    /// Most messages one `sync` returns across all its rooms (bounds one response).
+    pub sync_total: u32,
+    /// Usernames with the admin role (besides those granted with `scalify admin grant`).
+    pub admins: Vec<String>,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_text_bytes: 4096,
+            sync_per_room: 500,
+            sync_total: 5000,
+            admins: Vec::new(),
+        }
+    }
+}
+
+/// A signed-in user and their token.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub token: String,
+    pub user: UserRef,
+}
+
+/// One room's part of a `sync` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncedRoom {
+    pub messages: Vec<Message>,
+    pub truncated: bool,
+}
+
+/// Caches are bounded: past this many entries they start over (they only save lookups).
+const CACHE_CAP: usize = 100_000;
+
+pub struct Chat {
+    /// This process's id in its cluster (a ULID, new at every start).
+    node: String,
+    store: Arc<dyn Store>,
+    fanout: Arc<dyn Fanout>,
+    auth: Arc<Auth>,
+    config: ChatConfig,
+    /// This node's connections per room and user.
+    presence: Presence,
+    /// This node's connections per user, counted in each user's inbox (`RoomName::inbox`): the
+    /// inbox is watched while any is open. Same counting as room presence, kept apart so
+    /// inboxes never show up as rooms.
+    inboxes: Presence,
+    /// Who is online on any node; `None` for an embedded node, whose own counts are the truth.
+    cluster: Option<Arc<dyn ClusterPresence>>,
+    /// Subscribing and unsubscribing a room is decided under its shard's lock, from the
+    /// presence counts at that moment, so a join racing a leave cannot end unsubscribed.
+    interest: Vec<tokio::sync::Mutex<()>>,
+    /// Rooms by name. Safe to cache: rooms are never renamed, deleted or change kind.
+    rooms: Mutex<HashMap<RoomName, Room>>,
+    /// (room, user) pairs known to be members. Safe to cache: membership is never revoked.
+    members: Mutex<HashSet<(Id, Id)>>,
+    /// Password hashes running at once. Each argon2id hash takes 19 MiB and tens of ms of CPU;
+    /// bounding them bounds memory and keeps a burst of sign-ups from starving chat traffic.
+    hashing: tokio::sync::Semaphore,
+    /// Sends between validation and their ack; graceful shutdown waits for them.
+    in_flight: TaskTracker,
+    closing: AtomicBool,
+    /// Stops background workers (the presence keeper) at shutdown.
+    stop: tokio_util::sync::CancellationToken,
+    activity: Activity,
+    started: std::time::Instant,
+    started_at: i64,
+    /// More dependencies to check (see [`Dependency`]).
+    checks: Mutex<Vec<Arc<dyn Dependency>>>,
+}
+
+/// A dependency `/readyz` and the admin page check besides the store and the fan-out (the
+/// Kafka brokers in durable mode).
+#[async_trait::async_trait]
+pub trait Dependency: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// A client request admitted by [`Chat::admit`]: graceful shutdown waits until it is dropped.
+pub struct InFlight(#[allow(dead_code)] tokio_util::task::task_tracker::TaskTrackerToken);
+
+/// One node as the admin dashboard shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// Start time, ms since the epoch.
+    pub started_at: i64,
+    pub uptime_secs: u64,
+    pub connections: usize,
+    /// Distinct users connected.
+    pub users: usize,
+    /// Rooms with local members.
+    pub rooms: usize,
+    /// Messages committed through this node per second, over the last 10 s.
+    pub messages_per_sec: f64,
+    pub busiest: Vec<RoomActivity>,
+}
+
+/// The admin dashboard's data: the cluster at a glance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// The node answering.
+    pub node: String,
+    pub nodes: Vec<NodeStatus>,
+    /// Messages per second, all nodes.
+    pub messages_per_sec: f64,
+    /// Busiest rooms of the last one to two minutes, all nodes.
+    pub busiest: Vec<RoomActivity>,
+    /// This node's dependencies: name and error, if failing.
+    pub checks: Vec<(&'static str, Option<String>)>,
+    /// The persisters that announced themselves recently (durable mode): id, paused, lag per
+    /// partition, totals. Empty when there are none.
+    pub persisters: Vec<serde_json::Value>,
+}
+
+const INTEREST_SHARDS: usize = 64;
+/// Most members one `members` answer lists (bounds the response).
+pub const MEMBERS_LIMIT: u32 = 1000;
+
+fn store_error(e: StoreError) -> ChatError {
+    match e {
+        StoreError::Conflict => ChatError::conflict("already exists"),
+        StoreError::NotFound => ChatError::not_found("not found"),
+        StoreError::Retry(why) => {
+            tracing::warn!(%why, "send not completed; the client may retry");
+            ChatError::new(scalify_core::ErrorCode::Internal, why)
+        }
+        other => {
+            tracing::error!(error = %other, "store failure");
+            ChatError::internal()
+        }
+    }
+}
+
+fn unix_secs() -> u64 {
+    (scalify_core::now_ms() / 1000).max(0) as u64
+}
+
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
+    if map.len() >= CACHE_CAP {
+        map.clear();
+    }
+    map.insert(k, v);
+}
+
+impl Chat {
+    pub fn new(
+        node: String,
+        store: Arc<dyn Store>,
+        fanout: Arc<dyn Fanout>,
+        cluster: Option<Arc<dyn ClusterPresence>>,
+        auth: Auth,
+        config: ChatConfig,
+    ) -> Arc<Self> {
+        Arc::new(Chat {
+            node,
+            store,
+            fanout,
+            auth: Arc::new(auth),
+            config,
+            presence: Presence::default(),
+            inboxes: Presence::default(),
+            cluster,
+            interest: (0..INTEREST_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            rooms: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashSet::new()),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2),
+            ),
+            in_flight: TaskTracker::new(),
+            closing: AtomicBool::new(false),
+            stop: tokio_util::sync::CancellationToken::new(),
+            activity: Activity::default(),
+            started: std::time::Instant::now(),
+            started_at: scalify_core::now_ms(),
+            checks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// This process's id in its cluster (reported by `/healthz`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    // ---- lifecycle ------------------------------------------------------------------------
+
+    /// Runs `work` as a task of its own, which completes whatever its caller does (a caller
+    /// dropped half-way does not cut it short), and which graceful shutdown waits for.
+    pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.in_flight.spawn(work)
+    }
+
+    /// Admits one request of a client as in flight — graceful shutdown waits for it and its
+    /// answer — or, once shutdown has begun, refuses it (`None`).
+    ///
+    /// The request is counted before the check, and [`Chat::drain`] sets the flag before it
+    /// waits for the count: a request either is waited for or sees the flag.
+    pub fn admit(&self) -> Option<InFlight> {
+        let token = self.in_flight.token();
+        std::sync::atomic::fence(Ordering::SeqCst);
+        (!self.is_closing()).then_some(InFlight(token))
+    }
+
+    /// Whether graceful shutdown has begun: new sends and connections are refused.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Graceful shutdown, step one: refuse new sends, wait for in-flight ones (their acks go
+    /// out), and flush the store.
+    pub async fn drain(&self) {
+        self.closing.store(true, Ordering::Release);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.stop.cancel();
+        self.in_flight.close();
+        self.in_flight.wait().await;
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "store flush failed during shutdown");
+        }
+    }
+
+    /// Stops the engines' background work; the last step of shutdown, once connections are
+    /// closed (their departures have been announced).
+    pub async fn close(&self) {
+        self.fanout.shutdown().await;
+    }
+
+    /// Adds a dependency to `/readyz` and the admin page.
+    pub fn add_check(&self, check: Arc<dyn Dependency>) {
+        if let Ok(mut c) = self.checks.lock() {
+            c.push(check);
+        }
+    }
+
+    /// Readiness of every engine, as (name, error) for the failing ones.
+    pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
+        if self.is_closing() {
+            // Draining: a load balancer should send new clients elsewhere while this node
+            // still serves its own (their last acks, a polling client's last request).
+            return vec![("node", Some("shutting down".into()))];
+        }
+        let store = self.store.ping().await.err().map(|e| e.to_string());
+        let fanout = self.fanout.ready().await.err().map(|e| e.to_string());
+        let mut out = vec![("store", store), ("fanout", fanout)];
+        let extra: Vec<Arc<dyn Dependency>> =
+            self.checks.lock().map(|c| c.clone()).unwrap_or_default();
+        for dep in extra {
+            out.push((dep.name(), dep.check().await.err()));
+        }
+        out
+    }
+
+    /// Broadcasts a message whose commit finished after its sender stopped waiting (durable
+    /// mode: the broker confirmed it late). Without this its room would only learn of it
+    /// from the next message's seq.
+    pub async fn publish_late(&self, m: Message) {
+        self.broadcast_stored(&m, "stored_late").await;
+    }
+
+    /// Counts a newly stored message (metrics, activity) and broadcasts it to its room.
+    pub(super) async fn broadcast_stored(&self, m: &Message, outcome: &'static str) {
+        self.activity.record(&m.room, unix_secs());
+        metrics::counter!("scalify_messages_accepted_total", "outcome" => outcome).increment(1);
+        let kind = EventKind::Message {
+            seq: m.seq,
+            ts: m.ts,
+        };
+        self.publish(m.room.clone(), kind, m, None).await;
+    }
+}

@@ -1,0 +1,235 @@
+//! Rooms: creation, listing, membership, joining and leaving, direct messages.
+
+use super::*;
+
+impl Chat {
+    pub(super) async fn find_room(&self, name: &RoomName) -> Result<Option<Room>, ChatError> {
+        if let Some(room) = self.rooms.lock().ok().and_then(|r| r.get(name).cloned()) {
+            return Ok(Some(room));
+        }
+        let room = self.store.room(name).await.map_err(store_error)?;
+        if let (Some(room), Ok(mut cache)) = (&room, self.rooms.lock()) {
+            insert_bounded(&mut cache, room.name.clone(), room.clone());
+        }
+        Ok(room)
+    }
+
+    pub(super) async fn is_member(&self, room: Id, user: Id) -> Result<bool, ChatError> {
+        if self
+            .members
+            .lock()
+            .map(|m| m.contains(&(room, user)))
+            .unwrap_or(false)
+        {
+            return Ok(true);
+        }
+        let member = self
+            .store
+            .is_member(room, user)
+            .await
+            .map_err(store_error)?;
+        if member {
+            self.remember_member(room, user);
+        }
+        Ok(member)
+    }
+
+    pub(super) fn remember_member(&self, room: Id, user: Id) {
+        if let Ok(mut m) = self.members.lock() {
+            if m.len() >= CACHE_CAP {
+                m.clear();
+            }
+            m.insert((room, user));
+        }
+    }
+
+    /// The room, if it exists and `user` is a member; `not_found` / `forbidden` otherwise.
+    pub async fn member_room(&self, user: &UserRef, room: &str) -> Result<Room, ChatError> {
+        let name = RoomName::parse(room)?;
+        let room = self
+            .find_room(&name)
+            .await?
+            .ok_or_else(|| ChatError::not_found(format!("no room named '{name}'")))?;
+        if !self.is_member(room.id, user.id).await? {
+            return Err(ChatError::forbidden(format!(
+                "you are not a member of '{name}'"
+            )));
+        }
+        Ok(room)
+    }
+
+    pub(super) async fn fresh_room(&self, room: &Room) -> Result<Room, ChatError> {
+        // Cached rooms carry a stale last_seq; answers that report it read it fresh.
+        self.store
+            .room(&room.name)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ChatError::not_found(format!("no room named '{}'", room.name)))
+    }
+
+    /// Makes `user` a member of a public room (created on first join), or checks they are a
+    /// member of a private room or DM. The room's `last_seq` may be stale (rooms are cached);
+    /// read it with [`Chat::last_seq`] when it matters.
+    pub async fn join(&self, user: &UserRef, room: &str) -> Result<Room, ChatError> {
+        let name = RoomName::parse(room)?;
+        let room = match self.find_room(&name).await? {
+            Some(room) => room,
+            None => {
+                let name = RoomName::parse_creatable(room)?;
+                let room = self
+                    .store
+                    .ensure_room(&name, RoomKind::Public, &[user.id])
+                    .await
+                    .map_err(store_error)?;
+                self.remember_member(room.id, user.id);
+                return Ok(room);
+            }
+        };
+        if !self.is_member(room.id, user.id).await? {
+            if !room.kind.is_open() {
+                return Err(ChatError::forbidden(format!("'{name}' is private")));
+            }
+            self.store
+                .add_member(room.id, user.id)
+                .await
+                .map_err(store_error)?;
+            self.remember_member(room.id, user.id);
+        }
+        Ok(room)
+    }
+
+    pub async fn list_rooms(&self, user: &UserRef) -> Result<Vec<RoomListing>, ChatError> {
+        self.store.list_rooms(user.id).await.map_err(store_error)
+    }
+
+    pub(super) async fn user_named(&self, username: &str) -> Result<UserRef, ChatError> {
+        let name = Username::parse(username)?;
+        let user = self
+            .store
+            .user_by_name(&name)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ChatError::not_found(format!("no user named '{name}'")))?;
+        Ok(UserRef {
+            id: user.id,
+            username: user.username.to_string(),
+        })
+    }
+
+    /// Creates a public or private room with the creator and `members` (usernames) in it.
+    pub async fn create_room(
+        &self,
+        creator: &UserRef,
+        name: &str,
+        kind: &str,
+        members: &[String],
+    ) -> Result<Room, ChatError> {
+        let name = RoomName::parse_creatable(name)?;
+        let kind = match RoomKind::parse(kind) {
+            Some(k @ (RoomKind::Public | RoomKind::Private)) => k,
+            _ => return Err(ChatError::bad_request("kind must be 'public' or 'private'")),
+        };
+        if members.len() > 1000 {
+            return Err(ChatError::bad_request("at most 1000 members at creation"));
+        }
+        let mut ids = vec![creator.id];
+        for m in members {
+            ids.push(self.user_named(m).await?.id);
+        }
+        ids.sort();
+        ids.dedup();
+        let room = self
+            .store
+            .create_room(&name, kind, &ids)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict => {
+                    ChatError::conflict(format!("room '{name}' already exists"))
+                }
+                other => store_error(other),
+            })?;
+        for id in ids.into_iter().filter(|id| *id != creator.id) {
+            self.notify_added(id, &room).await;
+        }
+        Ok(room)
+    }
+
+    /// Adds `username` to a room. Anyone may add to a public room; only members may add to a
+    /// private room; DMs stay between their two users.
+    pub async fn add_member(
+        &self,
+        actor: &UserRef,
+        room: &str,
+        username: &str,
+    ) -> Result<(Room, UserRef), ChatError> {
+        let name = RoomName::parse(room)?;
+        let room = self
+            .find_room(&name)
+            .await?
+            .ok_or_else(|| ChatError::not_found(format!("no room named '{name}'")))?;
+        match room.kind {
+            RoomKind::Dm => {
+                return Err(ChatError::forbidden(
+                    "direct-message rooms have fixed members",
+                ))
+            }
+            RoomKind::Private if !self.is_member(room.id, actor.id).await? => {
+                return Err(ChatError::forbidden(format!(
+                    "you are not a member of '{name}'"
+                )))
+            }
+            _ => {}
+        }
+        let user = self.user_named(username).await?;
+        let added = self
+            .store
+            .add_member(room.id, user.id)
+            .await
+            .map_err(store_error)?;
+        self.remember_member(room.id, user.id);
+        let room = self.fresh_room(&room).await?;
+        if added {
+            self.notify_added(user.id, &room).await;
+        }
+        Ok((room, user))
+    }
+
+    /// The members of a room `user` belongs to (at most 1,000: `MEMBERS_LIMIT`), by username.
+    pub async fn members(&self, user: &UserRef, room: &str) -> Result<Vec<UserRef>, ChatError> {
+        let room = self.member_room(user, room).await?;
+        let members = self
+            .store
+            .members(room.id, MEMBERS_LIMIT)
+            .await
+            .map_err(store_error)?;
+        Ok(members
+            .into_iter()
+            .map(|u| UserRef {
+                id: u.id,
+                username: u.username.to_string(),
+            })
+            .collect())
+    }
+
+    /// The DM room between `actor` and `username`: the same room whichever of them asks.
+    pub async fn dm(&self, actor: &UserRef, username: &str) -> Result<Room, ChatError> {
+        let other = self.user_named(username).await?;
+        if other.id == actor.id {
+            return Err(ChatError::bad_request(
+                "cannot open a direct-message room with yourself",
+            ));
+        }
+        let name = RoomName::for_dm(actor.id, other.id);
+        let room = self
+            .store
+            .ensure_room(&name, RoomKind::Dm, &[actor.id, other.id])
+            .await
+            .map_err(store_error)?;
+        self.remember_member(room.id, actor.id);
+        self.remember_member(room.id, other.id);
+        // Both sides: the other user's sidebar, and the asker's other connections.
+        self.notify_added(other.id, &room).await;
+        self.notify_added(actor.id, &room).await;
+        Ok(room)
+    }
+}
