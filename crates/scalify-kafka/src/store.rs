@@ -21,9 +21,9 @@ use crate::ingest::Ingest;
 use crate::ledger::{merge, Allocation, Ledger};
 use crate::{backoff, record, DurableError};
 
-/// Called with a message the broker confirmed after its sender stopped waiting, so it is
-/// still broadcast (the sender's retry will be answered as a duplicate).
-pub type LateHook = Box<dyn Fn(Message) + Send + Sync>;
+/// Late-confirmed messages waiting for their broadcaster: enough for a burst after a broker
+/// stall; beyond it the producing tasks wait for the broadcaster (bounded memory).
+const LATE_QUEUE: usize = 1024;
 
 /// A message of this node between allocation and deposit: a retry of it waits on `done`.
 struct Pending {
@@ -43,7 +43,9 @@ pub struct DurableStore {
     /// Messages of this node between allocation and deposit, by (room, seq).
     pending: Arc<Mutex<HashMap<(Id, u64), Pending>>>,
     producing: TaskTracker,
-    late: Arc<OnceLock<LateHook>>,
+    /// Where messages the broker confirmed after their sender stopped waiting go, once
+    /// someone broadcasts them ([`DurableStore::late_confirms`]).
+    late: Arc<OnceLock<tokio::sync::mpsc::Sender<Message>>>,
     /// How long graceful shutdown waits for unconfirmed messages.
     drain_for: Duration,
 }
@@ -61,9 +63,13 @@ impl DurableStore {
         }
     }
 
-    /// Sets who broadcasts late-confirmed messages (the chat service, once it exists).
-    pub fn on_late_confirm(&self, hook: LateHook) {
-        let _ = self.late.set(hook);
+    /// The messages the broker confirmed after their sender stopped waiting, for the node to
+    /// broadcast (the sender's retry is answered as a duplicate, which is not broadcast).
+    /// `None` after the first call: there is one broadcaster. Without one they are not
+    /// broadcast (clients still get them with `sync` and `history`).
+    pub fn late_confirms(&self) -> Option<tokio::sync::mpsc::Receiver<Message>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(LATE_QUEUE);
+        self.late.set(tx).ok().map(|()| rx)
     }
 
     /// The confirmation of a message this node is still producing, if it is.
@@ -134,8 +140,9 @@ impl DurableStore {
             // Whoever stopped waiting leaves the broadcast to us (the sender gets no ack, and
             // its retry is answered as a duplicate, which is not broadcast).
             if flag.swap(CONFIRMED, Ordering::AcqRel) == ABANDONED {
-                if let Some(hook) = late.get() {
-                    hook(message);
+                if let Some(late) = late.get() {
+                    // Fails only once the broadcaster has stopped (the node is stopping).
+                    let _ = late.send(message).await;
                 }
             }
         });

@@ -10,7 +10,10 @@
 //! 2. flush the store;
 //! 3. close every Socket.IO connection (their departures are announced): what is queued for
 //!    a connection goes out first — a long-polling client is served until it has taken it;
-//! 4. stop accepting connections, stop the cluster engines' background work, and return.
+//! 4. stop accepting connections, and return.
+//!
+//! The node's background services and the closing of its engines ([`Chat::close`]) are its
+//! owner's: `scalify::Node::run` stops them after this returns.
 
 mod error;
 pub mod metrics;
@@ -169,8 +172,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Background workers, all stopped by the same drain below.
-    let presence_keeper = tokio::spawn(app.chat.clone().keep_presence());
     let chat = app.chat.clone();
     let io = app.io.clone();
     let grace = app.shutdown_grace;
@@ -233,9 +234,5 @@ pub async fn run(
         tracing::error!(error = %e, "shutdown task failed");
     }
     app.chat.drain().await;
-    if let Err(e) = presence_keeper.await {
-        tracing::error!(error = %e, "presence keeper failed");
-    }
-    app.chat.close().await;
     served
 }

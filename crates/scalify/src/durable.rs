@@ -1,11 +1,13 @@
 //! Durable mode's wiring (`--kafka-brokers`): the node's [`DurableStore`], the Kafka
-//! readiness check, and the persister — inside `serve --persister` or alone as
-//! `scalify persister`.
+//! readiness check, the broadcaster of late confirmations, and the persister — inside
+//! `serve --persister` or alone as `scalify persister`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
+use scalify_core::Message;
 use scalify_fanout::redis::RedisPresence;
 use scalify_fanout::ClusterPresence;
 use scalify_kafka::ingest::Ingest;
@@ -19,6 +21,8 @@ use scalify_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KafkaSettings, Settings};
+use crate::startup::{wait_for_postgres, wait_for_redis};
+use crate::supervisor::{Service, Supervisor};
 
 /// The parts durable mode needs, from settings that `Settings::load` has validated.
 fn parts(
@@ -65,23 +69,51 @@ pub async fn open_store(
     )))
 }
 
-/// Hooks a durable store to its node: late confirmations are broadcast, and `/readyz`
-/// checks the brokers (the same check as a persister's).
+/// Hooks a durable store to its node: `/readyz` checks the brokers (the same check as a
+/// persister's), and the returned service broadcasts late confirmations.
 pub fn attach(
     store: &Arc<DurableStore>,
     chat: &Arc<Chat>,
     settings: &Settings,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Box<dyn Service>>> {
     let (kafka, _, _) = parts(settings)?;
-    let weak = Arc::downgrade(chat);
-    let runtime = tokio::runtime::Handle::current();
-    store.on_late_confirm(Box::new(move |m| {
-        if let Some(chat) = weak.upgrade() {
-            runtime.spawn(async move { chat.publish_late(m).await });
-        }
-    }));
     chat.add_check(Arc::new(KafkaCheck(BrokerCheck::new(&kafka.config)?)));
-    Ok(())
+    Ok(store.late_confirms().map(|late| {
+        Box::new(LateConfirms {
+            late,
+            chat: chat.clone(),
+        }) as Box<dyn Service>
+    }))
+}
+
+/// Broadcasts the messages the broker confirmed after their senders stopped waiting: without
+/// it their rooms would only learn of them from `sync` or `history`.
+struct LateConfirms {
+    late: tokio::sync::mpsc::Receiver<Message>,
+    chat: Arc<Chat>,
+}
+
+#[async_trait]
+impl Service for LateConfirms {
+    fn name(&self) -> &'static str {
+        "late confirmations"
+    }
+    async fn run(mut self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let message = tokio::select! {
+                m = self.late.recv() => m,
+                () = cancel.cancelled() => return Ok(()),
+            };
+            let Some(message) = message else {
+                return Ok(());
+            };
+            // Each on its own task (the store waits for no broadcast), which graceful
+            // shutdown waits for.
+            let chat = self.chat.clone();
+            self.chat
+                .spawn(async move { chat.publish_late(message).await });
+        }
+    }
 }
 
 struct KafkaCheck(BrokerCheck);
@@ -96,71 +128,104 @@ impl Dependency for KafkaCheck {
     }
 }
 
-/// Starts a persister; it runs until `stop` is cancelled. Its status is announced in Redis
-/// for the admin page every 2 s.
-pub async fn start_persister(
-    settings: &Settings,
-    pg: Arc<PgStore>,
-    stop: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// A persister, ready to run under the node's supervisor (the topics exist). Its status is
+/// announced in Redis for the admin page every 2 s.
+pub async fn persister(settings: &Settings, pg: Arc<PgStore>) -> anyhow::Result<Box<dyn Service>> {
     let (kafka, redis, _) = parts(settings)?;
     ensure_topics(&kafka.config)
         .await
         .context("creating the Kafka topics")?;
     let (ledger, conn) = ledger(settings).await?;
     let persister = Persister::new(kafka.config.clone(), kafka.persister.clone(), pg, ledger)?;
-    let status = persister.status();
     let id = kafka.persister.id.clone();
     let registry = RedisPresence::new(redis, conn, &id);
-    let announcer_stop = stop.clone();
-    let announcer = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tokio::select! {
-                () = announcer_stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let json = status
-                .lock()
-                .ok()
-                .and_then(|s| serde_json::to_string(&*s).ok());
-            if let Some(json) = json {
-                if let Err(e) = registry.announce_persister(&id, &json).await {
-                    tracing::warn!(error = %e, "cannot announce the persister's status");
-                }
-            }
-        }
-    });
     tracing::info!(id = %kafka.persister.id, group = %kafka.config.group, "persister started");
-    Ok(tokio::spawn(async move {
-        if let Err(e) = persister.run(stop).await {
-            tracing::error!(error = %e, "persister failed");
-        }
-        let _ = announcer.await;
+    Ok(Box::new(PersisterService {
+        persister,
+        registry,
+        id,
     }))
 }
 
-/// `scalify persister`: a persister alone, with `/metrics`, `/healthz` and `/readyz`.
-pub async fn run_persister(
-    settings: Settings,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+struct PersisterService {
+    persister: Persister,
+    registry: RedisPresence,
+    id: String,
+}
+
+#[async_trait]
+impl Service for PersisterService {
+    fn name(&self) -> &'static str {
+        "persister"
+    }
+    /// Runs until `cancel` (then writes what it has read and leaves its group); meanwhile
+    /// announces its status.
+    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let PersisterService {
+            persister,
+            registry,
+            id,
+        } = *self;
+        let status = persister.status();
+        let announcer = async {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let json = status
+                    .lock()
+                    .ok()
+                    .and_then(|s| serde_json::to_string(&*s).ok());
+                if let Some(json) = json {
+                    if let Err(e) = registry.announce_persister(&id, &json).await {
+                        tracing::warn!(error = %e, "cannot announce the persister's status");
+                    }
+                }
+            }
+        };
+        let (persisted, ()) = tokio::join!(persister.run(cancel.clone()), announcer);
+        persisted.context("persister")
+    }
+}
+
+/// A persister's own `/metrics`, `/healthz` and `/readyz` (`scalify persister`).
+struct Endpoints {
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+}
+
+#[async_trait]
+impl Service for Endpoints {
+    fn name(&self) -> &'static str {
+        "persister endpoints"
+    }
+    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+            .context("serving the persister's endpoints")
+    }
+}
+
+/// `scalify persister`: a persister alone, with `/metrics`, `/healthz` and `/readyz`, until
+/// `shutdown` is cancelled.
+pub async fn run_persister(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (_, redis, pg_config) = parts(&settings)?;
-    let mut shutdown = std::pin::pin!(shutdown);
-    if crate::wait_for_redis(&redis.url, &mut shutdown)
+    if wait_for_redis(&redis.url, shutdown.cancelled())
         .await?
         .is_none()
     {
         return Ok(());
     }
-    let Some(pg) = crate::wait_for_postgres(pg_config, &mut shutdown).await? else {
+    let Some(pg) = wait_for_postgres(pg_config, shutdown.cancelled()).await? else {
         return Ok(());
     };
     let pg = Arc::new(pg);
-    let stop = CancellationToken::new();
-    let task = tokio::select! {
-        task = start_persister(&settings, pg.clone(), stop.clone()) => task?,
-        () = &mut shutdown => return Ok(()),
+    let persister = tokio::select! {
+        p = persister(&settings, pg.clone()) => p?,
+        () = shutdown.cancelled() => return Ok(()),
     };
     scalify_server::metrics::handle();
     let (kafka, _, _) = parts(&settings)?;
@@ -193,17 +258,12 @@ pub async fn run_persister(
         .with_context(|| format!("listening on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     println!("ScalifyChat persister is running; metrics at http://{addr}/metrics");
-    let server_stop = stop.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
-    });
-    shutdown.await;
+    let mut supervisor = Supervisor::new();
+    supervisor.start(persister);
+    supervisor.start(Box::new(Endpoints { listener, router }));
+    shutdown.cancelled().await;
     tracing::info!("stopping the persister: writing what it has read, committing offsets");
-    stop.cancel();
-    let _ = task.await;
-    let _ = server.await;
+    supervisor.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -1,23 +1,16 @@
 //! `scalify` — the ScalifyChat server binary. Parses the command line, loads the layered
-//! configuration (flags > `SCALIFY_*` env > config file > defaults, see [`config`]), and hands
-//! over to `scalify_server::run`. Nothing else lives here.
-
-mod config;
-mod doctor;
-mod durable;
-
-use std::sync::Arc;
+//! configuration (flags > `SCALIFY_*` env > config file > defaults, see [`scalify::config`]),
+//! sets up the process (allocator, logging, signals, open-files limit) and hands over to the
+//! library: [`scalify::Node`] for `serve`. Nothing else lives here.
 
 use anyhow::Context;
 use clap::Parser;
-use scalify_server::{App, Cluster};
-use scalify_service::auth::Auth;
-use scalify_store::postgres::{PgConfig, PgStore};
+use scalify::config::{AdminCommand, Cli, Command, ConfigCommand, LogFormat, Settings};
+use scalify::{doctor, Node};
+use scalify_store::postgres::PgStore;
 use scalify_store::sqlite::SqliteStore;
-use scalify_store::{Store, StoreError};
 use tokio::net::TcpListener;
-
-use crate::config::{AdminCommand, Cli, Command, ConfigCommand, LogFormat, Settings};
+use tokio_util::sync::CancellationToken;
 
 /// The Rust side allocates from mimalloc (C libraries — librdkafka, SQLite — keep glibc's
 /// malloc, tuned by [`tune_malloc`]). At 10,000 msgs/s in durable mode glibc's malloc/free
@@ -152,7 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(&args.common, Some(&args))?;
             init_logging(settings.log_format);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(durable::run_persister(settings, shutdown_signal()))
+            runtime.block_on(async { scalify::run_persister(settings, on_shutdown_signal()).await })
         }
         Command::Bench(args) => {
             let json = args.json;
@@ -187,7 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let found = runtime.block_on(async {
-                let store = open_store(&settings).await?;
+                let store = scalify::node::open_store(&settings).await?;
                 let found = store.set_admin(&username, grant).await?;
                 store.flush().await?;
                 anyhow::Ok(found)
@@ -243,63 +236,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "cannot raise the open-files limit");
     }
-    let secret = settings.token_secret()?;
-    let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
     // One shutdown trigger for the whole life of the node, start-up included: a SIGTERM while
     // it waits for Redis, PostgreSQL or the Kafka brokers stops it, as one while it serves
     // does.
-    let mut shutdown = Box::pin(shutdown_signal());
-    if let Some(redis) = &settings.redis {
-        if wait_for_redis(&redis.url, &mut shutdown).await?.is_none() {
-            return Ok(());
-        }
-    }
-    let pg = match &settings.postgres {
-        Some(config) => match wait_for_postgres(config, &mut shutdown).await? {
-            Some(pg) => Some(Arc::new(pg)),
-            None => return Ok(()),
-        },
-        None => None,
-    };
-    // Durable mode: messages through Kafka; PostgreSQL for the rest and for the persister.
-    let (store, durable, pg): (Arc<dyn Store>, _, _) = match (&settings.kafka, pg) {
-        (Some(_), Some(pg)) => {
-            let durable = tokio::select! {
-                durable = durable::open_store(&settings, pg.clone()) => durable?,
-                () = &mut shutdown => return Ok(()),
-            };
-            (durable.clone(), Some(durable), Some(pg))
-        }
-        (None, Some(pg)) => (pg as Arc<dyn Store>, None, None),
-        (_, None) => (open_store(&settings).await?, None, None),
-    };
-    let cluster = match &settings.redis {
-        Some(redis) => {
-            if settings.postgres.is_none() {
-                tracing::warn!("--redis-url without --database-url: each node keeps its own SQLite history; nodes will not share it");
-            }
-            Cluster::Redis(redis.clone())
-        }
-        None => Cluster::Embedded,
-    };
-    let app = App::build(
-        store,
-        &cluster,
-        auth,
-        settings.chat.clone(),
-        settings.transport.clone(),
-    )
-    .await
-    .context("connecting to Redis")?;
-    if let Some(d) = &durable {
-        durable::attach(d, &app.chat, &settings)?;
-    }
-    let persister_stop = tokio_util::sync::CancellationToken::new();
-    let persister = match (&settings.kafka, pg) {
-        (Some(k), Some(pg)) if k.embedded_persister => {
-            Some(durable::start_persister(&settings, pg, persister_stop.clone()).await?)
-        }
-        _ => None,
+    let shutdown = on_shutdown_signal();
+    let Some(node) = Node::build(&settings, &shutdown).await? else {
+        return Ok(());
     };
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -307,141 +249,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     println!("ScalifyChat is running at http://{addr}/");
-    scalify_server::run(listener, app, shutdown).await?;
-    // The node's sends are finished and confirmed; the persister writes what it has read.
-    persister_stop.cancel();
-    if let Some(p) = persister {
-        let _ = p.await;
-    }
-    tracing::info!("stopped cleanly");
-    Ok(())
+    node.run(listener, shutdown).await
 }
 
-/// The configured store (PostgreSQL with `--database-url`, else SQLite in the data directory),
-/// migrations applied.
-async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match &settings.postgres {
-        Some(_) => Arc::new(open_pg(settings).await?),
-        None => {
-            let sqlite = settings.sqlite_config()?;
-            let store = SqliteStore::open(sqlite.clone())
-                .with_context(|| format!("opening the store at {}", sqlite.path.display()))?;
-            tracing::info!(path = %sqlite.path.display(), "store ready (SQLite, WAL)");
-            Arc::new(store)
-        }
-    })
-}
-
-async fn open_pg(settings: &Settings) -> anyhow::Result<PgStore> {
-    let Some(pg) = &settings.postgres else {
-        anyhow::bail!("no --database-url");
-    };
-    let store = PgStore::open(pg.clone())
-        .await
-        .context("opening the PostgreSQL store")?;
-    tracing::info!("store ready (PostgreSQL, migrations applied)");
-    Ok(store)
-}
-
-/// Why a start-up attempt to reach a service failed.
-enum Unreached {
-    /// Down, starting up or full: worth another attempt.
-    ForNow(String),
-    /// A wrong address, database, password: no use waiting.
-    ForGood(anyhow::Error),
-}
-
-/// Runs `attempt` until it reaches `what`, waiting with backoff (250 ms doubling to 5 s, each
-/// wait logged) while it fails [`Unreached::ForNow`]. Why: a node or persister started before
-/// its services (a host booting, `docker compose up`, a restart during an outage) should
-/// come up when they do, as a running node and persister ride out their outages, instead of
-/// exiting. `None` when `shutdown` resolved meanwhile (also during an attempt).
-async fn wait_for<T, F, Fut>(
-    what: &str,
-    mut attempt: F,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<Option<T>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Unreached>>,
-{
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut wait = std::time::Duration::from_millis(250);
-    loop {
-        let reached = tokio::select! {
-            reached = attempt() => reached,
-            () = &mut shutdown => break,
-        };
-        let error = match reached {
-            Ok(it) => return Ok(Some(it)),
-            Err(Unreached::ForNow(why)) => why,
-            Err(Unreached::ForGood(e)) => return Err(e),
-        };
-        tracing::warn!(error = %error, retry_in = ?wait, "waiting for {what}");
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(std::time::Duration::from_secs(5));
-    }
-    tracing::info!("stopped while waiting for {what}");
-    Ok(None)
-}
-
-/// Opens the PostgreSQL store, waiting ([`wait_for`]) while the server cannot be reached,
-/// is starting up or has no connection free. A database that does not exist, a wrong
-/// password or a failed migration ends the start at once.
-pub(crate) async fn wait_for_postgres(
-    config: &PgConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<Option<PgStore>> {
-    let attempt = || async {
-        match PgStore::open(config.clone()).await {
-            Ok(store) => {
-                tracing::info!("store ready (PostgreSQL, migrations applied)");
-                Ok(store)
-            }
-            Err(StoreError::Unavailable(why)) => Err(Unreached::ForNow(why)),
-            Err(e) => Err(Unreached::ForGood(
-                anyhow::Error::new(e).context("opening the PostgreSQL store"),
-            )),
-        }
-    };
-    wait_for("PostgreSQL", attempt, shutdown).await
-}
-
-/// Waits ([`wait_for`]) until Redis answers a PING: while nothing answers (or it is loading
-/// its data). A wrong password or an invalid URL ends the start at once. The connections the
-/// node and the persister then open expect it to answer.
-pub(crate) async fn wait_for_redis(
-    url: &str,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<Option<()>> {
-    let client = redis::Client::open(url).context("the Redis URL")?;
-    let attempt = || async {
-        let ping = async {
-            let mut conn = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<()>(&mut conn).await
-        };
-        match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
-            Ok(Ok(())) => Ok(()),
-            Err(_) => Err(Unreached::ForNow("no answer within 2 s".into())),
-            Ok(Err(e))
-                if e.is_io_error()
-                    || e.is_connection_refusal()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.kind()
-                        == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) =>
-            {
-                Err(Unreached::ForNow(format!("cannot connect to Redis: {e}")))
-            }
-            Ok(Err(e)) => Err(Unreached::ForGood(
-                anyhow::Error::new(e).context("connecting to Redis"),
-            )),
-        }
-    };
-    wait_for("Redis", attempt, shutdown).await
+/// A token cancelled on SIGINT or SIGTERM.
+fn on_shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        cancel.cancel();
+    });
+    token
 }
 
 /// Resolves on SIGINT or SIGTERM: the one trigger of the one graceful-shutdown path.

@@ -1,0 +1,170 @@
+//! [`Node`]: one ScalifyChat node assembled from its [`Settings`] — the composition root that
+//! `scalify serve` and the in-process tests share.
+//!
+//! [`Node::build`] picks the engines the settings ask for (SQLite or PostgreSQL; in-process or
+//! Redis fan-out; durable mode through Kafka, with or without a persister in the process),
+//! waiting for the services they need; [`Node::run`] serves it on a listener until shutdown,
+//! then stops it gracefully: the transports drain (docs/protocol.md, "Shutdown"), then the
+//! background services stop, then the engines close.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use scalify_server::{App, Cluster};
+use scalify_service::auth::Auth;
+use scalify_service::Chat;
+use scalify_store::sqlite::SqliteStore;
+use scalify_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::durable;
+use crate::startup::{wait_for_postgres, wait_for_redis};
+use crate::supervisor::{Service, Supervisor};
+
+/// A node ready to serve.
+pub struct Node {
+    app: App,
+    /// Started by [`Node::run`], stopped after the transports have drained.
+    services: Vec<Box<dyn Service>>,
+}
+
+impl Node {
+    /// Opens the node's engines and prepares its services. Waits while Redis or PostgreSQL
+    /// cannot be reached yet; `None` when `shutdown` is cancelled meanwhile (a SIGTERM during
+    /// start-up stops the process as one while it serves does).
+    pub async fn build(
+        settings: &Settings,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<Node>> {
+        let secret = settings.token_secret()?;
+        let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
+        if let Some(redis) = &settings.redis {
+            if wait_for_redis(&redis.url, shutdown.cancelled())
+                .await?
+                .is_none()
+            {
+                return Ok(None);
+            }
+        }
+        let pg = match &settings.postgres {
+            Some(config) => match wait_for_postgres(config, shutdown.cancelled()).await? {
+                Some(pg) => Some(Arc::new(pg)),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        // Durable mode: messages through Kafka; PostgreSQL for the rest and for the persister.
+        let (store, durable, pg): (Arc<dyn Store>, _, _) = match (&settings.kafka, pg) {
+            (Some(_), Some(pg)) => {
+                let durable = tokio::select! {
+                    durable = durable::open_store(settings, pg.clone()) => durable?,
+                    () = shutdown.cancelled() => return Ok(None),
+                };
+                (durable.clone(), Some(durable), Some(pg))
+            }
+            (None, Some(pg)) => (pg as Arc<dyn Store>, None, None),
+            (_, None) => (open_sqlite(settings)?, None, None),
+        };
+        let cluster = match &settings.redis {
+            Some(redis) => {
+                if settings.postgres.is_none() {
+                    tracing::warn!("--redis-url without --database-url: each node keeps its own SQLite history; nodes will not share it");
+                }
+                Cluster::Redis(redis.clone())
+            }
+            None => Cluster::Embedded,
+        };
+        let app = App::build(
+            store,
+            &cluster,
+            auth,
+            settings.chat.clone(),
+            settings.transport.clone(),
+        )
+        .await
+        .context("connecting to Redis")?;
+        let mut services: Vec<Box<dyn Service>> = vec![Box::new(PresenceKeeper(app.chat.clone()))];
+        if let Some(d) = &durable {
+            services.extend(durable::attach(d, &app.chat, settings)?);
+        }
+        if let (Some(k), Some(pg)) = (&settings.kafka, pg) {
+            if k.embedded_persister {
+                services.push(durable::persister(settings, pg).await?);
+            }
+        }
+        Ok(Some(Node { app, services }))
+    }
+
+    /// The node's chat service (tests reach into it).
+    pub fn chat(&self) -> &Arc<Chat> {
+        &self.app.chat
+    }
+
+    /// Serves the node on `listener` until `shutdown` is cancelled, then shuts it down: the
+    /// transports drain (in-flight sends answered, the store flushed, connections closed),
+    /// then the background services stop (a persister writes what it has read), then the
+    /// engines close.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let chat = self.app.chat.clone();
+        let mut supervisor = Supervisor::new();
+        for service in self.services {
+            supervisor.start(service);
+        }
+        let served = scalify_server::run(listener, self.app, shutdown.cancelled_owned()).await;
+        supervisor.shutdown().await;
+        chat.close().await;
+        served.context("serving")?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+/// The configured store without waiting (PostgreSQL with `--database-url`, else SQLite in the
+/// data directory), migrations applied: for the one-shot commands (`scalify admin`).
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    match &settings.postgres {
+        Some(pg) => {
+            let store = scalify_store::postgres::PgStore::open(pg.clone())
+                .await
+                .context("opening the PostgreSQL store")?;
+            tracing::info!("store ready (PostgreSQL, migrations applied)");
+            Ok(Arc::new(store))
+        }
+        None => open_sqlite(settings),
+    }
+}
+
+/// SQLite in the data directory, migrations applied.
+fn open_sqlite(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let sqlite = settings.sqlite_config()?;
+    let store = SqliteStore::open(sqlite.clone())
+        .with_context(|| format!("opening the store at {}", sqlite.path.display()))?;
+    tracing::info!(path = %sqlite.path.display(), "store ready (SQLite, WAL)");
+    Ok(Arc::new(store))
+}
+
+/// Renews this node's presence entries in Redis and expires those of nodes that died
+/// ([`Chat::keep_presence`]); nothing to do on an embedded node.
+struct PresenceKeeper(Arc<Chat>);
+
+#[async_trait]
+impl Service for PresenceKeeper {
+    fn name(&self) -> &'static str {
+        "presence keeper"
+    }
+    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        // It also stops by itself when the node starts draining.
+        tokio::select! {
+            () = self.0.clone().keep_presence() => {}
+            () = cancel.cancelled() => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! A whole node in process, built by [`scalify::Node`] from [`scalify::Settings`] exactly as
+//! `scalify serve` builds it, in each mode, and spoken to over real HTTP: the embedded
+//! default, and durable mode with its persister (a real Kafka-API broker, Redis and
+//! PostgreSQL; `scripts/test.sh` starts the broker and sets `SCALIFY_TEST_KAFKA_BROKERS`).
+
+use std::time::Duration;
+
+use clap::Parser;
+use scalify::config::{Cli, Command};
+use scalify::{Node, Settings};
+use scalify_testkit::{brokers, redis_url, unique, FreshDb, RedisPrefix};
+use serde_json::{json, Value};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+struct TestNode {
+    url: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Builds and runs a node from `scalify serve` flags (plus a data directory and a token
+/// secret of its own), on a free port.
+async fn spawn_node(flags: &[&str]) -> TestNode {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("scalify.toml");
+    std::fs::write(&file, format!("token_secret = \"{SECRET}\"\n")).expect("config file");
+    let data = dir.path().join("data");
+    let mut argv = vec![
+        "scalify",
+        "serve",
+        "--config",
+        file.to_str().expect("utf-8 path"),
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+        "--rate-limit-per-sec",
+        "0",
+    ];
+    argv.extend_from_slice(flags);
+    let Command::Serve(args) = Cli::parse_from(argv).command else {
+        unreachable!("parsed as serve");
+    };
+    let settings = Settings::load(&args.common, Some(&args)).expect("settings");
+    let shutdown = CancellationToken::new();
+    let node = Node::build(&settings, &shutdown)
+        .await
+        .expect("node")
+        .expect("not shut down while starting");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let running = tokio::spawn(node.run(listener, shutdown.clone()));
+    TestNode {
+        url,
+        http: reqwest::Client::new(),
+        shutdown,
+        running,
+        _dir: dir,
+    }
+}
+
+impl TestNode {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", self.url),
+            )
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new user and a public room of theirs: (token, room name).
+    async fn user_and_room(&self) -> (String, String) {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/auth/register",
+                json!({"username": unique("u").replace('_', ""), "password": "password-1"}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let token = body["token"].as_str().expect("token").to_owned();
+        let room = unique("room").replace('_', "-");
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/rooms",
+                json!({"name": room, "kind": "public"}),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (token, room)
+    }
+
+    /// Sends `n` messages over REST; each must be acked (201) with its seq.
+    async fn send(&self, token: &str, room: &str, n: usize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        for i in 0..n {
+            let (status, body) = self
+                .call(
+                    "POST",
+                    &format!("/api/rooms/{room}/messages"),
+                    json!({"text": format!("m{i}"), "client_id": format!("c{i}")}),
+                    Some(token),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+            seqs.push(body["message"]["seq"].as_u64().expect("seq"));
+        }
+        seqs
+    }
+
+    async fn history(&self, token: &str, room: &str) -> Vec<String> {
+        let (status, body) = self
+            .call(
+                "GET",
+                &format!("/api/rooms/{room}/messages?limit=100"),
+                Value::Null,
+                Some(token),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Graceful shutdown: `Node::run` returns Ok within 30 s.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.running)
+            .await
+            .expect("stopped within 30 s")
+            .expect("node task")
+            .expect("node result");
+    }
+}
+
+#[tokio::test]
+async fn an_embedded_node_serves_and_stops_cleanly() {
+    let node = spawn_node(&[]).await;
+    let (token, room) = node.user_and_room().await;
+    assert_eq!(node.send(&token, &room, 5).await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        node.history(&token, &room).await,
+        ["m0", "m1", "m2", "m3", "m4"]
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_durable_node_and_its_persister_write_every_acked_message_to_postgresql() {
+    let db = FreshDb::create().await;
+    let prefix = RedisPrefix::new();
+    let topic = unique("node");
+    let (brokers, redis) = (brokers(), redis_url());
+    let node = spawn_node(&[
+        "--database-url",
+        &db.url,
+        "--redis-url",
+        &redis,
+        "--redis-prefix",
+        &prefix.0,
+        "--kafka-brokers",
+        &brokers,
+        "--kafka-topic",
+        &topic,
+        "--kafka-group",
+        &topic,
+        "--kafka-partitions",
+        "2",
+        "--persister",
+    ])
+    .await;
+    let (token, room) = node.user_and_room().await;
+    let seqs = node.send(&token, &room, 20).await;
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+    // Acked ⇒ readable at once (from the recent window until the persister has it).
+    let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(node.history(&token, &room).await, expected);
+    // The persister, a service of the same node, writes them to PostgreSQL.
+    let mut pg = sqlx::PgConnection::connect(&db.url).await.expect("db");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+            .fetch_one(&mut pg)
+            .await
+            .expect("count");
+        if stored == 20 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stored} of 20 messages in PostgreSQL after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(pg);
+    node.stop().await;
+}
