@@ -1,0 +1,487 @@
+//! The PostgreSQL engine, for clusters: every node of a cluster uses the same database.
+//!
+//! Appends are batched (group commit) by [`PgConfig::writers`] writer tasks per node. A writer
+//! takes every append waiting in the queue (up to [`MAX_BATCH`]) and commits them in one
+//! transaction of five statements, whatever the batch size:
+//!
+//! 1. lock the batch's rooms (`SELECT … FOR UPDATE`, in id order so two writers never deadlock)
+//!    and read their `last_seq`;
+//! 2. look up which (room, sender, client_id) keys already exist — any node's commit of the
+//!    same key is visible here, because it held the same room lock;
+//! 3. give each new message the room's next seq;
+//! 4. insert them all (`INSERT … SELECT FROM UNNEST`);
+//! 5. store each room's new `last_seq`.
+//!
+//! The room row lock is what keeps `seq` gap-free and strictly increasing across nodes, and
+//! what makes the idempotency check race-free. Callers are answered after the commit. If a
+//! batch fails for a reason other than a lost connection, its appends are retried one by one
+//! so one bad row cannot fail its neighbours.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use scalify_core::{
+    now_ms, ClientId, Id, Message, MessageText, NewMessage, Room, RoomKind, RoomName, UserRef,
+    Username,
+};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
+
+use crate::{Appended, Credentials, RoomListing, Store, StoreError, StoreResult, User};
+
+mod persisted;
+mod rows;
+mod writer;
+
+pub use persisted::Persisted;
+use rows::*;
+use writer::*;
+
+/// Most appends committed in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// Appends waiting for a writer; callers wait for room beyond this (back-pressure).
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "admins",
+        include_str!("../../migrations/postgres/0002_admins.sql"),
+    ),
+];
+
+/// The migrations, embedded in the binary, in the form sqlx's migrator takes.
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Vec<Migration>, Box<dyn std::error::Error + Send + Sync>>,
+                > + Send
+                + 's,
+        >,
+    > {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(v, d, sql)| {
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(*d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Connections in this node's pool (reads and the writers share it).
+    pub max_connections: u32,
+    /// Writer tasks committing batches of appends. Two let one batch be collected while the
+    /// previous one commits.
+    pub writers: usize,
+}
+
+impl PgConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        PgConfig {
+            url: url.into(),
+            max_connections: 16,
+            writers: 2,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<StoreResult<Appended>>;
+
+pub struct PgStore {
+    pool: PgPool,
+    appends: mpsc::Sender<(NewMessage, Reply)>,
+    /// Appends queued or being committed; `flush` waits for it to reach zero.
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                Some("23505") => StoreError::Conflict,
+                Some("23503") => StoreError::NotFound,
+                // The server is shutting down, starting up or out of connection slots.
+                Some("57P01" | "57P02" | "57P03" | "53300") => {
+                    StoreError::Unavailable(e.to_string())
+                }
+                Some(code) if code.starts_with("22") || code.starts_with("23") => {
+                    StoreError::Rejected(e.to_string())
+                }
+                _ => StoreError::Backend(e.to_string()),
+            },
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Backend(format!("migration failed: {e}"))
+    }
+}
+
+async fn connect(config: &PgConfig) -> StoreResult<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections.max(2))
+        // A send waits at most this long for a connection when PostgreSQL is down; then its
+        // client gets `internal` (and retries with the same client_id).
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&config.url)
+        .await
+        .map_err(|e| {
+            let why = format!("cannot connect to PostgreSQL: {e}");
+            // Unreachable, starting up or full: worth waiting for. Anything else (a wrong
+            // password or database name) will not pass by itself.
+            match StoreError::from(e) {
+                StoreError::Unavailable(_) => StoreError::Unavailable(why),
+                _ => StoreError::Backend(why),
+            }
+        })
+}
+
+async fn migrate(pool: &PgPool) -> StoreResult<usize> {
+    let migrator = Migrator::new(Embedded).await?;
+    // Before the first run the ledger table does not exist: nothing applied yet.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_default();
+    migrator.run(pool).await?;
+    Ok(MIGRATIONS.len().saturating_sub(before as usize))
+}
+
+impl PgStore {
+    /// Connects, applies pending migrations (sqlx's migrator takes an advisory lock, so nodes
+    /// starting together apply them once), and starts the writers.
+    pub async fn open(config: PgConfig) -> StoreResult<Self> {
+        let pool = connect(&config).await?;
+        migrate(&pool).await?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let rx = Arc::new(AsyncMutex::new(rx));
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        for _ in 0..config.writers.max(1) {
+            tokio::spawn(writer(pool.clone(), rx.clone(), outstanding.clone()));
+        }
+        Ok(PgStore {
+            pool,
+            appends: tx,
+            outstanding,
+        })
+    }
+
+    /// Applies pending migrations and returns how many were applied.
+    pub async fn migrate_only(config: &PgConfig) -> StoreResult<usize> {
+        let pool = connect(config).await?;
+        let n = migrate(&pool).await?;
+        pool.close().await;
+        Ok(n)
+    }
+}
+
+async fn add_member_in<'c, E>(ex: E, room: Id, user: Id) -> StoreResult<bool>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let done = sqlx::query(
+        "INSERT INTO members (room_id, user_id, joined_at) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(room.to_string())
+    .bind(user.to_string())
+    .bind(now_ms())
+    .execute(ex)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict => StoreError::NotFound,
+        other => other,
+    })?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_user(&self, username: &Username, password_hash: &str) -> StoreResult<User> {
+        let id = Id::new();
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id.to_string())
+        .bind(username.as_str())
+        .bind(password_hash)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(User {
+            id,
+            username: username.clone(),
+        })
+    }
+
+    async fn credentials(&self, username: &Username) -> StoreResult<Option<Credentials>> {
+        let row = sqlx::query("SELECT id, username, password_hash FROM users WHERE username = $1")
+            .bind(username.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(Credentials {
+                user: read_user(&r)?,
+                password_hash: r.try_get(2)?,
+            }),
+            None => None,
+        })
+    }
+
+    async fn user(&self, id: Id) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT id, username FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(read_user).transpose()?)
+    }
+
+    async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT id, username FROM users WHERE username = $1")
+            .bind(username.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(read_user).transpose()?)
+    }
+
+    async fn room(&self, name: &RoomName) -> StoreResult<Option<Room>> {
+        let row = sqlx::query("SELECT id, name, kind, last_seq FROM rooms WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(read_room).transpose()?)
+    }
+
+    async fn create_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room> {
+        let mut tx = self.pool.begin().await?;
+        let id = Id::new();
+        sqlx::query(
+            "INSERT INTO rooms (id, name, kind, last_seq, created_at) VALUES ($1, $2, $3, 0, $4)",
+        )
+        .bind(id.to_string())
+        .bind(name.as_str())
+        .bind(kind.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        for user in members {
+            add_member_in(&mut *tx, id, *user).await?;
+        }
+        tx.commit().await?;
+        Ok(Room {
+            id,
+            name: name.clone(),
+            kind,
+            last_seq: 0,
+        })
+    }
+
+    async fn ensure_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room> {
+        let mut tx = self.pool.begin().await?;
+        // Whichever node inserts first wins; the others see its row.
+        sqlx::query(
+            "INSERT INTO rooms (id, name, kind, last_seq, created_at) VALUES ($1, $2, $3, 0, $4)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(Id::new().to_string())
+        .bind(name.as_str())
+        .bind(kind.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT id, name, kind, last_seq FROM rooms WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let room = read_room(&row)?;
+        for user in members {
+            add_member_in(&mut *tx, room.id, *user).await?;
+        }
+        tx.commit().await?;
+        Ok(room)
+    }
+
+    async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        add_member_in(&self.pool, room, user).await
+    }
+
+    async fn set_admin(&self, username: &Username, admin: bool) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET is_admin = $2 WHERE username = $1")
+            .bind(username.as_str())
+            .bind(admin)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn is_admin(&self, user: Id) -> StoreResult<bool> {
+        let admin: Option<bool> = sqlx::query_scalar("SELECT is_admin FROM users WHERE id = $1")
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(admin.unwrap_or(false))
+    }
+
+    async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM members WHERE room_id = $1 AND user_id = $2")
+            .bind(room.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn members(&self, room: Id, limit: u32) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.username FROM members m JOIN users u ON u.id = m.user_id
+             WHERE m.room_id = $1 ORDER BY u.username LIMIT $2",
+        )
+        .bind(room.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(read_user).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL
+             FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = $1
+             WHERE m.user_id IS NOT NULL OR r.kind = 'public'
+             ORDER BY r.name",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RoomListing {
+                    room: read_room(r)?,
+                    member: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn append(&self, message: NewMessage) -> StoreResult<Appended> {
+        let (tx, rx) = oneshot::channel();
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        if self.appends.send((message, tx)).await.is_err() {
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
+            return Err(StoreError::Unavailable("store is shut down".into()));
+        }
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+
+    async fn history(
+        &self,
+        room: &Room,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq < $2
+             ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(room.id.to_string())
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| read_message(r, 0, &room.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
+        let after = after_seq.min(i64::MAX as u64) as i64;
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2
+             ORDER BY seq ASC LIMIT $3"
+        ))
+        .bind(room.id.to_string())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| read_message(r, 0, &room.name))
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        // Every answered append is already committed; wait for the ones still queued.
+        while self.outstanding.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        // Readiness must answer quickly even when the database does not.
+        match tokio::time::timeout(
+            Duration::from_secs(1),
+            sqlx::query("SELECT 1").execute(&self.pool),
+        )
+        .await
+        {
+            Ok(r) => r.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(
+                "PostgreSQL did not answer within 1 s".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Writing already-sequenced messages (the durable pipeline's persister): `COPY` into the table,
+//! rooms locked in id order, each room's `last_seq` raised to its newest seq.
+
+use super::*;
+
+/// What writing a batch of already-sequenced messages did (see [`PgStore::persist`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Persisted {
+    /// Rows written now.
+    pub inserted: usize,
+    /// Messages that were already stored, same id at the same (room, seq): a redelivery.
+    pub redelivered: usize,
+    /// Messages refused because their (room, seq) or (room, sender, client_id) holds another
+    /// message: they are not stored, and the caller must report them (never drop silently).
+    pub conflicts: Vec<Message>,
+}
+
+impl PgStore {
+    /// Writes messages that already have their seq (the durable pipeline sequences them
+    /// before Kafka) in one transaction: lock their rooms in id order, write the rows, and
+    /// raise each room's `last_seq` to its newest seq. Idempotent: writing the same batch twice
+    /// stores it once.
+    ///
+    /// The rows go in with `COPY … FROM STDIN`, PostgreSQL's cheapest bulk path — almost every
+    /// batch is new rows. `COPY` has no `ON CONFLICT`, so a batch holding a row that is already
+    /// there (a redelivery after a crash or a rebalance, or a conflict) fails with a unique
+    /// violation; that transaction is dropped and the batch written again by
+    /// `persist_skipping`, which skips and reports such rows.
+    pub async fn persist(&self, batch: &[(Id, Message)]) -> StoreResult<Persisted> {
+        if batch.is_empty() {
+            return Ok(Persisted::default());
+        }
+        let mut sorted: Vec<&(Id, Message)> = batch.iter().collect();
+        sorted.sort_by_key(|a| (a.0, a.1.seq));
+        sorted.dedup_by(|a, b| a.0 == b.0 && a.1.seq == b.1.seq && a.1.id == b.1.id);
+        let (rooms, tops) = newest_seqs(&sorted);
+        let mut tx = self.pool.begin().await?;
+        lock_rooms(&mut tx, &rooms).await?;
+        let copied = async {
+            let mut copy = tx.copy_in_raw(COPY_MESSAGES).await?;
+            copy.send(copy_text(&sorted)).await?;
+            copy.finish().await
+        }
+        .await;
+        match copied {
+            Ok(n) => {
+                raise_last_seq(&mut tx, &rooms, &tops).await?;
+                tx.commit().await?;
+                Ok(Persisted {
+                    inserted: n as usize,
+                    ..Persisted::default()
+                })
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                drop(tx);
+                self.persist_skipping(&sorted, &rooms, &tops).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`PgStore::persist`]'s path for a batch with rows already stored: one multi-row
+    /// `INSERT … ON CONFLICT DO NOTHING RETURNING`, then the skipped rows are sorted into
+    /// redeliveries (same id at that seq) and conflicts.
+    pub(super) async fn persist_skipping(
+        &self,
+        sorted: &[&(Id, Message)],
+        rooms: &[String],
+        tops: &[i64],
+    ) -> StoreResult<Persisted> {
+        let mut cols = InsertColumns::default();
+        for (room, m) in sorted {
+            cols.push(&room.to_string(), m);
+        }
+        let mut tx = self.pool.begin().await?;
+        lock_rooms(&mut tx, rooms).await?;
+        let returning = format!("{INSERT_MESSAGES} ON CONFLICT DO NOTHING RETURNING room_id, seq");
+        let written: Vec<(String, i64)> = cols
+            .bind(sqlx::query(&returning))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let mut out = Persisted {
+            inserted: written.len(),
+            ..Persisted::default()
+        };
+        if written.len() < sorted.len() {
+            let written: std::collections::HashSet<(String, i64)> = written.into_iter().collect();
+            let skipped: Vec<&&(Id, Message)> = sorted
+                .iter()
+                .filter(|(room, m)| !written.contains(&(room.to_string(), m.seq as i64)))
+                .collect();
+            let room_ids: Vec<String> = skipped.iter().map(|(r, _)| r.to_string()).collect();
+            let seqs: Vec<i64> = skipped.iter().map(|(_, m)| m.seq as i64).collect();
+            let present: Vec<(String, i64, String)> = sqlx::query_as(
+                "SELECT m.room_id, m.seq, m.id FROM messages m
+                 JOIN UNNEST($1::text[], $2::bigint[]) AS u(room_id, seq)
+                   ON m.room_id = u.room_id AND m.seq = u.seq",
+            )
+            .bind(&room_ids)
+            .bind(&seqs)
+            .fetch_all(&mut *tx)
+            .await?;
+            let present: HashMap<(String, i64), String> =
+                present.into_iter().map(|(r, s, id)| ((r, s), id)).collect();
+            for (room, m) in skipped {
+                match present.get(&(room.to_string(), m.seq as i64)) {
+                    Some(id) if *id == m.id.to_string() => out.redelivered += 1,
+                    _ => out.conflicts.push(m.clone()),
+                }
+            }
+        }
+        raise_last_seq(&mut tx, rooms, tops).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// Each room of a batch sorted by room, with its newest seq: (room ids, seqs), for
+/// [`lock_rooms`] and [`RAISE_LAST_SEQ`].
+pub(super) fn newest_seqs(sorted: &[&(Id, Message)]) -> (Vec<String>, Vec<i64>) {
+    let mut newest: Vec<(Id, i64)> = Vec::new();
+    for (room, m) in sorted {
+        match newest.last_mut() {
+            Some((r, seq)) if r == room => *seq = (*seq).max(m.seq as i64),
+            _ => newest.push((*room, m.seq as i64)),
+        }
+    }
+    newest.into_iter().map(|(r, s)| (r.to_string(), s)).unzip()
+}
+
+/// Locks the rooms' rows in id order (two writers never deadlock).
+pub(super) async fn lock_rooms(tx: &mut sqlx::PgConnection, rooms: &[String]) -> StoreResult<()> {
+    sqlx::query("SELECT id FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(rooms)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn raise_last_seq(
+    tx: &mut sqlx::PgConnection,
+    rooms: &[String],
+    tops: &[i64],
+) -> StoreResult<()> {
+    sqlx::query(RAISE_LAST_SEQ)
+        .bind(rooms)
+        .bind(tops)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// `COPY`'s statement for [`copy_text`]'s rows.
+pub(super) const COPY_MESSAGES: &str =
+    "COPY messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts) FROM STDIN";
+
+/// The rows in `COPY`'s text format: tab-separated columns, one line per row, with backslash,
+/// tab, newline and carriage return escaped (the only bytes that format gives a meaning to;
+/// NUL never reaches the store — `MessageText` refuses it).
+pub(super) fn copy_text(sorted: &[&(Id, Message)]) -> Vec<u8> {
+    use std::io::Write;
+    fn field(buf: &mut Vec<u8>, s: &str) {
+        for b in s.bytes() {
+            match b {
+                b'\\' => buf.extend_from_slice(b"\\\\"),
+                b'\t' => buf.extend_from_slice(b"\\t"),
+                b'\n' => buf.extend_from_slice(b"\\n"),
+                b'\r' => buf.extend_from_slice(b"\\r"),
+                _ => buf.push(b),
+            }
+        }
+    }
+    let mut buf = Vec::with_capacity(sorted.len() * 160);
+    for (room, m) in sorted {
+        // Writing into a Vec cannot fail.
+        let _ = write!(buf, "{room}\t{}\t{}\t{}\t", m.seq, m.id, m.sender.id);
+        field(&mut buf, &m.sender.username);
+        buf.push(b'\t');
+        field(&mut buf, m.client_id.as_str());
+        buf.push(b'\t');
+        field(&mut buf, m.text.as_str());
+        let _ = writeln!(buf, "\t{}", m.ts);
+    }
+    buf
+}

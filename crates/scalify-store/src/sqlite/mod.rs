@@ -1,0 +1,456 @@
+//! The embedded SQLite engine.
+//!
+//! Writes go to one dedicated OS thread that owns the only write connection (`Writer`). It
+//! takes every operation waiting in its queue (up to [`MAX_BATCH`]), runs them in one
+//! transaction — an operation that fails leaves no trace, so it does not fail its neighbours
+//! (see `Writer::apply`) — commits once, and only then answers each caller. With many
+//! concurrent senders the cost of the commit (the fsync) is shared by the whole batch: group
+//! commit.
+//!
+//! Reads run on a small pool of read connections in `spawn_blocking`; WAL mode lets them read
+//! while the writer writes. A checkpointer thread copies the WAL into the database; the writer
+//! finishes its work between batches now and then, so the WAL is rewound and reused.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use scalify_core::{
+    now_ms, ClientId, Id, Message, MessageText, NewMessage, Room, RoomKind, RoomName, UserRef,
+    Username,
+};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::{Appended, Credentials, RoomListing, Store, StoreError, StoreResult, User};
+
+mod rows;
+mod writer;
+
+use rows::*;
+use writer::*;
+
+/// Most operations committed in one transaction. Bounds the latency one commit adds.
+pub const MAX_BATCH: usize = 1024;
+/// Writes waiting for the writer; callers wait for room beyond this (back-pressure, not memory).
+const QUEUE_DEPTH: usize = 16 * 1024;
+const READERS: usize = 4;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_admins.sql"),
+];
+
+/// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
+/// crash of the process but may lose the last commits on power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    #[default]
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// The database file; its directory must exist.
+    pub path: PathBuf,
+    pub durability: Durability,
+}
+
+impl SqliteConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteConfig {
+            path: path.into(),
+            durability: Durability::Full,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    writes: mpsc::Sender<WriteOp>,
+    readers: Arc<ReaderPool>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Option<Checkpointer>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::Conflict
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+fn open(path: &Path, durability: Durability, read_only: bool) -> StoreResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    // A large page cache (the writer's) and memory-mapped reads keep hot b-tree pages out of
+    // pread copies. Checkpoints are not run by commits (autocheckpoint off) but by the
+    // checkpointer thread, and finished by the writer between batches (see
+    // `Writer::checkpoint_now_and_then`). A WAL file that grew in a burst is cut back to
+    // 64 MiB when it is next rewound.
+    let cache_kib = if read_only { 16 * 1024 } else { 64 * 1024 };
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = -{cache_kib}; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;"
+    ))?;
+    if !read_only {
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;
+             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
+        ))?;
+    }
+    Ok(conn)
+}
+
+/// Applies the migrations the database has not seen yet (tracked in `PRAGMA user_version`).
+/// Returns how many were applied.
+fn migrate(conn: &mut Connection) -> StoreResult<usize> {
+    let current: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this binary ({}); upgrade scalify",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied sqlite migration");
+    }
+    Ok(MIGRATIONS.len() - current)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, applies pending migrations, and starts the
+    /// writer thread.
+    pub fn open(config: SqliteConfig) -> StoreResult<Self> {
+        let mut conn = open(&config.path, config.durability, false)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer = Writer {
+            conn,
+            seq_cache: HashMap::new(),
+            last_checkpoint: std::time::Instant::now(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        let readers = (0..READERS)
+            .map(|_| open(&config.path, config.durability, true))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(SqliteStore {
+            writes: tx,
+            readers: Arc::new(ReaderPool {
+                permits: Semaphore::new(READERS),
+                conns: Mutex::new(readers),
+            }),
+            writer_thread: Mutex::new(Some(handle)),
+            checkpointer: Some(Checkpointer::start(&config)?),
+        })
+    }
+
+    /// Applies migrations and returns how many ran (for `scalify migrate`).
+    pub fn migrate_only(config: &SqliteConfig) -> StoreResult<usize> {
+        let mut conn = open(&config.path, config.durability, false)?;
+        migrate(&mut conn)
+    }
+
+    async fn write<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> WriteOp,
+    ) -> StoreResult<T> {
+        let (reply, rx) = oneshot::channel();
+        self.writes
+            .send(op(reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shut down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("reader pool closed".into()))?;
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool
+                .conns
+                .lock()
+                .map_err(|_| StoreError::Backend("reader pool poisoned".into()))?
+                .pop()
+                .ok_or_else(|| StoreError::Backend("reader pool empty".into()))?;
+            let result = f(&conn);
+            if let Ok(mut conns) = pool.conns.lock() {
+                conns.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Dropping `writes` closes the queue; the writer drains it and exits. Joining here
+        // means a dropped store has committed everything it acknowledged.
+        let (closed, _) = mpsc::channel(1);
+        let _ = std::mem::replace(&mut self.writes, closed);
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
+        if let Some(handle) = self.writer_thread.lock().ok().and_then(|mut h| h.take()) {
+            let _ = handle.join();
+        }
+    }
+}
+
+struct ReaderPool {
+    permits: Semaphore,
+    conns: Mutex<Vec<Connection>>,
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, username: &Username, password_hash: &str) -> StoreResult<User> {
+        let (username, password_hash) = (username.clone(), password_hash.to_owned());
+        self.write(|reply| WriteOp::CreateUser {
+            username,
+            password_hash,
+            reply,
+        })
+        .await
+    }
+
+    async fn credentials(&self, username: &Username) -> StoreResult<Option<Credentials>> {
+        let username = username.clone();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, username, password_hash FROM users WHERE username = ?1",
+            )?
+            .query_row(params![username.as_str()], |r| {
+                Ok(Credentials {
+                    user: read_user(r)?,
+                    password_hash: r.get(2)?,
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn user(&self, id: Id) -> StoreResult<Option<User>> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT id, username FROM users WHERE id = ?1")?
+                    .query_row(params![id.to_string()], read_user)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, username: &Username) -> StoreResult<Option<User>> {
+        let username = username.clone();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT id, username FROM users WHERE username = ?1")?
+                    .query_row(params![username.as_str()], read_user)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn room(&self, name: &RoomName) -> StoreResult<Option<Room>> {
+        let name = name.clone();
+        self.read(move |c| room_by_name(c, &name)).await
+    }
+
+    async fn create_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room> {
+        let (name, members) = (name.clone(), members.to_vec());
+        self.write(|reply| WriteOp::CreateRoom {
+            name,
+            kind,
+            members,
+            if_absent: false,
+            reply,
+        })
+        .await
+    }
+
+    async fn ensure_room(
+        &self,
+        name: &RoomName,
+        kind: RoomKind,
+        members: &[Id],
+    ) -> StoreResult<Room> {
+        let (name, members) = (name.clone(), members.to_vec());
+        self.write(|reply| WriteOp::CreateRoom {
+            name,
+            kind,
+            members,
+            if_absent: true,
+            reply,
+        })
+        .await
+    }
+
+    async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        self.write(|reply| WriteOp::AddMember { room, user, reply })
+            .await
+    }
+
+    async fn set_admin(&self, username: &Username, admin: bool) -> StoreResult<bool> {
+        let username = username.clone();
+        self.write(|reply| WriteOp::SetAdmin {
+            username,
+            admin,
+            reply,
+        })
+        .await
+    }
+
+    async fn is_admin(&self, user: Id) -> StoreResult<bool> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT is_admin FROM users WHERE id = ?1")?
+                    .query_row(params![user.to_string()], |r| r.get::<_, bool>(0))
+                    .optional()?
+                    .unwrap_or(false),
+            )
+        })
+        .await
+    }
+
+    async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM members WHERE room_id = ?1 AND user_id = ?2")?
+                    .query_row(params![room.to_string(), user.to_string()], |_| Ok(()))
+                    .optional()?
+                    .is_some(),
+            )
+        })
+        .await
+    }
+
+    async fn members(&self, room: Id, limit: u32) -> StoreResult<Vec<User>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT u.id, u.username FROM members m JOIN users u ON u.id = m.user_id
+                 WHERE m.room_id = ?1 ORDER BY u.username LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![room.to_string(), limit], read_user)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL
+                 FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = ?1
+                 WHERE m.user_id IS NOT NULL OR r.kind = 'public'
+                 ORDER BY r.name",
+            )?;
+            let rows = stmt.query_map(params![user.to_string()], |r| {
+                Ok(RoomListing {
+                    room: read_room(r)?,
+                    member: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn append(&self, message: NewMessage) -> StoreResult<Appended> {
+        self.write(|reply| WriteOp::Append { message, reply }).await
+    }
+
+    async fn history(
+        &self,
+        room: &Room,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Message>> {
+        let (room, name) = (room.id, room.name.clone());
+        self.read(move |c| {
+            let before = before_seq.map(|s| s as i64).unwrap_or(i64::MAX);
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND seq < ?2
+                 ORDER BY seq DESC LIMIT ?3"
+            ))?;
+            let mut out = stmt
+                .query_map(params![room.to_string(), before, limit], |r| {
+                    read_message(r, &name)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
+        let (room, name) = (room.id, room.name.clone());
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND seq > ?2
+                 ORDER BY seq ASC LIMIT ?3"
+            ))?;
+            let out = stmt
+                .query_map(params![room.to_string(), after_seq as i64, limit], |r| {
+                    read_message(r, &name)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.write(|reply| WriteOp::Flush { reply }).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+}
