@@ -11,7 +11,9 @@
 //!   members in.
 //!
 //! [`ClusterPresence`] is the matching narrow trait for who is online across nodes
-//! ([`redis::RedisPresence`]); an embedded node needs none (its own counts are the truth).
+//! ([`redis::RedisPresence`]), and [`Registry`] the roll of live nodes and persisters the
+//! admin page reads ([`redis::RedisRegistry`]); an embedded node needs neither (its own counts
+//! are the truth).
 //!
 //! [`Sequencer`] sits in front of delivery and hands a room's messages over in `seq` order,
 //! whatever order concurrent senders' commits reached `publish` in.
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use scalify_core::{Id, RoomName, UserRef};
+use scalify_core::{Id, NodeStatus, PersisterStatus, RoomName, UserRef};
 use serde_json::value::RawValue;
 
 pub use sequencer::Sequencer;
@@ -132,20 +134,21 @@ pub trait ClusterPresence: Send + Sync + 'static {
     /// returns them: the caller announces them offline. Each expiry is returned to one node.
     async fn sweep(&self, rooms: &[RoomName]) -> Result<Vec<(RoomName, UserRef)>, FanoutError>;
     fn refresh_interval(&self) -> Duration;
-    /// Publishes this node's status (a JSON document) to the cluster's node list, where it
-    /// stays while refreshed.
-    async fn announce_node(&self, status: &str) -> Result<(), FanoutError>;
-    /// The statuses of the nodes that announced themselves recently.
-    async fn nodes(&self) -> Result<Vec<String>, FanoutError>;
-    /// Publishes a persister's status (JSON) to the cluster's persister list, like
-    /// [`ClusterPresence::announce_node`] does for nodes.
-    async fn announce_persister(&self, _id: &str, _status: &str) -> Result<(), FanoutError> {
-        Ok(())
-    }
-    /// The statuses of the persisters that announced themselves recently.
-    async fn persisters(&self) -> Result<Vec<String>, FanoutError> {
-        Ok(Vec::new())
-    }
+}
+
+/// The cluster's roll of live nodes and persisters, each with its latest status, for the admin
+/// page. An entry stays while its owner announces it again within the presence TTL; an owner
+/// that stops (or dies) drops out by itself.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Publishes this node's status.
+    async fn announce_node(&self, status: &NodeStatus) -> Result<(), FanoutError>;
+    /// The nodes that announced themselves recently.
+    async fn nodes(&self) -> Result<Vec<NodeStatus>, FanoutError>;
+    /// Publishes a persister's status.
+    async fn announce_persister(&self, status: &PersisterStatus) -> Result<(), FanoutError>;
+    /// The persisters that announced themselves recently.
+    async fn persisters(&self) -> Result<Vec<PersisterStatus>, FanoutError>;
 }
 
 /// The rooms a node has local connections in. Engines deliver only these rooms' events: a

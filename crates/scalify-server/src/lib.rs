@@ -26,10 +26,10 @@ use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
 use scalify_core::Id;
-use scalify_fanout::redis::{RedisConfig, RedisFanout, RedisPresence};
-use scalify_fanout::{ClusterPresence, Fanout, FanoutError, LocalDelivery, LocalFanout, Sequencer};
+use scalify_fanout::redis::{RedisConfig, RedisFanout, RedisPresence, RedisRegistry};
+use scalify_fanout::{Fanout, FanoutError, LocalDelivery, LocalFanout, Sequencer};
 use scalify_service::auth::Auth;
-use scalify_service::{Chat, ChatConfig};
+use scalify_service::{Chat, ChatConfig, ClusterLinks};
 use scalify_store::Store;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -116,19 +116,21 @@ impl App {
         let local = sequencer.clone() as Arc<dyn LocalDelivery>;
         // Tells this process's messages and presence entries apart from other nodes'.
         let node = Id::new().to_string();
-        let (fanout, presence): (Arc<dyn Fanout>, Option<Arc<dyn ClusterPresence>>) = match cluster
-        {
+        let (fanout, links): (Arc<dyn Fanout>, Option<ClusterLinks>) = match cluster {
             Cluster::Embedded => (Arc::new(LocalFanout::new(local)), None),
             Cluster::Redis(config) => {
                 let (client, conn) = scalify_fanout::redis::connect(config).await?;
                 tracing::info!(%node, prefix = %config.prefix, "cluster mode: Redis fan-out and presence");
                 (
                     RedisFanout::start(config, client, conn.clone(), &node, local),
-                    Some(Arc::new(RedisPresence::new(config, conn, &node))),
+                    Some(ClusterLinks {
+                        presence: Arc::new(RedisPresence::new(config, conn.clone(), &node)),
+                        registry: Arc::new(RedisRegistry::new(config, conn)),
+                    }),
                 )
             }
         };
-        let chat = Chat::new(node, store, fanout, presence, auth, chat_config);
+        let chat = Chat::new(node, store, fanout, links, auth, chat_config);
         socket::register(&io, &chat, sequencer, transport.clone());
         // Every HTTP request's logs carry a span: method, path (never the query: it may hold a
         // Socket.IO session id) and, per request, a sequence number.

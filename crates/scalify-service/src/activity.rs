@@ -5,8 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use scalify_core::RoomName;
-use serde::{Deserialize, Serialize};
+use scalify_core::{RoomActivity, RoomName};
 
 const MAX_ROOMS: usize = 10_000;
 
@@ -21,13 +20,6 @@ struct Window {
 
 #[derive(Default)]
 pub struct Activity(Mutex<Window>);
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RoomActivity {
-    pub room: String,
-    /// Messages in the last one to two minutes (this minute and the previous one).
-    pub messages: u64,
-}
 
 impl Activity {
     /// Counts one committed message in `room` at `now` (unix seconds).

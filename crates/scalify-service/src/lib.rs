@@ -14,4 +14,7 @@ pub mod auth;
 mod chat;
 pub mod presence;
 
-pub use chat::{Chat, ChatConfig, Dependency, InFlight, NodeStatus, Overview, Session, SyncedRoom};
+pub use chat::{
+    Chat, ChatConfig, ClusterLinks, Dependency, InFlight, NodeStatus, Overview, PersisterStatus,
+    Session, SyncedRoom,
+};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use scalify_core::Message;
-use scalify_fanout::redis::RedisPresence;
-use scalify_fanout::ClusterPresence;
+use scalify_fanout::redis::RedisRegistry;
+use scalify_fanout::Registry;
 use scalify_kafka::ingest::Ingest;
 use scalify_kafka::ledger::{Ledger, LedgerConfig};
 use scalify_kafka::persister::Persister;
@@ -137,20 +137,17 @@ pub async fn persister(settings: &Settings, pg: Arc<PgStore>) -> anyhow::Result<
         .context("creating the Kafka topics")?;
     let (ledger, conn) = ledger(settings).await?;
     let persister = Persister::new(kafka.config.clone(), kafka.persister.clone(), pg, ledger)?;
-    let id = kafka.persister.id.clone();
-    let registry = RedisPresence::new(redis, conn, &id);
+    let registry = RedisRegistry::new(redis, conn);
     tracing::info!(id = %kafka.persister.id, group = %kafka.config.group, "persister started");
     Ok(Box::new(PersisterService {
         persister,
         registry,
-        id,
     }))
 }
 
 struct PersisterService {
     persister: Persister,
-    registry: RedisPresence,
-    id: String,
+    registry: RedisRegistry,
 }
 
 #[async_trait]
@@ -164,7 +161,6 @@ impl Service for PersisterService {
         let PersisterService {
             persister,
             registry,
-            id,
         } = *self;
         let status = persister.status();
         let announcer = async {
@@ -174,12 +170,9 @@ impl Service for PersisterService {
                     () = cancel.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let json = status
-                    .lock()
-                    .ok()
-                    .and_then(|s| serde_json::to_string(&*s).ok());
-                if let Some(json) = json {
-                    if let Err(e) = registry.announce_persister(&id, &json).await {
+                let now = status.lock().ok().map(|s| s.clone());
+                if let Some(now) = now {
+                    if let Err(e) = registry.announce_persister(&now).await {
                         tracing::warn!(error = %e, "cannot announce the persister's status");
                     }
                 }

@@ -43,7 +43,6 @@ use rdkafka::ClientContext;
 use scalify_core::{Id, Message};
 use scalify_store::postgres::{Persisted, PgStore};
 use scalify_store::{Store, StoreError};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::continuity::{self, Continuity, Verdict};
@@ -97,22 +96,7 @@ impl PersisterConfig {
     }
 }
 
-/// What the admin page and `/metrics` show of a persister.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct PersisterStatus {
-    pub id: String,
-    /// Paused because the database fails.
-    pub paused: bool,
-    pub partitions: Vec<i32>,
-    /// Messages not yet written, per partition (from the client's statistics).
-    pub lag: BTreeMap<i32, i64>,
-    pub persisted: u64,
-    pub dead_lettered: u64,
-    pub retries: u64,
-    pub restarts: u64,
-    /// Last update, ms since the epoch.
-    pub updated_at: i64,
-}
+pub use scalify_core::PersisterStatus;
 
 mod lanes;
 mod rebalance;

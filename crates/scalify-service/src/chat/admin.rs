@@ -35,35 +35,20 @@ impl Chat {
         let me = self.node_status();
         let mut nodes = vec![me.clone()];
         if let Some(cluster) = &self.cluster {
-            match cluster.nodes().await {
-                Ok(statuses) => {
-                    for s in statuses {
-                        match serde_json::from_str::<NodeStatus>(&s) {
-                            Ok(n) if n.node != me.node => nodes.push(n),
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "undecodable node status"),
-                        }
-                    }
-                }
+            match cluster.registry.nodes().await {
+                Ok(others) => nodes.extend(others.into_iter().filter(|n| n.node != me.node)),
                 Err(e) => tracing::warn!(error = %e, "cannot list the cluster's nodes"),
             }
         }
         nodes.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.node.cmp(&b.node)));
         let mut persisters = Vec::new();
         if let Some(cluster) = &self.cluster {
-            match cluster.persisters().await {
-                Ok(statuses) => {
-                    for s in statuses {
-                        match serde_json::from_str::<serde_json::Value>(&s) {
-                            Ok(v) => persisters.push(v),
-                            Err(e) => tracing::warn!(error = %e, "undecodable persister status"),
-                        }
-                    }
-                }
+            match cluster.registry.persisters().await {
+                Ok(all) => persisters = all,
                 Err(e) => tracing::warn!(error = %e, "cannot list the persisters"),
             }
         }
-        persisters.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        persisters.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Overview {
             node: me.node,
             messages_per_sec: nodes.iter().map(|n| n.messages_per_sec).sum(),

@@ -11,14 +11,15 @@ use scalify_core::{
     ChatError, ClientId, HistoryQuery, Id, Message, MessageText, NewMessage, Password, Room,
     RoomKind, RoomName, SyncRequest, UserRef, Username,
 };
-use scalify_fanout::{ClusterPresence, EventKind, Fanout, RoomEvent};
+use scalify_fanout::{ClusterPresence, EventKind, Fanout, Registry, RoomEvent};
 use scalify_store::{RoomListing, Store, StoreError};
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
-use crate::activity::{merge_busiest, Activity, RoomActivity};
+use crate::activity::{merge_busiest, Activity};
 use crate::auth::Auth;
 use crate::presence::Presence;
+pub use scalify_core::{NodeStatus, PersisterStatus, RoomActivity};
 
 mod accounts;
 mod admin;
@@ -81,7 +82,7 @@ pub struct Chat {
     /// inboxes never show up as rooms.
     inboxes: Presence,
     /// Who is online on any node; `None` for an embedded node, whose own counts are the truth.
-    cluster: Option<Arc<dyn ClusterPresence>>,
+    cluster: Option<ClusterLinks>,
     /// Subscribing and unsubscribing a room is decided under its shard's lock, from the
     /// presence counts at that moment, so a join racing a leave cannot end unsubscribed.
     interest: Vec<tokio::sync::Mutex<()>>,
@@ -112,25 +113,17 @@ pub trait Dependency: Send + Sync {
     async fn check(&self) -> Result<(), String>;
 }
 
+/// What a node of a cluster shares with the others; an embedded node has none.
+#[derive(Clone)]
+pub struct ClusterLinks {
+    /// Who is online in each room, on any node.
+    pub presence: Arc<dyn ClusterPresence>,
+    /// The live nodes and persisters, for the admin page.
+    pub registry: Arc<dyn Registry>,
+}
+
 /// A client request admitted by [`Chat::admit`]: graceful shutdown waits until it is dropped.
 pub struct InFlight(#[allow(dead_code)] tokio_util::task::task_tracker::TaskTrackerToken);
-
-/// One node as the admin dashboard shows it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct NodeStatus {
-    pub node: String,
-    /// Start time, ms since the epoch.
-    pub started_at: i64,
-    pub uptime_secs: u64,
-    pub connections: usize,
-    /// Distinct users connected.
-    pub users: usize,
-    /// Rooms with local members.
-    pub rooms: usize,
-    /// Messages committed through this node per second, over the last 10 s.
-    pub messages_per_sec: f64,
-    pub busiest: Vec<RoomActivity>,
-}
 
 /// The admin dashboard's data: the cluster at a glance.
 #[derive(Debug, Clone, Serialize)]
@@ -146,7 +139,7 @@ pub struct Overview {
     pub checks: Vec<(&'static str, Option<String>)>,
     /// The persisters that announced themselves recently (durable mode): id, paused, lag per
     /// partition, totals. Empty when there are none.
-    pub persisters: Vec<serde_json::Value>,
+    pub persisters: Vec<PersisterStatus>,
 }
 
 const INTEREST_SHARDS: usize = 64;
@@ -184,7 +177,7 @@ impl Chat {
         node: String,
         store: Arc<dyn Store>,
         fanout: Arc<dyn Fanout>,
-        cluster: Option<Arc<dyn ClusterPresence>>,
+        cluster: Option<ClusterLinks>,
         auth: Auth,
         config: ChatConfig,
     ) -> Arc<Self> {

@@ -1,4 +1,5 @@
-//! Typing and presence: who is online in a room, on this node and across the cluster (the presence keeper renews and expires the cluster's entries).
+//! Typing and presence: who is online in a room, on this node and across the cluster (the presence
+//! keeper renews and expires the cluster's entries).
 
 use super::*;
 
@@ -43,7 +44,7 @@ impl Chat {
         }
         if t.user_changed {
             let announce = match &self.cluster {
-                Some(c) => c.arrive(&room.name, user).await.unwrap_or_else(|e| {
+                Some(c) => c.presence.arrive(&room.name, user).await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, room = %room.name, "cluster presence unavailable");
                     true
                 }),
@@ -61,7 +62,7 @@ impl Chat {
     pub async fn online(&self, room: &RoomName) -> Vec<UserRef> {
         let mut users = self.presence.online(room);
         if let Some(c) = &self.cluster {
-            match c.online(room).await {
+            match c.presence.online(room).await {
                 Ok(remote) => {
                     users.extend(remote);
                     users.sort_by(|a, b| a.username.cmp(&b.username).then(a.id.cmp(&b.id)));
@@ -83,7 +84,7 @@ impl Chat {
         let t = self.presence.leave(room, user.id);
         if t.user_changed {
             let announce = match &self.cluster {
-                Some(c) => c.depart(room, user).await.unwrap_or_else(|e| {
+                Some(c) => c.presence.depart(room, user).await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, %room, "cluster presence unavailable");
                     true
                 }),
@@ -161,7 +162,7 @@ impl Chat {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
-        let interval = cluster.refresh_interval();
+        let interval = cluster.presence.refresh_interval();
         let slices = crate::presence::slices_for(interval);
         let mut tick = tokio::time::interval(interval / slices as u32);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -172,6 +173,7 @@ impl Chat {
             }
             // Taken afresh each tick: a user who left since the last tick is not renewed.
             match cluster
+                .presence
                 .refresh(&self.presence.entries_in(slice, slices))
                 .await
             {
@@ -183,16 +185,15 @@ impl Chat {
                 Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
             }
             if slice == 0 {
-                match serde_json::to_string(&self.node_status()) {
-                    Ok(status) => {
-                        if let Err(e) = cluster.announce_node(&status).await {
-                            tracing::warn!(error = %e, "cannot announce this node to the cluster");
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot serialize node status"),
+                if let Err(e) = cluster.registry.announce_node(&self.node_status()).await {
+                    tracing::warn!(error = %e, "cannot announce this node to the cluster");
                 }
             }
-            match cluster.sweep(&self.presence.rooms_in(slice, slices)).await {
+            match cluster
+                .presence
+                .sweep(&self.presence.rooms_in(slice, slices))
+                .await
+            {
                 Ok(gone) => {
                     for (room, user) in gone {
                         tracing::info!(%room, user = %user.username, "presence expired (its node stopped refreshing)");
