@@ -1,0 +1,113 @@
+//! The ledger (Redis): seq allocation, the idempotency window, its limit, and a script Redis
+//! forgot.
+
+use super::*;
+
+#[tokio::test]
+async fn ledger_allocates_seeds_repeats_and_windows() {
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+    let (room, sender) = (Id::new(), Id::new());
+    let c1 = ClientId::parse("a").unwrap();
+    // The first allocation seeds the counter from the database's newest seq.
+    let got = ledger
+        .allocate(room, sender, &c1, || async { Ok(41) })
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Fresh(42));
+    let seeded_again = std::sync::atomic::AtomicBool::new(false);
+    let got = ledger
+        .allocate(room, sender, &c1, || async {
+            seeded_again.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Repeat(42), "same client_id: same seq");
+    assert!(!seeded_again.load(std::sync::atomic::Ordering::SeqCst));
+    let got = allocate(&ledger, room, sender, "b").await.unwrap();
+    assert_eq!(got, Allocation::Fresh(43));
+
+    // The window keeps confirmed messages by seq until trimmed.
+    let name = RoomName::parse("w").unwrap();
+    let who = UserRef {
+        id: sender,
+        username: "alice".into(),
+    };
+    for seq in [42, 43] {
+        ledger
+            .deposit(
+                room,
+                seq,
+                record::encode(room, &message(&name, seq, &who, &format!("c{seq}"))),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(ledger.window_max_seq(room).await.unwrap(), Some(43));
+    let seqs = |v: Vec<Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(ledger.after(room, 41, 10).await.unwrap()), [42, 43]);
+    assert_eq!(seqs(ledger.after(room, 42, 10).await.unwrap()), [43]);
+    assert_eq!(seqs(ledger.before(room, Some(43), 10).await.unwrap()), [42]);
+    assert_eq!(seqs(ledger.before(room, None, 1).await.unwrap()), [43]);
+    assert_eq!(ledger.at(room, 42).await.unwrap().map(|m| m.seq), Some(42));
+    // The rooms that have a window (what the persister rescues after records went missing).
+    assert_eq!(ledger.windowed_rooms().await.unwrap(), [room]);
+    ledger.trim(&[(room, 42)]).await.unwrap();
+    assert_eq!(seqs(ledger.after(room, 0, 10).await.unwrap()), [43]);
+}
+
+#[tokio::test]
+async fn ledger_refuses_sends_when_the_window_is_full() {
+    let prefix = RedisPrefix::new();
+    let mut config = LedgerConfig::new(prefix.0.as_str());
+    config.window_max = 2;
+    let ledger = ledger_with(config).await;
+    let (room, sender) = (Id::new(), Id::new());
+    let name = RoomName::parse("w").unwrap();
+    let who = UserRef {
+        id: sender,
+        username: "alice".into(),
+    };
+    for i in 1..=2u64 {
+        let Allocation::Fresh(seq) = allocate(&ledger, room, sender, &format!("c{i}"))
+            .await
+            .unwrap()
+        else {
+            panic!("expected a fresh seq")
+        };
+        ledger
+            .deposit(
+                room,
+                seq,
+                record::encode(room, &message(&name, seq, &who, &format!("c{i}"))),
+            )
+            .await
+            .unwrap();
+    }
+    let err = allocate(&ledger, room, sender, "c3").await.unwrap_err();
+    assert!(err.to_string().contains("persister is behind"), "{err}");
+}
+
+#[tokio::test]
+async fn ledger_reloads_its_script_after_redis_forgets_it() {
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+    let (room, sender) = (Id::new(), Id::new());
+    assert_eq!(
+        allocate(&ledger, room, sender, "a").await.unwrap(),
+        Allocation::Fresh(1)
+    );
+    // What a Redis restart does to loaded scripts.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let _: String = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        allocate(&ledger, room, sender, "b").await.unwrap(),
+        Allocation::Fresh(2)
+    );
+}

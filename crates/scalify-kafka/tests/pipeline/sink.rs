@@ -1,0 +1,264 @@
+//! The persister's writes: idempotent, byte-exact, and dead letters for what cannot be written.
+
+use super::*;
+
+#[tokio::test]
+async fn persist_is_idempotent_and_reports_conflicts() {
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let (name, room, who) = general_room(&store).await;
+    let batch: Vec<(Id, Message)> = (1..=3)
+        .map(|s| (room.id, message(&name, s, &who, &format!("c{s}"))))
+        .collect();
+    let first = store.persist(&batch).await.unwrap();
+    assert_eq!((first.inserted, first.redelivered), (3, 0));
+    let again = store.persist(&batch).await.unwrap();
+    assert_eq!((again.inserted, again.redelivered), (0, 3));
+    assert!(again.conflicts.is_empty());
+    assert_eq!(store.room(&name).await.unwrap().unwrap().last_seq, 3);
+    // Another message claiming seq 2, and another claiming client_id c3: refused, reported.
+    let clash_seq = message(&name, 2, &who, "other");
+    let clash_key = message(&name, 4, &who, "c3");
+    let out = store
+        .persist(&[(room.id, clash_seq.clone()), (room.id, clash_key.clone())])
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 0);
+    let mut ids: Vec<Id> = out.conflicts.iter().map(|m| m.id).collect();
+    ids.sort();
+    let mut want = vec![clash_seq.id, clash_key.id];
+    want.sort();
+    assert_eq!(ids, want);
+    let stored = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|m| m.id).collect::<Vec<_>>(),
+        batch.iter().map(|(_, m)| m.id).collect::<Vec<_>>()
+    );
+}
+
+/// The fast path writes rows in `COPY`'s text format, where backslash, tab, newline and `\N`
+/// mean something: every such byte must come back exactly as sent. A batch mixing new rows
+/// with one already stored takes the slow path and still writes the new ones.
+#[tokio::test]
+async fn persist_keeps_every_byte_and_mixes_new_with_redelivered_rows() {
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let (name, room, who) = general_room(&store).await;
+    let texts = [
+        "back\\slash \\N \\t not a tab",
+        "tab\there\nnewline\r\ncrlf",
+        "\\",
+        "ünïcödé — 🦀 \u{7f} end\\",
+    ];
+    let batch: Vec<(Id, Message)> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut m = message(&name, i as u64 + 1, &who, &format!("c\\N {i}\\"));
+            m.text = MessageText::parse(t, 4096).unwrap();
+            (room.id, m)
+        })
+        .collect();
+    let first = store.persist(&batch[..2]).await.unwrap();
+    assert_eq!((first.inserted, first.redelivered), (2, 0));
+    // Rows 1–2 again with 3–4: the stored two are skipped, the new two written.
+    let mixed = store.persist(&batch).await.unwrap();
+    assert_eq!((mixed.inserted, mixed.redelivered), (2, 2));
+    assert!(mixed.conflicts.is_empty());
+    assert_eq!(store.room(&name).await.unwrap().unwrap().last_seq, 4);
+    let stored = store.after(&room, 0, 10).await.unwrap();
+    let want: Vec<&Message> = batch.iter().map(|(_, m)| m).collect();
+    assert_eq!(stored.iter().collect::<Vec<_>>(), want);
+}
+
+#[tokio::test]
+async fn poison_records_are_dead_lettered_and_the_partition_keeps_flowing() {
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let (name, room, who) = general_room(&store).await;
+    let kafka = one_partition_topic("poison").await;
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let key = room.id.to_string();
+    let m1 = message(&name, 1, &who, "c1");
+    let m2 = message(&name, 2, &who, "c2");
+    let records: Vec<(String, Vec<u8>)> = vec![
+        (key.clone(), record::encode(room.id, &m1)),
+        (key.clone(), b"{not json".to_vec()),
+        ("another-room".into(), record::encode(room.id, &m2)),
+        (key.clone(), record::encode(room.id, &m2)),
+    ];
+    for (k, v) in &records {
+        producer
+            .send(
+                FutureRecord::to(&kafka.topic).key(k).payload(v),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    let persister = RunningPersister::start(&kafka, PersisterConfig::new("test"), &store).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = store.after(&room, 0, 10).await.unwrap();
+        if stored.len() == 2 {
+            assert_eq!(
+                stored.iter().map(|m| m.id).collect::<Vec<_>>(),
+                [m1.id, m2.id]
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the valid records after the poison were not written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Both bad records are on the dead-letter topic, with why.
+    let mut reasons: Vec<String> = dead_letters(&kafka, 2)
+        .await
+        .into_iter()
+        .map(|(reason, _)| reason)
+        .collect();
+    reasons.sort();
+    assert!(
+        reasons[0].contains("not a JSON message record"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("is not its room id"), "{reasons:?}");
+    let dead = persister.status.lock().unwrap().dead_lettered;
+    assert_eq!(dead, 2);
+    persister.stop().await;
+
+    // The group's next persister starts before the committed offset and reads the poison
+    // records again: they are not dead-lettered a second time. One more message, written once
+    // the records before it were handled, says when to look.
+    let m3 = message(&name, 3, &who, "c3");
+    producer
+        .send(
+            FutureRecord::to(&kafka.topic)
+                .key(&key)
+                .payload(&record::encode(room.id, &m3)),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let again = RunningPersister::start(&kafka, PersisterConfig::new("test"), &store).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while again.status.lock().unwrap().persisted < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the message after the restart was not written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (persisted, dead) = {
+        let s = again.status.lock().unwrap();
+        (s.persisted, s.dead_lettered)
+    };
+    assert_eq!(
+        (persisted, dead),
+        (1, 0),
+        "written once, nothing dead-lettered again"
+    );
+    let stored = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [m1.id, m2.id, m3.id]
+    );
+    again.stop().await;
+}
+
+/// A record that decodes but that the database refuses (here a CHECK constraint the test adds;
+/// in production, say, a value PostgreSQL cannot store) fails its whole batch's COPY: the
+/// persister writes that batch row by row, dead-letters the refused one with the database's
+/// reason, stores the others, and the partition keeps flowing.
+#[tokio::test]
+async fn a_record_the_database_refuses_is_dead_lettered_and_its_batch_is_written() {
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let (name, room, who) = general_room(&store).await;
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("ALTER TABLE messages ADD CONSTRAINT test_refuses CHECK (text <> 'refuse me')")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let kafka = one_partition_topic("refused").await;
+
+    // Three records enqueued together: one broker batch, one persister batch.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "500")
+        .create()
+        .unwrap();
+    let key = room.id.to_string();
+    let m1 = message(&name, 1, &who, "c1");
+    let mut m2 = message(&name, 2, &who, "c2");
+    m2.text = MessageText::parse("refuse me", 4096).unwrap();
+    let m3 = message(&name, 3, &who, "c3");
+    let m4 = message(&name, 4, &who, "c4");
+    let payloads = [&m1, &m2, &m3, &m4].map(|m| record::encode(room.id, m));
+    let send = |i: usize| {
+        producer.send(
+            FutureRecord::to(&kafka.topic)
+                .key(&key)
+                .payload(&payloads[i]),
+            Duration::from_secs(10),
+        )
+    };
+    for delivered in futures_util::future::join_all([send(0), send(1), send(2)]).await {
+        delivered.map_err(|(e, _)| e).unwrap();
+    }
+
+    let persister = RunningPersister::start(&kafka, PersisterConfig::new("test"), &store).await;
+    let stored_ids = |n: usize| {
+        let (store, room) = (store.clone(), room.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let stored = store.after(&room, 0, 10).await.unwrap();
+                if stored.len() >= n || tokio::time::Instant::now() > deadline {
+                    return stored.iter().map(|m| m.id).collect::<Vec<_>>();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(stored_ids(2).await, [m1.id, m3.id], "the batch around it");
+    let letters = dead_letters(&kafka, 1).await;
+    assert!(
+        letters[0].0.contains("database refused the message")
+            && letters[0].0.contains("test_refuses"),
+        "{:?}",
+        letters[0].0
+    );
+    assert_eq!(letters[0].1, payloads[1]);
+
+    // The partition keeps flowing.
+    send(3).await.map_err(|(e, _)| e).unwrap();
+    assert_eq!(stored_ids(3).await, [m1.id, m3.id, m4.id]);
+    // The status is updated once the batch's trim is done, just after its commit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = {
+            let s = persister.status.lock().unwrap();
+            (s.persisted, s.dead_lettered)
+        };
+        if counts == (3, 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "persisted, dead-lettered: {counts:?}, expected (3, 1)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    persister.stop().await;
+}
