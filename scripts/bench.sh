@@ -1,39 +1,86 @@
 #!/usr/bin/env bash
-# Reproduces the figures in docs/performance.md: builds the release binary, starts one embedded
-# node on a free port with a fresh data directory (rate limit off: the bench is the only
-# client), runs each scenario against it with --server-pid, and stops it.
-#   scripts/bench.sh [scenario ...]     scenarios: durable single idle register-rss fanout pairs store
-#                                       cluster-fanout cluster-fanout-100 cluster-durable
-#                                       cluster-single cluster-pairs (2 nodes, scripts/cluster.sh:
-#                                       PostgreSQL and Redis on their standard ports)
-#                                       kafka-ack-Nk (N thousand msgs/s: 1k, 3k, 10k are the documented
-#                                       ones) kafka-durable kafka-sink (durable: a private tansu broker,
-#                                       PostgreSQL, Redis; see below)
-#                                       kafka-produce-Nk (the broker alone: the node's producer at that
-#                                       rate, no node; crates/scalify-kafka/examples/produce_latency.rs;
-#                                       CONSUME=1 adds a plain consumer reading the topic meanwhile)
-#                                       pairs-Nk (kafka-ack-Nk's load on an embedded node)
-#   durable-mode knobs (environment): KAFKA_PARTITIONS (default 6), TANSU_STORAGE (default
-#   memory://tansu/; sqlite://tansu.db for a disk-backed broker), PERSISTER_ARGS (extra flags of
-#   the persister), PERSISTER=0 (kafka-ack-Nk without a persister: the test broker's fetch work
-#   out of the picture), SCALIFY_KAFKA_OPTIONS (librdkafka settings of node and persister),
-#   BENCH_METRICS_DIR (keeps the node's and persister's /metrics of each run),
-#   BENCH_KAFKA_BROKERS=host:port,… (a Kafka cluster of yours instead of the private tansu: a
-#   fresh topic and consumer group per run, left on the cluster afterwards)
-#   BENCH_SECONDS: how long kafka-ack-Nk, kafka-produce-Nk and pairs-Nk send (default 10)
-#   BENCH_PAIRS: how many pairs kafka-ack-Nk and pairs-Nk spread the load over (default 500, 200
-#   at 1k; each pair is two users online, so it also sets how much presence a node keeps alive)
-#   STAGES=1: kafka-ack-Nk also prints the node's per-stage p99 per half-second (send, seq
-#   allocation, window deposit, broker delivery report; scripts/stage-timeline.py), to set
-#   beside the load generator's timeline
+# Reproduces the figures in docs/performance.md. Builds the release binary, starts what each
+# scenario needs on free ports (a node with a fresh data directory, rate limit off: the bench is
+# the only client; a 2-node cluster; a private broker, a fresh database and a Redis prefix),
+# runs the scenario and stops it all again — also when a scenario fails or is interrupted.
+#
+#   scripts/bench.sh [options] [scenario ...]        (no scenario: store durable single fanout pairs idle)
+#
+# Scenarios:
+#   store durable single idle register-rss fanout pairs      one embedded node
+#   cluster-fanout cluster-fanout-100 cluster-durable cluster-single cluster-pairs
+#                                   2 nodes (scripts/cluster.sh) on PostgreSQL and Redis
+#   kafka-ack-Nk                    durable mode at N thousand msgs/s (1k, 3k, 10k documented)
+#   kafka-durable kafka-sink        durable mode, closed loop; the persister's drain rate
+#   kafka-produce-Nk                the broker alone: the node's producer at that rate
+#   pairs-Nk                        kafka-ack-Nk's load on an embedded node
+#
+# Options:
+#   --database-url URL    PostgreSQL to create the bench databases in (default
+#                         postgres://postgres@127.0.0.1:5432/postgres)
+#   --redis-url URL       Redis (default redis://127.0.0.1:6379)
+#   --seconds N           how long kafka-ack-Nk, kafka-produce-Nk and pairs-Nk send (10)
+#   --pairs N             pairs those loads are spread over (500; 200 at 1k): each pair is two
+#                         users online, so it also sets how much presence a node keeps alive
+#   --partitions N        partitions of the durable topic (6)
+#   --no-persister        kafka-ack-Nk without a persister
+#   --persister-args "…"  extra flags of the persister, e.g. "--persister-writers 1"
+#   --kafka-option K=V    a librdkafka setting of the node, the persister and the producer
+#                         bench (repeatable)
+#   --kafka-brokers LIST  a Kafka cluster of yours instead of the private tansu broker (a fresh
+#                         topic and consumer group per run, left on the cluster)
+#   --tansu-storage URL   the private broker's storage (memory://tansu/; sqlite://tansu.db)
+#   --stages              kafka-ack-Nk also prints the node's per-stage p99 per half-second
+#   --metrics-dir DIR     keeps the node's and the persister's /metrics of each durable run
+#   --consume             kafka-produce-Nk with a plain consumer reading the topic meanwhile
+#   -h, --help            this text
+#
+# SCALIFY_SERVER_BIN and SCALIFY_LOADGEN_BIN replace the node's and the load generator's
+# binaries (scripts/bench-ab.sh sets them to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
+REDIS_URL="redis://127.0.0.1:6379"
+BENCH_SECONDS=10 BENCH_PAIRS="" KAFKA_PARTITIONS=6 PERSISTER=1 PERSISTER_ARGS="" KAFKA_OPTIONS=()
+BENCH_KAFKA_BROKERS="" TANSU_STORAGE="memory://tansu/" STAGES=0 BENCH_METRICS_DIR="" CONSUME=""
+scenarios=()
+need() { [ $# -ge 2 ] || { echo "$1 needs a value (try --help)" >&2; exit 2; }; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --database-url) need "$@"; PG_URL=$2; shift ;;
+    --redis-url) need "$@"; REDIS_URL=$2; shift ;;
+    --seconds) need "$@"; BENCH_SECONDS=$2; shift ;;
+    --pairs) need "$@"; BENCH_PAIRS=$2; shift ;;
+    --partitions) need "$@"; KAFKA_PARTITIONS=$2; shift ;;
+    --no-persister) PERSISTER=0 ;;
+    --persister-args) need "$@"; PERSISTER_ARGS=$2; shift ;;
+    --kafka-option) need "$@"; KAFKA_OPTIONS+=("$2"); shift ;;
+    --kafka-brokers) need "$@"; BENCH_KAFKA_BROKERS=$2; shift ;;
+    --tansu-storage) need "$@"; TANSU_STORAGE=$2; shift ;;
+    --stages) STAGES=1 ;;
+    --metrics-dir) need "$@"; BENCH_METRICS_DIR=$2; shift ;;
+    --consume) CONSUME=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "unknown option $1 (try --help)" >&2; exit 2 ;;
+    *) scenarios+=("$1") ;;
+  esac
+  shift
+done
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(store durable single fanout pairs idle)
+# The node, the persister and the producer bench read their librdkafka settings from here.
+if [ ${#KAFKA_OPTIONS[@]} -gt 0 ]; then
+  SCALIFY_KAFKA_OPTIONS=$(IFS=,; echo "${KAFKA_OPTIONS[*]}"); export SCALIFY_KAFKA_OPTIONS
+fi
+[ -n "$CONSUME" ] && export CONSUME
+# A database of the bench's own, on the server of --database-url.
+db_url() { echo "${PG_URL%/*}/$1"; }
+psql_admin() { psql "$PG_URL" -qc "$1" >/dev/null; }
+
 cargo build --release --locked -p scalify --bins -p scalify-store -p scalify-kafka --examples >/dev/null
 # The node's binary and the load generator's (bench-ab.sh sets them to compare two builds).
 BIN=${SCALIFY_SERVER_BIN:-target/release/scalify}
 LOADGEN=${SCALIFY_LOADGEN_BIN:-$BIN}
-scenarios=("$@")
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(store durable single fanout pairs idle)
 
 start_node() {
   DATA=$(mktemp -d)
@@ -43,18 +90,17 @@ start_node() {
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   URL="http://127.0.0.1:$PORT"
 }
-stop_node() { kill -TERM "$PID"; wait "$PID" || true; rm -rf "$DATA"; }
+stop_node() { [ -n "${DATA:-}" ] || return 0; kill -TERM "$PID" 2>/dev/null; wait "$PID" || true; rm -rf "$DATA"; DATA=""; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 run() { echo "\$ scalify bench $*"; "$LOADGEN" bench --url "$URL" --server-pid "$PID" "$@"; echo; }
 
 # A 2-node cluster (fresh database, own Redis prefix) through scripts/cluster.sh; the bench
 # connects to the nodes directly, half of the connections each.
-REDIS_URL="${SCALIFY_REDIS_URL:-redis://127.0.0.1:6379}"
 start_cluster() {
   CDIR=$(mktemp -d)
   CDB="scalify_bench_$$"
   export SCALIFY_CLUSTER_DIR="$CDIR" SCALIFY_BIN="$(realpath "$BIN")" SCALIFY_REDIS_URL="$REDIS_URL"
-  export SCALIFY_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$CDB"
+  export SCALIFY_DATABASE_URL; SCALIFY_DATABASE_URL=$(db_url "$CDB")
   export SCALIFY_REDIS_PREFIX="bench-$$" SCALIFY_CLUSTER_ARGS="--rate-limit-per-sec 0"
   export SCALIFY_CLUSTER_PORT="${SCALIFY_CLUSTER_PORT:-18080}" SCALIFY_CLUSTER_NODE_PORT="${SCALIFY_CLUSTER_NODE_PORT:-13101}"
   scripts/cluster.sh start 2 >/dev/null
@@ -62,9 +108,16 @@ start_cluster() {
   PID=$(awk '{print $1}' "$CDIR/nodes" | paste -sd,)
 }
 stop_cluster() {
-  scripts/cluster.sh stop >/dev/null
-  psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "DROP DATABASE IF EXISTS $CDB WITH (FORCE)" >/dev/null
-  rm -rf "$CDIR"
+  [ -n "${CDIR:-}" ] || return 0
+  scripts/cluster.sh stop >/dev/null || true
+  psql_admin "DROP DATABASE IF EXISTS $CDB WITH (FORCE)" || true
+  unlink_keys "bench-$$"
+  rm -rf "$CDIR"; CDIR=""
+}
+# Deletes the Redis keys under a prefix (a durable run leaves ~150k: seq counters, a day's
+# idempotency keys, windows).
+unlink_keys() {
+  redis-cli -u "$REDIS_URL" --scan --pattern "$1:*" | xargs -r -n 5000 redis-cli -u "$REDIS_URL" UNLINK >/dev/null || true
 }
 redis_counters() {
   local publish out
@@ -95,7 +148,7 @@ TANSU_BIN="${TANSU_BIN:-$HOME/.cargo/bin/tansu}"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start_tansu() {
   KDIR=$(mktemp -d)
-  if [ -n "${BENCH_KAFKA_BROKERS:-}" ]; then
+  if [ -n "$BENCH_KAFKA_BROKERS" ]; then
     # A broker of the user's (Apache Kafka, Redpanda): a fresh topic and group per run,
     # passed to the node and the persister.
     KBROKERS=$BENCH_KAFKA_BROKERS
@@ -106,53 +159,60 @@ start_tansu() {
   kport=$(free_port)
   KBROKERS="127.0.0.1:$kport"
   (cd "$KDIR" && RUST_LOG=warn exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$kport" \
-    --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine "${TANSU_STORAGE:-memory://tansu/}" >"$KDIR/tansu.log" 2>&1) &
+    --advertised-listener-url "tcp://127.0.0.1:$kport" --storage-engine "$TANSU_STORAGE" >"$KDIR/tansu.log" 2>&1) &
   echo $! >"$KDIR/tansu.pid"
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && break; sleep 0.1; done
 }
-stop_tansu() { [ -f "$KDIR/tansu.pid" ] && kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null; rm -rf "$KDIR"; }
+stop_tansu() {
+  [ -n "${KDIR:-}" ] || return 0
+  [ -f "$KDIR/tansu.pid" ] && kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null
+  rm -rf "$KDIR"; KDIR=""
+}
 # The private broker's pid (none with BENCH_KAFKA_BROKERS), and CPU seconds that read 0 for none.
 tansu_pid() { cat "$KDIR/tansu.pid" 2>/dev/null || true; }
 cpu_secs_or_0() { cpu_secs "$1" 2>/dev/null || echo 0; }
 start_kafka() {
   start_tansu
   KDB="scalify_bench_k$$"
-  psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE $KDB" >/dev/null
+  psql_admin "CREATE DATABASE $KDB"
   export SCALIFY_TOKEN_SECRET; SCALIFY_TOKEN_SECRET=$(openssl rand -hex 32)
-  KARGS=(--database-url "postgres://postgres@127.0.0.1:5432/$KDB" --redis-url "$REDIS_URL"
-    --redis-prefix "bench-k$$" --kafka-brokers "$KBROKERS" --kafka-partitions "${KAFKA_PARTITIONS:-6}" "${KAFKA_RUN_ARGS[@]}")
+  KARGS=(--database-url "$(db_url "$KDB")" --redis-url "$REDIS_URL"
+    --redis-prefix "bench-k$$" --kafka-brokers "$KBROKERS" --kafka-partitions "$KAFKA_PARTITIONS" "${KAFKA_RUN_ARGS[@]}")
   PORT=$(free_port)
   "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$KDIR" --rate-limit-per-sec 0 "${KARGS[@]}" >"$KDIR/node.log" 2>&1 &
-  PID=$!
+  PID=$! KPID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
   URL="http://127.0.0.1:$PORT"
 }
 start_persister() {
   PPORT=$(free_port)
-  "$BIN" persister --listen "127.0.0.1:$PPORT" "${KARGS[@]}" ${PERSISTER_ARGS:-} >"$KDIR/persister.log" 2>&1 &
+  "$BIN" persister --listen "127.0.0.1:$PPORT" "${KARGS[@]}" $PERSISTER_ARGS >"$KDIR/persister.log" 2>&1 &
   PPID_=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PPORT/healthz" >/dev/null && break; sleep 0.1; done
 }
 persister_metric() { curl -s "http://127.0.0.1:$PPORT/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s+=$2} END {print s+0}'; }
-# Whatever a failed scenario left running is stopped on exit.
+# Whatever a failed or interrupted scenario left behind is stopped and deleted on exit: the
+# node, the cluster, the persister, the broker, the databases and the Redis keys.
 cleanup() {
-  [ -n "${PPID_:-}" ] && kill "$PPID_" 2>/dev/null
-  [ -n "${KDIR:-}" ] && [ -f "$KDIR/tansu.pid" ] && kill "$(cat "$KDIR/tansu.pid")" 2>/dev/null
+  set +e
+  [ -n "${PPID_:-}" ] && { kill "$PPID_" 2>/dev/null; wait "$PPID_"; PPID_=""; }
+  stop_node; stop_cluster
+  if [ -n "${KDIR:-}" ]; then BENCH_METRICS_DIR="" stop_kafka; fi
   return 0
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 stop_kafka() {
-  # BENCH_METRICS_DIR=dir keeps the node's and the persister's /metrics of each run.
-  if [ -n "${BENCH_METRICS_DIR:-}" ]; then
+  # --metrics-dir keeps the node's and the persister's /metrics of each run.
+  if [ -n "$BENCH_METRICS_DIR" ]; then
     mkdir -p "$BENCH_METRICS_DIR"; local stamp; stamp=$(date +%H%M%S)
     curl -s "$URL/metrics" >"$BENCH_METRICS_DIR/node-$stamp.prom" || true
     [ -n "${PPID_:-}" ] && { curl -s "http://127.0.0.1:$PPORT/metrics" >"$BENCH_METRICS_DIR/persister-$stamp.prom" || true; }
   fi
   [ -n "${PPID_:-}" ] && { kill -TERM "$PPID_"; wait "$PPID_" || true; PPID_=""; }
-  kill -TERM "$PID"; wait "$PID" || true
-  psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "DROP DATABASE IF EXISTS $KDB WITH (FORCE)" >/dev/null
-  # The run's Redis keys (seq counters, a day's idempotency keys, windows): ~150k per run.
-  redis-cli -u "$REDIS_URL" --scan --pattern "bench-k$$:*" | xargs -r -n 5000 redis-cli -u "$REDIS_URL" UNLINK >/dev/null
+  [ -n "${KPID:-}" ] && { kill -TERM "$KPID" 2>/dev/null; wait "$KPID" || true; KPID=""; }
+  [ -n "${KDB:-}" ] && { psql_admin "DROP DATABASE IF EXISTS $KDB WITH (FORCE)" || true; KDB=""; }
+  unlink_keys "bench-k$$"
   stop_tansu
 }
 # The processes on the durable path, one "role pid" line each.
@@ -187,7 +247,7 @@ cpu_snapshot() {
 # (BENCH_SECONDS - 4; not printed for runs shorter than 6 s). The processes are looked up
 # before the measured phase.
 cpu_shares() {
-  local span=$(( ${BENCH_SECONDS:-10} - 4 ))
+  local span=$(( $BENCH_SECONDS - 4 ))
   [ "$span" -ge 2 ] || return 0
   sleep 1; local pids a; pids=$(durable_pids)
   sleep 3; cpu_snapshot "$pids"; a=$SNAP
@@ -207,7 +267,7 @@ paced_pairs() {
   local n=$1 pairs=500
   [ "$n" -le 1 ] && pairs=200
   pairs=${BENCH_PAIRS:-$pairs}
-  echo "--duration ${BENCH_SECONDS:-10} pairs --pairs $pairs --rate $((n * 1000))"
+  echo "--duration $BENCH_SECONDS pairs --pairs $pairs --rate $((n * 1000))"
 }
 run_with_lag() {
   local sampler=""
@@ -215,7 +275,7 @@ run_with_lag() {
     # One process for the whole run, started before the load, instead of a curl and an awk
     # process each second: the run's p99 timeline should show the product, not the sampler
     # (a process started mid-run shows as a spike).
-    python3 - "$PPORT" $((${BENCH_SECONDS:-10} + 4)) <<'PY' &
+    python3 - "$PPORT" $(($BENCH_SECONDS + 4)) <<'PY' &
 import sys, time, urllib.request
 port, samples = sys.argv[1], int(sys.argv[2])
 url = f"http://127.0.0.1:{port}/metrics"
@@ -235,9 +295,9 @@ PY
   fi
   cpu_shares &
   local cpu_sampler=$! stages=""
-  if [ "${STAGES:-0}" = 1 ]; then
+  if [ "$STAGES" = 1 ]; then
     # Started with the load generator: it connects and warms up for a few seconds first.
-    python3 scripts/stage-timeline.py "$URL" $((${BENCH_SECONDS:-10} + 6)) &
+    python3 scripts/stage-timeline.py "$URL" $(($BENCH_SECONDS + 6)) &
     stages=$!
   fi
   run "$@"
@@ -287,13 +347,13 @@ for s in "${scenarios[@]}"; do
     kafka-produce-[0-9]*k)
       n=${s#kafka-produce-}; rate=$((${n%k} * 1000))
       start_tansu
-      echo "\$ target/release/examples/produce_latency BROKERS $rate ${BENCH_SECONDS:-10} 1000 300 ${KAFKA_PARTITIONS:-6}"
-      target/release/examples/produce_latency "$KBROKERS" "$rate" "${BENCH_SECONDS:-10}" 1000 300 "${KAFKA_PARTITIONS:-6}"; echo
+      echo "\$ target/release/examples/produce_latency BROKERS $rate $BENCH_SECONDS 1000 300 $KAFKA_PARTITIONS"
+      target/release/examples/produce_latency "$KBROKERS" "$rate" "$BENCH_SECONDS" 1000 300 "$KAFKA_PARTITIONS"; echo
       stop_tansu ;;
     # kafka-ack-Nk: N thousand msgs/s offered (1k, 3k and 10k are the documented ones).
     kafka-ack-[0-9]*k)
       n=${s#kafka-ack-}
-      start_kafka; [ "${PERSISTER:-1}" != 0 ] && start_persister
+      start_kafka; [ "$PERSISTER" != 0 ] && start_persister
       # shellcheck disable=SC2046 # paced_pairs prints arguments
       run_with_lag $(paced_pairs "${n%k}"); stop_kafka ;;
     # The same load on an embedded node (no broker, Redis or PostgreSQL): the socket path's share.
