@@ -96,23 +96,32 @@ impl Settings {
             .ok()
             .filter(|s| !s.is_empty())
             .or(file.token_secret);
-        let postgres = o.common.database_url.clone().map(|url| {
-            let mut c = PgConfig::new(url);
-            if let Some(n) = o.database_max_connections {
-                c.max_connections = n.max(2);
-            }
-            c
-        });
-        let redis = o.redis_url.clone().map(|url| {
-            let mut c = RedisConfig::new(url);
-            if let Some(p) = o.redis_prefix.clone() {
-                c.prefix = p;
-            }
-            if let Some(t) = o.presence_ttl_secs {
-                c.presence_ttl = Duration::from_secs(t.max(1));
-            }
-            c
-        });
+        let postgres = o
+            .common
+            .database_url
+            .clone()
+            .map(|url| -> anyhow::Result<PgConfig> {
+                let mut c = PgConfig::new(url);
+                if let Some(n) = o.database_max_connections {
+                    c.max_connections = at_least("database_max_connections", n, 2)?;
+                }
+                Ok(c)
+            })
+            .transpose()?;
+        let redis = o
+            .redis_url
+            .clone()
+            .map(|url| -> anyhow::Result<RedisConfig> {
+                let mut c = RedisConfig::new(url);
+                if let Some(p) = o.redis_prefix.clone() {
+                    c.prefix = p;
+                }
+                if let Some(t) = o.presence_ttl_secs {
+                    c.presence_ttl = Duration::from_secs(at_least("presence_ttl_secs", t, 1)?);
+                }
+                Ok(c)
+            })
+            .transpose()?;
         let kafka = match o.kafka_brokers.clone() {
             None => None,
             Some(brokers) => {
@@ -162,16 +171,18 @@ impl Settings {
                     .rate_limit_burst
                     .unwrap_or(transport_defaults.rate_limit_burst),
                 allowed_origins: o.allowed_origins.clone().unwrap_or_default(),
-                ping_interval: Duration::from_secs(
+                ping_interval: Duration::from_secs(at_least(
+                    "ping_interval_secs",
                     o.ping_interval_secs
-                        .unwrap_or(transport_defaults.ping_interval.as_secs())
-                        .max(1),
-                ),
-                ping_timeout: Duration::from_secs(
+                        .unwrap_or(transport_defaults.ping_interval.as_secs()),
+                    1,
+                )?),
+                ping_timeout: Duration::from_secs(at_least(
+                    "ping_timeout_secs",
                     o.ping_timeout_secs
-                        .unwrap_or(transport_defaults.ping_timeout.as_secs())
-                        .max(1),
-                ),
+                        .unwrap_or(transport_defaults.ping_timeout.as_secs()),
+                    1,
+                )?),
                 ..transport_defaults
             },
             durability: match o.sqlite_synchronous.unwrap_or(SqliteSync::Full) {
@@ -282,14 +293,14 @@ fn kafka_settings(o: &ServeArgs, brokers: String) -> anyhow::Result<KafkaSetting
     }
     let mut ingest = IngestConfig::default();
     if let Some(ms) = o.kafka_ack_timeout_ms {
-        ingest.ack_timeout = Duration::from_millis(ms.max(100));
+        ingest.ack_timeout = Duration::from_millis(at_least("kafka_ack_timeout_ms", ms, 100)?);
     }
     let mut persister = PersisterConfig::new(format!("{}-{}", hostname(), std::process::id()));
     if let Some(n) = o.persister_batch {
-        persister.batch_max = n.clamp(1, 50_000);
+        persister.batch_max = within("persister_batch", n, 1..=50_000)?;
     }
     if let Some(ms) = o.persister_batch_ms {
-        persister.batch_wait = Duration::from_millis(ms.max(1));
+        persister.batch_wait = Duration::from_millis(at_least("persister_batch_ms", ms, 1)?);
     }
     if let Some(n) = o.persister_writers {
         if !(1..=8).contains(&n) {
@@ -298,7 +309,7 @@ fn kafka_settings(o: &ServeArgs, brokers: String) -> anyhow::Result<KafkaSetting
         persister.writers = n;
     }
     if let Some(secs) = o.persister_stuck_secs {
-        persister.stuck_after = Duration::from_secs(secs.max(1));
+        persister.stuck_after = Duration::from_secs(at_least("persister_stuck_secs", secs, 1)?);
     }
     if let Some(n) = o.persister_lookback {
         if !(0..=scalify_kafka::continuity::MAX_LOOKBACK).contains(&n) {
@@ -315,6 +326,35 @@ fn kafka_settings(o: &ServeArgs, brokers: String) -> anyhow::Result<KafkaSetting
         persister,
         embedded_persister: o.persister,
     })
+}
+
+/// `value` of setting `key` if it is at least `min`: a value out of range is an error that names
+/// the setting, never quietly replaced by one the user did not ask for.
+fn at_least<T: PartialOrd + std::fmt::Display>(key: &str, value: T, min: T) -> anyhow::Result<T> {
+    if value < min {
+        bail!(
+            "{key} (--{}) must be at least {min} (got {value})",
+            key.replace('_', "-")
+        );
+    }
+    Ok(value)
+}
+
+/// `value` of setting `key` if it lies in `range` (see [`at_least`]).
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> anyhow::Result<T> {
+    if !range.contains(&value) {
+        bail!(
+            "{key} (--{}) must be {} to {} (got {value})",
+            key.replace('_', "-"),
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(value)
 }
 
 fn hostname() -> String {
@@ -485,6 +525,62 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_value_out_of_range_is_an_error_naming_its_setting_never_clamped() {
+        let durable = [
+            "--database-url",
+            "postgres://localhost/x",
+            "--redis-url",
+            "redis://localhost",
+            "--kafka-brokers",
+            "localhost:9092",
+        ];
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--ping-interval-secs", "0"],
+                "ping_interval_secs (--ping-interval-secs)",
+            ),
+            (&["--ping-timeout-secs", "0"], "ping_timeout_secs"),
+            (
+                &[
+                    "--database-url",
+                    "postgres://localhost/x",
+                    "--database-max-connections",
+                    "1",
+                ],
+                "database_max_connections",
+            ),
+            (
+                &[
+                    "--redis-url",
+                    "redis://localhost",
+                    "--presence-ttl-secs",
+                    "0",
+                ],
+                "presence_ttl_secs",
+            ),
+            (&["--kafka-ack-timeout-ms", "50"], "kafka_ack_timeout_ms"),
+            (&["--persister-batch", "0"], "persister_batch"),
+            (
+                &["--persister-batch", "50001"],
+                "persister_batch (--persister-batch) must be 1 to 50000",
+            ),
+            (&["--persister-batch-ms", "0"], "persister_batch_ms"),
+            (&["--persister-stuck-secs", "0"], "persister_stuck_secs"),
+        ];
+        for (flags, key) in cases {
+            let mut argv: Vec<&str> = flags.to_vec();
+            if flags[0].starts_with("--kafka") || flags[0].starts_with("--persister") {
+                argv.extend_from_slice(&durable);
+            }
+            let a = serve_args(&argv);
+            match Settings::load(&a.common, Some(&a)) {
+                Ok(_) => panic!("{flags:?} was accepted"),
+                Err(e) => assert!(e.to_string().contains(key), "{flags:?}: {e}"),
+            }
         }
     }
 }
