@@ -10,8 +10,8 @@ impl Chat {
     /// Runs in the caller's task, so the caller must not drop it half-way: a message
     /// committed but then not published would reach no member until they sync. A Socket.IO
     /// event runs as a task of its own that nothing cancels (socketioxide spawns it, and the
-    /// handler holds a [`Chat::admit`] guard); an HTTP handler, which axum drops when its client hangs up, runs the
-    /// send with [`Chat::spawn`].
+    /// handler holds a [`Chat::admit`] guard); an HTTP handler, which axum drops when its
+    /// client hangs up, runs the send with [`Chat::spawn`].
     pub async fn send(
         &self,
         sender: &UserRef,
