@@ -1,7 +1,8 @@
 //! A whole node in process, built by [`scalify::Node`] from [`scalify::Settings`] exactly as
 //! `scalify serve` builds it, in each mode, and spoken to over real HTTP: the embedded
-//! default, and durable mode with its persister (a real Kafka-API broker, Redis and
-//! PostgreSQL; `scripts/test.sh` starts the broker and sets `SCALIFY_TEST_KAFKA_BROKERS`).
+//! default, two cluster nodes sharing PostgreSQL and Redis, and durable mode with its
+//! persister (a real Kafka-API broker, Redis and PostgreSQL; `scripts/test.sh` starts the
+//! broker and sets `SCALIFY_TEST_KAFKA_BROKERS`).
 
 use std::time::Duration;
 
@@ -89,11 +90,16 @@ impl TestNode {
 
     /// A new user and a public room of theirs: (token, room name).
     async fn user_and_room(&self) -> (String, String) {
+        self.named_user_and_room(&unique("u").replace('_', ""))
+            .await
+    }
+
+    async fn named_user_and_room(&self, username: &str) -> (String, String) {
         let (status, body) = self
             .call(
                 "POST",
                 "/api/auth/register",
-                json!({"username": unique("u").replace('_', ""), "password": "password-1"}),
+                json!({"username": username, "password": "password-1"}),
                 None,
             )
             .await;
@@ -169,6 +175,50 @@ async fn an_embedded_node_serves_and_stops_cleanly() {
         ["m0", "m1", "m2", "m3", "m4"]
     );
     node.stop().await;
+}
+
+#[tokio::test]
+async fn two_cluster_nodes_share_history_tokens_and_the_registry() {
+    let db = FreshDb::create().await;
+    let prefix = RedisPrefix::new();
+    let redis = redis_url();
+    let admin = unique("admin").replace('_', "");
+    let flags = [
+        "--database-url",
+        db.url.as_str(),
+        "--redis-url",
+        redis.as_str(),
+        "--redis-prefix",
+        prefix.0.as_str(),
+        "--admins",
+        admin.as_str(),
+    ];
+    let a = spawn_node(&flags).await;
+    let b = spawn_node(&flags).await;
+    let (token, room) = a.named_user_and_room(&admin).await;
+    assert_eq!(a.send(&token, &room, 3).await, vec![1, 2, 3]);
+    // A token from one node is good on the other, and the history is shared.
+    assert_eq!(b.history(&token, &room).await, ["m0", "m1", "m2"]);
+    // Each node announces itself in the registry; the admin overview lists both, typed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = b
+            .call("GET", "/api/admin/overview", Value::Null, Some(&token))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let nodes = body["nodes"].as_array().map(Vec::len).unwrap_or(0);
+        if nodes == 2 {
+            assert!(body["nodes"][0]["started_at"].as_i64().is_some(), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{nodes} node(s) in the overview after 30 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test]
