@@ -7,14 +7,26 @@ import { BIN, startServer, api, register, connect, call, uniqueRoom } from './ha
 
 let server;
 let admin;
+const name = `adm${process.pid}`.slice(0, 32);
+const args = ['--rate-limit-per-sec', '0', '--admins', name];
 before(async () => {
-  const name = `adm${process.pid}`.slice(0, 32);
-  server = await startServer({ args: ['--rate-limit-per-sec', '0', '--admins', name] });
-  admin = await api(server.url, 'POST', '/api/auth/register', { username: name, password: 'correct-horse' });
-  assert.equal(admin.status, 201);
-  admin = admin.body;
+  server = await startServer({ args });
 });
 after(async () => { await server.stop(); server.cleanup(); });
+
+test('--admins binds the role to the account holding the name when the node starts, never to whoever registers it later', async () => {
+  // The name has no account at the start: claiming it, in any case, gives nothing.
+  const claimed = await api(server.url, 'POST', '/api/auth/register', { username: name.toUpperCase(), password: 'correct-horse' });
+  assert.equal(claimed.status, 201);
+  admin = claimed.body;
+  assert.equal((await api(server.url, 'GET', '/api/me', undefined, admin.token)).body.admin, false);
+  assert.equal((await api(server.url, 'GET', '/api/admin/overview', undefined, admin.token)).status, 403);
+  // Restarted, the node finds the account that holds the name now (the operator's, here).
+  await server.stop();
+  server = await startServer({ dataDir: server.dir, args });
+  assert.equal((await api(server.url, 'GET', '/api/me', undefined, admin.token)).body.admin, true);
+  assert.equal((await api(server.url, 'GET', '/api/admin/overview', undefined, admin.token)).status, 200);
+});
 
 const cli = (...args) => execFileSync(BIN, args, { encoding: 'utf8', env: { ...process.env, SCALIFY_LOG: 'warn' } });
 

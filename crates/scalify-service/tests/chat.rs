@@ -48,7 +48,14 @@ struct Node {
 }
 
 fn node() -> Node {
-    let dir = tempfile::tempdir().expect("a temporary directory");
+    node_with(
+        tempfile::tempdir().expect("a temporary directory"),
+        ChatConfig::default(),
+    )
+}
+
+/// A node on the database in `dir` (a second node on one directory plays a restart).
+fn node_with(dir: tempfile::TempDir, config: ChatConfig) -> Node {
     let store = SqliteStore::open(SqliteConfig::new(dir.path().join("scalify.db"))).expect("store");
     let delivered = Arc::new(Delivered::default());
     // As a node assembles them: the sequencer hands a room's messages over in seq order.
@@ -61,7 +68,7 @@ fn node() -> Node {
         fanout,
         None,
         auth,
-        ChatConfig::default(),
+        config,
     );
     Node {
         chat,
@@ -218,4 +225,29 @@ async fn bad_input_is_a_clear_error() {
     assert!(nowhere.is_err());
     let kind = n.chat.create_room(&alice, "other", "secret", &[]).await;
     assert_eq!(kind.expect_err("refused").code, ErrorCode::BadRequest);
+}
+
+#[tokio::test]
+async fn an_admin_name_with_no_account_gives_nobody_the_role() {
+    let config = ChatConfig {
+        admins: vec!["boss".into()],
+        ..ChatConfig::default()
+    };
+    let n = node_with(tempfile::tempdir().expect("dir"), config.clone());
+    n.chat.resolve_admins().await;
+    // Whoever registers the name after the start, in any case, is not an admin.
+    let claimer = user(&n.chat, "BOSS").await;
+    assert!(!n.chat.is_admin(&claimer).await.expect("checked"));
+    assert_eq!(
+        n.chat.overview(&claimer).await.expect_err("refused").code,
+        ErrorCode::Forbidden
+    );
+    // The account that holds the name when a node starts is the admin.
+    let Node {
+        chat, _dir: dir, ..
+    } = n;
+    drop(chat);
+    let restarted = node_with(dir, config);
+    restarted.chat.resolve_admins().await;
+    assert!(restarted.chat.is_admin(&claimer).await.expect("checked"));
 }

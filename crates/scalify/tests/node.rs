@@ -194,8 +194,9 @@ async fn two_cluster_nodes_share_history_tokens_and_the_registry() {
         admin.as_str(),
     ];
     let a = spawn_node(&flags).await;
-    let b = spawn_node(&flags).await;
     let (token, room) = a.named_user_and_room(&admin).await;
+    // Started after the account exists, node B binds --admins to it.
+    let b = spawn_node(&flags).await;
     assert_eq!(a.send(&token, &room, 3).await, vec![1, 2, 3]);
     // A token from one node is good on the other, and the history is shared.
     assert_eq!(b.history(&token, &room).await, ["m0", "m1", "m2"]);

@@ -3,12 +3,51 @@
 use super::*;
 
 impl Chat {
-    /// Admins are named in the configuration or granted in the store.
+    /// Admins are the accounts `--admins` named when the node started, and those granted the
+    /// role in the store (`scalify admin grant`); both by user id, never by a name someone
+    /// could register.
     pub async fn is_admin(&self, user: &UserRef) -> Result<bool, ChatError> {
-        if self.config.admins.iter().any(|a| a == &user.username) {
+        let named = self
+            .config_admins
+            .read()
+            .map(|ids| ids.contains(&user.id))
+            .unwrap_or(false);
+        if named {
             return Ok(true);
         }
         self.store.is_admin(user.id).await.map_err(store_error)
+    }
+
+    /// Binds each name of `--admins` to the account that holds it now. A name with no
+    /// account is ignored, with a warning: the role would otherwise go to whoever registers
+    /// the name first.
+    pub async fn resolve_admins(&self) {
+        let mut ids = HashSet::new();
+        for name in &self.config.admins {
+            let account = match Username::parse(name) {
+                Ok(username) => self.store.user_by_name(&username).await,
+                Err(e) => {
+                    tracing::warn!(name = %name, error = %e.message, "--admins: not a valid username; ignored");
+                    continue;
+                }
+            };
+            match account {
+                Ok(Some(user)) => {
+                    tracing::info!(name = %user.username, user = %user.id, "--admins: admin role for this account");
+                    ids.insert(user.id);
+                }
+                Ok(None) => tracing::warn!(
+                    name = %name,
+                    "--admins names no account: ignored (register it and restart, or grant the role with `scalify admin grant`)"
+                ),
+                Err(e) => {
+                    tracing::warn!(name = %name, error = %e, "--admins: cannot look the account up; ignored")
+                }
+            }
+        }
+        if let Ok(mut admins) = self.config_admins.write() {
+            *admins = ids;
+        }
     }
 
     pub fn node_status(&self) -> NodeStatus {

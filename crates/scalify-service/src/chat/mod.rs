@@ -36,7 +36,9 @@ pub struct ChatConfig {
     pub sync_per_room: u32,
     /// Most messages one `sync` returns across all its rooms (bounds one response).
     pub sync_total: u32,
-    /// Usernames with the admin role (besides those granted with `scalify admin grant`).
+    /// Usernames given the admin role by the configuration (`--admins`). Each is resolved to
+    /// its account when the node starts ([`Chat::resolve_admins`]); a name with no account then
+    /// gives nobody anything, so whoever registers it later is not an admin.
     pub admins: Vec<String>,
 }
 
@@ -93,6 +95,8 @@ pub struct Chat {
     /// Password hashes running at once. Each argon2id hash takes 19 MiB and tens of ms of CPU;
     /// bounding them bounds memory and keeps a burst of sign-ups from starving chat traffic.
     hashing: tokio::sync::Semaphore,
+    /// The accounts `--admins` named when the node started, by user id.
+    config_admins: std::sync::RwLock<HashSet<Id>>,
     /// Sends between validation and their ack; graceful shutdown waits for them.
     in_flight: TaskTracker,
     closing: AtomicBool,
@@ -200,6 +204,7 @@ impl Chat {
                     .map(|n| n.get())
                     .unwrap_or(2),
             ),
+            config_admins: std::sync::RwLock::new(HashSet::new()),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),
             stop: tokio_util::sync::CancellationToken::new(),
