@@ -157,7 +157,7 @@ test('handshake without a valid token is refused with connect_error "unauthorize
   await assert.rejects(connect(server.url, 'garbage', { transports: ['polling'] }), (err) => err.message === 'unauthorized');
 });
 
-test('non-members are refused: private rooms and DMs admit members only', async () => {
+test('non-members are refused: private rooms and DMs admit members only, and answer outsiders as rooms that do not exist', async () => {
   const a = await register(server.url);
   const b = await register(server.url);
   const c = await register(server.url);
@@ -166,16 +166,26 @@ test('non-members are refused: private rooms and DMs admit members only', async 
   assert.equal(created.status, 201);
   assert.equal(created.body.room.kind, 'private');
   const sc = await connect(server.url, c.token);
-  for (const [event, arg] of [['join', { room: name }], ['send', { room: name, text: 'x', client_id: '1' }],
+  // Every answer to an outsider is the one a room that does not exist gets (with its name).
+  const ghost = uniqueRoom('ghost');
+  const same = (r, name, other) => assert.deepEqual(r, JSON.parse(JSON.stringify(other).replaceAll(ghost, name)));
+  for (const [event, arg] of [['send', { room: name, text: 'x', client_id: '1' }],
     ['history', { room: name }], ['sync', { rooms: { [name]: 0 } }], ['typing', { room: name }]]) {
     const r = await call(sc, event, arg);
     assert.equal(r.ok, false, event);
-    assert.equal(r.error.code, 'forbidden', event);
+    assert.equal(r.error.code, 'not_found', event);
+    same(r, name, await call(sc, event, JSON.parse(JSON.stringify(arg).replaceAll(name, ghost))));
+  }
+  assert.deepEqual(await call(sc, 'join', { room: name }), { ok: false, error: { code: 'not_found', message: `no room named '${name}'` } });
+  for (const route of [`/api/rooms/${name}/messages`, `/api/rooms/${name}/members`]) {
+    const r = await api(server.url, 'GET', route, undefined, c.token);
+    same(r, name, await api(server.url, 'GET', route.replace(name, ghost), undefined, c.token));
+    assert.equal(r.status, 404);
   }
   const sb = await connect(server.url, b.token);
   assert.equal((await call(sb, 'join', { room: name })).ok, true);
-  // REST: c cannot add themself to a private room; a member can add them.
-  assert.equal((await api(server.url, 'POST', `/api/rooms/${name}/members`, { username: c.user.username }, c.token)).status, 403);
+  // REST: c cannot add themself to a private room (it does not exist for them); a member can add them.
+  assert.equal((await api(server.url, 'POST', `/api/rooms/${name}/members`, { username: c.user.username }, c.token)).status, 404);
   assert.equal((await api(server.url, 'POST', `/api/rooms/${name}/members`, { username: c.user.username }, b.token)).status, 200);
   assert.equal((await call(sc, 'join', { room: name })).ok, true);
   // DMs: the same room both ways, closed to third parties.
@@ -184,8 +194,16 @@ test('non-members are refused: private rooms and DMs admit members only', async 
   assert.equal(dm1.status, 200);
   assert.deepEqual(dm1.body.room, dm2.body.room);
   assert.equal(dm1.body.room.kind, 'dm');
-  const r = await call(sc, 'join', { room: dm1.body.room.name });
-  assert.equal(r.error.code, 'forbidden');
+  // A third party cannot tell the DM from a DM name that was never used.
+  const dmName = dm1.body.room.name;
+  const unused = `dm-${'0'.repeat(26)}-${'1'.repeat(26)}`;
+  assert.deepEqual(await call(sc, 'join', { room: dmName }), await call(sc, 'join', { room: unused }));
+  assert.equal((await call(sc, 'join', { room: dmName })).error.code, 'bad_request');
+  for (const [event, arg] of [['history', { room: dmName }], ['send', { room: dmName, text: 'x', client_id: '2' }]]) {
+    same(await call(sc, event, arg), dmName, await call(sc, event, { ...arg, room: ghost }));
+  }
+  const addToDm = await api(server.url, 'POST', `/api/rooms/${dmName}/members`, { username: c.user.username }, c.token);
+  assert.equal(addToDm.status, 404);
   assert.equal((await call(sc, 'join', { room: 'dm-squatting' })).error.code, 'bad_request');
   // Unknown rooms are not_found for reads.
   assert.equal((await call(sc, 'history', { room: uniqueRoom('nope') })).error.code, 'not_found');

@@ -43,14 +43,20 @@ impl Chat {
         }
     }
 
-    /// The room, if it exists and `user` is a member; `not_found` / `forbidden` otherwise.
+    /// The room, if it exists and `user` is a member. Otherwise `not_found`, exactly as for a
+    /// room that does not exist, unless the room is public (anyone may see and join those):
+    /// then `forbidden`. A private room or a DM thus tells an outsider nothing, not even that
+    /// it exists (a DM's name would tell who writes to whom).
     pub async fn member_room(&self, user: &UserRef, room: &str) -> Result<Room, ChatError> {
         let name = RoomName::parse(room)?;
         let room = self
             .find_room(&name)
             .await?
-            .ok_or_else(|| ChatError::not_found(format!("no room named '{name}'")))?;
+            .ok_or_else(|| no_such_room(&name))?;
         if !self.is_member(room.id, user.id).await? {
+            if !room.kind.is_open() {
+                return Err(no_such_room(&name));
+            }
             return Err(ChatError::forbidden(format!(
                 "you are not a member of '{name}'"
             )));
@@ -87,7 +93,10 @@ impl Chat {
         };
         if !self.is_member(room.id, user.id).await? {
             if !room.kind.is_open() {
-                return Err(ChatError::forbidden(format!("'{name}' is private")));
+                // As if it did not exist: a DM's name is refused as any `dm-` name is, and
+                // a private room's as a room nobody can see.
+                RoomName::parse_creatable(name.as_str())?;
+                return Err(no_such_room(&name));
             }
             self.store
                 .add_member(room.id, user.id)
@@ -166,19 +175,14 @@ impl Chat {
         let room = self
             .find_room(&name)
             .await?
-            .ok_or_else(|| ChatError::not_found(format!("no room named '{name}'")))?;
-        match room.kind {
-            RoomKind::Dm => {
-                return Err(ChatError::forbidden(
-                    "direct-message rooms have fixed members",
-                ))
-            }
-            RoomKind::Private if !self.is_member(room.id, actor.id).await? => {
-                return Err(ChatError::forbidden(format!(
-                    "you are not a member of '{name}'"
-                )))
-            }
-            _ => {}
+            .ok_or_else(|| no_such_room(&name))?;
+        if !room.kind.is_open() && !self.is_member(room.id, actor.id).await? {
+            return Err(no_such_room(&name));
+        }
+        if room.kind == RoomKind::Dm {
+            return Err(ChatError::forbidden(
+                "direct-message rooms have fixed members",
+            ));
         }
         let user = self.user_named(username).await?;
         let added = self
@@ -232,4 +236,9 @@ impl Chat {
         self.notify_added(actor.id, &room).await;
         Ok(room)
     }
+}
+
+/// The answer for a room that does not exist, and for one the asker may not know of.
+fn no_such_room(name: &RoomName) -> ChatError {
+    ChatError::not_found(format!("no room named '{name}'"))
 }
