@@ -210,6 +210,34 @@ test('non-members are refused: private rooms and DMs admit members only, and ans
   sb.close(); sc.close();
 });
 
+test('a join racing the owner creating the same name as a private room never makes the joiner a member', async () => {
+  const owner = await register(server.url, 'owner');
+  const joiner = await register(server.url, 'joiner');
+  const s = await connect(server.url, joiner.token);
+  let privateWon = 0;
+  for (let i = 0; i < 12; i++) {
+    const name = uniqueRoom('race');
+    const [created, joined] = await Promise.all([
+      api(server.url, 'POST', '/api/rooms', { name, kind: 'private' }, owner.token),
+      call(s, 'join', { room: name }),
+    ]);
+    if (created.status === 201) {
+      // The private room exists: the joiner is not in it, whatever order the two landed in.
+      privateWon++;
+      assert.equal(joined.ok, false, JSON.stringify(joined));
+      assert.equal((await call(s, 'history', { room: name })).error.code, 'not_found');
+      const members = await api(server.url, 'GET', `/api/rooms/${name}/members`, undefined, owner.token);
+      assert.deepEqual(members.body.members.map((m) => m.username), [owner.user.username]);
+    } else {
+      // The join created a public room first; the owner's create is a conflict.
+      assert.equal(created.status, 409);
+      assert.equal(joined.ok, true);
+    }
+  }
+  assert.ok(privateWon > 0, 'the race was never won by the private room');
+  s.close();
+});
+
 test('typing goes to other members; presence announces first join and last leave', async () => {
   const a = await register(server.url);
   const b = await register(server.url);

@@ -96,7 +96,9 @@ pub trait Store: Send + Sync + 'static {
         members: &[Id],
     ) -> StoreResult<Room>;
     /// Returns the room named `name`, creating it with `kind` and `members` if absent. Safe
-    /// under concurrent callers: exactly one room results. The members are added either way.
+    /// under concurrent callers: exactly one room results. The members are added only to a
+    /// room of `kind`: a caller asking for a public room never becomes a member of a private
+    /// room of that name created meanwhile (the caller checks the returned room's kind).
     async fn ensure_room(
         &self,
         name: &RoomName,

@@ -41,6 +41,12 @@ async fn admin_role() {
 }
 
 #[tokio::test]
+async fn ensure_room_adds_members_only_to_a_room_of_its_kind() {
+    let db = FreshDb::create().await;
+    contract::ensure_room_adds_members_only_to_a_room_of_its_kind(open(&db).await).await;
+}
+
+#[tokio::test]
 async fn membership_and_listing() {
     let db = FreshDb::create().await;
     contract::membership_and_listing(open(&db).await).await;

@@ -87,8 +87,13 @@ impl Chat {
                     .ensure_room(&name, RoomKind::Public, &[user.id])
                     .await
                     .map_err(store_error)?;
-                self.remember_member(room.id, user.id);
-                return Ok(room);
+                if room.kind.is_open() {
+                    self.remember_member(room.id, user.id);
+                    return Ok(room);
+                }
+                // Its owner created it as a private room meanwhile: the store added nobody,
+                // and the room's own rule decides below.
+                room
             }
         };
         if !self.is_member(room.id, user.id).await? {

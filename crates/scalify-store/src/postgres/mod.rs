@@ -341,8 +341,11 @@ impl Store for PgStore {
             .fetch_one(&mut *tx)
             .await?;
         let room = read_room(&row)?;
-        for user in members {
-            add_member_in(&mut *tx, room.id, *user).await?;
+        // Membership by the rule of the room that exists, not of the one asked for.
+        if room.kind == kind {
+            for user in members {
+                add_member_in(&mut *tx, room.id, *user).await?;
+            }
         }
         tx.commit().await?;
         Ok(room)

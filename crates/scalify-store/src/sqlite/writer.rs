@@ -306,8 +306,11 @@ impl Writer {
                 }
             }
         };
-        for user in members {
-            self.add_member(room.id, *user)?;
+        // Membership by the rule of the room that exists, not of the one asked for.
+        if room.kind == kind {
+            for user in members {
+                self.add_member(room.id, *user)?;
+            }
         }
         Ok(room)
     }

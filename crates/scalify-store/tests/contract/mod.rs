@@ -185,3 +185,33 @@ pub async fn membership_and_listing(store: Arc<dyn Store>) {
         Err(StoreError::NotFound)
     ));
 }
+
+/// A join racing the owner's creation of a private room of the same name: whichever lands
+/// first, the joiner never ends up a member of the private room.
+pub async fn ensure_room_adds_members_only_to_a_room_of_its_kind(store: Arc<dyn Store>) {
+    let owner = user(&*store, "owner").await;
+    let joiner = user(&*store, "joiner").await;
+    let name = RoomName::parse("plans").unwrap();
+    let private = store
+        .create_room(&name, RoomKind::Private, &[owner.id])
+        .await
+        .unwrap();
+    let got = store
+        .ensure_room(&name, RoomKind::Public, &[joiner.id])
+        .await
+        .unwrap();
+    assert_eq!(got.id, private.id);
+    assert_eq!(got.kind, RoomKind::Private);
+    assert!(!store.is_member(private.id, joiner.id).await.unwrap());
+    // A room of the asked kind still gets its members.
+    let lobby = RoomName::parse("lobby2").unwrap();
+    let first = store
+        .ensure_room(&lobby, RoomKind::Public, &[owner.id])
+        .await
+        .unwrap();
+    store
+        .ensure_room(&lobby, RoomKind::Public, &[joiner.id])
+        .await
+        .unwrap();
+    assert!(store.is_member(first.id, joiner.id).await.unwrap());
+}
