@@ -87,6 +87,24 @@ async function send(page, text) {
 
 const messages = (page) => page.locator('.messages .msg').allTextContents();
 
+test('the page talks to its own origin only: its WebSocket opens under the CSP, a WebSocket to another host is refused', async () => {
+  const u = await newUser(server.url, { name: 'csp' });
+  try {
+    const own = u.page.waitForEvent('websocket', { timeout: 30000 });
+    await signUp(u);
+    const ws = await own;
+    assert.ok(ws.url().startsWith(server.url.replace('http://', 'ws://')), ws.url());
+    // Another port is another origin: the browser refuses to open it (connect-src 'self').
+    const verdict = await u.page.evaluate(() => new Promise((resolve) => {
+      document.addEventListener('securitypolicyviolation', (e) => resolve(`refused: ${e.violatedDirective}`), { once: true });
+      const s = new WebSocket('ws://127.0.0.1:9/');
+      s.onerror = () => setTimeout(() => resolve('opened or failed without the CSP'), 1000);
+    }));
+    assert.match(verdict, /^refused: connect-src/);
+    assert.deepEqual(u.errors, []);
+  } finally { await u.context.close(); }
+});
+
 test('two users sign up, join a room, chat both ways, see presence and typing', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob', colorScheme: 'dark' });

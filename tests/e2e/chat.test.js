@@ -306,6 +306,21 @@ test('REST: me, rooms listing with last_seq, bot send broadcasts like a socket s
   sa.close();
 });
 
+test("API answers are neither cached nor sniffed; the web app's files keep their own caching", async () => {
+  const a = await register(server.url);
+  const headersOf = async (route, init = {}) => (await fetch(server.url + route, init)).headers;
+  for (const [route, init] of [['/api/me', { headers: { authorization: `Bearer ${a.token}` } }], ['/api/me', {}],
+    ['/api/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: a.user.username, password: 'correct-horse' }) }],
+    ['/api/no-such-endpoint', {}]]) {
+    const h = await headersOf(route, init);
+    assert.equal(h.get('cache-control'), 'no-store', route);
+    assert.equal(h.get('x-content-type-options'), 'nosniff', route);
+  }
+  const page = await headersOf('/');
+  assert.equal(page.get('cache-control'), 'no-cache');
+  assert.match(page.get('content-security-policy'), /connect-src 'self';/);
+});
+
 test('events emitted the moment the connection opens are answered (no race with the handshake)', async () => {
   const a = await register(server.url);
   const room = uniqueRoom();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -58,7 +58,20 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/assets/{*path}", get(crate::web::asset))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(transport.max_payload_bytes))
+        .layer(axum::middleware::map_response(private_answers))
         .with_state(chat)
+}
+
+/// Every answer is its caller's alone: a browser or a proxy must not keep it (a token, a
+/// private room's messages), and no browser may read it as another content type. The web app's
+/// files set their own caching, which stays.
+async fn private_answers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    res
 }
 
 /// The signed-in user, from `Authorization: Bearer <token>`.

@@ -11,9 +11,11 @@ use rust_embed::RustEmbed;
 struct Assets;
 
 /// The page may load only its own scripts and styles and talk only to its own origin: even an
-/// injection bug could not pull in or run foreign code.
+/// injection bug could not pull in or run foreign code, or send data to another host. `'self'`
+/// covers the app's own WebSocket (`ws:`/`wss:` to the same host, CSP level 3, which every
+/// current browser implements), so no WebSocket host is allowed beyond it.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 fn file(path: &str, cache: &'static str) -> Response {
     match Assets::get(path) {

@@ -21,6 +21,7 @@ struct TestNode {
     http: reqwest::Client,
     shutdown: CancellationToken,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    data: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -61,6 +62,7 @@ async fn spawn_node(flags: &[&str]) -> TestNode {
         http: reqwest::Client::new(),
         shutdown,
         running,
+        data,
         _dir: dir,
     }
 }
@@ -174,6 +176,22 @@ async fn an_embedded_node_serves_and_stops_cleanly() {
         node.history(&token, &room).await,
         ["m0", "m1", "m2", "m3", "m4"]
     );
+    // The data directory and every file of the database are its owner's alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(&node.data), 0o700, "the data directory");
+        for file in ["scalify.db", "scalify.db-wal", "scalify.db-shm"] {
+            assert_eq!(mode(&node.data.join(file)), 0o600, "{file}");
+        }
+    }
     node.stop().await;
 }
 

@@ -119,6 +119,35 @@ fn open(path: &Path, durability: Durability, read_only: bool) -> StoreResult<Con
     Ok(conn)
 }
 
+/// Makes the database file readable by its owner only (0600), creating it empty if absent
+/// (SQLite takes an empty file for a new database). SQLite gives the `-wal` and `-shm` files
+/// it creates beside it the same mode.
+fn owner_only(path: &Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| {
+            StoreError::Backend(format!("cannot secure {}: {e}", path.display()))
+        };
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Applies the migrations the database has not seen yet (tracked in `PRAGMA user_version`).
 /// Returns how many were applied.
 fn migrate(conn: &mut Connection) -> StoreResult<usize> {
@@ -144,6 +173,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database, applies pending migrations, and starts the
     /// writer thread.
     pub fn open(config: SqliteConfig) -> StoreResult<Self> {
+        owner_only(&config.path)?;
         let mut conn = open(&config.path, config.durability, false)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);

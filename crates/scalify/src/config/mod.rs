@@ -210,9 +210,18 @@ impl Settings {
         self.token_secret.is_some()
     }
 
+    /// The data directory, created if absent; it holds the database and the generated token
+    /// secret, so only its owner may enter it (0700).
     fn ensure_data_dir(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("creating data directory {}", self.data_dir.display()))
+            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("securing data directory {}", self.data_dir.display()))?;
+        }
+        Ok(())
     }
 
     pub fn sqlite_config(&self) -> anyhow::Result<SqliteConfig> {
