@@ -253,6 +253,11 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         // Dropping `writes` closes the queue; the writer drains it and exits. Joining here
         // means a dropped store has committed everything it acknowledged.
+        // The read connections close first: the writer's last checkpoint truncates the WAL
+        // only when no connection still reads from it.
+        if let Ok(mut readers) = self.readers.conns.lock() {
+            readers.clear();
+        }
         let (closed, _) = mpsc::channel(1);
         let _ = std::mem::replace(&mut self.writes, closed);
         if let Some(c) = self.checkpointer.take() {
