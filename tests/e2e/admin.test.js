@@ -8,22 +8,25 @@ import { BIN, startServer, api, register, connect, call, uniqueRoom } from './ha
 let server;
 let admin;
 const name = `adm${process.pid}`.slice(0, 32);
-const args = ['--rate-limit-per-sec', '0', '--admins', name];
+const args = ['--rate-limit-per-sec', '0'];
 before(async () => {
   server = await startServer({ args });
 });
 after(async () => { await server.stop(); server.cleanup(); });
 
-test('--admins binds the role to the account holding the name when the node starts, never to whoever registers it later', async () => {
-  // The name has no account at the start: claiming it, in any case, gives nothing.
-  const claimed = await api(server.url, 'POST', '/api/auth/register', { username: name.toUpperCase(), password: 'correct-horse' });
-  assert.equal(claimed.status, 201);
-  admin = claimed.body;
+test('--admins binds the role to the account holding the name when the node starts; a name with no account stops the start', async () => {
+  // A name nobody holds: the node refuses to start, so nobody can claim the role by
+  // registering the name before some later restart.
+  await assert.rejects(startServer({ dataDir: server.dir, args: [...args, '--admins', `${name}x`] }),
+    (err) => err.message.includes(`--admins names '${name}x', which is no account`));
+  // The operator registers the account first (any case: names are case-insensitive) …
+  const created = await api(server.url, 'POST', '/api/auth/register', { username: name.toUpperCase(), password: 'correct-horse' });
+  assert.equal(created.status, 201);
+  admin = created.body;
   assert.equal((await api(server.url, 'GET', '/api/me', undefined, admin.token)).body.admin, false);
-  assert.equal((await api(server.url, 'GET', '/api/admin/overview', undefined, admin.token)).status, 403);
-  // Restarted, the node finds the account that holds the name now (the operator's, here).
+  // … then starts the node with it: bound by user id.
   await server.stop();
-  server = await startServer({ dataDir: server.dir, args });
+  server = await startServer({ dataDir: server.dir, args: [...args, '--admins', name] });
   assert.equal((await api(server.url, 'GET', '/api/me', undefined, admin.token)).body.admin, true);
   assert.equal((await api(server.url, 'GET', '/api/admin/overview', undefined, admin.token)).status, 200);
 });

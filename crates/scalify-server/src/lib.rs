@@ -131,7 +131,6 @@ impl App {
             }
         };
         let chat = Chat::new(node, store, fanout, links, auth, chat_config);
-        chat.resolve_admins().await;
         socket::register(&io, &chat, sequencer, transport.clone());
         // Every HTTP request's logs carry a span: method, path (never the query: it may hold a
         // Socket.IO session id) and, per request, a sequence number.

@@ -228,26 +228,31 @@ async fn bad_input_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn an_admin_name_with_no_account_gives_nobody_the_role() {
+async fn an_admin_name_with_no_account_stops_the_start_and_gives_nobody_the_role() {
     let config = ChatConfig {
         admins: vec!["boss".into()],
         ..ChatConfig::default()
     };
     let n = node_with(tempfile::tempdir().expect("dir"), config.clone());
-    n.chat.resolve_admins().await;
-    // Whoever registers the name after the start, in any case, is not an admin.
+    let refused = n
+        .chat
+        .resolve_admins()
+        .await
+        .expect_err("no account named boss");
+    assert!(refused.contains("'boss'"), "{refused}");
+    // Whoever registers the name meanwhile, in any case, is not an admin.
     let claimer = user(&n.chat, "BOSS").await;
     assert!(!n.chat.is_admin(&claimer).await.expect("checked"));
     assert_eq!(
         n.chat.overview(&claimer).await.expect_err("refused").code,
         ErrorCode::Forbidden
     );
-    // The account that holds the name when a node starts is the admin.
+    // A node started when the account exists binds the name to it, by user id.
     let Node {
         chat, _dir: dir, ..
     } = n;
     drop(chat);
     let restarted = node_with(dir, config);
-    restarted.chat.resolve_admins().await;
+    restarted.chat.resolve_admins().await.expect("bound");
     assert!(restarted.chat.is_admin(&claimer).await.expect("checked"));
 }

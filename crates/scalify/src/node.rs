@@ -86,6 +86,10 @@ impl Node {
         )
         .await
         .context("connecting to Redis")?;
+        app.chat
+            .resolve_admins()
+            .await
+            .map_err(anyhow::Error::msg)?;
         let mut services: Vec<Box<dyn Service>> = vec![Box::new(PresenceKeeper(app.chat.clone()))];
         if let Some(d) = &durable {
             services.extend(durable::attach(d, &app.chat, settings)?);

@@ -211,9 +211,10 @@ async fn two_cluster_nodes_share_history_tokens_and_the_registry() {
         "--admins",
         admin.as_str(),
     ];
-    let a = spawn_node(&flags).await;
+    // Node A starts before the admin's account exists, so without --admins (a name with no
+    // account would stop its start); node B, started after, binds the name to the account.
+    let a = spawn_node(&flags[..6]).await;
     let (token, room) = a.named_user_and_room(&admin).await;
-    // Started after the account exists, node B binds --admins to it.
     let b = spawn_node(&flags).await;
     assert_eq!(a.send(&token, &room, 3).await, vec![1, 2, 3]);
     // A token from one node is good on the other, and the history is shared.

@@ -18,36 +18,32 @@ impl Chat {
         self.store.is_admin(user.id).await.map_err(store_error)
     }
 
-    /// Binds each name of `--admins` to the account that holds it now. A name with no
-    /// account is ignored, with a warning: the role would otherwise go to whoever registers
-    /// the name first.
-    pub async fn resolve_admins(&self) {
+    /// Binds each name of `--admins` to the account that holds it now, by user id. A name
+    /// with no account is an error, and so the node does not start: were it ignored, whoever
+    /// registered the name before a later restart would become an admin.
+    pub async fn resolve_admins(&self) -> Result<(), String> {
         let mut ids = HashSet::new();
         for name in &self.config.admins {
-            let account = match Username::parse(name) {
-                Ok(username) => self.store.user_by_name(&username).await,
-                Err(e) => {
-                    tracing::warn!(name = %name, error = %e.message, "--admins: not a valid username; ignored");
-                    continue;
-                }
-            };
-            match account {
+            let username = Username::parse(name).map_err(|e| {
+                format!("--admins: '{name}' is not a valid username: {}", e.message)
+            })?;
+            match self.store.user_by_name(&username).await {
                 Ok(Some(user)) => {
                     tracing::info!(name = %user.username, user = %user.id, "--admins: admin role for this account");
                     ids.insert(user.id);
                 }
-                Ok(None) => tracing::warn!(
-                    name = %name,
-                    "--admins names no account: ignored (register it and restart, or grant the role with `scalify admin grant`)"
-                ),
-                Err(e) => {
-                    tracing::warn!(name = %name, error = %e, "--admins: cannot look the account up; ignored")
+                Ok(None) => {
+                    return Err(format!(
+                        "--admins names '{name}', which is no account: register it first (start without it), or grant the role to an existing account with `scalify admin grant`"
+                    ))
                 }
+                Err(e) => return Err(format!("--admins: cannot look '{name}' up: {e}")),
             }
         }
         if let Ok(mut admins) = self.config_admins.write() {
             *admins = ids;
         }
+        Ok(())
     }
 
     pub fn node_status(&self) -> NodeStatus {

@@ -36,9 +36,9 @@ pub struct ChatConfig {
     pub sync_per_room: u32,
     /// Most messages one `sync` returns across all its rooms (bounds one response).
     pub sync_total: u32,
-    /// Usernames given the admin role by the configuration (`--admins`). Each is resolved to
-    /// its account when the node starts ([`Chat::resolve_admins`]); a name with no account then
-    /// gives nobody anything, so whoever registers it later is not an admin.
+    /// Usernames given the admin role by the configuration (`--admins`). Each is bound to its
+    /// account, by user id, when the node starts ([`Chat::resolve_admins`]); a name with no
+    /// account stops the start, so nobody can claim the role by registering the name.
     pub admins: Vec<String>,
 }
 
