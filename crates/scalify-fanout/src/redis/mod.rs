@@ -60,6 +60,12 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
+    /// The presence TTL in ms, as the scripts take it: at least a second, so entries outlive
+    /// a refresh round.
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        self.presence_ttl.as_millis().max(1000) as u64
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),

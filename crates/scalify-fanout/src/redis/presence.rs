@@ -45,7 +45,8 @@ pub struct RedisPresence {
     pub(super) conn: ConnectionManager,
     pub(super) prefix: String,
     pub(super) node: String,
-    pub(super) ttl: Duration,
+    /// Entry lifetime in ms ([`RedisConfig::ttl_ms`]).
+    pub(super) ttl_ms: u64,
     pub(super) arrive: redis::Script,
     pub(super) depart: redis::Script,
     pub(super) online: redis::Script,
@@ -58,7 +59,7 @@ impl RedisPresence {
             conn,
             prefix: config.prefix.clone(),
             node: node.to_owned(),
-            ttl: config.presence_ttl,
+            ttl_ms: config.ttl_ms(),
             arrive: script(ARRIVE),
             depart: script(DEPART),
             online: script(ONLINE),
@@ -73,10 +74,6 @@ impl RedisPresence {
 
     pub(super) fn user_key(&self, room: &RoomName, user: Id) -> String {
         format!("{}:presence:{{{}}}:{}", self.prefix, room, user)
-    }
-
-    pub(super) fn ttl_ms(&self) -> u64 {
-        self.ttl.as_millis().max(1000) as u64
     }
 }
 
@@ -102,7 +99,7 @@ impl ClusterPresence for RedisPresence {
             .key(self.room_key(room))
             .arg(&self.node)
             .arg(member(user))
-            .arg(self.ttl_ms())
+            .arg(self.ttl_ms)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -152,7 +149,7 @@ impl ClusterPresence for RedisPresence {
                         .key(self.room_key(room))
                         .arg(&self.node)
                         .arg(member(user))
-                        .arg(self.ttl_ms()),
+                        .arg(self.ttl_ms),
                 );
             }
             let mut conn = self.conn.clone();
@@ -192,6 +189,6 @@ impl ClusterPresence for RedisPresence {
     }
 
     fn refresh_interval(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms() / 3)
+        Duration::from_millis(self.ttl_ms / 3)
     }
 }

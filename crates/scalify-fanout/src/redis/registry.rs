@@ -30,7 +30,7 @@ return redis.call('HMGET', KEYS[1], unpack(live))";
 pub struct RedisRegistry {
     conn: ConnectionManager,
     prefix: String,
-    ttl: Duration,
+    ttl_ms: u64,
     announce: redis::Script,
     list: redis::Script,
 }
@@ -40,14 +40,10 @@ impl RedisRegistry {
         RedisRegistry {
             conn,
             prefix: config.prefix.clone(),
-            ttl: config.presence_ttl,
+            ttl_ms: config.ttl_ms(),
             announce: script(ANNOUNCE),
             list: script(NODES),
         }
-    }
-
-    fn ttl_ms(&self) -> u64 {
-        self.ttl.as_millis().max(1000) as u64
     }
 
     /// Puts `member`'s status into registry `list`.
@@ -64,7 +60,7 @@ impl RedisRegistry {
             .key(format!("{}:{{{list}}}:seen", self.prefix))
             .arg(member)
             .arg(status)
-            .arg(self.ttl_ms())
+            .arg(self.ttl_ms)
             .invoke_async::<()>(&mut conn)
             .await
             .map_err(unavailable)
@@ -76,7 +72,7 @@ impl RedisRegistry {
             .list
             .key(format!("{}:{{{list}}}", self.prefix))
             .key(format!("{}:{{{list}}}:seen", self.prefix))
-            .arg(self.ttl_ms())
+            .arg(self.ttl_ms)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;

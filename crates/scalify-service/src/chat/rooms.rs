@@ -70,7 +70,7 @@ impl Chat {
             .room(&room.name)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| ChatError::not_found(format!("no room named '{}'", room.name)))
+            .ok_or_else(|| no_such_room(&room.name))
     }
 
     /// Makes `user` a member of a public room (created on first join), or checks they are a
