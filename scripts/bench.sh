@@ -8,6 +8,8 @@
 #
 # Scenarios:
 #   store durable single idle register-rss fanout pairs      one embedded node
+#   login login-flood login-flood-unthrottled                 one embedded node: a real login
+#                                   alone, and while 64 clients loop failed logins
 #   cluster-fanout cluster-fanout-100 cluster-durable cluster-single cluster-pairs
 #                                   2 nodes (scripts/cluster.sh) on PostgreSQL and Redis
 #   kafka-ack-Nk                    durable mode at N thousand msgs/s (1k, 3k, 10k documented)
@@ -82,10 +84,12 @@ cargo build --release --locked -p scalify --bins -p scalify-store -p scalify-kaf
 BIN=${SCALIFY_SERVER_BIN:-target/release/scalify}
 LOADGEN=${SCALIFY_LOADGEN_BIN:-$BIN}
 
+# The bench registers its users from one address: no registration limit on its nodes.
 start_node() {
   DATA=$(mktemp -d)
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --rate-limit-per-sec 0 >"$DATA/log" 2>&1 &
+  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --rate-limit-per-sec 0 \
+    --registrations-per-address 0 "$@" >"$DATA/log" 2>&1 &
   PID=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   URL="http://127.0.0.1:$PORT"
@@ -101,7 +105,7 @@ start_cluster() {
   CDB="scalify_bench_$$"
   export SCALIFY_CLUSTER_DIR="$CDIR" SCALIFY_BIN="$(realpath "$BIN")" SCALIFY_REDIS_URL="$REDIS_URL"
   export SCALIFY_DATABASE_URL; SCALIFY_DATABASE_URL=$(db_url "$CDB")
-  export SCALIFY_REDIS_PREFIX="bench-$$" SCALIFY_CLUSTER_ARGS="--rate-limit-per-sec 0"
+  export SCALIFY_REDIS_PREFIX="bench-$$" SCALIFY_CLUSTER_ARGS="--rate-limit-per-sec 0 --registrations-per-address 0"
   export SCALIFY_CLUSTER_PORT="${SCALIFY_CLUSTER_PORT:-18080}" SCALIFY_CLUSTER_NODE_PORT="${SCALIFY_CLUSTER_NODE_PORT:-13101}"
   scripts/cluster.sh start 2 >/dev/null
   URL=$(awk '{print "http://"$2}' "$CDIR/nodes" | paste -sd,)
@@ -179,7 +183,7 @@ start_kafka() {
   KARGS=(--database-url "$(db_url "$KDB")" --redis-url "$REDIS_URL"
     --redis-prefix "bench-k$$" --kafka-brokers "$KBROKERS" --kafka-partitions "$KAFKA_PARTITIONS" "${KAFKA_RUN_ARGS[@]}")
   PORT=$(free_port)
-  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$KDIR" --rate-limit-per-sec 0 "${KARGS[@]}" >"$KDIR/node.log" 2>&1 &
+  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$KDIR" --rate-limit-per-sec 0 --registrations-per-address 0 "${KARGS[@]}" >"$KDIR/node.log" 2>&1 &
   PID=$! KPID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
   URL="http://127.0.0.1:$PORT"
@@ -319,6 +323,13 @@ for s in "${scenarios[@]}"; do
     # Two users only: each registration hashes a password (19 MiB), and glibc keeps that memory
     # as free heap that the first connections would reuse, hiding their real cost.
     idle)    start_node; run --duration 5 --users 2 idle --connections 10000 --rooms 100; stop_node ;;
+    # A real user's logins alone; then while 64 clients on another address (127.0.0.2) loop
+    # failed logins, with the default throttle and with none (the bounded hashing queue alone).
+    login)   start_node; run --duration 10 --users 1 login --flooders 0; stop_node ;;
+    login-flood) start_node; run --duration 10 --users 1 login --flooders 64 --flood-from 127.0.0.2; stop_node ;;
+    login-flood-unthrottled)
+      start_node --login-attempts-per-account 0 --login-attempts-per-address 0
+      run --duration 10 --users 1 login --flooders 64 --flood-from 127.0.0.2; stop_node ;;
     # What the allocator keeps: the node's RSS at start, then after 16 concurrent registrations
     # (each password hash takes 19 MiB for a moment) and 2 s later.
     register-rss)

@@ -89,7 +89,7 @@ start() {
     # shellcheck disable=SC2086
     nohup "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$DIR/node$i" \
       --database-url "$DATABASE_URL" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" \
-      ${SCALIFY_CLUSTER_ARGS:-} >"$DIR/node$i.log" 2>&1 &
+      --trusted-proxies 127.0.0.1 ${SCALIFY_CLUSTER_ARGS:-} >"$DIR/node$i.log" 2>&1 &
     local pid=$!
     echo "$pid 127.0.0.1:$port" >> "$DIR/nodes"
     upstreams+="        server 127.0.0.1:$port max_fails=1 fail_timeout=5s;"$'\n'

@@ -115,6 +115,14 @@ test('two users sign up, join a room, chat both ways, see presence and typing', 
     await ann.page.getByLabel('Password').fill('wrong-password');
     await ann.page.locator('form.card button[type=submit]').click();
     await ann.page.getByRole('alert').filter({ hasText: 'invalid username or password' }).waitFor();
+    // Four more failures on that name (the throttle's free five), then the form says how long
+    // to wait.
+    for (let i = 0; i < 4; i++) {
+      const r = await ann.page.request.post(`${server.url}/api/auth/login`, { data: { username: 'nobody-here', password: 'wrong-password' } });
+      assert.equal(r.status(), 401);
+    }
+    await ann.page.locator('form.card button[type=submit]').click();
+    await ann.page.getByRole('alert').filter({ hasText: /too many failed logins — try again in \d+ s/ }).waitFor();
 
     await signUp(ann);
     await signUp(bob);

@@ -9,6 +9,10 @@ import { io } from 'socket.io-client';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const BIN = process.env.SCALIFY_BIN || path.resolve(here, '../../target/debug/scalify');
+// Every test registers its users from 127.0.0.1: the servers they start (directly, through
+// scripts/cluster.sh or the kafka helpers, which inherit this) take any number of them.
+// Tests of the limit itself set it.
+process.env.SCALIFY_REGISTRATIONS_PER_ADDRESS ??= '0';
 
 /**
  * Runs `scalify <args>` and resolves once its stdout matches `ready` (whose first group is the

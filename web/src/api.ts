@@ -60,6 +60,12 @@ export class ApiError extends Error {
   }
 }
 
+function waitText(secs: number): string {
+  if (secs < 60) return `${secs} s`;
+  const min = Math.ceil(secs / 60);
+  return min < 60 ? `${min} min` : `${Math.ceil(min / 60)} h`;
+}
+
 async function request<T>(method: string, path: string, body?: unknown, token?: string): Promise<T> {
   const headers: Record<string, string> = {};
   if (body !== undefined) headers['content-type'] = 'application/json';
@@ -73,7 +79,10 @@ async function request<T>(method: string, path: string, body?: unknown, token?: 
   const data = await res.json().catch(() => ({}));
   if (!res.ok) {
     const e = data?.error ?? {};
-    throw new ApiError(res.status, e.code ?? 'internal', e.message ?? `request failed (${res.status})`);
+    let message: string = e.message ?? `request failed (${res.status})`;
+    // A throttled request says when it may succeed.
+    if (typeof e.retry_after === 'number') message += ` — try again in ${waitText(e.retry_after)}`;
+    throw new ApiError(res.status, e.code ?? 'internal', message);
   }
   return data as T;
 }

@@ -10,6 +10,8 @@
 //!   delivery latency (open loop: the send time carried in each message is the *scheduled*
 //!   time, so a stalled server shows up as latency rather than as a lower offered rate).
 //! - `pairs`: many 2-member rooms → 1:1 delivery latency and throughput.
+//! - `login`: a real user's logins, one after another, while clients flood the server with
+//!   failed logins → the real logins' latency and refusals, and how the flood was answered.
 //! - `idle`: N connections each joined to a room, opened in 5 steps and held → server RSS per
 //!   connection (slope of RSS over connections after the first step), connects/s.
 //!
@@ -19,6 +21,7 @@
 pub mod client;
 mod durable;
 mod idle;
+mod login;
 mod paced;
 mod pacing;
 mod procfs;
@@ -36,10 +39,12 @@ use serde_json::json;
 
 use crate::client::Conn;
 pub use crate::pacing::Pacer;
-pub use crate::report::Report;
+use crate::report::Latency;
+pub use crate::report::{FloodFigures, Report};
 
 use durable::*;
 use idle::*;
+use login::*;
 use paced::*;
 
 /// µs since the Unix epoch (the clock both ends of a delivery measurement share).
@@ -116,6 +121,16 @@ pub enum Scenario {
         #[arg(long, default_value_t = 100)]
         size: usize,
     },
+    /// A real user's logins, one after another, while clients loop failed logins.
+    Login {
+        /// Clients looping failed logins, each on a new username every time.
+        #[arg(long, default_value_t = 64)]
+        flooders: usize,
+        /// Local address the flood is sent from (e.g. 127.0.0.2), so the server sees the
+        /// attacker's address apart from the real user's. Default: the same address.
+        #[arg(long)]
+        flood_from: Option<std::net::IpAddr>,
+    },
     /// N connections, each joined to a room, held open.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -184,6 +199,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             concurrency,
             rooms,
         } => idle(&ctx, connections, concurrency, rooms).await,
+        Scenario::Login {
+            flooders,
+            flood_from,
+        } => login(&ctx, flooders, flood_from).await,
     }
 }
 

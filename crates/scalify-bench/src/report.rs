@@ -71,6 +71,15 @@ pub struct Report {
     pub connections: Option<u64>,
     pub connects_per_s: Option<f64>,
     pub rss_per_connection_kb: Option<f64>,
+    /// The `login` scenario's flood: requests answered per second, and the share refused
+    /// with 429.
+    pub flood: Option<FloodFigures>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodFigures {
+    pub per_s: f64,
+    pub throttled_share: f64,
 }
 
 impl Report {
@@ -98,6 +107,7 @@ impl Report {
             connections: None,
             connects_per_s: None,
             rss_per_connection_kb: None,
+            flood: None,
         }
     }
 
@@ -127,15 +137,39 @@ impl fmt::Display for Report {
         writeln!(f, "scenario {} ({})", self.scenario, self.params)?;
         row(f, "measured for", format!("{:.1} s", self.seconds))?;
         if self.sent > 0 {
-            row(
-                f,
-                "sent / acked / errors",
-                format!("{} / {} / {}", self.sent, self.acked, self.errors),
-            )?;
-            row(f, "acked sends/s", format!("{:.0}", self.acked_per_s))?;
+            if self.flood.is_some() {
+                row(
+                    f,
+                    "logins / succeeded / refused",
+                    format!("{} / {} / {}", self.sent, self.acked, self.errors),
+                )?;
+            } else {
+                row(
+                    f,
+                    "sent / acked / errors",
+                    format!("{} / {} / {}", self.sent, self.acked, self.errors),
+                )?;
+                row(f, "acked sends/s", format!("{:.0}", self.acked_per_s))?;
+            }
         }
         if let Some(l) = &self.ack_latency {
-            row(f, "send→ack p50/p99/p999/max", l.percentiles())?;
+            let what = if self.flood.is_some() {
+                "login p50/p99/p999/max"
+            } else {
+                "send→ack p50/p99/p999/max"
+            };
+            row(f, what, l.percentiles())?;
+        }
+        if let Some(flood) = &self.flood {
+            row(
+                f,
+                "flood answered",
+                format!(
+                    "{:.0}/s, {:.1} % refused (429)",
+                    flood.per_s,
+                    flood.throttled_share * 100.0
+                ),
+            )?;
         }
         if let Some(l) = &self.first_send_latency {
             row(

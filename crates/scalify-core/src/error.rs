@@ -42,6 +42,9 @@ impl fmt::Display for ErrorCode {
 pub struct ChatError {
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds after which the same request may succeed (a throttled attempt): REST sends it
+    /// as `Retry-After`, and both transports as `retry_after` in the error.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ChatError {
@@ -49,7 +52,13 @@ impl ChatError {
         Self {
             code,
             message: message.into(),
+            retry_after_secs: None,
         }
+    }
+    /// The same error, saying when to try again: `wait_ms` rounded up to whole seconds.
+    pub fn retry_after_ms(mut self, wait_ms: u64) -> Self {
+        self.retry_after_secs = Some(wait_ms.div_ceil(1000).max(1));
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)

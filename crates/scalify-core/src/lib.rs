@@ -4,7 +4,8 @@
 //! ([`Username`], [`RoomName`], [`ClientId`], [`MessageText`], …), the identifiers we hand out
 //! ([`Id`]), the shapes that cross the wire ([`Message`], [`Room`]), the error vocabulary shared by
 //! every transport ([`ErrorCode`], [`ChatError`]) and the small rules of the send/ack/recovery
-//! loop ([`TokenBucket`], [`HistoryQuery`], [`SyncRequest`]) and what nodes and persisters report
+//! loop ([`TokenBucket`], [`HistoryQuery`], [`SyncRequest`]), the throttling of repeated
+//! attempts ([`Backoff`], [`TrustedProxies`]) and what nodes and persisters report
 //! to the cluster ([`NodeStatus`], [`PersisterStatus`]).
 //!
 //! Storage engines, fan-out engines and transports depend on this crate; it depends on none of
@@ -17,6 +18,7 @@ mod names;
 mod rate;
 mod recovery;
 mod status;
+mod throttle;
 
 pub use error::{ChatError, ErrorCode};
 pub use ids::Id;
@@ -27,3 +29,4 @@ pub use recovery::{
     HistoryQuery, SyncRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, SYNC_MAX_ROOMS,
 };
 pub use status::{NodeStatus, PersisterStatus, RoomActivity};
+pub use throttle::{Attempts, Backoff, TrustedProxies};

@@ -13,11 +13,13 @@
 //! [`ClusterPresence`] is the matching narrow trait for who is online across nodes
 //! ([`redis::RedisPresence`]), and [`Registry`] the roll of live nodes and persisters the
 //! admin page reads ([`redis::RedisRegistry`]); an embedded node needs neither (its own counts
-//! are the truth).
+//! are the truth). [`AttemptLog`] counts repeated logins and registrations for throttling, in
+//! the process ([`LocalAttempts`]) or for a whole cluster ([`redis::RedisAttempts`]).
 //!
 //! [`Sequencer`] sits in front of delivery and hands a room's messages over in `seq` order,
 //! whatever order concurrent senders' commits reached `publish` in.
 
+mod attempts;
 pub mod redis;
 mod sequencer;
 
@@ -28,6 +30,7 @@ use async_trait::async_trait;
 use scalify_core::{Id, NodeStatus, PersisterStatus, RoomName, UserRef};
 use serde_json::value::RawValue;
 
+pub use attempts::{Admission, AttemptLog, LocalAttempts};
 pub use sequencer::Sequencer;
 
 /// The kinds of events that flow to room members; each is one Socket.IO event name.

@@ -25,8 +25,10 @@ mod web;
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
-use scalify_core::Id;
-use scalify_fanout::redis::{RedisConfig, RedisFanout, RedisPresence, RedisRegistry};
+use scalify_core::{Id, TrustedProxies};
+use scalify_fanout::redis::{
+    RedisAttempts, RedisConfig, RedisFanout, RedisPresence, RedisRegistry,
+};
 use scalify_fanout::{Fanout, FanoutError, LocalDelivery, LocalFanout, Sequencer};
 use scalify_service::auth::Auth;
 use scalify_service::{Chat, ChatConfig, ClusterLinks};
@@ -62,6 +64,9 @@ pub struct TransportConfig {
     /// Origins allowed to open Socket.IO connections from a browser (`Origin` header).
     /// Empty: same-origin only. Requests without `Origin` (non-browser clients) are allowed.
     pub allowed_origins: Vec<String>,
+    /// Proxies (load balancers) whose `X-Forwarded-For` names the client's address, which
+    /// logins and registrations are throttled by. Empty: the TCP peer is the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for TransportConfig {
@@ -76,6 +81,7 @@ impl Default for TransportConfig {
             ping_timeout: std::time::Duration::from_secs(20),
             shutdown_grace: std::time::Duration::from_secs(5),
             allowed_origins: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -125,7 +131,8 @@ impl App {
                     RedisFanout::start(config, client, conn.clone(), &node, local),
                     Some(ClusterLinks {
                         presence: Arc::new(RedisPresence::new(config, conn.clone(), &node)),
-                        registry: Arc::new(RedisRegistry::new(config, conn)),
+                        registry: Arc::new(RedisRegistry::new(config, conn.clone())),
+                        attempts: Arc::new(RedisAttempts::new(config, conn)),
                     }),
                 )
             }
@@ -220,10 +227,14 @@ pub async fn run(
             tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
         }
     });
-    let serve =
-        axum::serve(listener, app.router.into_make_service()).with_graceful_shutdown(async move {
-            let _ = stop_accepting.wait_for(|s| *s).await;
-        });
+    let serve = axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_accepting.wait_for(|s| *s).await;
+    });
     let served = tokio::select! {
         served = serve.into_future() => served,
         () = drain_done => {

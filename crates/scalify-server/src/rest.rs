@@ -1,16 +1,19 @@
 //! REST: accounts, rooms, history and bot sends. Every handler is a few lines: extract, call
 //! [`Chat`], shape the answer. Errors leave through [`ApiError`].
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scalify_core::{ChatError, HistoryQuery, UserRef};
+use scalify_core::{ChatError, HistoryQuery, TrustedProxies, UserRef};
 use scalify_service::{Chat, Session};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -58,6 +61,7 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/assets/{*path}", get(crate::web::asset))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(transport.max_payload_bytes))
+        .layer(axum::Extension(Arc::new(transport.trusted_proxies.clone())))
         .layer(axum::middleware::map_response(private_answers))
         .with_state(chat)
 }
@@ -88,6 +92,32 @@ impl FromRequestParts<AppState> for AuthUser {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(ChatError::unauthorized)?;
         Ok(AuthUser(chat.authenticate(token.trim())?))
+    }
+}
+
+/// The client's address, which logins and registrations are throttled by: the peer of the TCP
+/// connection, or what `X-Forwarded-For` says when that peer is a trusted proxy
+/// (`--trusted-proxies`). A request that did not come over a socket (an in-process call) counts
+/// as coming from `0.0.0.0`.
+pub struct ClientAddr(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let trusted = parts.extensions.get::<Arc<TrustedProxies>>();
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(ClientAddr(match trusted {
+            Some(t) => t.client(peer, forwarded),
+            None => peer,
+        }))
     }
 }
 
@@ -123,13 +153,21 @@ struct Credentials {
     password: String,
 }
 
-async fn register(State(chat): State<AppState>, Body(c): Body<Credentials>) -> ApiResult {
-    let session: Session = chat.register(&c.username, &c.password).await?;
+async fn register(
+    State(chat): State<AppState>,
+    ClientAddr(from): ClientAddr,
+    Body(c): Body<Credentials>,
+) -> ApiResult {
+    let session: Session = chat.register(&c.username, &c.password, from).await?;
     Ok((StatusCode::CREATED, Json(session)).into_response())
 }
 
-async fn login(State(chat): State<AppState>, Body(c): Body<Credentials>) -> ApiResult {
-    let session = chat.login(&c.username, &c.password).await?;
+async fn login(
+    State(chat): State<AppState>,
+    ClientAddr(from): ClientAddr,
+    Body(c): Body<Credentials>,
+) -> ApiResult {
+    let session = chat.login(&c.username, &c.password, from).await?;
     Ok(Json(session).into_response())
 }
 

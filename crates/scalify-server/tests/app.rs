@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use scalify_core::TrustedProxies;
 use scalify_server::{App, Cluster, TransportConfig};
 use scalify_service::auth::Auth;
-use scalify_service::ChatConfig;
+use scalify_service::{ChatConfig, ThrottleConfig};
 use scalify_store::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -22,18 +23,16 @@ struct TestApp {
 }
 
 async fn spawn_app() -> TestApp {
+    spawn_app_with(ChatConfig::default(), TransportConfig::default()).await
+}
+
+async fn spawn_app_with(chat: ChatConfig, transport: TransportConfig) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(SqliteConfig::new(dir.path().join("scalify.db"))).expect("store");
     let auth = Auth::new(&[42u8; 32], Duration::from_secs(3600)).expect("auth");
-    let app = App::build(
-        Arc::new(store),
-        &Cluster::Embedded,
-        auth,
-        ChatConfig::default(),
-        TransportConfig::default(),
-    )
-    .await
-    .expect("build");
+    let app = App::build(Arc::new(store), &Cluster::Embedded, auth, chat, transport)
+        .await
+        .expect("build");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -206,6 +205,93 @@ async fn register_login_me_and_error_shapes() {
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
     app.shutdown().await;
+}
+
+/// A login from `forwarded_for` (sent as `X-Forwarded-For`): status, `Retry-After`, body.
+async fn login_from(
+    app: &TestApp,
+    name: &str,
+    password: &str,
+    forwarded_for: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    let mut req = app
+        .http
+        .post(format!("{}/api/auth/login", app.url))
+        .json(&json!({"username": name, "password": password}));
+    if let Some(f) = forwarded_for {
+        req = req.header("x-forwarded-for", f);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().expect("ascii").to_owned());
+    (status, retry, res.json().await.expect("json"))
+}
+
+/// The default throttle over HTTP: five failures, then `429` with `Retry-After` and the same
+/// wait in the body, even for the right password.
+#[tokio::test]
+async fn failed_logins_answer_429_with_retry_after() {
+    let app = spawn_app().await;
+    app.register("mallory").await;
+    for _ in 0..5 {
+        let (status, retry, body) = login_from(&app, "mallory", "wrong-password", None).await;
+        assert_eq!((status, retry), (401, None), "{body}");
+    }
+    let (status, retry, body) = login_from(&app, "mallory", "password-1", None).await;
+    assert_eq!((status, retry.as_deref()), (429, Some("1")), "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(body["error"]["retry_after"], 1);
+    app.shutdown().await;
+}
+
+fn per_address(free: u32) -> ChatConfig {
+    ChatConfig {
+        throttle: ThrottleConfig {
+            login_per_account: ThrottleConfig::login(0),
+            login_per_address: ThrottleConfig::login(free),
+            ..ThrottleConfig::default()
+        },
+        ..ChatConfig::default()
+    }
+}
+
+/// `X-Forwarded-For` names the client only when the peer is a trusted proxy; otherwise an
+/// attacker could write a new address into every request and never be throttled.
+#[tokio::test]
+async fn x_forwarded_for_is_believed_from_trusted_proxies_only() {
+    let untrusted = spawn_app_with(per_address(2), TransportConfig::default()).await;
+    for i in 0..2 {
+        let forged = format!("203.0.113.{i}");
+        let (status, ..) = login_from(&untrusted, "nobody", "guess-guess", Some(&forged)).await;
+        assert_eq!(status, 401);
+    }
+    let (status, ..) = login_from(&untrusted, "nobody", "guess-guess", Some("203.0.113.9")).await;
+    assert_eq!(status, 429, "a forged X-Forwarded-For escaped the throttle");
+    untrusted.shutdown().await;
+
+    let transport = TransportConfig {
+        trusted_proxies: TrustedProxies::parse(&["127.0.0.0/8"]).expect("proxies"),
+        ..TransportConfig::default()
+    };
+    let behind_proxy = spawn_app_with(per_address(2), transport).await;
+    for _ in 0..2 {
+        let (status, ..) =
+            login_from(&behind_proxy, "nobody", "guess-guess", Some("203.0.113.1")).await;
+        assert_eq!(status, 401);
+    }
+    let (status, ..) =
+        login_from(&behind_proxy, "nobody", "guess-guess", Some("203.0.113.1")).await;
+    assert_eq!(status, 429, "the client behind the proxy is throttled");
+    // Another client behind the same proxy is not, nor is one whose forged first hop names
+    // the throttled address (the proxy appends the real one).
+    for header in ["203.0.113.2", "203.0.113.1, 198.51.100.7"] {
+        let (status, ..) = login_from(&behind_proxy, "nobody", "guess-guess", Some(header)).await;
+        assert_eq!(status, 401, "{header}");
+    }
+    behind_proxy.shutdown().await;
 }
 
 #[tokio::test]

@@ -25,6 +25,40 @@ pub struct Auth {
     dummy_hash: String,
 }
 
+/// The password-hashing slots. Each argon2id hash takes 19 MiB and tens of ms of CPU, so they
+/// run a few at a time (one per core); a request waits for a slot only briefly, then is refused
+/// (`rate_limited`, retry after a second): the queue cannot grow without bound, and a flood of
+/// logins cannot make a real user wait for seconds behind it.
+pub struct HashGate {
+    slots: tokio::sync::Semaphore,
+    wait: Duration,
+}
+
+impl HashGate {
+    pub fn new(slots: usize, wait: Duration) -> Self {
+        HashGate {
+            slots: tokio::sync::Semaphore::new(slots.max(1)),
+            wait,
+        }
+    }
+
+    /// A slot, held while the permit lives.
+    pub async fn enter(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ChatError> {
+        match tokio::time::timeout(self.wait, self.slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(ChatError::internal()),
+            Err(_) => {
+                metrics::counter!("scalify_password_checks_refused_total").increment(1);
+                Err(ChatError::new(
+                    scalify_core::ErrorCode::RateLimited,
+                    "the server is busy checking passwords; try again in a moment",
+                )
+                .retry_after_ms(1000))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
@@ -127,6 +161,17 @@ mod tests {
 
     fn auth(ttl: u64) -> Auth {
         Auth::new(&[7u8; 32], Duration::from_secs(ttl)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_hash_gate_refuses_after_its_wait_instead_of_queueing() {
+        let gate = HashGate::new(1, Duration::from_millis(20));
+        let held = gate.enter().await.unwrap();
+        let refused = gate.enter().await.unwrap_err();
+        assert_eq!(refused.code, scalify_core::ErrorCode::RateLimited);
+        assert_eq!(refused.retry_after_secs, Some(1));
+        drop(held);
+        assert!(gate.enter().await.is_ok());
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub mod presence;
 
 pub use chat::{
     Chat, ChatConfig, ClusterLinks, Dependency, InFlight, NodeStatus, Overview, PersisterStatus,
-    Session, SyncedRoom,
+    Session, SyncedRoom, ThrottleConfig,
 };

@@ -2,13 +2,14 @@
 //! transport: accounts, rooms, messages, and what reaches the node's delivery. The transports'
 //! own tests (`scalify-server`, the end-to-end suite) cover the wire on top of this.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scalify_core::{ErrorCode, HistoryQuery, Id, RoomName, SyncRequest, UserRef};
 use scalify_fanout::{EventKind, LocalDelivery, LocalFanout, RoomEvent, Sequencer};
 use scalify_service::auth::Auth;
-use scalify_service::{Chat, ChatConfig};
+use scalify_service::{Chat, ChatConfig, ThrottleConfig};
 use scalify_store::sqlite::{SqliteConfig, SqliteStore};
 
 /// The node's delivery, as the fan-out hands it events: (room, kind, payload).
@@ -78,8 +79,15 @@ fn node_with(dir: tempfile::TempDir, config: ChatConfig) -> Node {
     }
 }
 
+/// The client address of most tests.
+const HOME: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn addr(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+}
+
 async fn user(chat: &Chat, name: &str) -> UserRef {
-    chat.register(name, "correct horse battery staple")
+    chat.register(name, "correct horse battery staple", HOME)
         .await
         .expect("registered")
         .user
@@ -91,15 +99,143 @@ async fn accounts_register_log_in_and_refuse_a_wrong_password_or_a_taken_name() 
     let alice = user(&n.chat, "alice").await;
     let session = n
         .chat
-        .login("alice", "correct horse battery staple")
+        .login("alice", "correct horse battery staple", HOME)
         .await
         .expect("login");
     assert_eq!(session.user, alice);
     assert_eq!(n.chat.authenticate(&session.token).expect("token"), alice);
-    let wrong = n.chat.login("alice", "wrong horse battery staple").await;
+    let wrong = n
+        .chat
+        .login("alice", "wrong horse battery staple", HOME)
+        .await;
     assert_eq!(wrong.expect_err("refused").code, ErrorCode::Unauthorized);
-    let taken = n.chat.register("Alice", "another good password").await;
+    let taken = n
+        .chat
+        .register("Alice", "another good password", HOME)
+        .await;
     assert_eq!(taken.expect_err("refused").code, ErrorCode::Conflict);
+}
+
+fn throttled(free_per_account: u32, free_per_address: u32, registrations: u32) -> ChatConfig {
+    ChatConfig {
+        throttle: ThrottleConfig {
+            login_per_account: ThrottleConfig::login(free_per_account),
+            login_per_address: ThrottleConfig::login(free_per_address),
+            registrations_per_address: ThrottleConfig::registrations(registrations),
+            ..ThrottleConfig::default()
+        },
+        ..ChatConfig::default()
+    }
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Past its free failures an account refuses even the right password, from any address, for
+/// the backoff's first second — and an account that does not exist answers exactly the same,
+/// so the throttle tells nothing about who has an account.
+#[tokio::test]
+async fn failed_logins_throttle_the_account_whether_or_not_it_exists() {
+    let n = node_with(tempfile::tempdir().unwrap(), throttled(3, 0, 0));
+    user(&n.chat, "alice").await;
+    for name in ["alice", "nobody"] {
+        for i in 0..3u8 {
+            let e = n
+                .chat
+                .login(name, "wrong password!", addr(i))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthorized, "{name} attempt {i}");
+        }
+        let e = n.chat.login(name, PASSWORD, addr(9)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::RateLimited, "{name}");
+        assert_eq!(e.retry_after_secs, Some(1), "{name}");
+        assert_eq!(e.message, "too many failed logins");
+    }
+    // Other accounts are not affected.
+    user(&n.chat, "bob").await;
+    n.chat
+        .login("bob", PASSWORD, HOME)
+        .await
+        .expect("bob logs in");
+}
+
+/// A success clears the account's count: a user who mistypes now and then is never throttled.
+#[tokio::test]
+async fn a_successful_login_clears_the_accounts_failures() {
+    let n = node_with(tempfile::tempdir().unwrap(), throttled(3, 0, 0));
+    user(&n.chat, "alice").await;
+    for round in 0..3 {
+        for _ in 0..2 {
+            let e = n
+                .chat
+                .login("alice", "wrong password!", HOME)
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthorized, "round {round}");
+        }
+        n.chat
+            .login("alice", PASSWORD, HOME)
+            .await
+            .expect("logs in");
+    }
+}
+
+/// Guessing across many accounts from one address is throttled by the address; another
+/// address, and a real login's success, are not held against anyone.
+#[tokio::test]
+async fn failed_logins_throttle_the_client_address_across_accounts() {
+    let n = node_with(tempfile::tempdir().unwrap(), throttled(0, 3, 0));
+    user(&n.chat, "alice").await;
+    let attacker = addr(66);
+    for i in 0..3 {
+        let e = n
+            .chat
+            .login(&format!("victim{i}"), "guess!guess!", attacker)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Unauthorized);
+    }
+    let e = n.chat.login("alice", PASSWORD, attacker).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    // Malformed names count against the address too.
+    let e = n
+        .chat
+        .login("x", "guess!guess!", attacker)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    for _ in 0..5 {
+        n.chat
+            .login("alice", PASSWORD, HOME)
+            .await
+            .expect("another address");
+    }
+}
+
+/// Registrations per address: the free ones, then refused with the wait; other addresses go on.
+#[tokio::test]
+async fn registrations_are_limited_per_client_address() {
+    let n = node_with(tempfile::tempdir().unwrap(), throttled(0, 0, 2));
+    for name in ["reg1", "reg2"] {
+        n.chat
+            .register(name, PASSWORD, addr(1))
+            .await
+            .expect("free");
+    }
+    let e = n
+        .chat
+        .register("reg3", PASSWORD, addr(1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    assert_eq!(e.retry_after_secs, Some(3600));
+    n.chat
+        .register("reg3", PASSWORD, addr(2))
+        .await
+        .expect("another address");
+    // A request that is invalid anyway is refused for what it is, not counted.
+    let e = n.chat.register("r", PASSWORD, addr(1)).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
 }
 
 #[tokio::test]

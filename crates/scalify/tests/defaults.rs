@@ -129,6 +129,18 @@ fn every_help_default_is_the_value_the_code_applies() {
             s.transport.rate_limit_burst.to_string(),
         ),
         ("--sync-limit", s.chat.sync_per_room.to_string()),
+        (
+            "--login-attempts-per-account",
+            s.chat.throttle.login_per_account.free.to_string(),
+        ),
+        (
+            "--login-attempts-per-address",
+            s.chat.throttle.login_per_address.free.to_string(),
+        ),
+        (
+            "--registrations-per-address",
+            s.chat.throttle.registrations_per_address.free.to_string(),
+        ),
         ("--token-ttl-secs", secs(s.token_ttl)),
         ("--ping-interval-secs", secs(s.transport.ping_interval)),
         ("--ping-timeout-secs", secs(s.transport.ping_timeout)),

@@ -241,6 +241,66 @@ async fn two_cluster_nodes_share_history_tokens_and_the_registry() {
     b.stop().await;
 }
 
+/// Throttles are the cluster's, not a node's: failed logins counted on node A refuse the next
+/// attempt on node B, per account and per client address.
+#[tokio::test]
+async fn a_login_throttle_earned_on_one_cluster_node_holds_on_the_other() {
+    let db = FreshDb::create().await;
+    let prefix = RedisPrefix::new();
+    let redis = redis_url();
+    let flags = [
+        "--database-url",
+        db.url.as_str(),
+        "--redis-url",
+        redis.as_str(),
+        "--redis-prefix",
+        prefix.0.as_str(),
+        "--login-attempts-per-account",
+        "2",
+        "--login-attempts-per-address",
+        "4",
+    ];
+    let a = spawn_node(&flags).await;
+    let b = spawn_node(&flags).await;
+    let name = unique("t").replace('_', "");
+    a.named_user_and_room(&name).await;
+    let login = |node: &TestNode, name: &str, password: &str| {
+        let (node, body) = (
+            node.url.clone(),
+            json!({"username": name, "password": password}),
+        );
+        let http = reqwest::Client::new();
+        async move {
+            let res = http
+                .post(format!("{node}/api/auth/login"))
+                .json(&body)
+                .send()
+                .await
+                .expect("login request");
+            let retry_after = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().expect("ascii").to_owned());
+            (res.status().as_u16(), retry_after)
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(login(&a, &name, "wrong password").await, (401, None));
+    }
+    // The right password, on the other node, within the backoff's first second.
+    assert_eq!(
+        login(&b, &name, "password-1").await,
+        (429, Some("1".into()))
+    );
+    // Two more failures from this address, on other accounts, on B; the fifth on A is refused.
+    for other in ["nobody1", "nobody2"] {
+        assert_eq!(login(&b, other, "wrong password").await.0, 401);
+    }
+    assert_eq!(login(&a, "nobody3", "wrong password").await.0, 429);
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn a_durable_node_and_its_persister_write_every_acked_message_to_postgresql() {
     let db = FreshDb::create().await;

@@ -20,6 +20,9 @@
 //! offline. Every change is one Lua script, so two nodes never both announce one transition.
 //! Times come from the Redis server's clock (`TIME`), so node clocks need not agree.
 //!
+//! **Attempts.** [`RedisAttempts`] counts logins and registrations per account and per client
+//! address for every node at once, so a throttle earned on one node holds on all of them.
+//!
 //! **Registry.** [`RedisRegistry`] keeps the latest status of every node and persister that
 //! announced itself within the presence TTL, for the admin page.
 
@@ -37,11 +40,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{ClusterPresence, EventKind, Fanout, FanoutError, LocalDelivery, RoomEvent, Watched};
 
+mod attempts;
 mod fanout;
 mod presence;
 mod registry;
 mod wire;
 
+pub use attempts::RedisAttempts;
 pub use fanout::RedisFanout;
 pub use presence::RedisPresence;
 pub use registry::RedisRegistry;
@@ -244,6 +249,25 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    /// The attempt log keeps the same contract as the in-process one, on a real Redis.
+    #[tokio::test]
+    async fn redis_attempts_keep_the_contract() {
+        use crate::attempts::contract;
+        let url = std::env::var("SCALIFY_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let mut config = RedisConfig::new(&url);
+        config.prefix = format!("t-attempts-{}", Id::new());
+        let conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .unwrap();
+        let log = RedisAttempts::new(&config, conn);
+        contract::free_attempts_then_a_wait(&log, "a").await;
+        contract::a_success_is_taken_back(&log, "b").await;
+        contract::parallel_attempts_admit_exactly_the_free_ones(&log, "c").await;
     }
 
     #[test]

@@ -7,17 +7,20 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use scalify_core::Backoff;
 use scalify_core::{
     ChatError, ClientId, HistoryQuery, Id, Message, MessageText, NewMessage, Password, Room,
     RoomKind, RoomName, SyncRequest, UserRef, Username,
 };
-use scalify_fanout::{ClusterPresence, EventKind, Fanout, Registry, RoomEvent};
+use scalify_fanout::{
+    AttemptLog, ClusterPresence, EventKind, Fanout, LocalAttempts, Registry, RoomEvent,
+};
 use scalify_store::{RoomListing, Store, StoreError};
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
 use crate::activity::{merge_busiest, Activity};
-use crate::auth::Auth;
+use crate::auth::{Auth, HashGate};
 use crate::presence::Presence;
 pub use scalify_core::{NodeStatus, PersisterStatus, RoomActivity};
 
@@ -40,6 +43,8 @@ pub struct ChatConfig {
     /// account, by user id, when the node starts ([`Chat::resolve_admins`]); a name with no
     /// account stops the start, so nobody can claim the role by registering the name.
     pub admins: Vec<String>,
+    /// How logins and registrations are throttled.
+    pub throttle: ThrottleConfig,
 }
 
 impl Default for ChatConfig {
@@ -49,6 +54,67 @@ impl Default for ChatConfig {
             sync_per_room: 500,
             sync_total: 5000,
             admins: Vec::new(),
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+/// Throttling of password guessing and mass registration. Counts are per node in embedded
+/// mode and shared by every node of a cluster (Redis). A `free` of 0 disables a rule.
+#[derive(Debug, Clone)]
+pub struct ThrottleConfig {
+    /// Logins per account: after `free` failed ones, each further attempt waits 1 s, 2 s,
+    /// 4 s, … up to 15 minutes after the one before; a success clears the account's count.
+    pub login_per_account: Backoff,
+    /// Failed logins per client address, whatever the accounts, by the same backoff.
+    pub login_per_address: Backoff,
+    /// Registrations per client address: `free` of them, then one an hour; an address that
+    /// registers nothing for an hour starts over.
+    pub registrations_per_address: Backoff,
+    /// How long a login or registration waits for a password-hashing slot before it is
+    /// refused with `rate_limited`.
+    pub hash_queue_wait: std::time::Duration,
+}
+
+impl ThrottleConfig {
+    /// The login backoff with `free` attempts (0: no throttle).
+    pub fn login(free: u32) -> Backoff {
+        Backoff {
+            free,
+            base_ms: 1000,
+            max_ms: 15 * 60 * 1000,
+            forget_ms: 15 * 60 * 1000,
+        }
+    }
+
+    /// The registration rule with `free` registrations (0: no limit).
+    pub fn registrations(free: u32) -> Backoff {
+        Backoff {
+            free,
+            base_ms: 3600 * 1000,
+            max_ms: 3600 * 1000,
+            forget_ms: 3600 * 1000,
+        }
+    }
+
+    /// No throttling at all (tests that register and log in many users from one address).
+    pub fn off() -> Self {
+        ThrottleConfig {
+            login_per_account: Self::login(0),
+            login_per_address: Self::login(0),
+            registrations_per_address: Self::registrations(0),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            login_per_account: Self::login(5),
+            login_per_address: Self::login(20),
+            registrations_per_address: Self::registrations(20),
+            hash_queue_wait: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -92,9 +158,16 @@ pub struct Chat {
     rooms: Mutex<HashMap<RoomName, Room>>,
     /// (room, user) pairs known to be members. Safe to cache: membership is never revoked.
     members: Mutex<HashSet<(Id, Id)>>,
-    /// Password hashes running at once. Each argon2id hash takes 19 MiB and tens of ms of CPU;
-    /// bounding them bounds memory and keeps a burst of sign-ups from starving chat traffic.
-    hashing: tokio::sync::Semaphore,
+    /// Password hashes running at once (one per core), and how long a request may wait for
+    /// one: bounds memory, and keeps a flood of logins from starving chat traffic or making a
+    /// real login wait behind it.
+    hashing: HashGate,
+    /// Attempts to log in and register, per account and per client address: shared by the
+    /// cluster when there is one, else this node's.
+    attempts: Arc<dyn AttemptLog>,
+    /// Counts attempts while the cluster's log cannot be reached, so each node still throttles
+    /// on its own.
+    local_attempts: LocalAttempts,
     /// The accounts `--admins` named when the node started, by user id.
     config_admins: std::sync::RwLock<HashSet<Id>>,
     /// Sends between validation and their ack; graceful shutdown waits for them.
@@ -124,6 +197,8 @@ pub struct ClusterLinks {
     pub presence: Arc<dyn ClusterPresence>,
     /// The live nodes and persisters, for the admin page.
     pub registry: Arc<dyn Registry>,
+    /// Login and registration attempts, so a throttle holds on every node.
+    pub attempts: Arc<dyn AttemptLog>,
 }
 
 /// A client request admitted by [`Chat::admit`]: graceful shutdown waits until it is dropped.
@@ -185,6 +260,16 @@ impl Chat {
         auth: Auth,
         config: ChatConfig,
     ) -> Arc<Self> {
+        let hashing = HashGate::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            config.throttle.hash_queue_wait,
+        );
+        let attempts: Arc<dyn AttemptLog> = match &cluster {
+            Some(links) => links.attempts.clone(),
+            None => Arc::new(LocalAttempts::new()),
+        };
         Arc::new(Chat {
             node,
             store,
@@ -199,11 +284,9 @@ impl Chat {
                 .collect(),
             rooms: Mutex::new(HashMap::new()),
             members: Mutex::new(HashSet::new()),
-            hashing: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2),
-            ),
+            hashing,
+            attempts,
+            local_attempts: LocalAttempts::new(),
             config_admins: std::sync::RwLock::new(HashSet::new()),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),

@@ -115,6 +115,22 @@ pub struct ServeArgs {
     /// Browser origins allowed to connect, comma-separated; same-origin is always allowed
     #[arg(long, env = "SCALIFY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Logins per account before each further one waits 1 s, 2 s, 4 s, … up to 15 min after
+    /// the last (a success starts over); 0 disables [default: 5]
+    #[arg(long, env = "SCALIFY_LOGIN_ATTEMPTS_PER_ACCOUNT")]
+    pub login_attempts_per_account: Option<u32>,
+    /// Failed logins per client address, whatever the accounts, before the same backoff;
+    /// 0 disables [default: 20]
+    #[arg(long, env = "SCALIFY_LOGIN_ATTEMPTS_PER_ADDRESS")]
+    pub login_attempts_per_address: Option<u32>,
+    /// Registrations per client address, then one an hour (an hour without one starts over);
+    /// 0 disables [default: 20]
+    #[arg(long, env = "SCALIFY_REGISTRATIONS_PER_ADDRESS")]
+    pub registrations_per_address: Option<u32>,
+    /// Proxies (load balancers) whose X-Forwarded-For names the client's address: IP
+    /// addresses or CIDR blocks, comma-separated. Unset: the TCP peer is the client
+    #[arg(long, env = "SCALIFY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Seconds between heartbeats; a client whose heartbeat fails is disconnected [default: 25]
     #[arg(long, env = "SCALIFY_PING_INTERVAL_SECS")]
     pub ping_interval_secs: Option<u64>,

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use scalify_core::TrustedProxies;
 use scalify_fanout::redis::RedisConfig;
 use scalify_kafka::ingest::IngestConfig;
 use scalify_kafka::persister::PersisterConfig;
 use scalify_kafka::KafkaConfig;
 use scalify_server::TransportConfig;
-use scalify_service::ChatConfig;
+use scalify_service::{ChatConfig, ThrottleConfig};
 use scalify_store::postgres::PgConfig;
 use scalify_store::sqlite::{Durability, SqliteConfig};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,7 @@ impl Settings {
         let o = flags.over(&file.settings)?;
         let chat_defaults = ChatConfig::default();
         let transport_defaults = TransportConfig::default();
+        let throttle_defaults = chat_defaults.throttle.clone();
         let max_message_bytes = o.max_message_bytes.unwrap_or(chat_defaults.max_text_bytes);
         let max_payload_bytes = o
             .max_payload_bytes
@@ -161,6 +163,21 @@ impl Settings {
                     .map(|a| a.trim().to_lowercase())
                     .filter(|a| !a.is_empty())
                     .collect(),
+                throttle: ThrottleConfig {
+                    login_per_account: ThrottleConfig::login(
+                        o.login_attempts_per_account
+                            .unwrap_or(throttle_defaults.login_per_account.free),
+                    ),
+                    login_per_address: ThrottleConfig::login(
+                        o.login_attempts_per_address
+                            .unwrap_or(throttle_defaults.login_per_address.free),
+                    ),
+                    registrations_per_address: ThrottleConfig::registrations(
+                        o.registrations_per_address
+                            .unwrap_or(throttle_defaults.registrations_per_address.free),
+                    ),
+                    ..throttle_defaults
+                },
             },
             transport: TransportConfig {
                 max_payload_bytes,
@@ -171,6 +188,10 @@ impl Settings {
                     .rate_limit_burst
                     .unwrap_or(transport_defaults.rate_limit_burst),
                 allowed_origins: o.allowed_origins.clone().unwrap_or_default(),
+                trusted_proxies: TrustedProxies::parse(
+                    o.trusted_proxies.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| anyhow::anyhow!("trusted_proxies (--trusted-proxies): {e}"))?,
                 ping_interval: Duration::from_secs(at_least(
                     "ping_interval_secs",
                     o.ping_interval_secs
