@@ -176,6 +176,23 @@ test('two users sign up, join a room, chat both ways, see presence and typing', 
   }
 });
 
+test('sign out ends the session on the server: another tab of it is signed out at once and its token stops working', async () => {
+  const u = await newUser(server.url, { name: 'out' });
+  try {
+    await signUp(u);
+    const second = await u.context.newPage();
+    await second.goto(server.url);
+    await second.getByText('Sign out').waitFor();
+    const token = await second.evaluate(() => JSON.parse(localStorage.getItem('scalify.session')).token);
+    assert.equal((await api(server.url, 'GET', '/api/me', undefined, token)).status, 200);
+    await u.page.getByText('Sign out').click();
+    // The other tab's socket is closed by the server; reconnecting is refused: signed out.
+    await second.getByRole('tab', { name: 'Create account' }).waitFor({ timeout: 10000 });
+    assert.equal((await api(server.url, 'GET', '/api/me', undefined, token)).status, 401);
+    assert.deepEqual(u.errors, []);
+  } finally { await u.context.close(); }
+});
+
 test('offline and back: the banner shows, missed messages appear exactly once, a send that failed offline is made again on reconnect with the same client_id', async () => {
   const net1 = await proxy(server.url);
   const ann = await newUser(server.url, { name: 'ann' });

@@ -242,6 +242,45 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     assert.equal(o.node, ids[0]);
   });
 
+  test('signing out on node A closes the session\'s sockets on node B and C and its token stops working there; failed logins on A throttle B', async () => {
+    const [A, B, C] = nodes;
+    const ann = await register(A.url, 'ann');
+    const other = await api(A.url, 'POST', '/api/auth/login', { username: ann.user.username, password: 'correct-horse' });
+    assert.equal(other.status, 200);
+    const onB = await connect(B.url, ann.token);
+    const onC = await connect(C.url, ann.token);
+    const keeps = await connect(C.url, other.body.token);
+    const closed = (s) => new Promise((resolve) => s.once('disconnect', resolve));
+    const [reasonB, reasonC] = [closed(onB), closed(onC)];
+    const out = await api(A.url, 'POST', '/api/auth/logout', undefined, ann.token);
+    assert.equal(out.status, 204);
+    assert.equal(await reasonB, 'io server disconnect');
+    assert.equal(await reasonC, 'io server disconnect');
+    assert.equal(keeps.connected, true, 'the other session stays connected');
+    for (const n of [A, B, C]) {
+      assert.equal((await api(n.url, 'GET', '/api/me', undefined, ann.token)).status, 401);
+      await assert.rejects(connect(n.url, ann.token), /unauthorized/);
+    }
+    assert.equal((await api(B.url, 'GET', '/api/me', undefined, other.body.token)).status, 200);
+    // Everywhere: the remaining session's socket closes too.
+    const reasonKeeps = closed(keeps);
+    assert.equal((await api(B.url, 'POST', '/api/auth/logout-all', undefined, other.body.token)).status, 204);
+    assert.equal(await reasonKeeps, 'io server disconnect');
+
+    // Five failed logins on A; the sixth attempt, with the right password, on B is throttled.
+    const bob = await register(A.url, 'bob');
+    for (let i = 0; i < 5; i++) {
+      const r = await api(A.url, 'POST', '/api/auth/login', { username: bob.user.username, password: 'wrong-password' });
+      assert.equal(r.status, 401);
+    }
+    const r = await fetch(`${B.url}/api/auth/login`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: bob.user.username, password: 'correct-horse' }),
+    });
+    assert.equal(r.status, 429);
+    assert.ok(Number(r.headers.get('retry-after')) >= 1);
+  });
+
   test('an idempotent resend through another node returns the original', async () => {
     const [A, B] = nodes;
     const ann = await register(A.url, 'ann');
@@ -427,17 +466,18 @@ test('scalify migrate --database-url applies the PostgreSQL schema once', async 
   const db = freshDatabase();
   try {
     const run = () => promisify(execFile)(BIN, ['migrate', '--database-url', db.url], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
-    assert.match((await run()).stdout, /PostgreSQL: 2 migration\(s\) applied/);
+    assert.match((await run()).stdout, /PostgreSQL: 3 migration\(s\) applied/);
     assert.match((await run()).stdout, /PostgreSQL: 0 migration\(s\) applied; schema is current/);
   } finally { db.drop(); }
 });
 
-test('PostgreSQL down: /readyz names the store, sends fail with internal (nothing acked that is not stored), all recovers when it returns', async () => {
+test('PostgreSQL down: /readyz names the store, sends fail with internal (nothing acked that is not stored), recently verified sessions still connect, all recovers when it returns', async () => {
   const { privatePostgres } = await import('./cluster.js');
   const pg = await privatePostgres();
   const node = await (await import('./harness.js')).startServer({ args: ['--database-url', pg.url, '--rate-limit-per-sec', '0'] });
   try {
     const u = await register(node.url, 'pgu');
+    const fresh = await register(node.url, 'pgf');
     const s = await connect(node.url, u.token);
     const room = uniqueRoom('pg');
     await call(s, 'join', { room });
@@ -451,6 +491,11 @@ test('PostgreSQL down: /readyz names the store, sends fail with internal (nothin
     const during = await call(s, 'send', { room, text: 'during', client_id: 'p1' });
     assert.equal(during.ok, false);
     assert.equal(during.error.code, 'internal');
+    // Sessions while the store is down: one this node verified (u's, at its connect) still
+    // connects; one it never checked cannot be, and is told to retry — not that it is signed out.
+    const again = await connect(node.url, u.token);
+    again.close();
+    await assert.rejects(connect(node.url, fresh.token), /server unavailable; connect again/);
 
     pg.start();
     await eventually(async () => (await readyz(node.url)).status === 200, 30000, 'ready again');

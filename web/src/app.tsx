@@ -21,6 +21,9 @@ function loadSession(): Session | null {
 export function App() {
   const [session, setSession] = useState<Session | null>(loadSession);
   const signOut = () => {
+    // The session ends on the server too (every tab and socket of it closes); signing out
+    // here does not wait for that, nor depend on it when offline.
+    if (session) void api.logout(session.token).catch(() => {});
     localStorage.removeItem(SESSION_KEY);
     setSession(null);
   };

@@ -54,7 +54,13 @@ export class ChatClient {
     };
     this.socket = io({ auth: { token: session.token }, reconnectionDelayMax: 5000 });
     this.socket.on('connect', () => this.onConnect());
-    this.socket.on('disconnect', () => this.update({ connection: 'reconnecting' }));
+    this.socket.on('disconnect', (reason) => {
+      this.update({ connection: 'reconnecting' });
+      // The server ended the connection itself (its session was signed out): socket.io does
+      // not reconnect by itself then. Connecting again tells a signed-out session (refused,
+      // `unauthorized`) from anything else.
+      if (reason === 'io server disconnect') this.socket.connect();
+    });
     this.socket.on('connect_error', (err) => {
       if (err.message === 'unauthorized') this.onUnauthorized();
       else this.update({ connection: 'reconnecting' });

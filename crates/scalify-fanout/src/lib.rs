@@ -46,6 +46,9 @@ pub enum EventKind {
     Presence,
     /// To a user's inbox: they were added to a room.
     RoomAdded,
+    /// To a user's inbox: sessions of theirs ended (`{"sessions": [id, …]}`); each node
+    /// closes their connections instead of writing the event to anyone.
+    SessionsEnded,
 }
 
 impl EventKind {
@@ -55,6 +58,7 @@ impl EventKind {
             EventKind::Typing => "typing",
             EventKind::Presence => "presence",
             EventKind::RoomAdded => "room_added",
+            EventKind::SessionsEnded => "sessions_ended",
         }
     }
 }

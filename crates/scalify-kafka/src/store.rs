@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use scalify_core::{Id, Message, NewMessage, Room, RoomKind, RoomName, Username};
-use scalify_store::{Appended, Credentials, RoomListing, Store, StoreResult, User};
+use scalify_store::{Appended, Credentials, EndSessions, RoomListing, Store, StoreResult, User};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
@@ -224,6 +224,21 @@ impl Store for DurableStore {
     }
     async fn is_admin(&self, user: Id) -> StoreResult<bool> {
         self.inner.is_admin(user).await
+    }
+    async fn create_session(&self, user: Id, session: &str, expires_at: i64) -> StoreResult<()> {
+        self.inner.create_session(user, session, expires_at).await
+    }
+    async fn session_user(&self, session: &str, now: i64) -> StoreResult<Option<Id>> {
+        self.inner.session_user(session, now).await
+    }
+    async fn end_sessions(&self, user: Id, which: EndSessions) -> StoreResult<Vec<String>> {
+        self.inner.end_sessions(user, which).await
+    }
+    async fn set_password(&self, user: Id, password_hash: &str) -> StoreResult<bool> {
+        self.inner.set_password(user, password_hash).await
+    }
+    async fn delete_user(&self, user: Id) -> StoreResult<Vec<String>> {
+        self.inner.delete_user(user).await
     }
 
     async fn room(&self, name: &RoomName) -> StoreResult<Option<Room>> {

@@ -118,7 +118,8 @@ impl App {
     ) -> Result<App, FanoutError> {
         metrics::handle();
         let (layer, io) = socket::build_io(&transport);
-        let sequencer = Sequencer::new(Arc::new(socket::Delivery::new(io.clone())));
+        let delivery = Arc::new(socket::Delivery::new(io.clone()));
+        let sequencer = Sequencer::new(delivery.clone());
         let local = sequencer.clone() as Arc<dyn LocalDelivery>;
         // Tells this process's messages and presence entries apart from other nodes'.
         let node = Id::new().to_string();
@@ -138,6 +139,7 @@ impl App {
             }
         };
         let chat = Chat::new(node, store, fanout, links, auth, chat_config);
+        delivery.serve(&chat);
         socket::register(&io, &chat, sequencer, transport.clone());
         // Every HTTP request's logs carry a span: method, path (never the query: it may hold a
         // Socket.IO session id) and, per request, a sequence number.

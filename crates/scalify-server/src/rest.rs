@@ -11,10 +11,10 @@ use axum::extract::{
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use scalify_core::{ChatError, HistoryQuery, TrustedProxies, UserRef};
-use scalify_service::{Chat, Session};
+use scalify_service::{Authenticated, Chat, Session};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
@@ -30,7 +30,11 @@ type ApiResult = Result<Response, ApiError>;
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/auth/register"),
     ("post", "/api/auth/login"),
+    ("post", "/api/auth/logout"),
+    ("post", "/api/auth/logout-all"),
     ("get", "/api/me"),
+    ("delete", "/api/me"),
+    ("put", "/api/me/password"),
     ("get", "/api/admin/overview"),
     ("get", "/api/rooms"),
     ("post", "/api/rooms"),
@@ -48,7 +52,10 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
     Router::new()
         .route("/api/auth/register", post(register))
         .route("/api/auth/login", post(login))
-        .route("/api/me", get(me))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/logout-all", post(logout_all))
+        .route("/api/me", get(me).delete(delete_me))
+        .route("/api/me/password", put(change_password))
         .route("/api/admin/overview", get(admin_overview))
         .route("/api/rooms", get(list_rooms).post(create_room))
         .route("/api/rooms/{room}/members", get(members).post(add_member))
@@ -78,10 +85,22 @@ async fn private_answers(mut res: Response) -> Response {
     res
 }
 
-/// The signed-in user, from `Authorization: Bearer <token>`.
+/// The signed-in user, from `Authorization: Bearer <token>` whose session is open.
 pub struct AuthUser(pub UserRef);
 
 impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, chat: &AppState) -> Result<Self, ApiError> {
+        let AuthSession(a) = AuthSession::from_request_parts(parts, chat).await?;
+        Ok(AuthUser(a.user))
+    }
+}
+
+/// The signed-in user and the session of their token (for signing out, password changes).
+pub struct AuthSession(pub Authenticated);
+
+impl FromRequestParts<AppState> for AuthSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, chat: &AppState) -> Result<Self, ApiError> {
@@ -91,7 +110,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(ChatError::unauthorized)?;
-        Ok(AuthUser(chat.authenticate(token.trim())?))
+        Ok(AuthSession(chat.authenticate(token.trim()).await?))
     }
 }
 
@@ -169,6 +188,48 @@ async fn login(
 ) -> ApiResult {
     let session = chat.login(&c.username, &c.password, from).await?;
     Ok(Json(session).into_response())
+}
+
+async fn logout(State(chat): State<AppState>, AuthSession(a): AuthSession) -> ApiResult {
+    chat.logout(&a).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn logout_all(State(chat): State<AppState>, AuthSession(a): AuthSession) -> ApiResult {
+    chat.logout_all(&a).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(chat): State<AppState>,
+    AuthSession(a): AuthSession,
+    ClientAddr(from): ClientAddr,
+    Body(p): Body<PasswordChange>,
+) -> ApiResult {
+    chat.change_password(&a, &p.current_password, &p.new_password, from)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct Deletion {
+    password: String,
+}
+
+async fn delete_me(
+    State(chat): State<AppState>,
+    AuthSession(a): AuthSession,
+    ClientAddr(from): ClientAddr,
+    Body(d): Body<Deletion>,
+) -> ApiResult {
+    chat.delete_account(&a, &d.password, from).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn me(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {

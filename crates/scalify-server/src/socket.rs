@@ -15,7 +15,7 @@ use scalify_core::{
     ChatError, HistoryQuery, Id, Message, Room, RoomName, SyncRequest, TokenBucket, UserRef,
 };
 use scalify_fanout::{LocalDelivery, RoomEvent, Sequencer};
-use scalify_service::{Chat, SyncedRoom};
+use scalify_service::{Authenticated, Chat, SyncedRoom};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -127,15 +127,58 @@ fn user_room(id: Id) -> String {
     RoomName::inbox(id).to_string()
 }
 
+/// The socket room of every connection opened with one session's token: signing out closes
+/// them all.
+fn session_room(session: &str) -> String {
+    format!("session:{session}")
+}
+
 /// Writes fan-out events to this node's connections: one serialization per event, whatever
 /// the number of recipients (socketioxide encodes a broadcast once and shares the bytes).
 pub struct Delivery {
     io: SocketIo,
+    /// The service, told of ended sessions (set once it exists; held weakly, as the
+    /// namespace holds it).
+    chat: std::sync::OnceLock<std::sync::Weak<Chat>>,
 }
 
 impl Delivery {
     pub fn new(io: SocketIo) -> Self {
-        Delivery { io }
+        Delivery {
+            io,
+            chat: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The service this delivery serves.
+    pub fn serve(&self, chat: &Arc<Chat>) {
+        let _ = self.chat.set(Arc::downgrade(chat));
+    }
+}
+
+impl Delivery {
+    /// Closes this node's connections of the ended sessions an event names.
+    fn close_sessions(&self, event: &RoomEvent) {
+        #[derive(serde::Deserialize)]
+        struct Ended {
+            sessions: Vec<String>,
+        }
+        let Ok(ended) = serde_json::from_str::<Ended>(event.payload.get()) else {
+            tracing::warn!("undecodable sessions_ended event");
+            return;
+        };
+        if let Some(chat) = self.chat.get().and_then(std::sync::Weak::upgrade) {
+            chat.forget_sessions(&ended.sessions);
+        }
+        for session in ended.sessions {
+            let op = self.io.to(session_room(&session));
+            let close = async move {
+                if let Err(e) = op.disconnect().await {
+                    tracing::debug!(error = ?e, "closing a signed-out session's connections");
+                }
+            };
+            tokio::spawn(close);
+        }
     }
 }
 
@@ -143,6 +186,10 @@ impl LocalDelivery for Delivery {
     fn deliver(&self, event: &RoomEvent) {
         let kind = event.kind.event_name();
         metrics::counter!("scalify_events_delivered_total", "kind" => kind).increment(1);
+        if event.kind == scalify_fanout::EventKind::SessionsEnded {
+            self.close_sessions(event);
+            return;
+        }
         if let scalify_fanout::EventKind::Message { ts, .. } = event.kind {
             // Commit to local delivery (across nodes: the origin node's clock).
             let delay_ms = scalify_core::now_ms().saturating_sub(ts).max(0);
@@ -336,11 +383,32 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>, t: T
             let token = auth
                 .ok()
                 .and_then(|a| a.get("token").and_then(Value::as_str).map(str::to_owned));
-            let user = chat
-                .authenticate(token.as_deref().unwrap_or(""))
+            let Authenticated { user, session } = chat
+                .token_claims(token.as_deref().unwrap_or(""))
                 .map_err(|_| Refused("unauthorized"))?;
-            tracing::debug!(sid = %s.id, user = %user.username, "connected");
+            // In the session's socket room and watching the user's inbox *before* the store
+            // says the session is open: a sign-out committed after that answer finds this
+            // connection and closes it, on whichever node.
             s.join(user_room(user.id));
+            s.join(session_room(&session));
+            chat.connection_opened(&user).await;
+            let claims = Authenticated {
+                user: user.clone(),
+                session,
+            };
+            if let Err(e) = chat.check_session(&claims).await {
+                chat.connection_closed(&user).await;
+                // A store that cannot answer is not a signed-out session: the client retries
+                // instead of signing its user out.
+                return Err(Refused(
+                    if e.code == scalify_core::ErrorCode::Unauthorized {
+                        "unauthorized"
+                    } else {
+                        "server unavailable; connect again"
+                    },
+                ));
+            }
+            tracing::debug!(sid = %s.id, user = %user.username, "connected");
             let transport = match s.transport_type() {
                 TransportType::Websocket => "websocket",
                 TransportType::Polling => "polling",
@@ -354,7 +422,6 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>, t: T
                 bucket: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
                 rooms: Mutex::new(HashSet::new()),
             });
-            chat.connection_opened(&conn.user).await;
             attach_handlers(&s, chat, sequencer, conn);
             Ok::<(), Refused>(())
         }

@@ -63,6 +63,8 @@ impl HashGate {
 struct Claims {
     sub: String,
     name: String,
+    /// The session the token belongs to: the token is good while the session exists.
+    sid: String,
     iss: String,
     iat: i64,
     exp: i64,
@@ -124,11 +126,18 @@ impl Auth {
         ok && stored.is_some()
     }
 
-    pub fn issue(&self, user: &UserRef) -> Result<String, ChatError> {
+    /// How long a token (and its session) lives.
+    pub fn token_ttl(&self) -> Duration {
+        self.token_ttl
+    }
+
+    /// A token for `user`'s session `session`.
+    pub fn issue(&self, user: &UserRef, session: &str) -> Result<String, ChatError> {
         let now = now_ms() / 1000;
         let claims = Claims {
             sub: user.id.to_string(),
             name: user.username.clone(),
+            sid: session.to_owned(),
             iss: ISSUER.into(),
             iat: now,
             exp: now + self.token_ttl.as_secs() as i64,
@@ -139,8 +148,9 @@ impl Auth {
         })
     }
 
-    /// The user a token names, if its signature, algorithm, issuer and expiry check out.
-    pub fn verify(&self, token: &str) -> Result<UserRef, ChatError> {
+    /// The user and session a token names, if its signature, algorithm, issuer and expiry
+    /// check out (whether the session still exists is the store's to say).
+    pub fn verify(&self, token: &str) -> Result<(UserRef, String), ChatError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| ChatError::unauthorized())?;
         let id = data
@@ -148,10 +158,13 @@ impl Auth {
             .sub
             .parse()
             .map_err(|_| ChatError::unauthorized())?;
-        Ok(UserRef {
-            id,
-            username: data.claims.name,
-        })
+        Ok((
+            UserRef {
+                id,
+                username: data.claims.name,
+            },
+            data.claims.sid,
+        ))
     }
 }
 
@@ -191,8 +204,8 @@ mod tests {
             id: Id::new(),
             username: "alice".into(),
         };
-        let t = a.issue(&user).unwrap();
-        assert_eq!(a.verify(&t).unwrap(), user);
+        let t = a.issue(&user, "s1").unwrap();
+        assert_eq!(a.verify(&t).unwrap(), (user, "s1".to_owned()));
         let other = Auth::new(&[8u8; 32], Duration::from_secs(60)).unwrap();
         assert!(
             other.verify(&t).is_err(),
@@ -206,7 +219,7 @@ mod tests {
         let a = auth(60);
         // Header {"alg":"none","typ":"JWT"}, claims for a fresh user, empty signature.
         let claims = format!(
-            r#"{{"sub":"{}","name":"x","iss":"scalify","iat":0,"exp":99999999999}}"#,
+            r#"{{"sub":"{}","name":"x","sid":"s","iss":"scalify","iat":0,"exp":99999999999}}"#,
             Id::new()
         );
         let b64 = |s: &str| {
@@ -224,10 +237,30 @@ mod tests {
         let mut claims = Claims {
             sub: user.id.to_string(),
             name: "alice".into(),
+            sid: "s".into(),
             iss: ISSUER.into(),
             iat: 0,
             exp: 0,
         };
+        // A token of an earlier version, without a session, is refused.
+        #[derive(Serialize)]
+        struct Sessionless<'a> {
+            sub: &'a str,
+            name: &'a str,
+            iss: &'a str,
+            iat: i64,
+            exp: i64,
+        }
+        let old = Sessionless {
+            sub: &claims.sub,
+            name: "alice",
+            iss: ISSUER,
+            iat: 0,
+            exp: 99_999_999_999,
+        };
+        let t = jsonwebtoken::encode(&Header::new(JwtAlg::HS256), &old, &a.encoding).unwrap();
+        assert!(a.verify(&t).is_err());
+
         claims.exp = now_ms() / 1000 - 3600;
         let t =
             jsonwebtoken::encode(&Header::new(JwtAlg::HS256), &claims, &expired.encoding).unwrap();

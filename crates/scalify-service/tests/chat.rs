@@ -103,7 +103,14 @@ async fn accounts_register_log_in_and_refuse_a_wrong_password_or_a_taken_name() 
         .await
         .expect("login");
     assert_eq!(session.user, alice);
-    assert_eq!(n.chat.authenticate(&session.token).expect("token"), alice);
+    assert_eq!(
+        n.chat
+            .authenticate(&session.token)
+            .await
+            .expect("token")
+            .user,
+        alice
+    );
     let wrong = n
         .chat
         .login("alice", "wrong horse battery staple", HOME)
@@ -210,6 +217,116 @@ async fn failed_logins_throttle_the_client_address_across_accounts() {
             .await
             .expect("another address");
     }
+}
+
+/// The sessions ended events delivered to `user`'s inbox, in order.
+fn sessions_ended(n: &Node, user: &UserRef) -> Vec<Vec<String>> {
+    let inbox = RoomName::inbox(user.id);
+    let d = n.delivered.0.lock().expect("not poisoned");
+    d.iter()
+        .filter(|(r, kind, _)| *r == inbox && *kind == EventKind::SessionsEnded)
+        .map(|(_, _, payload)| {
+            let v: serde_json::Value = serde_json::from_str(payload).expect("json");
+            serde_json::from_value(v["sessions"].clone()).expect("session ids")
+        })
+        .collect()
+}
+
+/// A token is good while its session lives: sign-out ends one session, sign-out-everywhere
+/// all of them, and each ending is announced to the user's inbox (which closes the sessions'
+/// connections on every node).
+#[tokio::test]
+async fn signing_out_revokes_exactly_the_tokens_it_names() {
+    let n = node();
+    let alice = user(&n.chat, "alice").await;
+    // A connection of hers is open on this node: her inbox reaches it.
+    n.chat.connection_opened(&alice).await;
+    let s1 = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
+    let s2 = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
+    let s3 = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
+    let a1 = n.chat.authenticate(&s1.token).await.unwrap();
+    n.chat.logout(&a1).await.unwrap();
+    assert_eq!(
+        n.chat.authenticate(&s1.token).await.unwrap_err().code,
+        ErrorCode::Unauthorized
+    );
+    let a2 = n
+        .chat
+        .authenticate(&s2.token)
+        .await
+        .expect("another session stays");
+    assert_eq!(sessions_ended(&n, &alice), [vec![a1.session.clone()]]);
+    n.chat.logout_all(&a2).await.unwrap();
+    for t in [&s2.token, &s3.token] {
+        assert!(n.chat.authenticate(t).await.is_err());
+    }
+    let ended = sessions_ended(&n, &alice);
+    assert_eq!(ended.len(), 2);
+    // The registration's session, s2 and s3.
+    assert_eq!(ended[1].len(), 3, "{ended:?}");
+    assert!(ended[1].contains(&a2.session));
+}
+
+/// A password change needs the current password, keeps the session that made it and ends the
+/// others; the old password stops working.
+#[tokio::test]
+async fn a_password_change_ends_the_other_sessions() {
+    let n = node();
+    let alice = user(&n.chat, "alice").await;
+    n.chat.connection_opened(&alice).await;
+    let here = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
+    let there = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
+    let a = n.chat.authenticate(&here.token).await.unwrap();
+    let e = n
+        .chat
+        .change_password(&a, "not my password", "a brand new password", HOME)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unauthorized);
+    let e = n
+        .chat
+        .change_password(&a, PASSWORD, "short", HOME)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(
+        n.chat.authenticate(&there.token).await.is_ok(),
+        "nothing changed yet"
+    );
+    n.chat
+        .change_password(&a, PASSWORD, "a brand new password", HOME)
+        .await
+        .unwrap();
+    assert!(n.chat.authenticate(&here.token).await.is_ok());
+    assert!(n.chat.authenticate(&there.token).await.is_err());
+    assert!(!sessions_ended(&n, &alice).is_empty());
+    assert!(n.chat.login("alice", PASSWORD, HOME).await.is_err());
+    n.chat
+        .login("alice", "a brand new password", HOME)
+        .await
+        .expect("the new password");
+}
+
+/// Deleting an account needs its password; then its tokens stop working, nobody can sign in
+/// as it, and its name stays taken.
+#[tokio::test]
+async fn a_deleted_account_signs_in_nowhere_and_keeps_its_name() {
+    let n = node();
+    user(&n.chat, "alice").await;
+    let s = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
+    let a = n.chat.authenticate(&s.token).await.unwrap();
+    let e = n
+        .chat
+        .delete_account(&a, "wrong password!", HOME)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unauthorized);
+    n.chat.delete_account(&a, PASSWORD, HOME).await.unwrap();
+    assert!(n.chat.authenticate(&s.token).await.is_err());
+    let e = n.chat.login("alice", PASSWORD, HOME).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unauthorized);
+    let e = n.chat.register("alice", PASSWORD, HOME).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Conflict);
 }
 
 /// Registrations per address: the free ones, then refused with the wait; other addresses go on.

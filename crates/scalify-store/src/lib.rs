@@ -36,6 +36,21 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
+/// Which of a user's sessions [`Store::end_sessions`] ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndSessions {
+    /// This one (sign-out).
+    One(String),
+    /// Every one (sign out everywhere, account deletion).
+    All,
+    /// Every one but this (a password change keeps the session that made it).
+    AllBut(String),
+}
+
+/// Most sessions an account keeps: signing in beyond this ends the oldest, so a client that
+/// signs in in a loop cannot grow the table.
+pub const SESSIONS_PER_USER: u32 = 100;
+
 /// The outcome of an append: the stored message, and whether it was already there.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -86,6 +101,20 @@ pub trait Store: Send + Sync + 'static {
     /// Grants or revokes the admin role; false if no such user.
     async fn set_admin(&self, username: &Username, admin: bool) -> StoreResult<bool>;
     async fn is_admin(&self, user: Id) -> StoreResult<bool>;
+
+    /// Opens session `session` of `user` until `expires_at` (ms since the epoch). The user's
+    /// expired sessions end, and the oldest beyond [`SESSIONS_PER_USER`].
+    async fn create_session(&self, user: Id, session: &str, expires_at: i64) -> StoreResult<()>;
+    /// The user of session `session`, if it exists and has not expired at `now` (ms).
+    async fn session_user(&self, session: &str, now: i64) -> StoreResult<Option<Id>>;
+    /// Ends sessions of `user`; the ids of those that ended.
+    async fn end_sessions(&self, user: Id, which: EndSessions) -> StoreResult<Vec<String>>;
+    /// Replaces a live account's password hash; false if there is no such account.
+    async fn set_password(&self, user: Id, password_hash: &str) -> StoreResult<bool>;
+    /// Deletes an account: no password matches it any more ([`Store::credentials`] no longer
+    /// finds it), every session ends (their ids are returned), and its name stays taken, so
+    /// nobody can pose as it. Its messages stay, under the name they were sent with.
+    async fn delete_user(&self, user: Id) -> StoreResult<Vec<String>>;
 
     async fn room(&self, name: &RoomName) -> StoreResult<Option<Room>>;
     /// Creates a room whose members are `members`; [`StoreError::Conflict`] if the name exists.

@@ -41,6 +41,12 @@ async fn admin_role() {
 }
 
 #[tokio::test]
+async fn sessions_and_account_deletion() {
+    let db = FreshDb::create().await;
+    contract::sessions_and_account_deletion(open(&db).await).await;
+}
+
+#[tokio::test]
 async fn ensure_room_adds_members_only_to_a_room_of_its_kind() {
     let db = FreshDb::create().await;
     contract::ensure_room_adds_members_only_to_a_room_of_its_kind(open(&db).await).await;
@@ -56,7 +62,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 2);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 3);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 

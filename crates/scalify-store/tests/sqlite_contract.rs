@@ -41,6 +41,12 @@ async fn admin_role() {
 }
 
 #[tokio::test]
+async fn sessions_and_account_deletion() {
+    let (_d, store) = fresh();
+    contract::sessions_and_account_deletion(store).await;
+}
+
+#[tokio::test]
 async fn ensure_room_adds_members_only_to_a_room_of_its_kind() {
     let (_d, store) = fresh();
     contract::ensure_room_adds_members_only_to_a_room_of_its_kind(store).await;

@@ -11,6 +11,7 @@ pub(super) fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
         EventKind::Typing => ("t", 0, 0),
         EventKind::Presence => ("p", 0, 0),
         EventKind::RoomAdded => ("a", 0, 0),
+        EventKind::SessionsEnded => ("s", 0, 0),
     };
     let except = event.except_user.map(|u| u.to_string()).unwrap_or_default();
     let payload = event.payload.get();
@@ -57,6 +58,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<RoomEvent, String> {
         "t" => EventKind::Typing,
         "p" => EventKind::Presence,
         "a" => EventKind::RoomAdded,
+        "s" => EventKind::SessionsEnded,
         other => return Err(format!("unknown kind '{other}'")),
     };
     Ok(RoomEvent {

@@ -1,19 +1,31 @@
-//! Accounts: registration, login, the token a session carries — and the throttles that keep
-//! password guessing and mass registration slow (see [`ThrottleConfig`]).
+//! Accounts: registration, sign-in and sign-out, password changes, deletion — and the throttles
+//! that keep password guessing and mass registration slow (see [`ThrottleConfig`]).
 //!
-//! Every attempt is counted before its password is checked and taken back if it succeeds, so
-//! parallel guesses cannot all pass before the first failure is recorded; a throttled attempt
-//! is refused before any hashing, so a flood of them costs the server almost nothing. The audit
-//! trail (target `audit`) has one line per login, failed login and registration.
+//! A token names a session, and is good while the session exists in the store: signing out
+//! ends it, and every connection of an ended session, on any node, is closed at once (the
+//! inbox event [`EventKind::SessionsEnded`]).
+//!
+//! Every sign-in attempt is counted before its password is checked and taken back if it
+//! succeeds, so parallel guesses cannot all pass before the first failure is recorded; a
+//! throttled attempt is refused before any hashing, so a flood of them costs the server almost
+//! nothing. The audit trail (target `audit`) has one line per account event.
 
 use std::net::IpAddr;
 
 use scalify_core::ErrorCode;
+use scalify_store::EndSessions;
 
 use super::*;
 
+/// A verified token: its user and session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub user: UserRef,
+    pub session: String,
+}
+
 impl Chat {
-    /// Creates an account for a client at address `from`.
+    /// Creates an account for a client at address `from`, signed in.
     pub async fn register(
         &self,
         username: &str,
@@ -29,15 +41,7 @@ impl Chat {
             "too many registrations from this address",
         )
         .await?;
-        let auth = self.auth.clone();
-        let hashed = match self.hashing.enter().await {
-            Ok(_slot) => tokio::task::spawn_blocking(move || auth.hash_password(password.expose()))
-                .await
-                .map_err(|_| ChatError::internal())
-                .and_then(|h| h),
-            Err(e) => Err(e),
-        };
-        let hash = match hashed {
+        let hash = match self.hash(password).await {
             Ok(hash) => hash,
             Err(e) => {
                 // The server's failure, not the client's attempt.
@@ -58,10 +62,7 @@ impl Chat {
             username: user.username.to_string(),
         };
         tracing::info!(target: "audit", event = "register", user = %user.id, name = %user.username, %from);
-        Ok(Session {
-            token: self.auth.issue(&user)?,
-            user,
-        })
+        self.start_session(user).await
     }
 
     /// Bad credentials answer `unauthorized` with one message, whether or not the user exists,
@@ -73,6 +74,199 @@ impl Chat {
         password: &str,
         from: IpAddr,
     ) -> Result<Session, ChatError> {
+        let user = self.check_password(username, password, from).await?;
+        tracing::info!(target: "audit", event = "login", user = %user.id, name = %user.username, %from);
+        self.start_session(user).await
+    }
+
+    /// The user and session a token names, if its signature holds — without asking the store
+    /// whether the session still exists ([`Chat::check_session`] does).
+    pub fn token_claims(&self, token: &str) -> Result<Authenticated, ChatError> {
+        let (user, session) = self.auth.verify(token)?;
+        Ok(Authenticated { user, session })
+    }
+
+    /// Whether the session is still open (not signed out, not expired, account not deleted).
+    /// While the store cannot be reached, a session this node verified within
+    /// ten minutes (`SESSION_GRACE`) counts as open.
+    pub async fn check_session(&self, a: &Authenticated) -> Result<(), ChatError> {
+        let verified = || {
+            self.verified_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        match self
+            .store
+            .session_user(&a.session, scalify_core::now_ms())
+            .await
+        {
+            Ok(Some(user)) if user == a.user.id => {
+                insert_bounded(
+                    &mut verified(),
+                    a.session.clone(),
+                    (user, std::time::Instant::now()),
+                );
+                Ok(())
+            }
+            Ok(_) => {
+                verified().remove(&a.session);
+                Err(ChatError::unauthorized())
+            }
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Backend(_))) => {
+                let recent = verified()
+                    .get(&a.session)
+                    .is_some_and(|(user, at)| *user == a.user.id && at.elapsed() < SESSION_GRACE);
+                if recent {
+                    tracing::debug!(error = %e, "store unreachable; session verified recently");
+                    Ok(())
+                } else {
+                    Err(store_error(e))
+                }
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Forgets sessions that ended (on this node or another): they no longer count as
+    /// verified while the store cannot be reached.
+    pub fn forget_sessions(&self, sessions: &[String]) {
+        let mut verified = self
+            .verified_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for s in sessions {
+            verified.remove(s);
+        }
+    }
+
+    /// The user and session of a bearer token whose session is open.
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, ChatError> {
+        let a = self.token_claims(token)?;
+        self.check_session(&a).await?;
+        Ok(a)
+    }
+
+    /// Signs out: the session ends, and its connections on every node close.
+    pub async fn logout(&self, a: &Authenticated) -> Result<(), ChatError> {
+        let ended = self
+            .store
+            .end_sessions(a.user.id, EndSessions::One(a.session.clone()))
+            .await
+            .map_err(store_error)?;
+        tracing::info!(target: "audit", event = "logout", user = %a.user.id, name = %a.user.username);
+        self.close_sessions(a.user.id, ended).await;
+        Ok(())
+    }
+
+    /// Signs out everywhere: every session of the user ends, this one too.
+    pub async fn logout_all(&self, a: &Authenticated) -> Result<(), ChatError> {
+        let ended = self
+            .store
+            .end_sessions(a.user.id, EndSessions::All)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(target: "audit", event = "logout_all", user = %a.user.id, name = %a.user.username, sessions = ended.len());
+        self.close_sessions(a.user.id, ended).await;
+        Ok(())
+    }
+
+    /// Changes the password, given the current one (throttled like a sign-in); every other
+    /// session of the user ends, this one stays.
+    pub async fn change_password(
+        &self,
+        a: &Authenticated,
+        current: &str,
+        new: &str,
+        from: IpAddr,
+    ) -> Result<(), ChatError> {
+        let new = Password::parse(new)?;
+        self.check_password(&a.user.username, current, from).await?;
+        let hash = self.hash(new).await?;
+        if !self
+            .store
+            .set_password(a.user.id, &hash)
+            .await
+            .map_err(store_error)?
+        {
+            return Err(ChatError::unauthorized());
+        }
+        let ended = self
+            .store
+            .end_sessions(a.user.id, EndSessions::AllBut(a.session.clone()))
+            .await
+            .map_err(store_error)?;
+        tracing::info!(target: "audit", event = "password_changed", user = %a.user.id, name = %a.user.username, %from, sessions_ended = ended.len());
+        self.close_sessions(a.user.id, ended).await;
+        Ok(())
+    }
+
+    /// Deletes the account, given its password (throttled like a sign-in): every session ends
+    /// and its connections close; the name stays taken; the messages stay.
+    pub async fn delete_account(
+        &self,
+        a: &Authenticated,
+        password: &str,
+        from: IpAddr,
+    ) -> Result<(), ChatError> {
+        self.check_password(&a.user.username, password, from)
+            .await?;
+        let ended = self
+            .store
+            .delete_user(a.user.id)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(target: "audit", event = "account_deleted", user = %a.user.id, name = %a.user.username, %from);
+        self.close_sessions(a.user.id, ended).await;
+        Ok(())
+    }
+
+    async fn start_session(&self, user: UserRef) -> Result<Session, ChatError> {
+        let session = Id::new().to_string();
+        let ttl_ms = i64::try_from(self.auth.token_ttl().as_millis()).unwrap_or(i64::MAX);
+        let expires_at = scalify_core::now_ms().saturating_add(ttl_ms);
+        self.store
+            .create_session(user.id, &session, expires_at)
+            .await
+            .map_err(store_error)?;
+        Ok(Session {
+            token: self.auth.issue(&user, &session)?,
+            user,
+        })
+    }
+
+    /// Tells every node to close the connections of the ended sessions.
+    async fn close_sessions(&self, user: Id, sessions: Vec<String>) {
+        if sessions.is_empty() {
+            return;
+        }
+        self.forget_sessions(&sessions);
+        let payload = serde_json::json!({ "sessions": sessions });
+        self.publish(
+            RoomName::inbox(user),
+            EventKind::SessionsEnded,
+            &payload,
+            None,
+        )
+        .await;
+    }
+
+    /// Hashes a new password in a hashing slot.
+    async fn hash(&self, password: Password) -> Result<String, ChatError> {
+        let auth = self.auth.clone();
+        let _slot = self.hashing.enter().await?;
+        tokio::task::spawn_blocking(move || auth.hash_password(password.expose()))
+            .await
+            .map_err(|_| ChatError::internal())?
+    }
+
+    /// Checks a user's password under the sign-in throttles (per account and per client
+    /// address): the user, or `unauthorized` / `rate_limited`.
+    async fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+        from: IpAddr,
+    ) -> Result<UserRef, ChatError> {
         let name = Username::parse(username).ok();
         let throttle = &self.config.throttle;
         let slow_down = "too many failed logins";
@@ -91,14 +285,13 @@ impl Chat {
             }
             return Err(e);
         }
-        let result = self.check_password(name.as_ref(), password).await;
+        let result = self.verify_credentials(name.as_ref(), password).await;
         match &result {
-            Ok(session) => {
+            Ok(_) => {
                 if let Some(key) = &account {
                     self.take_back(key, true).await;
                 }
                 self.take_back(&address, false).await;
-                tracing::info!(target: "audit", event = "login", user = %session.user.id, name = %session.user.username, %from);
             }
             Err(e) if e.code == ErrorCode::Unauthorized => {
                 metrics::counter!("scalify_logins_failed_total").increment(1);
@@ -117,11 +310,11 @@ impl Chat {
         result
     }
 
-    async fn check_password(
+    async fn verify_credentials(
         &self,
         name: Option<&Username>,
         password: &str,
-    ) -> Result<Session, ChatError> {
+    ) -> Result<UserRef, ChatError> {
         let creds = match name {
             Some(name) => self.store.credentials(name).await.map_err(store_error)?,
             None => None,
@@ -136,16 +329,10 @@ impl Chat {
                 .map_err(|_| ChatError::internal())?
         };
         match creds {
-            Some(c) if ok => {
-                let user = UserRef {
-                    id: c.user.id,
-                    username: c.user.username.to_string(),
-                };
-                Ok(Session {
-                    token: self.auth.issue(&user)?,
-                    user,
-                })
-            }
+            Some(c) if ok => Ok(UserRef {
+                id: c.user.id,
+                username: c.user.username.to_string(),
+            }),
             _ => Err(ChatError::new(
                 ErrorCode::Unauthorized,
                 "invalid username or password",
@@ -186,10 +373,5 @@ impl Chat {
             tracing::warn!(error = %e, "attempt log unreachable");
             let _ = self.local_attempts.take_back(key, forget).await;
         }
-    }
-
-    /// The user a bearer token names.
-    pub fn authenticate(&self, token: &str) -> Result<UserRef, ChatError> {
-        self.auth.verify(token)
     }
 }

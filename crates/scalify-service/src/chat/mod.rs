@@ -25,6 +25,7 @@ use crate::presence::Presence;
 pub use scalify_core::{NodeStatus, PersisterStatus, RoomActivity};
 
 mod accounts;
+pub use accounts::Authenticated;
 mod admin;
 mod messages;
 mod online;
@@ -136,6 +137,11 @@ pub struct SyncedRoom {
 /// Caches are bounded: past this many entries they start over (they only save lookups).
 const CACHE_CAP: usize = 100_000;
 
+/// While the store cannot be reached, how long a session verified before still lets its token
+/// in (a sign-out needs the store, so none can happen meanwhile; docs/security.md says what
+/// this leaves open).
+pub(crate) const SESSION_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub struct Chat {
     /// This process's id in its cluster (a ULID, new at every start).
     node: String,
@@ -168,6 +174,9 @@ pub struct Chat {
     /// Counts attempts while the cluster's log cannot be reached, so each node still throttles
     /// on its own.
     local_attempts: LocalAttempts,
+    /// Sessions this node found open in the store, and when: while the store cannot be
+    /// reached, a token whose session was verified within [`SESSION_GRACE`] is accepted.
+    verified_sessions: Mutex<HashMap<String, (Id, std::time::Instant)>>,
     /// The accounts `--admins` named when the node started, by user id.
     config_admins: std::sync::RwLock<HashSet<Id>>,
     /// Sends between validation and their ack; graceful shutdown waits for them.
@@ -287,6 +296,7 @@ impl Chat {
             hashing,
             attempts,
             local_attempts: LocalAttempts::new(),
+            verified_sessions: Mutex::new(HashMap::new()),
             config_admins: std::sync::RwLock::new(HashSet::new()),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),

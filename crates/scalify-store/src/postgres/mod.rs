@@ -33,7 +33,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
 
-use crate::{Appended, Credentials, RoomListing, Store, StoreError, StoreResult, User};
+use crate::{
+    Appended, Credentials, EndSessions, RoomListing, Store, StoreError, StoreResult, User,
+};
 
 mod persisted;
 mod rows;
@@ -58,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "admins",
         include_str!("../../migrations/postgres/0002_admins.sql"),
+    ),
+    (
+        3,
+        "sessions",
+        include_str!("../../migrations/postgres/0003_sessions.sql"),
     ),
 ];
 
@@ -173,6 +180,32 @@ async fn connect(config: &PgConfig) -> StoreResult<PgPool> {
         })
 }
 
+async fn end_sessions<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    user: Id,
+    which: EndSessions,
+) -> StoreResult<Vec<String>> {
+    let (sql, session) = match which {
+        EndSessions::One(s) => (
+            "DELETE FROM sessions WHERE user_id = $1 AND id = $2 RETURNING id",
+            s,
+        ),
+        EndSessions::All => (
+            "DELETE FROM sessions WHERE user_id = $1 AND $2::text IS NOT NULL RETURNING id",
+            String::new(),
+        ),
+        EndSessions::AllBut(s) => (
+            "DELETE FROM sessions WHERE user_id = $1 AND id <> $2 RETURNING id",
+            s,
+        ),
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(user.to_string())
+        .bind(session)
+        .fetch_all(db)
+        .await?)
+}
+
 async fn migrate(pool: &PgPool) -> StoreResult<usize> {
     let migrator = Migrator::new(Embedded).await?;
     // Before the first run the ledger table does not exist: nothing applied yet.
@@ -252,10 +285,13 @@ impl Store for PgStore {
     }
 
     async fn credentials(&self, username: &Username) -> StoreResult<Option<Credentials>> {
-        let row = sqlx::query("SELECT id, username, password_hash FROM users WHERE username = $1")
-            .bind(username.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, username, password_hash FROM users
+             WHERE username = $1 AND deleted_at IS NULL",
+        )
+        .bind(username.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(match row {
             Some(r) => Some(Credentials {
                 user: read_user(&r)?,
@@ -370,6 +406,74 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(admin.unwrap_or(false))
+    }
+
+    async fn create_session(&self, user: Id, session: &str, expires_at: i64) -> StoreResult<()> {
+        let (user, now) = (user.to_string(), now_ms());
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(session)
+        .bind(&user)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM sessions WHERE user_id = $1 AND (expires_at <= $2 OR id NOT IN
+             (SELECT id FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $3))",
+        )
+        .bind(&user)
+        .bind(now)
+        .bind(i64::from(crate::SESSIONS_PER_USER))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session_user(&self, session: &str, now: i64) -> StoreResult<Option<Id>> {
+        let user: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM sessions WHERE id = $1 AND expires_at > $2")
+                .bind(session)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+        user.map(|u| {
+            u.parse()
+                .map_err(|_| StoreError::Backend(format!("bad user id in sessions: {u}")))
+        })
+        .transpose()
+    }
+
+    async fn end_sessions(&self, user: Id, which: EndSessions) -> StoreResult<Vec<String>> {
+        end_sessions(&self.pool, user, which).await
+    }
+
+    async fn set_password(&self, user: Id, password_hash: &str) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1 AND deleted_at IS NULL")
+                .bind(user.to_string())
+                .bind(password_hash)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, user: Id) -> StoreResult<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = '', deleted_at = $2
+             WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(user.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let ended = end_sessions(&mut *tx, user, EndSessions::All).await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool> {

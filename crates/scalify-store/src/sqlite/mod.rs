@@ -23,7 +23,9 @@ use scalify_core::{
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::{Appended, Credentials, RoomListing, Store, StoreError, StoreResult, User};
+use crate::{
+    Appended, Credentials, EndSessions, RoomListing, Store, StoreError, StoreResult, User,
+};
 
 mod rows;
 mod writer;
@@ -40,6 +42,7 @@ const READERS: usize = 4;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_admins.sql"),
+    include_str!("../../migrations/sqlite/0003_sessions.sql"),
 ];
 
 /// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
@@ -290,7 +293,8 @@ impl Store for SqliteStore {
         let username = username.clone();
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT id, username, password_hash FROM users WHERE username = ?1",
+                "SELECT id, username, password_hash FROM users
+                 WHERE username = ?1 AND deleted_at IS NULL",
             )?
             .query_row(params![username.as_str()], |r| {
                 Ok(Credentials {
@@ -390,6 +394,56 @@ impl Store for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn create_session(&self, user: Id, session: &str, expires_at: i64) -> StoreResult<()> {
+        let op = AccountOp::CreateSession {
+            user,
+            session: session.to_owned(),
+            expires_at,
+        };
+        self.write(|reply| WriteOp::Account { op, reply })
+            .await
+            .map(drop)
+    }
+
+    async fn session_user(&self, session: &str, now: i64) -> StoreResult<Option<Id>> {
+        let session = session.to_owned();
+        let user: Option<String> = self
+            .read(move |c| {
+                Ok(c.prepare_cached(
+                    "SELECT user_id FROM sessions WHERE id = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![session, now], |r| r.get(0))
+                .optional()?)
+            })
+            .await?;
+        user.map(|u| {
+            u.parse()
+                .map_err(|_| StoreError::Backend(format!("bad user id in sessions: {u}")))
+        })
+        .transpose()
+    }
+
+    async fn end_sessions(&self, user: Id, which: EndSessions) -> StoreResult<Vec<String>> {
+        let op = AccountOp::EndSessions { user, which };
+        self.write(|reply| WriteOp::Account { op, reply }).await
+    }
+
+    async fn set_password(&self, user: Id, password_hash: &str) -> StoreResult<bool> {
+        let op = AccountOp::SetPassword {
+            user,
+            password_hash: password_hash.to_owned(),
+        };
+        Ok(!self
+            .write(|reply| WriteOp::Account { op, reply })
+            .await?
+            .is_empty())
+    }
+
+    async fn delete_user(&self, user: Id) -> StoreResult<Vec<String>> {
+        let op = AccountOp::Delete { user };
+        self.write(|reply| WriteOp::Account { op, reply }).await
     }
 
     async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool> {

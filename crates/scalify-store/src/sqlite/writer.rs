@@ -71,8 +71,33 @@ pub(super) enum WriteOp {
         message: NewMessage,
         reply: Reply<Appended>,
     },
+    Account {
+        op: AccountOp,
+        reply: Reply<Vec<String>>,
+    },
     Flush {
         reply: Reply<()>,
+    },
+}
+
+/// A write to an account's sessions or password. Each answers the ids of the sessions it
+/// ended (`SetPassword`: the user's id if the account was found).
+pub(super) enum AccountOp {
+    CreateSession {
+        user: Id,
+        session: String,
+        expires_at: i64,
+    },
+    EndSessions {
+        user: Id,
+        which: EndSessions,
+    },
+    SetPassword {
+        user: Id,
+        password_hash: String,
+    },
+    Delete {
+        user: Id,
     },
 }
 
@@ -82,6 +107,7 @@ pub(super) enum Done {
     Room(Reply<Room>, StoreResult<Room>),
     Member(Reply<bool>, StoreResult<bool>),
     Appended(Reply<Appended>, StoreResult<Appended>),
+    Account(Reply<Vec<String>>, StoreResult<Vec<String>>),
     Flushed(Reply<()>),
 }
 
@@ -93,6 +119,7 @@ impl Done {
             Done::Room(r, v) => drop(r.send(v)),
             Done::Member(r, v) => drop(r.send(v)),
             Done::Appended(r, v) => drop(r.send(v)),
+            Done::Account(r, v) => drop(r.send(v)),
             Done::Flushed(r) => drop(r.send(Ok(()))),
         }
     }
@@ -103,6 +130,7 @@ impl Done {
             Done::Room(r, _) => drop(r.send(backend_err(&msg))),
             Done::Member(r, _) => drop(r.send(backend_err(&msg))),
             Done::Appended(r, _) => drop(r.send(backend_err(&msg))),
+            Done::Account(r, _) => drop(r.send(backend_err(&msg))),
             Done::Flushed(r) => drop(r.send(backend_err(&msg))),
         }
     }
@@ -250,6 +278,9 @@ impl Writer {
             WriteOp::Append { message, reply } => {
                 Done::Appended(reply, self.append(message, touched))
             }
+            WriteOp::Account { op, reply } => {
+                Done::Account(reply, self.in_savepoint(|w| w.account(op)))
+            }
         }
     }
 
@@ -321,6 +352,81 @@ impl Writer {
             .prepare_cached("UPDATE users SET is_admin = ?2 WHERE username = ?1")?
             .execute(params![username.as_str(), admin])?;
         Ok(n == 1)
+    }
+
+    pub(super) fn account(&mut self, op: AccountOp) -> StoreResult<Vec<String>> {
+        match op {
+            AccountOp::CreateSession {
+                user,
+                session,
+                expires_at,
+            } => {
+                let (user, now) = (user.to_string(), now_ms());
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO sessions (id, user_id, created_at, expires_at)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![session, user, now, expires_at])?;
+                self.conn
+                    .prepare_cached(
+                        "DELETE FROM sessions WHERE user_id = ?1 AND (expires_at <= ?2 OR id NOT IN
+                         (SELECT id FROM sessions WHERE user_id = ?1
+                          ORDER BY created_at DESC, id DESC LIMIT ?3))",
+                    )?
+                    .execute(params![user, now, crate::SESSIONS_PER_USER])?;
+                Ok(Vec::new())
+            }
+            AccountOp::EndSessions { user, which } => self.end_sessions(user, which),
+            AccountOp::SetPassword {
+                user,
+                password_hash,
+            } => {
+                let n = self
+                    .conn
+                    .prepare_cached(
+                        "UPDATE users SET password_hash = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                    )?
+                    .execute(params![user.to_string(), password_hash])?;
+                Ok(if n == 1 {
+                    vec![user.to_string()]
+                } else {
+                    Vec::new()
+                })
+            }
+            AccountOp::Delete { user } => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE users SET password_hash = '', deleted_at = ?2
+                         WHERE id = ?1 AND deleted_at IS NULL",
+                    )?
+                    .execute(params![user.to_string(), now_ms()])?;
+                self.end_sessions(user, EndSessions::All)
+            }
+        }
+    }
+
+    fn end_sessions(&mut self, user: Id, which: EndSessions) -> StoreResult<Vec<String>> {
+        let user = user.to_string();
+        let (sql, session) = match &which {
+            EndSessions::One(s) => (
+                "DELETE FROM sessions WHERE user_id = ?1 AND id = ?2 RETURNING id",
+                s.as_str(),
+            ),
+            EndSessions::All => (
+                "DELETE FROM sessions WHERE user_id = ?1 AND ?2 = ?2 RETURNING id",
+                "",
+            ),
+            EndSessions::AllBut(s) => (
+                "DELETE FROM sessions WHERE user_id = ?1 AND id <> ?2 RETURNING id",
+                s.as_str(),
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let ended = stmt
+            .query_map(params![user, session], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ended)
     }
 
     pub(super) fn add_member(&mut self, room: Id, user: Id) -> StoreResult<bool> {
@@ -418,6 +524,7 @@ impl WriteOp {
                 Done::Member(reply, backend_err(msg))
             }
             WriteOp::Append { reply, .. } => Done::Appended(reply, backend_err(msg)),
+            WriteOp::Account { reply, .. } => Done::Account(reply, backend_err(msg)),
             WriteOp::Flush { reply } => Done::Flushed(reply),
         }
     }

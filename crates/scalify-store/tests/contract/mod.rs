@@ -133,6 +133,95 @@ pub async fn admin_role(store: Arc<dyn Store>) {
     assert!(!store.set_admin(&ghost, true).await.unwrap());
 }
 
+/// Sessions: a token is good while its session lives; sign-out ends one, a password change
+/// all but one, sign-out-everywhere and account deletion all; expired ones do not count.
+pub async fn sessions_and_account_deletion(store: Arc<dyn Store>) {
+    use scalify_store::EndSessions;
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let now = scalify_core::now_ms();
+    let later = now + 3_600_000;
+    for s in ["a1", "a2", "a3"] {
+        store.create_session(alice.id, s, later).await.unwrap();
+    }
+    store.create_session(bob.id, "b1", later).await.unwrap();
+    store
+        .create_session(alice.id, "old", now - 1)
+        .await
+        .unwrap();
+    assert_eq!(store.session_user("a1", now).await.unwrap(), Some(alice.id));
+    assert_eq!(store.session_user("b1", now).await.unwrap(), Some(bob.id));
+    assert_eq!(
+        store.session_user("old", now).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        store.session_user("a1", later).await.unwrap(),
+        None,
+        "at expiry"
+    );
+    assert_eq!(store.session_user("nope", now).await.unwrap(), None);
+
+    // Another user's session is not this user's to end.
+    let ended = store
+        .end_sessions(alice.id, EndSessions::One("b1".into()))
+        .await
+        .unwrap();
+    assert!(ended.is_empty());
+    assert_eq!(store.session_user("b1", now).await.unwrap(), Some(bob.id));
+
+    let ended = store
+        .end_sessions(alice.id, EndSessions::One("a1".into()))
+        .await
+        .unwrap();
+    assert_eq!(ended, ["a1"]);
+    assert_eq!(store.session_user("a1", now).await.unwrap(), None);
+    let mut ended = store
+        .end_sessions(alice.id, EndSessions::AllBut("a2".into()))
+        .await
+        .unwrap();
+    ended.sort();
+    assert!(ended.contains(&"a3".to_owned()), "{ended:?}");
+    assert!(!ended.contains(&"a2".to_owned()), "{ended:?}");
+    assert_eq!(store.session_user("a2", now).await.unwrap(), Some(alice.id));
+    assert_eq!(store.session_user("a3", now).await.unwrap(), None);
+    let ended = store
+        .end_sessions(alice.id, EndSessions::All)
+        .await
+        .unwrap();
+    assert_eq!(ended, ["a2"]);
+
+    // A password change is seen by the next sign-in.
+    assert!(store.set_password(alice.id, "new-hash").await.unwrap());
+    let name = Username::parse("alice").unwrap();
+    let creds = store.credentials(&name).await.unwrap().expect("alice");
+    assert_eq!(creds.password_hash, "new-hash");
+
+    // Deletion: sessions end, sign-in finds nothing, the name stays taken.
+    store.create_session(alice.id, "a4", later).await.unwrap();
+    let ended = store.delete_user(alice.id).await.unwrap();
+    assert_eq!(ended, ["a4"]);
+    assert!(store.credentials(&name).await.unwrap().is_none());
+    assert!(!store.set_password(alice.id, "again").await.unwrap());
+    assert!(matches!(
+        store.create_user(&name, "x").await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.session_user("b1", now).await.unwrap(), Some(bob.id));
+
+    // Signing in in a loop keeps at most SESSIONS_PER_USER sessions, the newest.
+    for i in 0..(scalify_store::SESSIONS_PER_USER + 5) {
+        store
+            .create_session(bob.id, &format!("loop{i:04}"), later)
+            .await
+            .unwrap();
+    }
+    let all = store.end_sessions(bob.id, EndSessions::All).await.unwrap();
+    assert_eq!(all.len(), scalify_store::SESSIONS_PER_USER as usize);
+    assert!(all.contains(&format!("loop{:04}", scalify_store::SESSIONS_PER_USER + 4)));
+}
+
 pub async fn membership_and_listing(store: Arc<dyn Store>) {
     let alice = user(&*store, "alice").await;
     let bob = user(&*store, "bob").await;
