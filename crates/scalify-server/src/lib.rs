@@ -67,6 +67,9 @@ pub struct TransportConfig {
     /// Proxies (load balancers) whose `X-Forwarded-For` names the client's address, which
     /// logins and registrations are throttled by. Empty: the TCP peer is the client.
     pub trusted_proxies: TrustedProxies,
+    /// Whether `/metrics` is served on the client-facing listener: only when the node has no
+    /// internal listener for it (`--internal-listen`).
+    pub metrics_on_main: bool,
 }
 
 impl Default for TransportConfig {
@@ -82,6 +85,7 @@ impl Default for TransportConfig {
             shutdown_grace: std::time::Duration::from_secs(5),
             allowed_origins: Vec::new(),
             trusted_proxies: TrustedProxies::default(),
+            metrics_on_main: true,
         }
     }
 }

@@ -63,9 +63,13 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/api/dms", post(open_dm))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/", get(crate::web::index))
         .route("/assets/{*path}", get(crate::web::asset))
+        .merge(if transport.metrics_on_main {
+            Router::new().route("/metrics", get(metrics))
+        } else {
+            Router::new()
+        })
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(transport.max_payload_bytes))
         .layer(axum::Extension(Arc::new(transport.trusted_proxies.clone())))
@@ -365,6 +369,17 @@ async fn send(
         .await
         .map_err(|_| ChatError::internal())??;
     Ok((StatusCode::CREATED, Json(json!({ "message": message }))).into_response())
+}
+
+/// The operator's endpoints — `/metrics`, `/healthz`, `/readyz` — for a listener of their
+/// own (`--internal-listen`), which clients never reach.
+pub fn operator_router(chat: Arc<Chat>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(chat)
 }
 
 /// Prometheus metrics of this process.

@@ -183,25 +183,6 @@ impl Service for PersisterService {
     }
 }
 
-/// A persister's own `/metrics`, `/healthz` and `/readyz` (`scalify persister`).
-struct Endpoints {
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-}
-
-#[async_trait]
-impl Service for Endpoints {
-    fn name(&self) -> &'static str {
-        "persister endpoints"
-    }
-    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await
-            .context("serving the persister's endpoints")
-    }
-}
-
 /// `scalify persister`: a persister alone, with `/metrics`, `/healthz` and `/readyz`, until
 /// `shutdown` is cancelled.
 pub async fn run_persister(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -253,7 +234,11 @@ pub async fn run_persister(settings: Settings, shutdown: CancellationToken) -> a
     println!("ScalifyChat persister is running; metrics at http://{addr}/metrics");
     let mut supervisor = Supervisor::new();
     supervisor.start(persister);
-    supervisor.start(Box::new(Endpoints { listener, router }));
+    supervisor.start(Box::new(crate::node::HttpEndpoints {
+        name: "persister endpoints",
+        listener,
+        router,
+    }));
     shutdown.cancelled().await;
     tracing::info!("stopping the persister: writing what it has read, committing offsets");
     supervisor.shutdown().await;

@@ -249,6 +249,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     println!("ScalifyChat is running at http://{addr}/");
+    if let Some(internal) = node.internal_addr() {
+        println!("Operator endpoints (/metrics, /healthz, /readyz) at http://{internal}/");
+    }
     node.run(listener, shutdown).await
 }
 

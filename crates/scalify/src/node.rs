@@ -27,6 +27,8 @@ use crate::supervisor::{Service, Supervisor};
 /// A node ready to serve.
 pub struct Node {
     app: App,
+    /// Where the operator's endpoints are served, with `--internal-listen`.
+    internal_addr: Option<std::net::SocketAddr>,
     /// Started by [`Node::run`], stopped after the transports have drained.
     services: Vec<Box<dyn Service>>,
 }
@@ -99,7 +101,29 @@ impl Node {
                 services.push(durable::persister(settings, pg).await?);
             }
         }
-        Ok(Some(Node { app, services }))
+        let mut internal_addr = None;
+        if let Some(addr) = settings.internal_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (--internal-listen)"))?;
+            internal_addr = Some(listener.local_addr()?);
+            services.push(Box::new(HttpEndpoints {
+                name: "operator endpoints",
+                listener,
+                router: scalify_server::rest::operator_router(app.chat.clone()),
+            }));
+        }
+        Ok(Some(Node {
+            app,
+            internal_addr,
+            services,
+        }))
+    }
+
+    /// Where `/metrics`, `/healthz` and `/readyz` are served apart from clients
+    /// (`--internal-listen`), once bound.
+    pub fn internal_addr(&self) -> Option<std::net::SocketAddr> {
+        self.internal_addr
     }
 
     /// The node's chat service (tests reach into it).
@@ -170,5 +194,26 @@ impl Service for PresenceKeeper {
             () = cancel.cancelled() => {}
         }
         Ok(())
+    }
+}
+
+/// HTTP endpoints on a listener of their own (the operator's, a persister's), served until the
+/// supervisor stops them.
+pub(crate) struct HttpEndpoints {
+    pub(crate) name: &'static str,
+    pub(crate) listener: TcpListener,
+    pub(crate) router: axum::Router,
+}
+
+#[async_trait]
+impl Service for HttpEndpoints {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+            .with_context(|| format!("serving the {}", self.name))
     }
 }

@@ -18,6 +18,8 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 struct TestNode {
     url: String,
+    /// The operator's listener, with `--internal-listen`.
+    internal: Option<String>,
     http: reqwest::Client,
     shutdown: CancellationToken,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -56,9 +58,11 @@ async fn spawn_node(flags: &[&str]) -> TestNode {
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let internal = node.internal_addr().map(|a| format!("http://{a}"));
     let running = tokio::spawn(node.run(listener, shutdown.clone()));
     TestNode {
         url,
+        internal,
         http: reqwest::Client::new(),
         shutdown,
         running,
@@ -239,6 +243,34 @@ async fn two_cluster_nodes_share_history_tokens_and_the_registry() {
     }
     a.stop().await;
     b.stop().await;
+}
+
+/// With `--internal-listen`, `/metrics` leaves the client-facing listener for the internal
+/// one, which also answers `/healthz` and `/readyz` (and nothing else).
+#[tokio::test]
+async fn metrics_move_to_the_internal_listener() {
+    let node = spawn_node(&["--internal-listen", "127.0.0.1:0"]).await;
+    let internal = node.internal.clone().expect("an internal listener");
+    let get = |url: String| async move {
+        let res = reqwest::get(&url).await.expect("request");
+        (res.status().as_u16(), res.text().await.unwrap_or_default())
+    };
+    assert_eq!(get(format!("{}/metrics", node.url)).await.0, 404);
+    let (status, body) = get(format!("{internal}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("scalify_"), "{body}");
+    assert_eq!(get(format!("{internal}/readyz")).await.0, 200);
+    assert_eq!(get(format!("{internal}/healthz")).await.0, 200);
+    assert_eq!(get(format!("{internal}/api/rooms")).await.0, 404);
+    // Load balancers still probe the main listener.
+    assert_eq!(get(format!("{}/readyz", node.url)).await.0, 200);
+    node.stop().await;
+
+    // Without it, /metrics stays where it was.
+    let node = spawn_node(&[]).await;
+    assert!(node.internal.is_none());
+    assert_eq!(get(format!("{}/metrics", node.url)).await.0, 200);
+    node.stop().await;
 }
 
 /// Throttles are the cluster's, not a node's: failed logins counted on node A refuse the next

@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:3000]
     #[arg(long, env = "SCALIFY_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// A second address for the operator's endpoints (/metrics, /healthz, /readyz), e.g. on a
+    /// private network; /metrics then leaves the client-facing listener
+    #[arg(long, env = "SCALIFY_INTERNAL_LISTEN", value_name = "ADDR")]
+    pub internal_listen: Option<SocketAddr>,
     /// Largest message text in bytes [default: 4096]
     #[arg(long, env = "SCALIFY_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,

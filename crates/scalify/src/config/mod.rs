@@ -47,6 +47,8 @@ pub struct KafkaSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Where the operator's endpoints are served apart from clients, if anywhere.
+    pub internal_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     token_secret: Option<String>,
@@ -143,6 +145,7 @@ impl Settings {
             redis,
             kafka,
             listen: o.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 3000))),
+            internal_listen: o.internal_listen,
             data_dir: o
                 .common
                 .data_dir
@@ -192,6 +195,7 @@ impl Settings {
                     o.trusted_proxies.as_deref().unwrap_or_default(),
                 )
                 .map_err(|e| anyhow::anyhow!("trusted_proxies (--trusted-proxies): {e}"))?,
+                metrics_on_main: o.internal_listen.is_none(),
                 ping_interval: Duration::from_secs(at_least(
                     "ping_interval_secs",
                     o.ping_interval_secs
