@@ -145,24 +145,48 @@ test('payloads over the 64 KiB limit are refused on WebSocket and on polling', a
   await assertHealthy();
 });
 
-test('per-connection rate limit: a burst of 40, then rate_limited', async () => {
+test('per-user budget: a burst of 40 shared by every connection and REST, then rate_limited', async () => {
+  const owner = await register(server.url);
+  const so = await connect(server.url, owner.token);
+  const room = uniqueRoom();
+  await call(so, 'join', { room });
   const u = await register(server.url);
   const s = await connect(server.url, u.token);
-  const room = uniqueRoom();
+  const s2 = await connect(server.url, u.token);
   await call(s, 'join', { room });
-  const results = await Promise.all(Array.from({ length: 60 }, (_, i) => call(s, 'send', { room, text: 't', client_id: `r${i}` })));
+  await sleep(300); // the join's cost comes back: a full burst
+  const viaRest = (i) => api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: 't', client_id: `h${i}` }, u.token)
+    .then((r) => (r.status === 201 ? { ok: true } : { ok: false, status: r.status, error: r.body.error }));
+  const results = await Promise.all([
+    ...Array.from({ length: 30 }, (_, i) => call(s, 'send', { room, text: 't', client_id: `r${i}` })),
+    ...Array.from({ length: 15 }, (_, i) => call(s2, 'send', { room, text: 't', client_id: `q${i}` })),
+    ...Array.from({ length: 15 }, (_, i) => viaRest(i)),
+  ]);
   const ok = results.filter((r) => r.ok).length;
-  const limited = results.filter((r) => !r.ok && r.error.code === 'rate_limited').length;
+  const limited = results.filter((r) => !r.ok && r.error.code === 'rate_limited');
   assert.ok(ok >= 40 && ok <= 45, `ok=${ok}`);
-  assert.equal(ok + limited, 60);
+  assert.equal(ok + limited.length, 60);
+  assert.ok(limited.some((r) => r.status === 429), 'REST sends draw on the same budget');
+  // Another user has a budget of their own.
+  assert.equal((await call(so, 'send', { room, text: 't', client_id: 'owner' })).ok, true);
   // Tokens come back at 20/s.
   await sleep(1100);
-  assert.equal((await call(s, 'send', { room, text: 't', client_id: 'later' })).ok, true);
-  // The limit is per connection: another connection of the same user is not limited.
-  const s2 = await connect(server.url, u.token);
-  await call(s2, 'join', { room });
-  assert.equal((await call(s2, 'send', { room, text: 't', client_id: 'other-conn' })).ok, true);
-  s.close(); s2.close();
+  assert.equal((await call(s2, 'send', { room, text: 't', client_id: 'later' })).ok, true);
+  s.close(); s2.close(); so.close();
+});
+
+test('connections per user are capped (20 by default); a closed one frees its place', async () => {
+  const u = await register(server.url);
+  const open = [];
+  for (let i = 0; i < 20; i++) open.push(await connect(server.url, u.token));
+  await assert.rejects(connect(server.url, u.token), /too many connections/);
+  // Another user is not affected.
+  const other = await register(server.url);
+  (await connect(server.url, other.token)).close();
+  open.pop().close();
+  await sleep(200);
+  const again = await connect(server.url, u.token);
+  for (const s of [...open, again]) s.close();
 });
 
 test('REST bad input answers {"error":{code,message}} with the right status', async () => {

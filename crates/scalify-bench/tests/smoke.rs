@@ -7,23 +7,26 @@ use std::time::Duration;
 use scalify_bench::{BenchArgs, Scenario};
 use scalify_server::{App, TransportConfig};
 use scalify_service::auth::Auth;
-use scalify_service::ChatConfig;
+use scalify_service::{ChatConfig, ThrottleConfig};
 use scalify_store::sqlite::{SqliteConfig, SqliteStore};
 
 async fn spawn_node() -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(SqliteConfig::new(dir.path().join("bench.db"))).expect("store");
     let auth = Auth::new(&[9u8; 32], Duration::from_secs(3600)).expect("auth");
-    let transport = TransportConfig {
+    // The bench is the only client: no budgets, throttles or connection caps.
+    let chat = ChatConfig {
         rate_limit_per_sec: 0,
-        ..TransportConfig::default()
+        max_connections_per_user: usize::MAX,
+        throttle: ThrottleConfig::off(),
+        ..ChatConfig::default()
     };
     let app = App::build(
         Arc::new(store),
         &scalify_server::Cluster::Embedded,
         auth,
-        ChatConfig::default(),
-        transport,
+        chat,
+        TransportConfig::default(),
     )
     .await
     .expect("build");

@@ -27,18 +27,31 @@ impl TokenBucket {
 
     /// Takes one token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
+        self.try_take_n(1, now)
+    }
+
+    /// Takes `n` tokens if there are as many (a request that costs more than one send).
+    pub fn try_take_n(&mut self, n: u32, now: Instant) -> bool {
         if self.is_disabled() {
             return true;
         }
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
         }
+    }
+
+    /// Whether the bucket is full at `now`: a user who has been idle that long can be
+    /// forgotten without changing what they may do.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.tokens + elapsed.as_secs_f64() * self.rate >= self.burst
     }
 }
 
@@ -46,6 +59,17 @@ impl TokenBucket {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn weighted_takes_draw_several_tokens() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 20, t0);
+        assert!(b.try_take_n(15, t0));
+        assert!(!b.try_take_n(6, t0), "only 5 left");
+        assert!(b.try_take_n(5, t0));
+        assert!(!b.is_full(t0));
+        assert!(b.is_full(t0 + Duration::from_secs(2)));
+    }
 
     #[test]
     fn allows_the_burst_then_the_rate() {

@@ -43,10 +43,6 @@ pub use error::ApiError;
 pub struct TransportConfig {
     /// Largest Socket.IO payload accepted, on WebSocket and polling alike, and largest REST body.
     pub max_payload_bytes: usize,
-    /// Sends and typing events a connection may make per second (0 disables the limit).
-    pub rate_limit_per_sec: u32,
-    /// How many of them a connection may make in a burst.
-    pub rate_limit_burst: u32,
     /// Packets buffered per connection for a client that reads slowly. When full, the client
     /// misses live events (it recovers them with `sync`) and its next heartbeat fails, which
     /// disconnects it: a client that never reads cannot grow server memory.
@@ -76,8 +72,6 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             max_payload_bytes: 64 * 1024,
-            rate_limit_per_sec: 20,
-            rate_limit_burst: 40,
             max_buffered_packets: 1024,
             ws_read_buffer_bytes: 1024,
             ping_interval: std::time::Duration::from_secs(25),
@@ -144,7 +138,7 @@ impl App {
         };
         let chat = Chat::new(node, store, fanout, links, auth, chat_config);
         delivery.serve(&chat);
-        socket::register(&io, &chat, sequencer, transport.clone());
+        socket::register(&io, &chat, sequencer);
         // Every HTTP request's logs carry a span: method, path (never the query: it may hold a
         // Socket.IO session id) and, per request, a sequence number.
         let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(

@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use scalify_core::{
-    ChatError, HistoryQuery, Id, Message, Room, RoomName, SyncRequest, TokenBucket, UserRef,
-};
+use scalify_core::{ChatError, HistoryQuery, Id, Message, Room, RoomName, SyncRequest, UserRef};
 use scalify_fanout::{LocalDelivery, RoomEvent, Sequencer};
 use scalify_service::{Authenticated, Chat, SyncedRoom};
 use serde::de::DeserializeOwned;
@@ -222,24 +220,7 @@ struct Conn {
     user: UserRef,
     /// The transport at handshake (the `transport` label of the connections gauge).
     transport: &'static str,
-    bucket: Mutex<TokenBucket>,
     rooms: Mutex<HashSet<RoomName>>,
-}
-
-impl Conn {
-    fn allow(&self) -> Result<(), ChatError> {
-        let ok = self
-            .bucket
-            .lock()
-            .map(|mut b| b.try_take(Instant::now()))
-            .unwrap_or(true);
-        if ok {
-            Ok(())
-        } else {
-            metrics::counter!("scalify_rate_limited_total").increment(1);
-            Err(ChatError::rate_limited())
-        }
-    }
 }
 
 /// Parses an event's one argument: it must be a JSON object of the expected shape.
@@ -368,11 +349,10 @@ struct SyncArg {
 /// deliver), so a strong reference back would keep both alive forever, and the store would
 /// never be dropped (and SQLite never checkpointed) at shutdown. Each connection holds it
 /// strongly while it lives.
-pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>, t: TransportConfig) {
+pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>) {
     let service = Arc::downgrade(chat);
     let authenticate = move |s: SocketRef, TryData(auth): TryData<Value>| {
         let (service, sequencer) = (service.clone(), sequencer.clone());
-        let (rate, burst) = (t.rate_limit_per_sec, t.rate_limit_burst);
         async move {
             let chat = service
                 .upgrade()
@@ -391,7 +371,9 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>, t: T
             // connection and closes it, on whichever node.
             s.join(user_room(user.id));
             s.join(session_room(&session));
-            chat.connection_opened(&user).await;
+            chat.connection_opened(&user)
+                .await
+                .map_err(|_| Refused("too many connections"))?;
             let claims = Authenticated {
                 user: user.clone(),
                 session,
@@ -419,7 +401,6 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>, t: T
             let conn = Arc::new(Conn {
                 user,
                 transport,
-                bucket: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
                 rooms: Mutex::new(HashSet::new()),
             });
             attach_handlers(&s, chat, sequencer, conn);
@@ -593,7 +574,6 @@ async fn leave(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, Chat
 
 async fn send(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatError> {
     let started = Instant::now();
-    h.conn.allow()?;
     let arg: SendArg = parse(d)?;
     let message = h
         .chat
@@ -624,7 +604,6 @@ async fn sync(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatE
 }
 
 async fn typing(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatError> {
-    h.conn.allow()?;
     let arg: RoomArg = parse(d)?;
     h.chat.typing(&h.conn.user, &arg.room).await?;
     Ok(Reply::Done {})

@@ -15,6 +15,6 @@ mod chat;
 pub mod presence;
 
 pub use chat::{
-    Authenticated, Chat, ChatConfig, ClusterLinks, Dependency, InFlight, NodeStatus, Overview,
-    PersisterStatus, Session, SyncedRoom, ThrottleConfig,
+    Authenticated, Chat, ChatConfig, ClusterLinks, Cost, Dependency, InFlight, NodeStatus,
+    Overview, PersisterStatus, Session, SyncedRoom, ThrottleConfig,
 };

@@ -42,6 +42,24 @@ impl Presence {
         }
     }
 
+    /// Joins unless the user already has `max` connections in the room (`None` then).
+    pub fn join_within(&self, room: &RoomName, user: &UserRef, max: usize) -> Option<Transition> {
+        let Ok(mut rooms) = self.rooms.lock() else {
+            return Some(Transition::default());
+        };
+        let room_changed = !rooms.contains_key(room);
+        let users = rooms.entry(room.clone()).or_default();
+        let entry = users.entry(user.id).or_insert_with(|| (user.clone(), 0));
+        if entry.1 >= max {
+            return None;
+        }
+        entry.1 += 1;
+        Some(Transition {
+            user_changed: entry.1 == 1,
+            room_changed,
+        })
+    }
+
     pub fn leave(&self, room: &RoomName, user: Id) -> Transition {
         let Ok(mut rooms) = self.rooms.lock() else {
             return Transition::default();

@@ -240,7 +240,10 @@ async fn signing_out_revokes_exactly_the_tokens_it_names() {
     let n = node();
     let alice = user(&n.chat, "alice").await;
     // A connection of hers is open on this node: her inbox reaches it.
-    n.chat.connection_opened(&alice).await;
+    n.chat
+        .connection_opened(&alice)
+        .await
+        .expect("a connection");
     let s1 = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
     let s2 = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
     let s3 = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
@@ -273,7 +276,10 @@ async fn signing_out_revokes_exactly_the_tokens_it_names() {
 async fn a_password_change_ends_the_other_sessions() {
     let n = node();
     let alice = user(&n.chat, "alice").await;
-    n.chat.connection_opened(&alice).await;
+    n.chat
+        .connection_opened(&alice)
+        .await
+        .expect("a connection");
     let here = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
     let there = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
     let a = n.chat.authenticate(&here.token).await.unwrap();
@@ -327,6 +333,106 @@ async fn a_deleted_account_signs_in_nowhere_and_keeps_its_name() {
     assert_eq!(e.code, ErrorCode::Unauthorized);
     let e = n.chat.register("alice", PASSWORD, HOME).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
+}
+
+/// One budget per user, drawn by sends and typing alike and by costlier requests by their
+/// cost, whatever the transport.
+#[tokio::test]
+async fn every_request_of_a_user_draws_on_one_budget() {
+    let config = ChatConfig {
+        rate_limit_per_sec: 1,
+        rate_limit_burst: 10,
+        ..ChatConfig::default()
+    };
+    let n = node_with(tempfile::tempdir().unwrap(), config);
+    let alice = user(&n.chat, "alice").await;
+    let bob = user(&n.chat, "bob").await;
+    // Creating the room costs 10: the whole burst.
+    n.chat.join(&alice, "general").await.expect("created");
+    let e = n
+        .chat
+        .send(&alice, "general", "hi", "c0")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    // Bob's budget is his own: joining costs 2, then 8 sends or typing events.
+    n.chat.join(&bob, "general").await.expect("joined");
+    for i in 0..4 {
+        n.chat
+            .send(&bob, "general", "hi", &format!("b{i}"))
+            .await
+            .expect("sent");
+        n.chat.typing(&bob, "general").await.expect("typing");
+    }
+    let e = n.chat.typing(&bob, "general").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    let e = n
+        .chat
+        .history(&bob, "general", HistoryQuery::new(None, None).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    assert_eq!(e.message, "too many requests; slow down");
+}
+
+/// A user holds at most `max_connections_per_user` connections on a node.
+#[tokio::test]
+async fn connections_per_user_are_capped() {
+    let config = ChatConfig {
+        max_connections_per_user: 2,
+        ..ChatConfig::default()
+    };
+    let n = node_with(tempfile::tempdir().unwrap(), config);
+    let alice = user(&n.chat, "alice").await;
+    let bob = user(&n.chat, "bob").await;
+    n.chat.connection_opened(&alice).await.expect("first");
+    n.chat.connection_opened(&alice).await.expect("second");
+    let e = n.chat.connection_opened(&alice).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::RateLimited);
+    n.chat.connection_opened(&bob).await.expect("another user");
+    n.chat.connection_closed(&alice).await;
+    n.chat
+        .connection_opened(&alice)
+        .await
+        .expect("a place freed");
+}
+
+/// One `sync` answers at most about 1 MiB of messages; the rest comes with the next one.
+#[tokio::test]
+async fn a_sync_answer_is_bounded_in_bytes() {
+    let config = ChatConfig {
+        rate_limit_per_sec: 0,
+        ..ChatConfig::default()
+    };
+    let n = node_with(tempfile::tempdir().unwrap(), config);
+    let alice = user(&n.chat, "alice").await;
+    n.chat.join(&alice, "big").await.expect("created");
+    n.chat.join(&alice, "small").await.expect("created");
+    let text = "x".repeat(4000);
+    for i in 0..300 {
+        n.chat
+            .send(&alice, "big", &text, &format!("c{i}"))
+            .await
+            .expect("sent");
+    }
+    n.chat.send(&alice, "small", "hi", "s").await.expect("sent");
+    let rooms = |big: i64| {
+        SyncRequest::new(vec![("big".to_owned(), big), ("small".to_owned(), 0)]).unwrap()
+    };
+    let first = n.chat.sync(&alice, rooms(0)).await.unwrap();
+    let big = &first[&RoomName::parse("big").unwrap()];
+    let bytes: usize = big.messages.iter().map(|m| m.text.as_str().len()).sum();
+    assert!(big.truncated);
+    assert!(bytes <= 1 << 20 && bytes > 900_000, "{bytes} bytes");
+    // The answer is full: the next room says there is more rather than adding to it.
+    let small = &first[&RoomName::parse("small").unwrap()];
+    assert!(small.messages.is_empty() && small.truncated);
+    let last = big.messages.last().unwrap().seq;
+    let second = n.chat.sync(&alice, rooms(last as i64)).await.unwrap();
+    let big = &second[&RoomName::parse("big").unwrap()];
+    assert!(!big.truncated);
+    assert_eq!(big.messages.last().unwrap().seq, 300);
+    assert_eq!(second[&RoomName::parse("small").unwrap()].messages.len(), 1);
 }
 
 /// Registrations per address: the free ones, then refused with the wait; other addresses go on.

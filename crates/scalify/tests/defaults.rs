@@ -122,13 +122,14 @@ fn every_help_default_is_the_value_the_code_applies() {
         ),
         (
             "--rate-limit-per-sec",
-            s.transport.rate_limit_per_sec.to_string(),
+            s.chat.rate_limit_per_sec.to_string(),
         ),
-        (
-            "--rate-limit-burst",
-            s.transport.rate_limit_burst.to_string(),
-        ),
+        ("--rate-limit-burst", s.chat.rate_limit_burst.to_string()),
         ("--sync-limit", s.chat.sync_per_room.to_string()),
+        (
+            "--max-connections-per-user",
+            s.chat.max_connections_per_user.to_string(),
+        ),
         (
             "--login-attempts-per-account",
             s.chat.throttle.login_per_account.free.to_string(),

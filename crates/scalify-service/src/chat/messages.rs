@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// Most bytes of messages one `sync` answers with (about: text plus a fixed allowance for the
+/// other fields); past it the room is `truncated` and the client syncs again from there.
+pub const SYNC_MAX_BYTES: usize = 1 << 20;
+
+/// A message's share of an answer: its text and client id, plus the other fields.
+fn approx_bytes(m: &Message) -> usize {
+    m.text.as_str().len() + m.client_id.as_str().len() + m.sender.username.len() + 160
+}
+
 impl Chat {
     /// Sends a message: validates it, commits it, publishes it to the room, and returns it.
     /// Returns only after the commit. A repeat of (sender, room, client_id) returns the first
@@ -35,6 +44,7 @@ impl Chat {
         if self.is_closing() {
             return Err(ChatError::shutting_down());
         }
+        self.charge(sender, Cost::One)?;
         let text = MessageText::parse(text, self.config.max_text_bytes)?;
         let client_id = ClientId::parse(client_id)?;
         let room = self.member_room(sender, room).await?;
@@ -65,6 +75,7 @@ impl Chat {
         room: &str,
         query: HistoryQuery,
     ) -> Result<(Vec<Message>, bool), ChatError> {
+        self.charge(user, Cost::Read)?;
         let room = self.member_room(user, room).await?;
         let messages = self
             .store
@@ -83,11 +94,17 @@ impl Chat {
         user: &UserRef,
         request: SyncRequest,
     ) -> Result<BTreeMap<RoomName, SyncedRoom>, ChatError> {
+        self.charge(user, Cost::Sync)?;
         let mut budget = self.config.sync_total;
+        let mut bytes_left = SYNC_MAX_BYTES;
         let mut out = BTreeMap::new();
         for (name, last_seq) in request.rooms {
             let room = self.member_room(user, name.as_str()).await?;
-            let cap = self.config.sync_per_room.min(budget);
+            let cap = if bytes_left == 0 {
+                0
+            } else {
+                self.config.sync_per_room.min(budget)
+            };
             let mut messages = if cap == 0 {
                 Vec::new()
             } else {
@@ -96,11 +113,27 @@ impl Chat {
                     .await
                     .map_err(store_error)?
             };
-            let truncated = messages.len() as u64 > u64::from(cap) || {
+            let mut truncated = messages.len() as u64 > u64::from(cap) || {
                 // With no budget left we could not look: say truncated if anything is newer.
                 cap == 0 && self.fresh_room(&room).await?.last_seq > last_seq
             };
             messages.truncate(cap as usize);
+            // The answer's size is bounded too: long messages fill it before the count does.
+            let fits = messages
+                .iter()
+                .scan(0usize, |used, m| {
+                    *used += approx_bytes(m);
+                    Some(*used)
+                })
+                .take_while(|&used| used <= bytes_left)
+                .count();
+            if fits < messages.len() {
+                messages.truncate(fits);
+                truncated = true;
+                bytes_left = 0;
+            } else {
+                bytes_left -= messages.iter().map(approx_bytes).sum::<usize>();
+            }
             budget -= messages.len() as u32;
             out.insert(
                 name,

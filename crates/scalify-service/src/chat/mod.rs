@@ -25,7 +25,9 @@ use crate::presence::Presence;
 pub use scalify_core::{NodeStatus, PersisterStatus, RoomActivity};
 
 mod accounts;
+mod budget;
 pub use accounts::Authenticated;
+pub use budget::Cost;
 mod admin;
 mod messages;
 mod online;
@@ -46,6 +48,12 @@ pub struct ChatConfig {
     pub admins: Vec<String>,
     /// How logins and registrations are throttled.
     pub throttle: ThrottleConfig,
+    /// Each user's budget, per second and as a burst, in sends: every request of theirs,
+    /// whatever its transport, draws on it by its [`Cost`]. A rate of 0 disables it.
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    /// Most connections one user may hold open on this node.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for ChatConfig {
@@ -56,6 +64,9 @@ impl Default for ChatConfig {
             sync_total: 5000,
             admins: Vec::new(),
             throttle: ThrottleConfig::default(),
+            rate_limit_per_sec: 20,
+            rate_limit_burst: 40,
+            max_connections_per_user: 20,
         }
     }
 }
@@ -174,6 +185,8 @@ pub struct Chat {
     /// Counts attempts while the cluster's log cannot be reached, so each node still throttles
     /// on its own.
     local_attempts: LocalAttempts,
+    /// Each user's request budget on this node.
+    budgets: budget::Budgets,
     /// Sessions this node found open in the store, and when: while the store cannot be
     /// reached, a token whose session was verified within [`SESSION_GRACE`] is accepted.
     verified_sessions: Mutex<HashMap<String, (Id, std::time::Instant)>>,
@@ -275,6 +288,7 @@ impl Chat {
                 .unwrap_or(2),
             config.throttle.hash_queue_wait,
         );
+        let budgets = budget::Budgets::new(config.rate_limit_per_sec, config.rate_limit_burst);
         let attempts: Arc<dyn AttemptLog> = match &cluster {
             Some(links) => links.attempts.clone(),
             None => Arc::new(LocalAttempts::new()),
@@ -297,6 +311,7 @@ impl Chat {
             attempts,
             local_attempts: LocalAttempts::new(),
             verified_sessions: Mutex::new(HashMap::new()),
+            budgets,
             config_admins: std::sync::RwLock::new(HashSet::new()),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),

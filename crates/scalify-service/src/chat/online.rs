@@ -5,6 +5,7 @@ use super::*;
 
 impl Chat {
     pub async fn typing(&self, user: &UserRef, room: &str) -> Result<(), ChatError> {
+        self.charge(user, Cost::One)?;
         let room = self.member_room(user, room).await?;
         let payload = serde_json::json!({ "room": room.name, "user": user });
         self.publish(room.name, EventKind::Typing, &payload, Some(user.id))
@@ -128,12 +129,25 @@ impl Chat {
         }
     }
 
-    /// A connection of `user` opened: their inbox reaches this node while any is open.
-    pub async fn connection_opened(&self, user: &UserRef) {
+    /// A connection of `user` opened: their inbox reaches this node while any is open. Refused
+    /// (`rate_limited`) when they already hold `max_connections_per_user` on this node; a
+    /// refused connection must not call [`Chat::connection_closed`].
+    pub async fn connection_opened(&self, user: &UserRef) -> Result<(), ChatError> {
         let inbox = RoomName::inbox(user.id);
-        if self.inboxes.join(&inbox, user).room_changed {
+        let Some(joined) =
+            self.inboxes
+                .join_within(&inbox, user, self.config.max_connections_per_user.max(1))
+        else {
+            metrics::counter!("scalify_rate_limited_total").increment(1);
+            return Err(ChatError::new(
+                scalify_core::ErrorCode::RateLimited,
+                "too many connections",
+            ));
+        };
+        if joined.room_changed {
             self.update_interest(&inbox).await;
         }
+        Ok(())
     }
 
     pub async fn connection_closed(&self, user: &UserRef) {

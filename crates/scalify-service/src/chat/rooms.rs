@@ -82,6 +82,7 @@ impl Chat {
             Some(room) => room,
             None => {
                 let name = RoomName::parse_creatable(room)?;
+                self.charge(user, Cost::Create)?;
                 let room = self
                     .store
                     .ensure_room(&name, RoomKind::Public, &[user.id])
@@ -103,6 +104,8 @@ impl Chat {
                 RoomName::parse_creatable(name.as_str())?;
                 return Err(no_such_room(&name));
             }
+            // Joining a room one is in already (every room, at each reconnect) is free.
+            self.charge(user, Cost::Read)?;
             self.store
                 .add_member(room.id, user.id)
                 .await
@@ -113,6 +116,7 @@ impl Chat {
     }
 
     pub async fn list_rooms(&self, user: &UserRef) -> Result<Vec<RoomListing>, ChatError> {
+        self.charge(user, Cost::Read)?;
         self.store.list_rooms(user.id).await.map_err(store_error)
     }
 
@@ -139,6 +143,7 @@ impl Chat {
         members: &[String],
     ) -> Result<Room, ChatError> {
         let name = RoomName::parse_creatable(name)?;
+        self.charge(creator, Cost::Create)?;
         let kind = match RoomKind::parse(kind) {
             Some(k @ (RoomKind::Public | RoomKind::Private)) => k,
             _ => return Err(ChatError::bad_request("kind must be 'public' or 'private'")),
@@ -176,6 +181,7 @@ impl Chat {
         room: &str,
         username: &str,
     ) -> Result<(Room, UserRef), ChatError> {
+        self.charge(actor, Cost::Read)?;
         let name = RoomName::parse(room)?;
         let room = self
             .find_room(&name)
@@ -205,6 +211,7 @@ impl Chat {
 
     /// The members of a room `user` belongs to (at most 1,000: `MEMBERS_LIMIT`), by username.
     pub async fn members(&self, user: &UserRef, room: &str) -> Result<Vec<UserRef>, ChatError> {
+        self.charge(user, Cost::Read)?;
         let room = self.member_room(user, room).await?;
         let members = self
             .store
@@ -222,6 +229,7 @@ impl Chat {
 
     /// The DM room between `actor` and `username`: the same room whichever of them asks.
     pub async fn dm(&self, actor: &UserRef, username: &str) -> Result<Room, ChatError> {
+        self.charge(actor, Cost::Create)?;
         let other = self.user_named(username).await?;
         if other.id == actor.id {
             return Err(ChatError::bad_request(

@@ -104,12 +104,16 @@ pub struct ServeArgs {
     /// Largest Socket.IO payload or REST body in bytes, both transports [default: 65536]
     #[arg(long, env = "SCALIFY_MAX_PAYLOAD_BYTES")]
     pub max_payload_bytes: Option<usize>,
-    /// Sends + typing events per second per connection; 0 disables [default: 20]
+    /// Each user's request budget, in sends per second, whatever the transport (a sync, a
+    /// room creation cost more; docs/security.md); 0 disables [default: 20]
     #[arg(long, env = "SCALIFY_RATE_LIMIT_PER_SEC")]
     pub rate_limit_per_sec: Option<u32>,
     /// Burst allowed above the rate [default: 40]
     #[arg(long, env = "SCALIFY_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u32>,
+    /// Most Socket.IO connections one user may hold open on a node [default: 20]
+    #[arg(long, env = "SCALIFY_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
     /// Most messages `sync` returns per room before `truncated: true` [default: 500]
     #[arg(long, env = "SCALIFY_SYNC_LIMIT")]
     pub sync_limit: Option<u32>,

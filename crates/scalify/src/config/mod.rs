@@ -166,6 +166,16 @@ impl Settings {
                     .map(|a| a.trim().to_lowercase())
                     .filter(|a| !a.is_empty())
                     .collect(),
+                rate_limit_per_sec: o
+                    .rate_limit_per_sec
+                    .unwrap_or(chat_defaults.rate_limit_per_sec),
+                rate_limit_burst: o.rate_limit_burst.unwrap_or(chat_defaults.rate_limit_burst),
+                max_connections_per_user: at_least(
+                    "max_connections_per_user",
+                    o.max_connections_per_user
+                        .unwrap_or(chat_defaults.max_connections_per_user),
+                    1,
+                )?,
                 throttle: ThrottleConfig {
                     login_per_account: ThrottleConfig::login(
                         o.login_attempts_per_account
@@ -184,12 +194,6 @@ impl Settings {
             },
             transport: TransportConfig {
                 max_payload_bytes,
-                rate_limit_per_sec: o
-                    .rate_limit_per_sec
-                    .unwrap_or(transport_defaults.rate_limit_per_sec),
-                rate_limit_burst: o
-                    .rate_limit_burst
-                    .unwrap_or(transport_defaults.rate_limit_burst),
                 allowed_origins: o.allowed_origins.clone().unwrap_or_default(),
                 trusted_proxies: TrustedProxies::parse(
                     o.trusted_proxies.as_deref().unwrap_or_default(),
@@ -427,8 +431,8 @@ mod tests {
         let a = serve_args(&["--config", cfg, "--rate-limit-per-sec", "7"]);
         let s = Settings::load(&a.common, Some(&a)).unwrap();
         assert_eq!(s.listen.port(), 4000, "file beats default");
-        assert_eq!(s.transport.rate_limit_per_sec, 7, "flag beats file");
-        assert_eq!(s.transport.rate_limit_burst, 40, "default");
+        assert_eq!(s.chat.rate_limit_per_sec, 7, "flag beats file");
+        assert_eq!(s.chat.rate_limit_burst, 40, "default");
         assert_eq!(s.chat.max_text_bytes, 4096);
     }
 
