@@ -281,6 +281,35 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     assert.ok(Number(r.headers.get('retry-after')) >= 1);
   });
 
+  test('a member removed on node A stops getting the room on node B at once and cannot send through node C', async () => {
+    const [A, B, C] = nodes;
+    const owner = await register(A.url, 'own');
+    const eve = await register(A.url, 'eve');
+    const room = uniqueRoom('priv');
+    const made = await api(A.url, 'POST', '/api/rooms', { name: room, kind: 'private', members: [eve.user.username] }, owner.token);
+    assert.equal(made.status, 201);
+    const se = await connect(B.url, eve.token);
+    assert.equal((await call(se, 'join', { room })).ok, true);
+    const so = await connect(A.url, owner.token);
+    await call(so, 'join', { room });
+    // C has seen eve send there (her membership is cached on C).
+    assert.equal((await api(C.url, 'POST', `/api/rooms/${room}/messages`, { text: 'hi', client_id: 'e1' }, eve.token)).status, 201);
+    const got = collect(se, 'message');
+    const removed = collect(se, 'room_removed');
+    // Eve is not the owner: she cannot remove the owner.
+    assert.equal((await api(B.url, 'DELETE', `/api/rooms/${room}/members/${owner.user.username}`, undefined, eve.token)).status, 403);
+    assert.equal((await api(A.url, 'DELETE', `/api/rooms/${room}/members/${eve.user.username}`, undefined, owner.token)).status, 204);
+    assert.equal((await removed.waitFor(1))[0].room, room);
+    assert.equal((await call(so, 'send', { room, text: 'after', client_id: 'o1' })).ok, true);
+    const viaC = await api(C.url, 'POST', `/api/rooms/${room}/messages`, { text: 'still?', client_id: 'e2' }, eve.token);
+    assert.equal(viaC.status, 404, JSON.stringify(viaC.body));
+    const viaB = await call(se, 'send', { room, text: 'still?', client_id: 'e3' });
+    assert.equal(viaB.ok, false);
+    await sleep(300);
+    assert.deepEqual(got.items.filter((m) => m.text === 'after'), [], 'no event of the room after the removal');
+    se.close(); so.close();
+  });
+
   test('an idempotent resend through another node returns the original', async () => {
     const [A, B] = nodes;
     const ann = await register(A.url, 'ann');
@@ -466,7 +495,7 @@ test('scalify migrate --database-url applies the PostgreSQL schema once', async 
   const db = freshDatabase();
   try {
     const run = () => promisify(execFile)(BIN, ['migrate', '--database-url', db.url], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
-    assert.match((await run()).stdout, /PostgreSQL: 3 migration\(s\) applied/);
+    assert.match((await run()).stdout, /PostgreSQL: 4 migration\(s\) applied/);
     assert.match((await run()).stdout, /PostgreSQL: 0 migration\(s\) applied; schema is current/);
   } finally { db.drop(); }
 });

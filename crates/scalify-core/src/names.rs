@@ -106,8 +106,24 @@ impl RoomName {
         self.0.starts_with(Self::INBOX_PREFIX)
     }
 
-    /// Parses a name that may also be an inbox (for names arriving from other nodes).
+    /// The cluster's control room: every node listens to it, for what every node must learn
+    /// at once (a member removed from a room, sessions ended). No client can join it.
+    pub fn control() -> Self {
+        RoomName(Self::CONTROL.to_owned())
+    }
+
+    const CONTROL: &'static str = "cluster:control";
+
+    pub fn is_control(&self) -> bool {
+        self.0 == Self::CONTROL
+    }
+
+    /// Parses a name that may also be an inbox or the control room (for names arriving from
+    /// other nodes).
     pub fn parse_internal(raw: &str) -> Result<Self, ChatError> {
+        if raw == Self::CONTROL {
+            return Ok(Self::control());
+        }
         match raw.strip_prefix(Self::INBOX_PREFIX) {
             Some(id) => id
                 .parse::<crate::Id>()
@@ -289,6 +305,10 @@ mod tests {
         assert!(RoomName::parse(inbox.as_str()).is_err());
         assert_eq!(RoomName::parse_internal(inbox.as_str()).unwrap(), inbox);
         assert!(RoomName::parse_internal("user:not-an-id").is_err());
+        let control = RoomName::control();
+        assert!(RoomName::parse(control.as_str()).is_err());
+        assert_eq!(RoomName::parse_internal(control.as_str()).unwrap(), control);
+        assert!(control.is_control() && !control.is_inbox());
         assert_eq!(
             RoomName::parse_internal("general").unwrap().as_str(),
             "general"

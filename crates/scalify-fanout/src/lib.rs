@@ -46,9 +46,12 @@ pub enum EventKind {
     Presence,
     /// To a user's inbox: they were added to a room.
     RoomAdded,
-    /// To a user's inbox: sessions of theirs ended (`{"sessions": [id, …]}`); each node
-    /// closes their connections instead of writing the event to anyone.
+    /// To the control room: sessions ended (`{"sessions": [id, …]}`); each node closes their
+    /// connections instead of writing the event to anyone.
     SessionsEnded,
+    /// To the control room: a member left or was removed (`{"room", "room_id", "user"}`);
+    /// each node takes the user's connections out of the room and tells them (`room_removed`).
+    MemberRemoved,
 }
 
 impl EventKind {
@@ -59,6 +62,7 @@ impl EventKind {
             EventKind::Presence => "presence",
             EventKind::RoomAdded => "room_added",
             EventKind::SessionsEnded => "sessions_ended",
+            EventKind::MemberRemoved => "room_removed",
         }
     }
 }

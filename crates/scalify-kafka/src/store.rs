@@ -225,6 +225,24 @@ impl Store for DurableStore {
     async fn is_admin(&self, user: Id) -> StoreResult<bool> {
         self.inner.is_admin(user).await
     }
+    async fn remove_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        self.inner.remove_member(room, user).await
+    }
+    async fn claim_owner(&self, room: Id, user: Id) -> StoreResult<bool> {
+        self.inner.claim_owner(room, user).await
+    }
+    async fn room_owner(&self, room: Id) -> StoreResult<Option<Id>> {
+        self.inner.room_owner(room).await
+    }
+    async fn set_block(&self, user: Id, other: Id, on: bool) -> StoreResult<bool> {
+        self.inner.set_block(user, other, on).await
+    }
+    async fn blocks(&self, user: Id) -> StoreResult<Vec<User>> {
+        self.inner.blocks(user).await
+    }
+    async fn has_blocked(&self, user: Id, other: Id) -> StoreResult<bool> {
+        self.inner.has_blocked(user, other).await
+    }
     async fn create_session(&self, user: Id, session: &str, expires_at: i64) -> StoreResult<()> {
         self.inner.create_session(user, session, expires_at).await
     }

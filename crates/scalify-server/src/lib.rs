@@ -138,6 +138,10 @@ impl App {
         };
         let chat = Chat::new(node, store, fanout, links, auth, chat_config);
         delivery.serve(&chat);
+        if chat.watch_control().await.is_err() {
+            // Redis fan-out resubscribes every watched room when it reconnects.
+            tracing::warn!("not listening to the control room yet; retried when Redis reconnects");
+        }
         socket::register(&io, &chat, sequencer);
         // Every HTTP request's logs carry a span: method, path (never the query: it may hold a
         // Socket.IO session id) and, per request, a sequence number.

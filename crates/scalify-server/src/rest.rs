@@ -40,6 +40,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/rooms"),
     ("get", "/api/rooms/{room}/members"),
     ("post", "/api/rooms/{room}/members"),
+    ("delete", "/api/rooms/{room}/members/{username}"),
+    ("post", "/api/rooms/{room}/leave"),
+    ("get", "/api/blocks"),
+    ("post", "/api/blocks"),
+    ("delete", "/api/blocks/{username}"),
     ("get", "/api/rooms/{room}/messages"),
     ("post", "/api/rooms/{room}/messages"),
     ("post", "/api/dms"),
@@ -59,6 +64,13 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/api/admin/overview", get(admin_overview))
         .route("/api/rooms", get(list_rooms).post(create_room))
         .route("/api/rooms/{room}/members", get(members).post(add_member))
+        .route(
+            "/api/rooms/{room}/members/{username}",
+            axum::routing::delete(remove_member),
+        )
+        .route("/api/rooms/{room}/leave", post(leave_room))
+        .route("/api/blocks", get(blocks).post(block))
+        .route("/api/blocks/{username}", axum::routing::delete(unblock))
         .route("/api/rooms/{room}/messages", get(history).post(send))
         .route("/api/dms", post(open_dm))
         .route("/healthz", get(healthz))
@@ -234,6 +246,52 @@ async fn delete_me(
 ) -> ApiResult {
     chat.delete_account(&a, &d.password, from).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn leave_room(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(room): Path<String>,
+) -> ApiResult {
+    chat.leave_room(&user, &room).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove_member(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((room, username)): Path<(String, String)>,
+) -> ApiResult {
+    chat.remove_member(&user, &room, &username).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct BlockRequest {
+    username: String,
+}
+
+async fn block(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Body(b): Body<BlockRequest>,
+) -> ApiResult {
+    chat.block(&user, &b.username, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn unblock(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(username): Path<String>,
+) -> ApiResult {
+    chat.block(&user, &username, false).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn blocks(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {
+    let users = chat.blocks(&user).await?;
+    Ok(Json(json!({ "blocks": users })).into_response())
 }
 
 async fn me(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {

@@ -180,13 +180,50 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// Takes a removed member's connections on this node out of the room, tells them
+    /// (`room_removed`), and has the service forget the membership.
+    fn remove_member(&self, event: &RoomEvent) {
+        #[derive(serde::Deserialize)]
+        struct Removed {
+            room: String,
+            room_id: Id,
+            user: Id,
+        }
+        let Some((r, room)) = serde_json::from_str::<Removed>(event.payload.get())
+            .ok()
+            .and_then(|r| RoomName::parse(&r.room).ok().map(|room| (r, room)))
+        else {
+            tracing::warn!("undecodable room_removed event");
+            return;
+        };
+        let io = self.io.clone();
+        let chat = self.chat.get().and_then(std::sync::Weak::upgrade);
+        tokio::spawn(async move {
+            io.to(user_room(r.user)).leave(room.to_string()).await;
+            let payload = serde_json::json!({ "room": room });
+            if let Err(e) = io
+                .to(user_room(r.user))
+                .emit("room_removed", &payload)
+                .await
+            {
+                tracing::debug!(error = %e, "telling a removed member");
+            }
+            if let Some(chat) = chat {
+                chat.member_gone(&room, r.room_id, r.user).await;
+            }
+        });
+    }
+}
+
 impl LocalDelivery for Delivery {
     fn deliver(&self, event: &RoomEvent) {
         let kind = event.kind.event_name();
         metrics::counter!("scalify_events_delivered_total", "kind" => kind).increment(1);
-        if event.kind == scalify_fanout::EventKind::SessionsEnded {
-            self.close_sessions(event);
-            return;
+        match event.kind {
+            scalify_fanout::EventKind::SessionsEnded => return self.close_sessions(event),
+            scalify_fanout::EventKind::MemberRemoved => return self.remove_member(event),
+            _ => {}
         }
         if let scalify_fanout::EventKind::Message { ts, .. } = event.kind {
             // Commit to local delivery (across nodes: the origin node's clock).

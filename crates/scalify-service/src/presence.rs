@@ -82,6 +82,25 @@ impl Presence {
         t
     }
 
+    /// Takes every connection of `user` out of the room at once (they were removed from it):
+    /// what changed, and who they were, if they were in it.
+    pub fn remove_user(&self, room: &RoomName, user: Id) -> Option<(Transition, UserRef)> {
+        let mut rooms = self.rooms.lock().ok()?;
+        let users = rooms.get_mut(room)?;
+        let (user, _) = users.remove(&user)?;
+        let room_changed = users.is_empty();
+        if room_changed {
+            rooms.remove(room);
+        }
+        Some((
+            Transition {
+                user_changed: true,
+                room_changed,
+            },
+            user,
+        ))
+    }
+
     /// Whether any local connection is in the room.
     pub fn has_room(&self, room: &RoomName) -> bool {
         self.rooms

@@ -219,12 +219,12 @@ async fn failed_logins_throttle_the_client_address_across_accounts() {
     }
 }
 
-/// The sessions ended events delivered to `user`'s inbox, in order.
-fn sessions_ended(n: &Node, user: &UserRef) -> Vec<Vec<String>> {
-    let inbox = RoomName::inbox(user.id);
+/// The sessions ended events delivered through the control room, in order.
+fn sessions_ended(n: &Node) -> Vec<Vec<String>> {
+    let control = RoomName::control();
     let d = n.delivered.0.lock().expect("not poisoned");
     d.iter()
-        .filter(|(r, kind, _)| *r == inbox && *kind == EventKind::SessionsEnded)
+        .filter(|(r, kind, _)| *r == control && *kind == EventKind::SessionsEnded)
         .map(|(_, _, payload)| {
             let v: serde_json::Value = serde_json::from_str(payload).expect("json");
             serde_json::from_value(v["sessions"].clone()).expect("session ids")
@@ -233,17 +233,14 @@ fn sessions_ended(n: &Node, user: &UserRef) -> Vec<Vec<String>> {
 }
 
 /// A token is good while its session lives: sign-out ends one session, sign-out-everywhere
-/// all of them, and each ending is announced to the user's inbox (which closes the sessions'
-/// connections on every node).
+/// all of them, and each ending is announced through the control room (which closes the
+/// sessions' connections on every node).
 #[tokio::test]
 async fn signing_out_revokes_exactly_the_tokens_it_names() {
     let n = node();
-    let alice = user(&n.chat, "alice").await;
-    // A connection of hers is open on this node: her inbox reaches it.
-    n.chat
-        .connection_opened(&alice)
-        .await
-        .expect("a connection");
+    user(&n.chat, "alice").await;
+    // As a node does when it is assembled.
+    n.chat.watch_control().await.expect("control room");
     let s1 = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
     let s2 = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
     let s3 = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
@@ -258,12 +255,12 @@ async fn signing_out_revokes_exactly_the_tokens_it_names() {
         .authenticate(&s2.token)
         .await
         .expect("another session stays");
-    assert_eq!(sessions_ended(&n, &alice), [vec![a1.session.clone()]]);
+    assert_eq!(sessions_ended(&n), [vec![a1.session.clone()]]);
     n.chat.logout_all(&a2).await.unwrap();
     for t in [&s2.token, &s3.token] {
         assert!(n.chat.authenticate(t).await.is_err());
     }
-    let ended = sessions_ended(&n, &alice);
+    let ended = sessions_ended(&n);
     assert_eq!(ended.len(), 2);
     // The registration's session, s2 and s3.
     assert_eq!(ended[1].len(), 3, "{ended:?}");
@@ -275,11 +272,8 @@ async fn signing_out_revokes_exactly_the_tokens_it_names() {
 #[tokio::test]
 async fn a_password_change_ends_the_other_sessions() {
     let n = node();
-    let alice = user(&n.chat, "alice").await;
-    n.chat
-        .connection_opened(&alice)
-        .await
-        .expect("a connection");
+    user(&n.chat, "alice").await;
+    n.chat.watch_control().await.expect("control room");
     let here = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
     let there = n.chat.login("alice", PASSWORD, HOME).await.unwrap();
     let a = n.chat.authenticate(&here.token).await.unwrap();
@@ -305,7 +299,7 @@ async fn a_password_change_ends_the_other_sessions() {
         .unwrap();
     assert!(n.chat.authenticate(&here.token).await.is_ok());
     assert!(n.chat.authenticate(&there.token).await.is_err());
-    assert!(!sessions_ended(&n, &alice).is_empty());
+    assert!(!sessions_ended(&n).is_empty());
     assert!(n.chat.login("alice", PASSWORD, HOME).await.is_err());
     n.chat
         .login("alice", "a brand new password", HOME)
@@ -433,6 +427,132 @@ async fn a_sync_answer_is_bounded_in_bytes() {
     assert!(!big.truncated);
     assert_eq!(big.messages.last().unwrap().seq, 300);
     assert_eq!(second[&RoomName::parse("small").unwrap()].messages.len(), 1);
+}
+
+/// Leaving and removal: the owner (creator) or an admin removes, others may not; a removed or
+/// departed member can no longer send or read a private room; DMs cannot be left; each
+/// removal is announced to every node through the control room.
+#[tokio::test]
+async fn leaving_and_removal_end_a_membership() {
+    let config = ChatConfig {
+        admins: vec!["dave".into()],
+        ..ChatConfig::default()
+    };
+    let n = node_with(tempfile::tempdir().unwrap(), config);
+    n.chat.watch_control().await.expect("control room");
+    let alice = user(&n.chat, "alice").await;
+    let bob = user(&n.chat, "bob").await;
+    let carol = user(&n.chat, "carol").await;
+    let dave = user(&n.chat, "dave").await;
+    n.chat.resolve_admins().await.expect("dave is an admin");
+    n.chat
+        .create_room(&alice, "team", "private", &["bob".into(), "carol".into()])
+        .await
+        .expect("created");
+    n.chat
+        .send(&carol, "team", "hi", "c1")
+        .await
+        .expect("a member sends");
+
+    let e = n
+        .chat
+        .remove_member(&bob, "team", "carol")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden, "only the owner or an admin");
+    n.chat
+        .remove_member(&alice, "team", "carol")
+        .await
+        .expect("the owner removes");
+    let e = n
+        .chat
+        .send(&carol, "team", "again", "c2")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound, "a private room she is not in");
+    let e = n
+        .chat
+        .remove_member(&alice, "team", "carol")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound, "not a member any more");
+
+    n.chat.leave_room(&bob, "team").await.expect("bob leaves");
+    let e = n
+        .chat
+        .history(&bob, "team", HistoryQuery::new(None, None).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+
+    // A server admin who is not in a room removes from it.
+    n.chat.join(&bob, "lobby").await.expect("created");
+    n.chat.join(&carol, "lobby").await.expect("joined");
+    n.chat
+        .remove_member(&dave, "lobby", "carol")
+        .await
+        .expect("an admin removes");
+    let e = n.chat.send(&carol, "lobby", "hi", "c3").await.unwrap_err();
+    assert_eq!(
+        e.code,
+        ErrorCode::Forbidden,
+        "a public room she may join again"
+    );
+    n.chat.join(&carol, "lobby").await.expect("joined again");
+
+    let dm = n.chat.dm(&alice, "bob").await.expect("a DM");
+    let e = n
+        .chat
+        .leave_room(&alice, dm.name.as_str())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+
+    let d = n.delivered.0.lock().expect("not poisoned");
+    let removals: Vec<serde_json::Value> = d
+        .iter()
+        .filter(|(r, kind, _)| *r == RoomName::control() && *kind == EventKind::MemberRemoved)
+        .map(|(_, _, p)| serde_json::from_str(p).expect("json"))
+        .collect();
+    assert_eq!(removals.len(), 3, "{removals:?}");
+    assert_eq!(removals[0]["room"], "team");
+    assert_eq!(removals[0]["user"], carol.id.to_string());
+    assert_eq!(removals[1]["user"], bob.id.to_string());
+}
+
+/// A user who blocked someone cannot be put in a DM or a room by them; unblocking undoes it.
+#[tokio::test]
+async fn a_blocked_user_cannot_open_a_dm_or_add_the_blocker() {
+    let unlimited = ChatConfig {
+        rate_limit_per_sec: 0,
+        ..ChatConfig::default()
+    };
+    let n = node_with(tempfile::tempdir().unwrap(), unlimited);
+    let alice = user(&n.chat, "alice").await;
+    let bob = user(&n.chat, "bob").await;
+    n.chat.block(&bob, "alice", true).await.expect("blocked");
+    assert_eq!(
+        n.chat.blocks(&bob).await.unwrap(),
+        std::slice::from_ref(&alice)
+    );
+    assert!(n.chat.blocks(&alice).await.unwrap().is_empty());
+    let e = n.chat.dm(&alice, "bob").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    let e = n
+        .chat
+        .create_room(&alice, "trap", "private", &["bob".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    n.chat.join(&alice, "open").await.expect("created");
+    let e = n.chat.add_member(&alice, "open", "bob").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    // Bob can still reach Alice: a block is one-way.
+    n.chat.dm(&bob, "alice").await.expect("bob opens a DM");
+    let e = n.chat.block(&bob, "bob", true).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    n.chat.block(&bob, "alice", false).await.expect("unblocked");
+    n.chat.dm(&alice, "bob").await.expect("a DM again");
 }
 
 /// Registrations per address: the free ones, then refused with the wait; other addresses go on.

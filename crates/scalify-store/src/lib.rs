@@ -136,6 +136,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Room>;
     /// Adds a member; returns false if they already were one.
     async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool>;
+    /// Removes a member; false if they were not one.
+    async fn remove_member(&self, room: Id, user: Id) -> StoreResult<bool>;
+    /// Makes `user` the owner of a room that has none yet — its creator, right after creating
+    /// it; false if the room has an owner (or is older than owners).
+    async fn claim_owner(&self, room: Id, user: Id) -> StoreResult<bool>;
+    /// The room's owner, if it has one.
+    async fn room_owner(&self, room: Id) -> StoreResult<Option<Id>>;
+    /// `user` blocks (`on`) or unblocks `other`; false if nothing changed.
+    async fn set_block(&self, user: Id, other: Id, on: bool) -> StoreResult<bool>;
+    /// The users `user` has blocked, by username.
+    async fn blocks(&self, user: Id) -> StoreResult<Vec<User>>;
+    /// Whether `user` has blocked `other`.
+    async fn has_blocked(&self, user: Id, other: Id) -> StoreResult<bool>;
     async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool>;
     /// The room's members by username, at most `limit`.
     async fn members(&self, room: Id, limit: u32) -> StoreResult<Vec<User>>;

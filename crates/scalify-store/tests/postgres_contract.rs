@@ -41,6 +41,12 @@ async fn admin_role() {
 }
 
 #[tokio::test]
+async fn owners_removal_and_blocks() {
+    let db = FreshDb::create().await;
+    contract::owners_removal_and_blocks(open(&db).await).await;
+}
+
+#[tokio::test]
 async fn sessions_and_account_deletion() {
     let db = FreshDb::create().await;
     contract::sessions_and_account_deletion(open(&db).await).await;
@@ -62,7 +68,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 3);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 4);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 

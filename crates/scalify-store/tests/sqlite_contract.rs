@@ -41,6 +41,12 @@ async fn admin_role() {
 }
 
 #[tokio::test]
+async fn owners_removal_and_blocks() {
+    let (_d, store) = fresh();
+    contract::owners_removal_and_blocks(store).await;
+}
+
+#[tokio::test]
 async fn sessions_and_account_deletion() {
     let (_d, store) = fresh();
     contract::sessions_and_account_deletion(store).await;

@@ -12,6 +12,7 @@ pub(super) fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
         EventKind::Presence => ("p", 0, 0),
         EventKind::RoomAdded => ("a", 0, 0),
         EventKind::SessionsEnded => ("s", 0, 0),
+        EventKind::MemberRemoved => ("r", 0, 0),
     };
     let except = event.except_user.map(|u| u.to_string()).unwrap_or_default();
     let payload = event.payload.get();
@@ -59,6 +60,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<RoomEvent, String> {
         "p" => EventKind::Presence,
         "a" => EventKind::RoomAdded,
         "s" => EventKind::SessionsEnded,
+        "r" => EventKind::MemberRemoved,
         other => return Err(format!("unknown kind '{other}'")),
     };
     Ok(RoomEvent {

@@ -3,7 +3,7 @@
 //!
 //! A token names a session, and is good while the session exists in the store: signing out
 //! ends it, and every connection of an ended session, on any node, is closed at once (the
-//! inbox event [`EventKind::SessionsEnded`]).
+//! control-room event [`EventKind::SessionsEnded`], which every node receives).
 //!
 //! Every sign-in attempt is counted before its password is checked and taken back if it
 //! succeeds, so parallel guesses cannot all pass before the first failure is recorded; a
@@ -154,7 +154,7 @@ impl Chat {
             .await
             .map_err(store_error)?;
         tracing::info!(target: "audit", event = "logout", user = %a.user.id, name = %a.user.username);
-        self.close_sessions(a.user.id, ended).await;
+        self.close_sessions(ended).await;
         Ok(())
     }
 
@@ -166,7 +166,7 @@ impl Chat {
             .await
             .map_err(store_error)?;
         tracing::info!(target: "audit", event = "logout_all", user = %a.user.id, name = %a.user.username, sessions = ended.len());
-        self.close_sessions(a.user.id, ended).await;
+        self.close_sessions(ended).await;
         Ok(())
     }
 
@@ -196,7 +196,7 @@ impl Chat {
             .await
             .map_err(store_error)?;
         tracing::info!(target: "audit", event = "password_changed", user = %a.user.id, name = %a.user.username, %from, sessions_ended = ended.len());
-        self.close_sessions(a.user.id, ended).await;
+        self.close_sessions(ended).await;
         Ok(())
     }
 
@@ -216,7 +216,7 @@ impl Chat {
             .await
             .map_err(store_error)?;
         tracing::info!(target: "audit", event = "account_deleted", user = %a.user.id, name = %a.user.username, %from);
-        self.close_sessions(a.user.id, ended).await;
+        self.close_sessions(ended).await;
         Ok(())
     }
 
@@ -234,15 +234,15 @@ impl Chat {
         })
     }
 
-    /// Tells every node to close the connections of the ended sessions.
-    async fn close_sessions(&self, user: Id, sessions: Vec<String>) {
+    /// Tells every node to close the connections of the ended sessions (and forget them).
+    async fn close_sessions(&self, sessions: Vec<String>) {
         if sessions.is_empty() {
             return;
         }
         self.forget_sessions(&sessions);
         let payload = serde_json::json!({ "sessions": sessions });
         self.publish(
-            RoomName::inbox(user),
+            RoomName::control(),
             EventKind::SessionsEnded,
             &payload,
             None,

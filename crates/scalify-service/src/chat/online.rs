@@ -83,6 +83,16 @@ impl Chat {
     /// A connection of `user` left `room` (by `leave` or by disconnecting).
     pub async fn connection_left(&self, room: &RoomName, user: &UserRef) {
         let t = self.presence.leave(room, user.id);
+        self.after_leaving(room, user, t).await;
+    }
+
+    /// Announces a departure and drops the room's subscription, as `t` calls for.
+    pub(super) async fn after_leaving(
+        &self,
+        room: &RoomName,
+        user: &UserRef,
+        t: crate::presence::Transition,
+    ) {
         if t.user_changed {
             let announce = match &self.cluster {
                 Some(c) => c.presence.depart(room, user).await.unwrap_or_else(|e| {
@@ -127,6 +137,15 @@ impl Chat {
         if let Err(e) = r {
             tracing::warn!(error = %e, %room, "fan-out subscription change failed; it is retried on reconnect");
         }
+    }
+
+    /// Listens to the cluster's control room (ended sessions, removed members): every node
+    /// must, whoever its connections are. Called once, when the node is assembled.
+    pub async fn watch_control(&self) -> Result<(), ChatError> {
+        self.fanout.watch(&RoomName::control()).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot listen to the control room");
+            ChatError::internal()
+        })
     }
 
     /// A connection of `user` opened: their inbox reaches this node while any is open. Refused

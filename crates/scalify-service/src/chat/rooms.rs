@@ -90,6 +90,12 @@ impl Chat {
                     .map_err(store_error)?;
                 if room.kind.is_open() {
                     self.remember_member(room.id, user.id);
+                    // Its creator owns it (a joiner racing the creation may win the claim:
+                    // both were creating it).
+                    self.store
+                        .claim_owner(room.id, user.id)
+                        .await
+                        .map_err(store_error)?;
                     return Ok(room);
                 }
                 // Its owner created it as a private room meanwhile: the store added nobody,
@@ -153,7 +159,9 @@ impl Chat {
         }
         let mut ids = vec![creator.id];
         for m in members {
-            ids.push(self.user_named(m).await?.id);
+            let member = self.user_named(m).await?;
+            self.refuse_if_blocked(&member, creator).await?;
+            ids.push(member.id);
         }
         ids.sort();
         ids.dedup();
@@ -167,6 +175,10 @@ impl Chat {
                 }
                 other => store_error(other),
             })?;
+        self.store
+            .claim_owner(room.id, creator.id)
+            .await
+            .map_err(store_error)?;
         for id in ids.into_iter().filter(|id| *id != creator.id) {
             self.notify_added(id, &room).await;
         }
@@ -196,6 +208,7 @@ impl Chat {
             ));
         }
         let user = self.user_named(username).await?;
+        self.refuse_if_blocked(&user, actor).await?;
         let added = self
             .store
             .add_member(room.id, user.id)
@@ -236,6 +249,7 @@ impl Chat {
                 "cannot open a direct-message room with yourself",
             ));
         }
+        self.refuse_if_blocked(&other, actor).await?;
         let name = RoomName::for_dm(actor.id, other.id);
         let room = self
             .store
@@ -248,6 +262,150 @@ impl Chat {
         self.notify_added(other.id, &room).await;
         self.notify_added(actor.id, &room).await;
         Ok(room)
+    }
+}
+
+impl Chat {
+    /// Leaves a room for good: no more of its events, and its history is closed to the user
+    /// (a public room can be joined again; a private one needs a member to add them back). A
+    /// DM cannot be left: block its other user instead.
+    pub async fn leave_room(&self, user: &UserRef, room: &str) -> Result<(), ChatError> {
+        self.charge(user, Cost::Read)?;
+        let room = self.member_room(user, room).await?;
+        if room.kind == RoomKind::Dm {
+            return Err(ChatError::bad_request(
+                "a direct message cannot be left; block the other user instead",
+            ));
+        }
+        self.store
+            .remove_member(room.id, user.id)
+            .await
+            .map_err(store_error)?;
+        tracing::info!(target: "audit", event = "member_left", room = %room.name, user = %user.id, name = %user.username);
+        self.announce_removal(&room, user.id).await;
+        Ok(())
+    }
+
+    /// Removes `username` from a room: its owner (creator) or a server admin may. The removed
+    /// user's connections stop getting the room's events at once, on every node.
+    pub async fn remove_member(
+        &self,
+        actor: &UserRef,
+        room: &str,
+        username: &str,
+    ) -> Result<(), ChatError> {
+        self.charge(actor, Cost::Read)?;
+        let name = RoomName::parse(room)?;
+        let room = self
+            .find_room(&name)
+            .await?
+            .ok_or_else(|| no_such_room(&name))?;
+        let admin = self.is_admin(actor).await?;
+        if !admin && !room.kind.is_open() && !self.is_member(room.id, actor.id).await? {
+            return Err(no_such_room(&name));
+        }
+        if room.kind == RoomKind::Dm {
+            return Err(ChatError::forbidden(
+                "direct-message rooms have fixed members",
+            ));
+        }
+        let owner = self.store.room_owner(room.id).await.map_err(store_error)?;
+        if !admin && owner != Some(actor.id) {
+            return Err(ChatError::forbidden(
+                "only the room's owner or an admin can remove members",
+            ));
+        }
+        let user = self.user_named(username).await?;
+        let removed = self
+            .store
+            .remove_member(room.id, user.id)
+            .await
+            .map_err(store_error)?;
+        if !removed {
+            return Err(ChatError::not_found(format!(
+                "'{}' is not a member of '{name}'",
+                user.username
+            )));
+        }
+        tracing::info!(target: "audit", event = "member_removed", room = %room.name, user = %user.id, name = %user.username, by = %actor.id);
+        self.announce_removal(&room, user.id).await;
+        Ok(())
+    }
+
+    /// Tells every node that `user` is no longer in `room`: each forgets the membership and
+    /// takes the user's connections out of the room.
+    async fn announce_removal(&self, room: &Room, user: Id) {
+        self.forget_member(room.id, user);
+        let payload = serde_json::json!({ "room": room.name, "room_id": room.id, "user": user });
+        self.publish(
+            RoomName::control(),
+            EventKind::MemberRemoved,
+            &payload,
+            None,
+        )
+        .await;
+    }
+
+    /// Forgets a cached membership (the member left or was removed, here or on another node).
+    pub fn forget_member(&self, room: Id, user: Id) {
+        if let Ok(mut m) = self.members.lock() {
+            m.remove(&(room, user));
+        }
+    }
+
+    /// This node's part of a removal: the user is no longer online in the room here.
+    pub async fn member_gone(&self, room: &RoomName, room_id: Id, user: Id) {
+        self.forget_member(room_id, user);
+        if let Some((t, user)) = self.presence.remove_user(room, user) {
+            self.after_leaving(room, &user, t).await;
+        }
+    }
+
+    /// `username` may no longer open a DM with `user` nor add them to a room.
+    pub async fn block(&self, user: &UserRef, username: &str, on: bool) -> Result<(), ChatError> {
+        self.charge(user, Cost::Read)?;
+        let other = self.user_named(username).await?;
+        if other.id == user.id {
+            return Err(ChatError::bad_request("you cannot block yourself"));
+        }
+        self.store
+            .set_block(user.id, other.id, on)
+            .await
+            .map_err(store_error)?;
+        let event = if on { "blocked" } else { "unblocked" };
+        tracing::info!(target: "audit", event, user = %user.id, name = %user.username, other = %other.id);
+        Ok(())
+    }
+
+    /// The users `user` has blocked.
+    pub async fn blocks(&self, user: &UserRef) -> Result<Vec<UserRef>, ChatError> {
+        self.charge(user, Cost::Read)?;
+        let users = self.store.blocks(user.id).await.map_err(store_error)?;
+        Ok(users
+            .into_iter()
+            .map(|u| UserRef {
+                id: u.id,
+                username: u.username.to_string(),
+            })
+            .collect())
+    }
+
+    /// Refuses what `actor` asks of `target` (a DM, adding them to a room) when `target` has
+    /// blocked `actor`, with the same answer as for anyone who may not: nothing says a block
+    /// is why.
+    async fn refuse_if_blocked(&self, target: &UserRef, actor: &UserRef) -> Result<(), ChatError> {
+        if self
+            .store
+            .has_blocked(target.id, actor.id)
+            .await
+            .map_err(store_error)?
+        {
+            return Err(ChatError::forbidden(format!(
+                "'{}' does not accept this from you",
+                target.username
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sessions",
         include_str!("../../migrations/postgres/0003_sessions.sql"),
     ),
+    (
+        4,
+        "membership",
+        include_str!("../../migrations/postgres/0004_membership.sql"),
+    ),
 ];
 
 /// The migrations, embedded in the binary, in the form sqlx's migrator takes.
@@ -406,6 +411,78 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(admin.unwrap_or(false))
+    }
+
+    async fn remove_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM members WHERE room_id = $1 AND user_id = $2")
+            .bind(room.to_string())
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_owner(&self, room: Id, user: Id) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE rooms SET owner_id = $2 WHERE id = $1 AND owner_id IS NULL")
+            .bind(room.to_string())
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn room_owner(&self, room: Id) -> StoreResult<Option<Id>> {
+        let owner: Option<Option<String>> =
+            sqlx::query_scalar("SELECT owner_id FROM rooms WHERE id = $1")
+                .bind(room.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(owner.flatten().and_then(|o| o.parse().ok()))
+    }
+
+    async fn set_block(&self, user: Id, other: Id, on: bool) -> StoreResult<bool> {
+        let query = if on {
+            sqlx::query(
+                "INSERT INTO blocks (user_id, blocked_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(user.to_string())
+            .bind(other.to_string())
+            .bind(now_ms())
+        } else {
+            sqlx::query("DELETE FROM blocks WHERE user_id = $1 AND blocked_id = $2")
+                .bind(user.to_string())
+                .bind(other.to_string())
+        };
+        let done = query
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                // A foreign key violation: a user does not exist.
+                StoreError::Conflict | StoreError::Rejected(_) => StoreError::NotFound,
+                other => other,
+            })?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn blocks(&self, user: Id) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.username FROM blocks b JOIN users u ON u.id = b.blocked_id
+             WHERE b.user_id = $1 ORDER BY u.username LIMIT 1000",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(read_user).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn has_blocked(&self, user: Id, other: Id) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM blocks WHERE user_id = $1 AND blocked_id = $2")
+            .bind(user.to_string())
+            .bind(other.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn create_session(&self, user: Id, session: &str, expires_at: i64) -> StoreResult<()> {

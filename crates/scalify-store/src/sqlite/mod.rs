@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_admins.sql"),
     include_str!("../../migrations/sqlite/0003_sessions.sql"),
+    include_str!("../../migrations/sqlite/0004_membership.sql"),
 ];
 
 /// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
@@ -222,6 +223,15 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
     }
 
+    async fn exec(
+        &self,
+        sql: &'static str,
+        params: Vec<rusqlite::types::Value>,
+    ) -> StoreResult<bool> {
+        self.write(|reply| WriteOp::Exec { sql, params, reply })
+            .await
+    }
+
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -391,6 +401,79 @@ impl Store for SqliteStore {
                     .query_row(params![user.to_string()], |r| r.get::<_, bool>(0))
                     .optional()?
                     .unwrap_or(false),
+            )
+        })
+        .await
+    }
+
+    async fn remove_member(&self, room: Id, user: Id) -> StoreResult<bool> {
+        self.exec(
+            "DELETE FROM members WHERE room_id = ?1 AND user_id = ?2",
+            vec![room.to_string().into(), user.to_string().into()],
+        )
+        .await
+    }
+
+    async fn claim_owner(&self, room: Id, user: Id) -> StoreResult<bool> {
+        self.exec(
+            "UPDATE rooms SET owner_id = ?2 WHERE id = ?1 AND owner_id IS NULL",
+            vec![room.to_string().into(), user.to_string().into()],
+        )
+        .await
+    }
+
+    async fn room_owner(&self, room: Id) -> StoreResult<Option<Id>> {
+        let owner: Option<Option<String>> = self
+            .read(move |c| {
+                Ok(
+                    c.prepare_cached("SELECT owner_id FROM rooms WHERE id = ?1")?
+                        .query_row(params![room.to_string()], |r| r.get(0))
+                        .optional()?,
+                )
+            })
+            .await?;
+        Ok(owner.flatten().and_then(|o| o.parse().ok()))
+    }
+
+    async fn set_block(&self, user: Id, other: Id, on: bool) -> StoreResult<bool> {
+        let (user, other) = (user.to_string().into(), other.to_string().into());
+        if on {
+            self.exec(
+                "INSERT INTO blocks (user_id, blocked_id, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                vec![user, other, now_ms().into()],
+            )
+            .await
+        } else {
+            self.exec(
+                "DELETE FROM blocks WHERE user_id = ?1 AND blocked_id = ?2",
+                vec![user, other],
+            )
+            .await
+        }
+    }
+
+    async fn blocks(&self, user: Id) -> StoreResult<Vec<User>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT u.id, u.username FROM blocks b JOIN users u ON u.id = b.blocked_id
+                 WHERE b.user_id = ?1 ORDER BY u.username LIMIT 1000",
+            )?;
+            let users = stmt
+                .query_map(params![user.to_string()], read_user)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(users)
+        })
+        .await
+    }
+
+    async fn has_blocked(&self, user: Id, other: Id) -> StoreResult<bool> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_id = ?2")?
+                    .query_row(params![user.to_string(), other.to_string()], |_| Ok(()))
+                    .optional()?
+                    .is_some(),
             )
         })
         .await

@@ -75,6 +75,12 @@ pub(super) enum WriteOp {
         op: AccountOp,
         reply: Reply<Vec<String>>,
     },
+    /// One statement; answers whether it changed exactly one row.
+    Exec {
+        sql: &'static str,
+        params: Vec<rusqlite::types::Value>,
+        reply: Reply<bool>,
+    },
     Flush {
         reply: Reply<()>,
     },
@@ -280,6 +286,19 @@ impl Writer {
             }
             WriteOp::Account { op, reply } => {
                 Done::Account(reply, self.in_savepoint(|w| w.account(op)))
+            }
+            WriteOp::Exec { sql, params, reply } => {
+                let result = self
+                    .conn
+                    .prepare_cached(sql)
+                    .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(params)))
+                    .map(|n| n == 1)
+                    .map_err(|e| match StoreError::from(e) {
+                        // A foreign key violation: the room or the user does not exist.
+                        StoreError::Conflict => StoreError::NotFound,
+                        other => other,
+                    });
+                Done::Member(reply, result)
             }
         }
     }
@@ -525,6 +544,7 @@ impl WriteOp {
             }
             WriteOp::Append { reply, .. } => Done::Appended(reply, backend_err(msg)),
             WriteOp::Account { reply, .. } => Done::Account(reply, backend_err(msg)),
+            WriteOp::Exec { reply, .. } => Done::Member(reply, backend_err(msg)),
             WriteOp::Flush { reply } => Done::Flushed(reply),
         }
     }

@@ -222,6 +222,52 @@ pub async fn sessions_and_account_deletion(store: Arc<dyn Store>) {
     assert!(all.contains(&format!("loop{:04}", scalify_store::SESSIONS_PER_USER + 4)));
 }
 
+/// Owners, removal and blocks: the first claim of a new room's owner wins, a removed member is
+/// no longer one, and blocks are one-way.
+pub async fn owners_removal_and_blocks(store: Arc<dyn Store>) {
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let room = store
+        .create_room(
+            &RoomName::parse("owned").unwrap(),
+            RoomKind::Private,
+            &[alice.id, bob.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.room_owner(room.id).await.unwrap(), None);
+    assert!(store.claim_owner(room.id, alice.id).await.unwrap());
+    assert!(
+        !store.claim_owner(room.id, bob.id).await.unwrap(),
+        "the first claim wins"
+    );
+    assert_eq!(store.room_owner(room.id).await.unwrap(), Some(alice.id));
+
+    assert!(store.remove_member(room.id, bob.id).await.unwrap());
+    assert!(!store.is_member(room.id, bob.id).await.unwrap());
+    assert!(!store.remove_member(room.id, bob.id).await.unwrap());
+    assert!(store.is_member(room.id, alice.id).await.unwrap());
+
+    assert!(store.set_block(alice.id, bob.id, true).await.unwrap());
+    assert!(
+        !store.set_block(alice.id, bob.id, true).await.unwrap(),
+        "already"
+    );
+    assert!(store.has_blocked(alice.id, bob.id).await.unwrap());
+    assert!(
+        !store.has_blocked(bob.id, alice.id).await.unwrap(),
+        "one-way"
+    );
+    assert_eq!(
+        store.blocks(alice.id).await.unwrap(),
+        std::slice::from_ref(&bob)
+    );
+    assert!(store.blocks(bob.id).await.unwrap().is_empty());
+    assert!(store.set_block(alice.id, bob.id, false).await.unwrap());
+    assert!(!store.has_blocked(alice.id, bob.id).await.unwrap());
+    assert!(!store.set_block(alice.id, bob.id, false).await.unwrap());
+}
+
 pub async fn membership_and_listing(store: Arc<dyn Store>) {
     let alice = user(&*store, "alice").await;
     let bob = user(&*store, "bob").await;
