@@ -396,6 +396,54 @@ test('private rooms, adding a member, and direct messages by username', async ()
   } finally { await ann.context.close(); await bob.context.close(); }
 });
 
+test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const secret = uniqueRoom('kick');
+    await ann.page.getByPlaceholder('room-name').fill(secret);
+    await ann.page.getByLabel('Visibility').selectOption('private');
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await ann.page.getByRole('heading', { name: `#${secret}` }).waitFor();
+    await ann.page.getByRole('button', { name: 'Members' }).click();
+    await ann.page.getByPlaceholder('username').last().fill(bob.username);
+    await ann.page.getByRole('button', { name: 'Add' }).click();
+    await bob.page.locator('.sidebar .room-link', { hasText: `#${secret}` }).waitFor();
+    // Only the owner sees Remove; Ann removes Bob and the room leaves his sidebar live.
+    await openRoom(bob.page, secret);
+    await bob.page.getByRole('button', { name: 'Members' }).click();
+    await bob.page.locator('.members li', { hasText: ann.username }).waitFor();
+    assert.equal(await bob.page.getByRole('button', { name: `Remove ${ann.username}` }).count(), 0);
+    await ann.page.getByRole('button', { name: `Remove ${bob.username}` }).click();
+    await bob.page.locator('.sidebar .room-link', { hasText: `#${secret}` }).waitFor({ state: 'detached' });
+
+    // Bob leaves a public room of Ann's with the room's Leave: it goes back under Browse.
+    const lobby = uniqueRoom('leave');
+    await ann.page.getByPlaceholder('room-name').fill(lobby);
+    await ann.page.getByLabel('Visibility').selectOption('public');
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await bob.page.reload();
+    await bob.page.getByRole('button', { name: `Join ${lobby}` }).click();
+    await bob.page.getByRole('heading', { name: `#${lobby}` }).waitFor();
+    bob.page.once('dialog', (d) => void d.accept());
+    await bob.page.locator('.room-head').getByRole('button', { name: 'Leave', exact: true }).click();
+    await bob.page.getByRole('button', { name: `Join ${lobby}` }).waitFor();
+
+    // Ann blocks Bob from the member list of her room; Bob can no longer open a DM with her.
+    await openRoom(ann.page, lobby);
+    await bob.page.getByRole('button', { name: `Join ${lobby}` }).click();
+    await ann.page.getByRole('button', { name: 'Members' }).click();
+    await ann.page.getByRole('button', { name: `Block ${bob.username}` }).click();
+    await ann.page.getByRole('status').filter({ hasText: 'is blocked' }).waitFor();
+    await bob.page.getByPlaceholder('username').first().fill(ann.username);
+    await bob.page.getByRole('button', { name: 'Open' }).click();
+    await bob.page.getByRole('alert').filter({ hasText: 'does not accept this from you' }).waitFor();
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally { await ann.context.close(); await bob.context.close(); }
+});
+
 test('the admin page: only for admins; shows the node, the busiest rooms, dependencies and recent errors', async () => {
   const boss = await newUser(server.url, { name: 'boss' });
   const pleb = await newUser(server.url, { name: 'pleb' });

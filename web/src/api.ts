@@ -102,7 +102,12 @@ export const api = {
   openDm: (token: string, username: string) =>
     request<{ room: RoomInfo }>('POST', '/api/dms', { username }, token).then((r) => r.room),
   members: (token: string, room: string) =>
-    request<{ members: UserRef[] }>('GET', `/api/rooms/${encodeURIComponent(room)}/members`, undefined, token).then((r) => r.members),
+    request<{ members: UserRef[]; owner: string | null }>('GET', `/api/rooms/${encodeURIComponent(room)}/members`, undefined, token),
+  leaveRoom: (token: string, room: string) =>
+    request<void>('POST', `/api/rooms/${encodeURIComponent(room)}/leave`, undefined, token),
+  removeMember: (token: string, room: string, username: string) =>
+    request<void>('DELETE', `/api/rooms/${encodeURIComponent(room)}/members/${encodeURIComponent(username)}`, undefined, token),
+  block: (token: string, username: string) => request<void>('POST', '/api/blocks', { username }, token),
   history: (token: string, room: string, before?: number) =>
     request<{ messages: Message[]; has_more: boolean }>(
       'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=50${before ? `&before_seq=${before}` : ''}`, undefined, token),

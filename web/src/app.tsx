@@ -334,6 +334,11 @@ function RoomPane({ client, snap, room }: { client: ChatClient; snap: Snapshot; 
         <h1>{roomTitle(room, snap)}</h1>
         <span class="online-count">{online.length} online</span>
         <button class="link" aria-expanded={showMembers} onClick={() => setShowMembers(!showMembers)}>Members</button>
+        {room.kind !== 'dm' && (
+          <button class="link" onClick={() => {
+            if (confirm(`Leave #${room.name}? You will stop getting its messages.`)) void client.leave(room.name).catch((e) => alert(e.message));
+          }}>Leave</button>
+        )}
       </header>
       <div class="room-body">
         <div class="messages" ref={list} onScroll={onScroll} role="log" aria-live="polite" aria-relevant="additions">
@@ -372,7 +377,7 @@ function RoomPane({ client, snap, room }: { client: ChatClient; snap: Snapshot; 
             </article>
           ))}
         </div>
-        {showMembers && <Members client={client} room={room} online={online} />}
+        {showMembers && <Members client={client} room={room} online={online} me={snap.me} />}
       </div>
       <p class="typing" aria-live="polite">{typing.length > 0 && `${typing.map((u) => u.username).join(', ')} ${typing.length > 1 ? 'are' : 'is'} typing…`}</p>
       <Composer onSend={(text) => { atBottom.current = true; void client.send(room.name, text); }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} />
@@ -380,12 +385,18 @@ function RoomPane({ client, snap, room }: { client: ChatClient; snap: Snapshot; 
   );
 }
 
-function Members({ client, room, online }: { client: ChatClient; room: RoomView; online: UserRef[] }) {
+function Members({ client, room, online, me }: { client: ChatClient; room: RoomView; online: UserRef[]; me: UserRef }) {
   const [members, setMembers] = useState<UserRef[]>([]);
+  const [owner, setOwner] = useState<string | null>(null);
+  const [error, setError] = useState('');
   const [reload, setReload] = useState(0);
   useEffect(() => {
-    client.members(room.name).then(setMembers).catch(() => setMembers([]));
+    client.members(room.name)
+      .then((m) => { setMembers(m.members); setOwner(m.owner); })
+      .catch(() => setMembers([]));
   }, [room.name, reload]);
+  const act = (work: Promise<unknown>, done: string) =>
+    work.then(() => { setError(done); setReload(reload + 1); }, (e: Error) => setError(e.message));
   const onlineIds = new Set(online.map((u) => u.id));
   const all = [...members, ...online.filter((u) => !members.some((m) => m.id === u.id))]
     .sort((a, b) => Number(onlineIds.has(b.id)) - Number(onlineIds.has(a.id)) || a.username.localeCompare(b.username));
@@ -396,11 +407,20 @@ function Members({ client, room, online }: { client: ChatClient; room: RoomView;
         {all.map((u) => (
           <li key={u.id}>
             <span class={`dot${onlineIds.has(u.id) ? ' on' : ''}`} aria-hidden="true" />
-            {u.username}
+            <span class="name" title={u.username}>{u.username}</span>
             <span class="sr-only">{onlineIds.has(u.id) ? ' (online)' : ' (offline)'}</span>
+            {u.id !== me.id && owner === me.id && room.kind !== 'dm' && (
+              <button class="link" onClick={() => void act(client.removeMember(room.name, u.username), `${u.username} was removed`)}
+                aria-label={`Remove ${u.username}`}>Remove</button>
+            )}
+            {u.id !== me.id && (
+              <button class="link" onClick={() => void act(client.block(u.username), `${u.username} is blocked: they cannot open a DM with you or add you to rooms`)}
+                aria-label={`Block ${u.username}`}>Block</button>
+            )}
           </li>
         ))}
       </ul>
+      {error && <p class="note" role="status">{error}</p>}
       {room.kind === 'private' && (
         <InlineForm label="Add a member" placeholder="username" action="Add"
           run={async (username) => { await client.addMember(room.name, username); setReload(reload + 1); }} />

@@ -70,6 +70,8 @@ export class ChatClient {
     this.socket.on('presence', (p: { room: string; user: UserRef; online: boolean }) => this.onPresence(p));
     // Someone added us to a room (a new DM, a private room): it appears in the sidebar at once.
     this.socket.on('room_added', () => void this.refreshRooms().catch((e) => this.apiFailed(e)));
+    // We left the room on another device, or its owner removed us.
+    this.socket.on('room_removed', (r: { room: string }) => this.dropRoom(r.room));
     void this.refreshRooms().catch((e) => this.apiFailed(e));
   }
 
@@ -243,8 +245,33 @@ export class ChatClient {
     return api.addMember(this.session.token, room, username);
   }
 
+  /** The room's members and its owner's id (null for a room without one). */
   members(room: string) {
-    return api.members(this.session.token, room).then((m) => { this.remember(m); return m; });
+    return api.members(this.session.token, room).then((m) => { this.remember(m.members); return m; });
+  }
+
+  /** Leaves the room for good (not a DM); every tab and device drops it (`room_removed`). */
+  async leave(room: string) {
+    await api.leaveRoom(this.session.token, room);
+    this.dropRoom(room);
+  }
+
+  removeMember(room: string, username: string) {
+    return api.removeMember(this.session.token, room, username);
+  }
+
+  block(username: string) {
+    return api.block(this.session.token, username);
+  }
+
+  /** We are no longer in the room: it leaves the sidebar (a public one goes back to Browse). */
+  private dropRoom(name: string) {
+    if (!this.snapshot.rooms[name]) return;
+    const rooms = { ...this.snapshot.rooms };
+    delete rooms[name];
+    this.update({ rooms });
+    if (this.snapshot.active === name) this.open(undefined);
+    void this.refreshRooms().catch((e) => this.apiFailed(e));
   }
 
   // ---- messages -------------------------------------------------------------------------

@@ -355,7 +355,8 @@ async fn members(
     Path(room): Path<String>,
 ) -> ApiResult {
     let members = chat.members(&user, &room).await?;
-    Ok(Json(json!({ "members": members })).into_response())
+    let owner = chat.room_owner(&user, &room).await?;
+    Ok(Json(json!({ "members": members, "owner": owner })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -240,6 +240,12 @@ impl Chat {
             .collect())
     }
 
+    /// The owner (creator) of a room `user` belongs to, if it has one.
+    pub async fn room_owner(&self, user: &UserRef, room: &str) -> Result<Option<Id>, ChatError> {
+        let room = self.member_room(user, room).await?;
+        self.store.room_owner(room.id).await.map_err(store_error)
+    }
+
     /// The DM room between `actor` and `username`: the same room whichever of them asks.
     pub async fn dm(&self, actor: &UserRef, username: &str) -> Result<Room, ChatError> {
         self.charge(actor, Cost::Create)?;
