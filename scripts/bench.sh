@@ -38,7 +38,9 @@
 #   -h, --help            this text
 #
 # SCALIFY_SERVER_BIN and SCALIFY_LOADGEN_BIN replace the node's and the load generator's
-# binaries (scripts/bench-ab.sh sets them to compare two builds).
+# binaries (scripts/bench-ab.sh sets them to compare two builds). SCALIFY_NODE_ARGS adds `serve`
+# flags to every node the script starts (e.g. "--rate-limit-per-sec 1000000" to measure the
+# per-user budget's cost with it on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,12 +86,22 @@ cargo build --release --locked -p scalify --bins -p scalify-store -p scalify-kaf
 BIN=${SCALIFY_SERVER_BIN:-target/release/scalify}
 LOADGEN=${SCALIFY_LOADGEN_BIN:-$BIN}
 
-# The bench is the only client: no budgets, registration limit or connection cap on its nodes.
+# The bench is the only client: no budgets, registration limit or connection cap on its nodes
+# (each flag only if the binary has it: an A/B may run builds from before it).
+open_flags() {
+  local help flags=(--rate-limit-per-sec 0)
+  help=$("$BIN" serve --help)
+  grep -q -- --registrations-per-address <<<"$help" && flags+=(--registrations-per-address 0)
+  grep -q -- --max-connections-per-user <<<"$help" && flags+=(--max-connections-per-user 1000000)
+  # shellcheck disable=SC2206
+  flags+=(${SCALIFY_NODE_ARGS:-})
+  echo "${flags[@]}"
+}
 start_node() {
   DATA=$(mktemp -d)
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --rate-limit-per-sec 0 \
-    --registrations-per-address 0 --max-connections-per-user 1000000 "$@" >"$DATA/log" 2>&1 &
+  # shellcheck disable=SC2046
+  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" $(open_flags) "$@" >"$DATA/log" 2>&1 &
   PID=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   URL="http://127.0.0.1:$PORT"
@@ -105,7 +117,7 @@ start_cluster() {
   CDB="scalify_bench_$$"
   export SCALIFY_CLUSTER_DIR="$CDIR" SCALIFY_BIN="$(realpath "$BIN")" SCALIFY_REDIS_URL="$REDIS_URL"
   export SCALIFY_DATABASE_URL; SCALIFY_DATABASE_URL=$(db_url "$CDB")
-  export SCALIFY_REDIS_PREFIX="bench-$$" SCALIFY_CLUSTER_ARGS="--rate-limit-per-sec 0 --registrations-per-address 0 --max-connections-per-user 1000000"
+  export SCALIFY_REDIS_PREFIX="bench-$$" SCALIFY_CLUSTER_ARGS="$(open_flags)"
   export SCALIFY_CLUSTER_PORT="${SCALIFY_CLUSTER_PORT:-18080}" SCALIFY_CLUSTER_NODE_PORT="${SCALIFY_CLUSTER_NODE_PORT:-13101}"
   scripts/cluster.sh start 2 >/dev/null
   URL=$(awk '{print "http://"$2}' "$CDIR/nodes" | paste -sd,)
@@ -183,7 +195,8 @@ start_kafka() {
   KARGS=(--database-url "$(db_url "$KDB")" --redis-url "$REDIS_URL"
     --redis-prefix "bench-k$$" --kafka-brokers "$KBROKERS" --kafka-partitions "$KAFKA_PARTITIONS" "${KAFKA_RUN_ARGS[@]}")
   PORT=$(free_port)
-  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$KDIR" --rate-limit-per-sec 0 --registrations-per-address 0 --max-connections-per-user 1000000 "${KARGS[@]}" >"$KDIR/node.log" 2>&1 &
+  # shellcheck disable=SC2046
+  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$KDIR" $(open_flags) "${KARGS[@]}" >"$KDIR/node.log" 2>&1 &
   PID=$! KPID=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
   URL="http://127.0.0.1:$PORT"

@@ -125,6 +125,16 @@ fn user_room(id: Id) -> String {
     RoomName::inbox(id).to_string()
 }
 
+/// The local connections in `room`, or `None` once the Socket.IO server has closed (its
+/// namespace is gone; a connection's last events — its departure, say — may still be
+/// delivered then, to nobody). `SocketIo::to` would panic instead.
+fn in_room(
+    io: &SocketIo,
+    room: String,
+) -> Option<socketioxide::operators::BroadcastOperators<socketioxide::adapter::LocalAdapter>> {
+    io.of("/").map(|ns| ns.to(room))
+}
+
 /// The socket room of every connection opened with one session's token: signing out closes
 /// them all.
 fn session_room(session: &str) -> String {
@@ -169,7 +179,9 @@ impl Delivery {
             chat.forget_sessions(&ended.sessions);
         }
         for session in ended.sessions {
-            let op = self.io.to(session_room(&session));
+            let Some(op) = in_room(&self.io, session_room(&session)) else {
+                return;
+            };
             let close = async move {
                 if let Err(e) = op.disconnect().await {
                     tracing::debug!(error = ?e, "closing a signed-out session's connections");
@@ -200,14 +212,14 @@ impl Delivery {
         let io = self.io.clone();
         let chat = self.chat.get().and_then(std::sync::Weak::upgrade);
         tokio::spawn(async move {
-            io.to(user_room(r.user)).leave(room.to_string()).await;
+            if let Some(op) = in_room(&io, user_room(r.user)) {
+                op.leave(room.to_string()).await;
+            }
             let payload = serde_json::json!({ "room": room });
-            if let Err(e) = io
-                .to(user_room(r.user))
-                .emit("room_removed", &payload)
-                .await
-            {
-                tracing::debug!(error = %e, "telling a removed member");
+            if let Some(op) = in_room(&io, user_room(r.user)) {
+                if let Err(e) = op.emit("room_removed", &payload).await {
+                    tracing::debug!(error = %e, "telling a removed member");
+                }
             }
             if let Some(chat) = chat {
                 chat.member_gone(&room, r.room_id, r.user).await;
@@ -230,7 +242,10 @@ impl LocalDelivery for Delivery {
             let delay_ms = scalify_core::now_ms().saturating_sub(ts).max(0);
             metrics::histogram!("scalify_fanout_delay_seconds").record(delay_ms as f64 / 1000.0);
         }
-        let mut op = self.io.to(event.room.as_str().to_owned());
+        let Some(mut op) = in_room(&self.io, event.room.as_str().to_owned()) else {
+            tracing::debug!(room = %event.room, "the Socket.IO server has closed; event dropped");
+            return;
+        };
         if let Some(user) = event.except_user {
             op = op.except(user_room(user));
         }
@@ -651,6 +666,24 @@ mod tests {
     use super::*;
     use scalify_core::{ClientId, MessageText, RoomKind};
     use serde_json::json;
+
+    /// A connection's last events (its departure, announced from its disconnect handler) can
+    /// reach delivery after the Socket.IO server closed: they go to nobody, without a panic.
+    #[tokio::test]
+    async fn delivering_after_the_server_closed_is_a_no_op() {
+        let (_layer, io) = SocketIo::new_layer();
+        let delivery = Delivery::new(io);
+        let room = RoomName::parse("general").unwrap();
+        for kind in [
+            scalify_fanout::EventKind::Presence,
+            scalify_fanout::EventKind::SessionsEnded,
+            scalify_fanout::EventKind::MemberRemoved,
+        ] {
+            let payload = json!({"sessions": ["s"], "room": "general", "room_id": Id::new(), "user": Id::new()});
+            delivery.deliver(&RoomEvent::new(room.clone(), kind, &payload, None).unwrap());
+        }
+        tokio::task::yield_now().await;
+    }
 
     fn ack(reply: &Reply) -> Value {
         serde_json::to_value(Ack {
