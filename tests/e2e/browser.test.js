@@ -193,6 +193,42 @@ test('sign out ends the session on the server: another tab of it is signed out a
   } finally { await u.context.close(); }
 });
 
+test('settings: a password change signs out the other devices; deleting the account signs out and the account is gone', async () => {
+  const u = await newUser(server.url, { name: 'set' });
+  const other = await browser.newContext();
+  try {
+    await signUp(u);
+    // The same account on another device.
+    const phone = await other.newPage();
+    await phone.goto(server.url);
+    await phone.getByLabel('Username').fill(u.username);
+    await phone.getByLabel('Password').fill('correct-horse');
+    await phone.locator('form.card button[type=submit]').click();
+    await phone.getByText('Sign out').waitFor();
+
+    await u.page.getByRole('button', { name: 'Settings' }).click();
+    const change = u.page.getByRole('form', { name: 'Change password' });
+    await change.getByLabel('Current password').fill('not-my-password');
+    await change.getByLabel('New password').fill('a-new-password');
+    await change.getByRole('button', { name: 'Change password' }).click();
+    await u.page.getByRole('alert').filter({ hasText: 'invalid username or password' }).waitFor();
+    await change.getByLabel('Current password').fill('correct-horse');
+    await change.getByRole('button', { name: 'Change password' }).click();
+    await u.page.getByRole('status').filter({ hasText: 'Password changed' }).waitFor();
+    // The other device is signed out at once; this one stays.
+    await phone.getByRole('tab', { name: 'Create account' }).waitFor({ timeout: 10000 });
+    assert.equal((await api(server.url, 'POST', '/api/auth/login', { username: u.username, password: 'correct-horse' })).status, 401);
+
+    const del = u.page.getByRole('form', { name: 'Delete account' });
+    await del.getByLabel('Password').fill('a-new-password');
+    u.page.once('dialog', (d) => void d.accept());
+    await del.getByRole('button', { name: 'Delete my account' }).click();
+    await u.page.getByRole('tab', { name: 'Create account' }).waitFor();
+    assert.equal((await api(server.url, 'POST', '/api/auth/login', { username: u.username, password: 'a-new-password' })).status, 401);
+    assert.deepEqual(u.errors, []);
+  } finally { await u.context.close(); await other.close(); }
+});
+
 test('offline and back: the banner shows, missed messages appear exactly once, a send that failed offline is made again on reconnect with the same client_id', async () => {
   const net1 = await proxy(server.url);
   const ann = await newUser(server.url, { name: 'ann' });

@@ -108,6 +108,10 @@ export const api = {
   removeMember: (token: string, room: string, username: string) =>
     request<void>('DELETE', `/api/rooms/${encodeURIComponent(room)}/members/${encodeURIComponent(username)}`, undefined, token),
   block: (token: string, username: string) => request<void>('POST', '/api/blocks', { username }, token),
+  logoutAll: (token: string) => request<void>('POST', '/api/auth/logout-all', undefined, token),
+  changePassword: (token: string, current_password: string, new_password: string) =>
+    request<void>('PUT', '/api/me/password', { current_password, new_password }, token),
+  deleteAccount: (token: string, password: string) => request<void>('DELETE', '/api/me', { password }, token),
   history: (token: string, room: string, before?: number) =>
     request<{ messages: Message[]; has_more: boolean }>(
       'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=50${before ? `&before_seq=${before}` : ''}`, undefined, token),

@@ -122,25 +122,34 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
   }, [unreadTotal]);
   const [admin, setAdmin] = useState(false);
   const [adminOpen, setAdminOpen] = useState(false);
+  const [settingsOpen, setSettingsOpen] = useState(false);
   useEffect(() => {
     api.me(session.token).then((m) => setAdmin(m.admin)).catch(() => setAdmin(false));
   }, [session.token]);
   useEffect(() => {
-    if (snap.active) setAdminOpen(false);
+    if (snap.active) { setAdminOpen(false); setSettingsOpen(false); }
   }, [snap.active]);
   const openAdmin = () => {
     client.open(undefined);
+    setSettingsOpen(false);
     setAdminOpen(true);
+  };
+  const openSettings = () => {
+    client.open(undefined);
+    setAdminOpen(false);
+    setSettingsOpen(true);
   };
 
   return (
-    <div class="layout" data-view={active || adminOpen ? 'room' : 'list'}>
+    <div class="layout" data-view={active || adminOpen || settingsOpen ? 'room' : 'list'}>
       {snap.connection !== 'connected' && (
         <div class="banner" role="status">{snap.connection === 'connecting' ? 'Connecting…' : 'Connection lost — reconnecting…'}</div>
       )}
-      <Sidebar client={client} snap={snap} onSignOut={onSignOut} onAdmin={admin ? openAdmin : undefined} />
+      <Sidebar client={client} snap={snap} onSignOut={onSignOut} onAdmin={admin ? openAdmin : undefined} onSettings={openSettings} />
       <main class="main">
-        {adminOpen
+        {settingsOpen
+          ? <SettingsPane token={session.token} onClose={() => setSettingsOpen(false)} onGone={onSignOut} />
+          : adminOpen
           ? <AdminPane token={session.token} onClose={() => setAdminOpen(false)} />
           : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} /> : <p class="empty">Pick a room, or create one.</p>}
       </main>
@@ -148,7 +157,7 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
   );
 }
 
-function Sidebar({ client, snap, onSignOut, onAdmin }: { client: ChatClient; snap: Snapshot; onSignOut: () => void; onAdmin?: () => void }) {
+function Sidebar({ client, snap, onSignOut, onAdmin, onSettings }: { client: ChatClient; snap: Snapshot; onSignOut: () => void; onAdmin?: () => void; onSettings: () => void }) {
   const rooms = Object.values(snap.rooms);
   const entry = (r: RoomView) => {
     const unread = unreadCount(r, snap.me.id);
@@ -168,6 +177,7 @@ function Sidebar({ client, snap, onSignOut, onAdmin }: { client: ChatClient; sna
         <strong>ScalifyChat</strong>
         <span class="who">{snap.me.username}</span>
         {onAdmin && <button class="link" onClick={onAdmin}>Admin</button>}
+        <button class="link" onClick={onSettings}>Settings</button>
         <button class="link" onClick={onSignOut}>Sign out</button>
       </header>
       <h2>Rooms</h2>
@@ -473,6 +483,52 @@ function duration(secs: number): string {
 }
 
 /** The cluster at a glance, refreshed every 2 s (admins only: the server refuses others). */
+/** The account: change the password (the other devices are signed out), sign out everywhere,
+ * delete the account (with its password and a confirmation). */
+function SettingsPane({ token, onClose, onGone }: { token: string; onClose: () => void; onGone: () => void }) {
+  const [note, setNote] = useState('');
+  const [error, setError] = useState('');
+  const run = (work: () => Promise<void>, done: string) => async (e: Event) => {
+    e.preventDefault();
+    setError(''); setNote('');
+    try { await work(); setNote(done); } catch (err) { setError(err instanceof Error ? err.message : 'failed'); }
+  };
+  const field = (form: EventTarget | null, name: string) =>
+    ((form as HTMLFormElement).elements.namedItem(name) as HTMLInputElement).value;
+  return (
+    <section class="admin" aria-label="Settings">
+      <header class="room-head">
+        <button class="back" onClick={onClose} aria-label="Back to rooms">←</button>
+        <h1>Settings</h1>
+      </header>
+      <div class="admin-body">
+        {error && <p class="error" role="alert">{error}</p>}
+        {note && <p class="note" role="status">{note}</p>}
+        <h2>Change password</h2>
+        <form class="card" aria-label="Change password" onSubmit={(e) => run(
+          () => api.changePassword(token, field(e.currentTarget, 'current'), field(e.currentTarget, 'next')),
+          'Password changed. Your other devices are signed out.')(e)}>
+          <label>Current password <input name="current" type="password" autocomplete="current-password" required /></label>
+          <label>New password <input name="next" type="password" autocomplete="new-password" minLength={8} required /></label>
+          <button type="submit">Change password</button>
+        </form>
+        <h2>Sessions</h2>
+        <button onClick={() => void api.logoutAll(token).then(onGone, (err: Error) => setError(err.message))}>Sign out everywhere</button>
+        <h2>Delete account</h2>
+        <form class="card" aria-label="Delete account" onSubmit={(e) => {
+          const form = e.currentTarget;
+          e.preventDefault();
+          if (!confirm('Delete your account? You will be signed out everywhere and cannot sign in again. Your messages stay.')) return;
+          void run(async () => { await api.deleteAccount(token, field(form, 'password')); onGone(); }, 'Account deleted.')(e);
+        }}>
+          <label>Password <input name="password" type="password" autocomplete="current-password" required /></label>
+          <button type="submit" class="danger">Delete my account</button>
+        </form>
+      </div>
+    </section>
+  );
+}
+
 function AdminPane({ token, onClose }: { token: string; onClose: () => void }) {
   const [data, setData] = useState<Overview | null>(null);
   const [error, setError] = useState('');
