@@ -89,7 +89,8 @@ LOADGEN=${SCALIFY_LOADGEN_BIN:-$BIN}
 # The bench is the only client: no budgets, registration limit or connection cap on its nodes
 # (each flag only if the binary has it: an A/B may run builds from before it).
 open_flags() {
-  local help flags=(--rate-limit-per-sec 0)
+  local help flags=()
+  [[ "${SCALIFY_NODE_ARGS:-}" == *--rate-limit-per-sec* ]] || flags+=(--rate-limit-per-sec 0)
   help=$("$BIN" serve --help)
   grep -q -- --registrations-per-address <<<"$help" && flags+=(--registrations-per-address 0)
   grep -q -- --max-connections-per-user <<<"$help" && flags+=(--max-connections-per-user 1000000)

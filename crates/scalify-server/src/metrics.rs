@@ -76,7 +76,7 @@ fn describe() {
     );
     describe_counter!(
         "scalify_rate_limited_total",
-        "Sends and typing events refused by a connection's rate limit"
+        "Requests refused by their user's budget, and connections over the per-user cap"
     );
     describe_histogram!(
         "scalify_send_ack_seconds",
