@@ -162,9 +162,7 @@ impl Delivery {
     pub fn serve(&self, chat: &Arc<Chat>) {
         let _ = self.chat.set(Arc::downgrade(chat));
     }
-}
 
-impl Delivery {
     /// Closes this node's connections of the ended sessions an event names.
     fn close_sessions(&self, event: &RoomEvent) {
         #[derive(serde::Deserialize)]
@@ -190,9 +188,7 @@ impl Delivery {
             tokio::spawn(close);
         }
     }
-}
 
-impl Delivery {
     /// Takes a removed member's connections on this node out of the room, tells them
     /// (`room_removed`), and has the service forget the membership.
     fn remove_member(&self, event: &RoomEvent) {

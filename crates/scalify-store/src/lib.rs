@@ -20,13 +20,23 @@ pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use scalify_core::{Id, Message, NewMessage, Room, RoomKind, RoomName, Username};
+use scalify_core::{Id, Message, NewMessage, Room, RoomKind, RoomName, UserRef, Username};
 
 /// A registered account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: Id,
     pub username: Username,
+}
+
+/// An account as the wire shows it.
+impl From<User> for UserRef {
+    fn from(u: User) -> Self {
+        UserRef {
+            id: u.id,
+            username: u.username.to_string(),
+        }
+    }
 }
 
 /// What login needs: the account and its password hash.

@@ -57,10 +57,7 @@ impl Chat {
                 StoreError::Conflict => ChatError::conflict("username is taken"),
                 other => store_error(other),
             })?;
-        let user = UserRef {
-            id: user.id,
-            username: user.username.to_string(),
-        };
+        let user = UserRef::from(user);
         tracing::info!(target: "audit", event = "register", user = %user.id, name = %user.username, %from);
         self.start_session(user).await
     }
@@ -101,11 +98,12 @@ impl Chat {
             .await
         {
             Ok(Some(user)) if user == a.user.id => {
-                insert_bounded(
-                    &mut verified(),
-                    a.session.clone(),
-                    (user, std::time::Instant::now()),
-                );
+                let now = std::time::Instant::now();
+                let mut verified = verified();
+                match verified.get_mut(&a.session) {
+                    Some(seen) => seen.1 = now,
+                    None => insert_bounded(&mut verified, a.session.clone(), (user, now)),
+                }
                 Ok(())
             }
             Ok(_) => {
@@ -329,10 +327,7 @@ impl Chat {
                 .map_err(|_| ChatError::internal())?
         };
         match creds {
-            Some(c) if ok => Ok(UserRef {
-                id: c.user.id,
-                username: c.user.username.to_string(),
-            }),
+            Some(c) if ok => Ok(c.user.into()),
             _ => Err(ChatError::new(
                 ErrorCode::Unauthorized,
                 "invalid username or password",

@@ -134,10 +134,7 @@ impl Chat {
             .await
             .map_err(store_error)?
             .ok_or_else(|| ChatError::not_found(format!("no user named '{name}'")))?;
-        Ok(UserRef {
-            id: user.id,
-            username: user.username.to_string(),
-        })
+        Ok(user.into())
     }
 
     /// Creates a public or private room with the creator and `members` (usernames) in it.
@@ -194,19 +191,7 @@ impl Chat {
         username: &str,
     ) -> Result<(Room, UserRef), ChatError> {
         self.charge(actor, Cost::Read)?;
-        let name = RoomName::parse(room)?;
-        let room = self
-            .find_room(&name)
-            .await?
-            .ok_or_else(|| no_such_room(&name))?;
-        if !room.kind.is_open() && !self.is_member(room.id, actor.id).await? {
-            return Err(no_such_room(&name));
-        }
-        if room.kind == RoomKind::Dm {
-            return Err(ChatError::forbidden(
-                "direct-message rooms have fixed members",
-            ));
-        }
+        let room = self.room_to_change(actor, room, false).await?;
         let user = self.user_named(username).await?;
         self.refuse_if_blocked(&user, actor).await?;
         let added = self
@@ -231,13 +216,7 @@ impl Chat {
             .members(room.id, MEMBERS_LIMIT)
             .await
             .map_err(store_error)?;
-        Ok(members
-            .into_iter()
-            .map(|u| UserRef {
-                id: u.id,
-                username: u.username.to_string(),
-            })
-            .collect())
+        Ok(members.into_iter().map(UserRef::from).collect())
     }
 
     /// The owner (creator) of a room `user` belongs to, if it has one.
@@ -301,20 +280,9 @@ impl Chat {
         username: &str,
     ) -> Result<(), ChatError> {
         self.charge(actor, Cost::Read)?;
-        let name = RoomName::parse(room)?;
-        let room = self
-            .find_room(&name)
-            .await?
-            .ok_or_else(|| no_such_room(&name))?;
         let admin = self.is_admin(actor).await?;
-        if !admin && !room.kind.is_open() && !self.is_member(room.id, actor.id).await? {
-            return Err(no_such_room(&name));
-        }
-        if room.kind == RoomKind::Dm {
-            return Err(ChatError::forbidden(
-                "direct-message rooms have fixed members",
-            ));
-        }
+        let room = self.room_to_change(actor, room, admin).await?;
+        let name = &room.name;
         let owner = self.store.room_owner(room.id).await.map_err(store_error)?;
         if !admin && owner != Some(actor.id) {
             return Err(ChatError::forbidden(
@@ -336,6 +304,31 @@ impl Chat {
         tracing::info!(target: "audit", event = "member_removed", room = %room.name, user = %user.id, name = %user.username, by = %actor.id);
         self.announce_removal(&room, user.id).await;
         Ok(())
+    }
+
+    /// The room whose members `actor` wants to change: it must exist and be visible to them
+    /// (a private room they are not in answers as one that does not exist, unless `admin`),
+    /// and not be a DM, whose members are fixed.
+    async fn room_to_change(
+        &self,
+        actor: &UserRef,
+        room: &str,
+        admin: bool,
+    ) -> Result<Room, ChatError> {
+        let name = RoomName::parse(room)?;
+        let room = self
+            .find_room(&name)
+            .await?
+            .ok_or_else(|| no_such_room(&name))?;
+        if !admin && !room.kind.is_open() && !self.is_member(room.id, actor.id).await? {
+            return Err(no_such_room(&name));
+        }
+        if room.kind == RoomKind::Dm {
+            return Err(ChatError::forbidden(
+                "direct-message rooms have fixed members",
+            ));
+        }
+        Ok(room)
     }
 
     /// Tells every node that `user` is no longer in `room`: each forgets the membership and
@@ -387,13 +380,7 @@ impl Chat {
     pub async fn blocks(&self, user: &UserRef) -> Result<Vec<UserRef>, ChatError> {
         self.charge(user, Cost::Read)?;
         let users = self.store.blocks(user.id).await.map_err(store_error)?;
-        Ok(users
-            .into_iter()
-            .map(|u| UserRef {
-                id: u.id,
-                username: u.username.to_string(),
-            })
-            .collect())
+        Ok(users.into_iter().map(UserRef::from).collect())
     }
 
     /// Refuses what `actor` asks of `target` (a DM, adding them to a room) when `target` has

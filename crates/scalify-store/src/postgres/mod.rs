@@ -437,7 +437,13 @@ impl Store for PgStore {
                 .bind(room.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(owner.flatten().and_then(|o| o.parse().ok()))
+        // '' marks a room older than owners.
+        Ok(owner
+            .flatten()
+            .filter(|o| !o.is_empty())
+            .as_deref()
+            .map(parse_id)
+            .transpose()?)
     }
 
     async fn set_block(&self, user: Id, other: Id, on: bool) -> StoreResult<bool> {
@@ -517,11 +523,7 @@ impl Store for PgStore {
                 .bind(now)
                 .fetch_optional(&self.pool)
                 .await?;
-        user.map(|u| {
-            u.parse()
-                .map_err(|_| StoreError::Backend(format!("bad user id in sessions: {u}")))
-        })
-        .transpose()
+        Ok(user.as_deref().map(parse_id).transpose()?)
     }
 
     async fn end_sessions(&self, user: Id, which: EndSessions) -> StoreResult<Vec<String>> {

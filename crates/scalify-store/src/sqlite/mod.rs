@@ -432,7 +432,12 @@ impl Store for SqliteStore {
                 )
             })
             .await?;
-        Ok(owner.flatten().and_then(|o| o.parse().ok()))
+        // '' marks a room older than owners.
+        owner
+            .flatten()
+            .filter(|o| !o.is_empty())
+            .map(|o| parse_id(o).map_err(StoreError::from))
+            .transpose()
     }
 
     async fn set_block(&self, user: Id, other: Id, on: bool) -> StoreResult<bool> {
@@ -492,20 +497,14 @@ impl Store for SqliteStore {
 
     async fn session_user(&self, session: &str, now: i64) -> StoreResult<Option<Id>> {
         let session = session.to_owned();
-        let user: Option<String> = self
-            .read(move |c| {
-                Ok(c.prepare_cached(
-                    "SELECT user_id FROM sessions WHERE id = ?1 AND expires_at > ?2",
-                )?
-                .query_row(params![session, now], |r| r.get(0))
-                .optional()?)
-            })
-            .await?;
-        user.map(|u| {
-            u.parse()
-                .map_err(|_| StoreError::Backend(format!("bad user id in sessions: {u}")))
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT user_id FROM sessions WHERE id = ?1 AND expires_at > ?2")?
+                    .query_row(params![session, now], |r| r.get(0).and_then(parse_id))
+                    .optional()?,
+            )
         })
-        .transpose()
+        .await
     }
 
     async fn end_sessions(&self, user: Id, which: EndSessions) -> StoreResult<Vec<String>> {
