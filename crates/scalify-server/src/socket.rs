@@ -269,6 +269,10 @@ struct Conn {
     /// The transport at handshake (the `transport` label of the connections gauge).
     transport: &'static str,
     rooms: Mutex<HashSet<RoomName>>,
+    /// Held by `join`, `leave` and the disconnect handler while they change this connection's
+    /// rooms and presence, so that a join answered after the disconnect ran cannot add a room
+    /// (and a presence) nobody would ever take away. `true` once disconnected.
+    closed: tokio::sync::Mutex<bool>,
 }
 
 /// Parses an event's one argument: it must be a JSON object of the expected shape.
@@ -450,6 +454,7 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>) {
                 user,
                 transport,
                 rooms: Mutex::new(HashSet::new()),
+                closed: tokio::sync::Mutex::new(false),
             });
             attach_handlers(&s, chat, sequencer, conn);
             Ok::<(), Refused>(())
@@ -566,6 +571,8 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
     s.on_disconnect(move || async move {
         let Session { chat, conn, .. } = &*session;
         metrics::gauge!("scalify_connections", "transport" => conn.transport).decrement(1.0);
+        let mut closed = conn.closed.lock().await;
+        *closed = true;
         let rooms: Vec<RoomName> = conn
             .rooms
             .lock()
@@ -581,6 +588,15 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
 async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatError> {
     let arg: RoomArg = parse(d)?;
     let room = h.chat.join(&h.conn.user, &arg.room).await?;
+    let closed = h.conn.closed.lock().await;
+    if *closed {
+        // The membership stands (it is the user's, not the connection's); the connection
+        // that asked is gone, and so is whoever would read this answer.
+        return Err(ChatError::new(
+            scalify_core::ErrorCode::Internal,
+            "the connection closed during the join",
+        ));
+    }
     let first = h
         .conn
         .rooms
@@ -596,6 +612,7 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatE
     } else {
         h.chat.online(&room.name).await
     };
+    drop(closed);
     let last_seq = h.chat.last_seq(&room).await?;
     if first {
         h.sequencer.seed(&room.name, last_seq);
@@ -607,6 +624,7 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatE
 async fn leave(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatError> {
     let arg: RoomArg = parse(d)?;
     let name = RoomName::parse(&arg.room)?;
+    let _closed = h.conn.closed.lock().await;
     let was_in = h
         .conn
         .rooms
