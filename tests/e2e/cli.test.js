@@ -1,7 +1,7 @@
 // The binary's command line: help, migrate, layered configuration, the generated secret.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -41,6 +41,16 @@ test('migrate creates the schema once; serve finds it current; the secret is gen
     const s = await connect(again.url, u.token);
     s.close();
   } finally { await again.stop(); again.cleanup(); }
+});
+
+test('a second serve on a data directory in use exits at once with a clear error; the first keeps serving', async () => {
+  const first = await startServer();
+  try {
+    const second = spawnSync(BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', first.dir], { encoding: 'utf8', timeout: 20000 });
+    assert.notEqual(second.status, 0);
+    assert.match(second.stderr, new RegExp(`another scalify process \\(pid ${first.child.pid}\\) is using the data directory`));
+    assert.equal((await register(first.url)).user.username.length > 0, true);
+  } finally { await first.stop(); first.cleanup(); }
 });
 
 test('configuration layers: flag > env > file > default', async () => {

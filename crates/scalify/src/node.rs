@@ -31,6 +31,8 @@ pub struct Node {
     internal_addr: Option<std::net::SocketAddr>,
     /// Started by [`Node::run`], stopped after the transports have drained.
     services: Vec<Box<dyn Service>>,
+    /// The data directory's lock, held until the node is dropped.
+    _data_dir: std::fs::File,
 }
 
 impl Node {
@@ -41,6 +43,7 @@ impl Node {
         settings: &Settings,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Option<Node>> {
+        let data_dir = settings.lock_data_dir()?;
         let secret = settings.token_secret()?;
         let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
         if let Some(redis) = &settings.redis {
@@ -117,6 +120,7 @@ impl Node {
             app,
             internal_addr,
             services,
+            _data_dir: data_dir,
         }))
     }
 

@@ -253,6 +253,43 @@ impl Settings {
         Ok(())
     }
 
+    /// Takes the data directory for this process: two nodes writing one SQLite file (or one
+    /// generated secret) would each believe they own it. The lock is the kernel's (`flock`),
+    /// so it ends with the process, however it ends; it is held while the file lives.
+    pub fn lock_data_dir(&self) -> anyhow::Result<std::fs::File> {
+        use std::io::{Read, Seek, Write};
+        self.ensure_data_dir()?;
+        let path = self.data_dir.join("lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                bail!(
+                    "another scalify process{} is using the data directory {}: stop it, or give this one its own --data-dir",
+                    if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
+                    self.data_dir.display()
+                );
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+        // The holder's pid, for the message above (a courtesy: the lock is what counts).
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(file)
+    }
+
     pub fn sqlite_config(&self) -> anyhow::Result<SqliteConfig> {
         self.ensure_data_dir()?;
         Ok(SqliteConfig {
