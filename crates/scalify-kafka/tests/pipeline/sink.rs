@@ -36,6 +36,34 @@ async fn persist_is_idempotent_and_reports_conflicts() {
     );
 }
 
+/// Two messages of one batch at the same (room, seq) — a seq given twice after Redis lost its
+/// counter — are one written and one reported, never one written and the other taken for it.
+#[tokio::test]
+async fn two_messages_at_one_seq_in_a_batch_are_one_written_and_one_conflict() {
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let (name, room, who) = general_room(&store).await;
+    let first = message(&name, 5, &who, "a");
+    let second = message(&name, 5, &who, "b");
+    let out = store
+        .persist(&[(room.id, first.clone()), (room.id, second.clone())])
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 1);
+    let stored = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let loser = if stored[0].id == first.id {
+        &second
+    } else {
+        &first
+    };
+    assert_eq!(
+        out.conflicts.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [loser.id],
+        "the message not written is reported"
+    );
+}
+
 /// The fast path writes rows in `COPY`'s text format, where backslash, tab, newline and `\N`
 /// mean something: every such byte must come back exactly as sent. A batch mixing new rows
 /// with one already stored takes the slow path and still writes the new ones.

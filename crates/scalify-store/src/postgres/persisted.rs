@@ -74,23 +74,25 @@ impl PgStore {
         }
         let mut tx = self.pool.begin().await?;
         lock_rooms(&mut tx, rooms).await?;
-        let returning = format!("{INSERT_MESSAGES} ON CONFLICT DO NOTHING RETURNING room_id, seq");
-        let written: Vec<(String, i64)> = cols
+        // Rows written are known by id: two messages of the batch at one (room, seq) (a seq
+        // given twice after Redis lost its counter) are one written and one conflict.
+        let returning = format!("{INSERT_MESSAGES} ON CONFLICT DO NOTHING RETURNING id");
+        let written: Vec<String> = cols
             .bind(sqlx::query(&returning))
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| r.try_get(0))
             .collect::<Result<_, sqlx::Error>>()?;
         let mut out = Persisted {
             inserted: written.len(),
             ..Persisted::default()
         };
         if written.len() < sorted.len() {
-            let written: std::collections::HashSet<(String, i64)> = written.into_iter().collect();
+            let written: std::collections::HashSet<String> = written.into_iter().collect();
             let skipped: Vec<&&(Id, Message)> = sorted
                 .iter()
-                .filter(|(room, m)| !written.contains(&(room.to_string(), m.seq as i64)))
+                .filter(|(_, m)| !written.contains(&m.id.to_string()))
                 .collect();
             let room_ids: Vec<String> = skipped.iter().map(|(r, _)| r.to_string()).collect();
             let seqs: Vec<i64> = skipped.iter().map(|(_, m)| m.seq as i64).collect();
