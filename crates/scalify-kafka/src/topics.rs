@@ -17,16 +17,30 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), DurableError> {
         .client("admin")
         .create()
         .map_err(|e| DurableError::Kafka(format!("cannot create the admin client: {e}")))?;
+    let replication = config.replication.max(1);
+    let settings = topic_settings(replication);
+    fn with_settings<'a>(mut topic: NewTopic<'a>, settings: &[(&'a str, &'a str)]) -> NewTopic<'a> {
+        for (k, v) in settings {
+            topic = topic.set(k, v);
+        }
+        topic
+    }
     let topics = [
-        NewTopic::new(
-            &config.topic,
-            config.partitions.max(1),
-            TopicReplication::Fixed(config.replication.max(1)),
+        with_settings(
+            NewTopic::new(
+                &config.topic,
+                config.partitions.max(1),
+                TopicReplication::Fixed(replication),
+            ),
+            settings,
         ),
-        NewTopic::new(
-            &config.dead_letter_topic,
-            1,
-            TopicReplication::Fixed(config.replication.max(1)),
+        with_settings(
+            NewTopic::new(
+                &config.dead_letter_topic,
+                1,
+                TopicReplication::Fixed(replication),
+            ),
+            settings,
         ),
     ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -57,13 +71,36 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), DurableError> {
     Ok(())
 }
 
-/// What `scalify doctor` reports: the brokers answer, and how the messages topic looks.
-pub async fn probe(config: &KafkaConfig) -> Result<String, String> {
+/// The topic-level settings the topics are created with. With `acks=all` a write is acked
+/// once every in-sync replica has it, and the in-sync set may shrink to the leader alone:
+/// `min.insync.replicas=2` makes such a write fail instead, so an acked message is on two
+/// brokers. Only with three replicas or more, so that one broker may be down meanwhile.
+pub fn topic_settings(replication: i32) -> &'static [(&'static str, &'static str)] {
+    if replication >= 3 {
+        &[("min.insync.replicas", "2")]
+    } else {
+        &[]
+    }
+}
+
+/// What `scalify doctor` says of a topic's replication factor, when it is a risk.
+pub fn replication_warning(replication: usize) -> Option<String> {
+    (replication < 3).then(|| {
+        format!(
+            "replication factor {replication}: losing a broker loses acked messages; fine for development, use 3 (min.insync.replicas=2) in production"
+        )
+    })
+}
+
+/// What `scalify doctor` reports: the brokers answer, and how the messages topic looks; and a
+/// warning when the topic (or the one a start would create) keeps fewer than three replicas.
+pub async fn probe(config: &KafkaConfig) -> Result<(String, Option<String>), String> {
     let consumer: rdkafka::producer::BaseProducer = config
         .client("doctor")
         .create()
         .map_err(|e| format!("invalid Kafka settings: {e}"))?;
     let topic = config.topic.clone();
+    let configured = config.replication.max(1) as usize;
     tokio::task::spawn_blocking(move || {
         let md = consumer
             .client()
@@ -72,12 +109,21 @@ pub async fn probe(config: &KafkaConfig) -> Result<String, String> {
         let brokers = md.brokers().len();
         let found = md.topics().iter().find(|t| t.name() == topic);
         Ok(match found {
-            Some(t) if t.error().is_none() => format!(
-                "{brokers} broker(s); topic {topic} has {} partition(s)",
-                t.partitions().len()
-            ),
-            _ => format!(
-                "{brokers} broker(s); topic {topic} does not exist yet (created on first start)"
+            Some(t) if t.error().is_none() => {
+                let replicas = t.partitions().first().map_or(0, |p| p.replicas().len());
+                (
+                    format!(
+                        "{brokers} broker(s); topic {topic} has {} partition(s), {replicas} replica(s)",
+                        t.partitions().len()
+                    ),
+                    replication_warning(replicas),
+                )
+            }
+            _ => (
+                format!(
+                    "{brokers} broker(s); topic {topic} does not exist yet (created on first start with {configured} replica(s))"
+                ),
+                replication_warning(configured),
             ),
         })
     })
@@ -126,5 +172,20 @@ impl BrokerCheck {
         })
         .await
         .map_err(|e| format!("Kafka check failed: {e}"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_replicas_or_more_need_two_in_sync_and_fewer_are_warned_of() {
+        assert_eq!(topic_settings(1), &[]);
+        assert_eq!(topic_settings(2), &[]);
+        assert_eq!(topic_settings(3), &[("min.insync.replicas", "2")]);
+        assert_eq!(topic_settings(5), &[("min.insync.replicas", "2")]);
+        assert!(replication_warning(1).is_some_and(|w| w.contains("replication factor 1")));
+        assert!(replication_warning(3).is_none());
     }
 }

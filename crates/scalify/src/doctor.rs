@@ -23,6 +23,11 @@ impl Report {
             }
         }
     }
+
+    /// A risk worth knowing that does not stop the node from working.
+    fn warn(&mut self, what: &str, why: &str) {
+        println!("warn  {what}: {why}");
+    }
 }
 
 /// Runs every check; returns how many failed.
@@ -44,10 +49,16 @@ pub async fn run(settings: &Settings) -> usize {
         r.line("Redis", self::redis(redis).await);
     }
     if let Some(kafka) = &settings.kafka {
-        r.line(
-            &format!("Kafka ({})", kafka.config.brokers),
-            scalify_kafka::topics::probe(&kafka.config).await,
-        );
+        let what = format!("Kafka ({})", kafka.config.brokers);
+        match scalify_kafka::topics::probe(&kafka.config).await {
+            Ok((detail, warning)) => {
+                r.line(&what, Ok(detail));
+                if let Some(w) = warning {
+                    r.warn(&what, &w);
+                }
+            }
+            Err(e) => r.line(&what, Err(e)),
+        }
     }
     r.line(
         "token secret",
