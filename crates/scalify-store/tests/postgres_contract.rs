@@ -390,3 +390,90 @@ async fn a_write_whose_connection_the_server_ends_is_unavailable_then_written_on
         [(1, "c1")]
     );
 }
+
+/// A TCP relay to the database that, once armed, drops the connection where the server's
+/// answer to a `COMMIT` would pass (its CommandComplete tag): the commit is carried out and the
+/// client never hears of it.
+async fn commit_cutting_relay(
+    db_url: &str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (head, tail) = db_url.rsplit_once('@').unwrap();
+    let (hostport, database) = tail.split_once('/').unwrap();
+    let upstream = hostport.to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("{head}@{}/{database}", listener.local_addr().unwrap());
+    let armed = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = armed.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                // The last bytes seen, so a tag split across two reads is still found.
+                let mut carry: Vec<u8> = Vec::new();
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    carry.extend_from_slice(&buf[..n]);
+                    let tagged = carry.windows(7).any(|w| w == b"COMMIT\0");
+                    if tagged && flag.swap(false, Ordering::AcqRel) {
+                        break;
+                    }
+                    carry.drain(..carry.len().saturating_sub(6));
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    (url, armed)
+}
+
+/// The answer to a COMMIT is lost (the connection drops after the server committed): the
+/// sender is told the outcome is unknown — never "not stored" — and its retry with the same
+/// client_id returns the stored message, stored once.
+#[tokio::test]
+async fn a_commit_whose_answer_is_lost_is_unknown_and_its_retry_returns_the_message() {
+    let db = FreshDb::create().await;
+    let (url, armed) = commit_cutting_relay(&db.url).await;
+    let store = std::sync::Arc::new(PgStore::open(PgConfig::new(&url)).await.unwrap());
+    let alice = user(&*store, "alice").await;
+    let room = contract::public_room(&*store, "r", &alice).await;
+    armed.store(true, std::sync::atomic::Ordering::Release);
+    let first = store.append(msg(&room, &alice, "c1", "hello")).await;
+    assert!(
+        !armed.load(std::sync::atomic::Ordering::Acquire),
+        "the relay never saw the commit's answer"
+    );
+    match &first {
+        Err(scalify_store::StoreError::Retry(why)) => {
+            assert!(why.contains("may be stored"), "{why}")
+        }
+        other => panic!("a commit with no answer reported as {other:?}"),
+    }
+    let retry = store
+        .append(msg(&room, &alice, "c1", "hello"))
+        .await
+        .unwrap();
+    assert!(
+        retry.duplicate,
+        "the commit was carried out: the retry finds it"
+    );
+    assert_eq!(retry.message.seq, 1);
+    assert_eq!(store.after(&room, 0, 10).await.unwrap().len(), 1);
+}

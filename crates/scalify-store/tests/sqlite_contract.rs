@@ -64,12 +64,15 @@ async fn membership_and_listing() {
     contract::membership_and_listing(store).await;
 }
 
+/// What a process killed right after its acks leaves: the files as they are at that instant,
+/// copied while the store still runs (no flush, no checkpoint, no clean close).
 #[tokio::test]
 async fn acked_appends_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
+    let copy = dir.path().join("crashed.db");
     let room;
-    {
+    let _running = {
         let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
         let alice = user(&store, "alice").await;
         room = contract::public_room(&store, "r", &alice).await;
@@ -79,9 +82,15 @@ async fn acked_appends_survive_reopen() {
                 .await
                 .unwrap();
         }
-        store.flush().await.unwrap();
-    }
-    let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+        for suffix in ["", "-wal"] {
+            let from = format!("{}{suffix}", path.display());
+            if std::path::Path::new(&from).exists() {
+                std::fs::copy(&from, format!("{}{suffix}", copy.display())).unwrap();
+            }
+        }
+        store
+    };
+    let store = SqliteStore::open(SqliteConfig::new(&copy)).unwrap();
     assert_eq!(store.after(&room, 0, 100).await.unwrap().len(), 10);
     // seq continues after reopen: the writer's cache is rebuilt from the database.
     let alice = store

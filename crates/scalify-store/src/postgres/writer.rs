@@ -72,6 +72,10 @@ pub(super) fn clone_err(e: &StoreError) -> StoreError {
     }
 }
 
+/// What a sender hears when the database did not answer its commit.
+pub(super) const COMMIT_UNKNOWN: &str =
+    "the database did not confirm the commit: the message may be stored; retry with the same client_id (it is stored once)";
+
 pub(super) type IdemKey = (Id, Id, String);
 
 pub(super) fn key_of(m: &NewMessage) -> IdemKey {
@@ -189,7 +193,16 @@ pub(super) async fn commit_batch(
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await?;
+    if let Err(e) = tx.commit().await {
+        // The COMMIT may have been carried out with its answer lost (the connection dropped
+        // after the server wrote it): "not stored" could be false. The sender's retry finds
+        // the message by its key if it is there, and stores it once if it is not.
+        tracing::warn!(error = %e, batch = batch.len(), "the database did not confirm a commit: its outcome is unknown");
+        return Ok(batch
+            .iter()
+            .map(|_| Err(StoreError::Retry(COMMIT_UNKNOWN.into())))
+            .collect());
+    }
 
     // Repeats inside the batch answer with what their first occurrence got.
     let repeats: Vec<(usize, StoreResult<Appended>)> = (0..batch.len())
@@ -266,5 +279,66 @@ impl InsertColumns {
         self.client_id.push(m.client_id.as_str().to_owned());
         self.text.push(m.text.as_str().to_owned());
         self.ts.push(m.ts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scalify_core::{ClientId, MessageText, RoomKind, UserRef, Username};
+    use scalify_testkit::FreshDb;
+
+    /// The split path itself: a batch the database refuses as a whole (one row breaks a
+    /// constraint) is written again one append at a time, and only the bad append fails.
+    #[tokio::test]
+    async fn a_refused_batch_is_written_one_by_one_and_only_its_bad_append_fails() {
+        let db = FreshDb::create().await;
+        let store = PgStore::open(PgConfig::new(&db.url)).await.unwrap();
+        // A rule only this test's database has: what it refuses is "bad" for the database,
+        // not for the writer's own checks.
+        sqlx::query("ALTER TABLE messages ADD CONSTRAINT no_poison CHECK (text <> 'poison')")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let alice = store
+            .create_user(&Username::parse("alice").unwrap(), "h")
+            .await
+            .unwrap();
+        let room = store
+            .ensure_room(
+                &RoomName::parse("r").unwrap(),
+                RoomKind::Public,
+                &[alice.id],
+            )
+            .await
+            .unwrap();
+        let append = |client_id: &str, text: &str| NewMessage {
+            room_id: room.id,
+            room: room.name.clone(),
+            sender: UserRef {
+                id: alice.id,
+                username: "alice".into(),
+            },
+            text: MessageText::parse(text, 4096).unwrap(),
+            client_id: ClientId::parse(client_id).unwrap(),
+        };
+        let batch = [append("a", "x"), append("b", "poison"), append("c", "y")];
+        assert!(
+            commit_batch(&store.pool, &batch).await.is_err(),
+            "the batch as a whole is refused"
+        );
+        let results = commit_or_split(&store.pool, &batch).await;
+        assert_eq!(
+            results.iter().map(Result::is_ok).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        let stored = store.after(&room, 0, 10).await.unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .map(|m| (m.seq, m.client_id.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "a"), (2, "c")]
+        );
     }
 }
