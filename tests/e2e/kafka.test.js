@@ -33,21 +33,77 @@ async function population(url, users = 4, rooms = 3) {
 
 /**
  * Every person sends to the rooms in turn, each send retried with its client_id until acked,
- * until `stop()` is called. Acked messages go into `oracle`.
+ * until `stop()` is called. Acked messages go into `oracle`; a send that never gets an ack
+ * fails the drill (a retry with the same client_id must always succeed in the end).
+ *
+ * Meanwhile the continuous oracle ("acked ⇒ readable"): a reader keeps reading every room
+ * with `sync` from the start, and every message acked before that read began must be in it.
+ * A read that fails (the database is down) proves nothing and is not counted; the first
+ * miss fails the drill with `stop()`.
  */
 function traffic({ rooms, people }, oracle, { pauseMs = 5 } = {}) {
   let running = true;
   let n = 0;
+  const ackedAt = new Map();
+  let failure = null;
+  // Traffic goes on after a miss (the drill's own waits still end); `stop()` reports it.
   const loops = people.map(async (p, i) => {
     while (running) {
       const room = rooms[n % rooms.length];
       const clientId = `p${i}-${n++}`;
       const m = await sendUntilAcked(p.socket, room, `message ${clientId}`, clientId);
-      if (m) oracle.set(clientId, m);
+      if (!m) { failure ??= new Error(`send ${clientId} to ${room} was never acked`); break; }
+      oracle.set(clientId, m);
+      ackedAt.set(clientId, Date.now());
       await sleep(pauseMs);
     }
   });
-  return { stop: async () => { running = false; await Promise.all(loops); } };
+  const reader = people.at(-1).socket;
+  const reads = { complete: 0, failed: 0 };
+  // Each read covers the messages acked in the last `recheckMs` (older ones were read many
+  // times, and the end of the drill reads everything): small reads, many times a second, so
+  // even a message unreadable for a few milliseconds is likely to be caught.
+  const recheckMs = 10000;
+  const watcher = (async () => {
+    while (running && !failure) {
+      const began = Date.now();
+      const due = new Map(rooms.map((room) => [room, []]));
+      for (const [clientId, m] of oracle) {
+        const at = ackedAt.get(clientId);
+        if (at !== undefined && at < began && at > began - recheckMs) due.get(m.room)?.push(m);
+      }
+      let complete = true;
+      for (const [room, msgs] of due) {
+        if (msgs.length === 0) continue;
+        const seen = new Set();
+        for (let last = Math.min(...msgs.map((m) => m.seq)) - 1; ;) {
+          const r = await call(reader, 'sync', { rooms: { [room]: last } }).catch(() => null);
+          if (!r?.ok) { complete = false; break; }
+          const got = r.rooms[room].messages;
+          for (const m of got) seen.add(m.id);
+          if (!r.rooms[room].truncated || got.length === 0) break;
+          last = got.at(-1).seq;
+        }
+        if (!complete) break;
+        const missed = msgs.find((m) => !seen.has(m.id));
+        if (missed) {
+          failure ??= new Error(`acked message ${missed.client_id} (seq ${missed.seq} in ${room}) was not readable ${Date.now() - ackedAt.get(missed.client_id)} ms after its ack`);
+        }
+      }
+      if (complete) reads.complete++; else { reads.failed++; await sleep(100); continue; }
+      await sleep(10);
+    }
+  })();
+  return {
+    reads,
+    failure: () => failure,
+    stop: async () => {
+      running = false;
+      await Promise.all([...loops, watcher]);
+      if (failure) throw failure;
+      assert.ok(reads.complete > 0, 'the continuous oracle never completed a read');
+    },
+  };
 }
 
 /** The end-of-drill checks (see the file's header). */
@@ -267,6 +323,48 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
   }
 });
 
+test('two nodes writing one room, the persister at batch size 1, PostgreSQL stopped mid-stream: every acked message stays readable at every instant', async () => {
+  const broker = await startBroker();
+  const pg = await privatePostgres();
+  const c = durableSettings(broker.brokers, { partitions: 1 });
+  c.db.drop();
+  c.db = { url: pg.url, drop() {} };
+  const nodes = [await startDurableNode(c), await startDurableNode(c)];
+  const persister = await startPersister(c, ['--persister-batch', '1', '--persister-writers', '1']);
+  const room = uniqueRoom('k1');
+  const people = [];
+  try {
+    // Two senders on each node, all in one room: its records reach the topic out of seq order.
+    for (let i = 0; i < 4; i++) {
+      const url = nodes[i % 2].url;
+      const u = await register(url, 'k1');
+      const socket = await connect(url, u.token, { reconnection: true });
+      assert.equal((await call(socket, 'join', { room })).ok, true);
+      people.push({ ...u, socket });
+    }
+    const pop = { rooms: [room], people, live: collect(people[0].socket, 'message') };
+    const oracle = new Map();
+    const load = traffic(pop, oracle, { pauseMs: 2 });
+    await eventually(() => oracle.size > 100, 30000, 'traffic flowing');
+    pg.stop();
+    await sleep(3000);
+    pg.start();
+    // The reads work again before the persister's next probe: what it has not written yet
+    // must still be in the window.
+    await eventually(async () => (await persister.metric('scalify_persister_paused')) === 0, 30000, 'the persister resumed');
+    const resumedAt = oracle.size;
+    await eventually(() => oracle.size > resumedAt + 100, 30000, 'sends acked after the outage');
+    await load.stop();
+    assert.ok(load.reads.complete > 10, `the continuous oracle read ${load.reads.complete} times`);
+    await quiesceAndCheck(c, nodes[0].url, pop, oracle, [persister]);
+  } finally {
+    for (const p of people) p.socket.close();
+    await persister.stop();
+    for (const n of nodes) { await n.stop(); n.cleanup(); }
+    pg.destroy(); forgetKeys(c.redisUrl, c.prefix); await broker.destroy();
+  }
+});
+
 test('a persister leaves while PostgreSQL is down: the paused one pauses the partitions the rebalance gives it, and resumes without skipping', async () => {
   const broker = await startBroker();
   const pg = await privatePostgres();
@@ -413,6 +511,50 @@ test('kill -9 the broker and restart it under traffic: producer and consumer rec
   const late = Number(metrics.match(/^scalify_messages_accepted_total\{outcome="stored_late"\} (\S+)$/m)?.[1] ?? 0);
   assert.ok(late > 0, 'no message was confirmed after its sender stopped waiting: the late broadcast was not exercised');
 }));
+
+for (const [signal, how] of [['SIGKILL', 'killed (kill -9)'], ['SIGTERM', 'stopped (SIGTERM)']]) {
+  test(`a node ${how} while the broker is away: the sends it never confirmed succeed when retried through another node, stored once, no gap`, () => drill({ broker: { storage: 'sqlite' }, users: 0 }, async ({ broker, c, node, addPersister }) => {
+    const other = await startDurableNode(c);
+    try {
+      await addPersister();
+      const alice = await register(node.url, 'kn');
+      const room = uniqueRoom('kn');
+      const first = await connect(node.url, alice.token);
+      assert.equal((await call(first, 'join', { room })).ok, true);
+      const oracle = new Map([['before', await sendUntilAcked(first, room, 'before', 'before')]]);
+      await broker.kill('SIGKILL');
+      // Each gets a seq, then waits for the broker past the ack timeout (3 s): an error ack.
+      const ids = ['k1', 'k2', 'k3'];
+      const acks = await Promise.all(ids.map((id) => call(first, 'send', { room, text: `text ${id}`, client_id: id })));
+      for (const ack of acks) assert.equal(ack.ok, false, JSON.stringify(ack));
+      first.close();
+      await node.stop(signal);
+      await broker.start();
+      const retried = Date.now();
+      const second = await connect(other.url, alice.token);
+      for (const id of ids) {
+        const m = await sendUntilAcked(second, room, `text ${id}`, id, { deadline: Date.now() + 30000 });
+        assert.ok(m, `the retry of ${id} through the other node was never acked`);
+        assert.equal(m.text, `text ${id}`);
+        oracle.set(id, m);
+      }
+      assert.ok(Date.now() - retried < 30000);
+      assert.deepEqual([...oracle.values()].map((m) => m.seq).sort((x, y) => x - y), [1, 2, 3, 4], 'the retries keep the seqs given before the stop');
+      // A new send comes next, with no hole before it.
+      const next = await sendUntilAcked(second, room, 'after', 'after');
+      assert.equal(next.seq, 5);
+      oracle.set('after', next);
+      await eventually(() => storedMessages(c.db.url).length >= oracle.size, 30000, 'all stored');
+      checkStore(storedMessages(c.db.url), oracle, assert);
+      const history = (await api(other.url, 'GET', `/api/rooms/${room}/messages`, undefined, alice.token)).body.messages;
+      const bySeq = [...oracle.values()].sort((x, y) => x.seq - y.seq);
+      assert.deepEqual(history.map((m) => [m.seq, m.id]), bySeq.map((m) => [m.seq, m.id]));
+      second.close();
+    } finally {
+      await other.stop(); other.cleanup();
+    }
+  }));
+}
 
 test('the persister\'s broker connections go silent (no data, no reset): the watchdog re-creates its clients, nothing lost or doubled', () => drill({ broker: { relayed: true } }, async ({ broker, c, node, pop, addPersister }) => {
   // librdkafka gives up on a silent connection after socket.timeout.ms (60 s by default). Set

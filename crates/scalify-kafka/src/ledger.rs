@@ -4,7 +4,12 @@
 //! Keys (all of one room share the hash tag `{room_id}`, so one script touches one slot):
 //! - `<prefix>:seq:{room}` — the room's newest allocated seq;
 //! - `<prefix>:idem:{room}:<sender>:<client_id>` — the seq a (sender, client_id) was given,
-//!   kept for [`LedgerConfig::idempotency_ttl`];
+//!   kept for [`LedgerConfig::idempotency_ttl`]. Until the broker confirms the message it
+//!   holds `<seq>:<record>`, the whole record: a retry that finds the message neither
+//!   confirmed by this node nor readable anywhere (its node died, stopped, or lost Redis's
+//!   answer) produces that same record again instead of waiting for a producer that may be
+//!   gone. A second copy in the topic is harmless: the persister stores a message once by id.
+//!   The deposit shortens the value to `<seq>`, so a confirmed message costs its key only;
 //! - `<prefix>:recent:{room}` — sorted set, score = seq, member = record JSON: every message
 //!   the broker has confirmed and the persister has not yet written to PostgreSQL. Reads
 //!   merge it with the database, so a client never misses a message because the persister
@@ -17,7 +22,7 @@ use redis::aio::ConnectionManager;
 use scalify_core::{ClientId, Id, Message};
 use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
 
-use crate::record::{self, RoomMessage};
+use crate::record::{self, Draft, RoomMessage};
 use crate::DurableError;
 
 #[derive(Debug, Clone)]
@@ -43,12 +48,15 @@ impl LedgerConfig {
 }
 
 /// What allocating a seq for a send found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allocation {
-    /// A new seq: the caller must now produce the message.
+    /// A new seq: the caller must now produce the draft with it.
     Fresh(u64),
-    /// This (sender, client_id) was already given this seq.
+    /// This (sender, client_id) was already given this seq, and its message was confirmed.
     Repeat(u64),
+    /// This (sender, client_id) was already given this seq and its message is not confirmed
+    /// yet: the record to produce again if nobody is producing it any more.
+    Unconfirmed(u64, Vec<u8>),
 }
 
 /// Allocation outcome codes shared with the script.
@@ -57,15 +65,38 @@ const REPEAT: i64 = 1;
 const UNSEEDED: i64 = 2;
 const BACKLOG_FULL: i64 = 3;
 
+/// KEYS: seq counter, idempotency key, window. ARGV: ttl, window max, draft head, draft tail.
+/// Answers {code, value}: the idempotency key's value for a repeat, else the seq.
 const ALLOCATE: &str = r"
 local prior = redis.call('GET', KEYS[2])
-if prior then return {1, tonumber(prior)} end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {2, 0} end
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[2]) then return {3, 0} end
-local seq = redis.call('INCR', KEYS[1])
-redis.call('SET', KEYS[2], seq, 'EX', ARGV[1])
+if prior then return {1, prior} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2, '0'} end
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[2]) then return {3, '0'} end
+local seq = tostring(redis.call('INCR', KEYS[1]))
+redis.call('SET', KEYS[2], seq .. ':' .. ARGV[3] .. seq .. ARGV[4], 'EX', ARGV[1])
 return {0, seq}
 ";
+
+/// KEYS: window, idempotency key. ARGV: seq, record. Adds the confirmed record to the window
+/// and marks the idempotency key confirmed (`<seq>` alone, its expiry kept) if it still
+/// holds this seq's record.
+const DEPOSIT: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+local v = redis.call('GET', KEYS[2])
+local mark = ARGV[1] .. ':'
+if v and string.sub(v, 1, string.len(mark)) == mark then
+  redis.call('SET', KEYS[2], ARGV[1], 'KEEPTTL')
+end
+return 1
+";
+
+/// The scripts' sources, in the order of `Scripts`.
+const SOURCES: [&str; 2] = [ALLOCATE, DEPOSIT];
+
+struct Scripts {
+    allocate: redis::Script,
+    deposit: redis::Script,
+}
 
 /// One command waiting for the next pipeline.
 enum Op {
@@ -74,11 +105,12 @@ enum Op {
         keys: [String; 3],
         ttl: u64,
         max: u64,
-        reply: oneshot::Sender<Result<(i64, u64), DurableError>>,
+        draft: Arc<Draft>,
+        reply: oneshot::Sender<Result<(i64, Vec<u8>), DurableError>>,
     },
-    /// ZADD of a confirmed message.
+    /// The DEPOSIT script: a confirmed message.
     Deposit {
-        key: String,
+        keys: [String; 2],
         seq: u64,
         bytes: Vec<u8>,
         reply: oneshot::Sender<Result<(), DurableError>>,
@@ -111,9 +143,12 @@ impl Ledger {
     pub fn new(conn: ConnectionManager, config: LedgerConfig) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
         let rx = Arc::new(AsyncMutex::new(rx));
-        let script = Arc::new(redis::Script::new(ALLOCATE));
+        let scripts = Arc::new(Scripts {
+            allocate: redis::Script::new(ALLOCATE),
+            deposit: redis::Script::new(DEPOSIT),
+        });
         for _ in 0..PIPELINERS {
-            tokio::spawn(pipeliner(conn.clone(), rx.clone(), script.clone()));
+            tokio::spawn(pipeliner(conn.clone(), rx.clone(), scripts.clone()));
         }
         Ledger {
             conn,
@@ -137,13 +172,16 @@ impl Ledger {
     }
 
     /// Gives (room, sender, client_id) the room's next seq, or the seq it was given before.
-    /// `seed` is called when the room has no counter yet (first durable send, or Redis lost
-    /// it): it must return the newest seq stored anywhere else (the database).
+    /// `draft` is the new message's record; the ledger keeps it with the seq until the
+    /// message is deposited. `seed` is called when the room has no counter yet (first durable
+    /// send, or Redis lost it): it must return the newest seq stored anywhere else (the
+    /// database).
     pub async fn allocate<F, Fut>(
         &self,
         room: Id,
         sender: Id,
         client_id: &ClientId,
+        draft: Draft,
         seed: F,
     ) -> Result<Allocation, DurableError>
     where
@@ -151,6 +189,7 @@ impl Ledger {
         Fut: std::future::Future<Output = Result<u64, DurableError>>,
     {
         let mut seed = Some(seed);
+        let draft = Arc::new(draft);
         loop {
             let started = std::time::Instant::now();
             let (reply, answer) = oneshot::channel();
@@ -162,17 +201,18 @@ impl Ledger {
                 ],
                 ttl: self.config.idempotency_ttl.as_secs().max(1),
                 max: self.config.window_max,
+                draft: draft.clone(),
                 reply,
             })
             .await?;
-            let (code, seq) = answer
+            let (code, value) = answer
                 .await
                 .map_err(|_| DurableError::Unavailable("Redis pipeline stopped".into()))??;
             metrics::histogram!("scalify_ledger_seconds", "op" => "allocate")
                 .record(started.elapsed().as_secs_f64());
             match code {
-                FRESH => return Ok(Allocation::Fresh(seq)),
-                REPEAT => return Ok(Allocation::Repeat(seq)),
+                FRESH => return Ok(Allocation::Fresh(parse_seq(&value)?)),
+                REPEAT => return parse_prior(value),
                 BACKLOG_FULL => {
                     return Err(DurableError::Backlog(format!(
                         "{} messages of this room are waiting for the persister",
@@ -208,14 +248,22 @@ impl Ledger {
     }
 
     /// Records a broker-confirmed message in the room's window (before its sender's ack, so
-    /// anyone told of it can read it).
+    /// anyone told of it can read it), and marks its idempotency key confirmed.
     /// `record` is the message as [`record::encode`] wrote it (the bytes produced to Kafka).
-    pub async fn deposit(&self, room: Id, seq: u64, record: Vec<u8>) -> Result<(), DurableError> {
+    pub async fn deposit(
+        &self,
+        room: Id,
+        message: &Message,
+        record: Vec<u8>,
+    ) -> Result<(), DurableError> {
         let started = std::time::Instant::now();
         let (reply, answer) = oneshot::channel();
         self.submit(Op::Deposit {
-            key: self.window_key(room),
-            seq,
+            keys: [
+                self.window_key(room),
+                self.idem_key(room, message.sender.id, &message.client_id),
+            ],
+            seq: message.seq,
             bytes: record,
             reply,
         })
@@ -235,18 +283,20 @@ impl Ledger {
             .map_err(|_| DurableError::Unavailable("Redis pipeline stopped".into()))
     }
 
-    /// Drops from each room's window the messages up to the given seq (they are in the
-    /// database now).
+    /// Drops from the rooms' windows exactly these (room, seq) messages (they are in the
+    /// database now). Never a range beyond them: records of one room reach the topic out of
+    /// seq order (each send is produced on its own, several nodes write one room), so a lower
+    /// seq may still be on its way to the database.
     pub async fn trim(&self, persisted: &[(Id, u64)]) -> Result<(), DurableError> {
         if persisted.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (room, seq) in persisted {
+        for (room, from, to) in runs(persisted) {
             pipe.cmd("ZREMRANGEBYSCORE")
-                .arg(self.window_key(*room))
-                .arg("-inf")
-                .arg(*seq)
+                .arg(self.window_key(room))
+                .arg(from)
+                .arg(to)
                 .ignore();
         }
         let mut conn = self.conn.clone();
@@ -382,11 +432,45 @@ impl Ledger {
     }
 }
 
+/// The (room, seq) pairs as runs of consecutive seqs per room: (room, first, last).
+fn runs(pairs: &[(Id, u64)]) -> Vec<(Id, u64, u64)> {
+    let mut sorted = pairs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<(Id, u64, u64)> = Vec::new();
+    for (room, seq) in sorted {
+        match out.last_mut() {
+            Some((r, _, last)) if *r == room && *last + 1 == seq => *last = seq,
+            _ => out.push((room, seq, seq)),
+        }
+    }
+    out
+}
+
+/// The seq in a script's answer.
+fn parse_seq(value: &[u8]) -> Result<u64, DurableError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| DurableError::Corrupt("a seq in Redis is not a number".into()))
+}
+
+/// What an idempotency key holds: `<seq>` once confirmed, `<seq>:<record>` before.
+fn parse_prior(value: Vec<u8>) -> Result<Allocation, DurableError> {
+    match value.iter().position(|b| *b == b':') {
+        None => Ok(Allocation::Repeat(parse_seq(&value)?)),
+        Some(at) => Ok(Allocation::Unconfirmed(
+            parse_seq(&value[..at])?,
+            value[at + 1..].to_vec(),
+        )),
+    }
+}
+
 /// Sends whatever ops are queued as one pipeline, answers each, repeats.
 async fn pipeliner(
     conn: ConnectionManager,
     rx: Arc<AsyncMutex<mpsc::Receiver<Op>>>,
-    script: Arc<redis::Script>,
+    scripts: Arc<Scripts>,
 ) {
     let mut ops: Vec<Op> = Vec::with_capacity(PIPELINE_MAX);
     loop {
@@ -403,29 +487,42 @@ async fn pipeliner(
                 }
             }
         }
-        run_pipeline(&conn, &script, &mut ops).await;
+        run_pipeline(&conn, &scripts, &mut ops).await;
     }
 }
 
 /// Runs `ops` as one pipeline and answers them (all drained from `ops`). A script that Redis
 /// does not know (it restarted) is loaded and the pipeline sent again, once.
-async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mut Vec<Op>) {
+async fn run_pipeline(conn: &ConnectionManager, scripts: &Scripts, ops: &mut Vec<Op>) {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for op in ops.iter() {
         match op {
-            Op::Allocate { keys, ttl, max, .. } => {
+            Op::Allocate {
+                keys,
+                ttl,
+                max,
+                draft,
+                ..
+            } => {
                 pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
+                    .arg(scripts.allocate.get_hash())
                     .arg(3)
                     .arg(&keys[..])
                     .arg(*ttl)
-                    .arg(*max);
+                    .arg(*max)
+                    .arg(&draft.head[..])
+                    .arg(&draft.tail[..]);
             }
             Op::Deposit {
-                key, seq, bytes, ..
+                keys, seq, bytes, ..
             } => {
-                pipe.cmd("ZADD").arg(key).arg(*seq).arg(&bytes[..]);
+                pipe.cmd("EVALSHA")
+                    .arg(scripts.deposit.get_hash())
+                    .arg(2)
+                    .arg(&keys[..])
+                    .arg(*seq)
+                    .arg(&bytes[..]);
             }
         }
     }
@@ -440,13 +537,12 @@ async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mu
         if !unknown_script || attempt == 1 {
             break;
         }
+        let mut load = redis::pipe();
+        for source in SOURCES {
+            load.cmd("SCRIPT").arg("LOAD").arg(source);
+        }
         let mut c = conn.clone();
-        if let Err(e) = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(ALLOCATE)
-            .query_async::<String>(&mut c)
-            .await
-        {
+        if let Err(e) = load.query_async::<Vec<String>>(&mut c).await {
             answers = Err(e);
             break;
         }
@@ -456,8 +552,9 @@ async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mu
             for (op, v) in ops.drain(..).zip(values) {
                 match op {
                     Op::Allocate { reply, .. } => {
-                        let _ = reply
-                            .send(redis::from_redis_value::<(i64, u64)>(v).map_err(unavailable));
+                        let _ = reply.send(
+                            redis::from_redis_value::<(i64, Vec<u8>)>(v).map_err(unavailable),
+                        );
                     }
                     Op::Deposit { reply, .. } => {
                         let _ = reply.send(

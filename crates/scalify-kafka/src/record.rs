@@ -73,6 +73,49 @@ pub fn encode(room_id: Id, m: &Message) -> Vec<u8> {
     serde_json::to_vec(&record).unwrap_or_default()
 }
 
+/// A message's record with its seq left out: `head`, the seq's decimal digits, then `tail`.
+/// The ledger's allocation script completes it with the seq it allocates and keeps it until
+/// the broker confirms the message, so whoever retries the send can produce exactly the same
+/// record again (same id, text and time) — a copy the persister recognises as a redelivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub head: Vec<u8>,
+    pub tail: Vec<u8>,
+}
+
+impl Draft {
+    /// The record with its seq.
+    pub fn with_seq(&self, seq: u64) -> Vec<u8> {
+        let digits = seq.to_string();
+        let mut out = Vec::with_capacity(self.head.len() + digits.len() + self.tail.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
+
+/// The record of `m` (whatever its seq) with the seq left out.
+pub fn draft(room_id: Id, m: &Message) -> Draft {
+    let zero = Message {
+        seq: 0,
+        ..m.clone()
+    };
+    let bytes = encode(room_id, &zero);
+    // `seq` follows `room` and precedes `sender_id` in `Record`; inside a JSON string a quote
+    // is escaped, so this marker occurs once, where the field is.
+    const FIELD: &[u8] = b",\"seq\":";
+    const MARKER: &[u8] = b",\"seq\":0,\"sender_id\":";
+    let at = bytes
+        .windows(MARKER.len())
+        .position(|w| w == MARKER)
+        .map_or(bytes.len(), |i| i + FIELD.len());
+    Draft {
+        head: bytes[..at].to_vec(),
+        tail: bytes.get(at + 1..).unwrap_or_default().to_vec(),
+    }
+}
+
 /// Decodes and validates record JSON.
 pub fn decode(bytes: &[u8]) -> Result<RoomMessage, DecodeError> {
     let r: Record = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
@@ -144,6 +187,21 @@ mod tests {
         let back = decode_keyed(Some(room_id.to_string().as_bytes()), &bytes).unwrap();
         assert_eq!(back.room_id, room_id);
         assert_eq!(back.message, m);
+    }
+
+    #[test]
+    fn a_draft_with_its_seq_is_the_record() {
+        let (room_id, mut m) = message();
+        for seq in [1, 7, 10, 123_456_789_012] {
+            m.seq = seq;
+            assert_eq!(draft(room_id, &m).with_seq(seq), encode(room_id, &m));
+        }
+        // A room name or text that spells the marker inside a string changes nothing.
+        m.text = MessageText::parse(r#","seq":0,"sender_id":"#, 4096).unwrap();
+        assert_eq!(
+            draft(room_id, &m).with_seq(9),
+            encode(room_id, &Message { seq: 9, ..m })
+        );
     }
 
     #[test]

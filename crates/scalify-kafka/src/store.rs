@@ -89,12 +89,14 @@ impl DurableStore {
         }
     }
 
-    /// Produces, deposits and publishes `message` in the background of the caller (which may
-    /// stop waiting): this runs to completion whatever the caller does.
+    /// Produces, deposits and publishes `message` (whose record is `payload`) in the
+    /// background of the caller (which may stop waiting): this runs to completion whatever
+    /// the caller does.
     fn start_producing(
         &self,
         room_id: Id,
         message: Message,
+        payload: Vec<u8>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> (watch::Receiver<Option<Message>>, Arc<AtomicU8>) {
         let (tx, rx) = watch::channel(None);
@@ -111,11 +113,10 @@ impl DurableStore {
         let flag = state.clone();
         self.producing.spawn(async move {
             let _permit = permit;
-            let payload = record::encode(room_id, &message);
             // Fails only when the node shuts down before the broker confirms.
             let produced = ingest.produce(&room_id.to_string(), &payload).await;
             let deposited = match &produced {
-                Ok(_) => deposit(&ledger, room_id, message.seq, &payload).await,
+                Ok(_) => deposit(&ledger, room_id, &message, &payload).await,
                 Err(_) => Ok(()),
             };
             if let Ok(mut p) = pending.lock() {
@@ -123,7 +124,7 @@ impl DurableStore {
             }
             if let Err(e) = produced {
                 tracing::error!(error = %e, room = %message.room, seq = message.seq,
-                    "message never confirmed (node shutting down): its seq stays unused");
+                    "message never confirmed (node shutting down): a retry of its sender produces it");
                 return;
             }
             metrics::counter!("scalify_kafka_produced_total").increment(1);
@@ -149,8 +150,21 @@ impl DurableStore {
         (rx, state)
     }
 
-    /// The message a repeated (sender, client_id) was given, wherever it is now.
-    async fn repeat(&self, room: &Room, seq: u64) -> StoreResult<Appended> {
+    /// The message a repeated (sender, client_id) was given, wherever it is now. `unconfirmed`:
+    /// its record, when the ledger has no confirmation of it yet.
+    ///
+    /// Such a message is produced again from that record when this node is not producing it
+    /// and no store has it: its producer may be gone (killed, stopped while the broker was
+    /// away) or may never have started (Redis's answer to the allocation was lost). If the
+    /// first copy did reach the topic, the persister stores the message once (same id at the
+    /// same seq is a redelivery) and the window holds one entry per seq.
+    async fn repeat(
+        &self,
+        room: &Room,
+        seq: u64,
+        unconfirmed: Option<Vec<u8>>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> StoreResult<Appended> {
         let duplicate = |message| Appended {
             message,
             duplicate: true,
@@ -159,6 +173,7 @@ impl DurableStore {
             if let Some(m) = self.wait_confirmed(done).await {
                 return Ok(duplicate(m));
             }
+            return Err(not_yet_confirmed());
         }
         if let Some(m) = self.ledger.at(room.id, seq).await? {
             return Ok(duplicate(m));
@@ -172,10 +187,63 @@ impl DurableStore {
         {
             return Ok(duplicate(m));
         }
-        Err(DurableError::NotYetConfirmed(
-            "this message is still waiting for the Kafka broker's confirmation; retry with the same client_id".into(),
-        )
-        .into())
+        let Some(payload) = unconfirmed else {
+            return Err(not_yet_confirmed());
+        };
+        let message = match record::decode(&payload) {
+            Ok(rm) if rm.room_id == room.id && rm.message.seq == seq => rm.message,
+            Ok(_) => {
+                return Err(DurableError::Corrupt(
+                    "an unconfirmed record in Redis names another message".into(),
+                )
+                .into())
+            }
+            Err(e) => {
+                return Err(
+                    DurableError::Corrupt(format!("an unconfirmed record in Redis: {e}")).into(),
+                )
+            }
+        };
+        metrics::counter!("scalify_kafka_reproduced_total").increment(1);
+        tracing::info!(room = %message.room, seq, "producing an unconfirmed message again for its sender's retry");
+        // Nobody has broadcast it: whoever confirms it does, as for a first send.
+        let (done, state) = self.start_producing(room.id, message, payload, permit);
+        self.answer(done, state).await
+    }
+
+    /// The sender's answer once `done` confirms the message, or an error ack after the ack
+    /// timeout (the producing task then broadcasts it when confirmed).
+    async fn answer(
+        &self,
+        done: watch::Receiver<Option<Message>>,
+        state: Arc<AtomicU8>,
+    ) -> StoreResult<Appended> {
+        let confirmed = match self.wait_confirmed(done.clone()).await {
+            Some(m) => Some(m),
+            // Confirmed just as the wait ended: then the sender still gets it.
+            None => match state.compare_exchange(
+                WAITING,
+                ABANDONED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => None,
+                Err(_) => done.borrow().clone(),
+            },
+        };
+        match confirmed {
+            Some(message) => Ok(Appended {
+                message,
+                duplicate: false,
+            }),
+            None => {
+                metrics::counter!("scalify_kafka_ack_timeouts_total").increment(1);
+                Err(DurableError::NotYetConfirmed(
+                    "the Kafka broker has not confirmed the message yet; retry with the same client_id".into(),
+                )
+                .into())
+            }
+        }
     }
 
     async fn window_last_seq(&self, room: &mut Room) -> StoreResult<()> {
@@ -186,14 +254,26 @@ impl DurableStore {
     }
 }
 
+fn not_yet_confirmed() -> scalify_store::StoreError {
+    DurableError::NotYetConfirmed(
+        "this message is still waiting for the Kafka broker's confirmation; retry with the same client_id".into(),
+    )
+    .into()
+}
+
 /// Puts a confirmed message in the recent window, retrying while Redis is away (the message
 /// is already durable in Kafka; the ack waits for this so reads can see it). Gives up after
 /// about a minute: the persister still stores the message, and the sender (long timed out)
 /// finds it with a retry once it is in the database.
-async fn deposit(ledger: &Ledger, room: Id, seq: u64, record: &[u8]) -> Result<(), DurableError> {
+async fn deposit(
+    ledger: &Ledger,
+    room: Id,
+    message: &Message,
+    record: &[u8],
+) -> Result<(), DurableError> {
     let mut attempt = 0;
     loop {
-        match ledger.deposit(room, seq, record.to_vec()).await {
+        match ledger.deposit(room, message, record.to_vec()).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt >= 60 => return Err(e),
             Err(e) => {
@@ -313,59 +393,45 @@ impl Store for DurableStore {
             kind: RoomKind::Public,
             last_seq: 0,
         };
-        let allocation = self
-            .ledger
-            .allocate(new.room_id, new.sender.id, &new.client_id, || async {
-                self.inner
-                    .room(&new.room)
-                    .await
-                    .map_err(|e| {
-                        DurableError::Unavailable(format!("cannot seed the room's seq: {e}"))
-                    })?
-                    .map(|r| r.last_seq)
-                    .ok_or_else(|| DurableError::Unavailable("the room vanished".into()))
-            })
-            .await?;
-        let seq = match allocation {
-            Allocation::Repeat(seq) => return self.repeat(&room, seq).await,
-            Allocation::Fresh(seq) => seq,
-        };
-        let message = Message {
+        let mut message = Message {
             id: Id::new(),
             room: new.room,
-            seq,
+            seq: 0,
             sender: new.sender,
             text: new.text,
             client_id: new.client_id,
             ts: scalify_core::now_ms(),
         };
-        let (done, state) = self.start_producing(new.room_id, message, permit);
-        let confirmed = match self.wait_confirmed(done.clone()).await {
-            Some(m) => Some(m),
-            // Confirmed just as the wait ended: then the sender still gets it.
-            None => match state.compare_exchange(
-                WAITING,
-                ABANDONED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => None,
-                Err(_) => done.borrow().clone(),
-            },
-        };
-        match confirmed {
-            Some(message) => Ok(Appended {
-                message,
-                duplicate: false,
-            }),
-            None => {
-                metrics::counter!("scalify_kafka_ack_timeouts_total").increment(1);
-                Err(DurableError::NotYetConfirmed(
-                    "the Kafka broker has not confirmed the message yet; retry with the same client_id".into(),
-                )
-                .into())
+        let draft = record::draft(new.room_id, &message);
+        let allocation = self
+            .ledger
+            .allocate(
+                new.room_id,
+                message.sender.id,
+                &message.client_id,
+                draft.clone(),
+                || async {
+                    self.inner
+                        .room(&room.name)
+                        .await
+                        .map_err(|e| {
+                            DurableError::Unavailable(format!("cannot seed the room's seq: {e}"))
+                        })?
+                        .map(|r| r.last_seq)
+                        .ok_or_else(|| DurableError::Unavailable("the room vanished".into()))
+                },
+            )
+            .await?;
+        let seq = match allocation {
+            Allocation::Repeat(seq) => return self.repeat(&room, seq, None, permit).await,
+            Allocation::Unconfirmed(seq, record) => {
+                return self.repeat(&room, seq, Some(record), permit).await
             }
-        }
+            Allocation::Fresh(seq) => seq,
+        };
+        message.seq = seq;
+        let (done, state) = self.start_producing(new.room_id, message, draft.with_seq(seq), permit);
+        self.answer(done, state).await
     }
 
     async fn history(

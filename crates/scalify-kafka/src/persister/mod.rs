@@ -135,6 +135,11 @@ pub struct Persister {
     /// Replaced when it cannot answer (its connections may be as dead as the consumer's).
     observer: Mutex<Arc<BaseConsumer>>,
     status: Arc<Mutex<PersisterStatus>>,
+    /// Window entries written to the database whose trim failed, for the next batch's trim.
+    untrimmed: Mutex<Vec<(Id, u64)>>,
+    /// Pauses since the last batch written ([`Persister::pause_until_healthy`] waits longer
+    /// for each).
+    pauses_in_a_row: std::sync::atomic::AtomicU32,
 }
 
 impl Persister {
@@ -166,6 +171,8 @@ impl Persister {
             dead_letters,
             observer: Mutex::new(Arc::new(observer)),
             status: Arc::new(Mutex::new(status)),
+            untrimmed: Mutex::new(Vec::new()),
+            pauses_in_a_row: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -361,7 +368,10 @@ impl Persister {
                 Step::Wrote(lane, result) => {
                     lanes[lane].writing = None;
                     match result {
-                        Ok(done) => self.store_offsets(consumer, shared, done, &mut frontier),
+                        Ok(done) => {
+                            self.pauses_in_a_row.store(0, Ordering::Release);
+                            self.store_offsets(consumer, shared, done, &mut frontier)
+                        }
                         Err(e) => {
                             // The other lanes' writes finish first (what they wrote is kept).
                             // What was read behind the failed batch is dropped too: the seek

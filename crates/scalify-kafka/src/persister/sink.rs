@@ -7,6 +7,9 @@ use super::*;
 /// Window messages written per transaction by [`Persister::rescue_windows`].
 pub(super) const RESCUE_PAGE: u32 = 1000;
 
+/// Most (room, seq) window entries kept for a later trim while Redis refuses trims.
+pub(super) const UNTRIMMED_MAX: usize = 1_000_000;
+
 /// Writes `rows` in one transaction, or — when the database refuses the batch (not a
 /// connection problem) — row by row, so one bad message cannot stall the others. Returns
 /// what was written and the rows refused (index into `rows`, the database's reason).
@@ -33,6 +36,17 @@ pub(super) async fn persist_rows(
             Ok((total, refused))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// How long a pause waits before its next probe of the database: 50 ms doubling to 5 s, then
+/// — for pauses that keep coming back with nothing written between them — up to 60 s.
+pub(super) fn pause_delay(attempt: u32) -> Duration {
+    if attempt < 8 {
+        backoff(attempt, Duration::from_secs(5))
+    } else {
+        Duration::from_secs(5u64.saturating_mul(1 << (attempt - 8).min(4)))
+            .min(Duration::from_secs(60))
     }
 }
 
@@ -68,12 +82,9 @@ impl Persister {
             let e = next.entry(p).or_insert(o + 1);
             *e = (*e).max(o + 1);
         }
-        // The window keeps everything up to each room's newest seq written here.
-        let mut newest: HashMap<Id, u64> = HashMap::new();
-        for c in &batch {
-            let e = newest.entry(c.room).or_default();
-            *e = (*e).max(c.message.seq);
-        }
+        // Exactly the messages of this batch leave the windows (a lower seq of the same room
+        // may still be on its way: records of one room reach the topic out of seq order).
+        let mut written: Vec<(Id, u64)> = batch.iter().map(|c| (c.room, c.message.seq)).collect();
         let positions: Vec<(i32, i64)> = batch.iter().map(|c| (c.partition, c.offset)).collect();
         let rows: Vec<(Id, Message)> = batch.into_iter().map(|c| (c.room, c.message)).collect();
         // The database's part runs as a task of its own: a write dropped while it runs (by the
@@ -127,10 +138,26 @@ impl Persister {
                 "records were missing from the broker: wrote the recent windows to the database"
             );
         }
-        // A failed trim is redone by the room's next batch: trimming is "everything up to seq".
-        let newest: Vec<(Id, u64)> = newest.into_iter().collect();
-        if let Err(e) = self.ledger.trim(&newest).await {
+        // A failed trim is tried again with the next batch (a message left in the window is
+        // read twice and shown once, but holds Redis memory).
+        let mut untrimmed = self
+            .untrimmed
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default();
+        written.append(&mut untrimmed);
+        if let Err(e) = self.ledger.trim(&written).await {
             tracing::warn!(error = %e, "cannot trim the recent window (retried with the next batch)");
+            if let Ok(mut u) = self.untrimmed.lock() {
+                if u.len() + written.len() <= UNTRIMMED_MAX {
+                    u.append(&mut written);
+                } else {
+                    tracing::error!(
+                        dropped = written.len(),
+                        "too many untrimmed window entries: these stay in Redis (read twice, shown once)"
+                    );
+                }
+            }
         }
         let (persisted, dead_n) = (outcome.inserted as u64, dead.len() as u64);
         self.update(|s| {
@@ -141,12 +168,12 @@ impl Persister {
     }
 
     /// Writes every message of every room's recent window to the database, and returns how
-    /// many were not there yet. Why: when records went missing from the broker (a hole that
-    /// reached offset 0 — deleted by retention before they were written), their messages'
-    /// only copy left is in the windows, and the trim after the next batch (everything up to
-    /// each room's newest seq written) would drop them. The write is idempotent: what is
-    /// stored already is found stored. A window message the database refuses (say, its seq
-    /// holds another message) is logged and not written.
+    /// many were not there yet, trimming what it wrote. Why: when records went missing from
+    /// the broker (a hole that reached offset 0 — deleted by retention before they were
+    /// written), their messages' only copy left is in the windows, and no batch will ever
+    /// write them. The write is idempotent: what is stored already is found stored. A window
+    /// message the database refuses (say, its seq holds another message) is logged, not
+    /// written, and trimmed.
     pub(super) async fn rescue_windows(&self) -> Result<u64, StoreError> {
         let unavailable = |e: DurableError| StoreError::Unavailable(e.to_string());
         let mut saved = 0u64;
@@ -173,6 +200,16 @@ impl Persister {
                 for m in &outcome.conflicts {
                     tracing::error!(%room, seq = m.seq, id = %m.id,
                         "a recent window's message conflicts with the database: not written");
+                }
+                // Handled, like a batch's rows: stored now (or found stored), or reported above.
+                let handled: Vec<(Id, u64)> = rows.iter().map(|(r, m)| (*r, m.seq)).collect();
+                if let Err(e) = self.ledger.trim(&handled).await {
+                    tracing::warn!(error = %e, "cannot trim the recent window (retried with the next batch)");
+                    if let Ok(mut u) = self.untrimmed.lock() {
+                        if u.len() + handled.len() <= UNTRIMMED_MAX {
+                            u.extend(handled);
+                        }
+                    }
                 }
                 if !full {
                     break;
@@ -283,9 +320,13 @@ impl Persister {
                 tracing::error!(error = %e, "cannot pause partitions");
             }
         }
-        let mut attempt = 0;
+        // Pauses in a row with no batch written between them: a failure the database probe
+        // cannot see (the dead-letter topic refusing records, a batch the database fails on
+        // every time) must not turn into a tight pause-resume loop.
+        let again = self.pauses_in_a_row.fetch_add(1, Ordering::AcqRel);
+        let mut attempt = again;
         loop {
-            let delay = backoff(attempt, Duration::from_secs(5));
+            let delay = pause_delay(attempt);
             let until = Instant::now() + delay;
             // Keep polling while waiting: it serves rebalances and keeps us in the group.
             // Anything still delivered (fetched before the pause) is dropped; the seek below
@@ -324,14 +365,24 @@ impl Persister {
         let committed = waiting_on_broker(|| consumer.committed(Duration::from_secs(5))).ok();
         for e in assignment.elements() {
             let p = e.partition();
-            let offset = match frontier.get(&p) {
-                Some(o) => Offset::Offset(*o),
-                None => committed
-                    .as_ref()
-                    .and_then(|c| c.find_partition(e.topic(), p))
+            let offset = match (frontier.get(&p), &committed) {
+                (Some(o), _) => Offset::Offset(*o),
+                (None, Some(c)) => c
+                    .find_partition(e.topic(), p)
                     .map(|c| c.offset())
                     .filter(|o| matches!(o, Offset::Offset(_)))
+                    // The group never committed this partition: it starts at the beginning.
                     .unwrap_or(Offset::Beginning),
+                // Neither this consumer's progress nor the group's is known: reading the
+                // partition from its beginning would replay all of it. A new consumer starts
+                // at the group's committed offsets once the broker answers.
+                (None, None) => {
+                    tracing::error!(
+                        partition = p,
+                        "cannot read the group's committed offsets; re-creating the consumer"
+                    );
+                    return Resumed::Recreate;
+                }
             };
             let from = match offset {
                 Offset::Offset(o) => Offset::Offset(continuity.start(p, o)),
@@ -355,5 +406,23 @@ impl Persister {
         self.update(|s| s.paused = false);
         tracing::info!("PostgreSQL is back: persister resumed from the first unwritten offset");
         Resumed::Yes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_that_keep_coming_back_wait_longer_up_to_a_minute() {
+        assert_eq!(pause_delay(0), Duration::from_millis(50));
+        assert_eq!(pause_delay(7), Duration::from_secs(5));
+        assert_eq!(pause_delay(8), Duration::from_secs(5));
+        assert_eq!(pause_delay(9), Duration::from_secs(10));
+        assert_eq!(pause_delay(12), Duration::from_secs(60));
+        assert_eq!(pause_delay(u32::MAX), Duration::from_secs(60));
+        // Twenty pauses in a row spend minutes, not a second, probing.
+        let total: Duration = (0..20).map(pause_delay).sum();
+        assert!(total > Duration::from_secs(300), "{total:?}");
     }
 }

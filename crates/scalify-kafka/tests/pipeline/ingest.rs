@@ -21,12 +21,16 @@ async fn ingest_confirms_concurrent_sends_once_each_in_key_order() {
         let ingest = ingest.clone();
         senders.push(tokio::spawn(async move {
             let key = format!("room-{k}");
-            let mut confirmed = Vec::new();
-            for i in 0..PER_KEY {
-                let payload = format!("{key}/{i}");
-                confirmed.push(ingest.produce(&key, payload.as_bytes()).await.unwrap());
-            }
-            confirmed
+            // All of one key's sends in flight at once, handed to the producer in order (as a
+            // room's sends from many connections are): the broker must keep that order.
+            let payloads: Vec<String> = (0..PER_KEY).map(|i| format!("{key}/{i}")).collect();
+            futures_util::future::join_all(
+                payloads.iter().map(|p| ingest.produce(&key, p.as_bytes())),
+            )
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
         }));
     }
     let mut all = Vec::new();

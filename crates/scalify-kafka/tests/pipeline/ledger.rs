@@ -11,19 +11,22 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     let c1 = ClientId::parse("a").unwrap();
     // The first allocation seeds the counter from the database's newest seq.
     let got = ledger
-        .allocate(room, sender, &c1, || async { Ok(41) })
+        .allocate(room, sender, &c1, draft(), || async { Ok(41) })
         .await
         .unwrap();
     assert_eq!(got, Allocation::Fresh(42));
     let seeded_again = std::sync::atomic::AtomicBool::new(false);
     let got = ledger
-        .allocate(room, sender, &c1, || async {
+        .allocate(room, sender, &c1, draft(), || async {
             seeded_again.store(true, std::sync::atomic::Ordering::SeqCst);
             Ok(0)
         })
         .await
         .unwrap();
-    assert_eq!(got, Allocation::Repeat(42), "same client_id: same seq");
+    assert!(
+        matches!(got, Allocation::Unconfirmed(42, _)),
+        "same client_id, not deposited yet: same seq, and its record ({got:?})"
+    );
     assert!(!seeded_again.load(std::sync::atomic::Ordering::SeqCst));
     let got = allocate(&ledger, room, sender, "b").await.unwrap();
     assert_eq!(got, Allocation::Fresh(43));
@@ -35,12 +38,9 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
         username: "alice".into(),
     };
     for seq in [42, 43] {
+        let m = message(&name, seq, &who, &format!("c{seq}"));
         ledger
-            .deposit(
-                room,
-                seq,
-                record::encode(room, &message(&name, seq, &who, &format!("c{seq}"))),
-            )
+            .deposit(room, &m, record::encode(room, &m))
             .await
             .unwrap();
     }
@@ -55,6 +55,67 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     assert_eq!(ledger.windowed_rooms().await.unwrap(), [room]);
     ledger.trim(&[(room, 42)]).await.unwrap();
     assert_eq!(seqs(ledger.after(room, 0, 10).await.unwrap()), [43]);
+}
+
+/// Records of one room reach the topic out of seq order: a batch that wrote seq 11 trims 11,
+/// and seq 10 (on its way to the database in a later batch) stays readable.
+#[tokio::test]
+async fn trimming_drops_exactly_the_seqs_written() {
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+    let room = Id::new();
+    let name = RoomName::parse("w").unwrap();
+    let who = UserRef {
+        id: Id::new(),
+        username: "alice".into(),
+    };
+    for seq in [9, 10, 11, 12, 13] {
+        let m = message(&name, seq, &who, &format!("c{seq}"));
+        ledger
+            .deposit(room, &m, record::encode(room, &m))
+            .await
+            .unwrap();
+    }
+    ledger.trim(&[(room, 11), (room, 9)]).await.unwrap();
+    let seqs = |v: Vec<Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(ledger.after(room, 0, 10).await.unwrap()), [10, 12, 13]);
+    ledger.trim(&[(room, 13), (room, 12)]).await.unwrap();
+    assert_eq!(seqs(ledger.after(room, 0, 10).await.unwrap()), [10]);
+}
+
+/// A retry finds the record of a message whose producer never confirmed it (the node died
+/// or stopped, or Redis's answer was lost): exactly the record allocated, until its deposit.
+#[tokio::test]
+async fn an_unconfirmed_allocation_keeps_its_record_until_deposited() {
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+    let (room, sender) = (Id::new(), Id::new());
+    let name = RoomName::parse("w").unwrap();
+    let who = UserRef {
+        id: sender,
+        username: "alice".into(),
+    };
+    let mut m = message(&name, 0, &who, "x");
+    let draft = record::draft(room, &m);
+    let cid = ClientId::parse("x").unwrap();
+    let got = ledger
+        .allocate(room, sender, &cid, draft.clone(), || async { Ok(6) })
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Fresh(7));
+    m.seq = 7;
+    let record = record::encode(room, &m);
+    let again = ledger
+        .allocate(room, sender, &cid, draft.clone(), || async { Ok(0) })
+        .await
+        .unwrap();
+    assert_eq!(again, Allocation::Unconfirmed(7, record.clone()));
+    ledger.deposit(room, &m, record).await.unwrap();
+    let confirmed = ledger
+        .allocate(room, sender, &cid, draft, || async { Ok(0) })
+        .await
+        .unwrap();
+    assert_eq!(confirmed, Allocation::Repeat(7));
 }
 
 #[tokio::test]
@@ -76,12 +137,9 @@ async fn ledger_refuses_sends_when_the_window_is_full() {
         else {
             panic!("expected a fresh seq")
         };
+        let m = message(&name, seq, &who, &format!("c{i}"));
         ledger
-            .deposit(
-                room,
-                seq,
-                record::encode(room, &message(&name, seq, &who, &format!("c{i}"))),
-            )
+            .deposit(room, &m, record::encode(room, &m))
             .await
             .unwrap();
     }

@@ -51,8 +51,20 @@ pub(super) async fn allocate(
 ) -> Result<Allocation, scalify_kafka::DurableError> {
     let cid = ClientId::parse(client_id).unwrap();
     ledger
-        .allocate(room, sender, &cid, || async { Ok(0) })
+        .allocate(room, sender, &cid, draft(), || async { Ok(0) })
         .await
+}
+
+/// Some message's record without its seq (what allocation keeps until the deposit).
+pub(super) fn draft() -> record::Draft {
+    let who = UserRef {
+        id: Id::new(),
+        username: "alice".into(),
+    };
+    record::draft(
+        Id::new(),
+        &message(&RoomName::parse("w").unwrap(), 1, &who, "d"),
+    )
 }
 
 /// Alice and the public room `general` she is in.
