@@ -17,8 +17,10 @@ after(async () => { await server.stop(); server.cleanup(); });
 test('--admins binds the role to the account holding the name when the node starts; a name with no account stops the start', async () => {
   // A name nobody holds: the node refuses to start, so nobody can claim the role by
   // registering the name before some later restart.
+  await server.stop();
   await assert.rejects(startServer({ dataDir: server.dir, args: [...args, '--admins', `${name}x`] }),
     (err) => err.message.includes(`--admins names '${name}x', which is no account`));
+  server = await startServer({ dataDir: server.dir, args });
   // The operator registers the account first (any case: names are case-insensitive) …
   const created = await api(server.url, 'POST', '/api/auth/register', { username: name.toUpperCase(), password: 'correct-horse' });
   assert.equal(created.status, 201);
