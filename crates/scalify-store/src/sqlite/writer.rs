@@ -185,9 +185,31 @@ impl Writer {
         }
         let mut done = Vec::with_capacity(batch.len());
         let mut touched: HashMap<Id, u64> = HashMap::new();
-        for op in batch.drain(..) {
+        let mut ops = batch.drain(..);
+        for op in ops.by_ref() {
             done.push(self.apply(op, &mut touched));
+            // On some errors (disk full, I/O error, out of memory) SQLite rolls the whole
+            // transaction back by itself; the next statements would then each commit on their
+            // own, and the batch's earlier operations be lost while reported done.
+            if self.conn.is_autocommit() {
+                let msg = "the database rolled the transaction back (disk full or I/O error); nothing of it is stored";
+                let not_run: Vec<WriteOp> = ops.by_ref().collect();
+                drop(ops);
+                metrics::counter!("scalify_store_batch_failures_total", "engine" => "sqlite")
+                    .increment(1);
+                tracing::error!(
+                    ops = done.len() + not_run.len(),
+                    "write batch rolled back by SQLite"
+                );
+                self.seq_cache.clear();
+                done.into_iter().for_each(|d| d.fail(msg));
+                not_run
+                    .into_iter()
+                    .for_each(|op| op.into_unfinished().fail(msg));
+                return;
+            }
         }
+        drop(ops);
         let result = self.store_seqs(&touched).and_then(|()| {
             self.conn.execute_batch("COMMIT")?;
             Ok(())
@@ -552,4 +574,90 @@ impl WriteOp {
 
 pub(super) fn backend_err<T>(msg: &str) -> StoreResult<T> {
     Err(StoreError::Backend(msg.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scalify_core::{ClientId, MessageText, UserRef};
+
+    fn writer(path: &Path) -> Writer {
+        let mut conn = open(path, Durability::Full, false).unwrap();
+        migrate(&mut conn).unwrap();
+        Writer {
+            conn,
+            seq_cache: HashMap::new(),
+            last_checkpoint: std::time::Instant::now(),
+        }
+    }
+
+    /// A batch in which SQLite rolls the transaction back by itself (here the file reaching
+    /// `max_page_count`, as a full disk would) fails as a whole: no operation of it is stored
+    /// or reported done, and the next append takes the next seq, with no hole.
+    #[test]
+    fn a_batch_sqlite_rolls_back_by_itself_fails_whole_with_no_seq_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
+        let user = w
+            .create_user(Username::parse("alice").unwrap(), "h")
+            .unwrap();
+        let room = w
+            .create_room(
+                RoomName::parse("r").unwrap(),
+                RoomKind::Public,
+                &[user.id],
+                false,
+            )
+            .unwrap();
+        let append = |i: usize, text: &str| {
+            let (reply, answer) = oneshot::channel();
+            let op = WriteOp::Append {
+                message: NewMessage {
+                    room_id: room.id,
+                    room: room.name.clone(),
+                    sender: UserRef {
+                        id: user.id,
+                        username: "alice".into(),
+                    },
+                    text: MessageText::parse(text, 1 << 20).unwrap(),
+                    client_id: ClientId::parse(&format!("c{i}")).unwrap(),
+                },
+                reply,
+            };
+            (op, answer)
+        };
+        let pages: i64 = w
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        w.conn
+            .execute_batch(&format!("PRAGMA max_page_count = {}", pages + 8))
+            .unwrap();
+        let big = "x".repeat(3000);
+        let (mut batch, mut answers) = (Vec::new(), Vec::new());
+        for i in 0..40 {
+            let (op, answer) = append(i, &big);
+            batch.push(op);
+            answers.push(answer);
+        }
+        w.commit_batch(&mut batch);
+        let outcomes: Vec<bool> = answers
+            .into_iter()
+            .map(|mut a| matches!(a.try_recv(), Ok(Ok(_))))
+            .collect();
+        assert!(outcomes.iter().all(|ok| !ok), "reported done: {outcomes:?}");
+        let stored: i64 = w
+            .conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 0, "nothing of a failed batch is stored");
+
+        w.conn
+            .execute_batch("PRAGMA max_page_count = 1073741823")
+            .unwrap();
+        let (op, mut answer) = append(100, "small");
+        w.commit_batch(&mut vec![op]);
+        let appended = answer.try_recv().unwrap().unwrap();
+        assert_eq!(appended.message.seq, 1);
+    }
 }
