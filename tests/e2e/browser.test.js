@@ -307,6 +307,28 @@ test('the node is stopped (SIGTERM) and restarted while a user sends: every mess
   }
 });
 
+test('messages typed in quick succession are stored and shown in the order typed', async () => {
+  const ann = await newUser(server.url, { name: 'fast' });
+  try {
+    await signUp(ann);
+    const room = uniqueRoom('fast');
+    await ann.page.getByPlaceholder('room-name').fill(room);
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    const texts = Array.from({ length: 25 }, (_, i) => `quick ${i}`);
+    for (const t of texts) await send(ann.page, t);
+    const token = JSON.parse(await ann.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
+    const stored = await eventually(async () => {
+      const r = await api(server.url, 'GET', `/api/rooms/${room}/messages?limit=100`, undefined, token);
+      return r.body.messages?.length === texts.length && r.body.messages;
+    }, 30000, 'every message stored');
+    assert.deepEqual(stored.map((m) => m.text), texts, 'stored in seq order as typed');
+    await ann.page.locator('.msg', { hasText: 'quick 24' }).waitFor();
+    const shown = (await messages(ann.page)).map((t) => t.match(/quick \d+/)?.[0]).filter(Boolean);
+    assert.deepEqual(shown, texts);
+  } finally { await ann.context.close(); }
+});
+
 test('history: scrolling up loads older messages until the beginning', async () => {
   const bot = await register(server.url, 'bot');
   const room = uniqueRoom('long');

@@ -46,6 +46,8 @@ export class ChatClient {
   private socket: Socket;
   private listeners = new Set<() => void>();
   private syncing = new Map<string, Promise<void>>();
+  /** Each room's last send, which the next one waits for. */
+  private sending = new Map<string, Promise<void>>();
   snapshot: Snapshot;
 
   constructor(private session: Session, private onUnauthorized: () => void) {
@@ -118,9 +120,17 @@ export class ChatClient {
   }
 
   private emit<T>(event: string, arg: unknown): Promise<Ack<T>> {
-    return this.socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, arg).catch(() => ({
+    // A connection that closes drops the answers still to come: say so at once rather than
+    // after the timeout (a send is then made again after the reconnect, with its client_id).
+    let onLost = () => {};
+    const lost = new Promise<Ack<T>>((resolve) => {
+      onLost = () => resolve({ ok: false, error: { code: 'timeout', message: 'The connection was lost before the server answered.' } });
+      this.socket.once('disconnect', onLost);
+    });
+    const answered = this.socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, arg).catch(() => ({
       ok: false as const, error: { code: 'timeout', message: 'The server did not answer in time.' },
     }));
+    return Promise.race([answered, lost]).finally(() => this.socket.off('disconnect', onLost));
   }
 
   // ---- rooms ----------------------------------------------------------------------------
@@ -276,8 +286,19 @@ export class ChatClient {
 
   // ---- messages -------------------------------------------------------------------------
 
-  async send(room: string, text: string, clientId: string = crypto.randomUUID(), attempt = 1) {
+  /** Shown at once; sent after the room's previous send has its answer. Two sends in flight
+   * together may be stored in either order (docs/protocol.md), and what a user typed must show
+   * in the order they typed it. */
+  send(room: string, text: string, clientId: string = crypto.randomUUID(), attempt = 1): Promise<void> {
     this.setRoom(room, (r) => (r.outgoing.some((o) => o.client_id === clientId) ? retrySend(r, clientId) : queueSend(r, clientId, text)));
+    const mine = (this.sending.get(room) ?? Promise.resolve()).then(() => this.transmit(room, text, clientId, attempt));
+    const settled = mine.catch(() => {});
+    this.sending.set(room, settled);
+    void settled.then(() => { if (this.sending.get(room) === settled) this.sending.delete(room); });
+    return mine;
+  }
+
+  private async transmit(room: string, text: string, clientId: string, attempt: number) {
     const r = await this.emit<{ message: Message }>('send', { room, text, client_id: clientId });
     if (r.ok) {
       this.setRoom(room, (x) => addMessages(x, [r.message], this.snapshot.me.id));
