@@ -130,6 +130,12 @@ impl Persister {
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         }
+        // Counted once committed (and dead-lettered), before the windows' housekeeping.
+        let (persisted, dead_n) = (outcome.inserted as u64, dead.len() as u64);
+        self.update(|s| {
+            s.persisted += persisted;
+            s.dead_lettered += dead_n;
+        });
         if rescue {
             let saved = self.rescue_windows().await?;
             metrics::counter!("scalify_persister_rescued_total").increment(saved);
@@ -159,11 +165,6 @@ impl Persister {
                 }
             }
         }
-        let (persisted, dead_n) = (outcome.inserted as u64, dead.len() as u64);
-        self.update(|s| {
-            s.persisted += persisted;
-            s.dead_lettered += dead_n;
-        });
         Ok(Written { next })
     }
 
