@@ -8,7 +8,7 @@
 //! realtime contract, each a few lines of parse → call → ack, and read best side by side.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use scalify_core::{ChatError, HistoryQuery, Id, Message, Room, RoomName, SyncRequest, UserRef};
@@ -268,11 +268,10 @@ struct Conn {
     user: UserRef,
     /// The transport at handshake (the `transport` label of the connections gauge).
     transport: &'static str,
-    rooms: Mutex<HashSet<RoomName>>,
-    /// Held by `join`, `leave` and the disconnect handler while they change this connection's
-    /// rooms and presence, so that a join answered after the disconnect ran cannot add a room
-    /// (and a presence) nobody would ever take away. `true` once disconnected.
-    closed: tokio::sync::Mutex<bool>,
+    /// The rooms this connection joined; `None` once it disconnected. Held by `join`, `leave`
+    /// and the disconnect handler across their presence changes, so that a join answered after
+    /// the disconnect ran cannot add a room (and a presence) nobody would ever take away.
+    rooms: tokio::sync::Mutex<Option<HashSet<RoomName>>>,
 }
 
 /// Parses an event's one argument: it must be a JSON object of the expected shape.
@@ -453,8 +452,7 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>) {
             let conn = Arc::new(Conn {
                 user,
                 transport,
-                rooms: Mutex::new(HashSet::new()),
-                closed: tokio::sync::Mutex::new(false),
+                rooms: tokio::sync::Mutex::new(Some(HashSet::new())),
             });
             attach_handlers(&s, chat, sequencer, conn);
             Ok::<(), Refused>(())
@@ -571,14 +569,8 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
     s.on_disconnect(move || async move {
         let Session { chat, conn, .. } = &*session;
         metrics::gauge!("scalify_connections", "transport" => conn.transport).decrement(1.0);
-        let mut closed = conn.closed.lock().await;
-        *closed = true;
-        let rooms: Vec<RoomName> = conn
-            .rooms
-            .lock()
-            .map(|mut r| r.drain().collect())
-            .unwrap_or_default();
-        for room in rooms {
+        let mut rooms = conn.rooms.lock().await;
+        for room in rooms.take().unwrap_or_default() {
             chat.connection_left(&room, &conn.user).await;
         }
         chat.connection_closed(&conn.user).await;
@@ -588,21 +580,16 @@ fn attach_handlers(s: &SocketRef, chat: Arc<Chat>, sequencer: Arc<Sequencer>, co
 async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatError> {
     let arg: RoomArg = parse(d)?;
     let room = h.chat.join(&h.conn.user, &arg.room).await?;
-    let closed = h.conn.closed.lock().await;
-    if *closed {
+    let mut rooms = h.conn.rooms.lock().await;
+    let Some(joined) = rooms.as_mut() else {
         // The membership stands (it is the user's, not the connection's); the connection
         // that asked is gone, and so is whoever would read this answer.
         return Err(ChatError::new(
             scalify_core::ErrorCode::Internal,
             "the connection closed during the join",
         ));
-    }
-    let first = h
-        .conn
-        .rooms
-        .lock()
-        .map(|mut r| r.insert(room.name.clone()))
-        .unwrap_or(false);
+    };
+    let first = joined.insert(room.name.clone());
     // Subscribe first (this connection to the room's local events, this node to the room's
     // channel), then read last_seq: every seq above it arrives live, none is missed in
     // between. Delivery expects seq last_seq + 1 next.
@@ -612,7 +599,7 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatE
     } else {
         h.chat.online(&room.name).await
     };
-    drop(closed);
+    drop(rooms);
     let last_seq = h.chat.last_seq(&room).await?;
     if first {
         h.sequencer.seed(&room.name, last_seq);
@@ -624,14 +611,8 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatE
 async fn leave(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatError> {
     let arg: RoomArg = parse(d)?;
     let name = RoomName::parse(&arg.room)?;
-    let _closed = h.conn.closed.lock().await;
-    let was_in = h
-        .conn
-        .rooms
-        .lock()
-        .map(|mut r| r.remove(&name))
-        .unwrap_or(false);
-    if was_in {
+    let mut rooms = h.conn.rooms.lock().await;
+    if rooms.as_mut().is_some_and(|r| r.remove(&name)) {
         s.leave(name.to_string());
         h.chat.connection_left(&name, &h.conn.user).await;
     }
