@@ -84,7 +84,7 @@ impl Persister {
         }
         // Exactly the messages of this batch leave the windows (a lower seq of the same room
         // may still be on its way: records of one room reach the topic out of seq order).
-        let mut written: Vec<(Id, u64)> = batch.iter().map(|c| (c.room, c.message.seq)).collect();
+        let written: Vec<(Id, u64)> = batch.iter().map(|c| (c.room, c.message.seq)).collect();
         let positions: Vec<(i32, i64)> = batch.iter().map(|c| (c.partition, c.offset)).collect();
         let rows: Vec<(Id, Message)> = batch.into_iter().map(|c| (c.room, c.message)).collect();
         // The database's part runs as a task of its own: a write dropped while it runs (by the
@@ -144,28 +144,31 @@ impl Persister {
                 "records were missing from the broker: wrote the recent windows to the database"
             );
         }
-        // A failed trim is tried again with the next batch (a message left in the window is
-        // read twice and shown once, but holds Redis memory).
-        let mut untrimmed = self
-            .untrimmed
-            .lock()
-            .map(|mut u| std::mem::take(&mut *u))
-            .unwrap_or_default();
-        written.append(&mut untrimmed);
-        if let Err(e) = self.ledger.trim(&written).await {
-            tracing::warn!(error = %e, "cannot trim the recent window (retried with the next batch)");
-            if let Ok(mut u) = self.untrimmed.lock() {
-                if u.len() + written.len() <= UNTRIMMED_MAX {
-                    u.append(&mut written);
-                } else {
-                    tracing::error!(
-                        dropped = written.len(),
-                        "too many untrimmed window entries: these stay in Redis (read twice, shown once)"
-                    );
-                }
+        self.trim_windows(written).await;
+        Ok(Written { next })
+    }
+
+    /// Removes these (room, seq) entries — stored now — from the recent windows, with those
+    /// an earlier trim could not remove. A failed trim is tried again with the next one (an
+    /// entry left in a window is read twice and shown once, but holds Redis memory).
+    async fn trim_windows(&self, mut written: Vec<(Id, u64)>) {
+        if let Ok(mut untrimmed) = self.untrimmed.lock() {
+            written.append(&mut untrimmed);
+        }
+        let Err(e) = self.ledger.trim(&written).await else {
+            return;
+        };
+        tracing::warn!(error = %e, "cannot trim the recent window (retried with the next batch)");
+        if let Ok(mut untrimmed) = self.untrimmed.lock() {
+            if untrimmed.len() + written.len() <= UNTRIMMED_MAX {
+                untrimmed.append(&mut written);
+            } else {
+                tracing::error!(
+                    dropped = written.len(),
+                    "too many untrimmed window entries: these stay in Redis (read twice, shown once)"
+                );
             }
         }
-        Ok(Written { next })
     }
 
     /// Writes every message of every room's recent window to the database, and returns how
@@ -203,15 +206,8 @@ impl Persister {
                         "a recent window's message conflicts with the database: not written");
                 }
                 // Handled, like a batch's rows: stored now (or found stored), or reported above.
-                let handled: Vec<(Id, u64)> = rows.iter().map(|(r, m)| (*r, m.seq)).collect();
-                if let Err(e) = self.ledger.trim(&handled).await {
-                    tracing::warn!(error = %e, "cannot trim the recent window (retried with the next batch)");
-                    if let Ok(mut u) = self.untrimmed.lock() {
-                        if u.len() + handled.len() <= UNTRIMMED_MAX {
-                            u.extend(handled);
-                        }
-                    }
-                }
+                self.trim_windows(rows.iter().map(|(r, m)| (*r, m.seq)).collect())
+                    .await;
                 if !full {
                     break;
                 }
