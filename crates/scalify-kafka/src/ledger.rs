@@ -77,13 +77,6 @@ redis.call('SET', KEYS[2], seq .. ':' .. ARGV[3] .. seq .. ARGV[4], 'EX', ARGV[1
 return {0, seq}
 ";
 
-/// The script's source, for `SCRIPT LOAD` after Redis forgot it.
-const SOURCES: [&str; 1] = [ALLOCATE];
-
-struct Scripts {
-    allocate: redis::Script,
-}
-
 /// One command waiting for the next pipeline.
 enum Op {
     /// The ALLOCATE script: keys and args, answered with (code, seq).
@@ -132,11 +125,9 @@ impl Ledger {
     pub fn new(conn: ConnectionManager, config: LedgerConfig) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
         let rx = Arc::new(AsyncMutex::new(rx));
-        let scripts = Arc::new(Scripts {
-            allocate: redis::Script::new(ALLOCATE),
-        });
+        let script = Arc::new(redis::Script::new(ALLOCATE));
         for _ in 0..PIPELINERS {
-            tokio::spawn(pipeliner(conn.clone(), rx.clone(), scripts.clone()));
+            tokio::spawn(pipeliner(conn.clone(), rx.clone(), script.clone()));
         }
         Ledger {
             conn,
@@ -169,7 +160,7 @@ impl Ledger {
         room: Id,
         sender: Id,
         client_id: &ClientId,
-        draft: Draft,
+        draft: Arc<Draft>,
         seed: F,
     ) -> Result<Allocation, DurableError>
     where
@@ -177,7 +168,6 @@ impl Ledger {
         Fut: std::future::Future<Output = Result<u64, DurableError>>,
     {
         let mut seed = Some(seed);
-        let draft = Arc::new(draft);
         loop {
             let started = std::time::Instant::now();
             let (reply, answer) = oneshot::channel();
@@ -458,7 +448,7 @@ fn parse_prior(value: Vec<u8>) -> Result<Allocation, DurableError> {
 async fn pipeliner(
     conn: ConnectionManager,
     rx: Arc<AsyncMutex<mpsc::Receiver<Op>>>,
-    scripts: Arc<Scripts>,
+    script: Arc<redis::Script>,
 ) {
     let mut ops: Vec<Op> = Vec::with_capacity(PIPELINE_MAX);
     loop {
@@ -475,13 +465,13 @@ async fn pipeliner(
                 }
             }
         }
-        run_pipeline(&conn, &scripts, &mut ops).await;
+        run_pipeline(&conn, &script, &mut ops).await;
     }
 }
 
 /// Runs `ops` as one pipeline and answers them (all drained from `ops`). A script that Redis
 /// does not know (it restarted) is loaded and the pipeline sent again, once.
-async fn run_pipeline(conn: &ConnectionManager, scripts: &Scripts, ops: &mut Vec<Op>) {
+async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mut Vec<Op>) {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for op in ops.iter() {
@@ -494,7 +484,7 @@ async fn run_pipeline(conn: &ConnectionManager, scripts: &Scripts, ops: &mut Vec
                 ..
             } => {
                 pipe.cmd("EVALSHA")
-                    .arg(scripts.allocate.get_hash())
+                    .arg(script.get_hash())
                     .arg(3)
                     .arg(&keys[..])
                     .arg(*ttl)
@@ -526,12 +516,13 @@ async fn run_pipeline(conn: &ConnectionManager, scripts: &Scripts, ops: &mut Vec
         if !unknown_script || attempt == 1 {
             break;
         }
-        let mut load = redis::pipe();
-        for source in SOURCES {
-            load.cmd("SCRIPT").arg("LOAD").arg(source);
-        }
         let mut c = conn.clone();
-        if let Err(e) = load.query_async::<Vec<String>>(&mut c).await {
+        if let Err(e) = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(ALLOCATE)
+            .query_async::<String>(&mut c)
+            .await
+        {
             answers = Err(e);
             break;
         }

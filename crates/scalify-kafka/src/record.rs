@@ -95,25 +95,20 @@ impl Draft {
     }
 }
 
-/// The record of `m` (whatever its seq) with the seq left out.
+/// The record of `m` with its seq left out.
 pub fn draft(room_id: Id, m: &Message) -> Draft {
-    let zero = Message {
-        seq: 0,
-        ..m.clone()
-    };
-    let bytes = encode(room_id, &zero);
+    let mut bytes = encode(room_id, m);
     // `seq` follows `room` and precedes `sender_id` in `Record`; inside a JSON string a quote
     // is escaped, so this marker occurs once, where the field is.
-    const FIELD: &[u8] = b",\"seq\":";
-    const MARKER: &[u8] = b",\"seq\":0,\"sender_id\":";
+    let digits = m.seq.to_string();
+    let marker = format!(",\"seq\":{digits},\"sender_id\":");
     let at = bytes
-        .windows(MARKER.len())
-        .position(|w| w == MARKER)
-        .map_or(bytes.len(), |i| i + FIELD.len());
-    Draft {
-        head: bytes[..at].to_vec(),
-        tail: bytes.get(at + 1..).unwrap_or_default().to_vec(),
-    }
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .map_or(bytes.len(), |i| i + ",\"seq\":".len());
+    let tail = bytes.split_off((at + digits.len()).min(bytes.len()));
+    bytes.truncate(at);
+    Draft { head: bytes, tail }
 }
 
 /// Decodes and validates record JSON.

@@ -238,10 +238,7 @@ impl DurableStore {
             }),
             None => {
                 metrics::counter!("scalify_kafka_ack_timeouts_total").increment(1);
-                Err(DurableError::NotYetConfirmed(
-                    "the Kafka broker has not confirmed the message yet; retry with the same client_id".into(),
-                )
-                .into())
+                Err(not_yet_confirmed())
             }
         }
     }
@@ -402,7 +399,7 @@ impl Store for DurableStore {
             client_id: new.client_id,
             ts: scalify_core::now_ms(),
         };
-        let draft = record::draft(new.room_id, &message);
+        let draft = Arc::new(record::draft(new.room_id, &message));
         let allocation = self
             .ledger
             .allocate(

@@ -96,7 +96,7 @@ async fn an_unconfirmed_allocation_keeps_its_record_until_deposited() {
         username: "alice".into(),
     };
     let mut m = message(&name, 0, &who, "x");
-    let draft = record::draft(room, &m);
+    let draft = Arc::new(record::draft(room, &m));
     let cid = ClientId::parse("x").unwrap();
     let got = ledger
         .allocate(room, sender, &cid, draft.clone(), || async { Ok(6) })

@@ -56,15 +56,15 @@ pub(super) async fn allocate(
 }
 
 /// Some message's record without its seq (what allocation keeps until the deposit).
-pub(super) fn draft() -> record::Draft {
+pub(super) fn draft() -> Arc<record::Draft> {
     let who = UserRef {
         id: Id::new(),
         username: "alice".into(),
     };
-    record::draft(
+    Arc::new(record::draft(
         Id::new(),
         &message(&RoomName::parse("w").unwrap(), 1, &who, "d"),
-    )
+    ))
 }
 
 /// Alice and the public room `general` she is in.
