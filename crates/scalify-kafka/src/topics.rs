@@ -18,31 +18,16 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), DurableError> {
         .create()
         .map_err(|e| DurableError::Kafka(format!("cannot create the admin client: {e}")))?;
     let replication = config.replication.max(1);
-    let settings = topic_settings(replication);
-    fn with_settings<'a>(mut topic: NewTopic<'a>, settings: &[(&'a str, &'a str)]) -> NewTopic<'a> {
-        for (k, v) in settings {
-            topic = topic.set(k, v);
-        }
-        topic
-    }
     let topics = [
-        with_settings(
-            NewTopic::new(
-                &config.topic,
-                config.partitions.max(1),
-                TopicReplication::Fixed(replication),
-            ),
-            settings,
-        ),
-        with_settings(
-            NewTopic::new(
-                &config.dead_letter_topic,
-                1,
-                TopicReplication::Fixed(replication),
-            ),
-            settings,
-        ),
-    ];
+        (&config.topic, config.partitions.max(1)),
+        (&config.dead_letter_topic, 1),
+    ]
+    .map(|(name, partitions)| {
+        topic_settings(replication).iter().fold(
+            NewTopic::new(name, partitions, TopicReplication::Fixed(replication)),
+            |topic, (k, v)| topic.set(k, v),
+        )
+    });
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     // While no broker answers, librdkafka keeps trying (so a node started before its brokers
     // comes up with them); say so, or the start looks hung.
