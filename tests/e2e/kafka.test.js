@@ -245,12 +245,25 @@ test('kill -9 the persister mid-batch under traffic, start another: nothing lost
   assert.ok(await p2.metric('scalify_persister_rows_total') > 0, 'the second persister took over');
 }));
 
-test('PostgreSQL down for 12 s under traffic: sends still acked, the persister pauses in its group, then resumes without skipping; a persister started meanwhile waits for it', async () => {
+/**
+ * A private broker and a private PostgreSQL server (for drills that stop it), and settings
+ * that use both; `destroy()` drops them and the cluster's Redis keys.
+ */
+async function privateDurable(options = {}) {
   const broker = await startBroker();
   const pg = await privatePostgres();
-  const c = durableSettings(broker.brokers);
+  const c = durableSettings(broker.brokers, options);
   c.db.drop();
   c.db = { url: pg.url, drop() {} };
+  return {
+    broker, pg, c,
+    async destroy() { pg.destroy(); forgetKeys(c.redisUrl, c.prefix); await broker.destroy(); },
+  };
+}
+
+test('PostgreSQL down for 12 s under traffic: sends still acked, the persister pauses in its group, then resumes without skipping; a persister started meanwhile waits for it', async () => {
+  const env = await privateDurable();
+  const { pg, c } = env;
   const adminName = `kadm${process.pid}`.slice(0, 32);
   // The admin's account exists before the node that names it in --admins starts: such a role
   // needs no database to check, so the admin page works while PostgreSQL is down.
@@ -319,16 +332,13 @@ test('PostgreSQL down for 12 s under traffic: sends still acked, the persister p
     if (late?.stop) await late.stop();
     else if (late) late.then((l) => l.stop('SIGKILL'), () => {});
     await persister.stop();
-    await node.stop(); node.cleanup(); pg.destroy(); forgetKeys(c.redisUrl, c.prefix); await broker.destroy();
+    await node.stop(); node.cleanup(); await env.destroy();
   }
 });
 
 test('two nodes writing one room, the persister at batch size 1, PostgreSQL stopped mid-stream: every acked message stays readable at every instant', async () => {
-  const broker = await startBroker();
-  const pg = await privatePostgres();
-  const c = durableSettings(broker.brokers, { partitions: 1 });
-  c.db.drop();
-  c.db = { url: pg.url, drop() {} };
+  const env = await privateDurable({ partitions: 1 });
+  const { pg, c } = env;
   const nodes = [await startDurableNode(c), await startDurableNode(c)];
   const persister = await startPersister(c, ['--persister-batch', '1', '--persister-writers', '1']);
   const room = uniqueRoom('k1');
@@ -361,16 +371,13 @@ test('two nodes writing one room, the persister at batch size 1, PostgreSQL stop
     for (const p of people) p.socket.close();
     await persister.stop();
     for (const n of nodes) { await n.stop(); n.cleanup(); }
-    pg.destroy(); forgetKeys(c.redisUrl, c.prefix); await broker.destroy();
+    await env.destroy();
   }
 });
 
 test('a persister leaves while PostgreSQL is down: the paused one pauses the partitions the rebalance gives it, and resumes without skipping', async () => {
-  const broker = await startBroker();
-  const pg = await privatePostgres();
-  const c = durableSettings(broker.brokers, { partitions: 4 });
-  c.db.drop();
-  c.db = { url: pg.url, drop() {} };
+  const env = await privateDurable({ partitions: 4 });
+  const { pg, c } = env;
   const node = await startDurableNode(c);
   const first = await startPersister(c);
   const second = await startPersister(c);
@@ -419,7 +426,7 @@ test('a persister leaves while PostgreSQL is down: the paused one pauses the par
     closeAll(pop);
     await first.stop();
     if (!secondStopped) await second.stop();
-    await node.stop(); node.cleanup(); pg.destroy(); forgetKeys(c.redisUrl, c.prefix); await broker.destroy();
+    await node.stop(); node.cleanup(); await env.destroy();
   }
 });
 
