@@ -27,6 +27,7 @@ async fn spawn_node() -> (String, tempfile::TempDir) {
         auth,
         chat,
         TransportConfig::default(),
+        &tokio_util::task::TaskTracker::new(),
     )
     .await
     .expect("build");

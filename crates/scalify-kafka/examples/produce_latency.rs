@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use scalify_kafka::ingest::{Ingest, IngestConfig};
 use scalify_kafka::{topics, KafkaConfig};
+use tokio_util::task::TaskTracker;
 
 /// Width of the windows of the p99 timeline, unless `WINDOW_MS` says otherwise (500 shows
 /// periodic stalls the way `scalify bench`'s half-second timeline does).
@@ -54,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     topics::ensure_topics(&config).await?;
     let topic = config.topic.clone();
-    let ingest = Ingest::new(config, IngestConfig::default())?;
+    let ingest = Ingest::new(config, IngestConfig::default(), TaskTracker::new())?;
     let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     if std::env::var("CONSUME").is_ok_and(|v| v == "1") {
         use rdkafka::consumer::{Consumer, StreamConsumer};

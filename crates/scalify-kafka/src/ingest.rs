@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::producer::AsyncProducer;
 use crate::{backoff, DurableError, KafkaConfig};
@@ -65,6 +66,8 @@ pub struct Ingest {
     last_success: AtomicI64,
     started: Instant,
     stop: CancellationToken,
+    /// Where each producer's report pump runs (the node's supervisor).
+    tasks: TaskTracker,
 }
 
 fn producer_config(config: &KafkaConfig, ingest: &IngestConfig) -> rdkafka::ClientConfig {
@@ -95,8 +98,13 @@ fn producer_config(config: &KafkaConfig, ingest: &IngestConfig) -> rdkafka::Clie
 }
 
 impl Ingest {
-    pub fn new(config: KafkaConfig, ingest: IngestConfig) -> Result<Arc<Self>, DurableError> {
-        let producer = AsyncProducer::create(&producer_config(&config, &ingest))
+    /// The producer's report pump (and a re-created producer's) runs on `tasks`.
+    pub fn new(
+        config: KafkaConfig,
+        ingest: IngestConfig,
+        tasks: TaskTracker,
+    ) -> Result<Arc<Self>, DurableError> {
+        let producer = AsyncProducer::create(&producer_config(&config, &ingest), &tasks)
             .map_err(|e| DurableError::Kafka(format!("cannot create the producer: {e}")))?;
         Ok(Arc::new(Ingest {
             pending: Arc::new(Semaphore::new(ingest.max_pending.max(1))),
@@ -106,6 +114,7 @@ impl Ingest {
             last_success: AtomicI64::new(0),
             started: Instant::now(),
             stop: CancellationToken::new(),
+            tasks,
         }))
     }
 
@@ -136,7 +145,10 @@ impl Ingest {
 
     /// Replaces the producer unless someone already did since `generation`.
     fn recreate(&self, generation: u64, why: &str) {
-        let fresh = match AsyncProducer::create(&producer_config(&self.config, &self.ingest)) {
+        let fresh = match AsyncProducer::create(
+            &producer_config(&self.config, &self.ingest),
+            &self.tasks,
+        ) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot re-create the Kafka producer");
@@ -201,11 +213,13 @@ impl Ingest {
     }
 
     /// Gives up on messages still unconfirmed (called once graceful shutdown's deadline has
-    /// passed), then flushes what librdkafka still holds.
+    /// passed), then flushes what librdkafka still holds, then ends the report pump.
     pub async fn close(&self, flush_for: Duration) {
         self.stop.cancel();
         let (_, producer) = self.current();
-        let _ = tokio::task::spawn_blocking(move || producer.flush(flush_for)).await;
+        let flushing = producer.clone();
+        let _ = tokio::task::spawn_blocking(move || flushing.flush(flush_for)).await;
+        producer.close();
     }
 }
 

@@ -6,9 +6,11 @@
 //! us when its queue of reports becomes non-empty (`rd_kafka_queue_cb_event_enable`, the hook
 //! meant for language bindings, which rust-rdkafka's `StreamConsumer` uses the same way); the
 //! callback only wakes `pump`, a tokio task that serves the reports — one hand-off, and one
-//! fewer thread competing for the cores on the ack path.
+//! fewer thread competing for the cores on the ack path. The pump runs on the node's
+//! supervisor ([`TaskTracker`]), which waits for it on shutdown after the producer is closed.
 
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext, Message};
 use tokio::sync::{oneshot, Notify};
+use tokio_util::task::TaskTracker;
 
 /// What a delivery report says: (partition, offset), or why the message failed.
 pub type Delivered = Result<(i32, i64), KafkaError>;
@@ -50,6 +53,8 @@ pub struct AsyncProducer {
     queue: *mut rdsys::rd_kafka_queue_t,
     /// What the non-empty callback wakes (librdkafka holds a pointer to it).
     wake: Arc<Notify>,
+    /// Set by [`AsyncProducer::close`]: the pump serves what is queued and ends.
+    closed: Arc<AtomicBool>,
 }
 
 // SAFETY: `queue` is a librdkafka queue handle; librdkafka's queue functions are thread-safe,
@@ -66,8 +71,9 @@ unsafe extern "C" fn queue_nonempty(_: *mut rdsys::rd_kafka_t, opaque: *mut c_vo
 }
 
 impl AsyncProducer {
-    /// Creates the producer and starts its pump on the current tokio runtime.
-    pub fn create(config: &ClientConfig) -> Result<Arc<Self>, KafkaError> {
+    /// Creates the producer and starts its pump on `tasks`. The pump ends when the producer
+    /// is closed or dropped.
+    pub fn create(config: &ClientConfig, tasks: &TaskTracker) -> Result<Arc<Self>, KafkaError> {
         let producer: BaseProducer<Reports> = config.create_with_context(Reports)?;
         let wake = Arc::new(Notify::new());
         // SAFETY: the returned queue reference is ours until `rd_kafka_queue_destroy` in drop;
@@ -85,8 +91,13 @@ impl AsyncProducer {
             producer,
             queue,
             wake,
+            closed: Arc::new(AtomicBool::new(false)),
         });
-        tokio::spawn(pump(Arc::downgrade(&this), Arc::clone(&this.wake)));
+        tasks.spawn(pump(
+            Arc::downgrade(&this),
+            Arc::clone(&this.wake),
+            Arc::clone(&this.closed),
+        ));
         // Reports queued before the callback was registered would never trigger it.
         this.wake.notify_one();
         Ok(this)
@@ -114,6 +125,13 @@ impl AsyncProducer {
     /// Waits (blocking) until every queued record has a delivery report, or `timeout`.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(Timeout::After(timeout))
+    }
+
+    /// Ends the pump once it has served the reports queued now (a flush before it serves
+    /// the rest itself). Records queued later get no report.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 
     fn pending_reports(&self) -> usize {
@@ -148,14 +166,15 @@ impl Drop for AsyncProducer {
 }
 
 /// Serves the producer's delivery reports whenever librdkafka says some arrived; ends when
-/// the producer is dropped.
+/// the producer is closed or dropped.
 ///
 /// The callback fires only when the queue goes from empty to non-empty, and `Notify` keeps
 /// one wake-up for a pump that is not waiting yet, so a report is never left unserved: either
 /// the pump sees it while draining, or the queue was empty and the callback wakes it again.
-async fn pump(producer: Weak<AsyncProducer>, wake: Arc<Notify>) {
+async fn pump(producer: Weak<AsyncProducer>, wake: Arc<Notify>, closed: Arc<AtomicBool>) {
     loop {
         wake.notified().await;
+        let closing = closed.load(Ordering::Acquire);
         loop {
             let more = match producer.upgrade() {
                 Some(p) => p.serve(),
@@ -165,6 +184,9 @@ async fn pump(producer: Weak<AsyncProducer>, wake: Arc<Notify>) {
                 break;
             }
             tokio::task::yield_now().await;
+        }
+        if closing {
+            return;
         }
     }
 }

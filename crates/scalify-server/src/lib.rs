@@ -35,6 +35,7 @@ use scalify_service::{Chat, ChatConfig, ClusterLinks};
 use scalify_store::Store;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
 
@@ -107,12 +108,14 @@ pub struct App {
 impl App {
     /// Wires the store and the cluster engines into a service and its transports. With
     /// [`Cluster::Redis`], fails if Redis cannot be reached now (later outages are survived).
+    /// The engines' own tasks (the Redis publisher and subscriber) run on `tasks`.
     pub async fn build(
         store: Arc<dyn Store>,
         cluster: &Cluster,
         auth: Auth,
         chat_config: ChatConfig,
         transport: TransportConfig,
+        tasks: &TaskTracker,
     ) -> Result<App, FanoutError> {
         metrics::handle();
         let (layer, io) = socket::build_io(&transport);
@@ -127,7 +130,7 @@ impl App {
                 let (client, conn) = scalify_fanout::redis::connect(config).await?;
                 tracing::info!(%node, prefix = %config.prefix, "cluster mode: Redis fan-out and presence");
                 (
-                    RedisFanout::start(config, client, conn.clone(), &node, local),
+                    RedisFanout::start(config, client, conn.clone(), &node, local, tasks),
                     Some(ClusterLinks {
                         presence: Arc::new(RedisPresence::new(config, conn.clone(), &node)),
                         registry: Arc::new(RedisRegistry::new(config, conn.clone())),

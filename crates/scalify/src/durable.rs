@@ -19,6 +19,7 @@ use scalify_service::{Chat, Dependency};
 use scalify_store::postgres::PgStore;
 use scalify_store::Store;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{KafkaSettings, Settings};
 use crate::startup::{wait_for_postgres, wait_for_redis};
@@ -51,16 +52,18 @@ async fn ledger(settings: &Settings) -> anyhow::Result<(Ledger, redis::aio::Conn
 
 /// The store of a durable node: PostgreSQL for accounts and rooms, the Kafka pipeline for
 /// messages. Creates the topics if they are missing.
+/// The producer's report pump runs on `tasks`.
 pub async fn open_store(
     settings: &Settings,
     pg: Arc<PgStore>,
+    tasks: &TaskTracker,
 ) -> anyhow::Result<Arc<DurableStore>> {
     let (kafka, _, _) = parts(settings)?;
     ensure_topics(&kafka.config)
         .await
         .context("creating the Kafka topics")?;
     let (ledger, _) = ledger(settings).await?;
-    let ingest = Ingest::new(kafka.config.clone(), kafka.ingest.clone())?;
+    let ingest = Ingest::new(kafka.config.clone(), kafka.ingest.clone(), tasks.clone())?;
     tracing::info!(brokers = %kafka.config.brokers, topic = %kafka.config.topic, "durable mode: messages go through Kafka");
     Ok(Arc::new(DurableStore::new(
         pg as Arc<dyn Store>,
@@ -241,7 +244,7 @@ pub async fn run_persister(settings: Settings, shutdown: CancellationToken) -> a
     }));
     shutdown.cancelled().await;
     tracing::info!("stopping the persister: writing what it has read, committing offsets");
-    supervisor.shutdown().await;
+    supervisor.shutdown(async {}).await;
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -31,6 +31,8 @@ pub struct Node {
     internal_addr: Option<std::net::SocketAddr>,
     /// Started by [`Node::run`], stopped after the transports have drained.
     services: Vec<Box<dyn Service>>,
+    /// Runs the services and the engines' tasks (which start with the engines).
+    supervisor: Supervisor,
     /// The data directory's lock, held until the node is dropped.
     _data_dir: std::fs::File,
 }
@@ -44,6 +46,7 @@ impl Node {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Option<Node>> {
         let data_dir = settings.lock_data_dir()?;
+        let supervisor = Supervisor::new();
         let secret = settings.token_secret()?;
         let auth = Auth::new(&secret, settings.token_ttl).map_err(anyhow::Error::msg)?;
         if let Some(redis) = &settings.redis {
@@ -65,7 +68,7 @@ impl Node {
         let (store, durable, pg): (Arc<dyn Store>, _, _) = match (&settings.kafka, pg) {
             (Some(_), Some(pg)) => {
                 let durable = tokio::select! {
-                    durable = durable::open_store(settings, pg.clone()) => durable?,
+                    durable = durable::open_store(settings, pg.clone(), supervisor.tasks()) => durable?,
                     () = shutdown.cancelled() => return Ok(None),
                 };
                 (durable.clone(), Some(durable), Some(pg))
@@ -88,6 +91,7 @@ impl Node {
             auth,
             settings.chat.clone(),
             settings.transport.clone(),
+            supervisor.tasks(),
         )
         .await
         .context("connecting to Redis")?;
@@ -120,6 +124,7 @@ impl Node {
             app,
             internal_addr,
             services,
+            supervisor,
             _data_dir: data_dir,
         }))
     }
@@ -138,20 +143,19 @@ impl Node {
     /// Serves the node on `listener` until `shutdown` is cancelled, then shuts it down: the
     /// transports drain (in-flight sends answered, the store flushed, connections closed),
     /// then the background services stop (a persister writes what it has read), then the
-    /// engines close.
+    /// engines close and their tasks end.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let chat = self.app.chat.clone();
-        let mut supervisor = Supervisor::new();
+        let mut supervisor = self.supervisor;
         for service in self.services {
             supervisor.start(service);
         }
         let served = scalify_server::run(listener, self.app, shutdown.cancelled_owned()).await;
-        supervisor.shutdown().await;
-        chat.close().await;
+        supervisor.shutdown(chat.close()).await;
         served.context("serving")?;
         tracing::info!("stopped cleanly");
         Ok(())

@@ -1,19 +1,29 @@
-//! The node's background services and the one owner of their lives.
+//! The node's background work and the one owner of its life.
 //!
 //! Every long-running piece of a node that is not a request — the presence keeper, the
-//! broadcaster of late-confirmed messages, a persister and its status announcer, a persister's
-//! HTTP endpoints — is a [`Service`], started by the node's [`Supervisor`], which logs and
-//! counts a failure (`scalify_service_failures_total{service}`) and stops them all on the one
-//! graceful-shutdown path ([`Supervisor::shutdown`]).
+//! broadcaster of late-confirmed messages, a persister (with its watchdog) and its status
+//! announcer, a persister's HTTP endpoints — is a [`Service`], started by the node's
+//! [`Supervisor`], which logs and counts a failure (`scalify_service_failures_total{service}`)
+//! and stops them all on the one graceful-shutdown path ([`Supervisor::shutdown`]).
 //!
-//! An engine's own I/O tasks (the SQLite and PostgreSQL writers, the Redis publisher and
-//! subscriber, the Kafka producer's report pump and the ledger's pipeliner) are not services:
-//! each belongs to its engine, lives exactly as long as it, and ends when the engine is closed
-//! or dropped.
+//! The engines' background tasks — the Redis fan-out's publisher and subscriber, the Kafka
+//! producer's report pump — run on the supervisor's [`Supervisor::tasks`] too. They are not
+//! services because they must outlive them: the services stop first (a persister writes what
+//! it has read, a late confirmation is broadcast), then the engines close, which ends their
+//! tasks, and the supervisor waits for those last. The writers behind the stores (a SQLite
+//! thread, the PostgreSQL and Redis-ledger pipeliners) are each a store's connection rather
+//! than work of the node: they end when their store is dropped.
+
+use std::future::Future;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for the engines' tasks once the engines are closed.
+const ENGINE_TASKS_GRACE: Duration = Duration::from_secs(5);
 
 /// A long-running piece of a node.
 #[async_trait]
@@ -25,10 +35,11 @@ pub trait Service: Send + 'static {
     async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()>;
 }
 
-/// Starts [`Service`]s and stops them together.
+/// Starts [`Service`]s and the engines' tasks, and stops them together.
 pub struct Supervisor {
-    tasks: JoinSet<()>,
+    services: JoinSet<()>,
     cancel: CancellationToken,
+    engine_tasks: TaskTracker,
 }
 
 impl Default for Supervisor {
@@ -40,9 +51,16 @@ impl Default for Supervisor {
 impl Supervisor {
     pub fn new() -> Self {
         Supervisor {
-            tasks: JoinSet::new(),
+            services: JoinSet::new(),
             cancel: CancellationToken::new(),
+            engine_tasks: TaskTracker::new(),
         }
+    }
+
+    /// Where the engines run their background tasks. Each such task ends by itself when its
+    /// engine is closed.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.engine_tasks
     }
 
     /// Runs `service` until [`Supervisor::shutdown`]. A service that fails is logged and
@@ -51,7 +69,7 @@ impl Supervisor {
     pub fn start(&mut self, service: Box<dyn Service>) {
         let name = service.name();
         let cancel = self.cancel.child_token();
-        self.tasks.spawn(async move {
+        self.services.spawn(async move {
             tracing::debug!(service = name, "service started");
             match service.run(cancel).await {
                 Ok(()) => tracing::debug!(service = name, "service stopped"),
@@ -64,15 +82,27 @@ impl Supervisor {
         });
     }
 
-    /// Stops every service and waits until each has returned.
-    pub async fn shutdown(mut self) {
+    /// Stops every service and waits until each has returned; then closes the engines
+    /// (`close_engines`) and waits for the engines' tasks to end.
+    pub async fn shutdown(mut self, close_engines: impl Future<Output = ()>) {
         self.cancel.cancel();
-        while let Some(ended) = self.tasks.join_next().await {
+        while let Some(ended) = self.services.join_next().await {
             if let Err(e) = ended {
                 metrics::counter!("scalify_service_failures_total", "service" => "panicked")
                     .increment(1);
                 tracing::error!(error = %e, "a service panicked");
             }
+        }
+        close_engines.await;
+        self.engine_tasks.close();
+        if tokio::time::timeout(ENGINE_TASKS_GRACE, self.engine_tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                running = self.engine_tasks.len(),
+                "engine tasks still running after their engines closed"
+            );
         }
     }
 }
@@ -115,7 +145,45 @@ mod tests {
         }
         // A failed service does not stop the others.
         tokio::task::yield_now().await;
-        s.shutdown().await;
+        s.shutdown(async {}).await;
         assert_eq!(stopped.load(Ordering::SeqCst), 2);
+    }
+
+    /// The engines close after the services stop, and their tasks are waited for after that:
+    /// a task that ends only when its engine closes is neither cut short nor left running.
+    #[tokio::test]
+    async fn engine_tasks_end_after_the_services_and_the_engines() {
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut s = Supervisor::new();
+        let engine = CancellationToken::new();
+        let (closed, task_order) = (engine.clone(), order.clone());
+        s.tasks().spawn(async move {
+            closed.cancelled().await;
+            task_order.lock().unwrap().push("engine task");
+        });
+        struct Recording(Arc<std::sync::Mutex<Vec<&'static str>>>);
+        #[async_trait]
+        impl Service for Recording {
+            fn name(&self) -> &'static str {
+                "recording"
+            }
+            async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+                cancel.cancelled().await;
+                self.0.lock().unwrap().push("service");
+                Ok(())
+            }
+        }
+        s.start(Box::new(Recording(order.clone())));
+        tokio::task::yield_now().await;
+        let close_order = order.clone();
+        s.shutdown(async move {
+            close_order.lock().unwrap().push("engines closed");
+            engine.cancel();
+        })
+        .await;
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["service", "engines closed", "engine task"]
+        );
     }
 }

@@ -4,96 +4,16 @@
 //! persister (a real Kafka-API broker, Redis and PostgreSQL; `scripts/test.sh` starts the
 //! broker and sets `SCALIFY_TEST_KAFKA_BROKERS`).
 
+mod support;
+
 use std::time::Duration;
 
-use clap::Parser;
-use scalify::config::{Cli, Command};
-use scalify::{Node, Settings};
 use scalify_testkit::{brokers, redis_url, unique, FreshDb, RedisPrefix};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::Connection;
-use tokio_util::sync::CancellationToken;
+use support::{spawn_app, TestApp};
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-struct TestNode {
-    url: String,
-    /// The operator's listener, with `--internal-listen`.
-    internal: Option<String>,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-    running: tokio::task::JoinHandle<anyhow::Result<()>>,
-    data: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// Builds and runs a node from `scalify serve` flags (plus a data directory and a token
-/// secret of its own), on a free port.
-async fn spawn_node(flags: &[&str]) -> TestNode {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("scalify.toml");
-    std::fs::write(&file, format!("token_secret = \"{SECRET}\"\n")).expect("config file");
-    let data = dir.path().join("data");
-    let mut argv = vec![
-        "scalify",
-        "serve",
-        "--config",
-        file.to_str().expect("utf-8 path"),
-        "--data-dir",
-        data.to_str().expect("utf-8 path"),
-        "--rate-limit-per-sec",
-        "0",
-    ];
-    argv.extend_from_slice(flags);
-    let Command::Serve(args) = Cli::parse_from(argv).command else {
-        unreachable!("parsed as serve");
-    };
-    let settings = Settings::load(&args.common, Some(&args)).expect("settings");
-    let shutdown = CancellationToken::new();
-    let node = Node::build(&settings, &shutdown)
-        .await
-        .expect("node")
-        .expect("not shut down while starting");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let internal = node.internal_addr().map(|a| format!("http://{a}"));
-    let running = tokio::spawn(node.run(listener, shutdown.clone()));
-    TestNode {
-        url,
-        internal,
-        http: reqwest::Client::new(),
-        shutdown,
-        running,
-        data,
-        _dir: dir,
-    }
-}
-
-impl TestNode {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Value,
-        token: Option<&str>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(
-                method.parse().expect("method"),
-                format!("{}{path}", self.url),
-            )
-            .json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
+impl TestApp {
     /// A new user and a public room of theirs: (token, room name).
     async fn user_and_room(&self) -> (String, String) {
         self.named_user_and_room(&unique("u").replace('_', ""))
@@ -105,7 +25,7 @@ impl TestNode {
             .call(
                 "POST",
                 "/api/auth/register",
-                json!({"username": username, "password": "password-1"}),
+                Some(json!({"username": username, "password": "password-1"})),
                 None,
             )
             .await;
@@ -116,7 +36,7 @@ impl TestNode {
             .call(
                 "POST",
                 "/api/rooms",
-                json!({"name": room, "kind": "public"}),
+                Some(json!({"name": room, "kind": "public"})),
                 Some(&token),
             )
             .await;
@@ -132,7 +52,7 @@ impl TestNode {
                 .call(
                     "POST",
                     &format!("/api/rooms/{room}/messages"),
-                    json!({"text": format!("m{i}"), "client_id": format!("c{i}")}),
+                    Some(json!({"text": format!("m{i}"), "client_id": format!("c{i}")})),
                     Some(token),
                 )
                 .await;
@@ -147,7 +67,7 @@ impl TestNode {
             .call(
                 "GET",
                 &format!("/api/rooms/{room}/messages?limit=100"),
-                Value::Null,
+                None,
                 Some(token),
             )
             .await;
@@ -159,21 +79,11 @@ impl TestNode {
             .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
             .collect()
     }
-
-    /// Graceful shutdown: `Node::run` returns Ok within 30 s.
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.running)
-            .await
-            .expect("stopped within 30 s")
-            .expect("node task")
-            .expect("node result");
-    }
 }
 
 #[tokio::test]
 async fn an_embedded_node_serves_and_stops_cleanly() {
-    let node = spawn_node(&[]).await;
+    let node = spawn_app(&[]).await;
     let (token, room) = node.user_and_room().await;
     assert_eq!(node.send(&token, &room, 5).await, vec![1, 2, 3, 4, 5]);
     assert_eq!(
@@ -217,9 +127,9 @@ async fn two_cluster_nodes_share_history_tokens_and_the_registry() {
     ];
     // Node A starts before the admin's account exists, so without --admins (a name with no
     // account would stop its start); node B, started after, binds the name to the account.
-    let a = spawn_node(&flags[..6]).await;
+    let a = spawn_app(&flags[..6]).await;
     let (token, room) = a.named_user_and_room(&admin).await;
-    let b = spawn_node(&flags).await;
+    let b = spawn_app(&flags).await;
     assert_eq!(a.send(&token, &room, 3).await, vec![1, 2, 3]);
     // A token from one node is good on the other, and the history is shared.
     assert_eq!(b.history(&token, &room).await, ["m0", "m1", "m2"]);
@@ -227,7 +137,7 @@ async fn two_cluster_nodes_share_history_tokens_and_the_registry() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = b
-            .call("GET", "/api/admin/overview", Value::Null, Some(&token))
+            .call("GET", "/api/admin/overview", None, Some(&token))
             .await;
         assert_eq!(status, 200, "{body}");
         let nodes = body["nodes"].as_array().map(Vec::len).unwrap_or(0);
@@ -249,7 +159,7 @@ async fn two_cluster_nodes_share_history_tokens_and_the_registry() {
 /// one, which also answers `/healthz` and `/readyz` (and nothing else).
 #[tokio::test]
 async fn metrics_move_to_the_internal_listener() {
-    let node = spawn_node(&["--internal-listen", "127.0.0.1:0"]).await;
+    let node = spawn_app(&["--internal-listen", "127.0.0.1:0"]).await;
     let internal = node.internal.clone().expect("an internal listener");
     let get = |url: String| async move {
         let res = reqwest::get(&url).await.expect("request");
@@ -267,7 +177,7 @@ async fn metrics_move_to_the_internal_listener() {
     node.stop().await;
 
     // Without it, /metrics stays where it was.
-    let node = spawn_node(&[]).await;
+    let node = spawn_app(&[]).await;
     assert!(node.internal.is_none());
     assert_eq!(get(format!("{}/metrics", node.url)).await.0, 200);
     node.stop().await;
@@ -292,11 +202,11 @@ async fn a_login_throttle_earned_on_one_cluster_node_holds_on_the_other() {
         "--login-attempts-per-address",
         "4",
     ];
-    let a = spawn_node(&flags).await;
-    let b = spawn_node(&flags).await;
+    let a = spawn_app(&flags).await;
+    let b = spawn_app(&flags).await;
     let name = unique("t").replace('_', "");
     a.named_user_and_room(&name).await;
-    let login = |node: &TestNode, name: &str, password: &str| {
+    let login = |node: &TestApp, name: &str, password: &str| {
         let (node, body) = (
             node.url.clone(),
             json!({"username": name, "password": password}),
@@ -339,7 +249,7 @@ async fn a_durable_node_and_its_persister_write_every_acked_message_to_postgresq
     let prefix = RedisPrefix::new();
     let topic = unique("node");
     let (brokers, redis) = (brokers(), redis_url());
-    let node = spawn_node(&[
+    let node = spawn_app(&[
         "--database-url",
         &db.url,
         "--redis-url",

@@ -69,17 +69,19 @@ pub struct RedisFanout {
 }
 
 impl RedisFanout {
-    /// Starts the fan-out and its subscriber task (which runs until [`Fanout::shutdown`]).
+    /// Starts the fan-out, its publisher and its subscriber on `tasks` (the node's
+    /// supervisor); both run until [`Fanout::shutdown`].
     pub fn start(
         config: &RedisConfig,
         client: redis::Client,
         publisher: ConnectionManager,
         node: &str,
         local: Arc<dyn LocalDelivery>,
+        tasks: &TaskTracker,
     ) -> Arc<Self> {
         let (outbox, queued) = mpsc::channel(OUTBOX_DEPTH);
         let stop = CancellationToken::new();
-        tokio::spawn(publisher_task(publisher.clone(), queued, stop.clone()));
+        tasks.spawn(publisher_task(publisher.clone(), queued, stop.clone()));
         let fanout = Arc::new(RedisFanout {
             node: node.to_owned(),
             prefix: config.prefix.clone(),
@@ -91,7 +93,7 @@ impl RedisFanout {
             subscribed: AtomicBool::new(false),
             stop,
         });
-        tokio::spawn(fanout.clone().subscriber(client));
+        tasks.spawn(fanout.clone().subscriber(client));
         fanout
     }
 

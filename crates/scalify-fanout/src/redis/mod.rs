@@ -37,6 +37,7 @@ use scalify_core::{Id, RoomName, UserRef};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::{ClusterPresence, EventKind, Fanout, FanoutError, LocalDelivery, RoomEvent, Watched};
 

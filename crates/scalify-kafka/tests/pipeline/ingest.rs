@@ -12,7 +12,7 @@ async fn ingest_confirms_concurrent_sends_once_each_in_key_order() {
     kafka.topic = unique("ingest");
     kafka.partitions = 3;
     topics::ensure_topics(&kafka).await.unwrap();
-    let ingest = Ingest::new(kafka.clone(), IngestConfig::default()).unwrap();
+    let ingest = Ingest::new(kafka.clone(), IngestConfig::default(), TaskTracker::new()).unwrap();
 
     const KEYS: usize = 20;
     const PER_KEY: usize = 50;

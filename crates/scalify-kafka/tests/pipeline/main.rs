@@ -20,6 +20,7 @@ use scalify_store::postgres::{PgConfig, PgStore};
 use scalify_store::Store;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use scalify_testkit::{brokers, redis_url, unique, FreshDb, RedisPrefix};
 

@@ -175,7 +175,7 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
     // offsets 0..=9); the first two written and committed.
     let prefix = RedisPrefix::new();
     let ledger = ledger(&prefix).await;
-    let ingest = Ingest::new(kafka.clone(), IngestConfig::default()).unwrap();
+    let ingest = Ingest::new(kafka.clone(), IngestConfig::default(), TaskTracker::new()).unwrap();
     let messages: Vec<Message> = (1..=10)
         .map(|s| message(&name, s, &who, &format!("c{s}")))
         .collect();

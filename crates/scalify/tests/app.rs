@@ -1,80 +1,17 @@
-//! In-process integration tests: `spawn_app()` runs a full node (SQLite store in a temp dir,
-//! port 0) and the tests talk to it over real HTTP and a raw Engine.IO/Socket.IO WebSocket.
+//! In-process integration tests of the client-facing API: `spawn_app()` runs a whole
+//! embedded node (SQLite in a temp dir, port 0), built as `scalify serve` builds it, and the
+//! tests talk to it over real HTTP and a raw Engine.IO/Socket.IO WebSocket.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use scalify_core::TrustedProxies;
-use scalify_server::{App, Cluster, TransportConfig};
-use scalify_service::auth::Auth;
-use scalify_service::{ChatConfig, ThrottleConfig};
-use scalify_store::sqlite::{SqliteConfig, SqliteStore};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use support::{spawn_app, TestApp};
 use tokio_tungstenite::tungstenite::Message as Ws;
 
-struct TestApp {
-    url: String,
-    http: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn spawn_app() -> TestApp {
-    spawn_app_with(ChatConfig::default(), TransportConfig::default()).await
-}
-
-async fn spawn_app_with(chat: ChatConfig, transport: TransportConfig) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("scalify.db"))).expect("store");
-    let auth = Auth::new(&[42u8; 32], Duration::from_secs(3600)).expect("auth");
-    let app = App::build(Arc::new(store), &Cluster::Embedded, auth, chat, transport)
-        .await
-        .expect("build");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(scalify_server::run(listener, app, async {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        url,
-        http: reqwest::Client::new(),
-        stop: Some(stop),
-        server,
-        _dir: dir,
-    }
-}
-
 impl TestApp {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        token: Option<&str>,
-    ) -> (u16, Value) {
-        let mut req = self.http.request(
-            method.parse().expect("method"),
-            format!("{}{path}", self.url),
-        );
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let text = res.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
     async fn register(&self, name: &str) -> (String, Value) {
         let (status, body) = self
             .call(
@@ -89,16 +26,6 @@ impl TestApp {
             body["token"].as_str().expect("token").to_owned(),
             body["user"].clone(),
         )
-    }
-
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let result = tokio::time::timeout(Duration::from_secs(10), self.server)
-            .await
-            .expect("graceful shutdown within 10 s");
-        result.expect("server task").expect("server result");
     }
 }
 
@@ -174,7 +101,7 @@ impl RawSocket {
 
 #[tokio::test]
 async fn register_login_me_and_error_shapes() {
-    let app = spawn_app().await;
+    let app = spawn_app(&[]).await;
     let (token, user) = app.register("Carol").await;
     assert_eq!(user["username"], "carol");
     let (status, body) = app.call("GET", "/api/me", None, Some(&token)).await;
@@ -204,7 +131,7 @@ async fn register_login_me_and_error_shapes() {
         .await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
-    app.shutdown().await;
+    app.stop().await;
 }
 
 /// A login from `forwarded_for` (sent as `X-Forwarded-For`): status, `Retry-After`, body.
@@ -234,7 +161,7 @@ async fn login_from(
 /// wait in the body, even for the right password.
 #[tokio::test]
 async fn failed_logins_answer_429_with_retry_after() {
-    let app = spawn_app().await;
+    let app = spawn_app(&[]).await;
     app.register("mallory").await;
     for _ in 0..5 {
         let (status, retry, body) = login_from(&app, "mallory", "wrong-password", None).await;
@@ -244,25 +171,22 @@ async fn failed_logins_answer_429_with_retry_after() {
     assert_eq!((status, retry.as_deref()), (429, Some("1")), "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
     assert_eq!(body["error"]["retry_after"], 1);
-    app.shutdown().await;
+    app.stop().await;
 }
 
-fn per_address(free: u32) -> ChatConfig {
-    ChatConfig {
-        throttle: ThrottleConfig {
-            login_per_account: ThrottleConfig::login(0),
-            login_per_address: ThrottleConfig::login(free),
-            ..ThrottleConfig::default()
-        },
-        ..ChatConfig::default()
-    }
-}
+/// Failed logins throttled per client address only: two free, then a wait.
+const PER_ADDRESS: [&str; 4] = [
+    "--login-attempts-per-account",
+    "0",
+    "--login-attempts-per-address",
+    "2",
+];
 
 /// `X-Forwarded-For` names the client only when the peer is a trusted proxy; otherwise an
 /// attacker could write a new address into every request and never be throttled.
 #[tokio::test]
 async fn x_forwarded_for_is_believed_from_trusted_proxies_only() {
-    let untrusted = spawn_app_with(per_address(2), TransportConfig::default()).await;
+    let untrusted = spawn_app(&PER_ADDRESS).await;
     for i in 0..2 {
         let forged = format!("203.0.113.{i}");
         let (status, ..) = login_from(&untrusted, "nobody", "guess-guess", Some(&forged)).await;
@@ -270,13 +194,10 @@ async fn x_forwarded_for_is_believed_from_trusted_proxies_only() {
     }
     let (status, ..) = login_from(&untrusted, "nobody", "guess-guess", Some("203.0.113.9")).await;
     assert_eq!(status, 429, "a forged X-Forwarded-For escaped the throttle");
-    untrusted.shutdown().await;
+    untrusted.stop().await;
 
-    let transport = TransportConfig {
-        trusted_proxies: TrustedProxies::parse(&["127.0.0.0/8"]).expect("proxies"),
-        ..TransportConfig::default()
-    };
-    let behind_proxy = spawn_app_with(per_address(2), transport).await;
+    let behind_proxy =
+        spawn_app(&[&PER_ADDRESS[..], &["--trusted-proxies", "127.0.0.0/8"]].concat()).await;
     for _ in 0..2 {
         let (status, ..) =
             login_from(&behind_proxy, "nobody", "guess-guess", Some("203.0.113.1")).await;
@@ -291,24 +212,24 @@ async fn x_forwarded_for_is_believed_from_trusted_proxies_only() {
         let (status, ..) = login_from(&behind_proxy, "nobody", "guess-guess", Some(header)).await;
         assert_eq!(status, 401, "{header}");
     }
-    behind_proxy.shutdown().await;
+    behind_proxy.stop().await;
 }
 
 #[tokio::test]
 async fn socket_handshake_requires_a_token() {
-    let app = spawn_app().await;
+    let app = spawn_app(&[]).await;
     let mut s = RawSocket::open(&app).await;
     s.send(r#"40{"token":"nope"}"#).await;
     assert_eq!(s.next_frame().await, r#"44{"message":"unauthorized"}"#);
     let mut s = RawSocket::open(&app).await;
     s.send("40").await;
     assert_eq!(s.next_frame().await, r#"44{"message":"unauthorized"}"#);
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn socket_join_send_history_and_ack_shapes() {
-    let app = spawn_app().await;
+    let app = spawn_app(&[]).await;
     let (token, user) = app.register("dave").await;
     let mut s = RawSocket::open(&app).await;
     s.send(&format!("40{}", json!({"token": token}))).await;
@@ -344,18 +265,18 @@ async fn socket_join_send_history_and_ack_shapes() {
     let bad = s.call(4, "send", json!({"room": "lobby"})).await;
     assert_eq!(bad["ok"], false);
     assert_eq!(bad["error"]["code"], "bad_request");
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn graceful_shutdown_returns_with_connections_open() {
-    let app = spawn_app().await;
+    let app = spawn_app(&[]).await;
     let (token, _) = app.register("erin").await;
     let mut s = RawSocket::open(&app).await;
     s.send(&format!("40{}", json!({"token": token}))).await;
     s.next_frame().await;
     // `shutdown` asserts the server returns within 10 s although this socket stays open.
-    app.shutdown().await;
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -382,7 +303,7 @@ async fn openapi_documents_every_route_and_every_route_is_served() {
         "docs/openapi.yaml and rest::ROUTES differ"
     );
 
-    let app = spawn_app().await;
+    let app = spawn_app(&[]).await;
     for (method, path) in &routes {
         let (status, body) = app
             .call(
@@ -398,7 +319,7 @@ async fn openapi_documents_every_route_and_every_route_is_served() {
             "{method} {path} is not served"
         );
     }
-    app.shutdown().await;
+    app.stop().await;
 }
 
 /// Scrapes `/metrics` and parses it as Prometheus text (a parse error fails the test).
@@ -435,7 +356,7 @@ fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_move_when_messages_flow() {
-    let app = spawn_app().await;
+    let app = spawn_app(&[]).await;
     let (token, _) = app.register("mona").await;
     let before = scrape(&app).await;
     let mut s = RawSocket::open(&app).await;
@@ -518,5 +439,5 @@ async fn metrics_parse_as_prometheus_text_and_move_when_messages_flow() {
             );
         }
     }
-    app.shutdown().await;
+    app.stop().await;
 }
