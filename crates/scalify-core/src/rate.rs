@@ -35,9 +35,7 @@ impl TokenBucket {
         if self.is_disabled() {
             return true;
         }
-        let elapsed = now.saturating_duration_since(self.last);
-        self.last = now;
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
+        self.refill(now);
         let n = f64::from(n);
         if self.tokens >= n {
             self.tokens -= n;
@@ -45,6 +43,23 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+
+    /// Takes `n` tokens spent elsewhere (on another node, for the same user): the bucket may
+    /// go into debt, down to minus one burst, which its rate then pays back before the next
+    /// take succeeds.
+    pub fn debit(&mut self, n: u32, now: Instant) {
+        if self.is_disabled() {
+            return;
+        }
+        self.refill(now);
+        self.tokens = (self.tokens - f64::from(n)).max(-self.burst);
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
     }
 
     /// Whether the bucket is full at `now`: a user who has been idle that long can be
@@ -59,6 +74,20 @@ impl TokenBucket {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_debit_can_leave_a_debt_that_the_rate_pays_back() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 10, t0);
+        b.debit(25, t0);
+        assert!(!b.try_take(t0), "in debt");
+        // Debt is capped at one burst: -10, so 1.1 s of rate brings back one token.
+        assert!(!b.try_take(t0 + Duration::from_millis(1_000)));
+        assert!(b.try_take(t0 + Duration::from_millis(1_100)));
+        let mut off = TokenBucket::new(0, 10, t0);
+        off.debit(100, t0);
+        assert!(off.try_take(t0), "a disabled bucket takes no debt");
+    }
 
     #[test]
     fn weighted_takes_draw_several_tokens() {

@@ -52,6 +52,9 @@ pub enum EventKind {
     /// To the control room: a member left or was removed (`{"room", "room_id", "user"}`);
     /// each node takes the user's connections out of the room and tells them (`room_removed`).
     MemberRemoved,
+    /// To the control room: what a node's users spent of their request budgets
+    /// (`{"node", "spent": [[user, cost], …]}`); each other node debits it.
+    BudgetSpent,
 }
 
 impl EventKind {
@@ -63,6 +66,7 @@ impl EventKind {
             EventKind::RoomAdded => "room_added",
             EventKind::SessionsEnded => "sessions_ended",
             EventKind::MemberRemoved => "room_removed",
+            EventKind::BudgetSpent => "budget_spent",
         }
     }
 }

@@ -231,6 +231,12 @@ impl LocalDelivery for Delivery {
         match event.kind {
             scalify_fanout::EventKind::SessionsEnded => return self.close_sessions(event),
             scalify_fanout::EventKind::MemberRemoved => return self.remove_member(event),
+            scalify_fanout::EventKind::BudgetSpent => {
+                if let Some(chat) = self.chat.get().and_then(std::sync::Weak::upgrade) {
+                    chat.spent_elsewhere(event.payload.get());
+                }
+                return;
+            }
             _ => {}
         }
         if let scalify_fanout::EventKind::Message { ts, .. } = event.kind {

@@ -13,7 +13,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use scalify_server::{App, Cluster};
 use scalify_service::auth::Auth;
-use scalify_service::Chat;
+use scalify_service::{Chat, SHARE_EVERY};
 use scalify_store::sqlite::SqliteStore;
 use scalify_store::Store;
 use tokio::net::TcpListener;
@@ -100,6 +100,9 @@ impl Node {
             .await
             .map_err(anyhow::Error::msg)?;
         let mut services: Vec<Box<dyn Service>> = vec![Box::new(PresenceKeeper(app.chat.clone()))];
+        if settings.redis.is_some() {
+            services.push(Box::new(BudgetExchange(app.chat.clone())));
+        }
         if let Some(d) = &durable {
             services.extend(durable::attach(d, &app.chat, settings)?);
         }
@@ -202,6 +205,28 @@ impl Service for PresenceKeeper {
             () = cancel.cancelled() => {}
         }
         Ok(())
+    }
+}
+
+/// Tells the cluster's other nodes, every [`SHARE_EVERY`], what this node's users spent of
+/// their request budgets ([`Chat::share_budget_spending`]), so a user's budget holds across
+/// the nodes.
+struct BudgetExchange(Arc<Chat>);
+
+#[async_trait]
+impl Service for BudgetExchange {
+    fn name(&self) -> &'static str {
+        "budget exchange"
+    }
+    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(SHARE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => self.0.share_budget_spending().await,
+            }
+        }
     }
 }
 

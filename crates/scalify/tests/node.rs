@@ -183,6 +183,84 @@ async fn metrics_move_to_the_internal_listener() {
     node.stop().await;
 }
 
+/// A user's request budget is the cluster's, not a node's: what they spend on node A is
+/// debited on node B within moments, so spreading requests over the nodes (as a load
+/// balancer does with REST) does not multiply it.
+#[tokio::test]
+async fn a_request_budget_spent_on_one_cluster_node_holds_on_the_other() {
+    let db = FreshDb::create().await;
+    let prefix = RedisPrefix::new();
+    let redis = redis_url();
+    // 20 sends in a burst, then one a second.
+    let flags = [
+        "--database-url",
+        db.url.as_str(),
+        "--redis-url",
+        redis.as_str(),
+        "--redis-prefix",
+        prefix.0.as_str(),
+        "--rate-limit-per-sec",
+        "1",
+        "--rate-limit-burst",
+        "20",
+    ];
+    let a = spawn_app(&flags).await;
+    let b = spawn_app(&flags).await;
+    // Registering and creating the room are charged too; wait for B to hear of them.
+    let (token, room) = a.user_and_room().await;
+    let mut spent_on_a = 0;
+    for i in 0.. {
+        let (status, body) = a
+            .call(
+                "POST",
+                &format!("/api/rooms/{room}/messages"),
+                Some(json!({"text": "hi", "client_id": format!("a{i}")})),
+                Some(&token),
+            )
+            .await;
+        if status == 429 {
+            break;
+        }
+        assert_eq!(status, 201, "{body}");
+        spent_on_a += 1;
+    }
+    assert!(
+        spent_on_a >= 5,
+        "only {spent_on_a} sends before the first 429 on A"
+    );
+    // On B, a node whose own bucket for the user is full, sends are refused as soon as A's
+    // spending arrives (every 100 ms). Without it B would allow a whole burst (20) more.
+    let mut allowed_on_b = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = b
+            .call(
+                "POST",
+                &format!("/api/rooms/{room}/messages"),
+                Some(json!({"text": "hi", "client_id": format!("b{allowed_on_b}")})),
+                Some(&token),
+            )
+            .await;
+        if status == 429 {
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+            break;
+        }
+        assert_eq!(status, 201, "{body}");
+        allowed_on_b += 1;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B kept accepting sends for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        allowed_on_b < 10,
+        "B accepted {allowed_on_b} sends after A had spent the whole budget"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
 /// Throttles are the cluster's, not a node's: failed logins counted on node A refuse the next
 /// attempt on node B, per account and per client address.
 #[tokio::test]

@@ -13,6 +13,7 @@ pub(super) fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
         EventKind::RoomAdded => ("a", 0, 0),
         EventKind::SessionsEnded => ("s", 0, 0),
         EventKind::MemberRemoved => ("r", 0, 0),
+        EventKind::BudgetSpent => ("b", 0, 0),
     };
     let except = event.except_user.map(|u| u.to_string()).unwrap_or_default();
     let payload = event.payload.get();
@@ -61,6 +62,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<RoomEvent, String> {
         "a" => EventKind::RoomAdded,
         "s" => EventKind::SessionsEnded,
         "r" => EventKind::MemberRemoved,
+        "b" => EventKind::BudgetSpent,
         other => return Err(format!("unknown kind '{other}'")),
     };
     Ok(RoomEvent {

@@ -27,7 +27,7 @@ pub use scalify_core::{NodeStatus, PersisterStatus, RoomActivity};
 mod accounts;
 mod budget;
 pub use accounts::Authenticated;
-pub use budget::Cost;
+pub use budget::{Cost, SHARE_EVERY};
 mod admin;
 mod messages;
 mod online;
@@ -185,7 +185,7 @@ pub struct Chat {
     /// Counts attempts while the cluster's log cannot be reached, so each node still throttles
     /// on its own.
     local_attempts: LocalAttempts,
-    /// Each user's request budget on this node.
+    /// Each user's request budget (shared with the cluster's other nodes, when there are any).
     budgets: budget::Budgets,
     /// Sessions this node found open in the store, and when: while the store cannot be
     /// reached, a token whose session was verified within [`SESSION_GRACE`] is accepted.

@@ -39,9 +39,11 @@ pub async fn spawn_app(flags: &[&str]) -> TestApp {
         file.to_str().expect("utf-8 path"),
         "--data-dir",
         data.to_str().expect("utf-8 path"),
-        "--rate-limit-per-sec",
-        "0",
     ];
+    // No request budget unless the test sets one.
+    if !flags.contains(&"--rate-limit-per-sec") {
+        argv.extend_from_slice(&["--rate-limit-per-sec", "0"]);
+    }
     argv.extend_from_slice(flags);
     let Command::Serve(args) = Cli::parse_from(argv).command else {
         unreachable!("parsed as serve");
