@@ -265,6 +265,39 @@ test('a join racing its connection\'s disconnect never leaves the user online', 
   sb.close();
 });
 
+test('a block silences an existing DM on both transports: the blocked user can neither send nor type there', async () => {
+  const a = await register(server.url, 'blk');
+  const b = await register(server.url, 'blk');
+  const dm = await api(server.url, 'POST', '/api/dms', { username: b.user.username }, a.token);
+  assert.equal(dm.status, 200);
+  const room = dm.body.room.name;
+  const sa = await connect(server.url, a.token);
+  const sb = await connect(server.url, b.token);
+  for (const s of [sa, sb]) assert.equal((await call(s, 'join', { room })).ok, true);
+  assert.equal((await call(sa, 'send', { room, text: 'hello', client_id: 'a-1' })).ok, true);
+  assert.equal((await api(server.url, 'POST', '/api/blocks', { username: a.user.username }, b.token)).status, 204);
+  const heard = collect(sb, 'message');
+  const typed = collect(sb, 'typing');
+  const viaSocket = await call(sa, 'send', { room, text: 'still there?', client_id: 'a-2' });
+  assert.equal(viaSocket.ok, false);
+  assert.equal(viaSocket.error.code, 'forbidden');
+  const viaRest = await api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: 'hello?', client_id: 'a-3' }, a.token);
+  assert.equal(viaRest.status, 403, JSON.stringify(viaRest.body));
+  assert.equal(viaRest.body.error.code, 'forbidden');
+  assert.equal((await call(sa, 'typing', { room })).error?.code, 'forbidden');
+  // The blocker still writes, and both still read the history they share.
+  assert.equal((await call(sb, 'send', { room, text: 'bye', client_id: 'b-1' })).ok, true);
+  assert.deepEqual((await allMessages(server.url, a.token, room)).map((m) => m.text), ['hello', 'bye']);
+  // Delivered in order: by the time 'bye' arrives, anything refused before it would have too.
+  await heard.waitFor(1);
+  assert.deepEqual(heard.items.map((m) => m.text), ['bye'], 'nothing from the blocked user reached the blocker');
+  assert.deepEqual(typed.items, []);
+  // Lifting the block lets them write again.
+  assert.equal((await api(server.url, 'DELETE', `/api/blocks/${a.user.username}`, undefined, b.token)).status, 204);
+  assert.equal((await call(sa, 'send', { room, text: 'sorry', client_id: 'a-4' })).ok, true);
+  sa.close(); sb.close();
+});
+
 test('typing goes to other members; presence announces first join and last leave', async () => {
   const a = await register(server.url);
   const b = await register(server.url);

@@ -93,6 +93,12 @@ impl RoomName {
         self.0.starts_with(Self::DM_PREFIX)
     }
 
+    /// The two users of a DM room, read from its name; `None` for any other room.
+    pub fn dm_users(&self) -> Option<(crate::Id, crate::Id)> {
+        let (a, b) = self.0.strip_prefix(Self::DM_PREFIX)?.split_once('-')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+
     /// A user's inbox: the internal room through which the server tells all of a user's
     /// connections, on any node, about something that concerns them alone (they were added to
     /// a room). The ':' makes it a name no client can join, create or send to.
@@ -265,6 +271,15 @@ mod tests {
         for bad in ["", "General", "a.b", "a b", &"r".repeat(65), "é"] {
             assert!(RoomName::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_dm_name_gives_back_its_two_users() {
+        let (a, b) = (crate::Id::new(), crate::Id::new());
+        let name = RoomName::for_dm(b, a);
+        let (lo, hi) = name.dm_users().expect("a DM");
+        assert_eq!((lo.min(hi), lo.max(hi)), (a.min(b), a.max(b)));
+        assert_eq!(RoomName::parse("general").unwrap().dm_users(), None);
     }
 
     #[test]

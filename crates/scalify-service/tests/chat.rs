@@ -552,7 +552,25 @@ async fn a_blocked_user_cannot_open_a_dm_or_add_the_blocker() {
     let e = n.chat.block(&bob, "bob", true).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::BadRequest);
     n.chat.block(&bob, "alice", false).await.expect("unblocked");
-    n.chat.dm(&alice, "bob").await.expect("a DM again");
+    let dm = n.chat.dm(&alice, "bob").await.expect("a DM again");
+    // A block also silences the DM they already share: the blocked user can neither send nor
+    // type there; the blocker can.
+    let room = dm.name.as_str();
+    n.chat.send(&alice, room, "hi", "a1").await.expect("sent");
+    n.chat.block(&bob, "alice", true).await.expect("blocked");
+    let e = n.chat.send(&alice, room, "hi?", "a2").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    let e = n.chat.typing(&alice, room).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    n.chat
+        .send(&bob, room, "bye", "b1")
+        .await
+        .expect("the blocker sends");
+    n.chat.block(&bob, "alice", false).await.expect("unblocked");
+    n.chat
+        .send(&alice, room, "sorry", "a3")
+        .await
+        .expect("sent again");
 }
 
 /// Registrations per address: the free ones, then refused with the wait; other addresses go on.

@@ -33,7 +33,7 @@ impl Chat {
     }
 
     /// Everything a send checks before its commit: the server is not closing, the text and
-    /// client id are valid, the sender is a member.
+    /// client id are valid, the sender is a member (of a DM: not blocked by the other user).
     pub(super) async fn accept(
         &self,
         sender: &UserRef,
@@ -47,7 +47,7 @@ impl Chat {
         self.charge(sender, Cost::One)?;
         let text = MessageText::parse(text, self.config.max_text_bytes)?;
         let client_id = ClientId::parse(client_id)?;
-        let room = self.member_room(sender, room).await?;
+        let room = self.writable_room(sender, room).await?;
         Ok(NewMessage {
             room_id: room.id,
             room: room.name,

@@ -6,7 +6,7 @@ use super::*;
 impl Chat {
     pub async fn typing(&self, user: &UserRef, room: &str) -> Result<(), ChatError> {
         self.charge(user, Cost::One)?;
-        let room = self.member_room(user, room).await?;
+        let room = self.writable_room(user, room).await?;
         let payload = serde_json::json!({ "room": room.name, "user": user });
         self.publish(room.name, EventKind::Typing, &payload, Some(user.id))
             .await;

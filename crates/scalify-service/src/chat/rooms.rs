@@ -64,6 +64,31 @@ impl Chat {
         Ok(room)
     }
 
+    /// The room `user` writes to (a message, a typing notice): a room they are a member of,
+    /// and, for a DM, one whose other user has not blocked them — blocking is how a DM, which
+    /// cannot be left, is silenced.
+    pub(super) async fn writable_room(
+        &self,
+        user: &UserRef,
+        room: &str,
+    ) -> Result<Room, ChatError> {
+        let room = self.member_room(user, room).await?;
+        if let Some((a, b)) = room.name.dm_users() {
+            let other = if a == user.id { b } else { a };
+            if self
+                .store
+                .has_blocked(other, user.id)
+                .await
+                .map_err(store_error)?
+            {
+                return Err(ChatError::forbidden(
+                    "the other user does not accept messages from you",
+                ));
+            }
+        }
+        Ok(room)
+    }
+
     pub(super) async fn fresh_room(&self, room: &Room) -> Result<Room, ChatError> {
         // Cached rooms carry a stale last_seq; answers that report it read it fresh.
         self.store
