@@ -422,6 +422,13 @@ test('Redis restarted mid-traffic: nodes report not-ready, then recover; every c
       const j = await call(clients[0].s, 'join', { room });
       return j.online.length === clients.length;
     }, 10000, 'presence restored after the Redis restart');
+    // Every node listens to the control room again: a sign-out on one node closes the
+    // session's socket on another.
+    const ann = await register(nodes[0].url, 'ann');
+    const onB = await connect(nodes[1].url, ann.token);
+    const closed = new Promise((resolve) => onB.once('disconnect', resolve));
+    assert.equal((await api(nodes[0].url, 'POST', '/api/auth/logout', undefined, ann.token)).status, 204);
+    assert.equal(await Promise.race([closed, sleep(15000).then(() => 'still connected after 15 s')]), 'io server disconnect');
     clients.forEach((x) => x.s.close());
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));
