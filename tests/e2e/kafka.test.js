@@ -152,14 +152,14 @@ function closeAll(pop) { for (const p of pop.people) p.socket.close(); }
  * them and `addPersister(extra, options)`; whatever the body started is stopped and dropped
  * when it ends, pass or fail.
  */
-async function drill({ broker: brokerOptions, partitions, users = 4, rooms = 3 } = {}, body) {
+async function drill({ broker: brokerOptions, partitions, users = 4, rooms = 3, nodeArgs = [] } = {}, body) {
   const broker = await startBroker(brokerOptions);
   const c = durableSettings(broker.brokers, partitions ? { partitions } : {});
   const persisters = [];
   let node;
   let pop;
   try {
-    node = await startDurableNode(c);
+    node = await startDurableNode(c, nodeArgs);
     const addPersister = async (extra, options) => {
       const p = await startPersister(c, extra, options);
       persisters.push(p);
@@ -228,6 +228,47 @@ test('durable node: acked after Kafka, readable before the persister runs, store
   sa.close(); sb.close();
   const { code } = await persister.stop();
   assert.equal(code, 0, persister.stderr());
+}));
+
+test('a resend after the idempotency window (1 s here) is a new message: acked with a seq of its own, broadcast, stored beside the first, nothing dead-lettered', () => drill({ users: 0, nodeArgs: ['--idempotency-window-secs', '1'] }, async ({ c, node, addPersister }) => {
+  const persister = await addPersister();
+  const alice = await register(node.url, 'iw');
+  const bob = await register(node.url, 'iw');
+  const sa = await connect(node.url, alice.token);
+  const sb = await connect(node.url, bob.token);
+  const room = uniqueRoom('iw');
+  assert.equal((await call(sa, 'join', { room })).ok, true);
+  assert.equal((await call(sb, 'join', { room })).ok, true);
+  const live = collect(sb, 'message');
+  const first = await call(sa, 'send', { room, text: 'hello', client_id: 'k1' });
+  assert.equal(first.ok, true);
+  // Within the window a resend returns the original; once its key expired, a new message.
+  let resent;
+  await eventually(async () => {
+    const ack = await call(sa, 'send', { room, text: 'hello', client_id: 'k1' });
+    assert.equal(ack.ok, true, JSON.stringify(ack));
+    if (ack.message.seq === first.message.seq) return false;
+    resent = ack.message;
+    return true;
+  }, 30000, 'the idempotency key to expire');
+  assert.equal(resent.seq, first.message.seq + 1);
+  assert.notEqual(resent.id, first.message.id);
+  const next = await call(sa, 'send', { room, text: 'next', client_id: 'k2' });
+  assert.equal(next.message.seq, resent.seq + 1);
+  await live.waitFor(3);
+  assert.deepEqual(live.items.map((m) => m.seq), [1, 2, 3]);
+  // The persister stores all three — the resend too, with its client_id as sent — and
+  // dead-letters nothing; every acked message stays readable once the window is trimmed.
+  const rows = () => storedMessages(c.db.url).filter((r) => r.room === room);
+  await eventually(() => rows().length === 3, 30000, 'three rows stored');
+  assert.deepEqual(rows().map((r) => [r.seq, r.client_id, r.id]),
+    [[1, 'k1', first.message.id], [2, 'k1', resent.id], [3, 'k2', next.message.id]]);
+  assert.equal(await persister.metric('scalify_persister_dead_letters_total') ?? 0, 0);
+  assert.equal(await persister.metric('scalify_persister_resent_total'), 1);
+  const joined = await call(sb, 'join', { room });
+  await eventually(() => redisCli(c.redisUrl, 'ZCARD', `${c.prefix}:recent:{${joined.room.id}}`) === '0', 30000, 'the recent window trimmed');
+  assert.deepEqual((await allMessages(node.url, bob.token, room)).map((m) => m.id), [first.message.id, resent.id, next.message.id]);
+  sa.close(); sb.close();
 }));
 
 test('kill -9 the persister mid-batch under traffic, start another: nothing lost, nothing twice, no gap', () => drill({}, async ({ c, node, pop, addPersister }) => {

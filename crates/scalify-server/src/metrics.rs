@@ -163,6 +163,10 @@ fn describe() {
         "Messages read again that were already in PostgreSQL (skipped)"
     );
     describe_counter!(
+        "scalify_persister_resent_total",
+        "Messages written whose client_id an earlier message of the room holds (sent again after the idempotency window)"
+    );
+    describe_counter!(
         "scalify_persister_dead_letters_total",
         "Records sent to the dead-letter topic (undecodable or conflicting)"
     );

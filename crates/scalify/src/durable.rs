@@ -40,14 +40,13 @@ fn parts(
 }
 
 async fn ledger(settings: &Settings) -> anyhow::Result<(Ledger, redis::aio::ConnectionManager)> {
-    let (_, redis, _) = parts(settings)?;
+    let (kafka, redis, _) = parts(settings)?;
     let (_, conn) = scalify_fanout::redis::connect(redis)
         .await
         .context("connecting to Redis")?;
-    Ok((
-        Ledger::new(conn.clone(), LedgerConfig::new(redis.prefix.clone())),
-        conn,
-    ))
+    let mut config = LedgerConfig::new(redis.prefix.clone());
+    config.idempotency_ttl = kafka.idempotency_window;
+    Ok((Ledger::new(conn.clone(), config), conn))
 }
 
 /// The store of a durable node: PostgreSQL for accounts and rooms, the Kafka pipeline for

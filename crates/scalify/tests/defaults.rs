@@ -181,6 +181,7 @@ fn every_help_default_is_the_value_the_code_applies() {
         ("--kafka-client-id", kafka.config.client_id.clone()),
         ("--kafka-group", kafka.config.group.clone()),
         ("--kafka-ack-timeout-ms", millis(kafka.ingest.ack_timeout)),
+        ("--idempotency-window-secs", secs(kafka.idempotency_window)),
         ("--persister-batch", kafka.persister.batch_max.to_string()),
         ("--persister-batch-ms", millis(kafka.persister.batch_wait)),
         ("--persister-writers", kafka.persister.writers.to_string()),

@@ -114,6 +114,7 @@ impl Persister {
         metrics::counter!("scalify_persister_rows_total").increment(outcome.inserted as u64);
         metrics::counter!("scalify_persister_redelivered_total")
             .increment(outcome.redelivered as u64);
+        metrics::counter!("scalify_persister_resent_total").increment(outcome.resent as u64);
         for m in &outcome.conflicts {
             if let Some(i) = rows.iter().position(|(_, r)| r.id == m.id) {
                 dead.push((

@@ -71,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "membership",
         include_str!("../../migrations/postgres/0004_membership.sql"),
     ),
+    (
+        5,
+        "resends",
+        include_str!("../../migrations/postgres/0005_resends.sql"),
+    ),
 ];
 
 /// The migrations, embedded in the binary, in the form sqlx's migrator takes.

@@ -10,8 +10,12 @@ pub struct Persisted {
     pub inserted: usize,
     /// Messages that were already stored, same id at the same (room, seq): a redelivery.
     pub redelivered: usize,
-    /// Messages refused because their (room, seq) or (room, sender, client_id) holds another
-    /// message: they are not stored, and the caller must report them (never drop silently).
+    /// Of the rows written, messages whose (sender, client_id) an earlier message of the room
+    /// holds, at another seq: sent again after their idempotency key expired, acked as new,
+    /// and stored as new beside the first (`resend_seq`).
+    pub resent: usize,
+    /// Messages refused because their (room, seq) holds another message: they are not stored,
+    /// and the caller must report them (never drop silently).
     pub conflicts: Vec<Message>,
 }
 
@@ -107,10 +111,37 @@ impl PgStore {
             .await?;
             let present: HashMap<(String, i64), String> =
                 present.into_iter().map(|(r, s, id)| ((r, s), id)).collect();
+            let mut resends = InsertColumns::default();
+            let mut resent_keys = Vec::new();
             for (room, m) in skipped {
                 match present.get(&(room.to_string(), m.seq as i64)) {
                     Some(id) if *id == m.id.to_string() => out.redelivered += 1,
-                    _ => out.conflicts.push(m.clone()),
+                    Some(_) => out.conflicts.push(m.clone()),
+                    // Its seq is free, so its (sender, client_id) is what is taken: a resend
+                    // after the idempotency window, which its sender was told is stored.
+                    None => {
+                        resends.push(&room.to_string(), m);
+                        resent_keys.push(m);
+                    }
+                }
+            }
+            if !resent_keys.is_empty() {
+                let resent = format!("{INSERT_RESENDS} ON CONFLICT DO NOTHING RETURNING id");
+                let written: std::collections::HashSet<String> = resends
+                    .bind(sqlx::query(&resent))
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get(0))
+                    .collect::<Result<_, sqlx::Error>>()?;
+                out.inserted += written.len();
+                out.resent += written.len();
+                // Two messages of the batch at one free seq (a seq given twice) cannot both
+                // be stored: whatever this insert skipped is reported.
+                for m in resent_keys {
+                    if !written.contains(&m.id.to_string()) {
+                        out.conflicts.push(m.clone());
+                    }
                 }
             }
         }

@@ -131,7 +131,8 @@ pub(super) async fn commit_batch(
         "SELECT m.room_id, m.id, m.seq, m.sender_id, m.sender_name, m.client_id, m.text, m.ts
          FROM messages m
          JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(r, s, c)
-           ON m.room_id = k.r AND m.sender_id = k.s AND m.client_id = k.c",
+           ON m.room_id = k.r AND m.sender_id = k.s AND m.client_id = k.c
+         WHERE m.resend_seq = 0",
     )
     .bind(&kr)
     .bind(&ks)
@@ -235,6 +236,13 @@ pub(super) const INSERT_MESSAGES: &str =
     "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts)
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
                           $6::text[], $7::text[], $8::int8[])";
+
+/// [`INSERT_MESSAGES`] for resends after the idempotency window: `resend_seq` is the seq.
+pub(super) const INSERT_RESENDS: &str =
+    "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, resend_seq)
+     SELECT u.*, u.seq FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
+                          $6::text[], $7::text[], $8::int8[])
+       AS u(room_id, seq, id, sender_id, sender_name, client_id, text, ts)";
 
 /// Raises each room's `last_seq` (`$1` room ids, `$2` seqs) — never lowers it.
 pub(super) const RAISE_LAST_SEQ: &str =

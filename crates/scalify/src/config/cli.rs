@@ -205,6 +205,11 @@ pub struct ServeArgs {
     /// message is still produced; retry with the same client_id) [default: 10000]
     #[arg(long, env = "SCALIFY_KAFKA_ACK_TIMEOUT_MS")]
     pub kafka_ack_timeout_ms: Option<u64>,
+    /// Seconds a durable-mode send's client_id is remembered: a resend within it returns the
+    /// original message; after it, a resend is stored as a new message. Each message costs
+    /// Redis one key for this long (about 210 bytes) [default: 86400]
+    #[arg(long, env = "SCALIFY_IDEMPOTENCY_WINDOW_SECS")]
+    pub idempotency_window_secs: Option<u64>,
     /// Also run a persister in this process (`serve` only; `scalify persister` runs one alone)
     #[arg(long, env = "SCALIFY_PERSISTER")]
     #[serde(default)]

@@ -41,6 +41,8 @@ pub struct KafkaSettings {
     pub persister: PersisterConfig,
     /// Run a persister inside `serve`.
     pub embedded_persister: bool,
+    /// How long a send's idempotency key lives in Redis.
+    pub idempotency_window: Duration,
 }
 
 /// The merged configuration.
@@ -370,6 +372,11 @@ fn kafka_settings(o: &ServeArgs, brokers: String) -> anyhow::Result<KafkaSetting
     if let Some(ms) = o.kafka_ack_timeout_ms {
         ingest.ack_timeout = Duration::from_millis(at_least("kafka_ack_timeout_ms", ms, 100)?);
     }
+    let idempotency_window = Duration::from_secs(within(
+        "idempotency_window_secs",
+        o.idempotency_window_secs.unwrap_or(24 * 3600),
+        1..=30 * 24 * 3600,
+    )?);
     let mut persister = PersisterConfig::new(format!("{}-{}", hostname(), std::process::id()));
     if let Some(n) = o.persister_batch {
         persister.batch_max = within("persister_batch", n, 1..=50_000)?;
@@ -400,6 +407,7 @@ fn kafka_settings(o: &ServeArgs, brokers: String) -> anyhow::Result<KafkaSetting
         ingest,
         persister,
         embedded_persister: o.persister,
+        idempotency_window,
     })
 }
 
