@@ -454,6 +454,26 @@ test('private rooms, adding a member, and direct messages by username', async ()
   } finally { await ann.context.close(); await bob.context.close(); }
 });
 
+test('a DM is named after its other user even when that user was never seen: live, and after a reload', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  try {
+    await signUp(ann);
+    // Two users who are never online open DMs with Ann through the API.
+    const others = [await register(server.url, 'zed'), await register(server.url, 'yan')];
+    for (const u of others) {
+      assert.equal((await api(server.url, 'POST', '/api/dms', { username: ann.username }, u.token)).status, 200);
+    }
+    for (const round of ['live', 'after a reload']) {
+      if (round !== 'live') await ann.page.reload();
+      for (const u of others) await ann.page.locator('.room-link', { hasText: `@${u.user.username}` }).waitFor();
+      assert.equal(await ann.page.locator('.room-link', { hasText: 'Direct message' }).count(), 0, round);
+    }
+    await ann.page.locator('.room-link', { hasText: `@${others[0].user.username}` }).click();
+    await ann.page.getByRole('heading', { name: `@${others[0].user.username}` }).waitFor();
+    assert.deepEqual(ann.errors, []);
+  } finally { await ann.context.close(); }
+});
+
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob' });

@@ -12,6 +12,8 @@ export interface RoomInfo {
   kind: 'public' | 'private' | 'dm';
   last_seq: number;
   member: boolean;
+  /** A DM's other user. */
+  peer?: { id: string; username: string };
 }
 
 export interface RoomActivity {

@@ -149,6 +149,8 @@ export class ChatClient {
       }
     }
     this.update({ rooms, discover: list.filter((x) => !x.member && x.kind === 'public') });
+    // A DM is named after its other user, who may never have been seen otherwise.
+    this.remember(list.flatMap((r) => (r.member && r.peer ? [r.peer] : [])));
     if (this.socket.connected) await Promise.all(fresh.map((n) => this.follow(n)));
   }
 

@@ -324,6 +324,9 @@ async fn list_rooms(State(chat): State<AppState>, AuthUser(user): AuthUser) -> A
         .map(|l| {
             let mut r = json!(l.room);
             r["member"] = json!(l.member);
+            if let Some(peer) = &l.peer {
+                r["peer"] = json!(peer);
+            }
             r
         })
         .collect();

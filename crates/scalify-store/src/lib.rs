@@ -75,6 +75,9 @@ pub struct Appended {
 pub struct RoomListing {
     pub room: Room,
     pub member: bool,
+    /// For a DM: the other user (a client names the DM after them even when it has never
+    /// seen them otherwise).
+    pub peer: Option<UserRef>,
 }
 
 #[derive(Debug, thiserror::Error)]

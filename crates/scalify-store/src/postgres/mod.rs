@@ -583,8 +583,11 @@ impl Store for PgStore {
 
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
         let rows = sqlx::query(
-            "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL
+            "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username
              FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = $1
+             LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
+               AND p.room_id = r.id AND p.user_id <> $1
+             LEFT JOIN users u ON u.id = p.user_id
              WHERE m.user_id IS NOT NULL OR r.kind = 'public'
              ORDER BY r.name",
         )
@@ -593,9 +596,20 @@ impl Store for PgStore {
         .await?;
         rows.iter()
             .map(|r| {
+                let peer = match (
+                    r.try_get::<Option<&str>, _>(5)?,
+                    r.try_get::<Option<String>, _>(6)?,
+                ) {
+                    (Some(id), Some(username)) => Some(UserRef {
+                        id: parse_id(id)?,
+                        username,
+                    }),
+                    _ => None,
+                };
                 Ok(RoomListing {
                     room: read_room(r)?,
                     member: r.try_get(4)?,
+                    peer,
                 })
             })
             .collect()

@@ -555,8 +555,11 @@ impl Store for SqliteStore {
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL
+                "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username
                  FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = ?1
+                 LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
+                   AND p.room_id = r.id AND p.user_id <> ?1
+                 LEFT JOIN users u ON u.id = p.user_id
                  WHERE m.user_id IS NOT NULL OR r.kind = 'public'
                  ORDER BY r.name",
             )?;
@@ -564,6 +567,16 @@ impl Store for SqliteStore {
                 Ok(RoomListing {
                     room: read_room(r)?,
                     member: r.get(4)?,
+                    peer: match (
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                    ) {
+                        (Some(id), Some(username)) => Some(UserRef {
+                            id: parse_id(id)?,
+                            username,
+                        }),
+                        _ => None,
+                    },
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -313,6 +313,23 @@ pub async fn membership_and_listing(store: Arc<dyn Store>) {
     );
     assert!(!store.add_member(secret.id, bob.id).await.unwrap());
     assert_eq!(store.list_rooms(bob.id).await.unwrap().len(), 2);
+    // A DM's listing names its other user, for each of its two members; other rooms name none.
+    let dm = store
+        .create_room(
+            &RoomName::for_dm(alice.id, bob.id),
+            RoomKind::Dm,
+            &[alice.id, bob.id],
+        )
+        .await
+        .unwrap();
+    for (me, other) in [(&alice, &bob), (&bob, &alice)] {
+        let listed = store.list_rooms(me.id).await.unwrap();
+        for l in &listed {
+            let want = (l.room.id == dm.id).then(|| scalify_core::UserRef::from(other.clone()));
+            assert_eq!(l.peer, want, "{} in {}'s listing", l.room.name, me.username);
+        }
+        assert_eq!(listed.len(), 3);
+    }
     // Unknown user: not found, and the batch neighbours are unaffected.
     let ghost = scalify_core::Id::new();
     assert!(matches!(
