@@ -474,6 +474,38 @@ test('a DM is named after its other user even when that user was never seen: liv
   } finally { await ann.context.close(); }
 });
 
+test('a 64-character room name is cut with an ellipsis, the full name on hover: the sidebar never scrolls sideways', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const long = `${uniqueRoom('w')}-`.padEnd(64, 'w');
+    assert.equal(long.length, 64);
+    await ann.page.getByPlaceholder('room-name').fill(long);
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await ann.page.getByRole('heading', { name: `#${long}` }).waitFor();
+    await bob.page.reload();
+    await bob.page.getByRole('button', { name: `Join ${long}` }).waitFor();
+    const fits = (page) => page.evaluate(() => {
+      const bar = document.querySelector('.sidebar');
+      const out = [...document.querySelectorAll('.sidebar .room-link, .sidebar .discover, .room-head h1')]
+        .filter((el) => el.getBoundingClientRect().right > bar.getBoundingClientRect().right + 1 && el.closest('.sidebar'))
+        .map((el) => el.textContent);
+      return { scrolls: bar.scrollWidth > bar.clientWidth, out };
+    });
+    for (const u of [ann, bob]) assert.deepEqual(await fits(u.page), { scrolls: false, out: [] }, u.username);
+    assert.equal(await ann.page.locator('.room-link .name', { hasText: long }).getAttribute('title'), `#${long}`);
+    assert.equal(await ann.page.getByRole('heading', { name: `#${long}` }).getAttribute('title'), `#${long}`);
+    assert.equal(await bob.page.locator('.discover .name', { hasText: long }).getAttribute('title'), `#${long}`);
+    // The header's name is cut too: it ends inside the room's header.
+    assert.ok(await ann.page.evaluate(() => document.querySelector('.room-head h1').getBoundingClientRect().right
+      <= document.querySelector('.room-head').getBoundingClientRect().right + 1), 'the header keeps the name inside');
+    await ann.page.screenshot({ path: `${SHOTS}/12-long-room-name.png` });
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally { await ann.context.close(); await bob.context.close(); }
+});
+
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob' });

@@ -165,7 +165,7 @@ function Sidebar({ client, snap, onSignOut, onAdmin, onSettings }: { client: Cha
       <li key={r.name}>
         <button class={`room-link${snap.active === r.name ? ' active' : ''}`} aria-current={snap.active === r.name ? 'page' : undefined}
           onClick={() => client.open(r.name)}>
-          <span class="name">{roomTitle(r, snap)}{r.kind === 'private' && <span class="tag"> private</span>}</span>
+          <span class="name" title={roomTitle(r, snap)}>{roomTitle(r, snap)}{r.kind === 'private' && <span class="tag"> private</span>}</span>
           {unread > 0 && <span class="badge" aria-label={`${unread} unread`}>{unread > 99 ? '99+' : unread}</span>}
         </button>
       </li>
@@ -193,7 +193,7 @@ function Sidebar({ client, snap, onSignOut, onAdmin, onSettings }: { client: Cha
           <ul class="rooms">
             {snap.discover.map((r) => (
               <li key={r.name} class="discover">
-                <span>#{r.name}</span>
+                <span class="name" title={`#${r.name}`}>#{r.name}</span>
                 <button onClick={() => client.join(r.name)} aria-label={`Join ${r.name}`}>Join</button>
               </li>
             ))}
@@ -341,7 +341,7 @@ function RoomPane({ client, snap, room }: { client: ChatClient; snap: Snapshot; 
     <section class="room" aria-label={roomTitle(room, snap)}>
       <header class="room-head">
         <button class="back" onClick={() => client.open(undefined)} aria-label="Back to rooms">←</button>
-        <h1>{roomTitle(room, snap)}</h1>
+        <h1 title={roomTitle(room, snap)}>{roomTitle(room, snap)}</h1>
         <span class="online-count">{online.length} online</span>
         <button class="link" aria-expanded={showMembers} onClick={() => setShowMembers(!showMembers)}>Members</button>
         {room.kind !== 'dm' && (
