@@ -506,6 +506,42 @@ test('a 64-character room name is cut with an ellipsis, the full name on hover: 
   } finally { await ann.context.close(); await bob.context.close(); }
 });
 
+test('the composer counts bytes, shows a counter near the limit, and never cuts or sends a text that is too long', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  try {
+    await signUp(ann);
+    const room = uniqueRoom('len');
+    await ann.page.getByPlaceholder('room-name').fill(room);
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    const box = ann.page.locator('.composer textarea');
+    const counter = ann.page.locator('#composer-length');
+    // Far from the limit: no counter.
+    await box.fill('hello');
+    assert.equal(await counter.count(), 0);
+    // 5,000 characters pasted: all kept, the counter says by how much it is over, Send is off.
+    await box.fill('x'.repeat(5000));
+    assert.equal((await box.inputValue()).length, 5000, 'nothing cut');
+    await counter.filter({ hasText: '5,000 / 4,096 bytes — too long to send; shorten it by 904' }).waitFor();
+    assert.equal(await ann.page.getByRole('button', { name: 'Send' }).isDisabled(), true);
+    await box.press('Enter');
+    assert.equal((await box.inputValue()).length, 5000, 'Enter keeps a text that is too long');
+    // Bytes, not characters: 2,100 'é' are 4,200 bytes.
+    await box.fill('é'.repeat(2100));
+    await counter.filter({ hasText: '4,200 / 4,096 bytes — too long' }).waitFor();
+    // Exactly at the limit: counted, sent, stored whole.
+    const text = 'é'.repeat(2048);
+    await box.fill(text);
+    await counter.filter({ hasText: '4,096 / 4,096 bytes' }).waitFor();
+    await box.press('Enter');
+    await ann.page.locator('.messages .msg', { hasText: text }).waitFor();
+    await eventually(async () => (await ann.page.locator('.messages .status').count()) === 0, 15000, 'the send acked');
+    assert.equal(await box.inputValue(), '');
+    assert.equal(await counter.count(), 0);
+    assert.deepEqual(ann.errors, []);
+  } finally { await ann.context.close(); }
+});
+
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob' });

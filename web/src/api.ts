@@ -94,7 +94,7 @@ export const api = {
   login: (username: string, password: string) => request<Session>('POST', '/api/auth/login', { username, password }),
   /** Ends this token's session on the server: its sockets close everywhere. */
   logout: (token: string) => request<void>('POST', '/api/auth/logout', undefined, token),
-  me: (token: string) => request<{ user: UserRef; admin: boolean }>('GET', '/api/me', undefined, token),
+  me: (token: string) => request<{ user: UserRef; admin: boolean; limits?: { max_message_bytes: number } }>('GET', '/api/me', undefined, token),
   overview: (token: string) => request<Overview>('GET', '/api/admin/overview', undefined, token),
   rooms: (token: string) => request<{ rooms: RoomInfo[] }>('GET', '/api/rooms', undefined, token).then((r) => r.rooms),
   createRoom: (token: string, name: string, kind: 'public' | 'private') =>

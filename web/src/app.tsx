@@ -5,7 +5,9 @@ import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/ho
 import { Fragment } from 'preact';
 import { api, ApiError, type Overview, type Session } from './api';
 import { ChatClient, type Snapshot } from './chat';
-import { dmPeer, groupMessages, linkify, unreadCount, type Message, type RoomView, type UserRef } from './state';
+import {
+  DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, linkify, unreadCount, utf8Bytes, type Message, type RoomView, type UserRef,
+} from './state';
 
 const SESSION_KEY = 'scalify.session';
 
@@ -121,10 +123,14 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
     document.title = unreadTotal > 0 ? `(${unreadTotal}) ScalifyChat` : 'ScalifyChat';
   }, [unreadTotal]);
   const [admin, setAdmin] = useState(false);
+  const [maxBytes, setMaxBytes] = useState(DEFAULT_MAX_MESSAGE_BYTES);
   const [adminOpen, setAdminOpen] = useState(false);
   const [settingsOpen, setSettingsOpen] = useState(false);
   useEffect(() => {
-    api.me(session.token).then((m) => setAdmin(m.admin)).catch(() => setAdmin(false));
+    api.me(session.token).then((m) => {
+      setAdmin(m.admin);
+      if (m.limits) setMaxBytes(m.limits.max_message_bytes);
+    }).catch(() => setAdmin(false));
   }, [session.token]);
   useEffect(() => {
     if (snap.active) { setAdminOpen(false); setSettingsOpen(false); }
@@ -151,7 +157,7 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
           ? <SettingsPane token={session.token} onClose={() => setSettingsOpen(false)} onGone={onSignOut} />
           : adminOpen
           ? <AdminPane token={session.token} onClose={() => setAdminOpen(false)} />
-          : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} /> : <p class="empty">Pick a room, or create one.</p>}
+          : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} maxBytes={maxBytes} /> : <p class="empty">Pick a room, or create one.</p>}
       </main>
     </div>
   );
@@ -279,7 +285,7 @@ function Text({ text }: { text: string }) {
   );
 }
 
-function RoomPane({ client, snap, room }: { client: ChatClient; snap: Snapshot; room: RoomView }) {
+function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: Snapshot; room: RoomView; maxBytes: number }) {
   const list = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
   const loadingOlder = useRef(false);
@@ -390,7 +396,7 @@ function RoomPane({ client, snap, room }: { client: ChatClient; snap: Snapshot; 
         {showMembers && <Members client={client} room={room} online={online} me={snap.me} />}
       </div>
       <p class="typing" aria-live="polite">{typing.length > 0 && `${typing.map((u) => u.username).join(', ')} ${typing.length > 1 ? 'are' : 'is'} typing…`}</p>
-      <Composer onSend={(text) => { atBottom.current = true; void client.send(room.name, text); }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} />
+      <Composer onSend={(text) => { atBottom.current = true; void client.send(room.name, text); }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} maxBytes={maxBytes} />
     </section>
   );
 }
@@ -439,11 +445,14 @@ function Members({ client, room, online, me }: { client: ChatClient; room: RoomV
   );
 }
 
-function Composer({ onSend, onTyping, label }: { onSend: (text: string) => void; onTyping: () => void; label: string }) {
+function Composer({ onSend, onTyping, label, maxBytes }: { onSend: (text: string) => void; onTyping: () => void; label: string; maxBytes: number }) {
   const [text, setText] = useState('');
   const lastTyping = useRef(0);
+  // Counted as the server counts (UTF-8 bytes); a text over the limit is kept, never cut, and
+  // cannot be sent until shortened.
+  const notice = lengthNotice(utf8Bytes(text), maxBytes);
   const send = () => {
-    if (!text.trim()) return;
+    if (!text.trim() || notice.over) return;
     onSend(text);
     setText('');
     // Receivers clear our typing indicator when the message arrives: the next keystroke
@@ -467,8 +476,10 @@ function Composer({ onSend, onTyping, label }: { onSend: (text: string) => void;
   return (
     <form class="composer" onSubmit={(e) => { e.preventDefault(); send(); }}>
       <textarea aria-label={label} placeholder="Write a message (Enter sends, Shift+Enter for a new line)" rows={2}
-        value={text} onKeyDown={onKeyDown} onInput={onInput} maxLength={4096} />
-      <button class="primary" type="submit">Send</button>
+        value={text} onKeyDown={onKeyDown} onInput={onInput} aria-invalid={notice.over}
+        aria-describedby={notice.show ? 'composer-length' : undefined} />
+      <button class="primary" type="submit" disabled={notice.over}>Send</button>
+      {notice.show && <p id="composer-length" class={`counter${notice.over ? ' over' : ''}`} role="status">{notice.text}</p>}
     </form>
   );
 }

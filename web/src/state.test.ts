@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  addHistory, addMessages, emptyRoom, groupMessages, hasGap, linkify, markRead, mergeMessages,
-  queueSend, retrySend, sendFailed, syncedThrough, toResend, unreadCount, type Message,
+  addHistory, addMessages, emptyRoom, groupMessages, hasGap, lengthNotice, linkify, markRead, mergeMessages,
+  queueSend, retrySend, sendFailed, syncedThrough, toResend, unreadCount, utf8Bytes, type Message,
 } from './state';
 
 const ann = { id: 'A', username: 'ann' };
@@ -125,5 +125,21 @@ describe('display', () => {
     ]);
     expect(linkify('javascript:alert(1)')).toEqual([{ text: 'javascript:alert(1)' }]);
     expect(linkify('')).toEqual([]);
+  });
+});
+
+describe('the composer counts bytes as the server does', () => {
+  it('counts UTF-8 bytes, not characters', () => {
+    expect(utf8Bytes('abc')).toBe(3);
+    expect(utf8Bytes('é')).toBe(2);
+    expect(utf8Bytes('🦀')).toBe(4);
+  });
+  it('says nothing far from the limit, counts near it, and refuses past it without cutting', () => {
+    expect(lengthNotice(100, 4096)).toMatchObject({ show: false, over: false });
+    expect(lengthNotice(3300, 4096)).toMatchObject({ show: true, over: false, text: '3,300 / 4,096 bytes' });
+    expect(lengthNotice(4096, 4096).over).toBe(false);
+    const over = lengthNotice(5000, 4096);
+    expect(over).toMatchObject({ show: true, over: true });
+    expect(over.text).toContain('shorten it by 904');
   });
 });

@@ -223,3 +223,25 @@ export function dmPeer(roomName: string, me: UserRef, known: UserRef[]): UserRef
   const other = ids.find((id) => id !== me.id.toLowerCase());
   return known.find((u) => u.id.toLowerCase() === other);
 }
+
+/** The server's limit on a message's text, in UTF-8 bytes, until it says otherwise. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 4096;
+
+const utf8 = new TextEncoder();
+
+/** A text's size as the server counts it: UTF-8 bytes, not characters. */
+export function utf8Bytes(text: string): number {
+  return utf8.encode(text).length;
+}
+
+/**
+ * What the composer says about a text's length: nothing far from the limit; a counter from
+ * 80 % of it; past it, that the text cannot be sent as it is (nothing is ever cut).
+ */
+export function lengthNotice(bytes: number, max: number): { show: boolean; over: boolean; text: string } {
+  const over = bytes > max;
+  const text = over
+    ? `${bytes.toLocaleString('en')} / ${max.toLocaleString('en')} bytes — too long to send; shorten it by ${(bytes - max).toLocaleString('en')}`
+    : `${bytes.toLocaleString('en')} / ${max.toLocaleString('en')} bytes`;
+  return { show: bytes >= max * 0.8, over, text };
+}

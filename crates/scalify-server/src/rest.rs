@@ -296,7 +296,8 @@ async fn blocks(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiRe
 
 async fn me(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {
     let admin = chat.is_admin(&user).await?;
-    Ok(Json(json!({ "user": user, "admin": admin })).into_response())
+    let limits = json!({ "max_message_bytes": chat.max_text_bytes() });
+    Ok(Json(json!({ "user": user, "admin": admin, "limits": limits })).into_response())
 }
 
 /// The admin dashboard's data (admins only): nodes, rates, busiest rooms, this node's

@@ -106,6 +106,7 @@ async fn register_login_me_and_error_shapes() {
     assert_eq!(user["username"], "carol");
     let (status, body) = app.call("GET", "/api/me", None, Some(&token)).await;
     assert_eq!((status, &body["user"]), (200, &user));
+    assert_eq!(body["limits"]["max_message_bytes"], 4096, "{body}");
     let (status, body) = app
         .call(
             "POST",

@@ -375,6 +375,12 @@ impl Chat {
         self.fanout.shutdown().await;
     }
 
+    /// The longest message text accepted, in UTF-8 bytes (`--max-message-bytes`): clients
+    /// count against it before sending.
+    pub fn max_text_bytes(&self) -> usize {
+        self.config.max_text_bytes
+    }
+
     /// Adds a dependency to `/readyz` and the admin page.
     pub fn add_check(&self, check: Arc<dyn Dependency>) {
         if let Ok(mut c) = self.checks.lock() {
