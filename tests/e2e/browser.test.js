@@ -542,6 +542,56 @@ test('the composer counts bytes, shows a counter near the limit, and never cuts 
   } finally { await ann.context.close(); }
 });
 
+test('drafts stay with their room across switches and reloads; opening a room by keyboard puts the cursor in its composer; sign-out clears the unread count from the title', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  try {
+    await signUp(ann);
+    const [one, two] = [uniqueRoom('d1'), uniqueRoom('d2')];
+    for (const r of [one, two]) {
+      await ann.page.getByPlaceholder('room-name').fill(r);
+      await ann.page.getByRole('button', { name: 'Create' }).click();
+      await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
+    }
+    const box = ann.page.locator('.composer textarea');
+    const focused = () => ann.page.evaluate(() => document.activeElement?.matches('.composer textarea') ?? false);
+    // Pick a room with the keyboard: focus on its sidebar entry, Enter; the cursor is in the composer.
+    const pick = async (r) => {
+      await ann.page.locator('.sidebar .room-link', { hasText: `#${r}` }).focus();
+      await ann.page.keyboard.press('Enter');
+      await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
+      await eventually(focused, 5000, `the composer of #${r} focused`);
+    };
+    await pick(one);
+    await ann.page.keyboard.type('half-written thought');
+    await pick(two);
+    assert.equal(await box.inputValue(), '');
+    await pick(one);
+    assert.equal(await box.inputValue(), 'half-written thought');
+    await ann.page.reload();
+    await openRoom(ann.page, one);
+    assert.equal(await box.inputValue(), 'half-written thought');
+    // Sent: the draft is gone.
+    await box.press('Enter');
+    await ann.page.locator('.messages .msg', { hasText: 'half-written thought' }).waitFor();
+    await ann.page.reload();
+    await openRoom(ann.page, one);
+    assert.equal(await box.inputValue(), '');
+    // Colour emoji fonts are in the stack.
+    assert.match(await ann.page.evaluate(() => getComputedStyle(document.body).fontFamily), /Noto Color Emoji/);
+    // An unread message counts in the title; after signing out the title counts nothing.
+    await ann.page.locator('.composer textarea').fill('a draft left behind');
+    const bob = await register(server.url, 'bob');
+    assert.equal((await api(server.url, 'POST', `/api/rooms/${two}/members`, { username: bob.user.username }, bob.token)).status, 200);
+    assert.equal((await api(server.url, 'POST', `/api/rooms/${two}/messages`, { text: 'ping', client_id: 'p1' }, bob.token)).status, 201);
+    await eventually(async () => (await ann.page.title()) === '(1) ScalifyChat', 15000, 'the unread count in the title');
+    await ann.page.getByText('Sign out').click();
+    await ann.page.getByRole('tab', { name: 'Create account' }).waitFor();
+    assert.equal(await ann.page.title(), 'ScalifyChat');
+    assert.deepEqual(await ann.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('scalify.draft:'))), [], 'drafts cleared at sign-out');
+    assert.deepEqual(ann.errors, []);
+  } finally { await ann.context.close(); }
+});
+
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob' });

@@ -27,6 +27,11 @@ export function App() {
     // here does not wait for that, nor depend on it when offline.
     if (session) void api.logout(session.token).catch(() => {});
     localStorage.removeItem(SESSION_KEY);
+    // Drafts are the signed-out user's own: they do not stay behind in this browser.
+    if (session) {
+      const mine = `scalify.draft:${session.user.id}:`;
+      for (const k of Object.keys(localStorage)) if (k.startsWith(mine)) localStorage.removeItem(k);
+    }
     setSession(null);
   };
   if (!session) {
@@ -122,6 +127,8 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
   useEffect(() => {
     document.title = unreadTotal > 0 ? `(${unreadTotal}) ScalifyChat` : 'ScalifyChat';
   }, [unreadTotal]);
+  // Signed out: the sign-in screen counts nothing.
+  useEffect(() => () => { document.title = 'ScalifyChat'; }, []);
   const [admin, setAdmin] = useState(false);
   const [maxBytes, setMaxBytes] = useState(DEFAULT_MAX_MESSAGE_BYTES);
   const [adminOpen, setAdminOpen] = useState(false);
@@ -396,7 +403,8 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
         {showMembers && <Members client={client} room={room} online={online} me={snap.me} />}
       </div>
       <p class="typing" aria-live="polite">{typing.length > 0 && `${typing.map((u) => u.username).join(', ')} ${typing.length > 1 ? 'are' : 'is'} typing…`}</p>
-      <Composer onSend={(text) => { atBottom.current = true; void client.send(room.name, text); }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} maxBytes={maxBytes} />
+      <Composer onSend={(text) => { atBottom.current = true; void client.send(room.name, text); }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} maxBytes={maxBytes}
+        draftKey={`scalify.draft:${snap.me.id}:${room.name}`} />
     </section>
   );
 }
@@ -445,9 +453,24 @@ function Members({ client, room, online, me }: { client: ChatClient; room: RoomV
   );
 }
 
-function Composer({ onSend, onTyping, label, maxBytes }: { onSend: (text: string) => void; onTyping: () => void; label: string; maxBytes: number }) {
-  const [text, setText] = useState('');
+function Composer({ onSend, onTyping, label, maxBytes, draftKey }: {
+  onSend: (text: string) => void; onTyping: () => void; label: string; maxBytes: number; draftKey: string;
+}) {
+  // The draft of each room is kept (in this browser) until sent: switching rooms or reloading
+  // loses nothing.
+  const [text, setTextState] = useState(() => localStorage.getItem(draftKey) ?? '');
+  const setText = (t: string) => {
+    setTextState(t);
+    if (t) localStorage.setItem(draftKey, t);
+    else localStorage.removeItem(draftKey);
+  };
   const lastTyping = useRef(0);
+  const box = useRef<HTMLTextAreaElement>(null);
+  // Opening a room puts the cursor where one writes (with a mouse or keyboard; a touch
+  // screen would pop its keyboard up over the messages).
+  useEffect(() => {
+    if (window.matchMedia('(pointer: fine)').matches) box.current?.focus();
+  }, [draftKey]);
   // Counted as the server counts (UTF-8 bytes); a text over the limit is kept, never cut, and
   // cannot be sent until shortened.
   const notice = lengthNotice(utf8Bytes(text), maxBytes);
@@ -475,7 +498,7 @@ function Composer({ onSend, onTyping, label, maxBytes }: { onSend: (text: string
   };
   return (
     <form class="composer" onSubmit={(e) => { e.preventDefault(); send(); }}>
-      <textarea aria-label={label} placeholder="Write a message (Enter sends, Shift+Enter for a new line)" rows={2}
+      <textarea ref={box} aria-label={label} placeholder="Write a message (Enter sends, Shift+Enter for a new line)" rows={2}
         value={text} onKeyDown={onKeyDown} onInput={onInput} aria-invalid={notice.over}
         aria-describedby={notice.show ? 'composer-length' : undefined} />
       <button class="primary" type="submit" disabled={notice.over}>Send</button>
