@@ -592,6 +592,42 @@ test('drafts stay with their room across switches and reloads; opening a room by
   } finally { await ann.context.close(); }
 });
 
+test('the room list is live: a public room someone creates is offered at once; rooms created or joined in one tab, or through the API, appear in the other tabs', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const tab2 = await ann.context.newPage();
+    tab2.on('pageerror', (e) => ann.errors.push(e.message));
+    await tab2.goto(server.url);
+    await tab2.getByText('Sign out').waitFor();
+    const inSidebar = (page, r) => page.locator('.sidebar .room-link', { hasText: `#${r}` }).waitFor();
+    // Bob creates a public room: Ann (both tabs) is offered it under Browse, without a reload.
+    const bobs = uniqueRoom('live-b');
+    await bob.page.getByPlaceholder('room-name').fill(bobs);
+    await bob.page.getByRole('button', { name: 'Create' }).click();
+    for (const page of [ann.page, tab2]) await page.getByRole('button', { name: `Join ${bobs}` }).waitFor();
+    // Ann joins it in one tab: the other lists it as hers.
+    await ann.page.getByRole('button', { name: `Join ${bobs}` }).click();
+    await inSidebar(tab2, bobs);
+    // Ann creates a room in one tab: the other lists it.
+    const anns = uniqueRoom('live-a');
+    await ann.page.getByPlaceholder('room-name').fill(anns);
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await inSidebar(tab2, anns);
+    // And one through the API with her token: both tabs list it.
+    const token = await ann.page.evaluate(() => JSON.parse(localStorage.getItem('scalify.session')).token);
+    const viaApi = uniqueRoom('live-api');
+    assert.equal((await api(server.url, 'POST', '/api/rooms', { name: viaApi, kind: 'private' }, token)).status, 201);
+    for (const page of [ann.page, tab2]) await inSidebar(page, viaApi);
+    // A private room is not offered to anyone else.
+    await bob.page.getByRole('button', { name: `Join ${anns}` }).waitFor();
+    assert.equal(await bob.page.getByRole('button', { name: `Join ${viaApi}` }).count(), 0);
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally { await ann.context.close(); await bob.context.close(); }
+});
+
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob' });

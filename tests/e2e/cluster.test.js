@@ -215,15 +215,21 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     for (const { s } of users) s.close();
   });
 
-  test('room_added reaches a user on another node', async () => {
+  test('room_added and room_created reach users on other nodes', async () => {
     const [A, B, C] = nodes;
     const ann = await register(A.url, 'ann');
     const bob = await register(B.url, 'bob');
     const sb = await connect(C.url, bob.token);
     const got = collect(sb, 'room_added');
+    const created = collect(sb, 'room_created');
     const dm = await api(A.url, 'POST', '/api/dms', { username: bob.user.username }, ann.token);
     assert.equal(dm.status, 200);
     assert.equal((await got.waitFor(1))[0].room.name, dm.body.room.name);
+    // A public room created on A is announced to a connection on C; a private one is not.
+    const [open, closed] = [uniqueRoom('pub'), uniqueRoom('priv')];
+    assert.equal((await api(A.url, 'POST', '/api/rooms', { name: closed, kind: 'private' }, ann.token)).status, 201);
+    assert.equal((await api(A.url, 'POST', '/api/rooms', { name: open, kind: 'public' }, ann.token)).status, 201);
+    assert.deepEqual((await created.waitFor(1)).map((e) => [e.room.name, e.room.kind]), [[open, 'public']]);
     sb.close();
   });
 

@@ -70,8 +70,12 @@ export class ChatClient {
     this.socket.on('message', (m: Message) => this.onMessage(m));
     this.socket.on('typing', (t: { room: string; user: UserRef }) => this.onTyping(t.room, t.user));
     this.socket.on('presence', (p: { room: string; user: UserRef; online: boolean }) => this.onPresence(p));
-    // Someone added us to a room (a new DM, a private room): it appears in the sidebar at once.
+    // We are in a new room (someone added us, or we created or joined it in another tab or
+    // through the API): it appears in the sidebar at once.
     this.socket.on('room_added', () => void this.refreshRooms().catch((e) => this.apiFailed(e)));
+    // Someone created a public room: it is offered under Browse at once (from the event
+    // itself: no request per client for what everyone is told).
+    this.socket.on('room_created', (r: { room: RoomInfo }) => this.offerRoom(r.room));
     // We left the room on another device, or its owner removed us.
     this.socket.on('room_removed', (r: { room: string }) => this.dropRoom(r.room));
     void this.refreshRooms().catch((e) => this.apiFailed(e));
@@ -152,6 +156,12 @@ export class ChatClient {
     // A DM is named after its other user, who may never have been seen otherwise.
     this.remember(list.flatMap((r) => (r.member && r.peer ? [r.peer] : [])));
     if (this.socket.connected) await Promise.all(fresh.map((n) => this.follow(n)));
+  }
+
+  private offerRoom(room: RoomInfo) {
+    if (room.kind !== 'public' || this.snapshot.rooms[room.name] || this.snapshot.discover.some((r) => r.name === room.name)) return;
+    const discover = [...this.snapshot.discover, { ...room, member: false }].sort((a, b) => a.name.localeCompare(b.name));
+    this.update({ discover });
   }
 
   /** Joins a room on this connection (live events) and recovers anything missed. */

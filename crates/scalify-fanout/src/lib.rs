@@ -55,6 +55,9 @@ pub enum EventKind {
     /// To the control room: what a node's users spent of their request budgets
     /// (`{"node", "spent": [[user, cost], …]}`); each other node debits it.
     BudgetSpent,
+    /// To the control room: a public room was created (`{"room"}`); each node tells all its
+    /// connections, so everyone's list of rooms to join is current.
+    RoomCreated,
 }
 
 impl EventKind {
@@ -67,6 +70,7 @@ impl EventKind {
             EventKind::SessionsEnded => "sessions_ended",
             EventKind::MemberRemoved => "room_removed",
             EventKind::BudgetSpent => "budget_spent",
+            EventKind::RoomCreated => "room_created",
         }
     }
 }

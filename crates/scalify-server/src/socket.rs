@@ -224,6 +224,23 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// Writes an event to every connection of this node (a new public room, for everyone's
+    /// list of rooms to join).
+    fn to_everyone(&self, event: &RoomEvent) {
+        let Some(op) = self.io.of("/") else {
+            return;
+        };
+        let payload = event.payload.clone();
+        let name = event.kind.event_name();
+        tokio::spawn(async move {
+            if let Err(e) = op.emit(name, &*payload).await {
+                tracing::debug!(error = %e, event = name, "some connections could not take an event");
+            }
+        });
+    }
+}
+
 impl LocalDelivery for Delivery {
     fn deliver(&self, event: &RoomEvent) {
         let kind = event.kind.event_name();
@@ -231,6 +248,7 @@ impl LocalDelivery for Delivery {
         match event.kind {
             scalify_fanout::EventKind::SessionsEnded => return self.close_sessions(event),
             scalify_fanout::EventKind::MemberRemoved => return self.remove_member(event),
+            scalify_fanout::EventKind::RoomCreated => return self.to_everyone(event),
             scalify_fanout::EventKind::BudgetSpent => {
                 if let Some(chat) = self.chat.get().and_then(std::sync::Weak::upgrade) {
                     chat.spent_elsewhere(event.payload.get());

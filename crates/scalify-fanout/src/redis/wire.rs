@@ -14,6 +14,7 @@ pub(super) fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
         EventKind::SessionsEnded => ("s", 0, 0),
         EventKind::MemberRemoved => ("r", 0, 0),
         EventKind::BudgetSpent => ("b", 0, 0),
+        EventKind::RoomCreated => ("c", 0, 0),
     };
     let except = event.except_user.map(|u| u.to_string()).unwrap_or_default();
     let payload = event.payload.get();
@@ -63,6 +64,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<RoomEvent, String> {
         "s" => EventKind::SessionsEnded,
         "r" => EventKind::MemberRemoved,
         "b" => EventKind::BudgetSpent,
+        "c" => EventKind::RoomCreated,
         other => return Err(format!("unknown kind '{other}'")),
     };
     Ok(RoomEvent {

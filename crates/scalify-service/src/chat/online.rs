@@ -176,6 +176,15 @@ impl Chat {
         }
     }
 
+    /// Tells every connection, on every node, that a public room now exists.
+    pub(super) async fn announce_created(&self, room: &Room) {
+        if room.kind == RoomKind::Public {
+            let payload = serde_json::json!({ "room": room });
+            self.publish(RoomName::control(), EventKind::RoomCreated, &payload, None)
+                .await;
+        }
+    }
+
     /// Tells every connection of `user`, on any node, that they are now in `room`.
     pub(super) async fn notify_added(&self, user: Id, room: &Room) {
         let payload = serde_json::json!({ "room": room });

@@ -117,10 +117,15 @@ impl Chat {
                     self.remember_member(room.id, user.id);
                     // Its creator owns it (a joiner racing the creation may win the claim:
                     // both were creating it).
-                    self.store
+                    let created = self
+                        .store
                         .claim_owner(room.id, user.id)
                         .await
                         .map_err(store_error)?;
+                    if created {
+                        self.announce_created(&room).await;
+                    }
+                    self.notify_added(user.id, &room).await;
                     return Ok(room);
                 }
                 // Its owner created it as a private room meanwhile: the store added nobody,
@@ -137,11 +142,16 @@ impl Chat {
             }
             // Joining a room one is in already (every room, at each reconnect) is free.
             self.charge(user, Cost::Read)?;
-            self.store
+            let added = self
+                .store
                 .add_member(room.id, user.id)
                 .await
                 .map_err(store_error)?;
             self.remember_member(room.id, user.id);
+            if added {
+                // The user's other connections (another tab, a phone) list it too.
+                self.notify_added(user.id, &room).await;
+            }
         }
         Ok(room)
     }
@@ -201,9 +211,11 @@ impl Chat {
             .claim_owner(room.id, creator.id)
             .await
             .map_err(store_error)?;
-        for id in ids.into_iter().filter(|id| *id != creator.id) {
+        // Every member's connections learn of it, the creator's other tabs included.
+        for id in ids {
             self.notify_added(id, &room).await;
         }
+        self.announce_created(&room).await;
         Ok(room)
     }
 
