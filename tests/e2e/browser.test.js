@@ -273,6 +273,54 @@ test('offline and back: the banner shows, missed messages appear exactly once, a
   }
 });
 
+test('unsent messages outlive the page: a send unanswered when the tab closed is made by the next tab, stored once; a refused send offers Edit, not Retry', async () => {
+  const net1 = await proxy(server.url);
+  const bob = await newUser(net1.url, { name: 'bob' });
+  try {
+    await signUp(bob);
+    const room = uniqueRoom('outbox');
+    await bob.page.getByPlaceholder('room-name').fill(room);
+    await bob.page.getByRole('button', { name: 'Create' }).click();
+    await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await send(bob.page, 'online');
+    await bob.page.locator('.msg', { hasText: 'online' }).waitFor();
+    const token = JSON.parse(await bob.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
+    // Offline, Bob writes, and closes the tab before any answer.
+    net1.cut();
+    await bob.page.getByRole('status').filter({ hasText: 'reconnecting' }).waitFor();
+    await send(bob.page, 'written in the tunnel');
+    await bob.page.locator('.outgoing[data-status=pending]', { hasText: 'written in the tunnel' }).waitFor();
+    await bob.page.close();
+    net1.restore();
+    // The next tab makes it, once.
+    const page = await bob.context.newPage();
+    page.on('pageerror', (e) => bob.errors.push(e.message));
+    await page.goto(net1.url);
+    await openRoom(page, room);
+    await page.locator('.messages .msg', { hasText: 'written in the tunnel' }).waitFor();
+    await page.locator('.outgoing').waitFor({ state: 'detached', timeout: 15000 });
+    const stored = await allMessages(server.url, token, room);
+    assert.deepEqual(stored.map((m) => m.text), ['online', 'written in the tunnel']);
+    // A send the server refuses for good (Bob was blocked in a DM) offers Edit and Dismiss.
+    const zed = await register(server.url, 'zed');
+    const dm = await api(server.url, 'POST', '/api/dms', { username: zed.user.username }, token);
+    assert.equal((await api(server.url, 'POST', '/api/blocks', { username: bob.username }, zed.token)).status, 204);
+    await page.locator('.room-link', { hasText: `@${zed.user.username}` }).click();
+    await page.getByRole('heading', { name: `@${zed.user.username}` }).waitFor();
+    await send(page, 'hello?');
+    const failed = page.locator('.outgoing[data-status=failed]', { hasText: 'hello?' });
+    await failed.getByRole('button', { name: 'Edit' }).waitFor();
+    assert.equal(await failed.getByRole('button', { name: 'Retry' }).count(), 0);
+    await failed.getByRole('button', { name: 'Edit' }).click();
+    await failed.waitFor({ state: 'detached' });
+    assert.equal(await page.locator('.composer textarea').inputValue(), 'hello?');
+    assert.equal(dm.status, 200);
+    assert.deepEqual(bob.errors, []);
+  } finally {
+    await bob.context.close(); await net1.close();
+  }
+});
+
 test('the node is stopped (SIGTERM) and restarted while a user sends: every message the user wrote is stored once, the unanswered ones resent by the app after the reconnect', async () => {
   const port = await freePort();
   let node = await startServer({ port, args: ['--rate-limit-per-sec', '0'] });

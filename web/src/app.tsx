@@ -27,10 +27,11 @@ export function App() {
     // here does not wait for that, nor depend on it when offline.
     if (session) void api.logout(session.token).catch(() => {});
     localStorage.removeItem(SESSION_KEY);
-    // Drafts are the signed-out user's own: they do not stay behind in this browser.
+    // Drafts and unsent messages are the signed-out user's own: they do not stay behind in
+    // this browser.
     if (session) {
-      const mine = `scalify.draft:${session.user.id}:`;
-      for (const k of Object.keys(localStorage)) if (k.startsWith(mine)) localStorage.removeItem(k);
+      const mine = [`scalify.draft:${session.user.id}:`, `scalify.outbox:${session.user.id}:`];
+      for (const k of Object.keys(localStorage)) if (mine.some((p) => k.startsWith(p))) localStorage.removeItem(k);
     }
     setSession(null);
   };
@@ -300,6 +301,8 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
   // the reader watches).
   const unreadAtOpen = snap.opened?.room === room.name ? snap.opened : { after: room.lastRead, upTo: room.lastRead };
   const [showMembers, setShowMembers] = useState(false);
+  // A failed send moved back to the composer (Edit).
+  const [seed, setSeed] = useState<{ text: string } | undefined>();
 
   // While older messages load: the list's height and first message before they came, so the
   // view can stay on what the reader was looking at once they are added above.
@@ -393,8 +396,15 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
               {o.status === 'pending'
                 ? <span class="status">sending…</span>
                 : (
+                  // A failure that may pass (no answer, a node stopping, a rate limit) offers
+                  // Retry, and is made again by itself on reconnect; one that cannot (too long,
+                  // not allowed) offers Edit instead. Either can be dismissed.
                   <span class="status failed" role="alert">
-                    Not sent{o.error ? `: ${o.error}` : ''} <button onClick={() => client.retry(room.name, o.client_id)}>Retry</button>
+                    Not sent{o.error ? `: ${o.error}` : ''}{' '}
+                    {o.retryable
+                      ? <button onClick={() => client.retry(room.name, o.client_id)}>Retry</button>
+                      : <button onClick={() => setSeed({ text: client.dismiss(room.name, o.client_id) ?? '' })}>Edit</button>}
+                    {' '}<button onClick={() => client.dismiss(room.name, o.client_id)} aria-label="Dismiss">Dismiss</button>
                   </span>
                 )}
             </article>
@@ -404,7 +414,7 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
       </div>
       <p class="typing" aria-live="polite">{typing.length > 0 && `${typing.map((u) => u.username).join(', ')} ${typing.length > 1 ? 'are' : 'is'} typing…`}</p>
       <Composer onSend={(text) => { atBottom.current = true; void client.send(room.name, text); }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} maxBytes={maxBytes}
-        draftKey={`scalify.draft:${snap.me.id}:${room.name}`} />
+        draftKey={`scalify.draft:${snap.me.id}:${room.name}`} seed={seed} />
     </section>
   );
 }
@@ -453,8 +463,10 @@ function Members({ client, room, online, me }: { client: ChatClient; room: RoomV
   );
 }
 
-function Composer({ onSend, onTyping, label, maxBytes, draftKey }: {
+function Composer({ onSend, onTyping, label, maxBytes, draftKey, seed }: {
   onSend: (text: string) => void; onTyping: () => void; label: string; maxBytes: number; draftKey: string;
+  /** Text to put in the composer (a failed send being edited); a new object each time. */
+  seed?: { text: string };
 }) {
   // The draft of each room is kept (in this browser) until sent: switching rooms or reloading
   // loses nothing.
@@ -471,6 +483,11 @@ function Composer({ onSend, onTyping, label, maxBytes, draftKey }: {
   useEffect(() => {
     if (window.matchMedia('(pointer: fine)').matches) box.current?.focus();
   }, [draftKey]);
+  useEffect(() => {
+    if (!seed) return;
+    setText(seed.text);
+    box.current?.focus();
+  }, [seed]);
   // Counted as the server counts (UTF-8 bytes); a text over the limit is kept, never cut, and
   // cannot be sent until shortened.
   const notice = lengthNotice(utf8Bytes(text), maxBytes);

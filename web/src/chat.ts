@@ -8,7 +8,7 @@
 import { io, type Socket } from 'socket.io-client';
 import { api, ApiError, type RoomInfo, type Session } from './api';
 import {
-  addHistory, addMessages, emptyRoom, hasGap, markRead, oldestSeq, queueSend, retrySend, RETRYABLE_CODES, toResend,
+  addHistory, addMessages, dropSend, emptyRoom, hasGap, markRead, oldestSeq, outboxOf, queueSend, restoreOutbox, retrySend, RETRYABLE_CODES, toResend,
   sendFailed, syncedThrough, type Message, type RoomView, type UserRef,
 } from './state';
 
@@ -110,6 +110,7 @@ export class ChatClient {
     if (name === this.snapshot.active && document.visibilityState !== 'hidden') next = markRead(next);
     if (next !== room) {
       if (next.lastRead !== room.lastRead) localStorage.setItem(readKey(this.snapshot.me, name), String(next.lastRead));
+      if (next.outgoing !== room.outgoing) this.saveOutbox(name, next);
       this.update({ rooms: { ...this.snapshot.rooms, [name]: next } });
     }
   }
@@ -146,7 +147,7 @@ export class ChatClient {
     for (const r of list.filter((x) => x.member)) {
       if (!rooms[r.name]) {
         const lastRead = Number(localStorage.getItem(readKey(this.snapshot.me, r.name)) ?? 0);
-        rooms[r.name] = emptyRoom(r.name, r.kind, r.last_seq, lastRead);
+        rooms[r.name] = { ...emptyRoom(r.name, r.kind, r.last_seq, lastRead), outgoing: this.savedOutbox(r.name) };
         fresh.push(r.name);
       } else if (r.last_seq > rooms[r.name].lastSeq) {
         rooms[r.name] = { ...rooms[r.name], lastSeq: r.last_seq };
@@ -325,6 +326,33 @@ export class ChatClient {
         const o = this.snapshot.rooms[room]?.outgoing.find((x) => x.client_id === clientId);
         if (o?.status === 'failed' && this.socket.connected) void this.send(room, text, clientId, attempt + 1);
       }, RESEND_AFTER_MS * attempt);
+    }
+  }
+
+  /** Takes a failed send away; its text is returned (to edit it). */
+  dismiss(room: string, clientId: string): string | undefined {
+    const o = this.snapshot.rooms[room]?.outgoing.find((x) => x.client_id === clientId);
+    this.setRoom(room, (r) => dropSend(r, clientId));
+    return o?.text;
+  }
+
+  // Unacknowledged sends are kept in this browser until answered: a page closed or reloaded
+  // while offline loses none of them, and the next page makes them again.
+  private outboxKey(room: string) {
+    return `scalify.outbox:${this.snapshot.me.id}:${room}`;
+  }
+
+  private saveOutbox(room: string, view: RoomView) {
+    const kept = outboxOf(view);
+    if (kept.length) localStorage.setItem(this.outboxKey(room), JSON.stringify(kept));
+    else localStorage.removeItem(this.outboxKey(room));
+  }
+
+  private savedOutbox(room: string) {
+    try {
+      return restoreOutbox(JSON.parse(localStorage.getItem(this.outboxKey(room)) ?? '[]'));
+    } catch {
+      return [];
     }
   }
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  addHistory, addMessages, emptyRoom, groupMessages, hasGap, lengthNotice, linkify, markRead, mergeMessages,
-  queueSend, retrySend, sendFailed, syncedThrough, toResend, unreadCount, utf8Bytes, type Message,
+  addHistory, addMessages, dropSend, emptyRoom, groupMessages, hasGap, lengthNotice, linkify, markRead, mergeMessages,
+  queueSend, restoreOutbox, retrySend, sendFailed, syncedThrough, toResend, unreadCount, utf8Bytes, type Message,
 } from './state';
 
 const ann = { id: 'A', username: 'ann' };
@@ -141,5 +141,17 @@ describe('the composer counts bytes as the server does', () => {
     const over = lengthNotice(5000, 4096);
     expect(over).toMatchObject({ show: true, over: true });
     expect(over.text).toContain('shorten it by 904');
+  });
+});
+
+describe('unsent messages outlive the page', () => {
+  it('a send still waiting when the page closed is made again by the next page; a refused one stays refused', () => {
+    let room = queueSend(emptyRoom('r', 'public', 0, 0), 'c1', 'waiting', 1);
+    room = queueSend(room, 'c2', 'refused', 2);
+    room = sendFailed(room, 'c2', 'too long', false);
+    const restored = { ...room, outgoing: restoreOutbox(JSON.parse(JSON.stringify(room.outgoing))) };
+    expect(toResend(restored).map((o) => o.client_id)).toEqual(['c1']);
+    expect(restored.outgoing.find((o) => o.client_id === 'c2')).toMatchObject({ status: 'failed', retryable: false, error: 'too long' });
+    expect(dropSend(restored, 'c2').outgoing.map((o) => o.client_id)).toEqual(['c1']);
   });
 });

@@ -149,6 +149,27 @@ export function retrySend(room: RoomView, client_id: string): RoomView {
   };
 }
 
+/** Takes a failed send away (dismissed, or moved back to the composer to be edited). */
+export function dropSend(room: RoomView, client_id: string): RoomView {
+  return { ...room, outgoing: room.outgoing.filter((o) => o.client_id !== client_id) };
+}
+
+/** What is kept of a room's unacknowledged sends when the page closes. */
+export function outboxOf(room: RoomView): Outgoing[] {
+  return room.outgoing.map((o) => ({ ...o }));
+}
+
+/**
+ * Sends kept from a page that closed, as the next page shows them: one that was still
+ * waiting for its answer is failed-and-retryable, so it is made again (with its client_id:
+ * stored once even if the first attempt did reach the server) once connected.
+ */
+export function restoreOutbox(saved: Outgoing[]): Outgoing[] {
+  return saved.map((o) => (o.status === 'pending'
+    ? { ...o, status: 'failed' as const, retryable: true, error: 'not answered before the page closed' }
+    : o));
+}
+
 // ---- unread -------------------------------------------------------------------------------
 
 /**
