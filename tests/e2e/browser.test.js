@@ -676,6 +676,52 @@ test('the room list is live: a public room someone creates is offered at once; r
   } finally { await ann.context.close(); await bob.context.close(); }
 });
 
+test('scrolled up, new messages stay unread and a button jumps down to them; a failed send stays where it was written', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  try {
+    await signUp(ann);
+    const bob = await register(server.url, 'bob');
+    const room = uniqueRoom('jump');
+    assert.equal((await api(server.url, 'POST', '/api/rooms', { name: room, kind: 'public' }, bob.token)).status, 201);
+    assert.equal((await api(server.url, 'POST', `/api/rooms/${room}/members`, { username: ann.username }, bob.token)).status, 200);
+    for (let i = 0; i < 60; i++) {
+      await api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: `line ${i}`, client_id: `l${i}` }, bob.token);
+    }
+    await ann.page.locator('.room-link', { hasText: `#${room}` }).click();
+    await ann.page.locator('.messages .msg', { hasText: 'line 59' }).waitFor();
+    const badge = ann.page.locator('.room-link', { hasText: `#${room}` }).locator('.badge');
+    await badge.waitFor({ state: 'detached' });
+    // Scrolled up: what arrives is not read, and a button says how much is below.
+    await ann.page.locator('.messages').evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+    for (const t of ['new 1', 'new 2']) {
+      await api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: t, client_id: t }, bob.token);
+    }
+    const jump = ann.page.getByRole('button', { name: '↓ 2 new messages' });
+    await jump.waitFor();
+    assert.equal(await badge.textContent(), '2');
+    assert.equal(await ann.page.title(), '(2) ScalifyChat');
+    await jump.click();
+    await jump.waitFor({ state: 'detached' });
+    await badge.waitFor({ state: 'detached' });
+    assert.equal(await ann.page.title(), 'ScalifyChat');
+    // A send refused for good stays where it was written: a message that comes later shows
+    // below it, not above.
+    const zed = await register(server.url, 'zed');
+    assert.equal((await api(server.url, 'POST', '/api/dms', { username: ann.username }, zed.token)).status, 200);
+    await ann.page.locator('.room-link', { hasText: `@${zed.user.username}` }).click();
+    await ann.page.getByRole('heading', { name: `@${zed.user.username}` }).waitFor();
+    assert.equal((await api(server.url, 'POST', '/api/blocks', { username: ann.username }, zed.token)).status, 204);
+    await send(ann.page, 'hello?');
+    await ann.page.locator('.outgoing[data-status=failed]', { hasText: 'hello?' }).waitFor();
+    const dmName = (await api(server.url, 'GET', '/api/rooms', undefined, zed.token)).body.rooms.find((r) => r.kind === 'dm').name;
+    assert.equal((await api(server.url, 'POST', `/api/rooms/${dmName}/messages`, { text: 'later reply', client_id: 'z1' }, zed.token)).status, 201);
+    await ann.page.locator('.messages .msg', { hasText: 'later reply' }).waitFor();
+    const order = await ann.page.locator('.messages .msg').allTextContents();
+    assert.deepEqual(order.filter((t) => t === 'hello?' || t === 'later reply'), ['hello?', 'later reply']);
+    assert.deepEqual(ann.errors, []);
+  } finally { await ann.context.close(); }
+});
+
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob' });

@@ -6,7 +6,8 @@ import { Fragment } from 'preact';
 import { api, ApiError, type Overview, type Session } from './api';
 import { ChatClient, type Snapshot } from './chat';
 import {
-  DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, linkify, unreadCount, utf8Bytes, type Message, type RoomView, type UserRef,
+  DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, linkify, placeOutgoing, unreadCount, utf8Bytes,
+  type Message, type Outgoing, type RoomView, type UserRef,
 } from './state';
 
 const SESSION_KEY = 'scalify.session';
@@ -117,8 +118,8 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
   useEffect(() => () => client.close(), [client]);
   const snap = useSnapshot(client);
   useEffect(() => {
-    // Reading the open room again when the tab comes back.
-    const onVisible = () => snap.active && client.open(snap.active);
+    // Back in the tab: what the open room's view shows now is read.
+    const onVisible = () => snap.active && document.visibilityState !== 'hidden' && client.viewing(snap.active, client.isAtLatest());
     document.addEventListener('visibilitychange', onVisible);
     return () => document.removeEventListener('visibilitychange', onVisible);
   }, [client, snap.active]);
@@ -321,12 +322,25 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
     });
   };
 
+  // Scrolled up from the newest messages: new ones are not marked read, and a button offers to
+  // jump down to them.
+  const [below, setBelow] = useState(false);
   const onScroll = () => {
     const el = list.current;
     if (!el) return;
-    atBottom.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    const bottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    if (bottom !== atBottom.current) client.viewing(room.name, bottom);
+    atBottom.current = bottom;
+    setBelow(!bottom);
     if (el.scrollTop < 80 && room.hasMore) loadOlder();
   };
+  const jumpToLatest = () => {
+    const el = list.current;
+    if (!el) return;
+    el.scrollTop = el.scrollHeight;
+    onScroll();
+  };
+  const newBelow = below ? unreadCount(room, snap.me.id) : 0;
 
   useLayoutEffect(() => {
     const el = list.current;
@@ -352,6 +366,26 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
   const typing = client.typingIn(room.name);
   const online = snap.online[room.name] ?? [];
   let lastDay = '';
+  const placed = placeOutgoing(groups, room.outgoing);
+  const outgoingEntry = (o: Outgoing) => (
+    <article class="group mine outgoing" key={o.client_id} data-status={o.status}>
+      <p class="msg"><Text text={o.text} /></p>
+      {o.status === 'pending'
+        ? <span class="status">sending…</span>
+        : (
+          // A failure that may pass (no answer, a node stopping, a rate limit) offers
+          // Retry, and is made again by itself on reconnect; one that cannot (too long,
+          // not allowed) offers Edit instead. Either can be dismissed.
+          <span class="status failed" role="alert">
+            Not sent{o.error ? `: ${o.error}` : ''}{' '}
+            {o.retryable
+              ? <button onClick={() => client.retry(room.name, o.client_id)}>Retry</button>
+              : <button onClick={() => setSeed({ text: client.dismiss(room.name, o.client_id) ?? '' })}>Edit</button>}
+            {' '}<button onClick={() => client.dismiss(room.name, o.client_id)} aria-label="Dismiss">Dismiss</button>
+          </span>
+        )}
+    </article>
+  );
 
   return (
     <section class="room" aria-label={roomTitle(room, snap)}>
@@ -369,11 +403,12 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
       <div class="room-body">
         <div class="messages" ref={list} onScroll={onScroll} role="log" aria-live="polite" aria-relevant="additions">
           {room.hasMore ? <p class="more">Loading older messages…</p> : room.messages.length > 0 && <p class="more">Beginning of #{room.name}</p>}
-          {groups.map((g) => {
+          {groups.map((g, i) => {
             const dayChanged = g.day !== lastDay;
             lastDay = g.day;
             return (
               <div key={g.messages[0].id}>
+                {placed.before[i].map(outgoingEntry)}
                 {dayChanged && <div class="day" role="separator">{dayFmt.format(g.messages[0].ts)}</div>}
                 <article class={`group${g.sender.id === snap.me.id ? ' mine' : ''}`}>
                   <header>
@@ -390,26 +425,11 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
               </div>
             );
           })}
-          {room.outgoing.map((o) => (
-            <article class="group mine outgoing" key={o.client_id} data-status={o.status}>
-              <p class="msg"><Text text={o.text} /></p>
-              {o.status === 'pending'
-                ? <span class="status">sending…</span>
-                : (
-                  // A failure that may pass (no answer, a node stopping, a rate limit) offers
-                  // Retry, and is made again by itself on reconnect; one that cannot (too long,
-                  // not allowed) offers Edit instead. Either can be dismissed.
-                  <span class="status failed" role="alert">
-                    Not sent{o.error ? `: ${o.error}` : ''}{' '}
-                    {o.retryable
-                      ? <button onClick={() => client.retry(room.name, o.client_id)}>Retry</button>
-                      : <button onClick={() => setSeed({ text: client.dismiss(room.name, o.client_id) ?? '' })}>Edit</button>}
-                    {' '}<button onClick={() => client.dismiss(room.name, o.client_id)} aria-label="Dismiss">Dismiss</button>
-                  </span>
-                )}
-            </article>
-          ))}
+          {placed.end.map(outgoingEntry)}
         </div>
+        {newBelow > 0 && (
+          <button class="jump" onClick={jumpToLatest}>↓ {newBelow} new {newBelow === 1 ? 'message' : 'messages'}</button>
+        )}
         {showMembers && <Members client={client} room={room} online={online} me={snap.me} />}
       </div>
       <p class="typing" aria-live="polite">{typing.length > 0 && `${typing.map((u) => u.username).join(', ')} ${typing.length > 1 ? 'are' : 'is'} typing…`}</p>

@@ -47,6 +47,8 @@ export class ChatClient {
   private listeners = new Set<() => void>();
   private syncing = new Map<string, Promise<void>>();
   /** Each room's last send, which the next one waits for. */
+  /** Whether the open room's view shows its newest messages. */
+  private atLatest = true;
   private sending = new Map<string, Promise<void>>();
   snapshot: Snapshot;
 
@@ -106,8 +108,9 @@ export class ChatClient {
     const room = this.snapshot.rooms[name];
     if (!room) return;
     let next = f(room);
-    // The open room is read as messages arrive (the view scrolls to them).
-    if (name === this.snapshot.active && document.visibilityState !== 'hidden') next = markRead(next);
+    // The open room is read as messages arrive while its reader sees the newest ones (the view
+    // follows them); scrolled up, what arrives stays unread until they come back down.
+    if (name === this.snapshot.active && this.atLatest && document.visibilityState !== 'hidden') next = markRead(next);
     if (next !== room) {
       if (next.lastRead !== room.lastRead) localStorage.setItem(readKey(this.snapshot.me, name), String(next.lastRead));
       if (next.outgoing !== room.outgoing) this.saveOutbox(name, next);
@@ -231,7 +234,20 @@ export class ChatClient {
     this.setRoom(name, (x) => addHistory(x, r.messages, r.has_more));
   }
 
+  isAtLatest() {
+    return this.atLatest;
+  }
+
+  /** The reader of the open room scrolled to its newest messages (`atLatest`) or away from
+   * them: only what they see is marked read. */
+  viewing(name: string, atLatest: boolean) {
+    this.atLatest = atLatest;
+    if (atLatest && name === this.snapshot.active && document.visibilityState !== 'hidden') this.setRoom(name, markRead);
+  }
+
   open(name: string | undefined) {
+    // A room opens at its newest messages.
+    this.atLatest = true;
     const r = name ? this.snapshot.rooms[name] : undefined;
     this.update({ active: name, opened: r && name ? { room: name, after: r.lastRead, upTo: r.lastSeq } : undefined });
     if (!name) return;

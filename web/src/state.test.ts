@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  addHistory, addMessages, dropSend, emptyRoom, groupMessages, hasGap, lengthNotice, linkify, markRead, mergeMessages,
+  addHistory, addMessages, dropSend, emptyRoom, groupMessages, hasGap, lengthNotice, placeOutgoing, linkify, markRead, mergeMessages,
   queueSend, restoreOutbox, retrySend, sendFailed, syncedThrough, toResend, unreadCount, utf8Bytes, type Message,
 } from './state';
 
@@ -153,5 +153,19 @@ describe('unsent messages outlive the page', () => {
     expect(toResend(restored).map((o) => o.client_id)).toEqual(['c1']);
     expect(restored.outgoing.find((o) => o.client_id === 'c2')).toMatchObject({ status: 'failed', retryable: false, error: 'too long' });
     expect(dropSend(restored, 'c2').outgoing.map((o) => o.client_id)).toEqual(['c1']);
+  });
+});
+
+describe('where our unacknowledged sends show', () => {
+  it('a failed send stays where it was written; a pending one is at the end', () => {
+    const m = (id: string, seq: number, ts: number, sender = bob) => ({ id, room: 'r', seq, sender, text: id, client_id: id, ts });
+    const groups = groupMessages([m('a', 1, 1_000), m('b', 2, 10 * 60_000, ann)]);
+    expect(groups.length).toBe(2);
+    const failed = { client_id: 'f', text: 'f', ts: 5 * 60_000, status: 'failed' as const, retryable: false };
+    const pending = { client_id: 'p', text: 'p', ts: 1, status: 'pending' as const };
+    const late = { client_id: 'l', text: 'l', ts: 20 * 60_000, status: 'failed' as const };
+    const { before, end } = placeOutgoing(groups, [failed, pending, late]);
+    expect(before.map((b) => b.map((o) => o.client_id))).toEqual([[], ['f']]);
+    expect(end.map((o) => o.client_id)).toEqual(['p', 'l']);
   });
 });

@@ -266,3 +266,20 @@ export function lengthNotice(bytes: number, max: number): { show: boolean; over:
     : `${bytes.toLocaleString('en')} / ${max.toLocaleString('en')} bytes`;
   return { show: bytes >= max * 0.8, over, text };
 }
+
+/**
+ * Where each of our unacknowledged sends shows among the room's groups: a failed one stays
+ * where it was written (before the first group that came after it), so newer messages do not
+ * pile up above it; a pending one is at the end, where it will land. `before[i]`: the sends
+ * shown before group `i`; `end`: those after the last group.
+ */
+export function placeOutgoing(groups: MessageGroup[], outgoing: Outgoing[]): { before: Outgoing[][]; end: Outgoing[] } {
+  const before: Outgoing[][] = groups.map(() => []);
+  const end: Outgoing[] = [];
+  for (const o of outgoing) {
+    const i = o.status === 'failed' ? groups.findIndex((g) => g.messages[0].ts > o.ts) : -1;
+    if (i >= 0) before[i].push(o);
+    else end.push(o);
+  }
+  return { before, end };
+}
