@@ -722,6 +722,53 @@ test('scrolled up, new messages stay unread and a button jumps down to them; a f
   } finally { await ann.context.close(); }
 });
 
+test('each room has an address: Back and Forward move between rooms, a reload reopens the room, /dm/<user> opens a DM, a link to a message brings it into view', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  try {
+    await signUp(ann);
+    const path = () => new URL(ann.page.url()).pathname;
+    const heading = (name) => ann.page.getByRole('heading', { name }).waitFor();
+    const [one, two] = [uniqueRoom('u1'), uniqueRoom('u2')];
+    for (const r of [one, two]) {
+      await ann.page.getByPlaceholder('room-name').fill(r);
+      await ann.page.getByRole('button', { name: 'Create' }).click();
+      await heading(`#${r}`);
+    }
+    assert.equal(path(), `/r/${two}`);
+    await openRoom(ann.page, one);
+    assert.equal(path(), `/r/${one}`);
+    await ann.page.goBack();
+    await heading(`#${two}`);
+    await ann.page.goForward();
+    await heading(`#${one}`);
+    await ann.page.reload();
+    await heading(`#${one}`);
+    // A DM's address names its other user.
+    const zed = await register(server.url, 'zed');
+    assert.equal((await api(server.url, 'POST', '/api/dms', { username: ann.username }, zed.token)).status, 200);
+    await ann.page.goto(`${server.url}/dm/${zed.user.username}`);
+    await heading(`@${zed.user.username}`);
+    // A link to an old message: older pages load until it is there, and it is in view.
+    const token = JSON.parse(await ann.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
+    for (let i = 1; i <= 150; i++) {
+      await api(server.url, 'POST', `/api/rooms/${one}/messages`, { text: `old ${i}`, client_id: `o${i}` }, token);
+    }
+    await ann.page.goto(`${server.url}/r/${one}#3`);
+    await heading(`#${one}`);
+    const target = ann.page.locator('#m3');
+    await target.waitFor();
+    await eventually(() => target.evaluate((el) => el.classList.contains('focused')), 15000, 'message 3 marked');
+    assert.equal(await target.textContent(), 'old 3');
+    const inView = await target.evaluate((el) => {
+      const box = el.getBoundingClientRect();
+      const list = el.closest('.messages').getBoundingClientRect();
+      return box.top >= list.top && box.bottom <= list.bottom;
+    });
+    assert.equal(inView, true, 'message 3 is in view');
+    assert.deepEqual(ann.errors, []);
+  } finally { await ann.context.close(); }
+});
+
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob' });

@@ -4,6 +4,7 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { Fragment } from 'preact';
 import { api, ApiError, type Overview, type Session } from './api';
+import { parseRoute, roomPath, type Route } from './route';
 import { ChatClient, type Snapshot } from './chat';
 import {
   DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, linkify, placeOutgoing, unreadCount, utf8Bytes,
@@ -28,6 +29,7 @@ export function App() {
     // here does not wait for that, nor depend on it when offline.
     if (session) void api.logout(session.token).catch(() => {});
     localStorage.removeItem(SESSION_KEY);
+    history.replaceState(null, '', '/');
     // Drafts and unsent messages are the signed-out user's own: they do not stay behind in
     // this browser.
     if (session) {
@@ -124,6 +126,51 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
     return () => document.removeEventListener('visibilitychange', onVisible);
   }, [client, snap.active]);
   const active = snap.active ? snap.rooms[snap.active] : undefined;
+
+  // The address follows the open room (`/r/<room>`, `/dm/<user>`): Back and Forward move
+  // between rooms, a reload reopens the room, and `#<seq>` brings a message into view.
+  const routed = useRef(false);
+  const go = async (route: Route) => {
+    const rooms = Object.values(client.snapshot.rooms);
+    const name = route.kind === 'room'
+      ? route.name
+      : route.kind === 'dm'
+        ? rooms.find((r) => r.kind === 'dm' && dmPeer(r.name, client.snapshot.me, Object.values(client.snapshot.people))?.username === route.username)?.name
+        : undefined;
+    try {
+      if (route.kind === 'home') return client.open(undefined);
+      if (name && client.snapshot.rooms[name]) {
+        if (route.seq) await client.openAt(name, route.seq);
+        else client.open(name);
+      } else if (route.kind === 'room' && client.snapshot.discover.some((r) => r.name === route.name)) {
+        await client.join(route.name);
+      } else if (route.kind === 'dm') {
+        client.open(await client.openDm(route.username));
+      }
+    } catch {
+      // A room that does not exist (or is not ours) is simply not opened.
+    }
+  };
+  useEffect(() => {
+    if (routed.current || !snap.roomsLoaded) return;
+    routed.current = true;
+    void go(parseRoute(location.pathname, location.hash));
+  }, [snap.roomsLoaded]);
+  useEffect(() => {
+    const onPop = () => void go(parseRoute(location.pathname, location.hash));
+    window.addEventListener('popstate', onPop);
+    return () => window.removeEventListener('popstate', onPop);
+  }, [client]);
+  useEffect(() => {
+    if (!routed.current) return;
+    const room = snap.active ? snap.rooms[snap.active] : undefined;
+    const peer = room?.kind === 'dm' ? dmPeer(room.name, snap.me, Object.values(snap.people))?.username : undefined;
+    // A DM whose other user is not known yet keeps the address it has.
+    if (room?.kind === 'dm' && !peer) return;
+    const path = room ? roomPath(room, peer) : '/';
+    if (path !== location.pathname) history.pushState(null, '', path);
+  }, [snap.active, snap.roomsLoaded]);
+
   // The tab's title counts unread messages, so a background tab shows that something came.
   const unreadTotal = Object.values(snap.rooms).reduce((n, r) => n + unreadCount(r, snap.me.id), 0);
   useEffect(() => {
@@ -355,6 +402,25 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
     }
   }, [room.messages, room.outgoing]);
 
+  // A link to a message was followed: bring it into view and mark it.
+  useEffect(() => {
+    const f = snap.focus;
+    if (!f || f.room !== room.name) return;
+    const el = document.getElementById(`m${f.seq}`);
+    if (!el) return;
+    atBottom.current = false;
+    el.scrollIntoView({ block: 'center' });
+    el.classList.add('focused');
+  }, [snap.focus, room.messages]);
+  useEffect(() => {
+    const onHash = () => {
+      const seq = parseRoute(location.pathname, location.hash);
+      if (seq.kind !== 'home' && seq.seq) void client.openAt(room.name, seq.seq);
+    };
+    window.addEventListener('hashchange', onHash);
+    return () => window.removeEventListener('hashchange', onHash);
+  }, [room.name]);
+
   // A short room does not scroll, so scrolling cannot ask for older pages: ask here.
   useEffect(() => {
     const el = list.current;
@@ -413,12 +479,14 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
                 <article class={`group${g.sender.id === snap.me.id ? ' mine' : ''}`}>
                   <header>
                     <span class="sender">{g.sender.username}</span>
-                    <time dateTime={new Date(g.messages[0].ts).toISOString()}>{timeFmt.format(g.messages[0].ts)}</time>
+                    <a class="permalink" href={`#${g.messages[0].seq}`} aria-label={`Link to this message, ${timeFmt.format(g.messages[0].ts)}`}>
+                      <time dateTime={new Date(g.messages[0].ts).toISOString()}>{timeFmt.format(g.messages[0].ts)}</time>
+                    </a>
                   </header>
                   {g.messages.map((m: Message) => (
                     <Fragment key={m.id}>
                       {m.id === firstUnread && <div class="divider" role="separator">New messages</div>}
-                      <p class="msg" data-seq={m.seq} title={new Date(m.ts).toLocaleString()}><Text text={m.text} /></p>
+                      <p class="msg" id={`m${m.seq}`} data-seq={m.seq} title={new Date(m.ts).toLocaleString()}><Text text={m.text} /></p>
                     </Fragment>
                   ))}
                 </article>

@@ -27,6 +27,10 @@ export interface Snapshot {
   active?: string;
   /** What was unread in the active room when it was opened (the "New messages" divider). */
   opened?: { room: string; after: number; upTo: number };
+  /** The room list has been fetched once (an address naming a room can be opened). */
+  roomsLoaded?: boolean;
+  /** A message to bring into view in the active room (a link to it was followed). */
+  focus?: { room: string; seq: number };
 }
 
 type Ack<T> = ({ ok: true } & T) | { ok: false; error: { code: string; message: string } };
@@ -156,7 +160,7 @@ export class ChatClient {
         rooms[r.name] = { ...rooms[r.name], lastSeq: r.last_seq };
       }
     }
-    this.update({ rooms, discover: list.filter((x) => !x.member && x.kind === 'public') });
+    this.update({ rooms, discover: list.filter((x) => !x.member && x.kind === 'public'), roomsLoaded: true });
     // A DM is named after its other user, who may never have been seen otherwise.
     this.remember(list.flatMap((r) => (r.member && r.peer ? [r.peer] : [])));
     if (this.socket.connected) await Promise.all(fresh.map((n) => this.follow(n)));
@@ -254,6 +258,17 @@ export class ChatClient {
     this.setRoom(name, markRead);
     const room = this.snapshot.rooms[name];
     if (room && room.messages.length === 0 && room.hasMore) void this.loadOlder(name);
+  }
+
+  /** Opens the room at `seq`: older pages load until that message is there (at most 20). */
+  async openAt(name: string, seq: number) {
+    this.open(name);
+    for (let i = 0; i < 20; i++) {
+      const room = this.snapshot.rooms[name];
+      if (!room || !room.hasMore || (oldestSeq(room) ?? Infinity) <= seq) break;
+      await this.loadOlder(name);
+    }
+    this.update({ focus: { room: name, seq } });
   }
 
   async join(name: string) {

@@ -169,3 +169,17 @@ describe('where our unacknowledged sends show', () => {
     expect(end.map((o) => o.client_id)).toEqual(['p', 'l']);
   });
 });
+
+describe('room addresses', () => {
+  it('parses and builds /r/<room>, /dm/<username> and #<seq>', async () => {
+    const { parseRoute, roomPath } = await import('./route');
+    expect(parseRoute('/r/general')).toEqual({ kind: 'room', name: 'general', seq: undefined });
+    expect(parseRoute('/r/general', '#42')).toEqual({ kind: 'room', name: 'general', seq: 42 });
+    expect(parseRoute('/dm/alice/', '#x')).toEqual({ kind: 'dm', username: 'alice', seq: undefined });
+    expect(parseRoute('/')).toEqual({ kind: 'home' });
+    expect(parseRoute('/r/%E0%A4%A')).toEqual({ kind: 'home' });
+    expect(parseRoute('/r/a/b')).toEqual({ kind: 'home' });
+    expect(roomPath({ name: 'general', kind: 'public' })).toBe('/r/general');
+    expect(roomPath({ name: 'dm-x-y', kind: 'dm' }, 'alice')).toBe('/dm/alice');
+  });
+});

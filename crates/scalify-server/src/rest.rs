@@ -76,6 +76,9 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/", get(crate::web::index))
+        // A room's and a DM's own address in the web app: the same page, which opens them.
+        .route("/r/{room}", get(crate::web::index))
+        .route("/dm/{username}", get(crate::web::index))
         .route("/assets/{*path}", get(crate::web::asset))
         .merge(if transport.metrics_on_main {
             Router::new().route("/metrics", get(metrics))

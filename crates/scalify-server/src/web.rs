@@ -1,5 +1,6 @@
-//! The web UI, embedded in the binary at build time (see `build.rs`): `GET /` serves the app,
-//! `GET /assets/*` its hashed (immutable) files. No runtime file access, no CDN.
+//! The web UI, embedded in the binary at build time (see `build.rs`): `GET /` (and a room's
+//! address, `/r/{room}` or `/dm/{username}`) serves the app, `GET /assets/*` its hashed
+//! (immutable) files. No runtime file access, no CDN.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
