@@ -769,6 +769,50 @@ test('each room has an address: Back and Forward move between rooms, a reload re
   } finally { await ann.context.close(); }
 });
 
+test('keyboard: Ctrl+K finds a room by part of its name, Alt+Up/Down move between rooms, Esc closes the switcher and panes', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  try {
+    await signUp(ann);
+    const tag = uniqueRoom('k');
+    const rooms = [`${tag}-apple`, `${tag}-banana`, `${tag}-cherry`];
+    for (const r of rooms) {
+      await ann.page.getByPlaceholder('room-name').fill(r);
+      await ann.page.getByRole('button', { name: 'Create' }).click();
+      await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
+    }
+    const heading = (r) => ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
+    await ann.page.keyboard.press('Control+k');
+    const dialog = ann.page.getByRole('dialog', { name: 'Jump to a room' });
+    await dialog.waitFor();
+    await ann.page.keyboard.type('anan');
+    assert.deepEqual(await dialog.getByRole('option').allTextContents(), [`#${rooms[1]}`]);
+    await ann.page.keyboard.press('Enter');
+    await dialog.waitFor({ state: 'detached' });
+    await heading(rooms[1]);
+    await ann.page.keyboard.press('Alt+ArrowDown');
+    await heading(rooms[2]);
+    await ann.page.keyboard.press('Alt+ArrowUp');
+    await ann.page.keyboard.press('Alt+ArrowUp');
+    await heading(rooms[0]);
+    // Arrow keys choose in the switcher; Esc closes it without opening anything.
+    await ann.page.keyboard.press('Control+k');
+    await dialog.waitFor();
+    await ann.page.keyboard.type(tag);
+    await ann.page.keyboard.press('ArrowDown');
+    await ann.page.keyboard.press('ArrowDown');
+    assert.equal(await dialog.getByRole('option', { selected: true }).textContent(), `#${rooms[2]}`);
+    await ann.page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
+    await heading(rooms[0]);
+    // Esc closes the settings pane.
+    await ann.page.getByRole('button', { name: 'Settings' }).click();
+    await ann.page.getByRole('heading', { name: 'Settings' }).waitFor();
+    await ann.page.keyboard.press('Escape');
+    await ann.page.getByRole('heading', { name: 'Settings' }).waitFor({ state: 'detached' });
+    assert.deepEqual(ann.errors, []);
+  } finally { await ann.context.close(); }
+});
+
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob' });

@@ -202,8 +202,34 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
     setSettingsOpen(true);
   };
 
+  // Keyboard: Ctrl/Cmd+K finds a room by name; Alt+Up/Down moves between rooms in the
+  // sidebar's order; Esc closes the switcher, then the settings or admin pane.
+  const [switcher, setSwitcher] = useState(false);
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === 'k') {
+        e.preventDefault();
+        setSwitcher(true);
+      } else if (e.altKey && (e.key === 'ArrowUp' || e.key === 'ArrowDown')) {
+        const order = sidebarOrder(client.snapshot);
+        if (!order.length) return;
+        e.preventDefault();
+        const at = client.snapshot.active ? order.indexOf(client.snapshot.active) : -1;
+        const next = e.key === 'ArrowDown' ? (at + 1) % order.length : (at <= 0 ? order.length - 1 : at - 1);
+        client.open(order[next]);
+      } else if (e.key === 'Escape') {
+        if (switcher) setSwitcher(false);
+        else if (settingsOpen) setSettingsOpen(false);
+        else if (adminOpen) setAdminOpen(false);
+      }
+    };
+    document.addEventListener('keydown', onKey);
+    return () => document.removeEventListener('keydown', onKey);
+  }, [client, switcher, settingsOpen, adminOpen]);
+
   return (
     <div class="layout" data-view={active || adminOpen || settingsOpen ? 'room' : 'list'}>
+      {switcher && <Switcher snap={snap} onPick={(name) => { setSwitcher(false); setSettingsOpen(false); setAdminOpen(false); client.open(name); }} onClose={() => setSwitcher(false)} />}
       {snap.connection !== 'connected' && (
         <div class="banner" role="status">{snap.connection === 'connecting' ? 'Connecting…' : 'Connection lost — reconnecting…'}</div>
       )}
@@ -215,6 +241,52 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
           ? <AdminPane token={session.token} onClose={() => setAdminOpen(false)} />
           : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} maxBytes={maxBytes} /> : <p class="empty">Pick a room, or create one.</p>}
       </main>
+    </div>
+  );
+}
+
+/** The rooms as the sidebar lists them: rooms by name, then DMs. */
+function sidebarOrder(snap: Snapshot): string[] {
+  const rooms = Object.values(snap.rooms);
+  return [
+    ...rooms.filter((r) => r.kind !== 'dm').sort((a, b) => a.name.localeCompare(b.name)),
+    ...rooms.filter((r) => r.kind === 'dm'),
+  ].map((r) => r.name);
+}
+
+/** Ctrl/Cmd+K: type part of a room's or a DM's name, Up/Down to choose, Enter to open. */
+function Switcher({ snap, onPick, onClose }: { snap: Snapshot; onPick: (room: string) => void; onClose: () => void }) {
+  const [query, setQuery] = useState('');
+  const [at, setAt] = useState(0);
+  const box = useRef<HTMLInputElement>(null);
+  useEffect(() => { box.current?.focus(); }, []);
+  const q = query.trim().toLowerCase();
+  const matches = sidebarOrder(snap)
+    .map((name) => ({ name, title: roomTitle(snap.rooms[name], snap) }))
+    .filter((r) => r.title.toLowerCase().includes(q))
+    .slice(0, 20);
+  const pick = (i: number) => { if (matches[i]) onPick(matches[i].name); };
+  const onKey = (e: KeyboardEvent) => {
+    if (e.key === 'ArrowDown') { e.preventDefault(); setAt(Math.min(at + 1, matches.length - 1)); }
+    else if (e.key === 'ArrowUp') { e.preventDefault(); setAt(Math.max(at - 1, 0)); }
+    else if (e.key === 'Enter') { e.preventDefault(); pick(at); }
+    else if (e.key === 'Escape') { e.preventDefault(); onClose(); }
+  };
+  return (
+    <div class="scrim" onClick={onClose}>
+      <div class="switcher" role="dialog" aria-modal="true" aria-label="Jump to a room" onClick={(e) => e.stopPropagation()}>
+        <input ref={box} value={query} placeholder="Jump to a room or a person…" aria-label="Room or person"
+          role="combobox" aria-expanded="true" aria-controls="switcher-list"
+          aria-activedescendant={matches[at] ? `switch-${at}` : undefined}
+          onInput={(e) => { setQuery(e.currentTarget.value); setAt(0); }} onKeyDown={onKey} />
+        <ul id="switcher-list" role="listbox">
+          {matches.map((r, i) => (
+            <li key={r.name} id={`switch-${i}`} role="option" aria-selected={i === at} class={i === at ? 'selected' : ''}
+              onClick={() => pick(i)}>{r.title}</li>
+          ))}
+          {matches.length === 0 && <li class="none">No room or person by that name</li>}
+        </ul>
+      </div>
     </div>
   );
 }
