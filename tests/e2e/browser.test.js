@@ -9,6 +9,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { BIN, startServer, api, register, uniqueRoom, sleep, eventually, allMessages } from './harness.js';
 import { freePort } from './cluster.js';
 
@@ -86,6 +88,17 @@ async function send(page, text) {
 }
 
 const messages = (page) => page.locator('.messages .msg').allTextContents();
+
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+/** axe-core's serious and critical violations on the page as it is now: "rule: target …". */
+async function accessibilityProblems(page) {
+  await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations);
+  return violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+}
 
 test('the page talks to its own origin only: its WebSocket opens under the CSP, a WebSocket to another host is refused', async () => {
   const u = await newUser(server.url, { name: 'csp' });
@@ -811,6 +824,37 @@ test('keyboard: Ctrl+K finds a room by part of its name, Alt+Up/Down move betwee
     await ann.page.getByRole('heading', { name: 'Settings' }).waitFor({ state: 'detached' });
     assert.deepEqual(ann.errors, []);
   } finally { await ann.context.close(); }
+});
+
+test('axe-core finds no serious accessibility problem on the main screens, light and dark, desktop and phone', async () => {
+  for (const [colorScheme, viewport] of [['light', { width: 1200, height: 800 }], ['dark', { width: 390, height: 800 }]]) {
+    const ann = await newUser(server.url, { name: 'ann', colorScheme, viewport });
+    try {
+      const screen = `${colorScheme} ${viewport.width}px`;
+      assert.deepEqual(await accessibilityProblems(ann.page), [], `sign-in, ${screen}`);
+      await signUp(ann);
+      assert.deepEqual(await accessibilityProblems(ann.page), [], `room list, ${screen}`);
+      const room = uniqueRoom('a11y');
+      await ann.page.getByPlaceholder('room-name').fill(room);
+      await ann.page.getByRole('button', { name: 'Create' }).click();
+      await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+      await send(ann.page, 'hello, accessible world');
+      await ann.page.locator('.messages .msg', { hasText: 'hello, accessible world' }).waitFor();
+      assert.deepEqual(await accessibilityProblems(ann.page), [], `room, ${screen}`);
+      await ann.page.getByRole('button', { name: 'Members' }).click();
+      await ann.page.locator('.members li').first().waitFor();
+      assert.deepEqual(await accessibilityProblems(ann.page), [], `members, ${screen}`);
+      await ann.page.keyboard.press('Control+k');
+      await ann.page.getByRole('dialog').waitFor();
+      assert.deepEqual(await accessibilityProblems(ann.page), [], `switcher, ${screen}`);
+      await ann.page.keyboard.press('Escape');
+      if (viewport.width < 600) await ann.page.getByRole('button', { name: 'Back to rooms' }).click();
+      await ann.page.getByRole('button', { name: 'Settings' }).click();
+      await ann.page.getByRole('heading', { name: 'Settings' }).waitFor();
+      assert.deepEqual(await accessibilityProblems(ann.page), [], `settings, ${screen}`);
+      assert.deepEqual(ann.errors, []);
+    } finally { await ann.context.close(); }
+  }
 });
 
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
