@@ -411,7 +411,7 @@ test('history: scrolling up loads older messages until the beginning', async () 
     }
     const all = await messages(ann.page);
     assert.deepEqual(all, Array.from({ length: 120 }, (_, i) => `old ${i + 1}`));
-    await ann.page.getByText(`Beginning of #${room}`).waitFor();
+    await ann.page.locator('.start', { hasText: `This is the start of #${room}` }).waitFor();
   } finally { await ann.context.close(); }
 });
 
@@ -855,6 +855,35 @@ test('axe-core finds no serious accessibility problem on the main screens, light
       assert.deepEqual(ann.errors, []);
     } finally { await ann.context.close(); }
   }
+});
+
+test('layout: a first-run welcome, the start of an empty room, messages at the bottom of a short room, a connection banner that moves nothing', async () => {
+  const net1 = await proxy(server.url);
+  const ann = await newUser(net1.url, { name: 'ann' });
+  try {
+    await signUp(ann);
+    await ann.page.getByRole('region', { name: 'Welcome' }).getByText('You are not in any room yet.').waitFor();
+    const room = uniqueRoom('lay');
+    await ann.page.getByPlaceholder('room-name').fill(room);
+    await ann.page.getByRole('button', { name: 'Create' }).click();
+    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await ann.page.locator('.start', { hasText: `This is the start of #${room}. Nothing has been said here yet` }).waitFor();
+    await send(ann.page, 'first words');
+    const msg = ann.page.locator('.messages .msg[data-seq]', { hasText: 'first words' });
+    await msg.waitFor();
+    await ann.page.locator('.outgoing').waitFor({ state: 'detached' });
+    // The only message sits at the bottom of the list, not under the header.
+    const gap = await msg.evaluate((el) => el.closest('.messages').getBoundingClientRect().bottom - el.getBoundingClientRect().bottom);
+    assert.ok(gap < 60, `the message is ${gap}px above the bottom of the list`);
+    // The banner of a lost connection covers; it does not push the page down.
+    const before = await ann.page.locator('.room-head').boundingBox();
+    net1.cut();
+    await ann.page.getByRole('status').filter({ hasText: 'reconnecting' }).waitFor();
+    assert.deepEqual(await ann.page.locator('.room-head').boundingBox(), before);
+    net1.restore();
+    await ann.page.getByRole('status').waitFor({ state: 'detached', timeout: 15000 });
+    assert.deepEqual(ann.errors, []);
+  } finally { await ann.context.close(); await net1.close(); }
 });
 
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {

@@ -239,9 +239,26 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
           ? <SettingsPane token={session.token} onClose={() => setSettingsOpen(false)} onGone={onSignOut} />
           : adminOpen
           ? <AdminPane token={session.token} onClose={() => setAdminOpen(false)} />
-          : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} maxBytes={maxBytes} /> : <p class="empty">Pick a room, or create one.</p>}
+          : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} maxBytes={maxBytes} /> : <Welcome snap={snap} />}
       </main>
     </div>
+  );
+}
+
+/** The main area with no room open: a first-run welcome, or a pointer to the sidebar. */
+function Welcome({ snap }: { snap: Snapshot }) {
+  const rooms = Object.keys(snap.rooms).length;
+  if (!snap.roomsLoaded) return <p class="empty">Loading your rooms…</p>;
+  if (rooms > 0) return <p class="empty">Pick a room, or press Ctrl+K to find one.</p>;
+  return (
+    <section class="empty welcome" aria-label="Welcome">
+      <h1>Welcome to ScalifyChat, {snap.me.username}</h1>
+      <p>You are not in any room yet.</p>
+      <ul>
+        <li>{snap.discover.length > 0 ? `Join one of the ${snap.discover.length} public rooms under Browse rooms,` : 'Create the first room with New room,'} in the sidebar;</li>
+        <li>or message someone by their username with Message a user.</li>
+      </ul>
+    </section>
   );
 }
 
@@ -540,7 +557,14 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
       </header>
       <div class="room-body">
         <div class="messages" ref={list} onScroll={onScroll} role="log" aria-live="polite" aria-relevant="additions">
-          {room.hasMore ? <p class="more">Loading older messages…</p> : room.messages.length > 0 && <p class="more">Beginning of #{room.name}</p>}
+          {room.hasMore
+            ? <p class="more">Loading older messages…</p>
+            : (
+              <p class="start">
+                This is the start of <strong>{roomTitle(room, snap)}</strong>.
+                {room.messages.length === 0 && room.outgoing.length === 0 && ' Nothing has been said here yet: say hello!'}
+              </p>
+            )}
           {groups.map((g, i) => {
             const dayChanged = g.day !== lastDay;
             lastDay = g.day;
