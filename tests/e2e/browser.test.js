@@ -886,6 +886,44 @@ test('layout: a first-run welcome, the start of an empty room, messages at the b
   } finally { await ann.context.close(); await net1.close(); }
 });
 
+test('identity: each sender has an initials avatar in a colour of their own; their name opens a card with Message and Block', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  try {
+    await signUp(ann);
+    const bob = await register(server.url, 'bob');
+    const room = uniqueRoom('who');
+    assert.equal((await api(server.url, 'POST', '/api/rooms', { name: room, kind: 'public' }, bob.token)).status, 201);
+    assert.equal((await api(server.url, 'POST', `/api/rooms/${room}/members`, { username: ann.username }, bob.token)).status, 200);
+    assert.equal((await api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: 'hi ann', client_id: 'b1' }, bob.token)).status, 201);
+    await ann.page.locator('.room-link', { hasText: `#${room}` }).click();
+    await send(ann.page, 'hi bob');
+    await ann.page.locator('.messages .msg[data-seq]', { hasText: 'hi bob' }).waitFor();
+    const avatars = await ann.page.locator('.group .avatar').evaluateAll((els) => els.map((el) => [el.textContent, getComputedStyle(el).backgroundColor]));
+    assert.equal(avatars.length, 2);
+    assert.equal(avatars[0][0], bob.user.username.slice(0, 2).toUpperCase());
+    assert.equal(avatars[1][0], 'AN');
+    const bobsName = ann.page.locator('.group .sender', { hasText: bob.user.username }).first();
+    await bobsName.click();
+    const card = ann.page.getByRole('dialog', { name: `Profile of ${bob.user.username}` });
+    await card.waitFor();
+    await card.getByRole('button', { name: 'Message' }).click();
+    await card.waitFor({ state: 'detached' });
+    await ann.page.getByRole('heading', { name: `@${bob.user.username}` }).waitFor();
+    // Esc closes a card; Block from it refuses Bob's DMs.
+    await openRoom(ann.page, room);
+    await bobsName.click();
+    await card.waitFor();
+    await card.getByRole('button', { name: 'Block' }).click();
+    await card.getByRole('status').filter({ hasText: 'is blocked' }).waitFor();
+    await ann.page.keyboard.press('Escape');
+    await card.waitFor({ state: 'detached' });
+    const dm = (await api(server.url, 'GET', '/api/rooms', undefined, bob.token)).body.rooms.find((r) => r.kind === 'dm');
+    const refused = await api(server.url, 'POST', `/api/rooms/${dm.name}/messages`, { text: 'still there?', client_id: 'b2' }, bob.token);
+    assert.equal(refused.status, 403, 'the block holds in the DM');
+    assert.deepEqual(ann.errors, []);
+  } finally { await ann.context.close(); }
+});
+
 test('the owner removes a member, a member leaves, a user blocks another: each seen at once in the other browser', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob' });

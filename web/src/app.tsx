@@ -7,7 +7,7 @@ import { api, ApiError, type Overview, type Session } from './api';
 import { parseRoute, roomPath, type Route } from './route';
 import { ChatClient, type Snapshot } from './chat';
 import {
-  DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, linkify, placeOutgoing, unreadCount, utf8Bytes,
+  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, linkify, placeOutgoing, unreadCount, utf8Bytes,
   type Message, type Outgoing, type RoomView, type UserRef,
 } from './state';
 
@@ -262,6 +262,41 @@ function Welcome({ snap }: { snap: Snapshot }) {
   );
 }
 
+function Avatar({ user }: { user: UserRef }) {
+  const a = avatarOf(user);
+  return <span class={`avatar av-${a.colour}`} aria-hidden="true">{a.initials}</span>;
+}
+
+/** A user's card: their name and whether they are here, Message (a DM) and Block. */
+function ProfileCard({ user, me, client, online, onClose }: { user: UserRef; me: UserRef; client: ChatClient; online: boolean; onClose: () => void }) {
+  const [note, setNote] = useState('');
+  const close = useRef<HTMLButtonElement>(null);
+  useEffect(() => {
+    close.current?.focus();
+    const onKey = (e: KeyboardEvent) => { if (e.key === 'Escape') onClose(); };
+    document.addEventListener('keydown', onKey);
+    return () => document.removeEventListener('keydown', onKey);
+  }, []);
+  const run = (work: Promise<unknown>, done: string) => void work.then(() => setNote(done), (e) => setNote(e instanceof Error ? e.message : 'failed'));
+  return (
+    <div class="scrim" onClick={onClose}>
+      <div class="card profile" role="dialog" aria-modal="true" aria-label={`Profile of ${user.username}`} onClick={(e) => e.stopPropagation()}>
+        <Avatar user={user} />
+        <h2>{user.username}</h2>
+        <p class="muted">{user.id === me.id ? 'You' : online ? 'Online in this room' : 'Not in this room right now'}</p>
+        {user.id !== me.id && (
+          <p class="actions">
+            <button class="primary" onClick={() => run(client.openDm(user.username).then((room) => { client.open(room); onClose(); }), '')}>Message</button>
+            <button onClick={() => run(client.block(user.username), `${user.username} is blocked: they cannot message you or add you to rooms`)}>Block</button>
+          </p>
+        )}
+        {note && <p role="status">{note}</p>}
+        <button ref={close} class="link" onClick={onClose}>Close</button>
+      </div>
+    </div>
+  );
+}
+
 /** The rooms as the sidebar lists them: rooms by name, then DMs. */
 function sidebarOrder(snap: Snapshot): string[] {
   const rooms = Object.values(snap.rooms);
@@ -440,6 +475,8 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
   const [showMembers, setShowMembers] = useState(false);
   // A failed send moved back to the composer (Edit).
   const [seed, setSeed] = useState<{ text: string } | undefined>();
+  // The profile card of a sender whose name was clicked.
+  const [profile, setProfile] = useState<UserRef | undefined>();
 
   // While older messages load: the list's height and first message before they came, so the
   // view can stay on what the reader was looking at once they are added above.
@@ -574,7 +611,8 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
                 {dayChanged && <div class="day" role="separator">{dayFmt.format(g.messages[0].ts)}</div>}
                 <article class={`group${g.sender.id === snap.me.id ? ' mine' : ''}`}>
                   <header>
-                    <span class="sender">{g.sender.username}</span>
+                    <Avatar user={g.sender} />
+                    <button class="sender" onClick={() => setProfile(g.sender)} aria-haspopup="dialog">{g.sender.username}</button>
                     <a class="permalink" href={`#${g.messages[0].seq}`} aria-label={`Link to this message, ${timeFmt.format(g.messages[0].ts)}`}>
                       <time dateTime={new Date(g.messages[0].ts).toISOString()}>{timeFmt.format(g.messages[0].ts)}</time>
                     </a>
@@ -591,6 +629,7 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
           })}
           {placed.end.map(outgoingEntry)}
         </div>
+        {profile && <ProfileCard user={profile} me={snap.me} client={client} online={online.some((u) => u.id === profile.id)} onClose={() => setProfile(undefined)} />}
         {newBelow > 0 && (
           <button class="jump" onClick={jumpToLatest}>↓ {newBelow} new {newBelow === 1 ? 'message' : 'messages'}</button>
         )}

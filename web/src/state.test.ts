@@ -183,3 +183,14 @@ describe('room addresses', () => {
     expect(roomPath({ name: 'dm-x-y', kind: 'dm' }, 'alice')).toBe('/dm/alice');
   });
 });
+
+describe('avatars', () => {
+  it('initials from the name, a colour that stays with the user', async () => {
+    const { avatarOf } = await import('./state');
+    expect(avatarOf({ id: 'A1', username: 'ann' }).initials).toBe('AN');
+    expect(avatarOf({ id: 'A1', username: 'ann_lee' }).initials).toBe('AL');
+    expect(avatarOf({ id: 'A1', username: 'ann' }).colour).toBe(avatarOf({ id: 'A1', username: 'renamed' }).colour);
+    const colours = new Set(Array.from({ length: 50 }, (_, i) => avatarOf({ id: `U${i}`, username: 'x' }).colour));
+    expect(colours.size).toBeGreaterThan(4);
+  });
+});

@@ -283,3 +283,15 @@ export function placeOutgoing(groups: MessageGroup[], outgoing: Outgoing[]): { b
   }
   return { before, end };
 }
+
+/** Avatar colours: white initials on each meet WCAG AA contrast. */
+export const AVATAR_COLOURS = 8;
+
+/** A user's avatar: up to two initials from their name and a colour that is always theirs. */
+export function avatarOf(user: UserRef): { initials: string; colour: number } {
+  const parts = user.username.split(/[^\p{L}\p{N}]+/u).filter(Boolean);
+  const initials = (parts.length > 1 ? parts[0][0] + parts[1][0] : (parts[0] ?? '?').slice(0, 2)).toUpperCase();
+  let h = 0;
+  for (const c of user.id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return { initials, colour: h % AVATAR_COLOURS };
+}
