@@ -140,6 +140,7 @@ test('two users sign up, join a room, chat both ways, see presence and typing', 
     await signUp(ann);
     await signUp(bob);
     const room = uniqueRoom('lobby');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(room);
     await ann.page.getByRole('button', { name: 'Create' }).click();
     await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
@@ -250,6 +251,7 @@ test('offline and back: the banner shows, missed messages appear exactly once, a
     await signUp(ann);
     await signUp(bob);
     const room = uniqueRoom('net');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(room);
     await ann.page.getByRole('button', { name: 'Create' }).click();
     await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
@@ -292,6 +294,7 @@ test('unsent messages outlive the page: a send unanswered when the tab closed is
   try {
     await signUp(bob);
     const room = uniqueRoom('outbox');
+    await bob.page.getByRole('button', { name: 'New room' }).click();
     await bob.page.getByPlaceholder('room-name').fill(room);
     await bob.page.getByRole('button', { name: 'Create' }).click();
     await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
@@ -341,6 +344,7 @@ test('the node is stopped (SIGTERM) and restarted while a user sends: every mess
   try {
     await signUp(ann);
     const room = uniqueRoom('restart');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(room);
     await ann.page.getByRole('button', { name: 'Create' }).click();
     await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
@@ -373,6 +377,7 @@ test('messages typed in quick succession are stored and shown in the order typed
   try {
     await signUp(ann);
     const room = uniqueRoom('fast');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(room);
     await ann.page.getByRole('button', { name: 'Create' }).click();
     await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
@@ -424,6 +429,7 @@ test('an XSS attempt renders as text; links are clickable; unread badges count; 
     const room = uniqueRoom('xss');
     const other = uniqueRoom('other');
     for (const r of [other, room]) {
+      await ann.page.getByRole('button', { name: 'New room' }).click();
       await ann.page.getByPlaceholder('room-name').fill(r);
       await ann.page.getByRole('button', { name: 'Create' }).click();
       await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
@@ -477,6 +483,7 @@ test('private rooms, adding a member, and direct messages by username', async ()
     await signUp(ann);
     await signUp(bob);
     const secret = uniqueRoom('secret');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(secret);
     await ann.page.getByLabel('Visibility').selectOption('private');
     await ann.page.getByRole('button', { name: 'Create' }).click();
@@ -500,7 +507,8 @@ test('private rooms, adding a member, and direct messages by username', async ()
     await bob.page.locator('.msg', { hasText: 'welcome to the secret room' }).waitFor();
 
     // Bob opens a DM with Ann by username; Ann gets it live, named after Bob.
-    await bob.page.getByPlaceholder('username').first().fill(ann.username);
+    await bob.page.getByRole('button', { name: 'New direct message' }).click();
+    await bob.page.getByRole('dialog').getByPlaceholder('username').fill(ann.username);
     await bob.page.getByRole('button', { name: 'Open' }).click();
     await bob.page.getByRole('heading', { name: `@${ann.username}` }).waitFor();
     await send(bob.page, 'psst');
@@ -508,7 +516,8 @@ test('private rooms, adding a member, and direct messages by username', async ()
     await ann.page.locator('.msg', { hasText: 'psst' }).waitFor();
     await ann.page.screenshot({ path: `${SHOTS}/08-direct-message.png` });
     // A DM with an unknown user is refused inline.
-    await bob.page.getByPlaceholder('username').first().fill('no-such-user-xyz');
+    await bob.page.getByRole('button', { name: 'New direct message' }).click();
+    await bob.page.getByRole('dialog').getByPlaceholder('username').fill('no-such-user-xyz');
     await bob.page.getByRole('button', { name: 'Open' }).click();
     await bob.page.getByRole('alert').filter({ hasText: "no user named 'no-such-user-xyz'" }).waitFor();
     assert.deepEqual([...ann.errors, ...bob.errors], []);
@@ -543,6 +552,7 @@ test('a 64-character room name is cut with an ellipsis, the full name on hover: 
     await signUp(bob);
     const long = `${uniqueRoom('w')}-`.padEnd(64, 'w');
     assert.equal(long.length, 64);
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(long);
     await ann.page.getByRole('button', { name: 'Create' }).click();
     await ann.page.getByRole('heading', { name: `#${long}` }).waitFor();
@@ -572,6 +582,7 @@ test('the composer counts bytes, shows a counter near the limit, and never cuts 
   try {
     await signUp(ann);
     const room = uniqueRoom('len');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(room);
     await ann.page.getByRole('button', { name: 'Create' }).click();
     await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
@@ -609,6 +620,7 @@ test('drafts stay with their room across switches and reloads; opening a room by
     await signUp(ann);
     const [one, two] = [uniqueRoom('d1'), uniqueRoom('d2')];
     for (const r of [one, two]) {
+      await ann.page.getByRole('button', { name: 'New room' }).click();
       await ann.page.getByPlaceholder('room-name').fill(r);
       await ann.page.getByRole('button', { name: 'Create' }).click();
       await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
@@ -666,6 +678,7 @@ test('the room list is live: a public room someone creates is offered at once; r
     const inSidebar = (page, r) => page.locator('.sidebar .room-link', { hasText: `#${r}` }).waitFor();
     // Bob creates a public room: Ann (both tabs) is offered it under Browse, without a reload.
     const bobs = uniqueRoom('live-b');
+    await bob.page.getByRole('button', { name: 'New room' }).click();
     await bob.page.getByPlaceholder('room-name').fill(bobs);
     await bob.page.getByRole('button', { name: 'Create' }).click();
     for (const page of [ann.page, tab2]) await page.getByRole('button', { name: `Join ${bobs}` }).waitFor();
@@ -674,6 +687,7 @@ test('the room list is live: a public room someone creates is offered at once; r
     await inSidebar(tab2, bobs);
     // Ann creates a room in one tab: the other lists it.
     const anns = uniqueRoom('live-a');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(anns);
     await ann.page.getByRole('button', { name: 'Create' }).click();
     await inSidebar(tab2, anns);
@@ -743,6 +757,7 @@ test('each room has an address: Back and Forward move between rooms, a reload re
     const heading = (name) => ann.page.getByRole('heading', { name }).waitFor();
     const [one, two] = [uniqueRoom('u1'), uniqueRoom('u2')];
     for (const r of [one, two]) {
+      await ann.page.getByRole('button', { name: 'New room' }).click();
       await ann.page.getByPlaceholder('room-name').fill(r);
       await ann.page.getByRole('button', { name: 'Create' }).click();
       await heading(`#${r}`);
@@ -789,6 +804,7 @@ test('keyboard: Ctrl+K finds a room by part of its name, Alt+Up/Down move betwee
     const tag = uniqueRoom('k');
     const rooms = [`${tag}-apple`, `${tag}-banana`, `${tag}-cherry`];
     for (const r of rooms) {
+      await ann.page.getByRole('button', { name: 'New room' }).click();
       await ann.page.getByPlaceholder('room-name').fill(r);
       await ann.page.getByRole('button', { name: 'Create' }).click();
       await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
@@ -817,6 +833,15 @@ test('keyboard: Ctrl+K finds a room by part of its name, Alt+Up/Down move betwee
     await ann.page.keyboard.press('Escape');
     await dialog.waitFor({ state: 'detached' });
     await heading(rooms[0]);
+    // New rooms and DMs are made in dialogs opened by the + buttons, not forms that stay in
+    // the sidebar; Esc closes them.
+    assert.equal(await ann.page.locator('.sidebar').getByPlaceholder('room-name').count(), 0);
+    for (const name of ['New room', 'New direct message']) {
+      await ann.page.getByRole('button', { name }).click();
+      await ann.page.getByRole('dialog', { name }).waitFor();
+      await ann.page.keyboard.press('Escape');
+      await ann.page.getByRole('dialog', { name }).waitFor({ state: 'detached' });
+    }
     // Esc closes the settings pane.
     await ann.page.getByRole('button', { name: 'Settings' }).click();
     await ann.page.getByRole('heading', { name: 'Settings' }).waitFor();
@@ -835,6 +860,7 @@ test('axe-core finds no serious accessibility problem on the main screens, light
       await signUp(ann);
       assert.deepEqual(await accessibilityProblems(ann.page), [], `room list, ${screen}`);
       const room = uniqueRoom('a11y');
+      await ann.page.getByRole('button', { name: 'New room' }).click();
       await ann.page.getByPlaceholder('room-name').fill(room);
       await ann.page.getByRole('button', { name: 'Create' }).click();
       await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
@@ -864,6 +890,7 @@ test('layout: a first-run welcome, the start of an empty room, messages at the b
     await signUp(ann);
     await ann.page.getByRole('region', { name: 'Welcome' }).getByText('You are not in any room yet.').waitFor();
     const room = uniqueRoom('lay');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(room);
     await ann.page.getByRole('button', { name: 'Create' }).click();
     await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
@@ -931,6 +958,7 @@ test('the owner removes a member, a member leaves, a user blocks another: each s
     await signUp(ann);
     await signUp(bob);
     const secret = uniqueRoom('kick');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(secret);
     await ann.page.getByLabel('Visibility').selectOption('private');
     await ann.page.getByRole('button', { name: 'Create' }).click();
@@ -949,6 +977,7 @@ test('the owner removes a member, a member leaves, a user blocks another: each s
 
     // Bob leaves a public room of Ann's with the room's Leave: it goes back under Browse.
     const lobby = uniqueRoom('leave');
+    await ann.page.getByRole('button', { name: 'New room' }).click();
     await ann.page.getByPlaceholder('room-name').fill(lobby);
     await ann.page.getByLabel('Visibility').selectOption('public');
     await ann.page.getByRole('button', { name: 'Create' }).click();
@@ -965,7 +994,8 @@ test('the owner removes a member, a member leaves, a user blocks another: each s
     await ann.page.getByRole('button', { name: 'Members' }).click();
     await ann.page.getByRole('button', { name: `Block ${bob.username}` }).click();
     await ann.page.getByRole('status').filter({ hasText: 'is blocked' }).waitFor();
-    await bob.page.getByPlaceholder('username').first().fill(ann.username);
+    await bob.page.getByRole('button', { name: 'New direct message' }).click();
+    await bob.page.getByRole('dialog').getByPlaceholder('username').fill(ann.username);
     await bob.page.getByRole('button', { name: 'Open' }).click();
     await bob.page.getByRole('alert').filter({ hasText: 'does not accept this from you' }).waitFor();
     assert.deepEqual([...ann.errors, ...bob.errors], []);
@@ -982,6 +1012,7 @@ test('the admin page: only for admins; shows the node, the busiest rooms, depend
     execFileSync(BIN, ['admin', 'grant', boss.username, '--data-dir', server.dir], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
     await boss.page.reload();
     const room = uniqueRoom('hot');
+    await boss.page.getByRole('button', { name: 'New room' }).click();
     await boss.page.getByPlaceholder('room-name').fill(room);
     await boss.page.getByRole('button', { name: 'Create' }).click();
     for (let i = 0; i < 3; i++) await send(boss.page, `busy ${i}`);
@@ -1012,6 +1043,7 @@ test('reading: "New messages" divider, auto-scroll only at the bottom, long word
     await page.locator('.msg', { hasText: 'already there' }).waitFor();
     // Leave the room, let messages arrive, come back: the divider marks the first unread.
     const elsewhere = uniqueRoom('elsewhere');
+    await page.getByRole('button', { name: 'New room' }).click();
     await page.getByPlaceholder('room-name').fill(elsewhere);
     await page.getByRole('button', { name: 'Create' }).click();
     await page.getByRole('heading', { name: `#${elsewhere}` }).waitFor();

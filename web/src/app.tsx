@@ -255,8 +255,8 @@ function Welcome({ snap }: { snap: Snapshot }) {
       <h1>Welcome to ScalifyChat, {snap.me.username}</h1>
       <p>You are not in any room yet.</p>
       <ul>
-        <li>{snap.discover.length > 0 ? `Join one of the ${snap.discover.length} public rooms under Browse rooms,` : 'Create the first room with New room,'} in the sidebar;</li>
-        <li>or message someone by their username with Message a user.</li>
+        <li>{snap.discover.length > 0 ? `Join one of the ${snap.discover.length} public rooms under Browse rooms in the sidebar,` : 'Create the first room with the + next to Rooms,'}</li>
+        <li>or message someone by their username with the + next to Direct messages.</li>
       </ul>
     </section>
   );
@@ -345,6 +345,7 @@ function Switcher({ snap, onPick, onClose }: { snap: Snapshot; onPick: (room: st
 
 function Sidebar({ client, snap, onSignOut, onAdmin, onSettings }: { client: ChatClient; snap: Snapshot; onSignOut: () => void; onAdmin?: () => void; onSettings: () => void }) {
   const rooms = Object.values(snap.rooms);
+  const [dialog, setDialog] = useState<'room' | 'dm' | undefined>();
   const entry = (r: RoomView) => {
     const unread = unreadCount(r, snap.me.id);
     return (
@@ -366,13 +367,21 @@ function Sidebar({ client, snap, onSignOut, onAdmin, onSettings }: { client: Cha
         <button class="link" onClick={onSettings}>Settings</button>
         <button class="link" onClick={onSignOut}>Sign out</button>
       </header>
-      <h2>Rooms</h2>
+      <h2 class="with-add">Rooms <button class="add" aria-label="New room" title="New room" onClick={() => setDialog('room')}>+</button></h2>
       <ul class="rooms">{rooms.filter((r) => r.kind !== 'dm').sort((a, b) => a.name.localeCompare(b.name)).map(entry)}</ul>
-      <h2>Direct messages</h2>
+      <h2 class="with-add">Direct messages <button class="add" aria-label="New direct message" title="New direct message" onClick={() => setDialog('dm')}>+</button></h2>
       <ul class="rooms">{rooms.filter((r) => r.kind === 'dm').map(entry)}</ul>
-      <InlineForm label="Message a user" placeholder="username" action="Open"
-        run={async (username) => { await client.openDm(username); }} />
-      <NewRoomForm client={client} />
+      {dialog === 'dm' && (
+        <Dialog title="New direct message" onClose={() => setDialog(undefined)}>
+          <InlineForm label="Message a user" placeholder="username" action="Open"
+            run={async (username) => { await client.openDm(username); setDialog(undefined); }} />
+        </Dialog>
+      )}
+      {dialog === 'room' && (
+        <Dialog title="New room" onClose={() => setDialog(undefined)}>
+          <NewRoomForm client={client} onDone={() => setDialog(undefined)} />
+        </Dialog>
+      )}
       {snap.discover.length > 0 && (
         <>
           <h2>Browse rooms</h2>
@@ -418,7 +427,27 @@ function InlineForm({ label, placeholder, action, run }: { label: string; placeh
   );
 }
 
-function NewRoomForm({ client }: { client: ChatClient }) {
+/** A modal dialog: Esc or a click outside closes it; focus starts in its first field. */
+function Dialog({ title, onClose, children }: { title: string; onClose: () => void; children: preact.ComponentChildren }) {
+  const box = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    box.current?.querySelector<HTMLElement>('input, select, button')?.focus();
+    const onKey = (e: KeyboardEvent) => { if (e.key === 'Escape') onClose(); };
+    document.addEventListener('keydown', onKey);
+    return () => document.removeEventListener('keydown', onKey);
+  }, []);
+  return (
+    <div class="scrim" onClick={onClose}>
+      <div ref={box} class="card dialog" role="dialog" aria-modal="true" aria-label={title} onClick={(e) => e.stopPropagation()}>
+        <h2>{title}</h2>
+        {children}
+        <button class="link" onClick={onClose}>Cancel</button>
+      </div>
+    </div>
+  );
+}
+
+function NewRoomForm({ client, onDone }: { client: ChatClient; onDone: () => void }) {
   const [name, setName] = useState('');
   const [kind, setKind] = useState<'public' | 'private'>('public');
   const [error, setError] = useState('');
@@ -428,6 +457,7 @@ function NewRoomForm({ client }: { client: ChatClient }) {
     try {
       await client.createRoom(name.trim(), kind);
       setName('');
+      onDone();
     } catch (err) {
       setError(err instanceof Error ? err.message : 'failed');
     }
