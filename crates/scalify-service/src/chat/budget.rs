@@ -43,9 +43,17 @@ struct Entry {
     unshared: u32,
 }
 
+/// One shard's buckets, and the users of it who spent since the last exchange (so an
+/// exchange visits only them, not every bucket).
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<Id, Entry>,
+    spenders: Vec<Id>,
+}
+
 /// The buckets, sharded by user so concurrent senders rarely share a lock.
 pub(super) struct Budgets {
-    shards: Vec<Mutex<HashMap<Id, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
     rate: u32,
     burst: u32,
 }
@@ -60,7 +68,7 @@ struct Spent {
 impl Budgets {
     pub(super) fn new(rate: u32, burst: u32) -> Self {
         Budgets {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             rate,
             burst,
         }
@@ -73,9 +81,12 @@ impl Budgets {
         }
         let now = Instant::now();
         let cost = (cost as u32).min(self.burst.max(1));
-        self.with_entry(user, now, |e| {
+        self.with_entry(user, now, |e, spenders| {
             let taken = e.bucket.try_take_n(cost, now);
             if taken {
+                if e.unshared == 0 {
+                    spenders.push(user);
+                }
                 e.unshared = e.unshared.saturating_add(cost);
             }
             taken
@@ -88,12 +99,18 @@ impl Budgets {
             return;
         }
         let now = Instant::now();
-        self.with_entry(user, now, |e| e.bucket.debit(spent, now));
+        self.with_entry(user, now, |e, _| e.bucket.debit(spent, now));
     }
 
-    fn with_entry<T>(&self, user: Id, now: Instant, f: impl FnOnce(&mut Entry) -> T) -> T {
+    fn with_entry<T>(
+        &self,
+        user: Id,
+        now: Instant,
+        f: impl FnOnce(&mut Entry, &mut Vec<Id>) -> T,
+    ) -> T {
         let shard = crate::presence::bucket_of(&user, SHARDS);
-        let mut entries = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        let Shard { entries, spenders } = &mut *shard;
         if entries.len() >= CACHE_CAP / SHARDS && !entries.contains_key(&user) {
             // Full buckets with nothing to share are users idle long enough to be forgotten
             // at no cost.
@@ -103,17 +120,18 @@ impl Budgets {
             bucket: TokenBucket::new(self.rate, self.burst, now),
             unshared: 0,
         });
-        f(entry)
+        f(entry, spenders)
     }
 
     /// What each user spent since the last call.
     fn take_unshared(&self) -> Vec<(Id, u32)> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            let mut entries = shard.lock().unwrap_or_else(|p| p.into_inner());
-            for (user, e) in entries.iter_mut() {
-                if e.unshared > 0 {
-                    out.push((*user, std::mem::take(&mut e.unshared)));
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let Shard { entries, spenders } = &mut *shard;
+            for user in spenders.drain(..) {
+                if let Some(e) = entries.get_mut(&user) {
+                    out.push((user, std::mem::take(&mut e.unshared)));
                 }
             }
         }
