@@ -299,7 +299,8 @@ test('unsent messages outlive the page: a send unanswered when the tab closed is
     await bob.page.getByRole('button', { name: 'Create' }).click();
     await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
     await send(bob.page, 'online');
-    await bob.page.locator('.msg', { hasText: 'online' }).waitFor();
+    // Stored (it has a seq), not only shown as outgoing.
+    await bob.page.locator('.msg[data-seq]', { hasText: 'online' }).waitFor();
     const token = JSON.parse(await bob.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
     // Offline, Bob writes, and closes the tab before any answer.
     net1.cut();
@@ -313,8 +314,8 @@ test('unsent messages outlive the page: a send unanswered when the tab closed is
     page.on('pageerror', (e) => bob.errors.push(e.message));
     await page.goto(net1.url);
     await openRoom(page, room);
-    await page.locator('.messages .msg', { hasText: 'written in the tunnel' }).waitFor();
-    await page.locator('.outgoing').waitFor({ state: 'detached', timeout: 15000 });
+    await page.locator('.messages .msg[data-seq]', { hasText: 'written in the tunnel' }).waitFor();
+    await eventually(async () => (await page.locator('.outgoing').count()) === 0, 15000, 'no send left outgoing');
     const stored = await allMessages(server.url, token, room);
     assert.deepEqual(stored.map((m) => m.text), ['online', 'written in the tunnel']);
     // A send the server refuses for good (Bob was blocked in a DM) offers Edit and Dismiss.
@@ -495,10 +496,10 @@ test('private rooms, adding a member, and direct messages by username', async ()
     // Ann adds him from the member list; it shows up in his sidebar.
     await ann.page.getByRole('button', { name: 'Members' }).click();
     await ann.page.getByPlaceholder('username').last().fill('no-such-user-xyz');
-    await ann.page.getByRole('button', { name: 'Add' }).click();
+    await ann.page.getByRole('button', { name: 'Add', exact: true }).click();
     await ann.page.getByRole('alert').filter({ hasText: "no user named 'no-such-user-xyz'" }).waitFor();
     await ann.page.getByPlaceholder('username').last().fill(bob.username);
-    await ann.page.getByRole('button', { name: 'Add' }).click();
+    await ann.page.getByRole('button', { name: 'Add', exact: true }).click();
     await ann.page.locator('.members li', { hasText: bob.username }).waitFor();
     await send(ann.page, 'welcome to the secret room');
     await bob.page.reload();
@@ -965,7 +966,7 @@ test('the owner removes a member, a member leaves, a user blocks another: each s
     await ann.page.getByRole('heading', { name: `#${secret}` }).waitFor();
     await ann.page.getByRole('button', { name: 'Members' }).click();
     await ann.page.getByPlaceholder('username').last().fill(bob.username);
-    await ann.page.getByRole('button', { name: 'Add' }).click();
+    await ann.page.getByRole('button', { name: 'Add', exact: true }).click();
     await bob.page.locator('.sidebar .room-link', { hasText: `#${secret}` }).waitFor();
     // Only the owner sees Remove; Ann removes Bob and the room leaves his sidebar live.
     await openRoom(bob.page, secret);

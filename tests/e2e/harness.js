@@ -123,7 +123,8 @@ export async function eventually(check, ms = 30000, what = 'condition') {
   }
 }
 
-export const uniqueRoom = (p = 'room') => `${p}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+// Digits only: a random word in a name could match a button's label by substring ("dadd" ~ "Add").
+export const uniqueRoom = (p = 'room') => `${p}-${process.pid}-${String(Math.random()).slice(2, 8)}`;
 
 /** Two fresh users, each connected, both joined to a fresh public room. */
 export async function twoInRoom(url) {

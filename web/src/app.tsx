@@ -161,7 +161,8 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
     window.addEventListener('popstate', onPop);
     return () => window.removeEventListener('popstate', onPop);
   }, [client]);
-  useEffect(() => {
+  // The address changes in the same frame as the room shown (a layout effect, before paint).
+  useLayoutEffect(() => {
     if (!routed.current) return;
     const room = snap.active ? snap.rooms[snap.active] : undefined;
     const peer = room?.kind === 'dm' ? dmPeer(room.name, snap.me, Object.values(snap.people))?.username : undefined;
@@ -203,9 +204,11 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
   };
 
   // Keyboard: Ctrl/Cmd+K finds a room by name; Alt+Up/Down moves between rooms in the
-  // sidebar's order; Esc closes the switcher, then the settings or admin pane.
+  // sidebar's order; Esc closes the switcher, then the settings or admin pane. Keyboard
+  // listeners and focus are set in layout effects, before the browser paints: a key pressed
+  // as soon as a pane or dialog shows reaches the handler that knows it is open.
   const [switcher, setSwitcher] = useState(false);
-  useEffect(() => {
+  useLayoutEffect(() => {
     const onKey = (e: KeyboardEvent) => {
       if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === 'k') {
         e.preventDefault();
@@ -271,7 +274,7 @@ function Avatar({ user }: { user: UserRef }) {
 function ProfileCard({ user, me, client, online, onClose }: { user: UserRef; me: UserRef; client: ChatClient; online: boolean; onClose: () => void }) {
   const [note, setNote] = useState('');
   const close = useRef<HTMLButtonElement>(null);
-  useEffect(() => {
+  useLayoutEffect(() => {
     close.current?.focus();
     const onKey = (e: KeyboardEvent) => { if (e.key === 'Escape') onClose(); };
     document.addEventListener('keydown', onKey);
@@ -311,7 +314,7 @@ function Switcher({ snap, onPick, onClose }: { snap: Snapshot; onPick: (room: st
   const [query, setQuery] = useState('');
   const [at, setAt] = useState(0);
   const box = useRef<HTMLInputElement>(null);
-  useEffect(() => { box.current?.focus(); }, []);
+  useLayoutEffect(() => { box.current?.focus(); }, []);
   const q = query.trim().toLowerCase();
   const matches = sidebarOrder(snap)
     .map((name) => ({ name, title: roomTitle(snap.rooms[name], snap) }))
@@ -430,7 +433,7 @@ function InlineForm({ label, placeholder, action, run }: { label: string; placeh
 /** A modal dialog: Esc or a click outside closes it; focus starts in its first field. */
 function Dialog({ title, onClose, children }: { title: string; onClose: () => void; children: preact.ComponentChildren }) {
   const box = useRef<HTMLDivElement>(null);
-  useEffect(() => {
+  useLayoutEffect(() => {
     box.current?.querySelector<HTMLElement>('input, select, button')?.focus();
     const onKey = (e: KeyboardEvent) => { if (e.key === 'Escape') onClose(); };
     document.addEventListener('keydown', onKey);
@@ -736,7 +739,8 @@ function Composer({ onSend, onTyping, label, maxBytes, draftKey, seed }: {
   useEffect(() => {
     if (window.matchMedia('(pointer: fine)').matches) box.current?.focus();
   }, [draftKey]);
-  useEffect(() => {
+  // In the same frame as the failed send it comes from leaves the list (a layout effect).
+  useLayoutEffect(() => {
     if (!seed) return;
     setText(seed.text);
     box.current?.focus();
