@@ -233,6 +233,26 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     sb.close();
   });
 
+  test('a read mark on one node reaches the user\'s connections on the others; the count is the same on every node', async () => {
+    const [A, B, C] = nodes;
+    const ann = await register(A.url, 'ann');
+    const bob = await register(B.url, 'bob');
+    const [onA, onC] = [await connect(A.url, ann.token), await connect(C.url, ann.token)];
+    const sb = await connect(B.url, bob.token);
+    const room = uniqueRoom('read');
+    await call(onA, 'join', { room });
+    await call(sb, 'join', { room });
+    for (let i = 1; i <= 3; i++) assert.equal((await call(sb, 'send', { room, text: `m${i}`, client_id: `b${i}` })).ok, true);
+    const seen = collect(onC, 'read');
+    assert.deepEqual(await call(onA, 'read', { room, seq: 2 }), { ok: true, room, last_read: 2 });
+    assert.deepEqual((await seen.waitFor(1))[0], { room, seq: 2 });
+    for (const n of nodes) {
+      const r = (await api(n.url, 'GET', '/api/rooms', undefined, ann.token)).body.rooms.find((x) => x.name === room);
+      assert.deepEqual([r.last_read, r.unread], [2, 1], n.url);
+    }
+    for (const s of [onA, onC, sb]) s.close();
+  });
+
   test('the admin overview lists every node of the cluster', async () => {
     const [A] = nodes;
     const boss = await register(A.url, 'boss');

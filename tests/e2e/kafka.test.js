@@ -199,6 +199,23 @@ test('durable node: acked after Kafka, readable before the persister runs, store
   assert.deepEqual(synced.rooms[room].messages.map((m) => m.seq), Array.from({ length: 20 }, (_, i) => i + 11));
   const listed = await api(node.url, 'GET', '/api/rooms', undefined, bob.token);
   assert.equal(listed.body.rooms.find((r) => r.name === room).last_seq, 30);
+  // Unread counts cover what only the recent window holds: Bob reads ten, twenty stay unread
+  // (in the listing and in a join answer); Alice's own thirty are not unread to her.
+  assert.deepEqual(await call(sb, 'read', { room, seq: 10 }), { ok: true, room, last_read: 10 });
+  const unread = async (token) => {
+    const r = (await api(node.url, 'GET', '/api/rooms', undefined, token)).body.rooms.find((x) => x.name === room);
+    return [r.last_read, r.unread];
+  };
+  assert.deepEqual(await unread(bob.token), [10, 20]);
+  assert.deepEqual(await unread(alice.token), [0, 0]);
+  const rejoined = await call(sb, 'join', { room });
+  assert.deepEqual([rejoined.last_read, rejoined.unread], [10, 20]);
+  // A member who joins now starts with the past read, though only the window holds it.
+  const carol = await register(node.url, 'kc');
+  const sc = await connect(node.url, carol.token);
+  const carolJoined = await call(sc, 'join', { room });
+  assert.deepEqual([carolJoined.room.last_seq, carolJoined.last_read, carolJoined.unread], [30, 30, 0]);
+  sc.close();
 
   // A retry with the same client_id gets the original and is not broadcast again.
   const again = await call(sa, 'send', { room, text: 'different text', client_id: 'm-5' });
@@ -224,6 +241,9 @@ test('durable node: acked after Kafka, readable before the persister runs, store
   await eventually(() => redisCli(c.redisUrl, 'ZCARD', windowKey) === '0', 30000, 'the recent window trimmed');
   const afterTrim = await call(sb, 'history', { room, limit: 100 });
   assert.deepEqual(afterTrim.messages.map((m) => m.id), acks.map((a) => a.message.id));
+  // Counted from the database now, the same.
+  assert.deepEqual(await unread(bob.token), [10, 20]);
+  assert.deepEqual(await unread(alice.token), [0, 0]);
   assert.ok(await persister.metric('scalify_persister_rows_total') >= 30);
   sa.close(); sb.close();
   const { code } = await persister.stop();

@@ -58,6 +58,9 @@ pub enum EventKind {
     /// To the control room: a public room was created (`{"room"}`); each node tells all its
     /// connections, so everyone's list of rooms to join is current.
     RoomCreated,
+    /// To a user's inbox: they marked a room read up to a seq (`{"room", "seq"}`); their
+    /// other connections clear what they count as unread.
+    Read,
 }
 
 impl EventKind {
@@ -71,6 +74,7 @@ impl EventKind {
             EventKind::MemberRemoved => "room_removed",
             EventKind::BudgetSpent => "budget_spent",
             EventKind::RoomCreated => "room_created",
+            EventKind::Read => "read",
         }
     }
 }

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use scalify_core::{Id, Message, NewMessage, Room, RoomKind, RoomName, Username};
-use scalify_store::{Appended, Credentials, EndSessions, RoomListing, Store, StoreResult, User};
+use scalify_store::{
+    Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreResult, User,
+    UNREAD_CAP, UNREAD_SCAN,
+};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
@@ -249,6 +252,30 @@ impl DurableStore {
         }
         Ok(())
     }
+
+    /// Adds to a read state counted in the database (whose last seq was then `stored`) the
+    /// messages of others above it: those only the recent window holds, and any the persister
+    /// wrote since (read window first, then database, as every read here is). Looked at only
+    /// for a room whose window goes beyond the marker and the database; a window trimmed to
+    /// nothing between the count and `top` (read after it) leaves those few uncounted until
+    /// the next count.
+    async fn count_window(
+        &self,
+        room: &Room,
+        user: Id,
+        stored: u64,
+        top: Option<u64>,
+        read: &mut ReadState,
+    ) -> StoreResult<()> {
+        let from = stored.max(read.last_read);
+        if read.unread >= UNREAD_CAP || top.is_none_or(|t| t <= from) {
+            return Ok(());
+        }
+        let above = self.after(room, from, UNREAD_SCAN).await?;
+        let others = above.iter().filter(|m| m.sender.id != user).count() as u32;
+        read.unread = (read.unread + others).min(UNREAD_CAP);
+        Ok(())
+    }
 }
 
 fn not_yet_confirmed() -> scalify_store::StoreError {
@@ -362,7 +389,15 @@ impl Store for DurableStore {
         Ok(room)
     }
     async fn add_member(&self, room: Id, user: Id) -> StoreResult<bool> {
-        self.inner.add_member(room, user).await
+        let added = self.inner.add_member(room, user).await?;
+        // The database started the new member's marker at its own last seq; messages only
+        // the recent window holds are the room's past too.
+        if added {
+            if let Some(top) = self.ledger.window_max_seq(room).await? {
+                self.inner.set_read(room, user, top).await?;
+            }
+        }
+        Ok(added)
     }
     async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool> {
         self.inner.is_member(room, user).await
@@ -375,11 +410,31 @@ impl Store for DurableStore {
         let ids: Vec<Id> = rooms.iter().map(|r| r.room.id).collect();
         let tops = self.ledger.window_max_seqs(&ids).await?;
         for (listing, top) in rooms.iter_mut().zip(tops) {
+            let stored = listing.room.last_seq;
+            if let Some(mut read) = listing.read {
+                self.count_window(&listing.room, user, stored, top, &mut read)
+                    .await?;
+                listing.read = Some(read);
+            }
             if let Some(top) = top {
-                listing.room.last_seq = listing.room.last_seq.max(top);
+                listing.room.last_seq = stored.max(top);
             }
         }
         Ok(rooms)
+    }
+
+    async fn set_read(&self, room: Id, user: Id, seq: u64) -> StoreResult<Option<ReadMark>> {
+        self.inner.set_read(room, user, seq).await
+    }
+
+    async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>> {
+        let Some((mut read, stored)) = self.inner.read_state(room, user).await? else {
+            return Ok(None);
+        };
+        let top = self.ledger.window_max_seq(room.id).await?;
+        self.count_window(room, user, stored, top, &mut read)
+            .await?;
+        Ok(Some((read, stored.max(top.unwrap_or(0)))))
     }
 
     async fn append(&self, new: NewMessage) -> StoreResult<Appended> {

@@ -42,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/rooms/{room}/members"),
     ("delete", "/api/rooms/{room}/members/{username}"),
     ("post", "/api/rooms/{room}/leave"),
+    ("put", "/api/rooms/{room}/read"),
     ("get", "/api/blocks"),
     ("post", "/api/blocks"),
     ("delete", "/api/blocks/{username}"),
@@ -69,6 +70,7 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
             axum::routing::delete(remove_member),
         )
         .route("/api/rooms/{room}/leave", post(leave_room))
+        .route("/api/rooms/{room}/read", put(mark_read))
         .route("/api/blocks", get(blocks).post(block))
         .route("/api/blocks/{username}", axum::routing::delete(unblock))
         .route("/api/rooms/{room}/messages", get(history).post(send))
@@ -260,6 +262,21 @@ async fn leave_room(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Deserialize)]
+struct ReadRequest {
+    seq: i64,
+}
+
+async fn mark_read(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(room): Path<String>,
+    Body(r): Body<ReadRequest>,
+) -> ApiResult {
+    let marker = chat.mark_read(&user, &room, r.seq).await?;
+    Ok(Json(json!(marker)).into_response())
+}
+
 async fn remove_member(
     State(chat): State<AppState>,
     AuthUser(user): AuthUser,
@@ -330,6 +347,10 @@ async fn list_rooms(State(chat): State<AppState>, AuthUser(user): AuthUser) -> A
             r["member"] = json!(l.member);
             if let Some(peer) = &l.peer {
                 r["peer"] = json!(peer);
+            }
+            if let Some(read) = &l.read {
+                r["last_read"] = json!(read.last_read);
+                r["unread"] = json!(read.unread);
             }
             r
         })

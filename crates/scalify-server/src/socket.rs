@@ -317,7 +317,10 @@ enum Reply {
     Joined {
         room: Room,
         online: Vec<UserRef>,
+        last_read: u64,
+        unread: u32,
     },
+    Read(scalify_service::ReadMarker),
     Sent {
         message: Message,
     },
@@ -399,6 +402,12 @@ struct SendArg {
     room: String,
     text: String,
     client_id: String,
+}
+
+#[derive(Deserialize)]
+struct ReadArg {
+    room: String,
+    seq: i64,
 }
 
 #[derive(Deserialize)]
@@ -511,17 +520,19 @@ enum ClientEvent {
     History,
     Sync,
     Typing,
+    Read,
 }
 
 impl ClientEvent {
     /// Every event with its name on the wire.
-    const ALL: [(Self, &'static str); 6] = [
+    const ALL: [(Self, &'static str); 7] = [
         (Self::Join, "join"),
         (Self::Leave, "leave"),
         (Self::Send, "send"),
         (Self::History, "history"),
         (Self::Sync, "sync"),
         (Self::Typing, "typing"),
+        (Self::Read, "read"),
     ];
 
     /// The event and its name, if `name` is one.
@@ -538,6 +549,7 @@ impl ClientEvent {
             Self::History => history(h, s, d).await,
             Self::Sync => sync(h, s, d).await,
             Self::Typing => typing(h, s, d).await,
+            Self::Read => read(h, s, d).await,
         }
     }
 }
@@ -629,7 +641,13 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatE
         h.sequencer.seed(&room.name, last_seq);
     }
     let room = Room { last_seq, ..room };
-    Ok(Reply::Joined { room, online })
+    let read = h.chat.read_state(&h.conn.user, &room).await?;
+    Ok(Reply::Joined {
+        room,
+        online,
+        last_read: read.last_read,
+        unread: read.unread,
+    })
 }
 
 async fn leave(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatError> {
@@ -672,6 +690,12 @@ async fn sync(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatE
     }
     let rooms = h.chat.sync(&h.conn.user, SyncRequest::new(rooms)?).await?;
     Ok(Reply::Synced { rooms })
+}
+
+async fn read(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatError> {
+    let arg: ReadArg = parse(d)?;
+    let marker = h.chat.mark_read(&h.conn.user, &arg.room, arg.seq).await?;
+    Ok(Reply::Read(marker))
 }
 
 async fn typing(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatError> {
@@ -747,9 +771,18 @@ mod tests {
             ack(&Reply::Joined {
                 room: room.clone(),
                 online: vec![ann.clone()],
+                last_read: 5,
+                unread: 2,
             }),
-            json!({ "ok": true, "online": [ann],
+            json!({ "ok": true, "online": [ann], "last_read": 5, "unread": 2,
                     "room": { "id": room.id, "name": "general", "kind": "public", "last_seq": 7 } })
+        );
+        assert_eq!(
+            ack(&Reply::Read(scalify_service::ReadMarker {
+                room: room.name.clone(),
+                last_read: 5,
+            })),
+            json!({ "ok": true, "room": "general", "last_read": 5 })
         );
         assert_eq!(
             ack(&Reply::History {

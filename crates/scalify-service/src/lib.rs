@@ -16,5 +16,5 @@ pub mod presence;
 
 pub use chat::{
     Authenticated, Chat, ChatConfig, ClusterLinks, Cost, Dependency, InFlight, NodeStatus,
-    Overview, PersisterStatus, Session, SyncedRoom, ThrottleConfig, SHARE_EVERY,
+    Overview, PersisterStatus, ReadMarker, Session, SyncedRoom, ThrottleConfig, SHARE_EVERY,
 };

@@ -78,6 +78,33 @@ pub struct RoomListing {
     /// For a DM: the other user (a client names the DM after them even when it has never
     /// seen them otherwise).
     pub peer: Option<UserRef>,
+    /// The member's read state (`None` for a public room they are not in).
+    pub read: Option<ReadState>,
+}
+
+/// Most unread messages a room's count goes up to: counting stops there. A client shows the
+/// cap as "99+".
+pub const UNREAD_CAP: u32 = 100;
+
+/// Most messages after a marker an unread count looks at, the reader's own included: a count
+/// reads at most this many index entries per room, however long the history and however
+/// much the reader wrote since the marker. Others' messages beyond them are not counted.
+pub const UNREAD_SCAN: u32 = 1000;
+
+/// The outcome of a read mark: the marker as it now stands, and whether this mark moved it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadMark {
+    pub last_read: u64,
+    pub moved: bool,
+}
+
+/// Where a member has read up to in a room, and how many messages of others follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadState {
+    /// The highest seq the member marked read (0: nothing yet). Only ever moves forward.
+    pub last_read: u64,
+    /// Messages after `last_read` sent by others, counted up to [`UNREAD_CAP`].
+    pub unread: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,8 +192,14 @@ pub trait Store: Send + Sync + 'static {
     async fn is_member(&self, room: Id, user: Id) -> StoreResult<bool>;
     /// The room's members by username, at most `limit`.
     async fn members(&self, room: Id, limit: u32) -> StoreResult<Vec<User>>;
-    /// The user's rooms and every public room.
+    /// The user's rooms (with their read state) and every public room.
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>>;
+    /// Moves `user`'s read marker in `room` up to `seq` (never back); the marker after the
+    /// call, or `None` if they are not a member. The caller bounds `seq` by the room's last.
+    async fn set_read(&self, room: Id, user: Id, seq: u64) -> StoreResult<Option<ReadMark>>;
+    /// `user`'s read state in `room`, or `None` if they are not a member, with the room's
+    /// last seq as this store has it, read together with the count.
+    async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>>;
 
     /// Appends a message, allocating the room's next `seq`; returns once committed.
     async fn append(&self, message: NewMessage) -> StoreResult<Appended>;

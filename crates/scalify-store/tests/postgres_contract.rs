@@ -59,6 +59,12 @@ async fn ensure_room_adds_members_only_to_a_room_of_its_kind() {
 }
 
 #[tokio::test]
+async fn read_markers_and_unread_counts() {
+    let db = FreshDb::create().await;
+    contract::read_markers_and_unread_counts(open(&db).await).await;
+}
+
+#[tokio::test]
 async fn membership_and_listing() {
     let db = FreshDb::create().await;
     contract::membership_and_listing(open(&db).await).await;
@@ -68,7 +74,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 5);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 6);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 

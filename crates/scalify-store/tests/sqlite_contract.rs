@@ -59,6 +59,12 @@ async fn ensure_room_adds_members_only_to_a_room_of_its_kind() {
 }
 
 #[tokio::test]
+async fn read_markers_and_unread_counts() {
+    let (_d, store) = fresh();
+    contract::read_markers_and_unread_counts(store).await;
+}
+
+#[tokio::test]
 async fn membership_and_listing() {
     let (_d, store) = fresh();
     contract::membership_and_listing(store).await;

@@ -15,6 +15,7 @@ pub(super) fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
         EventKind::MemberRemoved => ("r", 0, 0),
         EventKind::BudgetSpent => ("b", 0, 0),
         EventKind::RoomCreated => ("c", 0, 0),
+        EventKind::Read => ("d", 0, 0),
     };
     let except = event.except_user.map(|u| u.to_string()).unwrap_or_default();
     let payload = event.payload.get();
@@ -65,6 +66,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<RoomEvent, String> {
         "r" => EventKind::MemberRemoved,
         "b" => EventKind::BudgetSpent,
         "c" => EventKind::RoomCreated,
+        "d" => EventKind::Read,
         other => return Err(format!("unknown kind '{other}'")),
     };
     Ok(RoomEvent {

@@ -15,7 +15,7 @@ use scalify_core::{
 use scalify_fanout::{
     AttemptLog, ClusterPresence, EventKind, Fanout, LocalAttempts, Registry, RoomEvent,
 };
-use scalify_store::{RoomListing, Store, StoreError};
+use scalify_store::{ReadState, RoomListing, Store, StoreError};
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
@@ -31,7 +31,9 @@ pub use budget::{Cost, SHARE_EVERY};
 mod admin;
 mod messages;
 mod online;
+mod read;
 mod rooms;
+pub use read::ReadMarker;
 
 /// Limits the service enforces. Field docs are the user-facing documentation.
 #[derive(Debug, Clone)]

@@ -34,7 +34,8 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
 
 use crate::{
-    Appended, Credentials, EndSessions, RoomListing, Store, StoreError, StoreResult, User,
+    Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
+    StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
 };
 
 mod persisted;
@@ -75,6 +76,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "resends",
         include_str!("../../migrations/postgres/0005_resends.sql"),
+    ),
+    (
+        6,
+        "read markers",
+        include_str!("../../migrations/postgres/0006_read_markers.sql"),
     ),
 ];
 
@@ -260,7 +266,10 @@ where
     E: sqlx::PgExecutor<'c>,
 {
     let done = sqlx::query(
-        "INSERT INTO members (room_id, user_id, joined_at) VALUES ($1, $2, $3)
+        // A new member's read marker starts at the room's last message: its past is history,
+        // not unread news.
+        "INSERT INTO members (room_id, user_id, joined_at, last_read)
+         VALUES ($1, $2, $3, COALESCE((SELECT last_seq FROM rooms WHERE id = $1), 0))
          ON CONFLICT DO NOTHING",
     )
     .bind(room.to_string())
@@ -582,8 +591,15 @@ impl Store for PgStore {
     }
 
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
+        // The unread count is a bounded scan of the room's (room, seq) key after the marker
+        // (at most UNREAD_SCAN entries), skipped where nothing follows it.
         let rows = sqlx::query(
-            "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username
+            "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username,
+               m.last_read,
+               CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE
+                 (SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
+                    WHERE x.room_id = r.id AND x.seq > m.last_read ORDER BY x.seq LIMIT $3) s
+                    WHERE sender_id <> $1 LIMIT $2) c) END
              FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = $1
              LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
                AND p.room_id = r.id AND p.user_id <> $1
@@ -592,10 +608,13 @@ impl Store for PgStore {
              ORDER BY r.name",
         )
         .bind(user.to_string())
+        .bind(i64::from(UNREAD_CAP))
+        .bind(i64::from(UNREAD_SCAN))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
+                let member: bool = r.try_get(4)?;
                 let peer = match (
                     r.try_get::<Option<&str>, _>(5)?,
                     r.try_get::<Option<String>, _>(6)?,
@@ -606,13 +625,81 @@ impl Store for PgStore {
                     }),
                     _ => None,
                 };
+                let read = match r.try_get::<Option<i64>, _>(7)? {
+                    Some(last_read) if member => Some(ReadState {
+                        last_read: last_read.max(0) as u64,
+                        unread: r.try_get::<i64, _>(8)?.clamp(0, i64::from(UNREAD_CAP)) as u32,
+                    }),
+                    _ => None,
+                };
                 Ok(RoomListing {
                     room: read_room(r)?,
-                    member: r.try_get(4)?,
+                    member,
                     peer,
+                    read,
                 })
             })
             .collect()
+    }
+
+    async fn set_read(&self, room: Id, user: Id, seq: u64) -> StoreResult<Option<ReadMark>> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let moved = sqlx::query(
+            "UPDATE members SET last_read = $3
+             WHERE room_id = $1 AND user_id = $2 AND last_read < $3 RETURNING last_read",
+        )
+        .bind(room.to_string())
+        .bind(user.to_string())
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(r) = moved {
+            return Ok(Some(ReadMark {
+                last_read: r.try_get::<i64, _>(0)?.max(0) as u64,
+                moved: true,
+            }));
+        }
+        // Not moved: the marker as it stands, or none for a non-member.
+        let row = sqlx::query("SELECT last_read FROM members WHERE room_id = $1 AND user_id = $2")
+            .bind(room.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(ReadMark {
+                last_read: r.try_get::<i64, _>(0)?.max(0) as u64,
+                moved: false,
+            }),
+            None => None,
+        })
+    }
+
+    async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>> {
+        let row = sqlx::query(
+            "SELECT m.last_read,
+               (SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
+                  WHERE x.room_id = m.room_id AND x.seq > m.last_read ORDER BY x.seq LIMIT $4) s
+                  WHERE sender_id <> $2 LIMIT $3) c),
+               r.last_seq
+             FROM members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.room_id = $1 AND m.user_id = $2",
+        )
+        .bind(room.id.to_string())
+        .bind(user.to_string())
+        .bind(i64::from(UNREAD_CAP))
+        .bind(i64::from(UNREAD_SCAN))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some((
+                ReadState {
+                    last_read: r.try_get::<i64, _>(0)?.max(0) as u64,
+                    unread: r.try_get::<i64, _>(1)?.clamp(0, i64::from(UNREAD_CAP)) as u32,
+                },
+                r.try_get::<i64, _>(2)?.max(0) as u64,
+            )),
+            None => None,
+        })
     }
 
     async fn append(&self, message: NewMessage) -> StoreResult<Appended> {

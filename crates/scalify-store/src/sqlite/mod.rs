@@ -24,7 +24,8 @@ use scalify_core::{
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{
-    Appended, Credentials, EndSessions, RoomListing, Store, StoreError, StoreResult, User,
+    Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
+    StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
 };
 
 mod rows;
@@ -44,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_admins.sql"),
     include_str!("../../migrations/sqlite/0003_sessions.sql"),
     include_str!("../../migrations/sqlite/0004_membership.sql"),
+    include_str!("../../migrations/sqlite/0005_read_markers.sql"),
 ];
 
 /// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
@@ -554,8 +556,15 @@ impl Store for SqliteStore {
 
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
         self.read(move |c| {
+            // The unread count is a bounded scan of the room's (room, seq) key after the
+            // marker (at most UNREAD_SCAN entries), skipped where nothing follows it.
             let mut stmt = c.prepare_cached(
-                "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username
+                "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username,
+                   m.last_read,
+                   CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE
+                     (SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
+                        WHERE x.room_id = r.id AND x.seq > m.last_read ORDER BY x.seq LIMIT ?3)
+                        WHERE sender_id <> ?1 LIMIT ?2)) END
                  FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = ?1
                  LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
                    AND p.room_id = r.id AND p.user_id <> ?1
@@ -563,10 +572,11 @@ impl Store for SqliteStore {
                  WHERE m.user_id IS NOT NULL OR r.kind = 'public'
                  ORDER BY r.name",
             )?;
-            let rows = stmt.query_map(params![user.to_string()], |r| {
+            let rows = stmt.query_map(params![user.to_string(), UNREAD_CAP, UNREAD_SCAN], |r| {
+                let member: bool = r.get(4)?;
                 Ok(RoomListing {
                     room: read_room(r)?,
-                    member: r.get(4)?,
+                    member,
                     peer: match (
                         r.get::<_, Option<String>>(5)?,
                         r.get::<_, Option<String>>(6)?,
@@ -577,9 +587,73 @@ impl Store for SqliteStore {
                         }),
                         _ => None,
                     },
+                    read: match r.get::<_, Option<i64>>(7)? {
+                        Some(last_read) if member => Some(ReadState {
+                            last_read: last_read.max(0) as u64,
+                            unread: r.get::<_, i64>(8)?.clamp(0, i64::from(UNREAD_CAP)) as u32,
+                        }),
+                        _ => None,
+                    },
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn set_read(&self, room: Id, user: Id, seq: u64) -> StoreResult<Option<ReadMark>> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let moved = self
+            .exec(
+                "UPDATE members SET last_read = ?3
+                 WHERE room_id = ?1 AND user_id = ?2 AND last_read < ?3",
+                vec![room.to_string().into(), user.to_string().into(), seq.into()],
+            )
+            .await?;
+        // Read back: the marker as it stands (a concurrent mark may have moved it further),
+        // or none for a non-member.
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT last_read FROM members WHERE room_id = ?1 AND user_id = ?2",
+            )?
+            .query_row(params![room.to_string(), user.to_string()], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .map(|s| ReadMark {
+                last_read: s.max(0) as u64,
+                moved,
+            }))
+        })
+        .await
+    }
+
+    async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>> {
+        let room = room.id;
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT m.last_read,
+                       (SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
+                          WHERE x.room_id = m.room_id AND x.seq > m.last_read
+                          ORDER BY x.seq LIMIT ?4)
+                          WHERE sender_id <> ?2 LIMIT ?3)),
+                       r.last_seq
+                     FROM members m JOIN rooms r ON r.id = m.room_id
+                     WHERE m.room_id = ?1 AND m.user_id = ?2",
+            )?
+            .query_row(
+                params![room.to_string(), user.to_string(), UNREAD_CAP, UNREAD_SCAN],
+                |r| {
+                    Ok((
+                        ReadState {
+                            last_read: r.get::<_, i64>(0)?.max(0) as u64,
+                            unread: r.get::<_, i64>(1)?.clamp(0, i64::from(UNREAD_CAP)) as u32,
+                        },
+                        r.get::<_, i64>(2)?.max(0) as u64,
+                    ))
+                },
+            )
+            .optional()?)
         })
         .await
     }

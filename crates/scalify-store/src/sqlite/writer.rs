@@ -474,10 +474,19 @@ impl Writer {
         let n = self
             .conn
             .prepare_cached(
-                "INSERT INTO members (room_id, user_id, joined_at) VALUES (?1, ?2, ?3)
+                // A new member's read marker starts at the room's last message: its past
+                // is history, not unread news. The seq cache is ahead of the table while the
+                // batch that appended to the room is uncommitted.
+                "INSERT INTO members (room_id, user_id, joined_at, last_read)
+                 VALUES (?1, ?2, ?3, COALESCE(?4, (SELECT last_seq FROM rooms WHERE id = ?1), 0))
                  ON CONFLICT DO NOTHING",
             )?
-            .execute(params![room.to_string(), user.to_string(), now_ms()])
+            .execute(params![
+                room.to_string(),
+                user.to_string(),
+                now_ms(),
+                self.seq_cache.get(&room).map(|s| *s as i64)
+            ])
             .map_err(|e| match StoreError::from(e) {
                 // A foreign key violation: the room or the user does not exist.
                 StoreError::Conflict => StoreError::NotFound,

@@ -367,3 +367,113 @@ pub async fn ensure_room_adds_members_only_to_a_room_of_its_kind(store: Arc<dyn 
         .unwrap();
     assert!(store.is_member(first.id, joiner.id).await.unwrap());
 }
+
+/// Read markers: they start at the room's last message when a member joins, only move
+/// forward, belong to members only, and the unread count covers others' messages after the
+/// marker, up to the cap.
+pub async fn read_markers_and_unread_counts(store: Arc<dyn Store>) {
+    use scalify_store::{ReadMark, ReadState, UNREAD_CAP};
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let carol = user(&*store, "carol").await;
+    let room = public_room(&*store, "reading", &alice).await;
+    for i in 0..3 {
+        store
+            .append(msg(&room, &alice, &format!("a{i}"), "before bob"))
+            .await
+            .unwrap();
+    }
+    // Bob joins after three messages: they are history to him, not unread.
+    assert!(store.add_member(room.id, bob.id).await.unwrap());
+    let fresh = |s: Option<(ReadState, u64)>| s.expect("a member has a read state").0;
+    assert_eq!(
+        fresh(store.read_state(&room, bob.id).await.unwrap()),
+        ReadState {
+            last_read: 3,
+            unread: 0
+        }
+    );
+    // Alice read nothing: her own messages are not unread to her.
+    assert_eq!(
+        fresh(store.read_state(&room, alice.id).await.unwrap()),
+        ReadState {
+            last_read: 0,
+            unread: 0
+        }
+    );
+    for i in 0..4 {
+        store
+            .append(msg(&room, &alice, &format!("b{i}"), "to bob"))
+            .await
+            .unwrap();
+    }
+    store
+        .append(msg(&room, &bob, "mine", "bob's own"))
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh(store.read_state(&room, bob.id).await.unwrap()),
+        ReadState {
+            last_read: 3,
+            unread: 4
+        }
+    );
+    let mark = |last_read, moved| Some(ReadMark { last_read, moved });
+    assert_eq!(
+        store.set_read(room.id, bob.id, 5).await.unwrap(),
+        mark(5, true)
+    );
+    // A lower or equal mark is a no-op that answers the marker.
+    assert_eq!(
+        store.set_read(room.id, bob.id, 4).await.unwrap(),
+        mark(5, false)
+    );
+    assert_eq!(
+        store.set_read(room.id, bob.id, 5).await.unwrap(),
+        mark(5, false)
+    );
+    // The room's last seq comes with the count.
+    assert_eq!(store.read_state(&room, bob.id).await.unwrap().unwrap().1, 8);
+    assert_eq!(
+        fresh(store.read_state(&room, bob.id).await.unwrap()),
+        ReadState {
+            last_read: 5,
+            unread: 2
+        }
+    );
+    // Not a member: no marker, nothing stored.
+    assert_eq!(store.set_read(room.id, carol.id, 5).await.unwrap(), None);
+    assert!(store.read_state(&room, carol.id).await.unwrap().is_none());
+    // The listing gives each member room its read state; a public room one is not in, none.
+    let listed = store.list_rooms(bob.id).await.unwrap();
+    let mine = listed.iter().find(|l| l.room.id == room.id).unwrap();
+    assert_eq!(
+        mine.read,
+        Some(ReadState {
+            last_read: 5,
+            unread: 2
+        })
+    );
+    let carols = store.list_rooms(carol.id).await.unwrap();
+    assert_eq!(
+        carols.iter().find(|l| l.room.id == room.id).unwrap().read,
+        None
+    );
+    // Counting stops at the cap, however many follow.
+    for i in 0..UNREAD_CAP + 20 {
+        store
+            .append(msg(&room, &alice, &format!("c{i}"), "flood"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        fresh(store.read_state(&room, bob.id).await.unwrap()).unread,
+        UNREAD_CAP
+    );
+    let listed = store.list_rooms(bob.id).await.unwrap();
+    let mine = listed.iter().find(|l| l.room.id == room.id).unwrap();
+    assert_eq!(mine.read.unwrap().unread, UNREAD_CAP);
+    // Leaving forgets the marker.
+    assert!(store.remove_member(room.id, bob.id).await.unwrap());
+    assert!(store.read_state(&room, bob.id).await.unwrap().is_none());
+}
