@@ -11,7 +11,7 @@ import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { BIN, startServer, api, register, uniqueRoom, sleep, eventually, allMessages } from './harness.js';
+import { BIN, startServer, api, register, connect, call, uniqueRoom, sleep, eventually, allMessages } from './harness.js';
 import { freePort } from './cluster.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -419,6 +419,60 @@ test('history: scrolling up loads older messages until the beginning', async () 
     assert.deepEqual(all, Array.from({ length: 120 }, (_, i) => `old ${i + 1}`));
     await ann.page.locator('.start', { hasText: `This is the start of #${room}` }).waitFor();
   } finally { await ann.context.close(); }
+});
+
+test('read state follows the user: reading on one device clears the badge on the other, live and after a reload, and a new browser counts the same', async () => {
+  const desk = await newUser(server.url, { name: 'ann' });
+  const phone = { ...(await newUser(server.url, { name: 'ann' })), username: desk.username };
+  const fresh = { ...(await newUser(server.url, { name: 'ann' })), username: desk.username };
+  const signIn = async (u) => {
+    await u.page.getByLabel('Username').fill(u.username);
+    await u.page.getByLabel('Password').fill('correct-horse');
+    await u.page.locator('form.card button[type=submit]').click();
+    await u.page.getByText('Sign out').waitFor();
+  };
+  try {
+    await signUp(desk);
+    const [news, quiet] = [uniqueRoom('news'), uniqueRoom('quiet')];
+    for (const r of [news, quiet]) {
+      await desk.page.getByRole('button', { name: 'New room' }).click();
+      await desk.page.getByPlaceholder('room-name').fill(r);
+      await desk.page.getByRole('button', { name: 'Create' }).click();
+      await desk.page.getByRole('heading', { name: `#${r}` }).waitFor();
+    }
+    await signIn(phone);
+    const bob = await register(server.url, 'bob');
+    const sb = await connect(server.url, bob.token);
+    assert.equal((await call(sb, 'join', { room: news })).ok, true);
+    const say = async (n, from) => {
+      for (let i = from; i < from + n; i++) {
+        assert.equal((await call(sb, 'send', { room: news, text: `news ${i}`, client_id: `n${i}` })).ok, true);
+      }
+    };
+    await say(3, 1);
+    const badge = (u, n) => u.page.locator('.room-link', { hasText: `#${news}` }).getByLabel(`${n} unread`);
+    await badge(desk, 3).waitFor();
+    await badge(phone, 3).waitFor();
+    // Read on the desk: the phone's badge goes at once, and stays gone after a reload.
+    await openRoom(desk.page, news);
+    await badge(phone, 3).waitFor({ state: 'detached' });
+    await phone.page.reload();
+    await phone.page.locator('.room-link', { hasText: `#${news}` }).waitFor();
+    await sleep(500);
+    assert.equal(await phone.page.locator('.room-link', { hasText: `#${news}` }).locator('.badge').count(), 0);
+    // Two more while the desk looks elsewhere: every device, and a browser never used
+    // before, counts two.
+    await openRoom(desk.page, quiet);
+    await say(2, 4);
+    await badge(desk, 2).waitFor();
+    await badge(phone, 2).waitFor();
+    await signIn(fresh);
+    await badge(fresh, 2).waitFor();
+    sb.close();
+    for (const u of [desk, phone, fresh]) assert.deepEqual(u.errors, []);
+  } finally {
+    for (const u of [desk, phone, fresh]) await u.context.close();
+  }
 });
 
 test('an XSS attempt renders as text; links are clickable; unread badges count; phone width works', async () => {

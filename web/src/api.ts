@@ -14,6 +14,9 @@ export interface RoomInfo {
   member: boolean;
   /** A DM's other user. */
   peer?: { id: string; username: string };
+  /** A member's read marker, and how many messages of others follow it (at most 100). */
+  last_read?: number;
+  unread?: number;
 }
 
 export interface RoomActivity {

@@ -8,7 +8,7 @@
 import { io, type Socket } from 'socket.io-client';
 import { api, ApiError, type RoomInfo, type Session } from './api';
 import {
-  addHistory, addMessages, dropSend, emptyRoom, hasGap, markRead, oldestSeq, outboxOf, queueSend, restoreOutbox, retrySend, RETRYABLE_CODES, toResend,
+  addHistory, addMessages, dropSend, emptyRoom, hasGap, markRead, oldestSeq, outboxOf, queueSend, readUpTo, restoreOutbox, retrySend, RETRYABLE_CODES, toResend,
   sendFailed, syncedThrough, type Message, type RoomView, type UserRef,
 } from './state';
 
@@ -42,9 +42,9 @@ const ACK_TIMEOUT_MS = 10000;
 const AUTO_RESENDS = 3;
 const RESEND_AFTER_MS = 2000;
 
-function readKey(me: UserRef, room: string) {
-  return `scalify.read.${me.id}.${room}`;
-}
+/** Read marks are sent at most this often per room: a fast reader sends one, not one per
+ * message. */
+const READ_EVERY_MS = 300;
 
 export class ChatClient {
   private socket: Socket;
@@ -54,6 +54,13 @@ export class ChatClient {
   /** Whether the open room's view shows its newest messages. */
   private atLatest = true;
   private sending = new Map<string, Promise<void>>();
+  /** Each room's read marker as the server has it; a local mark beyond it is sent. */
+  private serverRead = new Map<string, number>();
+  /** The newest read mark sent per room (answered or not): not sent again. */
+  private sentRead = new Map<string, number>();
+  /** Read marks waiting to be sent (the newest per room). */
+  private unsentReads = new Map<string, number>();
+  private readTimer: ReturnType<typeof setTimeout> | undefined;
   snapshot: Snapshot;
 
   constructor(private session: Session, private onUnauthorized: () => void) {
@@ -84,6 +91,8 @@ export class ChatClient {
     this.socket.on('room_created', (r: { room: RoomInfo }) => this.offerRoom(r.room));
     // We left the room on another device, or its owner removed us.
     this.socket.on('room_removed', (r: { room: string }) => this.dropRoom(r.room));
+    // We read a room on another device (or tab): it is read here too.
+    this.socket.on('read', (r: { room: string; seq: number }) => this.serverMarker(r.room, r.seq));
     void this.refreshRooms().catch((e) => this.apiFailed(e));
   }
 
@@ -116,7 +125,7 @@ export class ChatClient {
     // follows them); scrolled up, what arrives stays unread until they come back down.
     if (name === this.snapshot.active && this.atLatest && document.visibilityState !== 'hidden') next = markRead(next);
     if (next !== room) {
-      if (next.lastRead !== room.lastRead) localStorage.setItem(readKey(this.snapshot.me, name), String(next.lastRead));
+      if (next.lastRead > Math.max(this.serverRead.get(name) ?? 0, this.sentRead.get(name) ?? 0)) this.queueRead(name, next.lastRead);
       if (next.outgoing !== room.outgoing) this.saveOutbox(name, next);
       this.update({ rooms: { ...this.snapshot.rooms, [name]: next } });
     }
@@ -152,18 +161,57 @@ export class ChatClient {
     const rooms = { ...this.snapshot.rooms };
     const fresh: string[] = [];
     for (const r of list.filter((x) => x.member)) {
+      const lastRead = r.last_read ?? 0;
+      this.serverRead.set(r.name, Math.max(this.serverRead.get(r.name) ?? 0, lastRead));
       if (!rooms[r.name]) {
-        const lastRead = Number(localStorage.getItem(readKey(this.snapshot.me, r.name)) ?? 0);
         rooms[r.name] = { ...emptyRoom(r.name, r.kind, r.last_seq, lastRead), outgoing: this.savedOutbox(r.name) };
         fresh.push(r.name);
-      } else if (r.last_seq > rooms[r.name].lastSeq) {
-        rooms[r.name] = { ...rooms[r.name], lastSeq: r.last_seq };
+      } else {
+        rooms[r.name] = readUpTo({ ...rooms[r.name], lastSeq: Math.max(rooms[r.name].lastSeq, r.last_seq) }, lastRead);
+      }
+      if (r.unread !== undefined && rooms[r.name].lastRead === lastRead) {
+        rooms[r.name] = { ...rooms[r.name], counted: { lastRead, lastSeq: r.last_seq, unread: r.unread } };
       }
     }
     this.update({ rooms, discover: list.filter((x) => !x.member && x.kind === 'public'), roomsLoaded: true });
     // A DM is named after its other user, who may never have been seen otherwise.
     this.remember(list.flatMap((r) => (r.member && r.peer ? [r.peer] : [])));
     if (this.socket.connected) await Promise.all(fresh.map((n) => this.follow(n)));
+  }
+
+  /** The server's read marker for a room (and its unread count there, from a listing or a
+   * join): the marker moves forward here too. */
+  private serverMarker(name: string, seq: number, counted?: RoomView['counted']) {
+    if (typeof seq !== 'number') return;
+    this.serverRead.set(name, Math.max(this.serverRead.get(name) ?? 0, seq));
+    this.setRoom(name, (x) => {
+      const next = readUpTo(x, seq);
+      return counted && next.lastRead === counted.lastRead ? { ...next, counted } : next;
+    });
+  }
+
+  /** Sends the newest read mark of each room, coalesced; a mark that fails and may pass
+   * later (offline, a node shutting down) is sent again on the next connect. */
+  private queueRead(room: string, seq: number) {
+    this.unsentReads.set(room, Math.max(this.unsentReads.get(room) ?? 0, seq));
+    if (!this.readTimer && this.socket.connected) this.readTimer = setTimeout(() => this.flushReads(), READ_EVERY_MS);
+  }
+
+  private flushReads() {
+    this.readTimer = undefined;
+    const marks = [...this.unsentReads];
+    this.unsentReads.clear();
+    for (const [room, seq] of marks) {
+      this.sentRead.set(room, Math.max(this.sentRead.get(room) ?? 0, seq));
+      void this.emit<{ room: string; last_read: number }>('read', { room, seq }).then((r) => {
+        if (r.ok) {
+          this.serverMarker(room, r.last_read);
+        } else if (RETRYABLE_CODES.has(r.error.code)) {
+          if (this.sentRead.get(room) === seq) this.sentRead.delete(room);
+          this.unsentReads.set(room, Math.max(this.unsentReads.get(room) ?? 0, seq));
+        }
+      });
+    }
   }
 
   private offerRoom(room: RoomInfo) {
@@ -174,9 +222,10 @@ export class ChatClient {
 
   /** Joins a room on this connection (live events) and recovers anything missed. */
   private async follow(name: string) {
-    const r = await this.emit<{ room: RoomInfo; online: UserRef[] }>('join', { room: name });
+    const r = await this.emit<{ room: RoomInfo; online: UserRef[]; last_read: number; unread: number }>('join', { room: name });
     if (!r.ok) return;
     this.remember(r.online);
+    this.serverMarker(name, r.last_read, { lastRead: r.last_read, lastSeq: r.room.last_seq, unread: r.unread });
     this.update({ online: { ...this.snapshot.online, [name]: r.online } });
     const room = this.snapshot.rooms[name];
     if (!room) return;
@@ -194,6 +243,7 @@ export class ChatClient {
     this.update({ connection: 'connected' });
     await this.refreshRooms().catch((e) => this.apiFailed(e));
     await Promise.all(Object.keys(this.snapshot.rooms).map((n) => this.follow(n)));
+    if (this.unsentReads.size && !this.readTimer) this.flushReads();
     // A send left unanswered by a lost connection (or refused by a node shutting down) is made
     // again with its client_id: stored once whether or not the first attempt was.
     await Promise.all(Object.values(this.snapshot.rooms).map(async (r) => {
@@ -275,9 +325,9 @@ export class ChatClient {
     const r = await this.emit<{ room: RoomInfo; online: UserRef[] }>('join', { room: name });
     if (!r.ok) throw new Error(r.error.message);
     if (!this.snapshot.rooms[name]) {
-      // A room just joined starts read: its past is history, not unread news.
+      // A room just joined starts read (the server starts its marker there): its past is
+      // history, not unread news.
       this.update({ rooms: { ...this.snapshot.rooms, [name]: emptyRoom(name, r.room.kind, r.room.last_seq, r.room.last_seq) } });
-      localStorage.setItem(readKey(this.snapshot.me, name), String(r.room.last_seq));
     }
     await this.refreshRooms();
     await this.follow(name);

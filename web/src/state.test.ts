@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   addHistory, addMessages, dropSend, emptyRoom, groupMessages, hasGap, lengthNotice, placeOutgoing, linkify, markRead, mergeMessages,
-  queueSend, restoreOutbox, retrySend, sendFailed, syncedThrough, toResend, unreadCount, utf8Bytes, type Message,
+  queueSend, readUpTo, restoreOutbox, retrySend, sendFailed, syncedThrough, toResend, unreadCount, utf8Bytes, type Message, type RoomView,
 } from './state';
 
 const ann = { id: 'A', username: 'ann' };
@@ -103,6 +103,30 @@ describe('unread', () => {
   it('lastRead never exceeds the room (a reset server) and never goes negative', () => {
     const r = emptyRoom('r', 'public', 2, 9);
     expect(unreadCount(r, 'A')).toBe(0);
+  });
+});
+
+describe('read state from the server', () => {
+  it("the server's count holds while the marker stays where it counted; others' later messages add to it", () => {
+    // The server counted 2 of others' messages after seq 5 of 9 (the rest were ours, not loaded).
+    let r: RoomView = { ...emptyRoom('r', 'public', 9, 5), counted: { lastRead: 5, lastSeq: 9, unread: 2 } };
+    expect(unreadCount(r, 'A')).toBe(2);
+    r = addMessages(r, [msg(10), msg(11, ann)], 'A');
+    expect(unreadCount(r, 'A')).toBe(3);
+    // Read further (here or on another device): counted from the loaded messages again.
+    r = readUpTo(r, 10);
+    expect(unreadCount(r, 'A')).toBe(0);
+  });
+
+  it('a marker only moves forward', () => {
+    const r = emptyRoom('r', 'public', 9, 5);
+    expect(readUpTo(r, 3)).toBe(r);
+    expect(readUpTo(r, 7).lastRead).toBe(7);
+  });
+
+  it('a capped count (100: "100 or more") is not exceeded by what the room can hold', () => {
+    const r = { ...emptyRoom('r', 'public', 40, 0), counted: { lastRead: 0, lastSeq: 40, unread: 100 } };
+    expect(unreadCount(r, 'A')).toBe(40);
   });
 });
 

@@ -47,6 +47,9 @@ export interface RoomView {
   hasMore: boolean;
   /** Everything up to this seq has been seen by the user. */
   lastRead: number;
+  /** The server's count of unread messages of others, at its `lastRead` and `lastSeq`: it
+   * covers messages this page has not loaded. */
+  counted?: { lastRead: number; lastSeq: number; unread: number };
 }
 
 export function emptyRoom(name: string, kind: RoomView['kind'], lastSeq = 0, lastRead = 0): RoomView {
@@ -173,14 +176,26 @@ export function restoreOutbox(saved: Outgoing[]): Outgoing[] {
 // ---- unread -------------------------------------------------------------------------------
 
 /**
- * Messages after `lastRead` that others sent. Messages not loaded yet are counted from
- * `lastSeq`; loaded ones of our own are not counted.
+ * Messages after `lastRead` that others sent: the server's count while the marker is where
+ * the server counted from, plus what others sent since; otherwise messages not loaded are
+ * counted from `lastSeq`, and loaded ones of our own are not counted.
  */
 export function unreadCount(room: RoomView, me: string): number {
   const after = room.lastSeq - room.lastRead;
   if (after <= 0) return 0;
+  const c = room.counted;
+  if (c && c.lastRead === room.lastRead) {
+    const since = room.messages.filter((m) => m.seq > c.lastSeq && m.sender.id !== me).length;
+    return Math.min(after, c.unread + since);
+  }
   const own = room.messages.filter((m) => m.seq > room.lastRead && m.sender.id === me).length;
   return Math.max(0, after - own);
+}
+
+/** The room with a read marker from the server (another device's, or this user's at load):
+ * the marker only moves forward. */
+export function readUpTo(room: RoomView, seq: number): RoomView {
+  return seq > room.lastRead ? { ...room, lastRead: seq } : room;
 }
 
 export function markRead(room: RoomView): RoomView {
