@@ -172,9 +172,10 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
     if (path !== location.pathname) history.pushState(null, '', path);
   }, [snap.active, snap.roomsLoaded]);
 
-  // The tab's title counts unread messages, so a background tab shows that something came.
+  // The tab's title counts unread messages, so a background tab shows that something came
+  // (set in the frame the badges change).
   const unreadTotal = Object.values(snap.rooms).reduce((n, r) => n + unreadCount(r, snap.me.id), 0);
-  useEffect(() => {
+  useLayoutEffect(() => {
     document.title = unreadTotal > 0 ? `(${unreadTotal}) ScalifyChat` : 'ScalifyChat';
   }, [unreadTotal]);
   // Signed out: the sign-in screen counts nothing.
