@@ -636,12 +636,11 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatE
         h.chat.online(&room.name).await
     };
     drop(rooms);
-    let last_seq = h.chat.last_seq(&room).await?;
+    let (last_seq, read) = h.chat.joined_state(&h.conn.user, &room).await?;
     if first {
         h.sequencer.seed(&room.name, last_seq);
     }
     let room = Room { last_seq, ..room };
-    let read = h.chat.read_state(&h.conn.user, &room).await?;
     Ok(Reply::Joined {
         room,
         online,

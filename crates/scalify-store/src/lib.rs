@@ -107,6 +107,36 @@ pub struct ReadState {
     pub unread: u32,
 }
 
+impl ReadState {
+    /// From a database row's marker and count (SQL integers).
+    pub(crate) fn from_sql(last_read: i64, unread: i64) -> Self {
+        ReadState {
+            last_read: last_read.max(0) as u64,
+            unread: unread.clamp(0, i64::from(UNREAD_CAP)) as u32,
+        }
+    }
+}
+
+/// The unread count of member row `m` of `user` (SQL, the engines' own placeholders for
+/// `user`, [`UNREAD_CAP`] and [`UNREAD_SCAN`]): others' messages among the first
+/// `UNREAD_SCAN` after the marker, up to `UNREAD_CAP` — a bounded scan of the room's
+/// (room, seq) key.
+macro_rules! unread_count_sql {
+    ($user:literal, $cap:literal, $scan:literal) => {
+        concat!(
+            "(SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
+               WHERE x.room_id = m.room_id AND x.seq > m.last_read ORDER BY x.seq LIMIT ",
+            $scan,
+            ") s WHERE sender_id <> ",
+            $user,
+            " LIMIT ",
+            $cap,
+            ") c)"
+        )
+    };
+}
+pub(crate) use unread_count_sql;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique name (username, room name) is taken.

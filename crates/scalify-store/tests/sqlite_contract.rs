@@ -189,3 +189,43 @@ async fn wal_is_rewound_under_sustained_load() {
     };
     assert_eq!(stored as u64, appended, "every acked append is stored once");
 }
+
+/// The upgrade that adds read markers starts every existing member with their rooms read:
+/// a database from before it (members without a marker, the schema at version 4) opens with
+/// each marker at its room's last seq, not with the whole history unread.
+#[tokio::test]
+async fn members_at_the_read_marker_upgrade_start_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let room = {
+        let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let room = contract::public_room(&store, "r", &alice).await;
+        assert!(store.add_member(room.id, bob.id).await.unwrap());
+        for i in 0..3 {
+            store
+                .append(msg(&room, &alice, &format!("c{i}"), "x"))
+                .await
+                .unwrap();
+        }
+        store.flush().await.unwrap();
+        room
+    };
+    // Back to the schema before the markers.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    c.execute_batch("ALTER TABLE members DROP COLUMN last_read; PRAGMA user_version = 4;")
+        .unwrap();
+    drop(c);
+    let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+    for name in ["alice", "bob"] {
+        let u = store
+            .user_by_name(&Username::parse(name).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let (read, last_seq) = store.read_state(&room, u.id).await.unwrap().unwrap();
+        assert_eq!((read.last_read, read.unread, last_seq), (3, 0, 3), "{name}");
+    }
+}

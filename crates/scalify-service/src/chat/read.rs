@@ -45,14 +45,22 @@ impl Chat {
         })
     }
 
-    /// `user`'s read state in `room` (a member's), for the `join` answer.
-    pub async fn read_state(&self, user: &UserRef, room: &Room) -> Result<ReadState, ChatError> {
-        Ok(self
+    /// The room's newest committed seq and `user`'s read state in it, in one store read: what
+    /// a `join` answers once the connection is subscribed.
+    pub async fn joined_state(
+        &self,
+        user: &UserRef,
+        room: &Room,
+    ) -> Result<(u64, ReadState), ChatError> {
+        match self
             .store
             .read_state(room, user.id)
             .await
             .map_err(store_error)?
-            .map(|(read, _)| read)
-            .unwrap_or_default())
+        {
+            Some((read, last_seq)) => Ok((last_seq, read)),
+            // No longer a member (removed meanwhile): the room's last seq alone.
+            None => Ok((self.last_seq(room).await?, ReadState::default())),
+        }
     }
 }

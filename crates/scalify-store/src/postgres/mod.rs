@@ -33,6 +33,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
 
+use crate::unread_count_sql;
 use crate::{
     Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
     StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
@@ -591,22 +592,20 @@ impl Store for PgStore {
     }
 
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
-        // The unread count is a bounded scan of the room's (room, seq) key after the marker
-        // (at most UNREAD_SCAN entries), skipped where nothing follows it.
-        let rows = sqlx::query(
+        // The unread count is skipped where nothing follows the marker.
+        let rows = sqlx::query(concat!(
             "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username,
                m.last_read,
-               CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE
-                 (SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
-                    WHERE x.room_id = r.id AND x.seq > m.last_read ORDER BY x.seq LIMIT $3) s
-                    WHERE sender_id <> $1 LIMIT $2) c) END
+               CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE ",
+            unread_count_sql!("$1", "$2", "$3"),
+            " END
              FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = $1
              LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
                AND p.room_id = r.id AND p.user_id <> $1
              LEFT JOIN users u ON u.id = p.user_id
              WHERE m.user_id IS NOT NULL OR r.kind = 'public'
-             ORDER BY r.name",
-        )
+             ORDER BY r.name"
+        ))
         .bind(user.to_string())
         .bind(i64::from(UNREAD_CAP))
         .bind(i64::from(UNREAD_SCAN))
@@ -626,10 +625,9 @@ impl Store for PgStore {
                     _ => None,
                 };
                 let read = match r.try_get::<Option<i64>, _>(7)? {
-                    Some(last_read) if member => Some(ReadState {
-                        last_read: last_read.max(0) as u64,
-                        unread: r.try_get::<i64, _>(8)?.clamp(0, i64::from(UNREAD_CAP)) as u32,
-                    }),
+                    Some(last_read) if member => {
+                        Some(ReadState::from_sql(last_read, r.try_get(8)?))
+                    }
                     _ => None,
                 };
                 Ok(RoomListing {
@@ -675,27 +673,21 @@ impl Store for PgStore {
     }
 
     async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>> {
-        let row = sqlx::query(
-            "SELECT m.last_read,
-               (SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
-                  WHERE x.room_id = m.room_id AND x.seq > m.last_read ORDER BY x.seq LIMIT $4) s
-                  WHERE sender_id <> $2 LIMIT $3) c),
-               r.last_seq
-             FROM members m JOIN rooms r ON r.id = m.room_id
-             WHERE m.room_id = $1 AND m.user_id = $2",
-        )
-        .bind(room.id.to_string())
+        let row = sqlx::query(concat!(
+            "SELECT m.last_read, ",
+            unread_count_sql!("$1", "$2", "$3"),
+            ", r.last_seq FROM members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user_id = $1 AND m.room_id = $4"
+        ))
         .bind(user.to_string())
         .bind(i64::from(UNREAD_CAP))
         .bind(i64::from(UNREAD_SCAN))
+        .bind(room.id.to_string())
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
             Some(r) => Some((
-                ReadState {
-                    last_read: r.try_get::<i64, _>(0)?.max(0) as u64,
-                    unread: r.try_get::<i64, _>(1)?.clamp(0, i64::from(UNREAD_CAP)) as u32,
-                },
+                ReadState::from_sql(r.try_get(0)?, r.try_get(1)?),
                 r.try_get::<i64, _>(2)?.max(0) as u64,
             )),
             None => None,

@@ -23,6 +23,7 @@ use scalify_core::{
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::unread_count_sql;
 use crate::{
     Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
     StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
@@ -556,22 +557,20 @@ impl Store for SqliteStore {
 
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
         self.read(move |c| {
-            // The unread count is a bounded scan of the room's (room, seq) key after the
-            // marker (at most UNREAD_SCAN entries), skipped where nothing follows it.
-            let mut stmt = c.prepare_cached(
+            // The unread count is skipped where nothing follows the marker.
+            let mut stmt = c.prepare_cached(concat!(
                 "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username,
                    m.last_read,
-                   CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE
-                     (SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
-                        WHERE x.room_id = r.id AND x.seq > m.last_read ORDER BY x.seq LIMIT ?3)
-                        WHERE sender_id <> ?1 LIMIT ?2)) END
+                   CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE ",
+                unread_count_sql!("?1", "?2", "?3"),
+                " END
                  FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = ?1
                  LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
                    AND p.room_id = r.id AND p.user_id <> ?1
                  LEFT JOIN users u ON u.id = p.user_id
                  WHERE m.user_id IS NOT NULL OR r.kind = 'public'
-                 ORDER BY r.name",
-            )?;
+                 ORDER BY r.name"
+            ))?;
             let rows = stmt.query_map(params![user.to_string(), UNREAD_CAP, UNREAD_SCAN], |r| {
                 let member: bool = r.get(4)?;
                 Ok(RoomListing {
@@ -588,10 +587,9 @@ impl Store for SqliteStore {
                         _ => None,
                     },
                     read: match r.get::<_, Option<i64>>(7)? {
-                        Some(last_read) if member => Some(ReadState {
-                            last_read: last_read.max(0) as u64,
-                            unread: r.get::<_, i64>(8)?.clamp(0, i64::from(UNREAD_CAP)) as u32,
-                        }),
+                        Some(last_read) if member => {
+                            Some(ReadState::from_sql(last_read, r.get::<_, i64>(8)?))
+                        }
                         _ => None,
                     },
                 })
@@ -631,24 +629,17 @@ impl Store for SqliteStore {
     async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>> {
         let room = room.id;
         self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT m.last_read,
-                       (SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
-                          WHERE x.room_id = m.room_id AND x.seq > m.last_read
-                          ORDER BY x.seq LIMIT ?4)
-                          WHERE sender_id <> ?2 LIMIT ?3)),
-                       r.last_seq
-                     FROM members m JOIN rooms r ON r.id = m.room_id
-                     WHERE m.room_id = ?1 AND m.user_id = ?2",
-            )?
+            Ok(c.prepare_cached(concat!(
+                "SELECT m.last_read, ",
+                unread_count_sql!("?1", "?2", "?3"),
+                ", r.last_seq FROM members m JOIN rooms r ON r.id = m.room_id
+                 WHERE m.user_id = ?1 AND m.room_id = ?4"
+            ))?
             .query_row(
-                params![room.to_string(), user.to_string(), UNREAD_CAP, UNREAD_SCAN],
+                params![user.to_string(), UNREAD_CAP, UNREAD_SCAN, room.to_string()],
                 |r| {
                     Ok((
-                        ReadState {
-                            last_read: r.get::<_, i64>(0)?.max(0) as u64,
-                            unread: r.get::<_, i64>(1)?.clamp(0, i64::from(UNREAD_CAP)) as u32,
-                        },
+                        ReadState::from_sql(r.get(0)?, r.get(1)?),
                         r.get::<_, i64>(2)?.max(0) as u64,
                     ))
                 },
