@@ -54,10 +54,9 @@ export class ChatClient {
   /** Whether the open room's view shows its newest messages. */
   private atLatest = true;
   private sending = new Map<string, Promise<void>>();
-  /** Each room's read marker as the server has it; a local mark beyond it is sent. */
-  private serverRead = new Map<string, number>();
-  /** The newest read mark sent per room (answered or not): not sent again. */
-  private sentRead = new Map<string, number>();
+  /** Each room's highest read mark the server has, was sent or will be sent: a local mark
+   * beyond it is sent. */
+  private readMarks = new Map<string, number>();
   /** Read marks waiting to be sent (the newest per room). */
   private unsentReads = new Map<string, number>();
   private readTimer: ReturnType<typeof setTimeout> | undefined;
@@ -125,7 +124,7 @@ export class ChatClient {
     // follows them); scrolled up, what arrives stays unread until they come back down.
     if (name === this.snapshot.active && this.atLatest && document.visibilityState !== 'hidden') next = markRead(next);
     if (next !== room) {
-      if (next.lastRead > Math.max(this.serverRead.get(name) ?? 0, this.sentRead.get(name) ?? 0)) this.queueRead(name, next.lastRead);
+      if (next.lastRead > (this.readMarks.get(name) ?? 0)) this.queueRead(name, next.lastRead);
       if (next.outgoing !== room.outgoing) this.saveOutbox(name, next);
       this.update({ rooms: { ...this.snapshot.rooms, [name]: next } });
     }
@@ -162,15 +161,13 @@ export class ChatClient {
     const fresh: string[] = [];
     for (const r of list.filter((x) => x.member)) {
       const lastRead = r.last_read ?? 0;
-      this.serverRead.set(r.name, Math.max(this.serverRead.get(r.name) ?? 0, lastRead));
+      this.noteMark(r.name, lastRead);
+      const counted = r.unread === undefined ? undefined : { lastRead, lastSeq: r.last_seq, unread: r.unread };
       if (!rooms[r.name]) {
-        rooms[r.name] = { ...emptyRoom(r.name, r.kind, r.last_seq, lastRead), outgoing: this.savedOutbox(r.name) };
+        rooms[r.name] = readUpTo({ ...emptyRoom(r.name, r.kind, r.last_seq, lastRead), outgoing: this.savedOutbox(r.name) }, lastRead, counted);
         fresh.push(r.name);
       } else {
-        rooms[r.name] = readUpTo({ ...rooms[r.name], lastSeq: Math.max(rooms[r.name].lastSeq, r.last_seq) }, lastRead);
-      }
-      if (r.unread !== undefined && rooms[r.name].lastRead === lastRead) {
-        rooms[r.name] = { ...rooms[r.name], counted: { lastRead, lastSeq: r.last_seq, unread: r.unread } };
+        rooms[r.name] = readUpTo({ ...rooms[r.name], lastSeq: Math.max(rooms[r.name].lastSeq, r.last_seq) }, lastRead, counted);
       }
     }
     this.update({ rooms, discover: list.filter((x) => !x.member && x.kind === 'public'), roomsLoaded: true });
@@ -183,16 +180,18 @@ export class ChatClient {
    * join): the marker moves forward here too. */
   private serverMarker(name: string, seq: number, counted?: RoomView['counted']) {
     if (typeof seq !== 'number') return;
-    this.serverRead.set(name, Math.max(this.serverRead.get(name) ?? 0, seq));
-    this.setRoom(name, (x) => {
-      const next = readUpTo(x, seq);
-      return counted && next.lastRead === counted.lastRead ? { ...next, counted } : next;
-    });
+    this.noteMark(name, seq);
+    this.setRoom(name, (x) => readUpTo(x, seq, counted));
+  }
+
+  private noteMark(room: string, seq: number) {
+    this.readMarks.set(room, Math.max(this.readMarks.get(room) ?? 0, seq));
   }
 
   /** Sends the newest read mark of each room, coalesced; a mark that fails and may pass
    * later (offline, a node shutting down) is sent again on the next connect. */
   private queueRead(room: string, seq: number) {
+    this.noteMark(room, seq);
     this.unsentReads.set(room, Math.max(this.unsentReads.get(room) ?? 0, seq));
     if (!this.readTimer && this.socket.connected) this.readTimer = setTimeout(() => this.flushReads(), READ_EVERY_MS);
   }
@@ -202,14 +201,10 @@ export class ChatClient {
     const marks = [...this.unsentReads];
     this.unsentReads.clear();
     for (const [room, seq] of marks) {
-      this.sentRead.set(room, Math.max(this.sentRead.get(room) ?? 0, seq));
       void this.emit<{ room: string; last_read: number }>('read', { room, seq }).then((r) => {
-        if (r.ok) {
-          this.serverMarker(room, r.last_read);
-        } else if (RETRYABLE_CODES.has(r.error.code)) {
-          if (this.sentRead.get(room) === seq) this.sentRead.delete(room);
-          this.unsentReads.set(room, Math.max(this.unsentReads.get(room) ?? 0, seq));
-        }
+        if (r.ok) this.serverMarker(room, r.last_read);
+        // Kept for the next flush (the next mark, or the next connect).
+        else if (RETRYABLE_CODES.has(r.error.code)) this.unsentReads.set(room, Math.max(this.unsentReads.get(room) ?? 0, seq));
       });
     }
   }

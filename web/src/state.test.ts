@@ -118,10 +118,14 @@ describe('read state from the server', () => {
     expect(unreadCount(r, 'A')).toBe(0);
   });
 
-  it('a marker only moves forward', () => {
+  it('a marker only moves forward; a count comes along only where the marker is', () => {
     const r = emptyRoom('r', 'public', 9, 5);
     expect(readUpTo(r, 3)).toBe(r);
     expect(readUpTo(r, 7).lastRead).toBe(7);
+    // The server counted at 5, but this page has read to 7 already: its count is stale here.
+    const ahead = readUpTo(r, 7);
+    expect(readUpTo(ahead, 5, { lastRead: 5, lastSeq: 9, unread: 4 }).counted).toBeUndefined();
+    expect(unreadCount(readUpTo(r, 5, { lastRead: 5, lastSeq: 9, unread: 4 }), 'A')).toBe(4);
   });
 
   it('a capped count (100: "100 or more") is not exceeded by what the room can hold', () => {

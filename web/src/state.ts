@@ -193,9 +193,11 @@ export function unreadCount(room: RoomView, me: string): number {
 }
 
 /** The room with a read marker from the server (another device's, or this user's at load):
- * the marker only moves forward. */
-export function readUpTo(room: RoomView, seq: number): RoomView {
-  return seq > room.lastRead ? { ...room, lastRead: seq } : room;
+ * the marker only moves forward; the server's unread count, when it comes with one, holds
+ * while the marker is where it counted from. */
+export function readUpTo(room: RoomView, seq: number, counted?: RoomView['counted']): RoomView {
+  const next = seq > room.lastRead ? { ...room, lastRead: seq } : room;
+  return counted && next.lastRead === counted.lastRead ? { ...next, counted } : next;
 }
 
 export function markRead(room: RoomView): RoomView {
