@@ -76,6 +76,14 @@ async function signUp(u) {
   await page.getByText('Sign out').waitFor();
 }
 
+/** Creates a room in the app's "New room" dialog and waits until it is open. */
+async function createRoom(page, room) {
+  await page.getByRole('button', { name: 'New room' }).click();
+  await page.getByPlaceholder('room-name').fill(room);
+  await page.getByRole('button', { name: 'Create' }).click();
+  await page.getByRole('heading', { name: `#${room}` }).waitFor();
+}
+
 async function openRoom(page, room) {
   await page.locator('.sidebar .room-link', { hasText: `#${room}` }).click();
   await page.getByRole('heading', { name: `#${room}` }).waitFor();
@@ -140,10 +148,7 @@ test('two users sign up, join a room, chat both ways, see presence and typing', 
     await signUp(ann);
     await signUp(bob);
     const room = uniqueRoom('lobby');
-    await ann.page.getByRole('button', { name: 'New room' }).click();
-    await ann.page.getByPlaceholder('room-name').fill(room);
-    await ann.page.getByRole('button', { name: 'Create' }).click();
-    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await createRoom(ann.page, room);
 
     // Bob finds the room under "Browse rooms" (after a reload: the list is fetched at start).
     await bob.page.reload();
@@ -251,10 +256,7 @@ test('offline and back: the banner shows, missed messages appear exactly once, a
     await signUp(ann);
     await signUp(bob);
     const room = uniqueRoom('net');
-    await ann.page.getByRole('button', { name: 'New room' }).click();
-    await ann.page.getByPlaceholder('room-name').fill(room);
-    await ann.page.getByRole('button', { name: 'Create' }).click();
-    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await createRoom(ann.page, room);
     await bob.page.reload();
     await bob.page.getByRole('button', { name: `Join ${room}` }).click();
     await send(ann.page, 'before');
@@ -294,10 +296,7 @@ test('unsent messages outlive the page: a send unanswered when the tab closed is
   try {
     await signUp(bob);
     const room = uniqueRoom('outbox');
-    await bob.page.getByRole('button', { name: 'New room' }).click();
-    await bob.page.getByPlaceholder('room-name').fill(room);
-    await bob.page.getByRole('button', { name: 'Create' }).click();
-    await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await createRoom(bob.page, room);
     await send(bob.page, 'online');
     // Stored (it has a seq), not only shown as outgoing.
     await bob.page.locator('.msg[data-seq]', { hasText: 'online' }).waitFor();
@@ -345,10 +344,7 @@ test('the node is stopped (SIGTERM) and restarted while a user sends: every mess
   try {
     await signUp(ann);
     const room = uniqueRoom('restart');
-    await ann.page.getByRole('button', { name: 'New room' }).click();
-    await ann.page.getByPlaceholder('room-name').fill(room);
-    await ann.page.getByRole('button', { name: 'Create' }).click();
-    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await createRoom(ann.page, room);
     const texts = Array.from({ length: 40 }, (_, i) => `line ${i}`);
     let stopped;
     for (const [i, t] of texts.entries()) {
@@ -378,10 +374,7 @@ test('messages typed in quick succession are stored and shown in the order typed
   try {
     await signUp(ann);
     const room = uniqueRoom('fast');
-    await ann.page.getByRole('button', { name: 'New room' }).click();
-    await ann.page.getByPlaceholder('room-name').fill(room);
-    await ann.page.getByRole('button', { name: 'Create' }).click();
-    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await createRoom(ann.page, room);
     const texts = Array.from({ length: 25 }, (_, i) => `quick ${i}`);
     for (const t of texts) await send(ann.page, t);
     const token = JSON.parse(await ann.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
@@ -435,10 +428,7 @@ test('read state follows the user: reading on one device clears the badge on the
     await signUp(desk);
     const [news, quiet] = [uniqueRoom('news'), uniqueRoom('quiet')];
     for (const r of [news, quiet]) {
-      await desk.page.getByRole('button', { name: 'New room' }).click();
-      await desk.page.getByPlaceholder('room-name').fill(r);
-      await desk.page.getByRole('button', { name: 'Create' }).click();
-      await desk.page.getByRole('heading', { name: `#${r}` }).waitFor();
+      await createRoom(desk.page, r);
     }
     await signIn(phone);
     const bob = await register(server.url, 'bob');
@@ -475,6 +465,41 @@ test('read state follows the user: reading on one device clears the badge on the
   }
 });
 
+test('a room read while offline is marked read on the server after the reconnect: the other device clears its badge', async () => {
+  const net = await proxy(server.url);
+  const desk = await newUser(net.url, { name: 'ann' });
+  const phone = { ...(await newUser(server.url, { name: 'ann' })), username: desk.username };
+  try {
+    await signUp(desk);
+    await phone.page.getByLabel('Username').fill(desk.username);
+    await phone.page.getByLabel('Password').fill('correct-horse');
+    await phone.page.locator('form.card button[type=submit]').click();
+    await phone.page.getByText('Sign out').waitFor();
+    const [news, quiet] = [uniqueRoom('news'), uniqueRoom('quiet')];
+    await createRoom(desk.page, news);
+    await createRoom(desk.page, quiet);
+    const bob = await register(server.url, 'bob');
+    const sb = await connect(server.url, bob.token);
+    assert.equal((await call(sb, 'join', { room: news })).ok, true);
+    for (let i = 1; i <= 3; i++) assert.equal((await call(sb, 'send', { room: news, text: `news ${i}`, client_id: `n${i}` })).ok, true);
+    const badge = (u) => u.page.locator('.room-link', { hasText: `#${news}` }).getByLabel('3 unread');
+    await badge(desk).waitFor();
+    await badge(phone).waitFor();
+    // The desk loses its connection, then opens the room: read there, not yet on the server.
+    net.cut();
+    await desk.page.getByRole('status').filter({ hasText: 'reconnecting' }).waitFor();
+    await openRoom(desk.page, news);
+    await sleep(1000);
+    assert.equal(await badge(phone).count(), 1, 'the phone still counts three while the desk is offline');
+    net.restore();
+    await badge(phone).waitFor({ state: 'detached' });
+    sb.close();
+    assert.deepEqual([...desk.errors, ...phone.errors], []);
+  } finally {
+    await desk.context.close(); await phone.context.close(); await net.close();
+  }
+});
+
 test('an XSS attempt renders as text; links are clickable; unread badges count; phone width works', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob', viewport: { width: 390, height: 800 } });
@@ -484,10 +509,7 @@ test('an XSS attempt renders as text; links are clickable; unread badges count; 
     const room = uniqueRoom('xss');
     const other = uniqueRoom('other');
     for (const r of [other, room]) {
-      await ann.page.getByRole('button', { name: 'New room' }).click();
-      await ann.page.getByPlaceholder('room-name').fill(r);
-      await ann.page.getByRole('button', { name: 'Create' }).click();
-      await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
+      await createRoom(ann.page, r);
     }
     await bob.page.reload();
     await bob.page.getByRole('button', { name: `Join ${other}` }).click();
@@ -607,10 +629,7 @@ test('a 64-character room name is cut with an ellipsis, the full name on hover: 
     await signUp(bob);
     const long = `${uniqueRoom('w')}-`.padEnd(64, 'w');
     assert.equal(long.length, 64);
-    await ann.page.getByRole('button', { name: 'New room' }).click();
-    await ann.page.getByPlaceholder('room-name').fill(long);
-    await ann.page.getByRole('button', { name: 'Create' }).click();
-    await ann.page.getByRole('heading', { name: `#${long}` }).waitFor();
+    await createRoom(ann.page, long);
     await bob.page.reload();
     await bob.page.getByRole('button', { name: `Join ${long}` }).waitFor();
     const fits = (page) => page.evaluate(() => {
@@ -637,10 +656,7 @@ test('the composer counts bytes, shows a counter near the limit, and never cuts 
   try {
     await signUp(ann);
     const room = uniqueRoom('len');
-    await ann.page.getByRole('button', { name: 'New room' }).click();
-    await ann.page.getByPlaceholder('room-name').fill(room);
-    await ann.page.getByRole('button', { name: 'Create' }).click();
-    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await createRoom(ann.page, room);
     const box = ann.page.locator('.composer textarea');
     const counter = ann.page.locator('#composer-length');
     // Far from the limit: no counter.
@@ -675,10 +691,7 @@ test('drafts stay with their room across switches and reloads; opening a room by
     await signUp(ann);
     const [one, two] = [uniqueRoom('d1'), uniqueRoom('d2')];
     for (const r of [one, two]) {
-      await ann.page.getByRole('button', { name: 'New room' }).click();
-      await ann.page.getByPlaceholder('room-name').fill(r);
-      await ann.page.getByRole('button', { name: 'Create' }).click();
-      await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
+      await createRoom(ann.page, r);
     }
     const box = ann.page.locator('.composer textarea');
     const focused = () => ann.page.evaluate(() => document.activeElement?.matches('.composer textarea') ?? false);
@@ -859,10 +872,7 @@ test('keyboard: Ctrl+K finds a room by part of its name, Alt+Up/Down move betwee
     const tag = uniqueRoom('k');
     const rooms = [`${tag}-apple`, `${tag}-banana`, `${tag}-cherry`];
     for (const r of rooms) {
-      await ann.page.getByRole('button', { name: 'New room' }).click();
-      await ann.page.getByPlaceholder('room-name').fill(r);
-      await ann.page.getByRole('button', { name: 'Create' }).click();
-      await ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
+      await createRoom(ann.page, r);
     }
     const heading = (r) => ann.page.getByRole('heading', { name: `#${r}` }).waitFor();
     await ann.page.keyboard.press('Control+k');
@@ -915,10 +925,7 @@ test('axe-core finds no serious accessibility problem on the main screens, light
       await signUp(ann);
       assert.deepEqual(await accessibilityProblems(ann.page), [], `room list, ${screen}`);
       const room = uniqueRoom('a11y');
-      await ann.page.getByRole('button', { name: 'New room' }).click();
-      await ann.page.getByPlaceholder('room-name').fill(room);
-      await ann.page.getByRole('button', { name: 'Create' }).click();
-      await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+      await createRoom(ann.page, room);
       await send(ann.page, 'hello, accessible world');
       await ann.page.locator('.messages .msg', { hasText: 'hello, accessible world' }).waitFor();
       assert.deepEqual(await accessibilityProblems(ann.page), [], `room, ${screen}`);
@@ -945,10 +952,7 @@ test('layout: a first-run welcome, the start of an empty room, messages at the b
     await signUp(ann);
     await ann.page.getByRole('region', { name: 'Welcome' }).getByText('You are not in any room yet.').waitFor();
     const room = uniqueRoom('lay');
-    await ann.page.getByRole('button', { name: 'New room' }).click();
-    await ann.page.getByPlaceholder('room-name').fill(room);
-    await ann.page.getByRole('button', { name: 'Create' }).click();
-    await ann.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await createRoom(ann.page, room);
     await ann.page.locator('.start', { hasText: `This is the start of #${room}. Nothing has been said here yet` }).waitFor();
     await send(ann.page, 'first words');
     const msg = ann.page.locator('.messages .msg[data-seq]', { hasText: 'first words' });
@@ -1098,10 +1102,7 @@ test('reading: "New messages" divider, auto-scroll only at the bottom, long word
     await page.locator('.msg', { hasText: 'already there' }).waitFor();
     // Leave the room, let messages arrive, come back: the divider marks the first unread.
     const elsewhere = uniqueRoom('elsewhere');
-    await page.getByRole('button', { name: 'New room' }).click();
-    await page.getByPlaceholder('room-name').fill(elsewhere);
-    await page.getByRole('button', { name: 'Create' }).click();
-    await page.getByRole('heading', { name: `#${elsewhere}` }).waitFor();
+    await createRoom(page, elsewhere);
     for (let i = 1; i <= 40; i++) await post(`news ${i}`, `b${i}`);
     await page.getByLabel('40 unread').waitFor();
     await openRoom(page, room);

@@ -3,7 +3,7 @@
 // join answer. With the official socket.io-client and REST against the real binary.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, api, register, connect, call, collect, sleep, uniqueRoom } from './harness.js';
+import { startServer, api, register, connect, call, collect, sleep, uniqueRoom, twoInRoom } from './harness.js';
 
 let server;
 before(async () => { server = await startServer({ args: ['--rate-limit-per-sec', '0'] }); });
@@ -47,13 +47,7 @@ test('a read mark on one connection reaches the user\'s other connections; the m
 });
 
 test('REST marks read too (PUT /api/rooms/{room}/read), and the socket connections hear of it', async () => {
-  const ann = await register(server.url, 'ann');
-  const bob = await register(server.url, 'bob');
-  const sa = await connect(server.url, ann.token);
-  const sb = await connect(server.url, bob.token);
-  const room = uniqueRoom('rest');
-  await call(sa, 'join', { room });
-  await call(sb, 'join', { room });
+  const { a: ann, sa, sb, room } = await twoInRoom(server.url);
   for (let i = 1; i <= 2; i++) await call(sb, 'send', { room, text: `m${i}`, client_id: `b${i}` });
   const seen = collect(sa, 'read');
   const put = await api(server.url, 'PUT', `/api/rooms/${room}/read`, { seq: 2 }, ann.token);
@@ -84,13 +78,7 @@ test('the join answer gives the marker and the unread count; a member who joins 
 });
 
 test('unread counts stop at 100 (a client shows "99+"); public rooms one is not in have no read state', async () => {
-  const ann = await register(server.url, 'ann');
-  const bob = await register(server.url, 'bob');
-  const sa = await connect(server.url, ann.token);
-  const sb = await connect(server.url, bob.token);
-  const room = uniqueRoom('flood');
-  await call(sa, 'join', { room });
-  await call(sb, 'join', { room });
+  const { a: ann, sa, sb, room } = await twoInRoom(server.url);
   await Promise.all(Array.from({ length: 130 }, (_, i) => call(sb, 'send', { room, text: `f${i}`, client_id: `f${i}` })));
   const r = await listed(server.url, ann.token, room);
   assert.deepEqual([r.last_seq, r.unread], [130, 100]);
@@ -134,13 +122,7 @@ test('bad read marks get clear errors on both transports; nobody marks a room th
 test('markers survive a restart of the node', async () => {
   const node = await startServer();
   try {
-    const ann = await register(node.url, 'ann');
-    const bob = await register(node.url, 'bob');
-    const sa = await connect(node.url, ann.token);
-    const sb = await connect(node.url, bob.token);
-    const room = uniqueRoom('restart');
-    await call(sa, 'join', { room });
-    await call(sb, 'join', { room });
+    const { a: ann, sa, sb, room } = await twoInRoom(node.url);
     for (let i = 1; i <= 3; i++) await call(sb, 'send', { room, text: `m${i}`, client_id: `b${i}` });
     assert.equal((await call(sa, 'read', { room, seq: 2 })).last_read, 2);
     sa.close(); sb.close();
