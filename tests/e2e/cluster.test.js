@@ -253,6 +253,38 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     for (const s of [onA, onC, sb]) s.close();
   });
 
+  test('mentions, receipts and settings cross nodes: a mention counted on every node, a receipt and a settings change reach connections elsewhere, receipts off holds on every node', async () => {
+    const [A, B, C] = nodes;
+    const ann = await register(A.url, 'ann');
+    const bob = await register(B.url, 'bob');
+    const room = uniqueRoom('rcpt');
+    const sa = await connect(A.url, ann.token);
+    const sb = await connect(B.url, bob.token);
+    const bobOnC = await connect(C.url, bob.token);
+    for (const s of [sa, sb, bobOnC]) await call(s, 'join', { room });
+    const sent = await call(sa, 'send', { room, text: `hi @${bob.user.username}`, client_id: 'a1' });
+    assert.deepEqual(sent.message.mentions, [bob.user.id]);
+    for (const n of nodes) {
+      const r = (await api(n.url, 'GET', '/api/rooms', undefined, bob.token)).body.rooms.find((x) => x.name === room);
+      assert.deepEqual([r.unread, r.mentions], [1, 1], n.url);
+    }
+    // Bob reads on B: Ann, on A, sees his receipt.
+    const annSees = collect(sa, 'receipt');
+    await call(sb, 'read', { room, seq: 1 });
+    assert.deepEqual((await annSees.waitFor(1))[0], { room, user: { id: bob.user.id, username: bob.user.username }, seq: 1 });
+    // Bob turns receipts off on A: his connection on C hears of it, and no receipt of Ann's
+    // reaches it on C.
+    const told = collect(bobOnC, 'settings');
+    const bobSees = collect(bobOnC, 'receipt');
+    assert.equal((await api(A.url, 'PUT', '/api/me/settings', { read_receipts: false }, bob.token)).status, 200);
+    await told.waitFor(1);
+    await call(sb, 'send', { room, text: 'reply', client_id: 'b1' });
+    await call(sa, 'read', { room, seq: 2 });
+    await sleep(2000);
+    assert.equal(bobSees.items.length, 0);
+    for (const s of [sa, sb, bobOnC]) s.close();
+  });
+
   test('the admin overview lists every node of the cluster', async () => {
     const [A] = nodes;
     const boss = await register(A.url, 'boss');

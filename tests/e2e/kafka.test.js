@@ -186,8 +186,13 @@ test('durable node: acked after Kafka, readable before the persister runs, store
   await call(sb, 'join', { room });
   const live = collect(sb, 'message');
   const acks = [];
-  for (let i = 1; i <= 30; i++) acks.push(await call(sa, 'send', { room, text: `m${i}`, client_id: `m-${i}` }));
+  // Every third message mentions Bob: mentions travel in the records, the window and the rows.
+  const text = (i) => (i % 3 === 0 ? `m${i} @${bob.user.username}` : `m${i}`);
+  for (let i = 1; i <= 30; i++) acks.push(await call(sa, 'send', { room, text: text(i), client_id: `m-${i}` }));
   assert.deepEqual(acks.map((a) => a.ok && a.message.seq), Array.from({ length: 30 }, (_, i) => i + 1));
+  const mentioned = (messages) => messages.filter((m) => m.mentions.includes(bob.user.id)).map((m) => m.seq);
+  const everyThird = Array.from({ length: 10 }, (_, i) => 3 * (i + 1));
+  assert.deepEqual(mentioned(acks.map((a) => a.message)), everyThird);
   await live.waitFor(30);
   assert.deepEqual(live.items.map((m) => m.seq), acks.map((a) => a.message.seq));
 
@@ -195,6 +200,7 @@ test('durable node: acked after Kafka, readable before the persister runs, store
   assert.equal(storedMessages(c.db.url).length, 0);
   const history = await call(sb, 'history', { room, limit: 100 });
   assert.deepEqual(history.messages.map((m) => m.id), acks.map((a) => a.message.id));
+  assert.deepEqual(mentioned(history.messages), everyThird);
   const synced = await call(sb, 'sync', { rooms: { [room]: 10 } });
   assert.deepEqual(synced.rooms[room].messages.map((m) => m.seq), Array.from({ length: 20 }, (_, i) => i + 11));
   const listed = await api(node.url, 'GET', '/api/rooms', undefined, bob.token);
@@ -204,12 +210,13 @@ test('durable node: acked after Kafka, readable before the persister runs, store
   assert.deepEqual(await call(sb, 'read', { room, seq: 10 }), { ok: true, room, last_read: 10 });
   const unread = async (token) => {
     const r = (await api(node.url, 'GET', '/api/rooms', undefined, token)).body.rooms.find((x) => x.name === room);
-    return [r.last_read, r.unread];
+    return [r.last_read, r.unread, r.mentions];
   };
-  assert.deepEqual(await unread(bob.token), [10, 20]);
-  assert.deepEqual(await unread(alice.token), [0, 0]);
+  // After seq 10: 12, 15, …, 30 mention Bob.
+  assert.deepEqual(await unread(bob.token), [10, 20, 7]);
+  assert.deepEqual(await unread(alice.token), [0, 0, 0]);
   const rejoined = await call(sb, 'join', { room });
-  assert.deepEqual([rejoined.last_read, rejoined.unread], [10, 20]);
+  assert.deepEqual([rejoined.last_read, rejoined.unread, rejoined.mentions], [10, 20, 7]);
   // A member who joins now starts with the past read, though only the window holds it.
   const carol = await register(node.url, 'kc');
   const sc = await connect(node.url, carol.token);
@@ -241,9 +248,10 @@ test('durable node: acked after Kafka, readable before the persister runs, store
   await eventually(() => redisCli(c.redisUrl, 'ZCARD', windowKey) === '0', 30000, 'the recent window trimmed');
   const afterTrim = await call(sb, 'history', { room, limit: 100 });
   assert.deepEqual(afterTrim.messages.map((m) => m.id), acks.map((a) => a.message.id));
+  assert.deepEqual(mentioned(afterTrim.messages), everyThird);
   // Counted from the database now, the same.
-  assert.deepEqual(await unread(bob.token), [10, 20]);
-  assert.deepEqual(await unread(alice.token), [0, 0]);
+  assert.deepEqual(await unread(bob.token), [10, 20, 7]);
+  assert.deepEqual(await unread(alice.token), [0, 0, 0]);
   assert.ok(await persister.metric('scalify_persister_rows_total') >= 30);
   sa.close(); sb.close();
   const { code } = await persister.stop();

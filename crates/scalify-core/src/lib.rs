@@ -13,6 +13,7 @@
 
 mod error;
 mod ids;
+mod mentions;
 mod message;
 mod names;
 mod rate;
@@ -22,6 +23,7 @@ mod throttle;
 
 pub use error::{ChatError, ErrorCode};
 pub use ids::Id;
+pub use mentions::{mention_names, MentionNames, NotifyLevel, Settings, MAX_MENTION_NAMES};
 pub use message::{now_ms, Message, NewMessage, Room, RoomKind, UserRef};
 pub use names::{ClientId, MessageText, Password, RoomName, Username};
 pub use rate::TokenBucket;

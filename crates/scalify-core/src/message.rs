@@ -68,6 +68,11 @@ pub struct Message {
     pub text: MessageText,
     pub client_id: ClientId,
     pub ts: i64,
+    /// The members the text mentions (`@username`), the sender left out.
+    pub mentions: Vec<Id>,
+    /// The text mentions every member (`@room`, where the sender may).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mention_room: bool,
 }
 
 /// A message a client asked to send, already validated; the store gives it `id`, `seq`, `ts`.
@@ -78,4 +83,6 @@ pub struct NewMessage {
     pub sender: UserRef,
     pub text: MessageText,
     pub client_id: ClientId,
+    pub mentions: Vec<Id>,
+    pub mention_room: bool,
 }

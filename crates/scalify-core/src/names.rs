@@ -112,6 +112,11 @@ impl RoomName {
         self.0.starts_with(Self::INBOX_PREFIX)
     }
 
+    /// The user whose inbox this is, if it is one.
+    pub fn inbox_user(&self) -> Option<crate::Id> {
+        self.0.strip_prefix(Self::INBOX_PREFIX)?.parse().ok()
+    }
+
     /// The cluster's control room: every node listens to it, for what every node must learn
     /// at once (a member removed from a room, sessions ended). No client can join it.
     pub fn control() -> Self {

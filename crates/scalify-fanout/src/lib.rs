@@ -61,6 +61,14 @@ pub enum EventKind {
     /// To a user's inbox: they marked a room read up to a seq (`{"room", "seq"}`); their
     /// other connections clear what they count as unread.
     Read,
+    /// To a room: a member read it up to a seq (`{"room", "user", "seq"}`); delivered to the
+    /// connections of users who see read receipts, the reader's own left out.
+    Receipt,
+    /// To a user's inbox: they set a room's notification level (`{"room", "level"}`).
+    Notifications,
+    /// To a user's inbox: they changed their settings (`{"read_receipts", "previews"}`); each
+    /// node also notes whether their connections see read receipts.
+    Settings,
 }
 
 impl EventKind {
@@ -75,6 +83,9 @@ impl EventKind {
             EventKind::BudgetSpent => "budget_spent",
             EventKind::RoomCreated => "room_created",
             EventKind::Read => "read",
+            EventKind::Receipt => "receipt",
+            EventKind::Notifications => "notifications",
+            EventKind::Settings => "settings",
         }
     }
 }

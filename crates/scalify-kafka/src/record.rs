@@ -14,6 +14,10 @@ pub const VERSION: u32 = 1;
 /// what a hostile producer could make the persister hold.
 const MAX_RECORD_TEXT: usize = 1 << 20;
 
+/// Most mentioned users a record may carry (a send mentions at most
+/// [`scalify_core::MAX_MENTION_NAMES`]).
+const MAX_RECORD_MENTIONS: usize = 2 * scalify_core::MAX_MENTION_NAMES;
+
 /// One message as stored in Kafka and in the recent window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -27,6 +31,12 @@ pub struct Record {
     pub client_id: String,
     pub text: String,
     pub ts: i64,
+    /// Absent in records of messages that mention nobody, and in records written before
+    /// mentions existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mention_room: bool,
 }
 
 /// A committed message and the room id it belongs to (the message itself names its room).
@@ -68,6 +78,8 @@ pub fn encode(room_id: Id, m: &Message) -> Vec<u8> {
         client_id: m.client_id.as_str().to_owned(),
         text: m.text.as_str().to_owned(),
         ts: m.ts,
+        mentions: m.mentions.iter().map(Id::to_string).collect(),
+        mention_room: m.mention_room,
     };
     // Serializing plain strings and numbers cannot fail.
     serde_json::to_vec(&record).unwrap_or_default()
@@ -134,7 +146,20 @@ pub fn decode(bytes: &[u8]) -> Result<RoomMessage, DecodeError> {
         text: field("text", MessageText::parse(&r.text, MAX_RECORD_TEXT))?,
         client_id: field("client_id", ClientId::parse(&r.client_id))?,
         ts: r.ts,
+        mentions: r
+            .mentions
+            .iter()
+            .take(MAX_RECORD_MENTIONS + 1)
+            .map(|id| field("mentions", id.parse::<Id>()))
+            .collect::<Result<_, _>>()?,
+        mention_room: r.mention_room,
     };
+    if message.mentions.len() > MAX_RECORD_MENTIONS {
+        return Err(DecodeError::Field {
+            field: "mentions",
+            reason: format!("more than {MAX_RECORD_MENTIONS}"),
+        });
+    }
     Ok(RoomMessage {
         room_id: field("room_id", r.room_id.parse::<Id>())?,
         message,
@@ -171,6 +196,8 @@ mod tests {
             text: MessageText::parse("hello ✓", 4096).unwrap(),
             client_id: ClientId::parse("c-1").unwrap(),
             ts: 1_700_000_000_123,
+            mentions: vec![Id::new()],
+            mention_room: true,
         };
         (room_id, m)
     }

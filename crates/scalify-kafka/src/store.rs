@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use scalify_core::{Id, Message, NewMessage, Room, RoomKind, RoomName, Username};
+use scalify_core::{
+    Id, Message, NewMessage, NotifyLevel, Room, RoomKind, RoomName, Settings, UserRef, Username,
+};
 use scalify_store::{
     Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreResult, User,
     UNREAD_CAP, UNREAD_SCAN,
@@ -272,8 +274,7 @@ impl DurableStore {
             return Ok(());
         }
         let above = self.after(room, from, UNREAD_SCAN).await?;
-        let others = above.iter().filter(|m| m.sender.id != user).count() as u32;
-        read.unread = (read.unread + others).min(UNREAD_CAP);
+        read.count_more(&above, user, room.kind == RoomKind::Dm);
         Ok(())
     }
 }
@@ -437,6 +438,26 @@ impl Store for DurableStore {
         Ok(Some((read, stored.max(top.unwrap_or(0)))))
     }
 
+    async fn set_notify_level(&self, room: Id, user: Id, level: NotifyLevel) -> StoreResult<bool> {
+        self.inner.set_notify_level(room, user, level).await
+    }
+
+    async fn members_named(&self, room: Id, names: &[Username]) -> StoreResult<Vec<User>> {
+        self.inner.members_named(room, names).await
+    }
+
+    async fn receipts(&self, room: Id, reader: Id, limit: u32) -> StoreResult<Vec<(UserRef, u64)>> {
+        self.inner.receipts(room, reader, limit).await
+    }
+
+    async fn settings(&self, user: Id) -> StoreResult<Settings> {
+        self.inner.settings(user).await
+    }
+
+    async fn set_settings(&self, user: Id, settings: Settings) -> StoreResult<bool> {
+        self.inner.set_settings(user, settings).await
+    }
+
     async fn append(&self, new: NewMessage) -> StoreResult<Appended> {
         let permit = self.ingest.reserve()?;
         let room = Room {
@@ -453,6 +474,8 @@ impl Store for DurableStore {
             text: new.text,
             client_id: new.client_id,
             ts: scalify_core::now_ms(),
+            mentions: new.mentions,
+            mention_room: new.mention_room,
         };
         let draft = Arc::new(record::draft(new.room_id, &message));
         let allocation = self

@@ -62,6 +62,7 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/api/auth/logout-all", post(logout_all))
         .route("/api/me", get(me).delete(delete_me))
         .route("/api/me/password", put(change_password))
+        .route("/api/me/settings", get(settings).put(update_settings))
         .route("/api/admin/overview", get(admin_overview))
         .route("/api/rooms", get(list_rooms).post(create_room))
         .route("/api/rooms/{room}/members", get(members).post(add_member))
@@ -71,6 +72,7 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         )
         .route("/api/rooms/{room}/leave", post(leave_room))
         .route("/api/rooms/{room}/read", put(mark_read))
+        .route("/api/rooms/{room}/notifications", put(set_notifications))
         .route("/api/blocks", get(blocks).post(block))
         .route("/api/blocks/{username}", axum::routing::delete(unblock))
         .route("/api/rooms/{room}/messages", get(history).post(send))
@@ -277,6 +279,35 @@ async fn mark_read(
     Ok(Json(json!(marker)).into_response())
 }
 
+#[derive(Deserialize)]
+struct LevelRequest {
+    level: String,
+}
+
+async fn set_notifications(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(room): Path<String>,
+    Body(r): Body<LevelRequest>,
+) -> ApiResult {
+    let choice = chat.set_notifications(&user, &room, &r.level).await?;
+    Ok(Json(json!(choice)).into_response())
+}
+
+async fn settings(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {
+    let settings = chat.settings(user.id).await?;
+    Ok(Json(json!(settings)).into_response())
+}
+
+async fn update_settings(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Body(patch): Body<scalify_service::SettingsPatch>,
+) -> ApiResult {
+    let settings = chat.update_settings(&user, patch).await?;
+    Ok(Json(json!(settings)).into_response())
+}
+
 async fn remove_member(
     State(chat): State<AppState>,
     AuthUser(user): AuthUser,
@@ -351,6 +382,8 @@ async fn list_rooms(State(chat): State<AppState>, AuthUser(user): AuthUser) -> A
             if let Some(read) = &l.read {
                 r["last_read"] = json!(read.last_read);
                 r["unread"] = json!(read.unread);
+                r["mentions"] = json!(read.mentions);
+                r["notifications"] = json!(read.level);
             }
             r
         })

@@ -135,6 +135,10 @@ fn in_room(
     io.of("/").map(|ns| ns.to(room))
 }
 
+/// The socket room of the connections whose users turned read receipts off: `receipt`
+/// events skip it.
+const NO_RECEIPTS: &str = "receipts:off";
+
 /// The socket room of every connection opened with one session's token: signing out closes
 /// them all.
 fn session_room(session: &str) -> String {
@@ -225,6 +229,35 @@ impl Delivery {
 }
 
 impl Delivery {
+    /// A user changed their settings: the service notes them, their connections on this node
+    /// enter or leave [`NO_RECEIPTS`], then the event reaches those connections as usual.
+    fn settings_changed(&self, event: &RoomEvent) {
+        let Some(user) = event.room.inbox_user() else {
+            return;
+        };
+        let Ok(settings) = serde_json::from_str::<scalify_core::Settings>(event.payload.get())
+        else {
+            tracing::warn!("undecodable settings event");
+            return;
+        };
+        if let Some(chat) = self.chat.get().and_then(std::sync::Weak::upgrade) {
+            chat.settings_changed(user, settings);
+        }
+        if let Some(op) = in_room(&self.io, user_room(user)) {
+            // The local adapter completes these at once.
+            let change = async move {
+                if settings.read_receipts {
+                    op.leave(NO_RECEIPTS).await;
+                } else {
+                    op.join(NO_RECEIPTS).await;
+                }
+            };
+            if futures_util::FutureExt::now_or_never(Box::pin(change)).is_none() {
+                tracing::warn!("a receipts room change did not complete at once");
+            }
+        }
+    }
+
     /// Writes an event to every connection of this node (a new public room, for everyone's
     /// list of rooms to join).
     fn to_everyone(&self, event: &RoomEvent) {
@@ -249,6 +282,7 @@ impl LocalDelivery for Delivery {
             scalify_fanout::EventKind::SessionsEnded => return self.close_sessions(event),
             scalify_fanout::EventKind::MemberRemoved => return self.remove_member(event),
             scalify_fanout::EventKind::RoomCreated => return self.to_everyone(event),
+            scalify_fanout::EventKind::Settings => self.settings_changed(event),
             scalify_fanout::EventKind::BudgetSpent => {
                 if let Some(chat) = self.chat.get().and_then(std::sync::Weak::upgrade) {
                     chat.spent_elsewhere(event.payload.get());
@@ -268,6 +302,9 @@ impl LocalDelivery for Delivery {
         };
         if let Some(user) = event.except_user {
             op = op.except(user_room(user));
+        }
+        if event.kind == scalify_fanout::EventKind::Receipt {
+            op = op.except(NO_RECEIPTS);
         }
         let emit = op.emit(event.kind.event_name(), &*event.payload);
         // With the local adapter the broadcast completes on first poll; finishing it here keeps
@@ -319,6 +356,10 @@ enum Reply {
         online: Vec<UserRef>,
         last_read: u64,
         unread: u32,
+        mentions: u32,
+        notifications: scalify_core::NotifyLevel,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        receipts: Option<Vec<scalify_service::Receipt>>,
     },
     Read(scalify_service::ReadMarker),
     Sent {
@@ -455,6 +496,13 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>) {
             // connection and closes it, on whichever node.
             s.join(user_room(user.id));
             s.join(session_room(&session));
+            // Before the settings are read: a change made meanwhile reaches this connection
+            // through its inbox, and the room it leaves or enters is right either way.
+            match chat.settings(user.id).await {
+                Ok(settings) if !settings.read_receipts => s.join(NO_RECEIPTS),
+                Ok(_) => {}
+                Err(_) => return Err(Refused("server unavailable; connect again")),
+            }
             chat.connection_opened(&user)
                 .await
                 .map_err(|_| Refused("too many connections"))?;
@@ -640,12 +688,16 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatE
     if first {
         h.sequencer.seed(&room.name, last_seq);
     }
+    let receipts = h.chat.receipts(&h.conn.user, &room).await?;
     let room = Room { last_seq, ..room };
     Ok(Reply::Joined {
         room,
         online,
         last_read: read.last_read,
         unread: read.unread,
+        mentions: read.mentions,
+        notifications: read.level,
+        receipts,
     })
 }
 
@@ -756,6 +808,8 @@ mod tests {
             text: MessageText::parse("hi", 4096).unwrap(),
             client_id: ClientId::parse("c1").unwrap(),
             ts: 1_764_300_000_000,
+            mentions: vec![],
+            mention_room: false,
         };
         let m = serde_json::to_value(&message).unwrap();
 
@@ -772,8 +826,12 @@ mod tests {
                 online: vec![ann.clone()],
                 last_read: 5,
                 unread: 2,
+                mentions: 1,
+                notifications: scalify_core::NotifyLevel::Mentions,
+                receipts: None,
             }),
-            json!({ "ok": true, "online": [ann], "last_read": 5, "unread": 2,
+            json!({ "ok": true, "online": [ann], "last_read": 5, "unread": 2, "mentions": 1,
+                    "notifications": "mentions",
                     "room": { "id": room.id, "name": "general", "kind": "public", "last_seq": 7 } })
         );
         assert_eq!(

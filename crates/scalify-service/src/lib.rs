@@ -16,5 +16,6 @@ pub mod presence;
 
 pub use chat::{
     Authenticated, Chat, ChatConfig, ClusterLinks, Cost, Dependency, InFlight, NodeStatus,
-    Overview, PersisterStatus, ReadMarker, Session, SyncedRoom, ThrottleConfig, SHARE_EVERY,
+    NotifyChoice, Overview, PersisterStatus, ReadMarker, Receipt, Session, SettingsPatch,
+    SyncedRoom, ThrottleConfig, RECEIPTS_LIMIT, RECEIPT_EVERY, SHARE_EVERY,
 };

@@ -64,6 +64,8 @@ async fn main() {
                         sender: sender.clone(),
                         text: MessageText::parse(&"x".repeat(100), 4096).expect("text"),
                         client_id: ClientId::parse(&format!("{t}-{n}")).expect("cid"),
+                        mentions: Vec::new(),
+                        mention_room: false,
                     })
                     .await
                     .expect("append");

@@ -20,7 +20,9 @@ pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use scalify_core::{Id, Message, NewMessage, Room, RoomKind, RoomName, UserRef, Username};
+use scalify_core::{
+    Id, Message, NewMessage, NotifyLevel, Room, RoomKind, RoomName, Settings, UserRef, Username,
+};
 
 /// A registered account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,23 +100,100 @@ pub struct ReadMark {
     pub moved: bool,
 }
 
-/// Where a member has read up to in a room, and how many messages of others follow.
+/// Where a member has read up to in a room, how many messages of others follow, and what of
+/// the room notifies them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadState {
     /// The highest seq the member marked read (0: nothing yet). Only ever moves forward.
     pub last_read: u64,
     /// Messages after `last_read` sent by others, counted up to [`UNREAD_CAP`].
     pub unread: u32,
+    /// Of those, the ones that mention the member or the room (in a DM: all of them).
+    pub mentions: u32,
+    pub level: NotifyLevel,
 }
 
 impl ReadState {
-    /// From a database row's marker and count (SQL integers).
-    pub(crate) fn from_sql(last_read: i64, unread: i64) -> Self {
+    /// From a database row's marker, counts and level (SQL integers and text); `dm` makes
+    /// every unread message count as a mention.
+    pub(crate) fn from_sql(
+        last_read: i64,
+        unread: i64,
+        mentions: i64,
+        level: &str,
+        dm: bool,
+    ) -> Self {
+        let cap = |n: i64| n.clamp(0, i64::from(UNREAD_CAP)) as u32;
+        let unread = cap(unread);
         ReadState {
             last_read: last_read.max(0) as u64,
-            unread: unread.clamp(0, i64::from(UNREAD_CAP)) as u32,
+            unread,
+            mentions: if dm { unread } else { cap(mentions) },
+            level: NotifyLevel::parse(level).unwrap_or_default(),
         }
     }
+
+    /// Counts `messages` (all after the marker and after what was counted so far) as `user`
+    /// would: others' messages are unread, and mentions those that name `user` or the room.
+    pub fn count_more<'a>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'a Message>,
+        user: Id,
+        dm: bool,
+    ) {
+        for m in messages {
+            if m.sender.id == user {
+                continue;
+            }
+            self.unread = (self.unread + 1).min(UNREAD_CAP);
+            if dm || m.mention_room || m.mentions.contains(&user) {
+                self.mentions = (self.mentions + 1).min(UNREAD_CAP);
+            }
+        }
+    }
+}
+
+/// How a message's mentions are kept in the database: one text column, `NULL` when there are
+/// none, else the mentioned ids separated by spaces, after `@room ` when the room is
+/// mentioned. Ids are fixed-length ULIDs, so "this id occurs in the text" is an exact test
+/// the SQL of [`mention_count_sql`] can make.
+pub(crate) fn encode_mentions(ids: &[Id], room: bool) -> Option<String> {
+    if ids.is_empty() && !room {
+        return None;
+    }
+    let mut out = String::with_capacity(ids.len() * 27 + 6);
+    if room {
+        out.push_str(ROOM_MENTION);
+    }
+    for id in ids {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&id.to_string());
+    }
+    Some(out)
+}
+
+/// The marker of a room mention in the mentions column.
+const ROOM_MENTION: &str = "@room";
+
+/// The ids and the room flag of a mentions column (see [`encode_mentions`]); what does not
+/// parse is skipped.
+pub(crate) fn decode_mentions(text: Option<&str>) -> (Vec<Id>, bool) {
+    let Some(text) = text else {
+        return (Vec::new(), false);
+    };
+    let mut room = false;
+    let ids = text
+        .split(' ')
+        .filter(|t| {
+            let marker = *t == ROOM_MENTION;
+            room |= marker;
+            !marker && !t.is_empty()
+        })
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    (ids, room)
 }
 
 /// The unread count of member row `m` of `user` (SQL, the engines' own placeholders for
@@ -136,6 +215,26 @@ macro_rules! unread_count_sql {
     };
 }
 pub(crate) use unread_count_sql;
+
+/// The mention count of member row `m` of `user` (SQL, as [`unread_count_sql`]): of the same
+/// messages, those whose mentions column names `user` or the room.
+macro_rules! mention_count_sql {
+    ($user:literal, $cap:literal, $scan:literal) => {
+        concat!(
+            "(SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id, mentions FROM messages x
+               WHERE x.room_id = m.room_id AND x.seq > m.last_read ORDER BY x.seq LIMIT ",
+            $scan,
+            ") s WHERE sender_id <> ",
+            $user,
+            " AND (s.mentions LIKE '@room%' OR s.mentions LIKE '%' || ",
+            $user,
+            " || '%') LIMIT ",
+            $cap,
+            ") c)"
+        )
+    };
+}
+pub(crate) use mention_count_sql;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -230,6 +329,18 @@ pub trait Store: Send + Sync + 'static {
     /// `user`'s read state in `room`, or `None` if they are not a member, with the room's
     /// last seq as this store has it, read together with the count.
     async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>>;
+    /// Sets what of `room` notifies `user`; false if they are not a member.
+    async fn set_notify_level(&self, room: Id, user: Id, level: NotifyLevel) -> StoreResult<bool>;
+    /// The members of `room` among `names`.
+    async fn members_named(&self, room: Id, names: &[Username]) -> StoreResult<Vec<User>>;
+    /// How far the other members of `room` read, for `reader`: the `limit` members with the
+    /// highest markers, leaving out `reader`, members who read nothing and those who turned
+    /// receipts off.
+    async fn receipts(&self, room: Id, reader: Id, limit: u32) -> StoreResult<Vec<(UserRef, u64)>>;
+    /// A user's settings (the defaults for an unknown user).
+    async fn settings(&self, user: Id) -> StoreResult<Settings>;
+    /// Replaces a user's settings; false if there is no such user.
+    async fn set_settings(&self, user: Id, settings: Settings) -> StoreResult<bool>;
 
     /// Appends a message, allocating the room's next `seq`; returns once committed.
     async fn append(&self, message: NewMessage) -> StoreResult<Appended>;

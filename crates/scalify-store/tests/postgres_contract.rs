@@ -65,6 +65,12 @@ async fn read_markers_and_unread_counts() {
 }
 
 #[tokio::test]
+async fn mentions_levels_receipts_and_settings() {
+    let db = FreshDb::create().await;
+    contract::mentions_levels_receipts_and_settings(open(&db).await).await;
+}
+
+#[tokio::test]
 async fn membership_and_listing() {
     let db = FreshDb::create().await;
     contract::membership_and_listing(open(&db).await).await;
@@ -74,7 +80,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 6);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 7);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 
@@ -342,6 +348,8 @@ async fn a_write_whose_connection_the_server_ends_is_unavailable_then_written_on
             text: new.text,
             client_id: new.client_id,
             ts: scalify_core::now_ms(),
+            mentions: new.mentions,
+            mention_room: new.mention_room,
         },
     );
 

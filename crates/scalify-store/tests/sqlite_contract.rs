@@ -65,6 +65,12 @@ async fn read_markers_and_unread_counts() {
 }
 
 #[tokio::test]
+async fn mentions_levels_receipts_and_settings() {
+    let (_d, store) = fresh();
+    contract::mentions_levels_receipts_and_settings(store).await;
+}
+
+#[tokio::test]
 async fn membership_and_listing() {
     let (_d, store) = fresh();
     contract::membership_and_listing(store).await;
@@ -212,11 +218,18 @@ async fn members_at_the_read_marker_upgrade_start_read() {
         store.flush().await.unwrap();
         room
     };
-    // Back to the schema before the markers.
+    // Back to the schema before the markers (and what came after them).
     let c = rusqlite::Connection::open(&path).unwrap();
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    c.execute_batch("ALTER TABLE members DROP COLUMN last_read; PRAGMA user_version = 4;")
-        .unwrap();
+    c.execute_batch(
+        "ALTER TABLE members DROP COLUMN last_read;
+         ALTER TABLE messages DROP COLUMN mentions;
+         ALTER TABLE members DROP COLUMN notify_level;
+         ALTER TABLE users DROP COLUMN read_receipts;
+         ALTER TABLE users DROP COLUMN previews;
+         PRAGMA user_version = 4;",
+    )
+    .unwrap();
     drop(c);
     let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
     for name in ["alice", "bob"] {

@@ -13,7 +13,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use scalify_server::{App, Cluster};
 use scalify_service::auth::Auth;
-use scalify_service::{Chat, SHARE_EVERY};
+use scalify_service::{Chat, RECEIPT_EVERY, SHARE_EVERY};
 use scalify_store::sqlite::SqliteStore;
 use scalify_store::Store;
 use tokio::net::TcpListener;
@@ -99,7 +99,10 @@ impl Node {
             .resolve_admins()
             .await
             .map_err(anyhow::Error::msg)?;
-        let mut services: Vec<Box<dyn Service>> = vec![Box::new(PresenceKeeper(app.chat.clone()))];
+        let mut services: Vec<Box<dyn Service>> = vec![
+            Box::new(PresenceKeeper(app.chat.clone())),
+            Box::new(ReceiptSender(app.chat.clone())),
+        ];
         if settings.redis.is_some() {
             services.push(Box::new(BudgetExchange(app.chat.clone())));
         }
@@ -225,6 +228,30 @@ impl Service for BudgetExchange {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 _ = tick.tick() => self.0.share_budget_spending().await,
+            }
+        }
+    }
+}
+
+/// Sends the read receipts this node's users' read marks produced, coalesced: every
+/// [`RECEIPT_EVERY`], and what is left when the node stops.
+struct ReceiptSender(Arc<Chat>);
+
+#[async_trait]
+impl Service for ReceiptSender {
+    fn name(&self) -> &'static str {
+        "receipt sender"
+    }
+    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(RECEIPT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    self.0.send_receipts().await;
+                    return Ok(());
+                }
+                _ = tick.tick() => self.0.send_receipts().await,
             }
         }
     }

@@ -16,6 +16,9 @@ pub(super) fn encode(node: &str, event: &RoomEvent) -> Vec<u8> {
         EventKind::BudgetSpent => ("b", 0, 0),
         EventKind::RoomCreated => ("c", 0, 0),
         EventKind::Read => ("d", 0, 0),
+        EventKind::Receipt => ("e", 0, 0),
+        EventKind::Notifications => ("n", 0, 0),
+        EventKind::Settings => ("g", 0, 0),
     };
     let except = event.except_user.map(|u| u.to_string()).unwrap_or_default();
     let payload = event.payload.get();
@@ -67,6 +70,9 @@ pub(super) fn decode(bytes: &[u8]) -> Result<RoomEvent, String> {
         "b" => EventKind::BudgetSpent,
         "c" => EventKind::RoomCreated,
         "d" => EventKind::Read,
+        "e" => EventKind::Receipt,
+        "n" => EventKind::Notifications,
+        "g" => EventKind::Settings,
         other => return Err(format!("unknown kind '{other}'")),
     };
     Ok(RoomEvent {

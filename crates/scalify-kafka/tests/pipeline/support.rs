@@ -39,6 +39,8 @@ pub(super) fn message(room: &RoomName, seq: u64, sender: &UserRef, client_id: &s
         text: MessageText::parse(&format!("text {seq}"), 4096).unwrap(),
         client_id: ClientId::parse(client_id).unwrap(),
         ts: scalify_core::now_ms(),
+        mentions: Vec::new(),
+        mention_room: false,
     }
 }
 

@@ -48,13 +48,49 @@ impl Chat {
         let text = MessageText::parse(text, self.config.max_text_bytes)?;
         let client_id = ClientId::parse(client_id)?;
         let room = self.writable_room(sender, room).await?;
+        let (mentions, mention_room) = self.mentions(sender, &room, &text).await?;
         Ok(NewMessage {
             room_id: room.id,
             room: room.name,
             sender: sender.clone(),
             text,
             client_id,
+            mentions,
+            mention_room,
         })
+    }
+
+    /// Who a text sent to `room` by `sender` mentions: the members named by `@username` (not
+    /// the sender), and whether `@room` counts — in a public room only from its owner or an
+    /// admin (docs/protocol.md, "Mentions"). A text without `@` costs nothing.
+    async fn mentions(
+        &self,
+        sender: &UserRef,
+        room: &Room,
+        text: &MessageText,
+    ) -> Result<(Vec<Id>, bool), ChatError> {
+        let names = scalify_core::mention_names(text.as_str());
+        let mut ids = Vec::new();
+        if !names.names.is_empty() {
+            let members = self
+                .store
+                .members_named(room.id, &names.names)
+                .await
+                .map_err(store_error)?;
+            // In the order the text names them.
+            for name in &names.names {
+                if let Some(u) = members.iter().find(|u| &u.username == name) {
+                    if u.id != sender.id && !ids.contains(&u.id) {
+                        ids.push(u.id);
+                    }
+                }
+            }
+        }
+        let everyone = names.room
+            && (!room.kind.is_open()
+                || self.is_admin(sender).await?
+                || self.store.room_owner(room.id).await.map_err(store_error)? == Some(sender.id));
+        Ok((ids, everyone))
     }
 
     pub(super) async fn commit_and_publish(&self, new: NewMessage) -> Result<Message, ChatError> {

@@ -16,7 +16,7 @@ use scalify_fanout::{
     AttemptLog, ClusterPresence, EventKind, Fanout, LocalAttempts, Registry, RoomEvent,
 };
 use scalify_store::{ReadState, RoomListing, Store, StoreError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 
 use crate::activity::{merge_busiest, Activity};
@@ -30,9 +30,11 @@ pub use accounts::Authenticated;
 pub use budget::{Cost, SHARE_EVERY};
 mod admin;
 mod messages;
+mod notify;
 mod online;
 mod read;
 mod rooms;
+pub use notify::{NotifyChoice, Receipt, SettingsPatch, RECEIPTS_LIMIT, RECEIPT_EVERY};
 pub use read::ReadMarker;
 
 /// Limits the service enforces. Field docs are the user-facing documentation.
@@ -192,6 +194,10 @@ pub struct Chat {
     /// Sessions this node found open in the store, and when: while the store cannot be
     /// reached, a token whose session was verified within [`SESSION_GRACE`] is accepted.
     verified_sessions: Mutex<HashMap<String, (Id, std::time::Instant)>>,
+    /// Users' settings, as last read or changed (every node hears of a change).
+    settings: Mutex<HashMap<Id, scalify_core::Settings>>,
+    /// Receipts of read marks made here, waiting to be sent (coalesced per member and room).
+    receipts: Mutex<HashMap<(Id, Id), notify::PendingReceipt>>,
     /// The accounts `--admins` named when the node started, by user id.
     config_admins: std::sync::RwLock<HashSet<Id>>,
     /// Sends between validation and their ack; graceful shutdown waits for them.
@@ -314,6 +320,8 @@ impl Chat {
             local_attempts: LocalAttempts::new(),
             verified_sessions: Mutex::new(HashMap::new()),
             budgets,
+            settings: Mutex::new(HashMap::new()),
+            receipts: Mutex::new(HashMap::new()),
             config_admins: std::sync::RwLock::new(HashSet::new()),
             in_flight: TaskTracker::new(),
             closing: AtomicBool::new(false),

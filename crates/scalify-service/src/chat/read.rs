@@ -38,6 +38,7 @@ impl Chat {
             let payload = serde_json::json!({ "room": room.name, "seq": mark.last_read });
             self.publish(RoomName::inbox(user.id), EventKind::Read, &payload, None)
                 .await;
+            self.queue_receipt(user, &room, mark.last_read).await;
         }
         Ok(ReadMarker {
             room: room.name,

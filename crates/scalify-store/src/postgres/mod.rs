@@ -25,15 +25,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use scalify_core::{
-    now_ms, ClientId, Id, Message, MessageText, NewMessage, Room, RoomKind, RoomName, UserRef,
-    Username,
+    now_ms, ClientId, Id, Message, MessageText, NewMessage, NotifyLevel, Room, RoomKind, RoomName,
+    Settings, UserRef, Username,
 };
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
 
-use crate::unread_count_sql;
+use crate::{decode_mentions, encode_mentions, mention_count_sql, unread_count_sql};
 use crate::{
     Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
     StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "read markers",
         include_str!("../../migrations/postgres/0006_read_markers.sql"),
+    ),
+    (
+        7,
+        "mentions and notifications",
+        include_str!("../../migrations/postgres/0007_mentions_and_notifications.sql"),
     ),
 ];
 
@@ -598,7 +603,11 @@ impl Store for PgStore {
                m.last_read,
                CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE ",
             unread_count_sql!("$1", "$2", "$3"),
-            " END
+            " END,
+               CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read OR r.kind = 'dm'
+                 THEN 0 ELSE ",
+            mention_count_sql!("$1", "$2", "$3"),
+            " END, m.notify_level
              FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = $1
              LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
                AND p.room_id = r.id AND p.user_id <> $1
@@ -625,9 +634,13 @@ impl Store for PgStore {
                     _ => None,
                 };
                 let read = match r.try_get::<Option<i64>, _>(7)? {
-                    Some(last_read) if member => {
-                        Some(ReadState::from_sql(last_read, r.try_get(8)?))
-                    }
+                    Some(last_read) if member => Some(ReadState::from_sql(
+                        last_read,
+                        r.try_get(8)?,
+                        r.try_get(9)?,
+                        r.try_get::<Option<&str>, _>(10)?.unwrap_or("all"),
+                        r.try_get::<&str, _>(2)? == "dm",
+                    )),
                     _ => None,
                 };
                 Ok(RoomListing {
@@ -676,7 +689,10 @@ impl Store for PgStore {
         let row = sqlx::query(concat!(
             "SELECT m.last_read, ",
             unread_count_sql!("$1", "$2", "$3"),
-            ", r.last_seq FROM members m JOIN rooms r ON r.id = m.room_id
+            ", CASE WHEN r.kind = 'dm' THEN 0 ELSE ",
+            mention_count_sql!("$1", "$2", "$3"),
+            " END, m.notify_level, r.kind = 'dm', r.last_seq
+             FROM members m JOIN rooms r ON r.id = m.room_id
              WHERE m.user_id = $1 AND m.room_id = $4"
         ))
         .bind(user.to_string())
@@ -687,11 +703,94 @@ impl Store for PgStore {
         .await?;
         Ok(match row {
             Some(r) => Some((
-                ReadState::from_sql(r.try_get(0)?, r.try_get(1)?),
-                r.try_get::<i64, _>(2)?.max(0) as u64,
+                ReadState::from_sql(
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ),
+                r.try_get::<i64, _>(5)?.max(0) as u64,
             )),
             None => None,
         })
+    }
+
+    async fn set_notify_level(&self, room: Id, user: Id, level: NotifyLevel) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE members SET notify_level = $3 WHERE room_id = $1 AND user_id = $2")
+                .bind(room.to_string())
+                .bind(user.to_string())
+                .bind(level.as_str())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn members_named(&self, room: Id, names: &[Username]) -> StoreResult<Vec<User>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT u.id, u.username FROM users u
+             JOIN members m ON m.user_id = u.id AND m.room_id = $1
+             WHERE u.username = ANY($2)",
+        )
+        .bind(room.to_string())
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(read_user).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn receipts(&self, room: Id, reader: Id, limit: u32) -> StoreResult<Vec<(UserRef, u64)>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.username, m.last_read FROM members m JOIN users u ON u.id = m.user_id
+             WHERE m.room_id = $1 AND m.user_id <> $2 AND m.last_read > 0 AND u.read_receipts
+             ORDER BY m.last_read DESC, u.username LIMIT $3",
+        )
+        .bind(room.to_string())
+        .bind(reader.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    UserRef {
+                        id: parse_id(r.try_get::<&str, _>(0)?)?,
+                        username: r.try_get(1)?,
+                    },
+                    r.try_get::<i64, _>(2)?.max(0) as u64,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    async fn settings(&self, user: Id) -> StoreResult<Settings> {
+        let row = sqlx::query("SELECT read_receipts, previews FROM users WHERE id = $1")
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Settings {
+                read_receipts: r.try_get(0)?,
+                previews: r.try_get(1)?,
+            },
+            None => Settings::default(),
+        })
+    }
+
+    async fn set_settings(&self, user: Id, settings: Settings) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET read_receipts = $2, previews = $3 WHERE id = $1")
+            .bind(user.to_string())
+            .bind(settings.read_receipts)
+            .bind(settings.previews)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn append(&self, message: NewMessage) -> StoreResult<Appended> {

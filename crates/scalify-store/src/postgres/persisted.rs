@@ -188,7 +188,8 @@ pub(super) async fn raise_last_seq(
 
 /// `COPY`'s statement for [`copy_text`]'s rows.
 pub(super) const COPY_MESSAGES: &str =
-    "COPY messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts) FROM STDIN";
+    "COPY messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions)
+     FROM STDIN";
 
 /// The rows in `COPY`'s text format: tab-separated columns, one line per row, with backslash,
 /// tab, newline and carriage return escaped (the only bytes that format gives a meaning to;
@@ -215,7 +216,13 @@ pub(super) fn copy_text(sorted: &[&(Id, Message)]) -> Vec<u8> {
         field(&mut buf, m.client_id.as_str());
         buf.push(b'\t');
         field(&mut buf, m.text.as_str());
-        let _ = writeln!(buf, "\t{}", m.ts);
+        let _ = write!(buf, "\t{}\t", m.ts);
+        // Ids and the room marker hold no byte COPY escapes; `\N` is its NULL.
+        match encode_mentions(&m.mentions, m.mention_room) {
+            Some(mentions) => buf.extend_from_slice(mentions.as_bytes()),
+            None => buf.extend_from_slice(b"\\N"),
+        }
+        buf.push(b'\n');
     }
     buf
 }

@@ -7,8 +7,10 @@ pub(super) fn parse_id(s: &str) -> Result<Id, sqlx::Error> {
         .map_err(|e: ulid::DecodeError| sqlx::Error::Decode(Box::new(e)))
 }
 
-/// Reads `id, seq, sender_id, sender_name, client_id, text, ts` starting at column `at`.
+/// Reads `id, seq, sender_id, sender_name, client_id, text, ts, mentions` starting at column
+/// `at`.
 pub(super) fn read_message(r: &PgRow, at: usize, room: &RoomName) -> Result<Message, sqlx::Error> {
+    let (mentions, mention_room) = decode_mentions(r.try_get::<Option<&str>, _>(at + 7)?);
     Ok(Message {
         id: parse_id(r.try_get::<&str, _>(at)?)?,
         room: room.clone(),
@@ -20,6 +22,8 @@ pub(super) fn read_message(r: &PgRow, at: usize, room: &RoomName) -> Result<Mess
         client_id: ClientId::from_trusted(r.try_get(at + 4)?),
         text: MessageText::from_trusted(r.try_get(at + 5)?),
         ts: r.try_get(at + 6)?,
+        mentions,
+        mention_room,
     })
 }
 
@@ -41,4 +45,5 @@ pub(super) fn read_user(r: &PgRow) -> Result<User, sqlx::Error> {
     })
 }
 
-pub(super) const MESSAGE_COLUMNS: &str = "id, seq, sender_id, sender_name, client_id, text, ts";
+pub(super) const MESSAGE_COLUMNS: &str =
+    "id, seq, sender_id, sender_name, client_id, text, ts, mentions";

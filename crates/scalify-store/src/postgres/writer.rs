@@ -128,7 +128,8 @@ pub(super) async fn commit_batch(
             acc
         });
     let existing_rows = sqlx::query(
-        "SELECT m.room_id, m.id, m.seq, m.sender_id, m.sender_name, m.client_id, m.text, m.ts
+        "SELECT m.room_id, m.id, m.seq, m.sender_id, m.sender_name, m.client_id, m.text, m.ts,
+           m.mentions
          FROM messages m
          JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(r, s, c)
            ON m.room_id = k.r AND m.sender_id = k.s AND m.client_id = k.c
@@ -176,6 +177,8 @@ pub(super) async fn commit_batch(
             text: m.text.clone(),
             client_id: m.client_id.clone(),
             ts: now_ms(),
+            mentions: m.mentions.clone(),
+            mention_room: m.mention_room,
         };
         ins.push(&room_key, &message);
         results[i] = Some(Ok(Appended {
@@ -233,16 +236,17 @@ pub(super) async fn commit_batch(
 
 /// One multi-row insert of messages from column arrays ([`InsertColumns::bind`] binds them).
 pub(super) const INSERT_MESSAGES: &str =
-    "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts)
+    "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions)
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                          $6::text[], $7::text[], $8::int8[])";
+                          $6::text[], $7::text[], $8::int8[], $9::text[])";
 
 /// [`INSERT_MESSAGES`] for resends after the idempotency window: `resend_seq` is the seq.
 pub(super) const INSERT_RESENDS: &str =
-    "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, resend_seq)
+    "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions,
+                           resend_seq)
      SELECT u.*, u.seq FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                          $6::text[], $7::text[], $8::int8[])
-       AS u(room_id, seq, id, sender_id, sender_name, client_id, text, ts)";
+                          $6::text[], $7::text[], $8::int8[], $9::text[])
+       AS u(room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions)";
 
 /// Raises each room's `last_seq` (`$1` room ids, `$2` seqs) — never lowers it.
 pub(super) const RAISE_LAST_SEQ: &str =
@@ -260,10 +264,11 @@ pub(super) struct InsertColumns {
     client_id: Vec<String>,
     text: Vec<String>,
     ts: Vec<i64>,
+    mentions: Vec<Option<String>>,
 }
 
 impl InsertColumns {
-    /// Binds the eight arrays, in [`INSERT_MESSAGES`]' order.
+    /// Binds the nine arrays, in [`INSERT_MESSAGES`]' order.
     pub(super) fn bind<'q>(
         &'q self,
         q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -276,6 +281,7 @@ impl InsertColumns {
             .bind(&self.client_id)
             .bind(&self.text)
             .bind(&self.ts)
+            .bind(&self.mentions)
     }
 
     pub(super) fn push(&mut self, room_key: &str, m: &Message) {
@@ -287,6 +293,8 @@ impl InsertColumns {
         self.client_id.push(m.client_id.as_str().to_owned());
         self.text.push(m.text.as_str().to_owned());
         self.ts.push(m.ts);
+        self.mentions
+            .push(encode_mentions(&m.mentions, m.mention_room));
     }
 }
 
@@ -329,6 +337,8 @@ mod tests {
             },
             text: MessageText::parse(text, 4096).unwrap(),
             client_id: ClientId::parse(client_id).unwrap(),
+            mentions: Vec::new(),
+            mention_room: false,
         };
         let batch = [append("a", "x"), append("b", "poison"), append("c", "y")];
         assert!(

@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use scalify_core::{
-    now_ms, ClientId, Id, Message, MessageText, NewMessage, Room, RoomKind, RoomName, UserRef,
-    Username,
+    now_ms, ClientId, Id, Message, MessageText, NewMessage, NotifyLevel, Room, RoomKind, RoomName,
+    Settings, UserRef, Username,
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::unread_count_sql;
+use crate::{decode_mentions, encode_mentions, mention_count_sql, unread_count_sql};
 use crate::{
     Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
     StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_sessions.sql"),
     include_str!("../../migrations/sqlite/0004_membership.sql"),
     include_str!("../../migrations/sqlite/0005_read_markers.sql"),
+    include_str!("../../migrations/sqlite/0006_mentions_and_notifications.sql"),
 ];
 
 /// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
@@ -563,7 +564,11 @@ impl Store for SqliteStore {
                    m.last_read,
                    CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE ",
                 unread_count_sql!("?1", "?2", "?3"),
-                " END
+                " END,
+                   CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read OR r.kind = 'dm'
+                     THEN 0 ELSE ",
+                mention_count_sql!("?1", "?2", "?3"),
+                " END, m.notify_level
                  FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = ?1
                  LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
                    AND p.room_id = r.id AND p.user_id <> ?1
@@ -587,9 +592,13 @@ impl Store for SqliteStore {
                         _ => None,
                     },
                     read: match r.get::<_, Option<i64>>(7)? {
-                        Some(last_read) if member => {
-                            Some(ReadState::from_sql(last_read, r.get::<_, i64>(8)?))
-                        }
+                        Some(last_read) if member => Some(ReadState::from_sql(
+                            last_read,
+                            r.get(8)?,
+                            r.get(9)?,
+                            &r.get::<_, String>(10)?,
+                            r.get::<_, String>(2)? == "dm",
+                        )),
                         _ => None,
                     },
                 })
@@ -632,20 +641,114 @@ impl Store for SqliteStore {
             Ok(c.prepare_cached(concat!(
                 "SELECT m.last_read, ",
                 unread_count_sql!("?1", "?2", "?3"),
-                ", r.last_seq FROM members m JOIN rooms r ON r.id = m.room_id
+                ", CASE WHEN r.kind = 'dm' THEN 0 ELSE ",
+                mention_count_sql!("?1", "?2", "?3"),
+                " END, m.notify_level, r.kind = 'dm', r.last_seq
+                 FROM members m JOIN rooms r ON r.id = m.room_id
                  WHERE m.user_id = ?1 AND m.room_id = ?4"
             ))?
             .query_row(
                 params![user.to_string(), UNREAD_CAP, UNREAD_SCAN, room.to_string()],
                 |r| {
                     Ok((
-                        ReadState::from_sql(r.get(0)?, r.get(1)?),
-                        r.get::<_, i64>(2)?.max(0) as u64,
+                        ReadState::from_sql(
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            &r.get::<_, String>(3)?,
+                            r.get(4)?,
+                        ),
+                        r.get::<_, i64>(5)?.max(0) as u64,
                     ))
                 },
             )
             .optional()?)
         })
+        .await
+    }
+
+    async fn set_notify_level(&self, room: Id, user: Id, level: NotifyLevel) -> StoreResult<bool> {
+        let changed = self
+            .exec(
+                "UPDATE members SET notify_level = ?3 WHERE room_id = ?1 AND user_id = ?2",
+                vec![
+                    room.to_string().into(),
+                    user.to_string().into(),
+                    level.as_str().to_owned().into(),
+                ],
+            )
+            .await?;
+        Ok(changed)
+    }
+
+    async fn members_named(&self, room: Id, names: &[Username]) -> StoreResult<Vec<User>> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        self.read(move |c| {
+            // One statement per name count; at most MAX_MENTION_NAMES of them are cached.
+            let marks = vec!["?"; names.len()].join(", ");
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT u.id, u.username FROM users u
+                 JOIN members m ON m.user_id = u.id AND m.room_id = ?
+                 WHERE u.username IN ({marks})"
+            ))?;
+            let args = std::iter::once(room.to_string()).chain(names);
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), read_user)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn receipts(&self, room: Id, reader: Id, limit: u32) -> StoreResult<Vec<(UserRef, u64)>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT u.id, u.username, m.last_read FROM members m JOIN users u ON u.id = m.user_id
+                 WHERE m.room_id = ?1 AND m.user_id <> ?2 AND m.last_read > 0
+                   AND u.read_receipts <> 0
+                 ORDER BY m.last_read DESC, u.username LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![room.to_string(), reader.to_string(), limit], |r| {
+                Ok((
+                    UserRef {
+                        id: parse_id(r.get(0)?)?,
+                        username: r.get(1)?,
+                    },
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn settings(&self, user: Id) -> StoreResult<Settings> {
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT read_receipts, previews FROM users WHERE id = ?1")?
+                    .query_row(params![user.to_string()], |r| {
+                        Ok(Settings {
+                            read_receipts: r.get(0)?,
+                            previews: r.get(1)?,
+                        })
+                    })
+                    .optional()?
+                    .unwrap_or_default(),
+            )
+        })
+        .await
+    }
+
+    async fn set_settings(&self, user: Id, settings: Settings) -> StoreResult<bool> {
+        self.exec(
+            "UPDATE users SET read_receipts = ?2, previews = ?3 WHERE id = ?1",
+            vec![
+                user.to_string().into(),
+                settings.read_receipts.into(),
+                settings.previews.into(),
+            ],
+        )
         .await
     }
 

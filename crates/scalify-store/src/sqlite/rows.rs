@@ -2,7 +2,8 @@
 
 use super::*;
 
-pub(super) const MESSAGE_COLUMNS: &str = "id, seq, sender_id, sender_name, client_id, text, ts";
+pub(super) const MESSAGE_COLUMNS: &str =
+    "id, seq, sender_id, sender_name, client_id, text, ts, mentions";
 
 pub(super) fn parse_id(s: String) -> rusqlite::Result<Id> {
     s.parse().map_err(|e: ulid::DecodeError| {
@@ -11,6 +12,7 @@ pub(super) fn parse_id(s: String) -> rusqlite::Result<Id> {
 }
 
 pub(super) fn read_message(r: &rusqlite::Row<'_>, room: &RoomName) -> rusqlite::Result<Message> {
+    let (mentions, mention_room) = decode_mentions(r.get::<_, Option<String>>(7)?.as_deref());
     Ok(Message {
         id: parse_id(r.get(0)?)?,
         room: room.clone(),
@@ -22,6 +24,8 @@ pub(super) fn read_message(r: &rusqlite::Row<'_>, room: &RoomName) -> rusqlite::
         client_id: ClientId::from_trusted(r.get(4)?),
         text: MessageText::from_trusted(r.get(5)?),
         ts: r.get(6)?,
+        mentions,
+        mention_room,
     })
 }
 

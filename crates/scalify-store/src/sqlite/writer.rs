@@ -520,14 +520,16 @@ impl Writer {
             text: m.text,
             client_id: m.client_id,
             ts: now_ms(),
+            mentions: m.mentions,
+            mention_room: m.mention_room,
         };
         // The common case is a new message: insert first, and look up the original only when
         // the idempotency key turns out to be taken (one index descent instead of two).
         let inserted = self
             .conn
             .prepare_cached(
-                "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (room_id, sender_id, client_id) DO NOTHING",
             )?
             .execute(params![
@@ -538,7 +540,8 @@ impl Writer {
                 message.sender.username,
                 message.client_id.as_str(),
                 message.text.as_str(),
-                message.ts
+                message.ts,
+                encode_mentions(&message.mentions, message.mention_room)
             ])?;
         if inserted == 0 {
             let original = self
@@ -630,6 +633,8 @@ mod tests {
                     },
                     text: MessageText::parse(text, 1 << 20).unwrap(),
                     client_id: ClientId::parse(&format!("c{i}")).unwrap(),
+                    mentions: Vec::new(),
+                    mention_room: false,
                 },
                 reply,
             };

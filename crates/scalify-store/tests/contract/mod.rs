@@ -39,6 +39,8 @@ pub fn msg(room: &Room, sender: &User, client_id: &str, text: &str) -> NewMessag
         },
         text: MessageText::parse(text, 4096).unwrap(),
         client_id: ClientId::parse(client_id).unwrap(),
+        mentions: Vec::new(),
+        mention_room: false,
     }
 }
 
@@ -390,7 +392,8 @@ pub async fn read_markers_and_unread_counts(store: Arc<dyn Store>) {
         fresh(store.read_state(&room, bob.id).await.unwrap()),
         ReadState {
             last_read: 3,
-            unread: 0
+            unread: 0,
+            ..Default::default()
         }
     );
     // Alice read nothing: her own messages are not unread to her.
@@ -398,7 +401,8 @@ pub async fn read_markers_and_unread_counts(store: Arc<dyn Store>) {
         fresh(store.read_state(&room, alice.id).await.unwrap()),
         ReadState {
             last_read: 0,
-            unread: 0
+            unread: 0,
+            ..Default::default()
         }
     );
     for i in 0..4 {
@@ -415,7 +419,8 @@ pub async fn read_markers_and_unread_counts(store: Arc<dyn Store>) {
         fresh(store.read_state(&room, bob.id).await.unwrap()),
         ReadState {
             last_read: 3,
-            unread: 4
+            unread: 4,
+            ..Default::default()
         }
     );
     let mark = |last_read, moved| Some(ReadMark { last_read, moved });
@@ -438,7 +443,8 @@ pub async fn read_markers_and_unread_counts(store: Arc<dyn Store>) {
         fresh(store.read_state(&room, bob.id).await.unwrap()),
         ReadState {
             last_read: 5,
-            unread: 2
+            unread: 2,
+            ..Default::default()
         }
     );
     // Not a member: no marker, nothing stored.
@@ -451,7 +457,8 @@ pub async fn read_markers_and_unread_counts(store: Arc<dyn Store>) {
         mine.read,
         Some(ReadState {
             last_read: 5,
-            unread: 2
+            unread: 2,
+            ..Default::default()
         })
     );
     let carols = store.list_rooms(carol.id).await.unwrap();
@@ -476,4 +483,140 @@ pub async fn read_markers_and_unread_counts(store: Arc<dyn Store>) {
     // Leaving forgets the marker.
     assert!(store.remove_member(room.id, bob.id).await.unwrap());
     assert!(store.read_state(&room, bob.id).await.unwrap().is_none());
+}
+
+/// Mentions are stored with the message and counted after the marker (every unread message
+/// of a DM counts); notification levels belong to the membership; receipts list the other
+/// members who read something and did not turn receipts off; settings round-trip.
+pub async fn mentions_levels_receipts_and_settings(store: Arc<dyn Store>) {
+    use scalify_core::{NotifyLevel, Settings, Username};
+    use scalify_store::ReadState;
+    let alice = user(&*store, "alice").await;
+    let bob = user(&*store, "bob").await;
+    let carol = user(&*store, "carol").await;
+    let room = public_room(&*store, "talk", &alice).await;
+    assert!(store.add_member(room.id, bob.id).await.unwrap());
+    assert!(store.add_member(room.id, carol.id).await.unwrap());
+
+    let names = [
+        Username::parse("bob").unwrap(),
+        Username::parse("dave").unwrap(),
+        Username::parse("carol").unwrap(),
+    ];
+    let mut found: Vec<String> = store
+        .members_named(room.id, &names)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username.to_string())
+        .collect();
+    found.sort();
+    assert_eq!(found, ["bob", "carol"]);
+
+    let mut to_bob = msg(&room, &alice, "m1", "hi @bob");
+    to_bob.mentions = vec![bob.id];
+    let stored = store.append(to_bob).await.unwrap().message;
+    assert_eq!(stored.mentions, vec![bob.id]);
+    let mut everyone = msg(&room, &alice, "m2", "@room lunch");
+    everyone.mention_room = true;
+    store.append(everyone).await.unwrap();
+    store
+        .append(msg(&room, &alice, "m3", "plain"))
+        .await
+        .unwrap();
+    let mut own = msg(&room, &bob, "m4", "@room from bob");
+    own.mention_room = true;
+    store.append(own).await.unwrap();
+
+    // What was stored is what is read back, by history and by sync alike.
+    let history = store.history(&room, None, 10).await.unwrap();
+    assert_eq!(history[0].mentions, vec![bob.id]);
+    assert!(!history[0].mention_room);
+    assert!(history[1].mention_room && history[1].mentions.is_empty());
+    assert!(!history[2].mention_room && history[2].mentions.is_empty());
+    assert_eq!(store.after(&room, 0, 10).await.unwrap(), history);
+
+    let state = |s: Option<(ReadState, u64)>| s.expect("a member").0;
+    // Bob: three unread of alice, two mention him (by name, by @room); his own @room is not.
+    let bobs = state(store.read_state(&room, bob.id).await.unwrap());
+    assert_eq!((bobs.unread, bobs.mentions), (3, 2));
+    assert_eq!(bobs.level, NotifyLevel::All);
+    // Carol: mentioned by the two @rooms of others.
+    let carols = state(store.read_state(&room, carol.id).await.unwrap());
+    assert_eq!((carols.unread, carols.mentions), (4, 2));
+    let listed = store.list_rooms(carol.id).await.unwrap();
+    let listed = listed.iter().find(|l| l.room.id == room.id).unwrap();
+    assert_eq!(listed.read, Some(carols));
+
+    // Levels are per member.
+    assert!(store
+        .set_notify_level(room.id, bob.id, NotifyLevel::Mentions)
+        .await
+        .unwrap());
+    assert_eq!(
+        state(store.read_state(&room, bob.id).await.unwrap()).level,
+        NotifyLevel::Mentions
+    );
+    assert_eq!(
+        state(store.read_state(&room, carol.id).await.unwrap()).level,
+        NotifyLevel::All
+    );
+    let outsider = user(&*store, "dave").await;
+    assert!(!store
+        .set_notify_level(room.id, outsider.id, NotifyLevel::None)
+        .await
+        .unwrap());
+
+    // A DM: every unread message is a mention.
+    let dm_name = RoomName::for_dm(alice.id, bob.id);
+    let dm = store
+        .create_room(&dm_name, RoomKind::Dm, &[alice.id, bob.id])
+        .await
+        .unwrap();
+    store.append(msg(&dm, &alice, "d1", "hey")).await.unwrap();
+    store.append(msg(&dm, &alice, "d2", "you?")).await.unwrap();
+    let in_dm = state(store.read_state(&dm, bob.id).await.unwrap());
+    assert_eq!((in_dm.unread, in_dm.mentions), (2, 2));
+    let listed = store.list_rooms(bob.id).await.unwrap();
+    assert_eq!(
+        listed.iter().find(|l| l.room.id == dm.id).unwrap().read,
+        Some(in_dm)
+    );
+
+    // Receipts: the others who read something, furthest first; not oneself, not those who
+    // read nothing, not those who turned receipts off.
+    store.set_read(room.id, bob.id, 2).await.unwrap();
+    store.set_read(room.id, carol.id, 4).await.unwrap();
+    let seen = |r: Vec<(scalify_core::UserRef, u64)>| -> Vec<(String, u64)> {
+        r.into_iter().map(|(u, s)| (u.username, s)).collect()
+    };
+    assert_eq!(
+        seen(store.receipts(room.id, alice.id, 10).await.unwrap()),
+        [("carol".to_owned(), 4), ("bob".to_owned(), 2)]
+    );
+    assert_eq!(
+        seen(store.receipts(room.id, alice.id, 1).await.unwrap()),
+        [("carol".to_owned(), 4)]
+    );
+    assert_eq!(
+        seen(store.receipts(room.id, carol.id, 10).await.unwrap()),
+        [("bob".to_owned(), 2)]
+    );
+
+    // Settings: on by default, changed, read back; receipts off leaves the list.
+    assert_eq!(store.settings(carol.id).await.unwrap(), Settings::default());
+    let off = Settings {
+        read_receipts: false,
+        previews: false,
+    };
+    assert!(store.set_settings(carol.id, off).await.unwrap());
+    assert_eq!(store.settings(carol.id).await.unwrap(), off);
+    assert_eq!(
+        seen(store.receipts(room.id, alice.id, 10).await.unwrap()),
+        [("bob".to_owned(), 2)]
+    );
+    assert!(!store
+        .set_settings(scalify_core::Id::new(), off)
+        .await
+        .unwrap());
 }
