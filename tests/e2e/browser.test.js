@@ -984,7 +984,7 @@ test('identity: each sender has an initials avatar in a colour of their own; the
     await ann.page.locator('.room-link', { hasText: `#${room}` }).click();
     await send(ann.page, 'hi bob');
     await ann.page.locator('.messages .msg[data-seq]', { hasText: 'hi bob' }).waitFor();
-    const avatars = await ann.page.locator('.group .avatar').evaluateAll((els) => els.map((el) => [el.textContent, getComputedStyle(el).backgroundColor]));
+    const avatars = await ann.page.locator('.group > header .avatar').evaluateAll((els) => els.map((el) => [el.textContent, getComputedStyle(el).backgroundColor]));
     assert.equal(avatars.length, 2);
     assert.equal(avatars[0][0], bob.user.username.slice(0, 2).toUpperCase());
     assert.equal(avatars[1][0], 'AN');
@@ -1147,4 +1147,250 @@ test('reading: "New messages" divider, auto-scroll only at the bottom, long word
     await page.screenshot({ path: `${SHOTS}/10-dark-unread-divider.png` });
     assert.deepEqual(ann.errors, []);
   } finally { await ann.context.close(); }
+});
+
+/**
+ * Records the system notifications the page shows (`window.__notes`) and the permission
+ * requests it makes (`window.__asked`), around the real Notification (whose permission it
+ * reports), and lets the test hide the tab (`window.__setHidden(true)`). Applies from the
+ * next load: call it before signing up.
+ */
+async function recordNotifications(u) {
+  await u.page.addInitScript(() => {
+    const Real = window.Notification;
+    window.__notes = [];
+    window.__asked = 0;
+    window.Notification = class {
+      constructor(title, options = {}) {
+        Object.assign(this, { title, body: options.body, tag: options.tag, onclick: null, closed: false });
+        window.__notes.push(this);
+      }
+      close() { this.closed = true; }
+      static get permission() { return Real.permission; }
+      static requestPermission(...args) { window.__asked++; return Real.requestPermission(...args); }
+    };
+    let hidden = false;
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (hidden ? 'hidden' : 'visible') });
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+    window.__setHidden = (h) => { hidden = h; document.dispatchEvent(new Event('visibilitychange')); };
+  });
+  await u.page.reload();
+}
+
+const notes = (u) => u.page.evaluate(() => window.__notes.map((n) => ({ title: n.title, body: n.body, tag: n.tag, closed: n.closed })));
+
+/** Bob (a second browser) joins Ann's public room from Browse. */
+async function joinFromBrowse(u, room) {
+  await u.page.reload();
+  await u.page.getByRole('button', { name: `Join ${room}` }).click();
+  await u.page.getByRole('heading', { name: `#${room}` }).waitFor();
+}
+
+test('mentions: a message that mentions a user is highlighted in their view, its @name emphasised, and their sidebar shows a mention badge, live and after a reload', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const room = uniqueRoom('ment');
+    await createRoom(ann.page, room);
+    await joinFromBrowse(bob, room);
+    await createRoom(bob.page, uniqueRoom('elsewhere'));
+    await send(ann.page, 'no mention here, write to ann@example.org');
+    await send(ann.page, `hey @${bob.username}, look`);
+    const entry = bob.page.locator('.room-link', { hasText: `#${room}` });
+    for (const round of ['live', 'after a reload']) {
+      if (round !== 'live') await bob.page.reload();
+      await entry.getByLabel('1 mention', { exact: true }).waitFor();
+      await entry.getByLabel('2 unread').waitFor();
+      assert.equal(await entry.locator('.badge.mention').textContent(), '@1', round);
+    }
+    await bob.page.screenshot({ path: `${SHOTS}/13-mention-badge.png` });
+    await openRoom(bob.page, room);
+    const highlighted = bob.page.locator('.mention-row');
+    await highlighted.waitFor();
+    assert.equal(await highlighted.count(), 1);
+    assert.equal(await highlighted.locator('.msg').textContent(), `hey @${bob.username}, look`);
+    await highlighted.getByRole('img', { name: 'Mentions you' }).waitFor();
+    assert.equal(await highlighted.locator('.mention-name.me').textContent(), `@${bob.username}`);
+    // The e-mail address is no mention; reading the room clears both badges.
+    assert.equal(await bob.page.locator('.msg', { hasText: 'ann@example.org' }).locator('.mention-name').count(), 0);
+    await eventually(async () => (await entry.locator('.badge').count()) === 0, 10000, 'the badges to clear');
+    await bob.page.screenshot({ path: `${SHOTS}/14-mention-highlight.png` });
+    // Ann's own message is not highlighted for her; the name is still emphasised.
+    assert.equal(await ann.page.locator('.mention-row').count(), 0);
+    assert.equal(await ann.page.locator('.mention-name').count(), 1);
+    assert.equal(await ann.page.locator('.mention-name.me').count(), 0);
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally { await ann.context.close(); await bob.context.close(); }
+});
+
+test('read receipts: a member\'s initials show under the last message they read; once they turn receipts off, others no longer see them move, and after a reload not at all', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const room = uniqueRoom('rcpt');
+    await createRoom(ann.page, room);
+    await joinFromBrowse(bob, room);
+    await send(ann.page, 'one');
+    await send(ann.page, 'two');
+    await bob.page.locator('.msg', { hasText: 'two' }).waitFor();
+    // Bob has the room open and read both: Ann sees his initials under "two" (seq 2); Bob
+    // sees hers there too.
+    const readBy = (u, seq, who) => u.page.locator(`.receipts[data-seq="${seq}"] [title="Read by ${who.username}"]`);
+    await readBy(ann, 2, bob).waitFor();
+    assert.equal(await readBy(ann, 2, bob).textContent(), bob.username.slice(0, 2).toUpperCase());
+    await readBy(bob, 2, ann).waitFor();
+    await ann.page.screenshot({ path: `${SHOTS}/15-read-receipts.png` });
+
+    // Bob turns receipts off: he sees none of Ann's, and his reading no longer shows to her.
+    await bob.page.getByRole('button', { name: 'Settings' }).click();
+    const toggle = bob.page.getByLabel('Send and show read receipts');
+    assert.equal(await toggle.isChecked(), true);
+    await Promise.all([
+      bob.page.waitForResponse((r) => r.url().endsWith('/api/me/settings') && r.request().method() === 'PUT' && r.ok()),
+      toggle.uncheck(),
+    ]);
+    await send(ann.page, 'three');
+    await openRoom(bob.page, room);
+    await bob.page.locator('.msg', { hasText: 'three' }).waitFor();
+    assert.equal(await bob.page.locator('.receipts').count(), 0);
+    await sleep(2500); // past the server's coalescing of receipts (1 s)
+    assert.equal(await ann.page.locator('.receipts[data-seq="3"]').count(), 0, 'Bob reading "three" is not shown');
+    await ann.page.reload();
+    await ann.page.locator('.msg', { hasText: 'three' }).waitFor();
+    await sleep(500);
+    assert.equal(await ann.page.locator(`.receipts [title="Read by ${bob.username}"]`).count(), 0);
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally { await ann.context.close(); await bob.context.close(); }
+});
+
+test('notifications: a DM to a hidden tab shows a system notification (permission asked only on a click); clicking it opens the DM; the tab icon counts; previews can be turned off', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await recordNotifications(bob);
+    await signUp(ann);
+    await signUp(bob);
+    // Nothing asks for the permission on load; Settings shows its state and asks on a click
+    // (where the browser has not decided yet: a headless one may start out denying).
+    await bob.page.getByRole('button', { name: 'Settings' }).click();
+    await bob.page.getByText('Desktop notifications —').waitFor();
+    assert.equal(await bob.page.evaluate(() => window.__asked), 0);
+    if (await bob.page.evaluate(() => Notification.permission) === 'default') {
+      await bob.page.getByText('Desktop notifications — Off').waitFor();
+      await bob.page.getByRole('button', { name: 'Enable desktop notifications' }).click();
+      await eventually(() => bob.page.evaluate(() => window.__asked === 1), 5000, 'the permission request');
+    }
+    await bob.context.grantPermissions(['notifications'], { origin: server.url });
+    await bob.page.reload();
+    await bob.page.getByText('Sign out').waitFor();
+
+    await ann.page.getByRole('button', { name: 'New direct message' }).click();
+    await ann.page.getByRole('dialog').getByPlaceholder('username').fill(bob.username);
+    await ann.page.getByRole('button', { name: 'Open' }).click();
+    await ann.page.getByRole('heading', { name: `@${bob.username}` }).waitFor();
+    await bob.page.locator('.room-link', { hasText: `@${ann.username}` }).click();
+    await bob.page.getByRole('heading', { name: `@${ann.username}` }).waitFor();
+    // In view: no notification.
+    await send(ann.page, 'seen at once');
+    await bob.page.locator('.msg', { hasText: 'seen at once' }).waitFor();
+    await sleep(300);
+    assert.deepEqual(await notes(bob), []);
+
+    // The tab is hidden: the DM notifies, with the sender and the text; the title and the
+    // icon count it.
+    const plainIcon = await bob.page.locator('link[rel~="icon"]').getAttribute('href');
+    await bob.page.evaluate(() => window.__setHidden(true));
+    await send(ann.page, 'psst, are you there?');
+    await eventually(async () => (await notes(bob)).length === 1, 15000, 'a notification');
+    const [note] = await notes(bob);
+    assert.equal(note.title, ann.username);
+    assert.equal(note.body, 'psst, are you there?');
+    assert.match(note.tag, /^dm-/);
+    await bob.page.waitForFunction(() => document.title === '(1) ScalifyChat');
+    assert.match(await bob.page.locator('link[rel~="icon"]').getAttribute('href'), /^data:image\/png/);
+    // Back in the tab: read, and the plain icon returns.
+    await bob.page.evaluate(() => window.__setHidden(false));
+    await bob.page.waitForFunction(() => document.title === 'ScalifyChat');
+    assert.equal(await bob.page.locator('link[rel~="icon"]').getAttribute('href'), plainIcon);
+
+    // Another room open: the DM notifies; clicking the notification opens the DM.
+    await createRoom(bob.page, uniqueRoom('other'));
+    await send(ann.page, 'over here');
+    await eventually(async () => (await notes(bob)).length === 2, 15000, 'a second notification');
+    await bob.page.evaluate(() => window.__notes[1].onclick());
+    await bob.page.getByRole('heading', { name: `@${ann.username}` }).waitFor();
+    await bob.page.locator('.msg', { hasText: 'over here' }).waitFor();
+    assert.equal((await notes(bob))[1].closed, true);
+
+    // Previews off: the notification says who, not what.
+    await bob.page.getByRole('button', { name: 'Settings' }).click();
+    await Promise.all([
+      bob.page.waitForResponse((r) => r.url().endsWith('/api/me/settings') && r.request().method() === 'PUT' && r.ok()),
+      bob.page.getByLabel('Show message previews in notifications').uncheck(),
+    ]);
+    await bob.page.getByText('Desktop notifications — On').waitFor();
+    await send(ann.page, 'the secret plan');
+    await eventually(async () => (await notes(bob)).length === 3, 15000, 'a third notification');
+    assert.deepEqual((await notes(bob))[2], { title: ann.username, body: 'New message', tag: note.tag, closed: false });
+
+    // What came before the page loaded is caught up on quietly.
+    await send(ann.page, 'while reloading');
+    await bob.page.locator('.room-link', { hasText: `@${ann.username}` }).getByLabel('2 unread').waitFor();
+    await bob.page.reload();
+    await bob.page.locator('.room-link', { hasText: `@${ann.username}` }).getByLabel('2 unread').waitFor();
+    await sleep(1000);
+    assert.deepEqual(await notes(bob), []);
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally { await ann.context.close(); await bob.context.close(); }
+});
+
+test('the room menu sets the notification level: at "Mentions only" a plain message does not notify and a mention does; a muted room says so and notifies nothing', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await bob.context.grantPermissions(['notifications'], { origin: server.url });
+    await recordNotifications(bob);
+    await signUp(ann);
+    await signUp(bob);
+    const room = uniqueRoom('lvl');
+    await createRoom(ann.page, room);
+    await joinFromBrowse(bob, room);
+    const menu = bob.page.getByLabel('Notifications', { exact: true });
+    assert.equal(await menu.inputValue(), 'all');
+    await Promise.all([
+      bob.page.waitForResponse((r) => r.url().includes('/notifications') && r.request().method() === 'PUT' && r.ok()),
+      menu.selectOption('mentions'),
+    ]);
+    await bob.page.waitForFunction(() => document.querySelector('select.level')?.value === 'mentions');
+    await createRoom(bob.page, uniqueRoom('elsewhere'));
+    const entry = bob.page.locator('.room-link', { hasText: `#${room}` });
+
+    await send(ann.page, 'plain news');
+    await entry.getByLabel('1 unread').waitFor();
+    await sleep(500);
+    assert.deepEqual(await notes(bob), []);
+    await send(ann.page, `@${bob.username} look here`);
+    await eventually(async () => (await notes(bob)).length === 1, 15000, 'a notification');
+    assert.deepEqual((await notes(bob))[0], { title: `${ann.username} in #${room}`, body: `@${bob.username} look here`, tag: room, closed: false });
+
+    // Muted from another device (the API): this tab follows at once; the room says it is muted,
+    // its unread count is subdued, and even a mention notifies nothing.
+    const token = JSON.parse(await bob.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
+    const r = await api(server.url, 'PUT', `/api/rooms/${room}/notifications`, { level: 'none' }, token);
+    assert.equal(r.status, 200);
+    await entry.getByText('muted').waitFor();
+    await entry.locator('.badge.quiet').waitFor();
+    await send(ann.page, `@${bob.username} still there?`);
+    await entry.getByLabel('3 unread').waitFor();
+    await sleep(500);
+    assert.equal((await notes(bob)).length, 1);
+    await bob.page.screenshot({ path: `${SHOTS}/16-muted-room.png` });
+    await openRoom(bob.page, room);
+    assert.equal(await menu.inputValue(), 'none');
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally { await ann.context.close(); await bob.context.close(); }
 });

@@ -1,5 +1,5 @@
 // The REST API (docs/openapi.yaml). Every error answers {error:{code,message}}.
-import type { Message, UserRef } from './state';
+import type { Message, NotifyLevel, Receipt, UserRef } from './state';
 
 export interface Session {
   token: string;
@@ -17,6 +17,30 @@ export interface RoomInfo {
   /** A member's read marker, and how many messages of others follow it (at most 100). */
   last_read?: number;
   unread?: number;
+  /** Of those, how many mention the member or the room (in a DM, all of them; at most 100). */
+  mentions?: number;
+  /** The member's notification level. */
+  notifications?: NotifyLevel;
+}
+
+/** What a `join` answers besides the room (docs/protocol.md). */
+export interface JoinAck {
+  room: RoomInfo;
+  online: UserRef[];
+  last_read: number;
+  unread: number;
+  mentions?: number;
+  notifications?: NotifyLevel;
+  /** How far the other members have read; absent when we turned receipts off. */
+  receipts?: Receipt[];
+}
+
+/** The user's own settings. */
+export interface Settings {
+  /** Others see how far we have read, and we see how far they have. */
+  read_receipts: boolean;
+  /** Notifications may quote the message. */
+  previews: boolean;
 }
 
 export interface RoomActivity {
@@ -117,6 +141,10 @@ export const api = {
   changePassword: (token: string, current_password: string, new_password: string) =>
     request<void>('PUT', '/api/me/password', { current_password, new_password }, token),
   deleteAccount: (token: string, password: string) => request<void>('DELETE', '/api/me', { password }, token),
+  setLevel: (token: string, room: string, level: NotifyLevel) =>
+    request<{ room: string; level: NotifyLevel }>('PUT', `/api/rooms/${encodeURIComponent(room)}/notifications`, { level }, token),
+  settings: (token: string) => request<Settings>('GET', '/api/me/settings', undefined, token),
+  changeSettings: (token: string, patch: Partial<Settings>) => request<Settings>('PUT', '/api/me/settings', patch, token),
   history: (token: string, room: string, before?: number) =>
     request<{ messages: Message[]; has_more: boolean }>(
       'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=50${before ? `&before_seq=${before}` : ''}`, undefined, token),

@@ -1,14 +1,15 @@
 // The ScalifyChat web UI: sign in / sign up, a sidebar of rooms and DMs, the room view.
-// Text from users is only ever rendered as text nodes (JSX escapes it); links come from
-// `linkify`, which only produces http(s) URLs.
+// Text from users is only ever rendered as text nodes (JSX escapes it); links and mentions
+// come from `richText`, whose links are only http(s) URLs.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { Fragment } from 'preact';
-import { api, ApiError, type Overview, type Session } from './api';
+import { api, ApiError, type Overview, type Session, type Settings } from './api';
+import { showCountOnIcon } from './favicon';
 import { parseRoute, roomPath, type Route } from './route';
 import { ChatClient, type Snapshot } from './chat';
 import {
-  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, linkify, placeOutgoing, unreadCount, utf8Bytes,
-  type Message, type Outgoing, type RoomView, type UserRef,
+  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, mentionCount, mentionsMe, placeOutgoing, placeReceipts, richText, unreadCount,
+  utf8Bytes, type Message, type NotifyLevel, type Outgoing, type RoomView, type UserRef,
 } from './state';
 
 const SESSION_KEY = 'scalify.session';
@@ -172,14 +173,15 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
     if (path !== location.pathname) history.pushState(null, '', path);
   }, [snap.active, snap.roomsLoaded]);
 
-  // The tab's title counts unread messages, so a background tab shows that something came
-  // (set in the frame the badges change).
+  // The tab's title and icon count unread messages, so a background tab shows that something
+  // came (set in the frame the badges change).
   const unreadTotal = Object.values(snap.rooms).reduce((n, r) => n + unreadCount(r, snap.me.id), 0);
   useLayoutEffect(() => {
     document.title = unreadTotal > 0 ? `(${unreadTotal}) ScalifyChat` : 'ScalifyChat';
+    showCountOnIcon(unreadTotal);
   }, [unreadTotal]);
   // Signed out: the sign-in screen counts nothing.
-  useEffect(() => () => { document.title = 'ScalifyChat'; }, []);
+  useEffect(() => () => { document.title = 'ScalifyChat'; showCountOnIcon(0); }, []);
   const [admin, setAdmin] = useState(false);
   const [maxBytes, setMaxBytes] = useState(DEFAULT_MAX_MESSAGE_BYTES);
   const [adminOpen, setAdminOpen] = useState(false);
@@ -240,7 +242,7 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
       <Sidebar client={client} snap={snap} onSignOut={onSignOut} onAdmin={admin ? openAdmin : undefined} onSettings={openSettings} />
       <main class="main">
         {settingsOpen
-          ? <SettingsPane token={session.token} onClose={() => setSettingsOpen(false)} onGone={onSignOut} />
+          ? <SettingsPane token={session.token} client={client} settings={snap.settings} onClose={() => setSettingsOpen(false)} onGone={onSignOut} />
           : adminOpen
           ? <AdminPane token={session.token} onClose={() => setAdminOpen(false)} />
           : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} maxBytes={maxBytes} /> : <Welcome snap={snap} />}
@@ -266,9 +268,22 @@ function Welcome({ snap }: { snap: Snapshot }) {
   );
 }
 
-function Avatar({ user }: { user: UserRef }) {
+function Avatar({ user, title, small }: { user: UserRef; title?: string; small?: boolean }) {
   const a = avatarOf(user);
-  return <span class={`avatar av-${a.colour}`} aria-hidden="true">{a.initials}</span>;
+  return <span class={`avatar${small ? ' small' : ''} av-${a.colour}`} aria-hidden="true" title={title}>{a.initials}</span>;
+}
+
+/** How many have read up to here: small avatars, at most five and a "+n". */
+function Receipts({ seq, users }: { seq: number; users: UserRef[] }) {
+  const names = users.map((u) => u.username).join(', ');
+  return (
+    // Receipts move as members read: not news to announce in the live log.
+    <div class="receipts" data-seq={seq} aria-live="off">
+      {users.slice(0, 5).map((u) => <Avatar key={u.id} user={u} title={`Read by ${u.username}`} small />)}
+      {users.length > 5 && <span class="more-readers" aria-hidden="true" title={`Read by ${names}`}>+{users.length - 5}</span>}
+      <span class="sr-only">Read by {names}</span>
+    </div>
+  );
 }
 
 /** A user's card: their name and whether they are here, Message (a DM) and Block. */
@@ -352,12 +367,20 @@ function Sidebar({ client, snap, onSignOut, onAdmin, onSettings }: { client: Cha
   const [dialog, setDialog] = useState<'room' | 'dm' | undefined>();
   const entry = (r: RoomView) => {
     const unread = unreadCount(r, snap.me.id);
+    // In a DM every message is addressed to us: its unread badge says it all.
+    const mentions = r.kind === 'dm' ? 0 : mentionCount(r, snap.me.id);
+    const muted = r.level === 'none';
     return (
       <li key={r.name}>
         <button class={`room-link${snap.active === r.name ? ' active' : ''}`} aria-current={snap.active === r.name ? 'page' : undefined}
           onClick={() => client.open(r.name)}>
-          <span class="name" title={roomTitle(r, snap)}>{roomTitle(r, snap)}{r.kind === 'private' && <span class="tag"> private</span>}</span>
-          {unread > 0 && <span class="badge" aria-label={`${unread} unread`}>{unread > 99 ? '99+' : unread}</span>}
+          <span class="name" title={roomTitle(r, snap)}>
+            {roomTitle(r, snap)}{r.kind === 'private' && <span class="tag"> private</span>}{muted && <span class="tag muted-tag"> muted</span>}
+          </span>
+          {mentions > 0 && (
+            <span class="badge mention" aria-label={`${mentions} ${mentions === 1 ? 'mention' : 'mentions'}`}>@{mentions > 99 ? '99+' : mentions}</span>
+          )}
+          {unread > 0 && <span class={`badge${muted ? ' quiet' : ''}`} aria-label={`${unread} unread`}>{unread > 99 ? '99+' : unread}</span>}
         </button>
       </li>
     );
@@ -489,15 +512,25 @@ function NewRoomForm({ client, onDone }: { client: ChatClient; onDone: () => voi
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'long', year: 'numeric', month: 'long', day: 'numeric' });
 
-function Text({ text }: { text: string }) {
+/** A message's text: links clickable, `@name`s emphasised (ours, and `@room` when it did
+ * mention the room, the more). `me`: our username, when the text is someone's message. */
+function Text({ text, me, room }: { text: string; me?: string; room?: boolean }) {
   return (
     <>
-      {linkify(text).map((p, i) => ('href' in p
+      {richText(text).map((p, i) => ('href' in p
         ? <a key={i} href={p.href} target="_blank" rel="noopener noreferrer nofollow">{p.text}</a>
-        : <span key={i}>{p.text}</span>))}
+        : 'mention' in p
+          ? <strong key={i} class={`mention-name${p.mention === me || (room && p.mention === 'room') ? ' me' : ''}`}>{p.text}</strong>
+          : <span key={i}>{p.text}</span>))}
     </>
   );
 }
+
+const LEVELS: { value: NotifyLevel; label: string }[] = [
+  { value: 'all', label: 'All messages' },
+  { value: 'mentions', label: 'Mentions only' },
+  { value: 'none', label: 'Nothing (muted)' },
+];
 
 function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: Snapshot; room: RoomView; maxBytes: number }) {
   const list = useRef<HTMLDivElement>(null);
@@ -588,6 +621,8 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
   }, [room.messages.length, room.hasMore]);
 
   const groups = groupMessages(room.messages);
+  // Hidden when our own receipts are off (the server then sends none of others' either).
+  const readers = snap.settings?.read_receipts === false ? new Map<number, UserRef[]>() : placeReceipts(room, snap.me.id);
   const firstUnread = room.messages.find((m) => m.seq > unreadAtOpen.after && m.seq <= unreadAtOpen.upTo && m.sender.id !== snap.me.id)?.id;
   const typing = client.typingIn(room.name);
   const online = snap.online[room.name] ?? [];
@@ -619,6 +654,15 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
         <button class="back" onClick={() => client.open(undefined)} aria-label="Back to rooms">←</button>
         <h1 title={roomTitle(room, snap)}>{roomTitle(room, snap)}</h1>
         <span class="online-count">{online.length} online</span>
+        <select class="level" aria-label="Notifications" title="What notifies you in this room" value={room.level ?? 'all'}
+          onChange={(e) => {
+            const level = e.currentTarget.value as NotifyLevel;
+            // Shows the level the server has until it answers (and if it refuses).
+            e.currentTarget.value = room.level ?? 'all';
+            void client.setLevel(room.name, level).catch((err) => alert(err.message));
+          }}>
+          {LEVELS.map((l) => <option key={l.value} value={l.value}>{l.label}</option>)}
+        </select>
         <button class="link" aria-expanded={showMembers} onClick={() => setShowMembers(!showMembers)}>Members</button>
         {room.kind !== 'dm' && (
           <button class="link" onClick={() => {
@@ -651,12 +695,24 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
                       <time dateTime={new Date(g.messages[0].ts).toISOString()}>{timeFmt.format(g.messages[0].ts)}</time>
                     </a>
                   </header>
-                  {g.messages.map((m: Message) => (
-                    <Fragment key={m.id}>
-                      {m.id === firstUnread && <div class="divider" role="separator">New messages</div>}
-                      <p class="msg" id={`m${m.seq}`} data-seq={m.seq} title={new Date(m.ts).toLocaleString()}><Text text={m.text} /></p>
-                    </Fragment>
-                  ))}
+                  {g.messages.map((m: Message) => {
+                    const forMe = mentionsMe(m, snap.me.id);
+                    const line = (
+                      <p class={`msg${forMe ? ' mentioned' : ''}`} id={`m${m.seq}`} data-seq={m.seq} title={new Date(m.ts).toLocaleString()}>
+                        <Text text={m.text} me={snap.me.username.toLowerCase()} room={m.mention_room} />
+                      </p>
+                    );
+                    const read = readers.get(m.seq);
+                    return (
+                      <Fragment key={m.id}>
+                        {m.id === firstUnread && <div class="divider" role="separator">New messages</div>}
+                        {forMe
+                          ? <div class="mention-row"><span class="mention-mark" role="img" aria-label="Mentions you" title="Mentions you">@</span>{line}</div>
+                          : line}
+                        {read && <Receipts seq={m.seq} users={read} />}
+                      </Fragment>
+                    );
+                  })}
                 </article>
               </div>
             );
@@ -791,12 +847,31 @@ function duration(secs: number): string {
   return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m ${secs % 60}s`;
 }
 
-/** The cluster at a glance, refreshed every 2 s (admins only: the server refuses others). */
-/** The account: change the password (the other devices are signed out), sign out everywhere,
- * delete the account (with its password and a confirmation). */
-function SettingsPane({ token, onClose, onGone }: { token: string; onClose: () => void; onGone: () => void }) {
+function notificationPermission(): NotificationPermission | 'unsupported' {
+  return typeof Notification === 'undefined' ? 'unsupported' : Notification.permission;
+}
+
+const PERMISSION_TEXT: Record<NotificationPermission | 'unsupported', string> = {
+  granted: 'On: messages that notify you show while this tab is hidden or the room is not open.',
+  default: 'Off: this browser has not been allowed to show them.',
+  denied: "Blocked: allow notifications for this site in the browser's settings.",
+  unsupported: 'This browser cannot show them.',
+};
+
+/** The account: notifications and privacy; change the password (the other devices are signed
+ * out), sign out everywhere, delete the account (with its password and a confirmation). */
+function SettingsPane({ token, client, settings, onClose, onGone }: {
+  token: string; client: ChatClient; settings?: Settings; onClose: () => void; onGone: () => void;
+}) {
   const [note, setNote] = useState('');
   const [error, setError] = useState('');
+  const [permission, setPermission] = useState(notificationPermission);
+  const toggle = (patch: Partial<Settings>) => {
+    setError(''); setNote('');
+    void client.changeSettings(patch).catch((err: Error) => setError(err.message));
+  };
+  // The browser asks only on this click, never on its own.
+  const enable = () => void Notification.requestPermission().then(() => setPermission(notificationPermission()), () => setPermission(notificationPermission()));
   const run = (work: () => Promise<void>, done: string) => async (e: Event) => {
     e.preventDefault();
     setError(''); setNote('');
@@ -813,6 +888,23 @@ function SettingsPane({ token, onClose, onGone }: { token: string; onClose: () =
       <div class="admin-body">
         {error && <p class="error" role="alert">{error}</p>}
         {note && <p class="note" role="status">{note}</p>}
+        <h2>Notifications and privacy</h2>
+        <div class="card" role="group" aria-label="Notifications and privacy">
+          <label class="check">
+            <input type="checkbox" checked={settings?.read_receipts ?? false} disabled={!settings}
+              onChange={(e) => toggle({ read_receipts: e.currentTarget.checked })} />
+            Send and show read receipts
+          </label>
+          <p class="hint">Others see how far you have read, and you see how far they have.</p>
+          <label class="check">
+            <input type="checkbox" checked={settings?.previews ?? false} disabled={!settings}
+              onChange={(e) => toggle({ previews: e.currentTarget.checked })} />
+            Show message previews in notifications
+          </label>
+          <p class="hint">Without previews a notification says who wrote, not what.</p>
+          <p class="permission" role="status">Desktop notifications — {PERMISSION_TEXT[permission]}</p>
+          {permission === 'default' && <button type="button" onClick={enable}>Enable desktop notifications</button>}
+        </div>
         <h2>Change password</h2>
         <form class="card" aria-label="Change password" onSubmit={(e) => run(
           () => api.changePassword(token, field(e.currentTarget, 'current'), field(e.currentTarget, 'next')),
@@ -838,6 +930,7 @@ function SettingsPane({ token, onClose, onGone }: { token: string; onClose: () =
   );
 }
 
+/** The cluster at a glance, refreshed every 2 s (admins only: the server refuses others). */
 function AdminPane({ token, onClose }: { token: string; onClose: () => void }) {
   const [data, setData] = useState<Overview | null>(null);
   const [error, setError] = useState('');

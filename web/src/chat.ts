@@ -5,11 +5,15 @@
 // contiguous seq; a live message whose seq jumps ahead triggers the same sync. Messages are
 // merged by id, so whatever arrives twice is shown once. Nothing here assumes one server
 // process: a reconnect may land on another node of a cluster.
+//
+// System notifications: a message from someone else that arrives while its room is not in
+// view (another room open, or the tab hidden) shows one when the room's level allows it and
+// the user granted the permission (asked for only from Settings, on a click).
 import { io, type Socket } from 'socket.io-client';
-import { api, ApiError, type RoomInfo, type Session } from './api';
+import { api, ApiError, type JoinAck, type RoomInfo, type Session, type Settings } from './api';
 import {
-  addHistory, addMessages, dropSend, emptyRoom, hasGap, markRead, oldestSeq, outboxOf, queueSend, readUpTo, restoreOutbox, retrySend, RETRYABLE_CODES, toResend,
-  sendFailed, syncedThrough, type Message, type RoomView, type UserRef,
+  addHistory, addMessages, addReceipt, dropSend, emptyRoom, hasGap, markRead, notificationOf, oldestSeq, outboxOf, queueSend, readUpTo, restoreOutbox, retrySend,
+  RETRYABLE_CODES, sendFailed, setReceipts, shouldNotify, syncedThrough, toResend, type Message, type NotifyLevel, type Receipt, type RoomView, type UserRef,
 } from './state';
 
 export type Connection = 'connecting' | 'connected' | 'reconnecting';
@@ -31,6 +35,8 @@ export interface Snapshot {
   roomsLoaded?: boolean;
   /** A message to bring into view in the active room (a link to it was followed). */
   focus?: { room: string; seq: number };
+  /** The user's settings, once the server has told them. */
+  settings?: Settings;
 }
 
 type Ack<T> = ({ ok: true } & T) | { ok: false; error: { code: string; message: string } };
@@ -60,6 +66,9 @@ export class ChatClient {
   /** Read marks waiting to be sent (the newest per room). */
   private unsentReads = new Map<string, number>();
   private readTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Each room's last seq when this page first listed it: what came before is not news. */
+  private notifyAfter = new Map<string, number>();
+  private listed = false;
   snapshot: Snapshot;
 
   constructor(private session: Session, private onUnauthorized: () => void) {
@@ -92,6 +101,14 @@ export class ChatClient {
     this.socket.on('room_removed', (r: { room: string }) => this.dropRoom(r.room));
     // We read a room on another device (or tab): it is read here too.
     this.socket.on('read', (r: { room: string; seq: number }) => this.serverMarker(r.room, r.seq));
+    // Another member read further.
+    this.socket.on('receipt', (r: Receipt & { room: string }) => {
+      this.remember([r.user]);
+      this.setRoom(r.room, (x) => addReceipt(x, r));
+    });
+    // We changed a room's notification level, or our settings, here or on another device.
+    this.socket.on('notifications', (n: { room: string; level: NotifyLevel }) => this.setRoom(n.room, (x) => ({ ...x, level: n.level })));
+    this.socket.on('settings', (s: Settings) => this.applySettings(s));
     void this.refreshRooms().catch((e) => this.apiFailed(e));
   }
 
@@ -162,14 +179,17 @@ export class ChatClient {
     for (const r of list.filter((x) => x.member)) {
       const lastRead = r.last_read ?? 0;
       this.noteMark(r.name, lastRead);
-      const counted = r.unread === undefined ? undefined : { lastRead, lastSeq: r.last_seq, unread: r.unread };
+      const counted = r.unread === undefined ? undefined : { lastRead, lastSeq: r.last_seq, unread: r.unread, mentions: r.mentions };
+      if (!this.listed && !this.notifyAfter.has(r.name)) this.notifyAfter.set(r.name, r.last_seq);
       if (!rooms[r.name]) {
-        rooms[r.name] = readUpTo({ ...emptyRoom(r.name, r.kind, r.last_seq, lastRead), outgoing: this.savedOutbox(r.name) }, lastRead, counted);
+        rooms[r.name] = readUpTo({ ...emptyRoom(r.name, r.kind, r.last_seq, lastRead), outgoing: this.savedOutbox(r.name), level: r.notifications }, lastRead, counted);
         fresh.push(r.name);
       } else {
-        rooms[r.name] = readUpTo({ ...rooms[r.name], lastSeq: Math.max(rooms[r.name].lastSeq, r.last_seq) }, lastRead, counted);
+        const level = r.notifications ?? rooms[r.name].level;
+        rooms[r.name] = readUpTo({ ...rooms[r.name], lastSeq: Math.max(rooms[r.name].lastSeq, r.last_seq), level }, lastRead, counted);
       }
     }
+    this.listed = true;
     this.update({ rooms, discover: list.filter((x) => !x.member && x.kind === 'public'), roomsLoaded: true });
     // A DM is named after its other user, who may never have been seen otherwise.
     this.remember(list.flatMap((r) => (r.member && r.peer ? [r.peer] : [])));
@@ -217,10 +237,13 @@ export class ChatClient {
 
   /** Joins a room on this connection (live events) and recovers anything missed. */
   private async follow(name: string) {
-    const r = await this.emit<{ room: RoomInfo; online: UserRef[]; last_read: number; unread: number }>('join', { room: name });
+    const r = await this.emit<JoinAck>('join', { room: name });
     if (!r.ok) return;
     this.remember(r.online);
-    this.serverMarker(name, r.last_read, { lastRead: r.last_read, lastSeq: r.room.last_seq, unread: r.unread });
+    this.serverMarker(name, r.last_read, { lastRead: r.last_read, lastSeq: r.room.last_seq, unread: r.unread, mentions: r.mentions });
+    // The receipts as they stand (none when we turned them off), and our level here.
+    this.remember((r.receipts ?? []).map((x) => x.user));
+    this.setRoom(name, (x) => setReceipts(r.notifications ? { ...x, level: r.notifications } : x, r.receipts ?? []));
     this.update({ online: { ...this.snapshot.online, [name]: r.online } });
     const room = this.snapshot.rooms[name];
     if (!room) return;
@@ -236,6 +259,8 @@ export class ChatClient {
 
   private async onConnect() {
     this.update({ connection: 'connected' });
+    // Settings changed on another device while this one was away come with the connection.
+    void this.loadSettings();
     await this.refreshRooms().catch((e) => this.apiFailed(e));
     await Promise.all(Object.keys(this.snapshot.rooms).map((n) => this.follow(n)));
     if (this.unsentReads.size && !this.readTimer) this.flushReads();
@@ -261,7 +286,9 @@ export class ChatClient {
         if (!r.ok) return;
         const got = r.rooms[name];
         this.remember(got.messages.map((m) => m.sender));
+        const before = this.snapshot.rooms[name];
         this.setRoom(name, (x) => addMessages(x, got.messages, this.snapshot.me.id));
+        this.notify(name, before, got.messages);
         if (!got.truncated) {
           const newest = got.messages.at(-1)?.seq;
           if (newest !== undefined) this.setRoom(name, (x) => syncedThrough(x, newest));
@@ -317,7 +344,7 @@ export class ChatClient {
   }
 
   async join(name: string) {
-    const r = await this.emit<{ room: RoomInfo; online: UserRef[] }>('join', { room: name });
+    const r = await this.emit<JoinAck>('join', { room: name });
     if (!r.ok) throw new Error(r.error.message);
     if (!this.snapshot.rooms[name]) {
       // A room just joined starts read (the server starts its marker there): its past is
@@ -447,10 +474,69 @@ export class ChatClient {
       return;
     }
     this.remember([m.sender]);
+    const before = this.snapshot.rooms[m.room];
     this.setRoom(m.room, (r) => addMessages(r, [m], this.snapshot.me.id));
+    this.notify(m.room, before, [m]);
     this.clearTyping(m.room, m.sender.id);
     const room = this.snapshot.rooms[m.room];
     if (room && hasGap(room)) void this.sync(m.room);
+  }
+
+  /** A system notification for the newest of the messages that just came into a room, if it
+   * deserves one (`shouldNotify`); one per room at a time (the tag replaces the previous). */
+  private notify(name: string, before: RoomView | undefined, incoming: Message[]) {
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    const room = this.snapshot.rooms[name];
+    if (!room || !before) return;
+    const had = new Set(before.messages.map((m) => m.id));
+    const seen = name === this.snapshot.active && document.visibilityState !== 'hidden';
+    const after = this.notifyAfter.get(name);
+    const m = incoming.filter((x) => !had.has(x.id) && shouldNotify(room, x, this.snapshot.me.id, { seen, after })).at(-1);
+    if (!m) return;
+    // Until the settings are known, a notification does not quote the message.
+    const { title, body } = notificationOf(m, room.kind, this.snapshot.settings?.previews ?? false);
+    try {
+      const n = new Notification(title, { body, tag: name });
+      n.onclick = () => {
+        window.focus();
+        this.open(name);
+        n.close();
+      };
+    } catch {
+      // Browsers that notify only through a service worker (Chrome on Android) show nothing.
+    }
+  }
+
+  // ---- settings and levels ----------------------------------------------------------------
+
+  private async loadSettings() {
+    try {
+      this.applySettings(await api.settings(this.session.token));
+    } catch (e) {
+      this.apiFailed(e);
+    }
+  }
+
+  async changeSettings(patch: Partial<Settings>) {
+    this.applySettings(await api.changeSettings(this.session.token, patch));
+  }
+
+  /** Receipts turned off: others' are forgotten (the server sends no more); turned on: each
+   * room is joined again, whose answer carries them as they stand. */
+  private applySettings(s: Settings) {
+    const was = this.snapshot.settings;
+    this.update({ settings: { read_receipts: s.read_receipts, previews: s.previews } });
+    if (!was || was.read_receipts === s.read_receipts) return;
+    if (!s.read_receipts) {
+      for (const name of Object.keys(this.snapshot.rooms)) this.setRoom(name, (x) => (x.receipts ? setReceipts(x, []) : x));
+    } else if (this.socket.connected) {
+      void Promise.all(Object.keys(this.snapshot.rooms).map((n) => this.follow(n)));
+    }
+  }
+
+  async setLevel(room: string, level: NotifyLevel) {
+    const r = await api.setLevel(this.session.token, room, level);
+    this.setRoom(r.room, (x) => ({ ...x, level: r.level }));
   }
 
   private onTyping(room: string, user: UserRef) {

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import {
-  addHistory, addMessages, dropSend, emptyRoom, groupMessages, hasGap, lengthNotice, placeOutgoing, linkify, markRead, mergeMessages,
-  queueSend, readUpTo, restoreOutbox, retrySend, sendFailed, syncedThrough, toResend, unreadCount, utf8Bytes, type Message, type RoomView,
+  addHistory, addMessages, addReceipt, badgeText, dropSend, emptyRoom, groupMessages, hasGap, isMention, lengthNotice, placeOutgoing, linkify, markRead,
+  mentionCount, mentionsMe, mergeMessages, notificationOf, placeReceipts, queueSend, readUpTo, restoreOutbox, retrySend, richText, sendFailed,
+  setReceipts, shouldNotify, syncedThrough, toResend, unreadCount, utf8Bytes, type Message, type RoomView,
 } from './state';
 
 const ann = { id: 'A', username: 'ann' };
@@ -220,5 +221,119 @@ describe('avatars', () => {
     expect(avatarOf({ id: 'A1', username: 'ann' }).colour).toBe(avatarOf({ id: 'A1', username: 'renamed' }).colour);
     const colours = new Set(Array.from({ length: 50 }, (_, i) => avatarOf({ id: `U${i}`, username: 'x' }).colour));
     expect(colours.size).toBeGreaterThan(4);
+  });
+});
+
+const cat = { id: 'C', username: 'cat' };
+/** A message of `sender` mentioning the given user ids (and the room). */
+const said = (seq: number, sender: typeof ann, mentions: string[] = [], mention_room?: boolean): Message => ({
+  ...msg(seq, sender), mentions, ...(mention_room ? { mention_room } : {}),
+});
+
+describe('mentions', () => {
+  it('a message mentions us by id or through @room; our own never does', () => {
+    expect(mentionsMe(said(1, bob, ['A']), 'A')).toBe(true);
+    expect(mentionsMe(said(1, bob, ['C']), 'A')).toBe(false);
+    expect(mentionsMe(said(1, bob, [], true), 'A')).toBe(true);
+    expect(mentionsMe(said(1, ann, ['A'], true), 'A')).toBe(false);
+    expect(mentionsMe(msg(1), 'A')).toBe(false); // data without the field
+    // In a DM every message of the other user counts as one.
+    expect(isMention({ kind: 'dm' }, said(1, bob), 'A')).toBe(true);
+    expect(isMention({ kind: 'dm' }, said(1, ann), 'A')).toBe(false);
+    expect(isMention({ kind: 'public' }, said(1, bob), 'A')).toBe(false);
+  });
+
+  it("the server's mention count holds at its marker; mentions that arrive add to it; reading clears it", () => {
+    let r: RoomView = { ...emptyRoom('r', 'public', 9, 5), counted: { lastRead: 5, lastSeq: 9, unread: 3, mentions: 2 } };
+    expect(mentionCount(r, 'A')).toBe(2);
+    r = addMessages(r, [said(10, bob), said(11, cat, ['A']), said(12, bob, [], true), said(13, ann, ['A'])], 'A');
+    expect([unreadCount(r, 'A'), mentionCount(r, 'A')]).toEqual([6, 4]);
+    r = markRead(r);
+    expect(mentionCount(r, 'A')).toBe(0);
+  });
+
+  it('after the marker moves where the server did not count, the loaded mentions after it count', () => {
+    let r = addMessages(emptyRoom('r', 'public', 0, 0), [said(1, bob, ['A']), said(2, bob), said(3, cat, ['A'])], 'A');
+    r = { ...r, counted: { lastRead: 0, lastSeq: 0, unread: 0, mentions: 0 } };
+    r = readUpTo(r, 1);
+    expect(mentionCount(r, 'A')).toBe(1);
+    // Never more than the unread messages (a capped server count).
+    const capped = { ...emptyRoom('r', 'public', 3, 0), counted: { lastRead: 0, lastSeq: 3, unread: 3, mentions: 100 } };
+    expect(mentionCount(capped, 'A')).toBe(3);
+  });
+
+  it('finds @names as the server does and leaves everything else as text', () => {
+    expect(richText('hi @Bob, and @cat.')).toEqual([
+      { text: 'hi ' }, { mention: 'bob', text: '@Bob' }, { text: ', and ' }, { mention: 'cat', text: '@cat' }, { text: '.' },
+    ]);
+    expect(richText('mail ann@example.org or x_@bob or é@bob')).toEqual([{ text: 'mail ann@example.org or x_@bob or é@bob' }]);
+    expect(richText('@room read this')).toEqual([{ mention: 'room', text: '@room' }, { text: ' read this' }]);
+    // Too short for a username; and an @ inside a link stays in the link.
+    expect(richText('@x @ https://example.com/@bob')).toEqual([{ text: '@x @ ' }, { href: 'https://example.com/@bob', text: 'https://example.com/@bob' }]);
+    expect(richText('(@a.b.c)')).toEqual([{ text: '(' }, { mention: 'a.b.c', text: '@a.b.c' }, { text: ')' }]);
+  });
+});
+
+describe('notifications', () => {
+  const room = (level?: RoomView['level'], kind: RoomView['kind'] = 'public'): RoomView => ({ ...emptyRoom('r', kind, 10, 10), level });
+  const away = { seen: false };
+
+  it('follow the level: all, mentions (every DM message), none', () => {
+    expect(shouldNotify(room(), said(11, bob), 'A', away)).toBe(true);
+    expect(shouldNotify(room('all'), said(11, bob), 'A', away)).toBe(true);
+    expect(shouldNotify(room('mentions'), said(11, bob), 'A', away)).toBe(false);
+    expect(shouldNotify(room('mentions'), said(11, bob, ['A']), 'A', away)).toBe(true);
+    expect(shouldNotify(room('mentions'), said(11, bob, [], true), 'A', away)).toBe(true);
+    expect(shouldNotify(room('mentions', 'dm'), said(11, bob), 'A', away)).toBe(true);
+    expect(shouldNotify(room('none'), said(11, bob, ['A']), 'A', away)).toBe(false);
+    expect(shouldNotify(room('none', 'dm'), said(11, bob), 'A', away)).toBe(false);
+  });
+
+  it('never for our own messages, a room in view, what is read, or what came before the page', () => {
+    expect(shouldNotify(room(), said(11, ann), 'A', away)).toBe(false);
+    expect(shouldNotify(room(), said(11, bob), 'A', { seen: true })).toBe(false);
+    expect(shouldNotify(room(), said(10, bob), 'A', away)).toBe(false); // read (on another device)
+    const behind = { ...emptyRoom('r', 'public', 10, 2) };
+    expect(shouldNotify(behind, said(5, bob), 'A', { seen: false, after: 10 })).toBe(false);
+    expect(shouldNotify(behind, said(11, bob), 'A', { seen: false, after: 10 })).toBe(true);
+  });
+
+  it('say who wrote where, and quote the text only with previews on', () => {
+    const m = { ...said(3, bob), text: 'lunch?' };
+    expect(notificationOf(m, 'public', true)).toEqual({ title: 'bob in #r', body: 'lunch?' });
+    expect(notificationOf(m, 'dm', true)).toEqual({ title: 'bob', body: 'lunch?' });
+    expect(notificationOf(m, 'dm', false)).toEqual({ title: 'bob', body: 'New message' });
+    const long = notificationOf({ ...m, text: '€'.repeat(500) }, 'dm', true).body;
+    expect([...long].length).toBe(200);
+    expect(long.endsWith('…')).toBe(true);
+  });
+
+  it('the icon counts up to 99, then 99+', () => {
+    expect([badgeText(0), badgeText(7), badgeText(99), badgeText(100)]).toEqual(['', '7', '99', '99+']);
+  });
+});
+
+describe('read receipts', () => {
+  const loaded = addMessages(emptyRoom('r', 'private'), [msg(3), msg(4), msg(6), msg(7)]);
+
+  it('a join gives the list as it stands; receipt events only move forward', () => {
+    let r = setReceipts(loaded, [{ user: bob, seq: 4 }, { user: cat, seq: 6 }]);
+    r = addReceipt(r, { user: bob, seq: 7 });
+    expect(addReceipt(r, { user: cat, seq: 5 })).toBe(r);
+    expect(r.receipts?.B.seq).toBe(7);
+    // A member who turned receipts off is missing from the next join's list.
+    expect(setReceipts(r, [{ user: cat, seq: 6 }]).receipts).toEqual({ C: { user: cat, seq: 6 } });
+  });
+
+  it('show under the last loaded message each member has read; not ours, not below what is loaded', () => {
+    const r = setReceipts(loaded, [
+      { user: bob, seq: 5 }, { user: cat, seq: 5 }, { user: { id: 'D', username: 'abe' }, seq: 99 },
+      { user: ann, seq: 7 }, { user: { id: 'E', username: 'eve' }, seq: 2 },
+    ]);
+    const at = placeReceipts(r, 'A');
+    expect([...at.keys()].sort()).toEqual([4, 7]);
+    expect(at.get(4)?.map((u) => u.username)).toEqual(['bob', 'cat']);
+    expect(at.get(7)?.map((u) => u.username)).toEqual(['abe']);
+    expect(placeReceipts(emptyRoom('r', 'dm'), 'A').size).toBe(0);
   });
 });

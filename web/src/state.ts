@@ -1,6 +1,7 @@
 // Client state logic, free of the DOM and the network so it can be unit-tested: merging and
 // deduplicating messages, the recovery rule (a jump in `seq` means "sync from the last
-// contiguous seq"), pending → sent → failed sends, unread counts, grouping for display.
+// contiguous seq"), pending → sent → failed sends, unread and mention counts, what notifies,
+// where read receipts show, grouping for display.
 
 export interface UserRef {
   id: string;
@@ -16,6 +17,20 @@ export interface Message {
   text: string;
   client_id: string;
   ts: number;
+  /** Ids of the members the text mentions (always sent; absent only in data older than it). */
+  mentions?: string[];
+  /** The text mentions the whole room (`@room`, where the sender may page everyone). */
+  mention_room?: boolean;
+}
+
+/** What of a room notifies its member: every message of others, mentions (and every DM
+ * message), or nothing (muted). */
+export type NotifyLevel = 'all' | 'mentions' | 'none';
+
+/** How far another member has read a room. */
+export interface Receipt {
+  user: UserRef;
+  seq: number;
 }
 
 export type SendStatus = 'pending' | 'failed';
@@ -49,7 +64,11 @@ export interface RoomView {
   lastRead: number;
   /** The server's count of unread messages of others, at its `lastRead` and `lastSeq`: it
    * covers messages this page has not loaded. */
-  counted?: { lastRead: number; lastSeq: number; unread: number };
+  counted?: { lastRead: number; lastSeq: number; unread: number; mentions?: number };
+  /** Our notification level here (the server's; `all` until it says). */
+  level?: NotifyLevel;
+  /** How far the other members have read, by user id (from the join and `receipt` events). */
+  receipts?: Record<string, Receipt>;
 }
 
 export function emptyRoom(name: string, kind: RoomView['kind'], lastSeq = 0, lastRead = 0): RoomView {
@@ -204,6 +223,113 @@ export function markRead(room: RoomView): RoomView {
   return room.lastRead === room.lastSeq ? room : { ...room, lastRead: room.lastSeq };
 }
 
+// ---- mentions -----------------------------------------------------------------------------
+
+/** The message mentions us, by name or as a member of the room; our own never does. */
+export function mentionsMe(m: Message, me: string): boolean {
+  if (m.sender.id === me) return false;
+  return m.mention_room === true || (m.mentions ?? []).includes(me);
+}
+
+/** Counts as a mention in the room's badge and at the `mentions` level: in a DM every message
+ * of the other user is addressed to us. */
+export function isMention(room: Pick<RoomView, 'kind'>, m: Message, me: string): boolean {
+  return m.sender.id !== me && (room.kind === 'dm' || mentionsMe(m, me));
+}
+
+/**
+ * Unread messages that mention us, counted as `unreadCount` counts: the server's count while
+ * the marker is where it counted, plus loaded messages since; otherwise the loaded messages
+ * after the marker (after a move the server did not count from, those are the ones left).
+ */
+export function mentionCount(room: RoomView, me: string): number {
+  const unread = unreadCount(room, me);
+  if (unread === 0) return 0;
+  const c = room.counted;
+  if (c && c.lastRead === room.lastRead) {
+    const since = room.messages.filter((m) => m.seq > c.lastSeq && isMention(room, m, me)).length;
+    return Math.min(unread, (c.mentions ?? 0) + since);
+  }
+  return Math.min(unread, room.messages.filter((m) => m.seq > room.lastRead && isMention(room, m, me)).length);
+}
+
+// ---- notifications ------------------------------------------------------------------------
+
+/**
+ * Whether a message that just arrived deserves a system notification: someone else's, not
+ * read yet, newer than `after` (what the page knew of the room when it loaded: catching up on
+ * older messages notifies nothing), not `seen` (the room open in a visible tab), and allowed
+ * by the room's level.
+ */
+export function shouldNotify(room: RoomView, m: Message, me: string, { seen, after = 0 }: { seen: boolean; after?: number }): boolean {
+  if (m.sender.id === me || seen || m.seq <= room.lastRead || m.seq <= after) return false;
+  switch (room.level ?? 'all') {
+    case 'none': return false;
+    case 'mentions': return isMention(room, m, me);
+    default: return true;
+  }
+}
+
+/** A notification's longest body, in characters: the system shows a line or two anyway. */
+const NOTIFICATION_BODY_CHARS = 200;
+
+/** Title and body of a message's notification; without previews the text is not quoted. */
+export function notificationOf(m: Message, kind: RoomView['kind'], previews: boolean): { title: string; body: string } {
+  const title = kind === 'dm' ? m.sender.username : `${m.sender.username} in #${m.room}`;
+  if (!previews) return { title, body: 'New message' };
+  const chars = [...m.text];
+  const body = chars.length > NOTIFICATION_BODY_CHARS ? `${chars.slice(0, NOTIFICATION_BODY_CHARS - 1).join('')}…` : m.text;
+  return { title, body };
+}
+
+/** What the favicon's badge says: nothing at zero, "99+" past 99. */
+export function badgeText(n: number): string {
+  return n <= 0 ? '' : n > 99 ? '99+' : String(n);
+}
+
+// ---- read receipts ------------------------------------------------------------------------
+
+/** The receipts of a `join`: the server's list as it stands now (a member who turned receipts
+ * off since is no longer in it). */
+export function setReceipts(room: RoomView, list: Receipt[]): RoomView {
+  const receipts: Record<string, Receipt> = {};
+  for (const r of list) receipts[r.user.id] = { user: r.user, seq: r.seq };
+  return { ...room, receipts };
+}
+
+/** A `receipt` event: a member's marker only moves forward. */
+export function addReceipt(room: RoomView, r: Receipt): RoomView {
+  const had = room.receipts?.[r.user.id];
+  if (had && had.seq >= r.seq) return room;
+  return { ...room, receipts: { ...room.receipts, [r.user.id]: { user: r.user, seq: r.seq } } };
+}
+
+/**
+ * Where receipts show: under the last loaded message each member has read (the highest seq at
+ * or below their marker), by that message's seq, members by name. We are left out, and so is
+ * a marker below every loaded message (nothing shown of what it points at).
+ */
+export function placeReceipts(room: RoomView, me: string): Map<number, UserRef[]> {
+  const at = new Map<number, UserRef[]>();
+  const seqs = room.messages.map((m) => m.seq);
+  for (const r of Object.values(room.receipts ?? {})) {
+    if (r.user.id === me) continue;
+    // The last message at or below the marker (messages are ascending by seq).
+    let lo = 0;
+    let hi = seqs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (seqs[mid] <= r.seq) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo === 0) continue;
+    const seq = seqs[lo - 1];
+    at.set(seq, [...(at.get(seq) ?? []), r.user]);
+  }
+  for (const users of at.values()) users.sort((a, b) => a.username.localeCompare(b.username));
+  return at;
+}
+
 // ---- display ------------------------------------------------------------------------------
 
 export interface MessageGroup {
@@ -233,7 +359,7 @@ export function localDay(ts: number): string {
   return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
 }
 
-export type TextPart = { text: string } | { href: string; text: string };
+export type TextPart = { text: string } | { href: string; text: string } | { mention: string; text: string };
 
 /** Splits text into plain parts and http(s) links. Rendered as text nodes and <a> elements —
  * never as HTML. */
@@ -252,6 +378,35 @@ export function linkify(text: string): TextPart[] {
     at = start + url.length;
   }
   if (at < text.length) parts.push({ text: text.slice(at) });
+  return parts;
+}
+
+/**
+ * Splits text into plain parts, http(s) links and `@name` mentions, found as the server finds
+ * them (docs/protocol.md): an `@` that does not follow a letter, digit or `_`, then the longest
+ * run of username characters; a trailing `.` or `-` ends the sentence, not the name. `mention`
+ * is the name in lower case (`room` for `@room`). Rendered as text nodes — never as HTML.
+ */
+export function richText(text: string): TextPart[] {
+  const parts: TextPart[] = [];
+  for (const p of linkify(text)) {
+    if ('href' in p) {
+      parts.push(p);
+      continue;
+    }
+    let at = 0;
+    for (const match of p.text.matchAll(/@([A-Za-z0-9_.-]+)/g)) {
+      const start = match.index ?? 0;
+      const before = start > 0 ? p.text.charCodeAt(start - 1) : -1;
+      if (before >= 0 && (before >= 0x80 || /[A-Za-z0-9_]/.test(p.text[start - 1]))) continue;
+      const name = match[1].replace(/[.-]+$/, '');
+      if (name.toLowerCase() !== 'room' && (name.length < 3 || name.length > 32)) continue;
+      if (start > at) parts.push({ text: p.text.slice(at, start) });
+      parts.push({ mention: name.toLowerCase(), text: `@${name}` });
+      at = start + 1 + name.length;
+    }
+    if (at < p.text.length) parts.push({ text: p.text.slice(at) });
+  }
   return parts;
 }
 
