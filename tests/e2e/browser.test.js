@@ -1212,7 +1212,10 @@ test('mentions: a message that mentions a user is highlighted in their view, its
     assert.equal(await highlighted.count(), 1);
     assert.equal(await highlighted.locator('.msg').textContent(), `hey @${bob.username}, look`);
     await highlighted.getByRole('img', { name: 'Mentions you' }).waitFor();
-    assert.equal(await highlighted.locator('.mention-name.me').textContent(), `@${bob.username}`);
+    assert.equal(await highlighted.locator('.mention-name.to-me').textContent(), `@${bob.username}`);
+    // A short mention stays on one line, as any short message does.
+    const lines = await highlighted.locator('.msg').evaluate((el) => el.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight));
+    assert.ok(lines < 1.5, `the mention takes ${lines.toFixed(1)} lines`);
     // The e-mail address is no mention; reading the room clears both badges.
     assert.equal(await bob.page.locator('.msg', { hasText: 'ann@example.org' }).locator('.mention-name').count(), 0);
     await eventually(async () => (await entry.locator('.badge').count()) === 0, 10000, 'the badges to clear');
@@ -1220,7 +1223,7 @@ test('mentions: a message that mentions a user is highlighted in their view, its
     // Ann's own message is not highlighted for her; the name is still emphasised.
     assert.equal(await ann.page.locator('.mention-row').count(), 0);
     assert.equal(await ann.page.locator('.mention-name').count(), 1);
-    assert.equal(await ann.page.locator('.mention-name.me').count(), 0);
+    assert.equal(await ann.page.locator('.mention-name.to-me').count(), 0);
     assert.deepEqual([...ann.errors, ...bob.errors], []);
   } finally { await ann.context.close(); await bob.context.close(); }
 });

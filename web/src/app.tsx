@@ -520,7 +520,7 @@ function Text({ text, me, room }: { text: string; me?: string; room?: boolean })
       {richText(text).map((p, i) => ('href' in p
         ? <a key={i} href={p.href} target="_blank" rel="noopener noreferrer nofollow">{p.text}</a>
         : 'mention' in p
-          ? <strong key={i} class={`mention-name${p.mention === me || (room && p.mention === 'room') ? ' me' : ''}`}>{p.text}</strong>
+          ? <strong key={i} class={`mention-name${p.mention === me || (room && p.mention === 'room') ? ' to-me' : ''}`}>{p.text}</strong>
           : <span key={i}>{p.text}</span>))}
     </>
   );
