@@ -63,7 +63,9 @@ stop_node() { kill "$NODE_PID"; wait "$NODE_PID" || true; NODE_PID=""; }
 api() { curl -sf -X "$1" "$URL$2" -H 'content-type: application/json' ${3:+-H "authorization: Bearer $3"} ${4:+-d "$4"}; }
 
 start_node
-reader=$(api POST /api/auth/register "" '{"username":"reader","password":"correct-horse"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+reader_json=$(api POST /api/auth/register "" '{"username":"reader","password":"correct-horse"}')
+reader=$(echo "$reader_json" | sed 's/.*"token":"\([^"]*\)".*/\1/')
+reader_id=$(echo "$reader_json" | sed 's/.*"user":{"id":"\([^"]*\)".*/\1/')
 writer_json=$(api POST /api/auth/register "" '{"username":"writer","password":"correct-horse"}')
 writer=$(echo "$writer_json" | sed 's/.*"token":"\([^"]*\)".*/\1/')
 writer_id=$(echo "$writer_json" | sed 's/.*"user":{"id":"\([^"]*\)".*/\1/')
@@ -96,9 +98,28 @@ measure() {
   p50=$(echo "$times" | awk -v n="$REQUESTS" 'NR == int(n * 0.5) + 0 { printf "%.1f", $1 * 1000 }')
   p99=$(echo "$times" | awk -v n="$REQUESTS" 'NR == int(n * 0.99) + 0 { printf "%.1f", $1 * 1000 }')
   count=$(api GET /api/rooms "$reader" | { grep -o '"unread":100' || true; } | wc -l)
-  echo "room list, $ROOMS rooms × $PER_ROOM messages ($ENGINE), $label: p50 $p50 ms, p99 $p99 ms ($count rooms at 100 unread)"
+  mentioned=$(api GET /api/rooms "$reader" | { grep -o '"mentions":[1-9][0-9]*' || true; } | wc -l)
+  echo "room list, $ROOMS rooms × $PER_ROOM messages ($ENGINE), $label: p50 $p50 ms, p99 $p99 ms ($count rooms at 100 unread, $mentioned with mentions)"
 }
 sql "UPDATE members SET last_read = $PER_ROOM WHERE room_id IN (SELECT id FROM rooms WHERE name LIKE 'bench-%')"
 measure "every room read"
 sql "UPDATE members SET last_read = 0 WHERE room_id IN (SELECT id FROM rooms WHERE name LIKE 'bench-%')"
 measure "every room 100+ unread"
+# With mentions: half of all messages mention another user, one in fifty the reader (written
+# as a node writes them: the column, and a row of the mentions table each).
+has_mentions() {
+  if [ "$ENGINE" = postgres ]; then
+    [ "$(psql -tA "$DB_URL" -c "SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' AND column_name = 'mentions'")" = 1 ]
+  else
+    sqlite3 "$WORK/scalify.db" "SELECT mentions FROM messages LIMIT 0" >/dev/null 2>&1
+  fi
+}
+if has_mentions; then
+  stop_node
+  sql "UPDATE messages SET mentions = CASE WHEN seq % 50 = 0 THEN '$reader_id' ELSE '01ARZ3NDEKTSV4RRFFQ69G5FAV' END WHERE seq % 2 = 0;
+       INSERT INTO mentions (user_id, room_id, seq, sender_id)
+       SELECT mentions, room_id, seq, sender_id FROM messages WHERE mentions IS NOT NULL;"
+  if [ "$ENGINE" = postgres ]; then sql "ANALYZE"; fi
+  start_node
+  measure "every room 100+ unread, half the messages mentioning someone"
+fi

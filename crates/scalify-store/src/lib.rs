@@ -128,7 +128,12 @@ impl ReadState {
         ReadState {
             last_read: last_read.max(0) as u64,
             unread,
-            mentions: if dm { unread } else { cap(mentions) },
+            // A mention is an unread message: never more of them than unread ones.
+            mentions: if dm {
+                unread
+            } else {
+                cap(mentions).min(unread)
+            },
             level: NotifyLevel::parse(level).unwrap_or_default(),
         }
     }
@@ -153,10 +158,10 @@ impl ReadState {
     }
 }
 
-/// How a message's mentions are kept in the database: one text column, `NULL` when there are
-/// none, else the mentioned ids separated by spaces, after `@room ` when the room is
-/// mentioned. Ids are fixed-length ULIDs, so "this id occurs in the text" is an exact test
-/// the SQL of [`mention_count_sql`] can make.
+/// How a message's mentions are kept with it in the database: one text column, `NULL` when
+/// there are none, else the mentioned ids separated by spaces, after `@room ` when the room
+/// is mentioned. Each token is also a row of the `mentions` table (PostgreSQL splits the
+/// column in a trigger; SQLite's writer writes the rows).
 pub(crate) fn encode_mentions(ids: &[Id], room: bool) -> Option<String> {
     if ids.is_empty() && !room {
         return None;
@@ -174,8 +179,9 @@ pub(crate) fn encode_mentions(ids: &[Id], room: bool) -> Option<String> {
     Some(out)
 }
 
-/// The marker of a room mention in the mentions column.
-const ROOM_MENTION: &str = "@room";
+/// The marker of a room mention in the mentions column, and its `user_id` in the `mentions`
+/// table.
+pub(crate) const ROOM_MENTION: &str = "@room";
 
 /// The ids and the room flag of a mentions column (see [`encode_mentions`]); what does not
 /// parse is skipped.
@@ -216,19 +222,22 @@ macro_rules! unread_count_sql {
 }
 pub(crate) use unread_count_sql;
 
-/// The mention count of member row `m` of `user` (SQL, as [`unread_count_sql`]): of the same
-/// messages, those whose mentions column names `user` or the room.
+/// The mention count of member row `m` of `user` (SQL, placeholders as in
+/// [`unread_count_sql`]): the rows of the `mentions` table naming `user` or the whole room in
+/// that room after the marker, others' only — two ranges of its key, read up to
+/// [`UNREAD_SCAN`] entries and counted up to [`UNREAD_CAP`]. A room where nobody mentions the
+/// member costs two index probes, however much it talks.
 macro_rules! mention_count_sql {
     ($user:literal, $cap:literal, $scan:literal) => {
         concat!(
-            "(SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id, mentions FROM messages x
-               WHERE x.room_id = m.room_id AND x.seq > m.last_read ORDER BY x.seq LIMIT ",
+            "(SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM mentions n
+               WHERE n.user_id IN (",
+            $user,
+            ", '@room') AND n.room_id = m.room_id AND n.seq > m.last_read LIMIT ",
             $scan,
             ") s WHERE sender_id <> ",
             $user,
-            " AND (s.mentions LIKE '@room%' OR s.mentions LIKE '%' || ",
-            $user,
-            " || '%') LIMIT ",
+            " LIMIT ",
             $cap,
             ") c)"
         )
@@ -339,8 +348,15 @@ pub trait Store: Send + Sync + 'static {
     async fn receipts(&self, room: Id, reader: Id, limit: u32) -> StoreResult<Vec<(UserRef, u64)>>;
     /// A user's settings (the defaults for an unknown user).
     async fn settings(&self, user: Id) -> StoreResult<Settings>;
-    /// Replaces a user's settings; false if there is no such user.
-    async fn set_settings(&self, user: Id, settings: Settings) -> StoreResult<bool>;
+    /// Changes the settings given (`None`: left as they are) in one statement, so two changes
+    /// of different settings made at once both hold; the settings after it, or `None` if there
+    /// is no such user.
+    async fn update_settings(
+        &self,
+        user: Id,
+        read_receipts: Option<bool>,
+        previews: Option<bool>,
+    ) -> StoreResult<Option<Settings>>;
 
     /// Appends a message, allocating the room's next `seq`; returns once committed.
     async fn append(&self, message: NewMessage) -> StoreResult<Appended>;

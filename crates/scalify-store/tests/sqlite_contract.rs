@@ -223,6 +223,7 @@ async fn members_at_the_read_marker_upgrade_start_read() {
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     c.execute_batch(
         "ALTER TABLE members DROP COLUMN last_read;
+         DROP TABLE mentions;
          ALTER TABLE messages DROP COLUMN mentions;
          ALTER TABLE members DROP COLUMN notify_level;
          ALTER TABLE users DROP COLUMN read_receipts;

@@ -189,6 +189,16 @@ async fn connect(config: &PgConfig) -> StoreResult<PgPool> {
         // A send waits at most this long for a connection when PostgreSQL is down; then its
         // client gets `internal` (and retries with the same client_id).
         .acquire_timeout(Duration::from_secs(2))
+        // Every query here is a short indexed lookup, but the room list's correlated counts
+        // are estimated costly enough for PostgreSQL to compile them (JIT) on every run:
+        // measured at 30 ms of a 36 ms listing of 500 rooms. A `SET` once per connection
+        // rather than a startup option, which connection poolers such as PgBouncer refuse.
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, "SET jit = off").await?;
+                Ok(())
+            })
+        })
         .connect(&config.url)
         .await
         .map_err(|e| {
@@ -783,14 +793,29 @@ impl Store for PgStore {
         })
     }
 
-    async fn set_settings(&self, user: Id, settings: Settings) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE users SET read_receipts = $2, previews = $3 WHERE id = $1")
-            .bind(user.to_string())
-            .bind(settings.read_receipts)
-            .bind(settings.previews)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+    async fn update_settings(
+        &self,
+        user: Id,
+        read_receipts: Option<bool>,
+        previews: Option<bool>,
+    ) -> StoreResult<Option<Settings>> {
+        let row = sqlx::query(
+            "UPDATE users SET read_receipts = COALESCE($2, read_receipts),
+               previews = COALESCE($3, previews) WHERE id = $1
+             RETURNING read_receipts, previews",
+        )
+        .bind(user.to_string())
+        .bind(read_receipts)
+        .bind(previews)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(Settings {
+                read_receipts: r.try_get(0)?,
+                previews: r.try_get(1)?,
+            }),
+            None => None,
+        })
     }
 
     async fn append(&self, message: NewMessage) -> StoreResult<Appended> {

@@ -23,7 +23,7 @@ use scalify_core::{
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::{decode_mentions, encode_mentions, mention_count_sql, unread_count_sql};
+use crate::{decode_mentions, encode_mentions, mention_count_sql, unread_count_sql, ROOM_MENTION};
 use crate::{
     Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
     StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
@@ -740,16 +740,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_settings(&self, user: Id, settings: Settings) -> StoreResult<bool> {
-        self.exec(
-            "UPDATE users SET read_receipts = ?2, previews = ?3 WHERE id = ?1",
-            vec![
-                user.to_string().into(),
-                settings.read_receipts.into(),
-                settings.previews.into(),
-            ],
-        )
-        .await
+    async fn update_settings(
+        &self,
+        user: Id,
+        read_receipts: Option<bool>,
+        previews: Option<bool>,
+    ) -> StoreResult<Option<Settings>> {
+        let flag =
+            |b: Option<bool>| b.map_or(rusqlite::types::Value::Null, |b| i64::from(b).into());
+        let found = self
+            .exec(
+                "UPDATE users SET read_receipts = COALESCE(?2, read_receipts),
+                   previews = COALESCE(?3, previews) WHERE id = ?1",
+                vec![user.to_string().into(), flag(read_receipts), flag(previews)],
+            )
+            .await?;
+        if !found {
+            return Ok(None);
+        }
+        self.settings(user).await.map(Some)
     }
 
     async fn append(&self, message: NewMessage) -> StoreResult<Appended> {

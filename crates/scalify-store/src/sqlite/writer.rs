@@ -302,9 +302,15 @@ impl Writer {
                 admin,
                 reply,
             } => Done::Member(reply, self.set_admin(&username, admin)),
-            // `append` updates the seq cache only after its INSERT succeeded.
+            // `append` updates the seq cache only after its INSERTs succeeded. One with
+            // mentions is two statements or more: a savepoint keeps it whole.
             WriteOp::Append { message, reply } => {
-                Done::Appended(reply, self.append(message, touched))
+                let result = if message.mention_room || !message.mentions.is_empty() {
+                    self.in_savepoint(|w| w.append(message, touched))
+                } else {
+                    self.append(message, touched)
+                };
+                Done::Appended(reply, result)
             }
             WriteOp::Account { op, reply } => {
                 Done::Account(reply, self.in_savepoint(|w| w.account(op)))
@@ -556,6 +562,21 @@ impl Writer {
                 message: original,
                 duplicate: true,
             });
+        }
+        if message.mention_room || !message.mentions.is_empty() {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT OR IGNORE INTO mentions (user_id, room_id, seq, sender_id)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            // A room mention covers every member: one row, so no message counts twice.
+            let rows: Vec<String> = if message.mention_room {
+                vec![ROOM_MENTION.to_owned()]
+            } else {
+                message.mentions.iter().map(Id::to_string).collect()
+            };
+            for user in rows {
+                stmt.execute(params![user, room_key, message.seq as i64, sender_key])?;
+            }
         }
         self.seq_cache.insert(room_id, message.seq);
         touched.insert(room_id, message.seq);

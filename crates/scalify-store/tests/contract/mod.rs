@@ -527,6 +527,13 @@ pub async fn mentions_levels_receipts_and_settings(store: Arc<dyn Store>) {
     let mut own = msg(&room, &bob, "m4", "@room from bob");
     own.mention_room = true;
     store.append(own).await.unwrap();
+    // Both the room and Bob by name: one mention of Bob, not two.
+    let mut both = msg(&room, &alice, "m5", "@room and @bob");
+    both.mention_room = true;
+    both.mentions = vec![bob.id];
+    let both = store.append(both).await.unwrap().message;
+    assert!(both.mention_room);
+    assert_eq!(both.mentions, vec![bob.id]);
 
     // What was stored is what is read back, by history and by sync alike.
     let history = store.history(&room, None, 10).await.unwrap();
@@ -537,13 +544,14 @@ pub async fn mentions_levels_receipts_and_settings(store: Arc<dyn Store>) {
     assert_eq!(store.after(&room, 0, 10).await.unwrap(), history);
 
     let state = |s: Option<(ReadState, u64)>| s.expect("a member").0;
-    // Bob: three unread of alice, two mention him (by name, by @room); his own @room is not.
+    // Bob: four unread of alice, three mention him (by name, by @room, by both); his own
+    // @room is not his mention.
     let bobs = state(store.read_state(&room, bob.id).await.unwrap());
-    assert_eq!((bobs.unread, bobs.mentions), (3, 2));
+    assert_eq!((bobs.unread, bobs.mentions), (4, 3));
     assert_eq!(bobs.level, NotifyLevel::All);
-    // Carol: mentioned by the two @rooms of others.
+    // Carol: mentioned by the three @rooms of others.
     let carols = state(store.read_state(&room, carol.id).await.unwrap());
-    assert_eq!((carols.unread, carols.mentions), (4, 2));
+    assert_eq!((carols.unread, carols.mentions), (5, 3));
     let listed = store.list_rooms(carol.id).await.unwrap();
     let listed = listed.iter().find(|l| l.room.id == room.id).unwrap();
     assert_eq!(listed.read, Some(carols));
@@ -609,14 +617,34 @@ pub async fn mentions_levels_receipts_and_settings(store: Arc<dyn Store>) {
         read_receipts: false,
         previews: false,
     };
-    assert!(store.set_settings(carol.id, off).await.unwrap());
+    // Each change touches only what it names.
+    assert_eq!(
+        store
+            .update_settings(carol.id, Some(false), None)
+            .await
+            .unwrap(),
+        Some(Settings {
+            read_receipts: false,
+            previews: true
+        })
+    );
+    assert_eq!(
+        store
+            .update_settings(carol.id, None, Some(false))
+            .await
+            .unwrap(),
+        Some(off)
+    );
     assert_eq!(store.settings(carol.id).await.unwrap(), off);
     assert_eq!(
         seen(store.receipts(room.id, alice.id, 10).await.unwrap()),
         [("bob".to_owned(), 2)]
     );
-    assert!(!store
-        .set_settings(scalify_core::Id::new(), off)
-        .await
-        .unwrap());
+    assert_eq!(
+        store
+            .update_settings(scalify_core::Id::new(), Some(true), None)
+            .await
+            .unwrap(),
+        None
+    );
 }
