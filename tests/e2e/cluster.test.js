@@ -261,7 +261,9 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     const sa = await connect(A.url, ann.token);
     const sb = await connect(B.url, bob.token);
     const bobOnC = await connect(C.url, bob.token);
-    for (const s of [sa, sb, bobOnC]) await call(s, 'join', { room });
+    const cat = await register(C.url, 'cat');
+    const catOnC = await connect(C.url, cat.token);
+    for (const s of [sa, sb, bobOnC, catOnC]) await call(s, 'join', { room });
     const sent = await call(sa, 'send', { room, text: `hi @${bob.user.username}`, client_id: 'a1' });
     assert.deepEqual(sent.message.mentions, [bob.user.id]);
     for (const n of nodes) {
@@ -278,11 +280,26 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     const bobSees = collect(bobOnC, 'receipt');
     assert.equal((await api(A.url, 'PUT', '/api/me/settings', { read_receipts: false }, bob.token)).status, 200);
     await told.waitFor(1);
+    const catSees = collect(catOnC, 'receipt');
     await call(sb, 'send', { room, text: 'reply', client_id: 'b1' });
     await call(sa, 'read', { room, seq: 2 });
-    await sleep(2000);
+    // Cat, on C with receipts on, gets Ann's receipt: by then Bob's connection on C would have.
+    await eventually(() => catSees.items.some((r) => r.user.id === ann.user.id && r.seq === 2), 15000, "Ann's receipt on C");
+    await sleep(300);
     assert.equal(bobSees.items.length, 0);
-    for (const s of [sa, sb, bobOnC]) s.close();
+    // Bob leaves B, turns receipts on again through C (B no longer hears of his settings),
+    // and comes back to B: B goes by what the store says now, not by what it knew.
+    sb.close();
+    await sleep(200);
+    assert.equal((await api(C.url, 'PUT', '/api/me/settings', { read_receipts: true }, bob.token)).status, 200);
+    const again = await connect(B.url, bob.token);
+    await call(again, 'join', { room });
+    const bobSeesAgain = collect(again, 'receipt');
+    await call(sa, 'send', { room, text: 'more', client_id: 'a2' });
+    await call(catOnC, 'read', { room, seq: 3 });
+    await bobSeesAgain.waitFor(1);
+    assert.equal(bobSeesAgain.items[0].user.id, cat.user.id);
+    for (const s of [sa, again, bobOnC, catOnC]) s.close();
   });
 
   test('the admin overview lists every node of the cluster', async () => {

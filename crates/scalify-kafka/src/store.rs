@@ -270,7 +270,8 @@ impl DurableStore {
         read: &mut ReadState,
     ) -> StoreResult<()> {
         let from = stored.max(read.last_read);
-        if read.unread >= UNREAD_CAP || top.is_none_or(|t| t <= from) {
+        let capped = read.unread >= UNREAD_CAP && read.mentions >= UNREAD_CAP;
+        if capped || top.is_none_or(|t| t <= from) {
             return Ok(());
         }
         let above = self.after(room, from, UNREAD_SCAN).await?;
@@ -454,8 +455,15 @@ impl Store for DurableStore {
         self.inner.settings(user).await
     }
 
-    async fn set_settings(&self, user: Id, settings: Settings) -> StoreResult<bool> {
-        self.inner.set_settings(user, settings).await
+    async fn update_settings(
+        &self,
+        user: Id,
+        read_receipts: Option<bool>,
+        previews: Option<bool>,
+    ) -> StoreResult<Option<Settings>> {
+        self.inner
+            .update_settings(user, read_receipts, previews)
+            .await
     }
 
     async fn append(&self, new: NewMessage) -> StoreResult<Appended> {

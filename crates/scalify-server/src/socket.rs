@@ -496,13 +496,6 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>) {
             // connection and closes it, on whichever node.
             s.join(user_room(user.id));
             s.join(session_room(&session));
-            // Before the settings are read: a change made meanwhile reaches this connection
-            // through its inbox, and the room it leaves or enters is right either way.
-            match chat.settings(user.id).await {
-                Ok(settings) if !settings.read_receipts => s.join(NO_RECEIPTS),
-                Ok(_) => {}
-                Err(_) => return Err(Refused("server unavailable; connect again")),
-            }
             chat.connection_opened(&user)
                 .await
                 .map_err(|_| Refused("too many connections"))?;
@@ -521,6 +514,21 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>) {
                         "server unavailable; connect again"
                     },
                 ));
+            }
+            // The settings are read once the inbox is watched: a change committed after the
+            // read arrives as an event, which moves this connection (already in the user's
+            // socket room) — and is checked for once more after acting on the read.
+            let Ok(settings) = chat.settings_at_connect(user.id).await else {
+                chat.connection_closed(&user).await;
+                return Err(Refused("server unavailable; connect again"));
+            };
+            if !settings.read_receipts {
+                s.join(NO_RECEIPTS);
+            }
+            match chat.cached_settings(user.id) {
+                Some(now) if now.read_receipts && !settings.read_receipts => s.leave(NO_RECEIPTS),
+                Some(now) if !now.read_receipts && settings.read_receipts => s.join(NO_RECEIPTS),
+                _ => {}
             }
             tracing::debug!(sid = %s.id, user = %user.username, "connected");
             let transport = match s.transport_type() {
@@ -688,7 +696,14 @@ async fn join(h: Arc<Session>, s: SocketRef, d: EventArg) -> Result<Reply, ChatE
     if first {
         h.sequencer.seed(&room.name, last_seq);
     }
-    let receipts = h.chat.receipts(&h.conn.user, &room).await?;
+    // Courtesy data: a join that cannot list them still succeeds.
+    let receipts = match h.chat.receipts(&h.conn.user, &room).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(room = %room.name, error = %e.message, "join answered without receipts");
+            None
+        }
+    };
     let room = Room { last_seq, ..room };
     Ok(Reply::Joined {
         room,

@@ -44,21 +44,42 @@ pub(super) struct PendingReceipt {
 }
 
 impl Chat {
-    /// A user's settings (cached; every node learns of a change through the `settings` event).
+    /// A user's settings. Cached only while the user has a connection on this node: a node
+    /// hears of a change (the `settings` event, through the user's inbox) only while it
+    /// watches that inbox. Otherwise read from the store.
     pub async fn settings(&self, user: Id) -> Result<Settings, ChatError> {
-        if let Some(s) = self
-            .settings
+        if let Some(s) = self.cached_settings(user) {
+            return Ok(s);
+        }
+        self.store.settings(user).await.map_err(store_error)
+    }
+
+    /// A connection of `user` opened here (its inbox is watched already): their settings read
+    /// from the store, and cached while they stay connected — unless a `settings` event was
+    /// noted meanwhile, which is newer than this read.
+    pub async fn settings_at_connect(&self, user: Id) -> Result<Settings, ChatError> {
+        let read = self.store.settings(user).await.map_err(store_error)?;
+        let mut cache = self.settings.lock().map_err(|_| ChatError::internal())?;
+        if cache.len() >= CACHE_CAP && !cache.contains_key(&user) {
+            cache.clear();
+        }
+        Ok(*cache.entry(user).or_insert(read))
+    }
+
+    /// The user's settings as this node knows them now, if it caches them (a connection of
+    /// theirs is here).
+    pub fn cached_settings(&self, user: Id) -> Option<Settings> {
+        self.settings
             .lock()
             .ok()
             .and_then(|m| m.get(&user).copied())
-        {
-            return Ok(s);
-        }
-        let s = self.store.settings(user).await.map_err(store_error)?;
+    }
+
+    /// The user's last connection here closed: this node stops hearing of their settings.
+    pub(super) fn forget_settings(&self, user: Id) {
         if let Ok(mut m) = self.settings.lock() {
-            insert_bounded(&mut m, user, s);
+            m.remove(&user);
         }
-        Ok(s)
     }
 
     /// Changes a user's settings and tells every connection of theirs, on every node.
@@ -68,17 +89,12 @@ impl Chat {
         patch: SettingsPatch,
     ) -> Result<Settings, ChatError> {
         self.charge(user, Cost::One)?;
-        let mut settings = self.store.settings(user.id).await.map_err(store_error)?;
-        settings.read_receipts = patch.read_receipts.unwrap_or(settings.read_receipts);
-        settings.previews = patch.previews.unwrap_or(settings.previews);
-        if !self
+        let settings = self
             .store
-            .set_settings(user.id, settings)
+            .update_settings(user.id, patch.read_receipts, patch.previews)
             .await
             .map_err(store_error)?
-        {
-            return Err(ChatError::unauthorized());
-        }
+            .ok_or_else(ChatError::unauthorized)?;
         self.settings_changed(user.id, settings);
         self.publish(
             RoomName::inbox(user.id),
@@ -90,10 +106,13 @@ impl Chat {
         Ok(settings)
     }
 
-    /// Notes a user's new settings (a `settings` event, from whichever node changed them).
+    /// Notes a user's new settings (a `settings` event, from whichever node changed them),
+    /// where this node caches them.
     pub fn settings_changed(&self, user: Id, settings: Settings) {
         if let Ok(mut m) = self.settings.lock() {
-            insert_bounded(&mut m, user, settings);
+            if let Some(s) = m.get_mut(&user) {
+                *s = settings;
+            }
         }
     }
 
@@ -185,6 +204,14 @@ impl Chat {
             Err(_) => return,
         };
         for (_, r) in pending {
+            // Turned off since the mark: not sent.
+            if !self
+                .settings(r.user.id)
+                .await
+                .is_ok_and(|s| s.read_receipts)
+            {
+                continue;
+            }
             let payload = serde_json::json!({ "room": r.room, "user": r.user, "seq": r.seq });
             self.publish(r.room, EventKind::Receipt, &payload, Some(r.user.id))
                 .await;

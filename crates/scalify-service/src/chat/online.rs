@@ -172,6 +172,7 @@ impl Chat {
     pub async fn connection_closed(&self, user: &UserRef) {
         let inbox = RoomName::inbox(user.id);
         if self.inboxes.leave(&inbox, user.id).room_changed {
+            self.forget_settings(user.id);
             self.update_interest(&inbox).await;
         }
     }
