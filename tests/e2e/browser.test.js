@@ -500,6 +500,44 @@ test('a room read while offline is marked read on the server after the reconnect
   }
 });
 
+test('a room read while offline, then the tab closed: the next tab of that browser marks it read on the server', async () => {
+  const net = await proxy(server.url);
+  const desk = await newUser(net.url, { name: 'ann' });
+  try {
+    await signUp(desk);
+    const [news, quiet] = [uniqueRoom('news'), uniqueRoom('quiet')];
+    await createRoom(desk.page, news);
+    await createRoom(desk.page, quiet);
+    const bob = await register(server.url, 'bob');
+    const sb = await connect(server.url, bob.token);
+    assert.equal((await call(sb, 'join', { room: news })).ok, true);
+    for (let i = 1; i <= 3; i++) assert.equal((await call(sb, 'send', { room: news, text: `news ${i}`, client_id: `n${i}` })).ok, true);
+    await desk.page.locator('.room-link', { hasText: `#${news}` }).getByLabel('3 unread').waitFor();
+    const token = JSON.parse(await desk.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
+    const serverMarker = async () => (await api(server.url, 'GET', '/api/rooms', undefined, token)).body.rooms.find((r) => r.name === news).last_read;
+    const before = await serverMarker();
+    // Offline, the room is read, and the tab closes before the connection comes back.
+    net.cut();
+    await desk.page.getByRole('status').filter({ hasText: 'reconnecting' }).waitFor();
+    await openRoom(desk.page, news);
+    await desk.page.locator('.msg', { hasText: 'news 3' }).waitFor();
+    await sleep(500);
+    await desk.page.close();
+    net.restore();
+    assert.equal(await serverMarker(), before, 'nothing reached the server while offline');
+    // A new tab of the same browser, on another room: it sends the mark the closed tab kept.
+    const page = await desk.context.newPage();
+    await page.goto(`${net.url}/r/${quiet}`);
+    await page.getByRole('heading', { name: `#${quiet}` }).waitFor();
+    await eventually(async () => (await serverMarker()) === 3, 15000, 'the kept read mark on the server');
+    assert.equal(await page.locator('.room-link', { hasText: `#${news}` }).locator('.badge').count(), 0);
+    sb.close();
+    assert.deepEqual(desk.errors, []);
+  } finally {
+    await desk.context.close(); await net.close();
+  }
+});
+
 test('an XSS attempt renders as text; links are clickable; unread badges count; phone width works', async () => {
   const ann = await newUser(server.url, { name: 'ann' });
   const bob = await newUser(server.url, { name: 'bob', viewport: { width: 390, height: 800 } });

@@ -31,10 +31,10 @@ export function App() {
     if (session) void api.logout(session.token).catch(() => {});
     localStorage.removeItem(SESSION_KEY);
     history.replaceState(null, '', '/');
-    // Drafts and unsent messages are the signed-out user's own: they do not stay behind in
-    // this browser.
+    // Drafts, unsent messages and read marks are the signed-out user's own: they do not stay
+    // behind in this browser.
     if (session) {
-      const mine = [`scalify.draft:${session.user.id}:`, `scalify.outbox:${session.user.id}:`];
+      const mine = [`scalify.draft:${session.user.id}:`, `scalify.outbox:${session.user.id}:`, `scalify.reads:${session.user.id}`];
       for (const k of Object.keys(localStorage)) if (mine.some((p) => k.startsWith(p))) localStorage.removeItem(k);
     }
     setSession(null);

@@ -75,6 +75,12 @@ export class ChatClient {
     this.snapshot = {
       me: session.user, connection: 'connecting', rooms: {}, discover: [], online: {}, typing: {}, people: {},
     };
+    // Read marks made here that the server has not confirmed (offline, or the page closed
+    // before the flush) come back with the page, and are sent on the first connect.
+    for (const [room, seq] of Object.entries(this.savedReads())) {
+      this.unsentReads.set(room, seq);
+      this.noteMark(room, seq);
+    }
     this.socket = io({ auth: { token: session.token }, reconnectionDelayMax: 5000 });
     this.socket.on('connect', () => this.onConnect());
     this.socket.on('disconnect', (reason) => {
@@ -182,7 +188,9 @@ export class ChatClient {
       const counted = r.unread === undefined ? undefined : { lastRead, lastSeq: r.last_seq, unread: r.unread, mentions: r.mentions };
       if (!this.listed && !this.notifyAfter.has(r.name)) this.notifyAfter.set(r.name, r.last_seq);
       if (!rooms[r.name]) {
-        rooms[r.name] = readUpTo({ ...emptyRoom(r.name, r.kind, r.last_seq, lastRead), outgoing: this.savedOutbox(r.name), level: r.notifications }, lastRead, counted);
+        const listed = readUpTo({ ...emptyRoom(r.name, r.kind, r.last_seq, lastRead), outgoing: this.savedOutbox(r.name), level: r.notifications }, lastRead, counted);
+        // A mark made here before a reload, not yet on the server, holds meanwhile.
+        rooms[r.name] = readUpTo(listed, this.readMarks.get(r.name) ?? 0);
         fresh.push(r.name);
       } else {
         const level = r.notifications ?? rooms[r.name].level;
@@ -213,6 +221,7 @@ export class ChatClient {
   private queueRead(room: string, seq: number) {
     this.noteMark(room, seq);
     this.unsentReads.set(room, Math.max(this.unsentReads.get(room) ?? 0, seq));
+    this.saveRead(room, seq);
     if (!this.readTimer && this.socket.connected) this.readTimer = setTimeout(() => this.flushReads(), READ_EVERY_MS);
   }
 
@@ -222,11 +231,56 @@ export class ChatClient {
     this.unsentReads.clear();
     for (const [room, seq] of marks) {
       void this.emit<{ room: string; last_read: number }>('read', { room, seq }).then((r) => {
-        if (r.ok) this.serverMarker(room, r.last_read);
-        // Kept for the next flush (the next mark, or the next connect).
-        else if (RETRYABLE_CODES.has(r.error.code)) this.unsentReads.set(room, Math.max(this.unsentReads.get(room) ?? 0, seq));
+        if (r.ok) {
+          this.serverMarker(room, r.last_read);
+          this.forgetRead(room, r.last_read);
+        } else if (RETRYABLE_CODES.has(r.error.code)) {
+          // Kept for the next flush (the next mark, or the next connect).
+          this.unsentReads.set(room, Math.max(this.unsentReads.get(room) ?? 0, seq));
+        } else {
+          this.forgetRead(room, seq);
+        }
       });
     }
+  }
+
+  // Read marks the server has not confirmed yet, kept in this browser (one entry per user).
+  private readsKey() {
+    return `scalify.reads:${this.snapshot.me.id}`;
+  }
+
+  private savedReads(): Record<string, number> {
+    try {
+      const saved: unknown = JSON.parse(localStorage.getItem(this.readsKey()) ?? '{}');
+      if (!saved || typeof saved !== 'object') return {};
+      return Object.fromEntries(Object.entries(saved).filter((e): e is [string, number] => Number.isInteger(e[1]) && e[1] > 0));
+    } catch {
+      return {};
+    }
+  }
+
+  private writeReads(reads: Record<string, number>) {
+    try {
+      if (Object.keys(reads).length) localStorage.setItem(this.readsKey(), JSON.stringify(reads));
+      else localStorage.removeItem(this.readsKey());
+    } catch {
+      // Storage full or refused: the mark is still sent while this page lives.
+    }
+  }
+
+  private saveRead(room: string, seq: number) {
+    const reads = this.savedReads();
+    if ((reads[room] ?? 0) >= seq) return;
+    this.writeReads({ ...reads, [room]: seq });
+  }
+
+  /** The server has the room's marker at `seq` (or refused it for good): a saved mark at or
+   * below it is done with. */
+  private forgetRead(room: string, seq: number) {
+    const reads = this.savedReads();
+    if (reads[room] === undefined || reads[room] > seq) return;
+    delete reads[room];
+    this.writeReads(reads);
   }
 
   private offerRoom(room: RoomInfo) {
