@@ -119,18 +119,24 @@ test('bad read marks get clear errors on both transports; nobody marks a room th
   sa.close(); se.close();
 });
 
-test('markers survive a restart of the node', async () => {
+test('markers, mention counts and notification levels survive a restart of the node', async () => {
   const node = await startServer();
   try {
     const { a: ann, sa, sb, room } = await twoInRoom(node.url);
-    for (let i = 1; i <= 3; i++) await call(sb, 'send', { room, text: `m${i}`, client_id: `b${i}` });
+    // m1 and m3 mention Ann; she reads up to m2.
+    for (let i = 1; i <= 4; i++) await call(sb, 'send', { room, text: i % 2 ? `m${i} @${ann.user.username}` : `m${i}`, client_id: `b${i}` });
     assert.equal((await call(sa, 'read', { room, seq: 2 })).last_read, 2);
+    assert.equal((await api(node.url, 'PUT', `/api/rooms/${room}/notifications`, { level: 'mentions' }, ann.token)).status, 200);
     sa.close(); sb.close();
     await node.stop();
     const again = await startServer({ dataDir: node.dir });
     try {
       const r = await listed(again.url, ann.token, room);
-      assert.deepEqual([r.last_read, r.unread], [2, 1]);
+      assert.deepEqual([r.last_read, r.unread, r.mentions, r.notifications], [2, 2, 1, 'mentions']);
+      const s = await connect(again.url, ann.token);
+      const j = await call(s, 'join', { room });
+      assert.deepEqual([j.last_read, j.unread, j.mentions, j.notifications], [2, 2, 1, 'mentions']);
+      s.close();
     } finally { await again.stop(); }
   } finally { node.cleanup(); }
 });
