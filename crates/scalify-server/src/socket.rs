@@ -517,17 +517,20 @@ pub fn register(io: &SocketIo, chat: &Arc<Chat>, sequencer: Arc<Sequencer>) {
             }
             // The settings are read once the inbox is watched: a change committed after the
             // read arrives as an event, which moves this connection (already in the user's
-            // socket room) — and is checked for once more after acting on the read.
-            let Ok(settings) = chat.settings_at_connect(user.id).await else {
-                chat.connection_closed(&user).await;
-                return Err(Refused("server unavailable; connect again"));
-            };
-            if !settings.read_receipts {
+            // socket room) — and is checked for once more after acting on the read. A store
+            // that cannot answer (a session verified recently still connects) leaves the
+            // connection without receipts until it reconnects: never with receipts its user
+            // turned off.
+            let receipts = chat
+                .settings_at_connect(user.id)
+                .await
+                .is_ok_and(|settings| settings.read_receipts);
+            if !receipts {
                 s.join(NO_RECEIPTS);
             }
             match chat.cached_settings(user.id) {
-                Some(now) if now.read_receipts && !settings.read_receipts => s.leave(NO_RECEIPTS),
-                Some(now) if !now.read_receipts && settings.read_receipts => s.join(NO_RECEIPTS),
+                Some(now) if now.read_receipts && !receipts => s.leave(NO_RECEIPTS),
+                Some(now) if !now.read_receipts && receipts => s.join(NO_RECEIPTS),
                 _ => {}
             }
             tracing::debug!(sid = %s.id, user = %user.username, "connected");
