@@ -245,6 +245,27 @@ macro_rules! mention_count_sql {
 }
 pub(crate) use mention_count_sql;
 
+/// The five columns [`ReadState::from_sql`] takes, for member row `m` of `user` in room row
+/// `r` (placeholders as in [`unread_count_sql`]): marker, unread count, mention count, level,
+/// and whether the room is a DM. The counts are skipped where nothing follows the marker (and
+/// the mention count in a DM, where it is the unread count); a row with no member (`m` of a
+/// public room the user is not in) counts nothing.
+macro_rules! read_state_sql {
+    ($user:literal, $cap:literal, $scan:literal) => {
+        concat!(
+            "m.last_read,
+             CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE ",
+            $crate::unread_count_sql!($user, $cap, $scan),
+            " END,
+             CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read OR r.kind = 'dm'
+               THEN 0 ELSE ",
+            $crate::mention_count_sql!($user, $cap, $scan),
+            " END, m.notify_level, r.kind = 'dm'"
+        )
+    };
+}
+pub(crate) use read_state_sql;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A unique name (username, room name) is taken.

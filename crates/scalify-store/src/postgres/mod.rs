@@ -33,7 +33,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
 
-use crate::{decode_mentions, encode_mentions, mention_count_sql, unread_count_sql};
+use crate::{decode_mentions, encode_mentions, read_state_sql};
 use crate::{
     Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
     StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
@@ -609,15 +609,9 @@ impl Store for PgStore {
     async fn list_rooms(&self, user: Id) -> StoreResult<Vec<RoomListing>> {
         // The unread count is skipped where nothing follows the marker.
         let rows = sqlx::query(concat!(
-            "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username,
-               m.last_read,
-               CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE ",
-            unread_count_sql!("$1", "$2", "$3"),
-            " END,
-               CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read OR r.kind = 'dm'
-                 THEN 0 ELSE ",
-            mention_count_sql!("$1", "$2", "$3"),
-            " END, m.notify_level
+            "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username, ",
+            read_state_sql!("$1", "$2", "$3"),
+            "
              FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = $1
              LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
                AND p.room_id = r.id AND p.user_id <> $1
@@ -643,15 +637,10 @@ impl Store for PgStore {
                     }),
                     _ => None,
                 };
-                let read = match r.try_get::<Option<i64>, _>(7)? {
-                    Some(last_read) if member => Some(ReadState::from_sql(
-                        last_read,
-                        r.try_get(8)?,
-                        r.try_get(9)?,
-                        r.try_get::<Option<&str>, _>(10)?.unwrap_or("all"),
-                        r.try_get::<&str, _>(2)? == "dm",
-                    )),
-                    _ => None,
+                let read = if member {
+                    Some(read_state(r, 7)?)
+                } else {
+                    None
                 };
                 Ok(RoomListing {
                     room: read_room(r)?,
@@ -697,11 +686,9 @@ impl Store for PgStore {
 
     async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>> {
         let row = sqlx::query(concat!(
-            "SELECT m.last_read, ",
-            unread_count_sql!("$1", "$2", "$3"),
-            ", CASE WHEN r.kind = 'dm' THEN 0 ELSE ",
-            mention_count_sql!("$1", "$2", "$3"),
-            " END, m.notify_level, r.kind = 'dm', r.last_seq
+            "SELECT ",
+            read_state_sql!("$1", "$2", "$3"),
+            ", r.last_seq
              FROM members m JOIN rooms r ON r.id = m.room_id
              WHERE m.user_id = $1 AND m.room_id = $4"
         ))
@@ -712,16 +699,7 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
-            Some(r) => Some((
-                ReadState::from_sql(
-                    r.try_get(0)?,
-                    r.try_get(1)?,
-                    r.try_get(2)?,
-                    r.try_get(3)?,
-                    r.try_get(4)?,
-                ),
-                r.try_get::<i64, _>(5)?.max(0) as u64,
-            )),
+            Some(r) => Some((read_state(&r, 0)?, r.try_get::<i64, _>(5)?.max(0) as u64)),
             None => None,
         })
     }

@@ -47,3 +47,14 @@ pub(super) fn read_user(r: &PgRow) -> Result<User, sqlx::Error> {
 
 pub(super) const MESSAGE_COLUMNS: &str =
     "id, seq, sender_id, sender_name, client_id, text, ts, mentions";
+
+/// The five columns of `read_state_sql!` starting at column `at`.
+pub(super) fn read_state(r: &PgRow, at: usize) -> Result<ReadState, sqlx::Error> {
+    Ok(ReadState::from_sql(
+        r.try_get(at)?,
+        r.try_get(at + 1)?,
+        r.try_get(at + 2)?,
+        r.try_get(at + 3)?,
+        r.try_get(at + 4)?,
+    ))
+}

@@ -23,7 +23,7 @@ use scalify_core::{
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::{decode_mentions, encode_mentions, mention_count_sql, unread_count_sql, ROOM_MENTION};
+use crate::{decode_mentions, encode_mentions, read_state_sql, ROOM_MENTION};
 use crate::{
     Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
     StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
@@ -560,15 +560,9 @@ impl Store for SqliteStore {
         self.read(move |c| {
             // The unread count is skipped where nothing follows the marker.
             let mut stmt = c.prepare_cached(concat!(
-                "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username,
-                   m.last_read,
-                   CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read THEN 0 ELSE ",
-                unread_count_sql!("?1", "?2", "?3"),
-                " END,
-                   CASE WHEN m.user_id IS NULL OR r.last_seq <= m.last_read OR r.kind = 'dm'
-                     THEN 0 ELSE ",
-                mention_count_sql!("?1", "?2", "?3"),
-                " END, m.notify_level
+                "SELECT r.id, r.name, r.kind, r.last_seq, m.user_id IS NOT NULL, u.id, u.username, ",
+                read_state_sql!("?1", "?2", "?3"),
+                "
                  FROM rooms r LEFT JOIN members m ON m.room_id = r.id AND m.user_id = ?1
                  LEFT JOIN members p ON r.kind = 'dm' AND m.user_id IS NOT NULL
                    AND p.room_id = r.id AND p.user_id <> ?1
@@ -591,16 +585,7 @@ impl Store for SqliteStore {
                         }),
                         _ => None,
                     },
-                    read: match r.get::<_, Option<i64>>(7)? {
-                        Some(last_read) if member => Some(ReadState::from_sql(
-                            last_read,
-                            r.get(8)?,
-                            r.get(9)?,
-                            &r.get::<_, String>(10)?,
-                            r.get::<_, String>(2)? == "dm",
-                        )),
-                        _ => None,
-                    },
+                    read: if member { Some(read_state(r, 7)?) } else { None },
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -639,28 +624,15 @@ impl Store for SqliteStore {
         let room = room.id;
         self.read(move |c| {
             Ok(c.prepare_cached(concat!(
-                "SELECT m.last_read, ",
-                unread_count_sql!("?1", "?2", "?3"),
-                ", CASE WHEN r.kind = 'dm' THEN 0 ELSE ",
-                mention_count_sql!("?1", "?2", "?3"),
-                " END, m.notify_level, r.kind = 'dm', r.last_seq
+                "SELECT ",
+                read_state_sql!("?1", "?2", "?3"),
+                ", r.last_seq
                  FROM members m JOIN rooms r ON r.id = m.room_id
                  WHERE m.user_id = ?1 AND m.room_id = ?4"
             ))?
             .query_row(
                 params![user.to_string(), UNREAD_CAP, UNREAD_SCAN, room.to_string()],
-                |r| {
-                    Ok((
-                        ReadState::from_sql(
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            &r.get::<_, String>(3)?,
-                            r.get(4)?,
-                        ),
-                        r.get::<_, i64>(5)?.max(0) as u64,
-                    ))
-                },
+                |r| Ok((read_state(r, 0)?, r.get::<_, i64>(5)?.max(0) as u64)),
             )
             .optional()?)
         })

@@ -56,3 +56,14 @@ pub(super) fn read_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         })?,
     })
 }
+
+/// The five columns of `read_state_sql!` starting at column `at`.
+pub(super) fn read_state(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ReadState> {
+    Ok(ReadState::from_sql(
+        r.get(at)?,
+        r.get(at + 1)?,
+        r.get(at + 2)?,
+        &r.get::<_, String>(at + 3)?,
+        r.get(at + 4)?,
+    ))
+}
