@@ -202,6 +202,33 @@ mod tests {
         (room_id, m)
     }
 
+    /// A record from a hostile or broken producer cannot make the persister hold an unbounded
+    /// list of mentions; a record without mentions (written before they existed) reads as
+    /// mentioning nobody.
+    #[test]
+    fn mentions_are_bounded_and_optional() {
+        let (room_id, mut m) = message();
+        m.mentions = (0..=MAX_RECORD_MENTIONS).map(|_| Id::new()).collect();
+        let err = decode(&encode(room_id, &m)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Field {
+                    field: "mentions",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        m.mentions.truncate(MAX_RECORD_MENTIONS);
+        assert_eq!(decode(&encode(room_id, &m)).unwrap().message, m);
+        m.mentions.clear();
+        m.mention_room = false;
+        let bytes = encode(room_id, &m);
+        assert!(!String::from_utf8_lossy(&bytes).contains("mention"));
+        assert_eq!(decode(&bytes).unwrap().message, m);
+    }
+
     #[test]
     fn round_trips() {
         let (room_id, m) = message();
