@@ -80,7 +80,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 7);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 8);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 

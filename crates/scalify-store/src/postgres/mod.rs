@@ -88,6 +88,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "mentions and notifications",
         include_str!("../../migrations/postgres/0007_mentions_and_notifications.sql"),
     ),
+    (
+        8,
+        "seq epochs",
+        include_str!("../../migrations/postgres/0008_seq_epochs.sql"),
+    ),
 ];
 
 /// The migrations, embedded in the binary, in the form sqlx's migrator takes.

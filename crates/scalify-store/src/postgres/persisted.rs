@@ -17,32 +17,55 @@ pub struct Persisted {
     /// Messages refused because their (room, seq) holds another message: they are not stored,
     /// and the caller must report them (never drop silently).
     pub conflicts: Vec<Message>,
+    /// Messages not written because their seq was given in an older epoch than their room's
+    /// (see [`PgStore::persist_in_epochs`]): never acked; the caller reports them.
+    pub fenced: Vec<Message>,
 }
 
 impl PgStore {
     /// Writes messages that already have their seq (the durable pipeline sequences them
     /// before Kafka) in one transaction: lock their rooms in id order, write the rows, and
     /// raise each room's `last_seq` to its newest seq. Idempotent: writing the same batch twice
-    /// stores it once.
+    /// stores it once. Every row counts as allocated in epoch 0, which is never fenced
+    /// ([`PgStore::persist_in_epochs`]).
+    pub async fn persist(&self, batch: &[(Id, Message)]) -> StoreResult<Persisted> {
+        self.persist_in_epochs(batch, &[]).await
+    }
+
+    /// [`PgStore::persist`] for rows allocated in seq epochs: `epochs[i]` is the epoch
+    /// `batch[i]`'s seq was given in (missing or 0: unknown, as in records written before
+    /// epochs existed). A row from an epoch older than its room's (see
+    /// [`PgStore::claim_seq_epoch`]) that is not stored yet is not written: it is reported in
+    /// [`Persisted::fenced`]. Its seq was given before Redis lost the room's counter, and it
+    /// reached the database only after the room was seeded again, so that seq may belong to
+    /// another message now; such a message was never acked.
     ///
     /// The rows go in with `COPY … FROM STDIN`, PostgreSQL's cheapest bulk path — almost every
     /// batch is new rows. `COPY` has no `ON CONFLICT`, so a batch holding a row that is already
     /// there (a redelivery after a crash or a rebalance, or a conflict) fails with a unique
     /// violation; that transaction is dropped and the batch written again by
     /// `persist_skipping`, which skips and reports such rows.
-    pub async fn persist(&self, batch: &[(Id, Message)]) -> StoreResult<Persisted> {
+    pub async fn persist_in_epochs(
+        &self,
+        batch: &[(Id, Message)],
+        epochs: &[u64],
+    ) -> StoreResult<Persisted> {
         if batch.is_empty() {
             return Ok(Persisted::default());
         }
-        let mut sorted: Vec<&(Id, Message)> = batch.iter().collect();
-        sorted.sort_by_key(|a| (a.0, a.1.seq));
-        sorted.dedup_by(|a, b| a.0 == b.0 && a.1.seq == b.1.seq && a.1.id == b.1.id);
-        let (rooms, tops) = newest_seqs(&sorted);
+        let mut sorted: Vec<(&(Id, Message), u64)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, row)| (row, epochs.get(i).copied().unwrap_or(0)))
+            .collect();
+        sorted.sort_by_key(|(a, _)| (a.0, a.1.seq));
+        sorted.dedup_by(|(a, _), (b, _)| a.0 == b.0 && a.1.seq == b.1.seq && a.1.id == b.1.id);
         let mut tx = self.pool.begin().await?;
-        lock_rooms(&mut tx, &rooms).await?;
+        let fenced = lock_and_fence(&mut tx, &sorted).await?;
+        let (rooms, tops) = newest_seqs(&fenced.rows);
         let copied = async {
             let mut copy = tx.copy_in_raw(COPY_MESSAGES).await?;
-            copy.send(copy_text(&sorted)).await?;
+            copy.send(copy_text(&fenced.rows)).await?;
             copy.finish().await
         }
         .await;
@@ -52,49 +75,50 @@ impl PgStore {
                 tx.commit().await?;
                 Ok(Persisted {
                     inserted: n as usize,
-                    ..Persisted::default()
+                    ..fenced.outcome
                 })
             }
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
                 drop(tx);
-                self.persist_skipping(&sorted, &rooms, &tops).await
+                self.persist_skipping(&sorted).await
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// [`PgStore::persist`]'s path for a batch with rows already stored: one multi-row
-    /// `INSERT … ON CONFLICT DO NOTHING RETURNING`, then the skipped rows are sorted into
-    /// redeliveries (same id at that seq) and conflicts.
+    /// [`PgStore::persist_in_epochs`]'s path for a batch with rows already stored: one
+    /// multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`, then the skipped rows are sorted
+    /// into redeliveries (same id at that seq) and conflicts.
     pub(super) async fn persist_skipping(
         &self,
-        sorted: &[&(Id, Message)],
-        rooms: &[String],
-        tops: &[i64],
+        sorted: &[(&(Id, Message), u64)],
     ) -> StoreResult<Persisted> {
+        let mut tx = self.pool.begin().await?;
+        // Fenced again: a room may have been stamped since the first attempt.
+        let Fenced { rows, mut outcome } = lock_and_fence(&mut tx, sorted).await?;
+        let (rooms, tops) = newest_seqs(&rows);
         let mut cols = InsertColumns::default();
-        for (room, m) in sorted {
+        for (room, m) in &rows {
             cols.push(&room.to_string(), m);
         }
-        let mut tx = self.pool.begin().await?;
-        lock_rooms(&mut tx, rooms).await?;
         // Rows written are known by id: two messages of the batch at one (room, seq) (a seq
         // given twice after Redis lost its counter) are one written and one conflict.
         let returning = format!("{INSERT_MESSAGES} ON CONFLICT DO NOTHING RETURNING id");
-        let written: Vec<String> = cols
-            .bind(sqlx::query(&returning))
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, sqlx::Error>>()?;
-        let mut out = Persisted {
-            inserted: written.len(),
-            ..Persisted::default()
+        let written: Vec<String> = if rows.is_empty() {
+            Vec::new()
+        } else {
+            cols.bind(sqlx::query(&returning))
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, sqlx::Error>>()?
         };
-        if written.len() < sorted.len() {
+        outcome.inserted = written.len();
+        let out = &mut outcome;
+        if written.len() < rows.len() {
             let written: std::collections::HashSet<String> = written.into_iter().collect();
-            let skipped: Vec<&&(Id, Message)> = sorted
+            let skipped: Vec<&&(Id, Message)> = rows
                 .iter()
                 .filter(|(_, m)| !written.contains(&m.id.to_string()))
                 .collect();
@@ -145,10 +169,102 @@ impl PgStore {
                 }
             }
         }
-        raise_last_seq(&mut tx, rooms, tops).await?;
+        raise_last_seq(&mut tx, &rooms, &tops).await?;
         tx.commit().await?;
-        Ok(out)
+        Ok(outcome)
     }
+
+    /// Stamps a room with seq epoch `epoch` (never lowering it) and returns its `last_seq`:
+    /// the seed of the room's counter once Redis lost it. Taken under the room's row lock, the
+    /// same lock [`PgStore::persist_in_epochs`] writes under: a batch that committed first is
+    /// in the returned `last_seq`, and a batch after it sees the new epoch and refuses rows of
+    /// older ones.
+    pub async fn claim_seq_epoch(&self, room: Id, epoch: u64) -> StoreResult<Option<u64>> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE rooms SET seq_epoch = GREATEST(seq_epoch, $2) WHERE id = $1 RETURNING last_seq",
+        )
+        .bind(room.to_string())
+        .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(seq.map(|s| s.max(0) as u64))
+    }
+
+    /// The (sender, client_id, seq) of the room's newest `limit` messages, newest first.
+    pub async fn recent_sends(&self, room: Id, limit: u32) -> StoreResult<Vec<(Id, String, u64)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT sender_id, client_id, seq FROM messages WHERE room_id = $1
+             ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(room.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(sender, client_id, seq)| {
+                Some((sender.parse().ok()?, client_id, seq.max(0) as u64))
+            })
+            .collect())
+    }
+
+    /// A new seq epoch, greater than every one given before (a PostgreSQL sequence, so it
+    /// survives what Redis forgets).
+    pub async fn next_seq_epoch(&self) -> StoreResult<u64> {
+        let e: i64 = sqlx::query_scalar("SELECT nextval('durable_epochs')")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(e.max(0) as u64)
+    }
+}
+
+/// A batch's rows after [`lock_and_fence`]: those to write, and what was decided for the rest.
+struct Fenced<'a> {
+    rows: Vec<&'a (Id, Message)>,
+    outcome: Persisted,
+}
+
+/// Locks the batch's rooms and sets aside the rows allocated in an epoch older than their
+/// room's: already stored (same id) is a redelivery, otherwise fenced.
+async fn lock_and_fence<'a>(
+    tx: &mut sqlx::PgConnection,
+    sorted: &[(&'a (Id, Message), u64)],
+) -> StoreResult<Fenced<'a>> {
+    let mut rooms: Vec<String> = sorted.iter().map(|((r, _), _)| r.to_string()).collect();
+    rooms.dedup();
+    let epochs = lock_rooms(tx, &rooms).await?;
+    let mut out = Fenced {
+        rows: Vec::with_capacity(sorted.len()),
+        outcome: Persisted::default(),
+    };
+    let mut stale = Vec::new();
+    for (row, epoch) in sorted {
+        let room_epoch = epochs.get(&row.0.to_string()).copied().unwrap_or(0);
+        if *epoch != 0 && (*epoch as i64) < room_epoch {
+            stale.push(*row);
+        } else {
+            out.rows.push(*row);
+        }
+    }
+    if stale.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<String> = stale.iter().map(|(_, m)| m.id.to_string()).collect();
+    let stored: std::collections::HashSet<String> =
+        sqlx::query_scalar("SELECT id FROM messages WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    for (_, m) in stale {
+        if stored.contains(&m.id.to_string()) {
+            out.outcome.redelivered += 1;
+        } else {
+            out.outcome.fenced.push(m.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Each room of a batch sorted by room, with its newest seq: (room ids, seqs), for
@@ -165,12 +281,17 @@ pub(super) fn newest_seqs(sorted: &[&(Id, Message)]) -> (Vec<String>, Vec<i64>) 
 }
 
 /// Locks the rooms' rows in id order (two writers never deadlock).
-pub(super) async fn lock_rooms(tx: &mut sqlx::PgConnection, rooms: &[String]) -> StoreResult<()> {
-    sqlx::query("SELECT id FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(rooms)
-        .execute(tx)
-        .await?;
-    Ok(())
+/// Locks the rooms in id order and returns each one's seq epoch.
+pub(super) async fn lock_rooms(
+    tx: &mut sqlx::PgConnection,
+    rooms: &[String],
+) -> StoreResult<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT id, seq_epoch FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(rooms)
+            .fetch_all(tx)
+            .await?;
+    Ok(rows.into_iter().collect())
 }
 
 pub(super) async fn raise_last_seq(
