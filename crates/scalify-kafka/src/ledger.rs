@@ -13,7 +13,12 @@
 //! - `<prefix>:recent:{room}` — sorted set, score = seq, member = record JSON: every message
 //!   the broker has confirmed and the persister has not yet written to PostgreSQL. Reads
 //!   merge it with the database, so a client never misses a message because the persister
-//!   lags. The persister trims it after each commit.
+//!   lags. The persister trims it after each commit;
+//! - `<prefix>:seqepoch:{room}` — the seq epoch the room's counter was seeded in; every record
+//!   carries the epoch its seq was given in, and a deposit is refused unless the room is still
+//!   in that epoch (a counter lost with Redis's data and seeded again is a new epoch);
+//! - `<prefix>:seqepoch` — the cluster's current seq epoch and the topic's high watermarks when
+//!   it began ([`crate::fence`]). Its absence means Redis lost its data (or never had any).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +55,9 @@ impl LedgerConfig {
 /// What allocating a seq for a send found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allocation {
-    /// A new seq: the caller must now produce the draft with it.
-    Fresh(u64),
+    /// A new seq, given in the seq epoch that follows it: the caller must now produce the
+    /// draft with both.
+    Fresh(u64, u64),
     /// This (sender, client_id) was already given this seq, and its message was confirmed.
     Repeat(u64),
     /// This (sender, client_id) was already given this seq and its message is not confirmed
@@ -65,37 +71,65 @@ const REPEAT: i64 = 1;
 const UNSEEDED: i64 = 2;
 const BACKLOG_FULL: i64 = 3;
 
-/// KEYS: seq counter, idempotency key, window. ARGV: ttl, window max, draft head, draft tail.
-/// Answers {code, value}: the idempotency key's value for a repeat, else the seq.
-const ALLOCATE: &str = r"
+/// KEYS: seq counter, idempotency key, window, room epoch. ARGV: ttl, window max, draft head,
+/// draft tail. Answers {code, value, epoch}: the idempotency key's value for a repeat, else
+/// the seq. The record kept with the key is the one [`Draft::with_seq`] builds. A counter
+/// without an epoch (seeded before epochs existed) gives epoch 0.
+const ALLOCATE: &str = r#"
 local prior = redis.call('GET', KEYS[2])
-if prior then return {1, prior} end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {2, '0'} end
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[2]) then return {3, '0'} end
+if prior then return {1, prior, '0'} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2, '0', '0'} end
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[2]) then return {3, '0', '0'} end
+local epoch = redis.call('GET', KEYS[4]) or '0'
 local seq = tostring(redis.call('INCR', KEYS[1]))
-redis.call('SET', KEYS[2], seq .. ':' .. ARGV[3] .. seq .. ARGV[4], 'EX', ARGV[1])
-return {0, seq}
+local record = ARGV[3] .. seq
+if epoch ~= '0' then record = record .. ',"epoch":' .. epoch end
+redis.call('SET', KEYS[2], seq .. ':' .. record .. ARGV[4], 'EX', ARGV[1])
+return {0, seq, epoch}
+"#;
+
+/// KEYS: window, idempotency key, room epoch, seq counter. ARGV: seq, record, epoch. Puts a
+/// confirmed message in the window and shortens its idempotency key to the seq (`XX KEEPTTL`:
+/// only while the key lives), unless the room's counter is gone or in another epoch: then
+/// Redis lost its data since the allocation, and the message must not be acked (answers 0).
+const DEPOSIT: &str = r"
+if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[3] then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'XX', 'KEEPTTL')
+return 1
 ";
+
+/// KEYS: seq counter, room epoch. ARGV: seq, epoch. Seeds a room's counter and its epoch
+/// together, unless another node seeded it first.
+const SEED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+";
+
+/// The ALLOCATE script's answer: code, value, epoch.
+type Allocated = (i64, Vec<u8>, Vec<u8>);
 
 /// One command waiting for the next pipeline.
 enum Op {
-    /// The ALLOCATE script: keys and args, answered with (code, seq).
+    /// The ALLOCATE script: keys and args, answered with (code, value, epoch).
     Allocate {
-        keys: [String; 3],
+        keys: [String; 4],
         ttl: u64,
         max: u64,
         draft: Arc<Draft>,
-        reply: oneshot::Sender<Result<(i64, Vec<u8>), DurableError>>,
+        reply: oneshot::Sender<Result<Allocated, DurableError>>,
     },
-    /// A confirmed message: ZADD to the window, and the idempotency key shortened to the
-    /// seq (`SET … XX KEEPTTL`: only while the key lives; nothing else writes it meanwhile, a
-    /// key is only written again after it expired). Two plain commands and no script: the
-    /// deposit is half of Redis's work for a send.
+    /// A confirmed message: the DEPOSIT script (nothing else writes the idempotency key
+    /// meanwhile; a key is only written again after it expired).
     Deposit {
-        keys: [String; 2],
+        keys: [String; 4],
         seq: u64,
+        epoch: u64,
         bytes: Vec<u8>,
-        reply: oneshot::Sender<Result<(), DurableError>>,
+        reply: oneshot::Sender<Result<bool, DurableError>>,
     },
 }
 
@@ -125,9 +159,12 @@ impl Ledger {
     pub fn new(conn: ConnectionManager, config: LedgerConfig) -> Self {
         let (tx, rx) = mpsc::channel(16 * 1024);
         let rx = Arc::new(AsyncMutex::new(rx));
-        let script = Arc::new(redis::Script::new(ALLOCATE));
+        let scripts = Arc::new(Scripts {
+            allocate: redis::Script::new(ALLOCATE),
+            deposit: redis::Script::new(DEPOSIT),
+        });
         for _ in 0..PIPELINERS {
-            tokio::spawn(pipeliner(conn.clone(), rx.clone(), script.clone()));
+            tokio::spawn(pipeliner(conn.clone(), rx.clone(), scripts.clone()));
         }
         Ledger {
             conn,
@@ -149,12 +186,45 @@ impl Ledger {
     fn window_key(&self, room: Id) -> String {
         format!("{}:recent:{{{room}}}", self.config.prefix)
     }
+    fn epoch_key(&self, room: Id) -> String {
+        format!("{}:seqepoch:{{{room}}}", self.config.prefix)
+    }
+    fn cluster_epoch_key(&self) -> String {
+        format!("{}:seqepoch", self.config.prefix)
+    }
+
+    /// The cluster's seq epoch as [`crate::fence`] wrote it, if Redis has one.
+    pub async fn cluster_epoch(&self) -> Result<Option<String>, DurableError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(self.cluster_epoch_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Sets the cluster's seq epoch unless one is set, and returns the one that is.
+    pub async fn begin_cluster_epoch(&self, value: &str) -> Result<String, DurableError> {
+        let mut conn = self.conn.clone();
+        let (_, now): (Option<String>, Option<String>) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.cluster_epoch_key())
+            .arg(value)
+            .arg("NX")
+            .cmd("GET")
+            .arg(self.cluster_epoch_key())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        now.ok_or_else(|| DurableError::Unavailable("Redis lost the seq epoch just set".into()))
+    }
 
     /// Gives (room, sender, client_id) the room's next seq, or the seq it was given before.
     /// `draft` is the new message's record; the ledger keeps it with the seq until the
     /// message is deposited. `seed` is called when the room has no counter yet (first durable
     /// send, or Redis lost it): it must return the newest seq stored anywhere else (the
-    /// database).
+    /// database) and the seq epoch the counter starts in.
     pub async fn allocate<F, Fut>(
         &self,
         room: Id,
@@ -165,7 +235,7 @@ impl Ledger {
     ) -> Result<Allocation, DurableError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<u64, DurableError>>,
+        Fut: std::future::Future<Output = Result<(u64, u64), DurableError>>,
     {
         let mut seed = Some(seed);
         loop {
@@ -176,6 +246,7 @@ impl Ledger {
                     self.seq_key(room),
                     self.idem_key(room, sender, client_id),
                     self.window_key(room),
+                    self.epoch_key(room),
                 ],
                 ttl: self.config.idempotency_ttl.as_secs().max(1),
                 max: self.config.window_max,
@@ -183,13 +254,13 @@ impl Ledger {
                 reply,
             })
             .await?;
-            let (code, value) = answer
+            let (code, value, epoch) = answer
                 .await
                 .map_err(|_| DurableError::Unavailable("Redis pipeline stopped".into()))??;
             metrics::histogram!("scalify_ledger_seconds", "op" => "allocate")
                 .record(started.elapsed().as_secs_f64());
             match code {
-                FRESH => return Ok(Allocation::Fresh(parse_seq(&value)?)),
+                FRESH => return Ok(Allocation::Fresh(parse_seq(&value)?, parse_seq(&epoch)?)),
                 REPEAT => return parse_prior(value),
                 BACKLOG_FULL => {
                     return Err(DurableError::Backlog(format!(
@@ -203,16 +274,17 @@ impl Ledger {
                             "the room's seq counter vanished while seeding it".into(),
                         ));
                     };
-                    let stored = seed().await?;
+                    let (stored, epoch) = seed().await?;
                     let windowed = self.window_max_seq(room).await?.unwrap_or(0);
-                    // NX: when several nodes seed at once, the first one wins and the
-                    // others' values (read at about the same time) are dropped.
+                    // When several nodes seed at once, the first one wins and the others'
+                    // values (read at about the same time) are dropped.
                     let mut conn = self.conn.clone();
-                    let _: Option<String> = redis::cmd("SET")
-                        .arg(self.seq_key(room))
+                    let _: i64 = redis::Script::new(SEED)
+                        .key(self.seq_key(room))
+                        .key(self.epoch_key(room))
                         .arg(stored.max(windowed))
-                        .arg("NX")
-                        .query_async(&mut conn)
+                        .arg(epoch)
+                        .invoke_async(&mut conn)
                         .await
                         .map_err(unavailable)?;
                 }
@@ -225,13 +297,48 @@ impl Ledger {
         }
     }
 
+    /// Sets the idempotency keys of messages the database holds (sender, client_id, seq), as
+    /// confirmed, unless a key is there: after Redis lost its keys, a retry of a message that
+    /// was in flight then and is stored now returns it instead of sending it again.
+    pub async fn remember(
+        &self,
+        room: Id,
+        sends: &[(Id, String, u64)],
+    ) -> Result<(), DurableError> {
+        let ttl = self.config.idempotency_ttl.as_secs().max(1);
+        for chunk in sends.chunks(500) {
+            let mut pipe = redis::pipe();
+            for (sender, client_id, seq) in chunk {
+                let Ok(client_id) = ClientId::parse(client_id) else {
+                    continue;
+                };
+                pipe.cmd("SET")
+                    .arg(self.idem_key(room, *sender, &client_id))
+                    .arg(*seq)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(ttl)
+                    .ignore();
+            }
+            let mut conn = self.conn.clone();
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
     /// Records a broker-confirmed message in the room's window (before its sender's ack, so
     /// anyone told of it can read it), and marks its idempotency key confirmed.
-    /// `record` is the message as [`record::encode`] wrote it (the bytes produced to Kafka).
+    /// `record` is the message as [`record::encode_in`] wrote it (the bytes produced to
+    /// Kafka), `epoch` the seq epoch its seq was given in. [`DurableError::Fenced`] when the
+    /// room's counter is gone or in another epoch (Redis lost its data since the allocation):
+    /// nothing is written, and the message must not be acked.
     pub async fn deposit(
         &self,
         room: Id,
         message: &Message,
+        epoch: u64,
         record: Vec<u8>,
     ) -> Result<(), DurableError> {
         let started = std::time::Instant::now();
@@ -240,18 +347,28 @@ impl Ledger {
             keys: [
                 self.window_key(room),
                 self.idem_key(room, message.sender.id, &message.client_id),
+                self.epoch_key(room),
+                self.seq_key(room),
             ],
             seq: message.seq,
+            epoch,
             bytes: record,
             reply,
         })
         .await?;
         let deposited = answer
             .await
-            .map_err(|_| DurableError::Unavailable("Redis pipeline stopped".into()))?;
+            .map_err(|_| DurableError::Unavailable("Redis pipeline stopped".into()))??;
         metrics::histogram!("scalify_ledger_seconds", "op" => "deposit")
             .record(started.elapsed().as_secs_f64());
-        deposited
+        if deposited {
+            Ok(())
+        } else {
+            Err(DurableError::Fenced(format!(
+                "Redis lost this room's seq counter after seq {} was given (epoch {epoch}); send again",
+                message.seq
+            )))
+        }
     }
 
     async fn submit(&self, op: Op) -> Result<(), DurableError> {
@@ -444,11 +561,17 @@ fn parse_prior(value: Vec<u8>) -> Result<Allocation, DurableError> {
     }
 }
 
+/// The scripts the pipelines run by hash.
+struct Scripts {
+    allocate: redis::Script,
+    deposit: redis::Script,
+}
+
 /// Sends whatever ops are queued as one pipeline, answers each, repeats.
 async fn pipeliner(
     conn: ConnectionManager,
     rx: Arc<AsyncMutex<mpsc::Receiver<Op>>>,
-    script: Arc<redis::Script>,
+    scripts: Arc<Scripts>,
 ) {
     let mut ops: Vec<Op> = Vec::with_capacity(PIPELINE_MAX);
     loop {
@@ -465,13 +588,13 @@ async fn pipeliner(
                 }
             }
         }
-        run_pipeline(&conn, &script, &mut ops).await;
+        run_pipeline(&conn, &scripts, &mut ops).await;
     }
 }
 
 /// Runs `ops` as one pipeline and answers them (all drained from `ops`). A script that Redis
 /// does not know (it restarted) is loaded and the pipeline sent again, once.
-async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mut Vec<Op>) {
+async fn run_pipeline(conn: &ConnectionManager, scripts: &Scripts, ops: &mut Vec<Op>) {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for op in ops.iter() {
@@ -484,8 +607,8 @@ async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mu
                 ..
             } => {
                 pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(3)
+                    .arg(scripts.allocate.get_hash())
+                    .arg(4)
                     .arg(&keys[..])
                     .arg(*ttl)
                     .arg(*max)
@@ -493,15 +616,19 @@ async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mu
                     .arg(&draft.tail[..]);
             }
             Op::Deposit {
-                keys, seq, bytes, ..
+                keys,
+                seq,
+                epoch,
+                bytes,
+                ..
             } => {
-                pipe.cmd("ZADD").arg(&keys[0]).arg(*seq).arg(&bytes[..]);
-                pipe.cmd("SET")
-                    .arg(&keys[1])
+                pipe.cmd("EVALSHA")
+                    .arg(scripts.deposit.get_hash())
+                    .arg(4)
+                    .arg(&keys[..])
                     .arg(*seq)
-                    .arg("XX")
-                    .arg("KEEPTTL")
-                    .ignore();
+                    .arg(&bytes[..])
+                    .arg(*epoch);
             }
         }
     }
@@ -517,12 +644,16 @@ async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mu
             break;
         }
         let mut c = conn.clone();
-        if let Err(e) = redis::cmd("SCRIPT")
+        let loaded = redis::pipe()
+            .cmd("SCRIPT")
             .arg("LOAD")
             .arg(ALLOCATE)
-            .query_async::<String>(&mut c)
-            .await
-        {
+            .cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(DEPOSIT)
+            .query_async::<(String, String)>(&mut c)
+            .await;
+        if let Err(e) = loaded {
             answers = Err(e);
             break;
         }
@@ -532,14 +663,13 @@ async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mu
             for (op, v) in ops.drain(..).zip(values) {
                 match op {
                     Op::Allocate { reply, .. } => {
-                        let _ = reply.send(
-                            redis::from_redis_value::<(i64, Vec<u8>)>(v).map_err(unavailable),
-                        );
+                        let _ = reply
+                            .send(redis::from_redis_value::<Allocated>(v).map_err(unavailable));
                     }
                     Op::Deposit { reply, .. } => {
                         let _ = reply.send(
                             redis::from_redis_value::<i64>(v)
-                                .map(|_| ())
+                                .map(|n| n == 1)
                                 .map_err(unavailable),
                         );
                     }
@@ -569,7 +699,9 @@ async fn run_pipeline(conn: &ConnectionManager, script: &redis::Script, ops: &mu
 fn decode_all(room: Id, raw: Vec<Vec<u8>>) -> Result<Vec<Message>, DurableError> {
     raw.iter()
         .map(|bytes| match record::decode(bytes) {
-            Ok(RoomMessage { room_id, message }) if room_id == room => Ok(message),
+            Ok(RoomMessage {
+                room_id, message, ..
+            }) if room_id == room => Ok(message),
             Ok(_) => Err(DurableError::Corrupt(
                 "a window entry names another room".into(),
             )),

@@ -27,6 +27,7 @@
 //!   runtime; [`record`] is the record format; [`topics`] creates the topics.
 
 pub mod continuity;
+pub mod fence;
 pub mod ingest;
 pub mod ledger;
 pub mod persister;
@@ -133,6 +134,10 @@ pub enum DurableError {
     Backlog(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The room's seq epoch changed between a message's allocation and its deposit: Redis lost
+    /// its data meanwhile. The message is not acked (the persister may refuse it).
+    #[error("{0}")]
+    Fenced(String),
     #[error("Kafka: {0}")]
     Kafka(String),
 }
@@ -141,9 +146,9 @@ impl From<DurableError> for scalify_store::StoreError {
     fn from(e: DurableError) -> Self {
         match e {
             DurableError::Unavailable(m) => scalify_store::StoreError::Unavailable(m),
-            e @ (DurableError::NotYetConfirmed(_) | DurableError::Backlog(_)) => {
-                scalify_store::StoreError::Retry(e.to_string())
-            }
+            e @ (DurableError::NotYetConfirmed(_)
+            | DurableError::Backlog(_)
+            | DurableError::Fenced(_)) => scalify_store::StoreError::Retry(e.to_string()),
             other => scalify_store::StoreError::Backend(other.to_string()),
         }
     }

@@ -26,6 +26,10 @@ pub struct Record {
     pub room_id: String,
     pub room: String,
     pub seq: u64,
+    /// The seq epoch the seq was given in ([`crate::ledger`]); absent (0) in records written
+    /// before epochs existed, which are never fenced.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     pub sender_id: String,
     pub sender: String,
     pub client_id: String,
@@ -39,11 +43,17 @@ pub struct Record {
     pub mention_room: bool,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A committed message and the room id it belongs to (the message itself names its room).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomMessage {
     pub room_id: Id,
     pub message: Message,
+    /// The seq epoch its seq was given in (0: unknown).
+    pub epoch: u64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,14 +75,20 @@ fn field<T, E: std::fmt::Display>(field: &'static str, r: Result<T, E>) -> Resul
     })
 }
 
-/// Encodes a message of room `room_id` as record JSON.
+/// Encodes a message of room `room_id` as record JSON, with no epoch.
 pub fn encode(room_id: Id, m: &Message) -> Vec<u8> {
+    encode_in(room_id, m, 0)
+}
+
+/// Encodes a message of room `room_id` whose seq was given in seq epoch `epoch`.
+pub fn encode_in(room_id: Id, m: &Message, epoch: u64) -> Vec<u8> {
     let record = Record {
         v: VERSION,
         id: m.id.to_string(),
         room_id: room_id.to_string(),
         room: m.room.to_string(),
         seq: m.seq,
+        epoch,
         sender_id: m.sender.id.to_string(),
         sender: m.sender.username.clone(),
         client_id: m.client_id.as_str().to_owned(),
@@ -85,7 +101,8 @@ pub fn encode(room_id: Id, m: &Message) -> Vec<u8> {
     serde_json::to_vec(&record).unwrap_or_default()
 }
 
-/// A message's record with its seq left out: `head`, the seq's decimal digits, then `tail`.
+/// A message's record with its seq left out: `head`, the seq's decimal digits, the epoch
+/// (`,"epoch":<digits>`, left out when 0), then `tail`.
 /// The ledger's allocation script completes it with the seq it allocates and keeps it until
 /// the broker confirms the message, so whoever retries the send can produce exactly the same
 /// record again (same id, text and time) — a copy the persister recognises as a redelivery.
@@ -96,12 +113,15 @@ pub struct Draft {
 }
 
 impl Draft {
-    /// The record with its seq.
-    pub fn with_seq(&self, seq: u64) -> Vec<u8> {
+    /// The record with its seq and epoch (the ledger's allocation script builds the same).
+    pub fn with_seq(&self, seq: u64, epoch: u64) -> Vec<u8> {
         let digits = seq.to_string();
-        let mut out = Vec::with_capacity(self.head.len() + digits.len() + self.tail.len());
+        let mut out = Vec::with_capacity(self.head.len() + digits.len() + self.tail.len() + 24);
         out.extend_from_slice(&self.head);
         out.extend_from_slice(digits.as_bytes());
+        if epoch != 0 {
+            out.extend_from_slice(format!(",\"epoch\":{epoch}").as_bytes());
+        }
         out.extend_from_slice(&self.tail);
         out
     }
@@ -163,6 +183,7 @@ pub fn decode(bytes: &[u8]) -> Result<RoomMessage, DecodeError> {
     Ok(RoomMessage {
         room_id: field("room_id", r.room_id.parse::<Id>())?,
         message,
+        epoch: r.epoch,
     })
 }
 
@@ -243,12 +264,17 @@ mod tests {
         let (room_id, mut m) = message();
         for seq in [1, 7, 10, 123_456_789_012] {
             m.seq = seq;
-            assert_eq!(draft(room_id, &m).with_seq(seq), encode(room_id, &m));
+            assert_eq!(draft(room_id, &m).with_seq(seq, 0), encode(room_id, &m));
+            for epoch in [1, 42] {
+                let record = draft(room_id, &m).with_seq(seq, epoch);
+                assert_eq!(record, encode_in(room_id, &m, epoch));
+                assert_eq!(decode(&record).unwrap().epoch, epoch);
+            }
         }
         // A room name or text that spells the marker inside a string changes nothing.
         m.text = MessageText::parse(r#","seq":0,"sender_id":"#, 4096).unwrap();
         assert_eq!(
-            draft(room_id, &m).with_seq(9),
+            draft(room_id, &m).with_seq(9, 0),
             encode(room_id, &Message { seq: 9, ..m })
         );
     }

@@ -22,6 +22,7 @@ use scalify_store::{
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::fence::Fence;
 use crate::ingest::Ingest;
 use crate::ledger::{merge, Allocation, Ledger};
 use crate::{backoff, record, DurableError};
@@ -45,6 +46,8 @@ pub struct DurableStore {
     inner: Arc<dyn Store>,
     ledger: Ledger,
     ingest: Arc<Ingest>,
+    /// When a room's counter may be seeded, and reads answered, after Redis lost its data.
+    fence: Arc<Fence>,
     /// Messages of this node between allocation and deposit, by (room, seq).
     pending: Arc<Mutex<HashMap<(Id, u64), Pending>>>,
     producing: TaskTracker,
@@ -56,11 +59,17 @@ pub struct DurableStore {
 }
 
 impl DurableStore {
-    pub fn new(inner: Arc<dyn Store>, ledger: Ledger, ingest: Arc<Ingest>) -> Self {
+    pub fn new(
+        inner: Arc<dyn Store>,
+        ledger: Ledger,
+        ingest: Arc<Ingest>,
+        fence: Arc<Fence>,
+    ) -> Self {
         DurableStore {
             inner,
             ledger,
             ingest,
+            fence,
             pending: Arc::new(Mutex::new(HashMap::new())),
             producing: TaskTracker::new(),
             late: Arc::new(OnceLock::new()),
@@ -94,13 +103,14 @@ impl DurableStore {
         }
     }
 
-    /// Produces, deposits and publishes `message` (whose record is `payload`) in the
-    /// background of the caller (which may stop waiting): this runs to completion whatever
-    /// the caller does.
+    /// Produces, deposits and publishes `message` (whose record is `payload`, its seq given
+    /// in seq epoch `epoch`) in the background of the caller (which may stop waiting): this
+    /// runs to completion whatever the caller does.
     fn start_producing(
         &self,
         room_id: Id,
         message: Message,
+        epoch: u64,
         payload: Vec<u8>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> (watch::Receiver<Option<Message>>, Arc<AtomicU8>) {
@@ -121,7 +131,7 @@ impl DurableStore {
             // Fails only when the node shuts down before the broker confirms.
             let produced = ingest.produce(&room_id.to_string(), &payload).await;
             let deposited = match &produced {
-                Ok(_) => deposit(&ledger, room_id, &message, &payload).await,
+                Ok(_) => deposit(&ledger, room_id, &message, epoch, &payload).await,
                 Err(_) => Ok(()),
             };
             if let Ok(mut p) = pending.lock() {
@@ -137,6 +147,15 @@ impl DurableStore {
                 // Readable now: the sender may be acked.
                 Ok(()) => {
                     let _ = tx.send(Some(message.clone()));
+                }
+                // Redis lost the room's counter since the allocation: its seq may be given
+                // again, and the persister refuses this record if it comes after the room's
+                // new seed. Neither acked nor broadcast; the sender's retry is a new send.
+                Err(DurableError::Fenced(why)) => {
+                    metrics::counter!("scalify_kafka_fenced_deposits_total").increment(1);
+                    tracing::warn!(room = %message.room, seq = message.seq, %why,
+                        "a message confirmed by Kafka is not acked: its room's seq counter was lost meanwhile");
+                    return;
                 }
                 // In Kafka, so the persister stores it; not in the window, so no ack (the
                 // sender's retry finds it once it is in the database). Still broadcast below.
@@ -195,8 +214,8 @@ impl DurableStore {
         let Some(payload) = unconfirmed else {
             return Err(not_yet_confirmed());
         };
-        let message = match record::decode(&payload) {
-            Ok(rm) if rm.room_id == room.id && rm.message.seq == seq => rm.message,
+        let (message, epoch) = match record::decode(&payload) {
+            Ok(rm) if rm.room_id == room.id && rm.message.seq == seq => (rm.message, rm.epoch),
             Ok(_) => {
                 return Err(DurableError::Corrupt(
                     "an unconfirmed record in Redis names another message".into(),
@@ -212,7 +231,7 @@ impl DurableStore {
         metrics::counter!("scalify_kafka_reproduced_total").increment(1);
         tracing::info!(room = %message.room, seq, "producing an unconfirmed message again for its sender's retry");
         // Nobody has broadcast it: whoever confirms it does, as for a first send.
-        let (done, state) = self.start_producing(room.id, message, payload, permit);
+        let (done, state) = self.start_producing(room.id, message, epoch, payload, permit);
         self.answer(done, state).await
     }
 
@@ -295,12 +314,14 @@ async fn deposit(
     ledger: &Ledger,
     room: Id,
     message: &Message,
+    epoch: u64,
     record: &[u8],
 ) -> Result<(), DurableError> {
     let mut attempt = 0;
     loop {
-        match ledger.deposit(room, message, record.to_vec()).await {
+        match ledger.deposit(room, message, epoch, record.to_vec()).await {
             Ok(()) => return Ok(()),
+            Err(e @ DurableError::Fenced(_)) => return Err(e),
             Err(e) if attempt >= 60 => return Err(e),
             Err(e) => {
                 attempt += 1;
@@ -493,27 +514,24 @@ impl Store for DurableStore {
                 message.sender.id,
                 &message.client_id,
                 draft.clone(),
+                // Once Redis's loss (if it lost anything) is behind the persisters, the
+                // database holds every message given a seq before.
                 || async {
-                    self.inner
-                        .room(&room.name)
-                        .await
-                        .map_err(|e| {
-                            DurableError::Unavailable(format!("cannot seed the room's seq: {e}"))
-                        })?
-                        .map(|r| r.last_seq)
-                        .ok_or_else(|| DurableError::Unavailable("the room vanished".into()))
+                    let epoch = self.fence.ready().await?;
+                    Ok((self.fence.claim(new.room_id, epoch).await?, epoch))
                 },
             )
             .await?;
-        let seq = match allocation {
+        let (seq, epoch) = match allocation {
             Allocation::Repeat(seq) => return self.repeat(&room, seq, None, permit).await,
             Allocation::Unconfirmed(seq, record) => {
                 return self.repeat(&room, seq, Some(record), permit).await
             }
-            Allocation::Fresh(seq) => seq,
+            Allocation::Fresh(seq, epoch) => (seq, epoch),
         };
         message.seq = seq;
-        let (done, state) = self.start_producing(new.room_id, message, draft.with_seq(seq), permit);
+        let payload = draft.with_seq(seq, epoch);
+        let (done, state) = self.start_producing(new.room_id, message, epoch, payload, permit);
         self.answer(done, state).await
     }
 
@@ -523,6 +541,9 @@ impl Store for DurableStore {
         before_seq: Option<u64>,
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
+        // After Redis lost the windows, the database alone may miss acked messages until the
+        // persisters catch up: no answer rather than an incomplete one.
+        self.fence.ready().await?;
         let recent = self.ledger.before(room.id, before_seq, limit).await?;
         let stored = self.inner.history(room, before_seq, limit).await?;
         let mut all = merge(recent, stored);
@@ -532,6 +553,7 @@ impl Store for DurableStore {
     }
 
     async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
+        self.fence.ready().await?;
         let recent = self.ledger.after(room.id, after_seq, limit).await?;
         let stored = self.inner.after(room, after_seq, limit).await?;
         let mut all = merge(recent, stored);

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use scalify_core::Message;
 use scalify_fanout::redis::RedisRegistry;
 use scalify_fanout::Registry;
+use scalify_kafka::fence::Fence;
 use scalify_kafka::ingest::Ingest;
 use scalify_kafka::ledger::{Ledger, LedgerConfig};
 use scalify_kafka::persister::Persister;
@@ -63,11 +64,13 @@ pub async fn open_store(
         .context("creating the Kafka topics")?;
     let (ledger, _) = ledger(settings).await?;
     let ingest = Ingest::new(kafka.config.clone(), kafka.ingest.clone(), tasks.clone())?;
+    let fence = Arc::new(Fence::new(ledger.clone(), pg.clone(), &kafka.config)?);
     tracing::info!(brokers = %kafka.config.brokers, topic = %kafka.config.topic, "durable mode: messages go through Kafka");
     Ok(Arc::new(DurableStore::new(
         pg as Arc<dyn Store>,
         ledger,
         ingest,
+        fence,
     )))
 }
 

@@ -9,6 +9,8 @@ pub(super) struct Consumed {
     pub(super) offset: i64,
     pub(super) room: Id,
     pub(super) message: Message,
+    /// The seq epoch its seq was given in (0: unknown).
+    pub(super) epoch: u64,
 }
 
 /// A batch in the database: the next offset to store per partition.

@@ -106,7 +106,8 @@ mod watchdog;
 use lanes::{next_written, Consumed, Lane, Pending, Written, LANE_READ_AHEAD};
 use rebalance::{waiting_on_broker, Ctx, Shared};
 use sink::Resumed;
-use watchdog::{observer, Progress, WATCH_EVERY};
+pub(crate) use watchdog::observer;
+use watchdog::{Progress, WATCH_EVERY};
 
 /// What the consume loop woke up for.
 enum Step<R> {
@@ -459,14 +460,17 @@ impl Persister {
                         let owned = m.detach();
                         match record::decode_keyed(owned.key(), owned.payload().unwrap_or_default())
                         {
-                            Ok(RoomMessage { room_id, message }) => {
-                                lane.push(Pending::Row(Consumed {
-                                    partition,
-                                    offset,
-                                    room: room_id,
-                                    message,
-                                }))
-                            }
+                            Ok(RoomMessage {
+                                room_id,
+                                message,
+                                epoch,
+                            }) => lane.push(Pending::Row(Consumed {
+                                partition,
+                                offset,
+                                room: room_id,
+                                message,
+                                epoch,
+                            })),
                             // Dead-lettered when first read.
                             Err(_) if again => {}
                             Err(e) => lane.push(Pending::Dead(owned, e.to_string())),

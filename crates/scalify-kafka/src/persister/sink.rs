@@ -10,24 +10,32 @@ pub(super) const RESCUE_PAGE: u32 = 1000;
 /// Most (room, seq) window entries kept for a later trim while Redis refuses trims.
 pub(super) const UNTRIMMED_MAX: usize = 1_000_000;
 
-/// Writes `rows` in one transaction, or — when the database refuses the batch (not a
-/// connection problem) — row by row, so one bad message cannot stall the others. Returns
-/// what was written and the rows refused (index into `rows`, the database's reason).
+/// Writes `rows` (their seqs given in `epochs`, parallel; empty: unknown) in one
+/// transaction, or — when the database refuses the batch (not a connection problem) — row by
+/// row, so one bad message cannot stall the others. Returns what was written and the rows
+/// refused (index into `rows`, the database's reason).
 pub(super) async fn persist_rows(
     db: &PgStore,
     rows: &[(Id, Message)],
+    epochs: &[u64],
 ) -> Result<(Persisted, Vec<(usize, String)>), StoreError> {
-    match db.persist(rows).await {
+    match db.persist_in_epochs(rows, epochs).await {
         Ok(outcome) => Ok((outcome, Vec::new())),
         Err(StoreError::Rejected(why)) => {
             tracing::warn!(%why, "batch refused; writing its messages one by one");
             let (mut total, mut refused) = (Persisted::default(), Vec::new());
             for (i, row) in rows.iter().enumerate() {
-                match db.persist(std::slice::from_ref(row)).await {
+                let epoch = epochs.get(i).copied().unwrap_or(0);
+                match db
+                    .persist_in_epochs(std::slice::from_ref(row), &[epoch])
+                    .await
+                {
                     Ok(o) => {
                         total.inserted += o.inserted;
                         total.redelivered += o.redelivered;
+                        total.resent += o.resent;
                         total.conflicts.extend(o.conflicts);
+                        total.fenced.extend(o.fenced);
                     }
                     Err(StoreError::Rejected(why)) => refused.push((i, why)),
                     Err(e) => return Err(e),
@@ -86,6 +94,7 @@ impl Persister {
         // may still be on its way: records of one room reach the topic out of seq order).
         let written: Vec<(Id, u64)> = batch.iter().map(|c| (c.room, c.message.seq)).collect();
         let positions: Vec<(i32, i64)> = batch.iter().map(|c| (c.partition, c.offset)).collect();
+        let epochs: Vec<u64> = batch.iter().map(|c| c.epoch).collect();
         let rows: Vec<(Id, Message)> = batch.into_iter().map(|c| (c.room, c.message)).collect();
         // The database's part runs as a task of its own: a write dropped while it runs (by the
         // watchdog or a stop, after `stuck_after`) leaves it to end by itself. Dropping a `COPY`
@@ -94,16 +103,16 @@ impl Persister {
         // connection fails at once. A write that ends after it was dropped is harmless: its
         // rows are read and written again (found stored) by whoever resumes.
         let db = self.db.clone();
-        let (persisted, rows) = tokio::spawn(async move {
-            let persisted = persist_rows(&db, &rows).await;
-            (persisted, rows)
+        let (persisted, rows, epochs) = tokio::spawn(async move {
+            let persisted = persist_rows(&db, &rows, &epochs).await;
+            (persisted, rows, epochs)
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("the batch write task failed: {e}")))?;
         let (outcome, refused) = persisted?;
         let refetched = |i: usize| {
             let (room, message) = &rows[i];
-            self.refetched(*room, message, positions[i])
+            self.refetched(*room, message, epochs[i], positions[i])
         };
         for (i, why) in refused {
             dead.push((refetched(i), format!("database refused the message: {why}")));
@@ -126,6 +135,18 @@ impl Persister {
                 ));
             }
         }
+        for m in &outcome.fenced {
+            if let Some(i) = rows.iter().position(|(_, r)| r.id == m.id) {
+                dead.push((
+                    refetched(i),
+                    format!(
+                        "fenced: room {} seq {} was given in seq epoch {} and its room was seeded again since (Redis lost its data); never acked",
+                        rows[i].0, m.seq, epochs[i]
+                    ),
+                ));
+            }
+        }
+        metrics::counter!("scalify_persister_fenced_total").increment(outcome.fenced.len() as u64);
         for (msg, reason) in &dead {
             self.dead_letter(msg, reason)
                 .await
@@ -196,7 +217,7 @@ impl Persister {
                 after = last;
                 let full = page.len() == RESCUE_PAGE as usize;
                 let rows: Vec<(Id, Message)> = page.into_iter().map(|m| (room, m)).collect();
-                let (outcome, refused) = persist_rows(&self.db, &rows).await?;
+                let (outcome, refused) = persist_rows(&self.db, &rows, &[]).await?;
                 saved += outcome.inserted as u64;
                 for (i, why) in refused {
                     tracing::error!(%room, seq = rows[i].1.seq, %why,
@@ -246,10 +267,11 @@ impl Persister {
         &self,
         room: Id,
         message: &Message,
+        epoch: u64,
         (partition, offset): (i32, i64),
     ) -> OwnedMessage {
         OwnedMessage::new(
-            Some(record::encode(room, message)),
+            Some(record::encode_in(room, message, epoch)),
             Some(room.to_string().into_bytes()),
             self.kafka.topic.clone(),
             rdkafka::Timestamp::NotAvailable,

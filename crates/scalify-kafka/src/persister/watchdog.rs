@@ -6,7 +6,7 @@ use super::*;
 /// How often the watchdog looks at the group's progress.
 pub(super) const WATCH_EVERY: Duration = Duration::from_secs(3);
 
-pub(super) fn observer(kafka: &KafkaConfig) -> Result<BaseConsumer, DurableError> {
+pub(crate) fn observer(kafka: &KafkaConfig) -> Result<BaseConsumer, DurableError> {
     kafka
         .client("watchdog")
         .set("group.id", &kafka.group)

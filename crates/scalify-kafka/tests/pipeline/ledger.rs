@@ -11,15 +11,15 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     let c1 = ClientId::parse("a").unwrap();
     // The first allocation seeds the counter from the database's newest seq.
     let got = ledger
-        .allocate(room, sender, &c1, draft(), || async { Ok(41) })
+        .allocate(room, sender, &c1, draft(), || async { Ok((41, 3)) })
         .await
         .unwrap();
-    assert_eq!(got, Allocation::Fresh(42));
+    assert_eq!(got, Allocation::Fresh(42, 3));
     let seeded_again = std::sync::atomic::AtomicBool::new(false);
     let got = ledger
         .allocate(room, sender, &c1, draft(), || async {
             seeded_again.store(true, std::sync::atomic::Ordering::SeqCst);
-            Ok(0)
+            Ok((0, 9))
         })
         .await
         .unwrap();
@@ -29,7 +29,7 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     );
     assert!(!seeded_again.load(std::sync::atomic::Ordering::SeqCst));
     let got = allocate(&ledger, room, sender, "b").await.unwrap();
-    assert_eq!(got, Allocation::Fresh(43));
+    assert_eq!(got, Allocation::Fresh(43, 3));
 
     // The window keeps confirmed messages by seq until trimmed.
     let name = RoomName::parse("w").unwrap();
@@ -40,7 +40,7 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     for seq in [42, 43] {
         let m = message(&name, seq, &who, &format!("c{seq}"));
         ledger
-            .deposit(room, &m, record::encode(room, &m))
+            .deposit(room, &m, 3, record::encode_in(room, &m, 3))
             .await
             .unwrap();
     }
@@ -69,10 +69,11 @@ async fn trimming_drops_exactly_the_seqs_written() {
         id: Id::new(),
         username: "alice".into(),
     };
+    seed_counter(&ledger, room).await;
     for seq in [9, 10, 11, 12, 13] {
         let m = message(&name, seq, &who, &format!("c{seq}"));
         ledger
-            .deposit(room, &m, record::encode(room, &m))
+            .deposit(room, &m, 1, record::encode_in(room, &m, 1))
             .await
             .unwrap();
     }
@@ -99,20 +100,22 @@ async fn an_unconfirmed_allocation_keeps_its_record_until_deposited() {
     let draft = Arc::new(record::draft(room, &m));
     let cid = ClientId::parse("x").unwrap();
     let got = ledger
-        .allocate(room, sender, &cid, draft.clone(), || async { Ok(6) })
+        .allocate(room, sender, &cid, draft.clone(), || async { Ok((6, 2)) })
         .await
         .unwrap();
-    assert_eq!(got, Allocation::Fresh(7));
+    assert_eq!(got, Allocation::Fresh(7, 2));
     m.seq = 7;
-    let record = record::encode(room, &m);
+    // The record kept is the one produced: with its seq and epoch.
+    let record = record::encode_in(room, &m, 2);
     let again = ledger
-        .allocate(room, sender, &cid, draft.clone(), || async { Ok(0) })
+        .allocate(room, sender, &cid, draft.clone(), || async { Ok((0, 0)) })
         .await
         .unwrap();
     assert_eq!(again, Allocation::Unconfirmed(7, record.clone()));
-    ledger.deposit(room, &m, record).await.unwrap();
+    assert_eq!(record::decode(&record).unwrap().epoch, 2);
+    ledger.deposit(room, &m, 2, record).await.unwrap();
     let confirmed = ledger
-        .allocate(room, sender, &cid, draft, || async { Ok(0) })
+        .allocate(room, sender, &cid, draft, || async { Ok((0, 0)) })
         .await
         .unwrap();
     assert_eq!(confirmed, Allocation::Repeat(7));
@@ -131,7 +134,7 @@ async fn ledger_refuses_sends_when_the_window_is_full() {
         username: "alice".into(),
     };
     for i in 1..=2u64 {
-        let Allocation::Fresh(seq) = allocate(&ledger, room, sender, &format!("c{i}"))
+        let Allocation::Fresh(seq, epoch) = allocate(&ledger, room, sender, &format!("c{i}"))
             .await
             .unwrap()
         else {
@@ -139,7 +142,7 @@ async fn ledger_refuses_sends_when_the_window_is_full() {
         };
         let m = message(&name, seq, &who, &format!("c{i}"));
         ledger
-            .deposit(room, &m, record::encode(room, &m))
+            .deposit(room, &m, epoch, record::encode_in(room, &m, epoch))
             .await
             .unwrap();
     }
@@ -154,7 +157,7 @@ async fn ledger_reloads_its_script_after_redis_forgets_it() {
     let (room, sender) = (Id::new(), Id::new());
     assert_eq!(
         allocate(&ledger, room, sender, "a").await.unwrap(),
-        Allocation::Fresh(1)
+        Allocation::Fresh(1, 1)
     );
     // What a Redis restart does to loaded scripts.
     let client = redis::Client::open(redis_url()).unwrap();
@@ -166,6 +169,75 @@ async fn ledger_reloads_its_script_after_redis_forgets_it() {
         .unwrap();
     assert_eq!(
         allocate(&ledger, room, sender, "b").await.unwrap(),
-        Allocation::Fresh(2)
+        Allocation::Fresh(2, 1)
     );
+}
+
+/// Redis losing a room's counter between a message's allocation and its deposit (a restart
+/// without persistence, FLUSHALL): the deposit is refused — the message must not be acked,
+/// its seq may be given again — and stays refused once the room is seeded in a new epoch.
+#[tokio::test]
+async fn a_deposit_after_the_rooms_counter_was_lost_is_refused() {
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+    let (room, sender) = (Id::new(), Id::new());
+    let name = RoomName::parse("w").unwrap();
+    let who = UserRef {
+        id: sender,
+        username: "alice".into(),
+    };
+    let Allocation::Fresh(seq, epoch) = allocate(&ledger, room, sender, "a").await.unwrap() else {
+        panic!("expected a fresh seq")
+    };
+    assert_eq!((seq, epoch), (1, 1));
+    let m = message(&name, seq, &who, "a");
+    // The loss: every key of this test's prefix goes.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", prefix.0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = ledger
+        .deposit(room, &m, 1, record::encode_in(room, &m, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, scalify_kafka::DurableError::Fenced(_)),
+        "{err}"
+    );
+    // Seeded again, in epoch 2, from a database that has nothing yet: seq 1 is given again,
+    // and the first message's deposit is still refused.
+    let again = ledger
+        .allocate(
+            room,
+            sender,
+            &ClientId::parse("b").unwrap(),
+            draft(),
+            || async { Ok((0, 2)) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, Allocation::Fresh(1, 2));
+    let err = ledger
+        .deposit(room, &m, 1, record::encode_in(room, &m, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, scalify_kafka::DurableError::Fenced(_)),
+        "{err}"
+    );
+    assert_eq!(ledger.after(room, 0, 10).await.unwrap(), []);
+    let b = message(&name, 1, &who, "b");
+    ledger
+        .deposit(room, &b, 2, record::encode_in(room, &b, 2))
+        .await
+        .unwrap();
+    assert_eq!(ledger.after(room, 0, 10).await.unwrap(), [b]);
 }

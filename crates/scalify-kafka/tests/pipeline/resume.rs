@@ -179,13 +179,14 @@ async fn records_deleted_from_the_broker_are_written_from_the_window() {
     let messages: Vec<Message> = (1..=10)
         .map(|s| message(&name, s, &who, &format!("c{s}")))
         .collect();
+    seed_counter(&ledger, room.id).await;
     for m in &messages {
-        let payload = record::encode(room.id, m);
+        let payload = record::encode_in(room.id, m, 1);
         ingest
             .produce(&room.id.to_string(), &payload)
             .await
             .unwrap();
-        ledger.deposit(room.id, m, payload).await.unwrap();
+        ledger.deposit(room.id, m, 1, payload).await.unwrap();
     }
     ingest.close(Duration::from_secs(2)).await;
     let rows: Vec<(Id, Message)> = messages[..2].iter().map(|m| (room.id, m.clone())).collect();

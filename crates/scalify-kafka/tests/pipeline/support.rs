@@ -53,8 +53,15 @@ pub(super) async fn allocate(
 ) -> Result<Allocation, scalify_kafka::DurableError> {
     let cid = ClientId::parse(client_id).unwrap();
     ledger
-        .allocate(room, sender, &cid, draft(), || async { Ok(0) })
+        .allocate(room, sender, &cid, draft(), || async { Ok((0, 1)) })
         .await
+}
+
+/// Gives `room` a seq counter (at 0, in seq epoch 1) as a node's first send does: a deposit
+/// needs one.
+pub(super) async fn seed_counter(ledger: &Ledger, room: Id) {
+    let got = allocate(ledger, room, Id::new(), "seed").await.unwrap();
+    assert_eq!(got, Allocation::Fresh(1, 1));
 }
 
 /// Some message's record without its seq (what allocation keeps until the deposit).
