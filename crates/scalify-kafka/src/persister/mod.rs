@@ -24,7 +24,7 @@
 //! connections went silent with no reset, which librdkafka notices only after
 //! `socket.timeout.ms` — and replaces its own client when that one cannot answer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

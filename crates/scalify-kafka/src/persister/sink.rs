@@ -90,9 +90,6 @@ impl Persister {
             let e = next.entry(p).or_insert(o + 1);
             *e = (*e).max(o + 1);
         }
-        // Exactly the messages of this batch leave the windows (a lower seq of the same room
-        // may still be on its way: records of one room reach the topic out of seq order).
-        let written: Vec<(Id, u64)> = batch.iter().map(|c| (c.room, c.message.seq)).collect();
         let positions: Vec<(i32, i64)> = batch.iter().map(|c| (c.partition, c.offset)).collect();
         let epochs: Vec<u64> = batch.iter().map(|c| c.epoch).collect();
         let rows: Vec<(Id, Message)> = batch.into_iter().map(|c| (c.room, c.message)).collect();
@@ -166,6 +163,17 @@ impl Persister {
                 "records were missing from the broker: wrote the recent windows to the database"
             );
         }
+        // Exactly the messages of this batch leave the windows (a lower seq of the same room
+        // may still be on its way: records of one room reach the topic out of seq order) —
+        // except fenced ones: their seq now belongs to a message of the new epoch, which the
+        // window may hold and the database may not have yet. (A fenced record never entered
+        // a window: its deposit was refused.)
+        let fenced: HashSet<Id> = outcome.fenced.iter().map(|m| m.id).collect();
+        let written: Vec<(Id, u64)> = rows
+            .iter()
+            .filter(|(_, m)| !fenced.contains(&m.id))
+            .map(|(room, m)| (*room, m.seq))
+            .collect();
         self.trim_windows(written).await;
         Ok(Written { next })
     }

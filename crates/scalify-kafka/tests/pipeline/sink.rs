@@ -385,3 +385,64 @@ async fn records_of_an_older_epoch_than_their_room_are_fenced() {
     assert_eq!(store.room(&name).await.unwrap().unwrap().last_seq, 3);
     assert!(store.next_seq_epoch().await.unwrap() < store.next_seq_epoch().await.unwrap());
 }
+
+/// A record given its seq before Redis lost its room's counter, reaching the persister after
+/// the room was seeded again: dead-lettered with the reason, and the new epoch's message at
+/// that seq — acked, in the window, not in the database yet — stays in the window.
+#[tokio::test]
+async fn a_fenced_record_is_dead_lettered_and_leaves_the_new_epochs_message_in_the_window() {
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let (name, room, who) = general_room(&store).await;
+    let kafka = one_partition_topic("fenced").await;
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+
+    // The room was seeded again in epoch 2 from an empty database; seq 1 of epoch 2 is acked
+    // and in the window (its record not produced yet). Seq 1 of epoch 1 arrives now.
+    assert_eq!(store.claim_seq_epoch(room.id, 2).await.unwrap(), Some(0));
+    let got = ledger
+        .allocate(
+            room.id,
+            who.id,
+            &ClientId::parse("new").unwrap(),
+            draft(),
+            || async { Ok((0, 2)) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Fresh(1, 2));
+    let acked = message(&name, 1, &who, "new");
+    ledger
+        .deposit(room.id, &acked, 2, record::encode_in(room.id, &acked, 2))
+        .await
+        .unwrap();
+    let old = message(&name, 1, &who, "old");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(&kafka.topic)
+                .key(&room.id.to_string())
+                .payload(&record::encode_in(room.id, &old, 1)),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+
+    let persister =
+        RunningPersister::start_with(&kafka, PersisterConfig::new("test"), &store, ledger.clone());
+    let reasons = dead_letters(&kafka, 1).await;
+    assert!(reasons[0].0.starts_with("fenced:"), "{reasons:?}");
+    let counted = tokio::time::Instant::now() + Duration::from_secs(30);
+    while persister.status.lock().unwrap().dead_lettered < 1 {
+        assert!(tokio::time::Instant::now() < counted, "never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    persister.stop().await;
+    assert_eq!(store.after(&room, 0, 10).await.unwrap(), []);
+    assert_eq!(ledger.after(room.id, 0, 10).await.unwrap(), [acked]);
+}
