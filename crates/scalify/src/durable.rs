@@ -65,6 +65,11 @@ pub async fn open_store(
     let (ledger, _) = ledger(settings).await?;
     let ingest = Ingest::new(kafka.config.clone(), kafka.ingest.clone(), tasks.clone())?;
     let fence = Arc::new(Fence::new(ledger.clone(), pg.clone(), &kafka.config)?);
+    // Learns the seq epoch (or begins one) now rather than on the first sends, which would
+    // wait for it; a fence still waiting for the persisters is waited for by sends as usual.
+    if let Err(e) = fence.ready().await {
+        tracing::warn!(error = %e, "seq epoch not ready yet");
+    }
     tracing::info!(brokers = %kafka.config.brokers, topic = %kafka.config.topic, "durable mode: messages go through Kafka");
     Ok(Arc::new(DurableStore::new(
         pg as Arc<dyn Store>,
