@@ -446,3 +446,44 @@ async fn a_fenced_record_is_dead_lettered_and_leaves_the_new_epochs_message_in_t
     assert_eq!(store.after(&room, 0, 10).await.unwrap(), []);
     assert_eq!(ledger.after(room.id, 0, 10).await.unwrap(), [acked]);
 }
+
+/// The dead-letter producer refusing records (here: a record over its size limit, which the
+/// messages topic took) fails the batch after its database commit, and the persister pauses. Its pauses come back with nothing
+/// written between them, so each waits longer: a few in ten seconds, not a tight loop of
+/// pause, resume, fail.
+#[tokio::test]
+async fn a_dead_letter_topic_that_refuses_records_slows_the_pauses_down() {
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let (_, room, _) = general_room(&store).await;
+    let kafka = one_partition_topic("dlq-refuses").await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("message.max.bytes", "4000000")
+        .create()
+        .unwrap();
+    let poison = vec![b'x'; 1_500_000];
+    producer
+        .send(
+            FutureRecord::to(&kafka.topic)
+                .key(&room.id.to_string())
+                .payload(&poison),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let persister = RunningPersister::start(&kafka, PersisterConfig::new("test"), &store).await;
+    let started = tokio::time::Instant::now();
+    while persister.status.lock().unwrap().retries == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "never paused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let retries = persister.status.lock().unwrap().retries;
+    persister.stop().await;
+    assert!(
+        (3..=12).contains(&retries),
+        "{retries} pauses in ten seconds"
+    );
+}
