@@ -58,6 +58,19 @@ pub(super) fn pause_delay(attempt: u32) -> Duration {
     }
 }
 
+/// Where a partition resumes after a pause: this consumer's own progress (`own`), else the
+/// group's committed offset (`group`: `None` when it could not be read, `Some(None)` when the
+/// group never committed the partition — it starts at the beginning). `None` when neither is
+/// known: reading the partition from its beginning would replay all of it, and only a new
+/// consumer (which starts at the committed offsets once the broker answers) is safe.
+pub(super) fn resume_at(own: Option<i64>, group: Option<Option<Offset>>) -> Option<Offset> {
+    match (own, group) {
+        (Some(o), _) => Some(Offset::Offset(o)),
+        (None, Some(committed)) => Some(committed.unwrap_or(Offset::Beginning)),
+        (None, None) => None,
+    }
+}
+
 /// How a pause ended.
 pub(super) enum Resumed {
     Yes,
@@ -393,24 +406,17 @@ impl Persister {
         let committed = waiting_on_broker(|| consumer.committed(Duration::from_secs(5))).ok();
         for e in assignment.elements() {
             let p = e.partition();
-            let offset = match (frontier.get(&p), &committed) {
-                (Some(o), _) => Offset::Offset(*o),
-                (None, Some(c)) => c
-                    .find_partition(e.topic(), p)
+            let group = committed.as_ref().map(|c| {
+                c.find_partition(e.topic(), p)
                     .map(|c| c.offset())
                     .filter(|o| matches!(o, Offset::Offset(_)))
-                    // The group never committed this partition: it starts at the beginning.
-                    .unwrap_or(Offset::Beginning),
-                // Neither this consumer's progress nor the group's is known: reading the
-                // partition from its beginning would replay all of it. A new consumer starts
-                // at the group's committed offsets once the broker answers.
-                (None, None) => {
-                    tracing::error!(
-                        partition = p,
-                        "cannot read the group's committed offsets; re-creating the consumer"
-                    );
-                    return Resumed::Recreate;
-                }
+            });
+            let Some(offset) = resume_at(frontier.get(&p).copied(), group) else {
+                tracing::error!(
+                    partition = p,
+                    "cannot read the group's committed offsets; re-creating the consumer"
+                );
+                return Resumed::Recreate;
             };
             let from = match offset {
                 Offset::Offset(o) => Offset::Offset(continuity.start(p, o)),
@@ -440,6 +446,24 @@ impl Persister {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resume that knows neither its own progress nor the group's never starts a partition
+    /// from its beginning (which replayed all of it); the group never having committed one
+    /// does.
+    #[test]
+    fn a_partition_resumes_from_the_beginning_only_when_the_group_never_committed_it() {
+        assert_eq!(resume_at(Some(7), None), Some(Offset::Offset(7)));
+        assert_eq!(
+            resume_at(Some(7), Some(Some(Offset::Offset(3)))),
+            Some(Offset::Offset(7))
+        );
+        assert_eq!(
+            resume_at(None, Some(Some(Offset::Offset(3)))),
+            Some(Offset::Offset(3))
+        );
+        assert_eq!(resume_at(None, Some(None)), Some(Offset::Beginning));
+        assert_eq!(resume_at(None, None), None);
+    }
 
     #[test]
     fn pauses_that_keep_coming_back_wait_longer_up_to_a_minute() {
