@@ -5,7 +5,7 @@
 // and every client's view (REST history) equal to the store.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -505,6 +505,34 @@ for (const how of ['restarts without persistence', 'is flushed (FLUSHALL)']) {
     }
   });
 }
+
+test('a Redis that may evict any key (maxmemory-policy allkeys-*) is refused by durable nodes and persisters, and doctor says why; volatile-* is warned of', async () => {
+  const redis = await privateRedis();
+  const broker = await startBroker();
+  const c = durableSettings(broker.brokers, { redisUrl: redis.url });
+  try {
+    assert.equal(redisCli(redis.url, 'CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru'), 'OK');
+    await assert.rejects(startDurableNode(c), /maxmemory-policy is allkeys-lru: it may evict the rooms' seq counters/);
+    await assert.rejects(startPersister(c, [], { startMs: 10000 }), /maxmemory-policy is allkeys-lru/);
+    const doctor = (env) => {
+      const r = spawnSync(BIN, ['doctor', '--listen', '127.0.0.1:0', '--database-url', c.db.url, '--redis-url', c.redisUrl,
+        '--redis-prefix', c.prefix, ...kafkaArgs(c)], { encoding: 'utf8', env: { ...process.env, SCALIFY_TOKEN_SECRET: c.secret, ...env } });
+      return `${r.stdout}${r.stderr}`;
+    };
+    assert.match(doctor(), /FAIL {2}Redis eviction: .*allkeys-lru/);
+    assert.equal(redisCli(redis.url, 'CONFIG', 'SET', 'maxmemory-policy', 'volatile-lru'), 'OK');
+    assert.match(doctor(), /Redis eviction: .*volatile-lru: under memory pressure it evicts idempotency keys/);
+    const node = await startDurableNode(c);
+    assert.match(node.stderr(), /volatile-lru/);
+    await node.stop(); node.cleanup();
+    assert.equal(redisCli(redis.url, 'CONFIG', 'SET', 'maxmemory-policy', 'noeviction'), 'OK');
+    assert.match(doctor(), /ok {4}Redis eviction: noeviction/);
+  } finally {
+    c.drop();
+    await broker.destroy();
+    await redis.stop();
+  }
+});
 
 test('a persister leaves while PostgreSQL is down: the paused one pauses the partitions the rebalance gives it, and resumes without skipping', async () => {
   const env = await privateDurable({ partitions: 4 });

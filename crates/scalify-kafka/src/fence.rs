@@ -24,8 +24,8 @@
 //! windows held, a read could miss an acked message.
 //!
 //! What this does not catch: Redis losing *some* writes while keeping the epoch key (a
-//! failover to a replica that lags). Run Redis with persistence and without eviction
-//! (docs/durable-mode.md).
+//! failover to a replica that lags). Eviction, the other way to lose some keys, is refused at
+//! start ([`crate::ledger::Ledger::check_eviction`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -193,6 +193,26 @@ impl Ledger {
         format!("{}:seqepoch", self.config.prefix)
     }
 
+    /// Refuses a Redis that evicts any key under memory pressure (`maxmemory-policy
+    /// allkeys-*`): a seq counter or a recent window evicted is data lost without the loss
+    /// being seen (the seq epoch stays). Returns a warning for `volatile-*` policies, which
+    /// may evict idempotency keys (a retry then becomes a new message). Read from `INFO
+    /// memory`, which managed services that disable `CONFIG` still answer.
+    pub async fn check_eviction(&self) -> Result<Option<String>, DurableError> {
+        let mut conn = self.conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let policy = info
+            .lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .map(str::trim)
+            .unwrap_or("noeviction");
+        eviction_verdict(policy)
+    }
+
     /// The cluster's seq epoch as [`crate::fence`] wrote it, if Redis has one.
     pub async fn cluster_epoch(&self) -> Result<Option<String>, DurableError> {
         let mut conn = self.conn.clone();
@@ -527,6 +547,20 @@ impl Ledger {
     }
 }
 
+/// What a `maxmemory-policy` means for durable mode (see [`Ledger::check_eviction`]).
+pub fn eviction_verdict(policy: &str) -> Result<Option<String>, DurableError> {
+    if policy.starts_with("allkeys-") {
+        return Err(DurableError::Unavailable(format!(
+            "Redis's maxmemory-policy is {policy}: it may evict the rooms' seq counters and recent windows, which durable mode keeps there; set maxmemory-policy noeviction"
+        )));
+    }
+    Ok(policy.starts_with("volatile-").then(|| {
+        format!(
+            "Redis's maxmemory-policy is {policy}: under memory pressure it evicts idempotency keys (a retry then becomes a new message); noeviction refuses sends instead"
+        )
+    }))
+}
+
 /// The (room, seq) pairs as runs of consecutive seqs per room: (room, first, last).
 fn runs(pairs: &[(Id, u64)]) -> Vec<(Id, u64, u64)> {
     let mut sorted = pairs.to_vec();
@@ -716,4 +750,18 @@ pub fn merge(a: Vec<Message>, b: Vec<Message>) -> Vec<Message> {
     all.sort_by_key(|m| m.seq);
     all.dedup_by_key(|m| m.seq);
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_that_may_evict_counters_is_refused_and_one_that_may_evict_keys_with_a_ttl_is_warned_of(
+    ) {
+        assert!(eviction_verdict("allkeys-lru").is_err());
+        assert!(eviction_verdict("allkeys-random").is_err());
+        assert!(eviction_verdict("volatile-lru").unwrap().is_some());
+        assert_eq!(eviction_verdict("noeviction").unwrap(), None);
+    }
 }

@@ -47,6 +47,16 @@ pub async fn run(settings: &Settings) -> usize {
     }
     if let Some(redis) = &settings.redis {
         r.line("Redis", self::redis(redis).await);
+        if settings.kafka.is_some() {
+            match eviction_policy(redis).await {
+                Ok(policy) => match scalify_kafka::ledger::eviction_verdict(&policy) {
+                    Ok(None) => r.line("Redis eviction", Ok(policy)),
+                    Ok(Some(w)) => r.warn("Redis eviction", &w),
+                    Err(e) => r.line("Redis eviction", Err(e.to_string())),
+                },
+                Err(e) => r.line("Redis eviction", Err(e)),
+            }
+        }
     }
     if let Some(kafka) = &settings.kafka {
         let what = format!("Kafka ({})", kafka.config.brokers);
@@ -146,6 +156,27 @@ async fn redis(c: &RedisConfig) -> Result<String, String> {
         "reachable (server {version}); key prefix '{}'",
         c.prefix
     ))
+}
+
+/// Redis's `maxmemory-policy` (from `INFO memory`, which works where `CONFIG` is disabled).
+async fn eviction_policy(c: &RedisConfig) -> Result<String, String> {
+    let client = ::redis::Client::open(c.url.as_str()).map_err(|e| format!("invalid URL: {e}"))?;
+    let connect = client.get_multiplexed_async_connection();
+    let mut conn = match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Err(_) => return Err("no answer within 3 s".into()),
+        Ok(Err(e)) => return Err(plain(format!("cannot connect: {e}"))),
+        Ok(Ok(c)) => c,
+    };
+    let info: String = ::redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| format!("INFO memory failed: {e}"))?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+        .map_or("noeviction", str::trim)
+        .to_owned())
 }
 
 /// Adds the likely cause to the errors people meet most.

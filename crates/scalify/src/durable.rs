@@ -47,7 +47,15 @@ async fn ledger(settings: &Settings) -> anyhow::Result<(Ledger, redis::aio::Conn
         .context("connecting to Redis")?;
     let mut config = LedgerConfig::new(redis.prefix.clone());
     config.idempotency_ttl = kafka.idempotency_window;
-    Ok((Ledger::new(conn.clone(), config), conn))
+    let ledger = Ledger::new(conn.clone(), config);
+    if let Some(warning) = ledger
+        .check_eviction()
+        .await
+        .context("checking Redis's eviction policy")?
+    {
+        tracing::warn!("{warning}");
+    }
+    Ok((ledger, conn))
 }
 
 /// The store of a durable node: PostgreSQL for accounts and rooms, the Kafka pipeline for
