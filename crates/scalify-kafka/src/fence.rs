@@ -179,7 +179,11 @@ impl Fence {
             .claim_seq_epoch(room, epoch)
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| DurableError::Unavailable("the room vanished".into()))?;
+            .ok_or_else(|| {
+                DurableError::Unavailable(
+                    "the room is gone, or was seeded in a newer seq epoch meanwhile; retry".into(),
+                )
+            })?;
         let sends = self
             .db
             .recent_sends(room, REMEMBERED)

@@ -1,7 +1,8 @@
 //! The Redis side of the durable pipeline: per-room seq counters, idempotency keys, and the
 //! recent window.
 //!
-//! Keys (all of one room share the hash tag `{room_id}`, so one script touches one slot):
+//! Keys (all of one room share the hash tag `{room_id}`, so the per-send scripts touch one
+//! slot; only the seed also reads the cluster's epoch):
 //! - `<prefix>:seq:{room}` — the room's newest allocated seq;
 //! - `<prefix>:idem:{room}:<sender>:<client_id>` — the seq a (sender, client_id) was given,
 //!   kept for [`LedgerConfig::idempotency_ttl`]. Until the broker confirms the message it
@@ -74,13 +75,13 @@ const BACKLOG_FULL: i64 = 3;
 /// KEYS: seq counter, idempotency key, window, room epoch. ARGV: ttl, window max, draft head,
 /// draft tail. Answers {code, value, epoch}: the idempotency key's value for a repeat, else
 /// the seq. The record kept with the key is the one [`Draft::with_seq`] builds. A counter
-/// without an epoch (seeded before epochs existed) gives epoch 0.
+/// without an epoch (seeded before epochs existed) is unseeded: the seed stamps it.
 const ALLOCATE: &str = r#"
 local prior = redis.call('GET', KEYS[2])
 if prior then return {1, prior, '0'} end
-if redis.call('EXISTS', KEYS[1]) == 0 then return {2, '0', '0'} end
+local epoch = redis.call('GET', KEYS[4])
+if not epoch or redis.call('EXISTS', KEYS[1]) == 0 then return {2, '0', '0'} end
 if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[2]) then return {3, '0', '0'} end
-local epoch = redis.call('GET', KEYS[4]) or '0'
 local seq = tostring(redis.call('INCR', KEYS[1]))
 local record = ARGV[3] .. seq
 if epoch ~= '0' then record = record .. ',"epoch":' .. epoch end
@@ -92,19 +93,27 @@ return {0, seq, epoch}
 /// confirmed message in the window and shortens its idempotency key to the seq (`XX KEEPTTL`:
 /// only while the key lives), unless the room's counter is gone or in another epoch: then
 /// Redis lost its data since the allocation, and the message must not be acked (answers 0).
+/// Epoch 0 is a record of a node that predates epochs (produced again for a retry): checked
+/// for its counter only.
 const DEPOSIT: &str = r"
 if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
-if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[3] then return 0 end
+if ARGV[3] ~= '0' and redis.call('GET', KEYS[3]) ~= ARGV[3] then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1], 'XX', 'KEEPTTL')
 return 1
 ";
 
-/// KEYS: seq counter, room epoch. ARGV: seq, epoch. Seeds a room's counter and its epoch
-/// together, unless another node seeded it first.
+/// KEYS: seq counter, room epoch, cluster epoch. ARGV: seq, epoch. Seeds a room's counter and
+/// its epoch together, unless another node seeded it first (answers 0), and only while the
+/// cluster is still in that epoch (answers -1: Redis lost its data since the seed was read).
+/// A counter without an epoch (seeded before epochs existed, and not lost since) is kept,
+/// raised to the seed if lower, and stamped.
 const SEED: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
+local cluster = redis.call('GET', KEYS[3])
+if not cluster or string.match(cluster, '^(%d+):') ~= ARGV[2] then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local now = tonumber(redis.call('GET', KEYS[1]))
+if not now or now < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 redis.call('SET', KEYS[2], ARGV[2])
 return 1
 ";
@@ -299,14 +308,20 @@ impl Ledger {
                     // When several nodes seed at once, the first one wins and the others'
                     // values (read at about the same time) are dropped.
                     let mut conn = self.conn.clone();
-                    let _: i64 = redis::Script::new(SEED)
+                    let seeded: i64 = redis::Script::new(SEED)
                         .key(self.seq_key(room))
                         .key(self.epoch_key(room))
+                        .key(self.cluster_epoch_key())
                         .arg(stored.max(windowed))
                         .arg(epoch)
                         .invoke_async(&mut conn)
                         .await
                         .map_err(unavailable)?;
+                    if seeded < 0 {
+                        return Err(DurableError::Unavailable(
+                            "Redis lost its data while this room was seeded; retry".into(),
+                        ));
+                    }
                 }
                 other => {
                     return Err(DurableError::Unavailable(format!(

@@ -11,10 +11,10 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     let c1 = ClientId::parse("a").unwrap();
     // The first allocation seeds the counter from the database's newest seq.
     let got = ledger
-        .allocate(room, sender, &c1, draft(), || async { Ok((41, 3)) })
+        .allocate(room, sender, &c1, draft(), || async { Ok((41, 1)) })
         .await
         .unwrap();
-    assert_eq!(got, Allocation::Fresh(42, 3));
+    assert_eq!(got, Allocation::Fresh(42, 1));
     let seeded_again = std::sync::atomic::AtomicBool::new(false);
     let got = ledger
         .allocate(room, sender, &c1, draft(), || async {
@@ -29,7 +29,7 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     );
     assert!(!seeded_again.load(std::sync::atomic::Ordering::SeqCst));
     let got = allocate(&ledger, room, sender, "b").await.unwrap();
-    assert_eq!(got, Allocation::Fresh(43, 3));
+    assert_eq!(got, Allocation::Fresh(43, 1));
 
     // The window keeps confirmed messages by seq until trimmed.
     let name = RoomName::parse("w").unwrap();
@@ -40,7 +40,7 @@ async fn ledger_allocates_seeds_repeats_and_windows() {
     for seq in [42, 43] {
         let m = message(&name, seq, &who, &format!("c{seq}"));
         ledger
-            .deposit(room, &m, 3, record::encode_in(room, &m, 3))
+            .deposit(room, &m, 1, record::encode_in(room, &m, 1))
             .await
             .unwrap();
     }
@@ -100,20 +100,20 @@ async fn an_unconfirmed_allocation_keeps_its_record_until_deposited() {
     let draft = Arc::new(record::draft(room, &m));
     let cid = ClientId::parse("x").unwrap();
     let got = ledger
-        .allocate(room, sender, &cid, draft.clone(), || async { Ok((6, 2)) })
+        .allocate(room, sender, &cid, draft.clone(), || async { Ok((6, 1)) })
         .await
         .unwrap();
-    assert_eq!(got, Allocation::Fresh(7, 2));
+    assert_eq!(got, Allocation::Fresh(7, 1));
     m.seq = 7;
     // The record kept is the one produced: with its seq and epoch.
-    let record = record::encode_in(room, &m, 2);
+    let record = record::encode_in(room, &m, 1);
     let again = ledger
         .allocate(room, sender, &cid, draft.clone(), || async { Ok((0, 0)) })
         .await
         .unwrap();
     assert_eq!(again, Allocation::Unconfirmed(7, record.clone()));
-    assert_eq!(record::decode(&record).unwrap().epoch, 2);
-    ledger.deposit(room, &m, 2, record).await.unwrap();
+    assert_eq!(record::decode(&record).unwrap().epoch, 1);
+    ledger.deposit(room, &m, 1, record).await.unwrap();
     let confirmed = ledger
         .allocate(room, sender, &cid, draft, || async { Ok((0, 0)) })
         .await
@@ -212,6 +212,19 @@ async fn a_deposit_after_the_rooms_counter_was_lost_is_refused() {
         matches!(err, scalify_kafka::DurableError::Fenced(_)),
         "{err}"
     );
+    // A seed read in epoch 1 is refused once the cluster has moved on.
+    set_cluster_epoch(&prefix.0, 2).await;
+    let stale = ledger
+        .allocate(
+            room,
+            sender,
+            &ClientId::parse("b").unwrap(),
+            draft(),
+            || async { Ok((0, 1)) },
+        )
+        .await
+        .unwrap_err();
+    assert!(stale.to_string().contains("lost its data while"), "{stale}");
     // Seeded again, in epoch 2, from a database that has nothing yet: seq 1 is given again,
     // and the first message's deposit is still refused.
     let again = ledger
@@ -240,4 +253,39 @@ async fn a_deposit_after_the_rooms_counter_was_lost_is_refused() {
         .await
         .unwrap();
     assert_eq!(ledger.after(room, 0, 10).await.unwrap(), [b]);
+}
+
+/// A counter seeded before epochs existed has no epoch: the next allocation seeds it (keeping
+/// its value, raised to the database's if lower) and stamps it, so that a later loss of Redis's
+/// data is caught for this room too.
+#[tokio::test]
+async fn a_counter_from_before_epochs_is_stamped_by_its_next_allocation() {
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+    let (room, sender) = (Id::new(), Id::new());
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:seq:{{{room}}}", prefix.0))
+        .arg(10)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let got = ledger
+        .allocate(
+            room,
+            sender,
+            &ClientId::parse("a").unwrap(),
+            draft(),
+            || async { Ok((4, 1)) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Fresh(11, 1));
+    let epoch: Option<String> = redis::cmd("GET")
+        .arg(format!("{}:seqepoch:{{{room}}}", prefix.0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(epoch.as_deref(), Some("1"));
 }

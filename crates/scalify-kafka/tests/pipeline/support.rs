@@ -24,10 +24,26 @@ pub(super) async fn ledger(prefix: &RedisPrefix) -> Ledger {
     ledger_with(LedgerConfig::new(prefix.0.as_str())).await
 }
 
+/// A ledger on the test's key prefix, its cluster in seq epoch 1 (what a node's fence begins).
 pub(super) async fn ledger_with(config: LedgerConfig) -> Ledger {
     let client = redis::Client::open(redis_url()).unwrap();
     let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
-    Ledger::new(conn, config)
+    let prefix = config.prefix.clone();
+    let ledger = Ledger::new(conn, config);
+    set_cluster_epoch(&prefix, 1).await;
+    ledger
+}
+
+/// Puts the cluster of key prefix `prefix` in seq epoch `n` (as a fence does after a loss).
+pub(super) async fn set_cluster_epoch(prefix: &str, n: u64) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:seqepoch"))
+        .arg(format!("{n}:0=0"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }
 
 pub(super) fn message(room: &RoomName, seq: u64, sender: &UserRef, client_id: &str) -> Message {

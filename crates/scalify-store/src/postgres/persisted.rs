@@ -174,14 +174,15 @@ impl PgStore {
         Ok(outcome)
     }
 
-    /// Stamps a room with seq epoch `epoch` (never lowering it) and returns its `last_seq`:
-    /// the seed of the room's counter once Redis lost it. Taken under the room's row lock, the
-    /// same lock [`PgStore::persist_in_epochs`] writes under: a batch that committed first is
-    /// in the returned `last_seq`, and a batch after it sees the new epoch and refuses rows of
-    /// older ones.
+    /// Stamps a room with seq epoch `epoch` and returns its `last_seq`: the seed of the room's
+    /// counter once Redis lost it. Taken under the room's row lock, the same lock
+    /// [`PgStore::persist_in_epochs`] writes under: a batch that committed first is in the
+    /// returned `last_seq`, and a batch after it sees the new epoch and refuses rows of older
+    /// ones. `None` when the room is gone or already in a newer epoch (this seed is stale: the
+    /// caller must not use it).
     pub async fn claim_seq_epoch(&self, room: Id, epoch: u64) -> StoreResult<Option<u64>> {
         let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE rooms SET seq_epoch = GREATEST(seq_epoch, $2) WHERE id = $1 RETURNING last_seq",
+            "UPDATE rooms SET seq_epoch = $2 WHERE id = $1 AND seq_epoch <= $2 RETURNING last_seq",
         )
         .bind(room.to_string())
         .bind(i64::try_from(epoch).unwrap_or(i64::MAX))
