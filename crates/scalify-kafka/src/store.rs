@@ -33,6 +33,9 @@ const LATE_QUEUE: usize = 1024;
 
 /// A message of this node between allocation and deposit: a retry of it waits on `done`.
 struct Pending {
+    /// Which message: after Redis lost its data one (room, seq) can be in flight twice here,
+    /// a message of the old epoch and one of the new.
+    id: Id,
     done: watch::Receiver<Option<Message>>,
 }
 
@@ -117,7 +120,13 @@ impl DurableStore {
         let (tx, rx) = watch::channel(None);
         let state = Arc::new(AtomicU8::new(WAITING));
         if let Ok(mut p) = self.pending.lock() {
-            p.insert((room_id, message.seq), Pending { done: rx.clone() });
+            p.insert(
+                (room_id, message.seq),
+                Pending {
+                    id: message.id,
+                    done: rx.clone(),
+                },
+            );
         }
         let (ingest, ledger, pending, late) = (
             self.ingest.clone(),
@@ -135,7 +144,9 @@ impl DurableStore {
                 Err(_) => Ok(()),
             };
             if let Ok(mut p) = pending.lock() {
-                p.remove(&(room_id, message.seq));
+                if p.get(&(room_id, message.seq)).is_some_and(|e| e.id == message.id) {
+                    p.remove(&(room_id, message.seq));
+                }
             }
             if let Err(e) = produced {
                 tracing::error!(error = %e, room = %message.room, seq = message.seq,
@@ -264,6 +275,19 @@ impl DurableStore {
                 metrics::counter!("scalify_kafka_ack_timeouts_total").increment(1);
                 Err(not_yet_confirmed())
             }
+        }
+    }
+
+    /// Fails a read during which Redis lost its data: the window it read may have been the
+    /// empty one of after the loss.
+    async fn same_epoch(&self, before: u64) -> StoreResult<()> {
+        if self.fence.ready().await? == before {
+            Ok(())
+        } else {
+            Err(
+                DurableError::Unavailable("Redis lost its data during this read; retry".into())
+                    .into(),
+            )
         }
     }
 
@@ -543,9 +567,10 @@ impl Store for DurableStore {
     ) -> StoreResult<Vec<Message>> {
         // After Redis lost the windows, the database alone may miss acked messages until the
         // persisters catch up: no answer rather than an incomplete one.
-        self.fence.ready().await?;
+        let epoch = self.fence.ready().await?;
         let recent = self.ledger.before(room.id, before_seq, limit).await?;
         let stored = self.inner.history(room, before_seq, limit).await?;
+        self.same_epoch(epoch).await?;
         let mut all = merge(recent, stored);
         let excess = all.len().saturating_sub(limit as usize);
         all.drain(..excess);
@@ -553,9 +578,10 @@ impl Store for DurableStore {
     }
 
     async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
-        self.fence.ready().await?;
+        let epoch = self.fence.ready().await?;
         let recent = self.ledger.after(room.id, after_seq, limit).await?;
         let stored = self.inner.after(room, after_seq, limit).await?;
+        self.same_epoch(epoch).await?;
         let mut all = merge(recent, stored);
         all.truncate(limit as usize);
         Ok(all)
