@@ -448,7 +448,7 @@ mod tests {
     use super::*;
 
     /// A resume that knows neither its own progress nor the group's never starts a partition
-    /// from its beginning (which replayed all of it); the group never having committed one
+    /// from its beginning (that would replay all of it); the group never having committed one
     /// does.
     #[test]
     fn a_partition_resumes_from_the_beginning_only_when_the_group_never_committed_it() {
