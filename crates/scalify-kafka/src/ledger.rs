@@ -107,11 +107,12 @@ return 1
 /// its epoch together, unless another node seeded it first (answers 0), and only while the
 /// cluster is still in that epoch (answers -1: Redis lost its data since the seed was read).
 /// A counter without an epoch (seeded before epochs existed, and not lost since) is kept,
-/// raised to the seed if lower, and stamped.
+/// raised to the seed if lower, and stamped; an epoch without its counter (one key lost) is
+/// seeded again.
 const SEED: &str = r"
 local cluster = redis.call('GET', KEYS[3])
 if not cluster or string.match(cluster, '^(%d+):') ~= ARGV[2] then return -1 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local now = tonumber(redis.call('GET', KEYS[1]))
 if not now or now < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 redis.call('SET', KEYS[2], ARGV[2])

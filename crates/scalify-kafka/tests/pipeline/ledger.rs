@@ -289,3 +289,34 @@ async fn a_counter_from_before_epochs_is_stamped_by_its_next_allocation() {
         .unwrap();
     assert_eq!(epoch.as_deref(), Some("1"));
 }
+
+/// A room whose counter alone is gone (its epoch key kept) is seeded again, not refused on
+/// every send.
+#[tokio::test]
+async fn a_room_that_lost_only_its_counter_is_seeded_again() {
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+    let (room, sender) = (Id::new(), Id::new());
+    assert_eq!(
+        allocate(&ledger, room, sender, "a").await.unwrap(),
+        Allocation::Fresh(1, 1)
+    );
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}:seq:{{{room}}}", prefix.0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let got = ledger
+        .allocate(
+            room,
+            sender,
+            &ClientId::parse("b").unwrap(),
+            draft(),
+            || async { Ok((5, 1)) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, Allocation::Fresh(6, 1));
+}
