@@ -168,6 +168,25 @@ impl Fence {
         Ok(k.epoch.number)
     }
 
+    /// Confirms that a recent-window read whose cluster epoch key read `seen` (right after
+    /// it, in the same round trip) was made in a ready epoch: one that still holds, with its
+    /// fence passed. Otherwise the window read may be the empty one of after a loss.
+    pub async fn confirm(&self, seen: Option<&str>) -> Result<u64, DurableError> {
+        let known = |seen: &str| {
+            let ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+            ready.as_ref().filter(|(r, _)| r == seen).map(|(_, n)| *n)
+        };
+        if let Some(n) = seen.and_then(known) {
+            return Ok(n);
+        }
+        // Not the epoch this node last saw ready: learn where the cluster stands (an error
+        // while the fence is up), then judge the read by it.
+        self.ready().await?;
+        seen.and_then(known).ok_or_else(|| {
+            DurableError::Unavailable("Redis lost its data during this read; retry".into())
+        })
+    }
+
     /// Stamps `room` with `epoch` in the database and returns its newest stored seq: the seed
     /// of its counter. The idempotency keys of its newest [`REMEMBERED`] messages are set
     /// again first (they are gone if Redis lost its data): a sender retrying a send that was

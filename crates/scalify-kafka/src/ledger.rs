@@ -53,6 +53,13 @@ impl LedgerConfig {
     }
 }
 
+/// Messages read from a recent window, and the cluster's seq epoch key right after.
+#[derive(Debug)]
+pub struct WindowRead {
+    pub messages: Vec<Message>,
+    pub epoch: Option<String>,
+}
+
 /// What allocating a seq for a send found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allocation {
@@ -508,6 +515,16 @@ impl Ledger {
         after: u64,
         limit: u32,
     ) -> Result<Vec<Message>, DurableError> {
+        Ok(self.read_after(room, after, limit).await?.messages)
+    }
+
+    /// [`Ledger::after`], with the cluster's seq epoch as it stood right after the read.
+    pub async fn read_after(
+        &self,
+        room: Id,
+        after: u64,
+        limit: u32,
+    ) -> Result<WindowRead, DurableError> {
         self.range(room, &format!("({after}"), "+inf", false, limit)
             .await
     }
@@ -519,13 +536,25 @@ impl Ledger {
         before: Option<u64>,
         limit: u32,
     ) -> Result<Vec<Message>, DurableError> {
-        let top = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
-        let mut out = self.range(room, &top, "-inf", true, limit).await?;
-        out.reverse();
-        Ok(out)
+        Ok(self.read_before(room, before, limit).await?.messages)
     }
 
-    /// `ZRANGE window from to BYSCORE [REV] LIMIT 0 limit`, decoded.
+    /// [`Ledger::before`], with the cluster's seq epoch as it stood right after the read.
+    pub async fn read_before(
+        &self,
+        room: Id,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<WindowRead, DurableError> {
+        let top = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
+        let mut read = self.range(room, &top, "-inf", true, limit).await?;
+        read.messages.reverse();
+        Ok(read)
+    }
+
+    /// `ZRANGE window from to BYSCORE [REV] LIMIT 0 limit`, decoded, and the cluster's epoch
+    /// in the same round trip, read after it: if Redis lost its data before the range was
+    /// read, that epoch is gone or another one.
     async fn range(
         &self,
         room: Id,
@@ -533,24 +562,26 @@ impl Ledger {
         to: &str,
         rev: bool,
         limit: u32,
-    ) -> Result<Vec<Message>, DurableError> {
+    ) -> Result<WindowRead, DurableError> {
         let mut conn = self.conn.clone();
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(self.window_key(room))
+        let mut pipe = redis::pipe();
+        let cmd = pipe
+            .cmd("ZRANGE")
+            .arg(self.window_key(room))
             .arg(from)
             .arg(to)
             .arg("BYSCORE");
         if rev {
             cmd.arg("REV");
         }
-        let raw: Vec<Vec<u8>> = cmd
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        decode_all(room, raw)
+        cmd.arg("LIMIT").arg(0).arg(limit);
+        pipe.cmd("GET").arg(self.cluster_epoch_key());
+        let (raw, epoch): (Vec<Vec<u8>>, Option<String>) =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(WindowRead {
+            messages: decode_all(room, raw)?,
+            epoch,
+        })
     }
 
     /// The window's message with this seq, if there.

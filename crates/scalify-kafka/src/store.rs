@@ -278,19 +278,6 @@ impl DurableStore {
         }
     }
 
-    /// Fails a read during which Redis lost its data: the window it read may have been the
-    /// empty one of after the loss.
-    async fn same_epoch(&self, before: u64) -> StoreResult<()> {
-        if self.fence.ready().await? == before {
-            Ok(())
-        } else {
-            Err(
-                DurableError::Unavailable("Redis lost its data during this read; retry".into())
-                    .into(),
-            )
-        }
-    }
-
     async fn window_last_seq(&self, room: &mut Room) -> StoreResult<()> {
         if let Some(top) = self.ledger.window_max_seq(room.id).await? {
             room.last_seq = room.last_seq.max(top);
@@ -567,10 +554,10 @@ impl Store for DurableStore {
     ) -> StoreResult<Vec<Message>> {
         // After Redis lost the windows, the database alone may miss acked messages until the
         // persisters catch up: no answer rather than an incomplete one.
-        let epoch = self.fence.ready().await?;
-        let recent = self.ledger.before(room.id, before_seq, limit).await?;
+        let recent = self.ledger.read_before(room.id, before_seq, limit).await?;
+        self.fence.confirm(recent.epoch.as_deref()).await?;
+        let recent = recent.messages;
         let stored = self.inner.history(room, before_seq, limit).await?;
-        self.same_epoch(epoch).await?;
         let mut all = merge(recent, stored);
         let excess = all.len().saturating_sub(limit as usize);
         all.drain(..excess);
@@ -578,10 +565,10 @@ impl Store for DurableStore {
     }
 
     async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
-        let epoch = self.fence.ready().await?;
-        let recent = self.ledger.after(room.id, after_seq, limit).await?;
+        let recent = self.ledger.read_after(room.id, after_seq, limit).await?;
+        self.fence.confirm(recent.epoch.as_deref()).await?;
+        let recent = recent.messages;
         let stored = self.inner.after(room, after_seq, limit).await?;
-        self.same_epoch(epoch).await?;
         let mut all = merge(recent, stored);
         all.truncate(limit as usize);
         Ok(all)
