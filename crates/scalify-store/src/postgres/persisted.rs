@@ -231,16 +231,23 @@ async fn lock_and_fence<'a>(
     tx: &mut sqlx::PgConnection,
     sorted: &[(&'a (Id, Message), u64)],
 ) -> StoreResult<Fenced<'a>> {
-    let mut rooms: Vec<String> = sorted.iter().map(|((r, _), _)| r.to_string()).collect();
-    rooms.dedup();
-    let epochs = lock_rooms(tx, &rooms).await?;
+    // Sorted by room: each room once, formatted once.
+    let mut ids: Vec<Id> = sorted.iter().map(|((r, _), _)| *r).collect();
+    ids.dedup();
+    let rooms: Vec<String> = ids.iter().map(Id::to_string).collect();
+    let by_name = lock_rooms(tx, &rooms).await?;
+    let epochs: HashMap<Id, i64> = ids
+        .into_iter()
+        .zip(&rooms)
+        .map(|(id, name)| (id, by_name.get(name).copied().unwrap_or(0)))
+        .collect();
     let mut out = Fenced {
         rows: Vec::with_capacity(sorted.len()),
         outcome: Persisted::default(),
     };
     let mut stale = Vec::new();
     for (row, epoch) in sorted {
-        let room_epoch = epochs.get(&row.0.to_string()).copied().unwrap_or(0);
+        let room_epoch = epochs.get(&row.0).copied().unwrap_or(0);
         if *epoch != 0 && (*epoch as i64) < room_epoch {
             stale.push(*row);
         } else {
