@@ -130,14 +130,19 @@ async fn postgres(pg: &PgConfig) -> Result<String, String> {
     })
 }
 
-async fn redis(c: &RedisConfig) -> Result<String, String> {
+/// A connection to Redis within 3 s, or why not.
+async fn redis_connection(c: &RedisConfig) -> Result<::redis::aio::MultiplexedConnection, String> {
     let client = ::redis::Client::open(c.url.as_str()).map_err(|e| format!("invalid URL: {e}"))?;
     let connect = client.get_multiplexed_async_connection();
-    let mut conn = match tokio::time::timeout(Duration::from_secs(3), connect).await {
-        Err(_) => return Err("no answer within 3 s".into()),
-        Ok(Err(e)) => return Err(plain(format!("cannot connect: {e}"))),
-        Ok(Ok(c)) => c,
-    };
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Err(_) => Err("no answer within 3 s".into()),
+        Ok(Err(e)) => Err(plain(format!("cannot connect: {e}"))),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+async fn redis(c: &RedisConfig) -> Result<String, String> {
+    let mut conn = redis_connection(c).await?;
     let info: String = ::redis::cmd("INFO")
         .arg("server")
         .query_async(&mut conn)
@@ -160,13 +165,7 @@ async fn redis(c: &RedisConfig) -> Result<String, String> {
 
 /// Redis's `maxmemory-policy` (from `INFO memory`, which works where `CONFIG` is disabled).
 async fn eviction_policy(c: &RedisConfig) -> Result<String, String> {
-    let client = ::redis::Client::open(c.url.as_str()).map_err(|e| format!("invalid URL: {e}"))?;
-    let connect = client.get_multiplexed_async_connection();
-    let mut conn = match tokio::time::timeout(Duration::from_secs(3), connect).await {
-        Err(_) => return Err("no answer within 3 s".into()),
-        Ok(Err(e)) => return Err(plain(format!("cannot connect: {e}"))),
-        Ok(Ok(c)) => c,
-    };
+    let mut conn = redis_connection(c).await?;
     let info: String = ::redis::cmd("INFO")
         .arg("memory")
         .query_async(&mut conn)
