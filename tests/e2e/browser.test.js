@@ -465,6 +465,21 @@ test('read state follows the user: reading on one device clears the badge on the
   }
 });
 
+/**
+ * Two rooms of the page's user, `news` and `quiet`; Bob joins `news` and sends three
+ * messages to it, unread by the user.
+ */
+async function threeUnread(page) {
+  const [news, quiet] = [uniqueRoom('news'), uniqueRoom('quiet')];
+  await createRoom(page, news);
+  await createRoom(page, quiet);
+  const bob = await register(server.url, 'bob');
+  const sb = await connect(server.url, bob.token);
+  assert.equal((await call(sb, 'join', { room: news })).ok, true);
+  for (let i = 1; i <= 3; i++) assert.equal((await call(sb, 'send', { room: news, text: `news ${i}`, client_id: `n${i}` })).ok, true);
+  return { news, quiet, sb };
+}
+
 test('a room read while offline is marked read on the server after the reconnect: the other device clears its badge', async () => {
   const net = await proxy(server.url);
   const desk = await newUser(net.url, { name: 'ann' });
@@ -475,13 +490,7 @@ test('a room read while offline is marked read on the server after the reconnect
     await phone.page.getByLabel('Password').fill('correct-horse');
     await phone.page.locator('form.card button[type=submit]').click();
     await phone.page.getByText('Sign out').waitFor();
-    const [news, quiet] = [uniqueRoom('news'), uniqueRoom('quiet')];
-    await createRoom(desk.page, news);
-    await createRoom(desk.page, quiet);
-    const bob = await register(server.url, 'bob');
-    const sb = await connect(server.url, bob.token);
-    assert.equal((await call(sb, 'join', { room: news })).ok, true);
-    for (let i = 1; i <= 3; i++) assert.equal((await call(sb, 'send', { room: news, text: `news ${i}`, client_id: `n${i}` })).ok, true);
+    const { news, sb } = await threeUnread(desk.page);
     const badge = (u) => u.page.locator('.room-link', { hasText: `#${news}` }).getByLabel('3 unread');
     await badge(desk).waitFor();
     await badge(phone).waitFor();
@@ -505,13 +514,7 @@ test('a room read while offline, then the tab closed: the next tab of that brows
   const desk = await newUser(net.url, { name: 'ann' });
   try {
     await signUp(desk);
-    const [news, quiet] = [uniqueRoom('news'), uniqueRoom('quiet')];
-    await createRoom(desk.page, news);
-    await createRoom(desk.page, quiet);
-    const bob = await register(server.url, 'bob');
-    const sb = await connect(server.url, bob.token);
-    assert.equal((await call(sb, 'join', { room: news })).ok, true);
-    for (let i = 1; i <= 3; i++) assert.equal((await call(sb, 'send', { room: news, text: `news ${i}`, client_id: `n${i}` })).ok, true);
+    const { news, quiet, sb } = await threeUnread(desk.page);
     await desk.page.locator('.room-link', { hasText: `#${news}` }).getByLabel('3 unread').waitFor();
     const token = JSON.parse(await desk.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
     const serverMarker = async () => (await api(server.url, 'GET', '/api/rooms', undefined, token)).body.rooms.find((r) => r.name === news).last_read;

@@ -160,8 +160,7 @@ async fn ledger_reloads_its_script_after_redis_forgets_it() {
         Allocation::Fresh(1, 1)
     );
     // What a Redis restart does to loaded scripts.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut conn = redis_conn().await;
     let _: String = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut conn)
@@ -192,8 +191,7 @@ async fn a_deposit_after_the_rooms_counter_was_lost_is_refused() {
     assert_eq!((seq, epoch), (1, 1));
     let m = message(&name, seq, &who, "a");
     // The loss: every key of this test's prefix goes.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut conn = redis_conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:*", prefix.0))
         .query_async(&mut conn)
@@ -214,27 +212,13 @@ async fn a_deposit_after_the_rooms_counter_was_lost_is_refused() {
     );
     // A seed read in epoch 1 is refused once the cluster has moved on.
     set_cluster_epoch(&prefix.0, 2).await;
-    let stale = ledger
-        .allocate(
-            room,
-            sender,
-            &ClientId::parse("b").unwrap(),
-            draft(),
-            || async { Ok((0, 1)) },
-        )
+    let stale = allocate_seeded(&ledger, room, sender, "b", (0, 1))
         .await
         .unwrap_err();
     assert!(stale.to_string().contains("lost its data while"), "{stale}");
     // Seeded again, in epoch 2, from a database that has nothing yet: seq 1 is given again,
     // and the first message's deposit is still refused.
-    let again = ledger
-        .allocate(
-            room,
-            sender,
-            &ClientId::parse("b").unwrap(),
-            draft(),
-            || async { Ok((0, 2)) },
-        )
+    let again = allocate_seeded(&ledger, room, sender, "b", (0, 2))
         .await
         .unwrap();
     assert_eq!(again, Allocation::Fresh(1, 2));
@@ -263,22 +247,14 @@ async fn a_counter_from_before_epochs_is_stamped_by_its_next_allocation() {
     let prefix = RedisPrefix::new();
     let ledger = ledger(&prefix).await;
     let (room, sender) = (Id::new(), Id::new());
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut conn = redis_conn().await;
     let _: () = redis::cmd("SET")
         .arg(format!("{}:seq:{{{room}}}", prefix.0))
         .arg(10)
         .query_async(&mut conn)
         .await
         .unwrap();
-    let got = ledger
-        .allocate(
-            room,
-            sender,
-            &ClientId::parse("a").unwrap(),
-            draft(),
-            || async { Ok((4, 1)) },
-        )
+    let got = allocate_seeded(&ledger, room, sender, "a", (4, 1))
         .await
         .unwrap();
     assert_eq!(got, Allocation::Fresh(11, 1));
@@ -301,22 +277,49 @@ async fn a_room_that_lost_only_its_counter_is_seeded_again() {
         allocate(&ledger, room, sender, "a").await.unwrap(),
         Allocation::Fresh(1, 1)
     );
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut conn = redis_conn().await;
     let _: () = redis::cmd("DEL")
         .arg(format!("{}:seq:{{{room}}}", prefix.0))
         .query_async(&mut conn)
         .await
         .unwrap();
-    let got = ledger
-        .allocate(
-            room,
-            sender,
-            &ClientId::parse("b").unwrap(),
-            draft(),
-            || async { Ok((5, 1)) },
-        )
+    let got = allocate_seeded(&ledger, room, sender, "b", (5, 1))
         .await
         .unwrap();
     assert_eq!(got, Allocation::Fresh(6, 1));
+}
+
+/// A window read is accepted only in a ready epoch that still holds right after it: a read
+/// that meets an emptied Redis (its epoch key gone) is refused, not answered from the empty
+/// window; the next read, in the new epoch whose fence has passed, is accepted.
+#[tokio::test]
+async fn a_window_read_that_meets_a_lost_redis_is_refused() {
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let kafka = one_partition_topic("fence").await;
+    let prefix = RedisPrefix::new();
+    let ledger = ledger(&prefix).await;
+    let mut conn = redis_conn().await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}:seqepoch", prefix.0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fence = scalify_kafka::fence::Fence::new(ledger.clone(), store.clone(), &kafka).unwrap();
+    let first = fence.ready().await.unwrap();
+    let room = Id::new();
+    let read = ledger.read_after(room, 0, 10).await.unwrap();
+    assert_eq!(fence.confirm(read.epoch.as_deref()).await.unwrap(), first);
+    // The loss: the epoch key goes, as with FLUSHALL.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}:seqepoch", prefix.0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let read = ledger.read_after(room, 0, 10).await.unwrap();
+    let err = fence.confirm(read.epoch.as_deref()).await.unwrap_err();
+    assert!(err.to_string().contains("lost its data"), "{err}");
+    let read = ledger.read_after(room, 0, 10).await.unwrap();
+    let second = fence.confirm(read.epoch.as_deref()).await.unwrap();
+    assert!(second > first, "{second} after {first}");
 }

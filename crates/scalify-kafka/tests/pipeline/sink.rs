@@ -403,14 +403,7 @@ async fn a_fenced_record_is_dead_lettered_and_leaves_the_new_epochs_message_in_t
     // The room was seeded again in epoch 2 from an empty database; seq 1 of epoch 2 is acked
     // and in the window (its record not produced yet). Seq 1 of epoch 1 arrives now.
     assert_eq!(store.claim_seq_epoch(room.id, 2).await.unwrap(), Some(0));
-    let got = ledger
-        .allocate(
-            room.id,
-            who.id,
-            &ClientId::parse("new").unwrap(),
-            draft(),
-            || async { Ok((0, 2)) },
-        )
+    let got = allocate_seeded(&ledger, room.id, who.id, "new", (0, 2))
         .await
         .unwrap();
     assert_eq!(got, Allocation::Fresh(1, 2));

@@ -34,10 +34,15 @@ pub(super) async fn ledger_with(config: LedgerConfig) -> Ledger {
     ledger
 }
 
+/// A plain connection to the test Redis, for what a test does behind the ledger's back.
+pub(super) async fn redis_conn() -> redis::aio::ConnectionManager {
+    let client = redis::Client::open(redis_url()).unwrap();
+    redis::aio::ConnectionManager::new(client).await.unwrap()
+}
+
 /// Puts the cluster of key prefix `prefix` in seq epoch `n` (as a fence does after a loss).
 pub(super) async fn set_cluster_epoch(prefix: &str, n: u64) {
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut conn = redis_conn().await;
     let _: () = redis::cmd("SET")
         .arg(format!("{prefix}:seqepoch"))
         .arg(format!("{n}:0=0"))
@@ -67,9 +72,21 @@ pub(super) async fn allocate(
     sender: Id,
     client_id: &str,
 ) -> Result<Allocation, scalify_kafka::DurableError> {
+    allocate_seeded(ledger, room, sender, client_id, (0, 1)).await
+}
+
+/// Allocates for `client_id`, a room without a counter being seeded at `seed` (the newest
+/// stored seq, the epoch).
+pub(super) async fn allocate_seeded(
+    ledger: &Ledger,
+    room: Id,
+    sender: Id,
+    client_id: &str,
+    seed: (u64, u64),
+) -> Result<Allocation, scalify_kafka::DurableError> {
     let cid = ClientId::parse(client_id).unwrap();
     ledger
-        .allocate(room, sender, &cid, draft(), || async { Ok((0, 1)) })
+        .allocate(room, sender, &cid, draft(), || async move { Ok(seed) })
         .await
 }
 
