@@ -16,6 +16,7 @@
 //! - a second `append` with the same (room, sender, client_id) returns the first message with
 //!   `duplicate: true` and stores nothing.
 
+pub mod notify;
 pub mod postgres;
 pub mod sqlite;
 

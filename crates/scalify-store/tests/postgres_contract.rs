@@ -59,6 +59,13 @@ async fn ensure_room_adds_members_only_to_a_room_of_its_kind() {
 }
 
 #[tokio::test]
+async fn notifications_claims_outbox_and_push_subscriptions() {
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    contract::notifications_claims_outbox_and_push_subscriptions(store.clone(), store).await;
+}
+
+#[tokio::test]
 async fn read_markers_and_unread_counts() {
     let db = FreshDb::create().await;
     contract::read_markers_and_unread_counts(open(&db).await).await;
@@ -80,7 +87,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 8);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 9);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 

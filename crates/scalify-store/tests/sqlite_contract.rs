@@ -17,6 +17,13 @@ fn fresh() -> (tempfile::TempDir, Arc<dyn Store>) {
 }
 
 #[tokio::test]
+async fn notifications_claims_outbox_and_push_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(SqliteConfig::new(dir.path().join("t.db"))).unwrap());
+    contract::notifications_claims_outbox_and_push_subscriptions(store.clone(), store).await;
+}
+
+#[tokio::test]
 async fn usernames_and_room_names_are_unique() {
     let (_d, store) = fresh();
     contract::usernames_and_room_names_are_unique(store).await;

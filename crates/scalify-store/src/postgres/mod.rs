@@ -39,6 +39,7 @@ use crate::{
     StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
 };
 
+mod notify;
 mod persisted;
 mod rows;
 mod writer;
@@ -92,6 +93,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "seq epochs",
         include_str!("../../migrations/postgres/0008_seq_epochs.sql"),
+    ),
+    (
+        9,
+        "notifications",
+        include_str!("../../migrations/postgres/0009_notifications.sql"),
     ),
 ];
 
@@ -585,6 +591,10 @@ impl Store for PgStore {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM push_subscriptions WHERE user_id = $1")
+            .bind(user.to_string())
+            .execute(&mut *tx)
+            .await?;
         let ended = end_sessions(&mut *tx, user, EndSessions::All).await?;
         tx.commit().await?;
         Ok(ended)

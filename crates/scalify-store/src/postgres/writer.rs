@@ -248,9 +248,13 @@ pub(super) const INSERT_RESENDS: &str =
                           $6::text[], $7::text[], $8::int8[], $9::text[])
        AS u(room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions)";
 
-/// Raises each room's `last_seq` (`$1` room ids, `$2` seqs) — never lowers it.
+/// Raises each room's `last_seq` (`$1` room ids, `$2` seqs) — never lowers it — and marks the
+/// room for its notifier (`notify_from`, the database's clock, set once until the notifier
+/// has looked).
 pub(super) const RAISE_LAST_SEQ: &str =
-    "UPDATE rooms SET last_seq = v.s FROM UNNEST($1::text[], $2::int8[]) AS v(id, s)
+    "UPDATE rooms SET last_seq = v.s,
+       notify_from = COALESCE(rooms.notify_from, (extract(epoch FROM clock_timestamp()) * 1000)::int8)
+     FROM UNNEST($1::text[], $2::int8[]) AS v(id, s)
      WHERE rooms.id = v.id AND rooms.last_seq < v.s";
 
 /// Column arrays for one multi-row insert.

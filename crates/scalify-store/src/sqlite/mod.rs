@@ -29,6 +29,7 @@ use crate::{
     StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
 };
 
+mod notify;
 mod rows;
 mod writer;
 
@@ -48,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_membership.sql"),
     include_str!("../../migrations/sqlite/0005_read_markers.sql"),
     include_str!("../../migrations/sqlite/0006_mentions_and_notifications.sql"),
+    include_str!("../../migrations/sqlite/0007_notifications.sql"),
 ];
 
 /// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
@@ -234,6 +236,36 @@ impl SqliteStore {
     ) -> StoreResult<bool> {
         self.write(|reply| WriteOp::Exec { sql, params, reply })
             .await
+    }
+
+    /// Runs `f` on the write connection, in a savepoint of the writer's next batch: what it
+    /// wrote is undone if it fails, and its answer comes after the batch commits.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: writer::Job = Box::new(move |conn| {
+            let result = match conn {
+                Some(c) => f(c),
+                None => Err(StoreError::Backend("not run: the batch failed".into())),
+            };
+            let ok = result.is_ok();
+            let finish: writer::Finish = Box::new(move |failed| {
+                let _ = reply.send(match failed {
+                    None => result,
+                    Some(e) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+                });
+            });
+            (ok, finish)
+        });
+        self.writes
+            .send(WriteOp::Run(job))
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is shut down".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer stopped".into()))?
     }
 
     async fn read<T, F>(&self, f: F) -> StoreResult<T>

@@ -84,7 +84,15 @@ pub(super) enum WriteOp {
     Flush {
         reply: Reply<()>,
     },
+    /// Statements of their own, run in a savepoint of the batch; answered after the commit.
+    Run(Job),
 }
+
+/// A [`WriteOp::Run`]: runs on the write connection (`None`: it cannot run, the batch
+/// failed first) and returns whether it succeeded, and what answers its caller once the
+/// batch's fate is known (`None`: committed).
+pub(super) type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+pub(super) type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// A write to an account's sessions or password. Each answers the ids of the sessions it
 /// ended (`SetPassword`: the user's id if the account was found).
@@ -115,6 +123,7 @@ pub(super) enum Done {
     Appended(Reply<Appended>, StoreResult<Appended>),
     Account(Reply<Vec<String>>, StoreResult<Vec<String>>),
     Flushed(Reply<()>),
+    Ran(Finish),
 }
 
 impl Done {
@@ -127,6 +136,7 @@ impl Done {
             Done::Appended(r, v) => drop(r.send(v)),
             Done::Account(r, v) => drop(r.send(v)),
             Done::Flushed(r) => drop(r.send(Ok(()))),
+            Done::Ran(f) => f(None),
         }
     }
     pub(super) fn fail(self, e: &str) {
@@ -138,6 +148,7 @@ impl Done {
             Done::Appended(r, _) => drop(r.send(backend_err(&msg))),
             Done::Account(r, _) => drop(r.send(backend_err(&msg))),
             Done::Flushed(r) => drop(r.send(backend_err(&msg))),
+            Done::Ran(f) => f(Some(&msg)),
         }
     }
 }
@@ -262,11 +273,13 @@ impl Writer {
     const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
     pub(super) fn store_seqs(&mut self, touched: &HashMap<Id, u64>) -> StoreResult<()> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE rooms SET last_seq = ?2 WHERE id = ?1")?;
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE rooms SET last_seq = ?2, notify_from = COALESCE(notify_from, ?3) WHERE id = ?1",
+        )?;
+        // The notifier looks at the room once its first unseen message is old enough.
+        let now = scalify_core::now_ms();
         for (room, seq) in touched {
-            stmt.execute(params![room.to_string(), *seq as i64])?;
+            stmt.execute(params![room.to_string(), *seq as i64, now])?;
         }
         Ok(())
     }
@@ -327,6 +340,18 @@ impl Writer {
                         other => other,
                     });
                 Done::Member(reply, result)
+            }
+            WriteOp::Run(job) => {
+                let saved = self.conn.execute_batch("SAVEPOINT op").is_ok();
+                let (ok, finish) = job(Some(&self.conn));
+                if saved {
+                    // A failed job leaves nothing behind; its own error answers its caller.
+                    if !ok {
+                        let _ = self.conn.execute_batch("ROLLBACK TO op");
+                    }
+                    let _ = self.conn.execute_batch("RELEASE op");
+                }
+                Done::Ran(finish)
             }
         }
     }
@@ -448,6 +473,9 @@ impl Writer {
                          WHERE id = ?1 AND deleted_at IS NULL",
                     )?
                     .execute(params![user.to_string(), now_ms()])?;
+                self.conn
+                    .prepare_cached("DELETE FROM push_subscriptions WHERE user_id = ?1")?
+                    .execute(params![user.to_string()])?;
                 self.end_sessions(user, EndSessions::All)
             }
         }
@@ -601,6 +629,7 @@ impl WriteOp {
             WriteOp::Account { reply, .. } => Done::Account(reply, backend_err(msg)),
             WriteOp::Exec { reply, .. } => Done::Member(reply, backend_err(msg)),
             WriteOp::Flush { reply } => Done::Flushed(reply),
+            WriteOp::Run(job) => Done::Ran(job(None).1),
         }
     }
 }

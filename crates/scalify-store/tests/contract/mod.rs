@@ -8,6 +8,9 @@ use std::sync::Arc;
 use scalify_core::{
     ClientId, MessageText, NewMessage, Room, RoomKind, RoomName, UserRef, Username,
 };
+use scalify_store::notify::{
+    NotifyStore, Outgoing, PushSubscription, PUSH_SUBSCRIPTIONS_PER_USER, WEBHOOK_TARGET,
+};
 use scalify_store::{Store, StoreError, User};
 
 pub async fn user(store: &dyn Store, name: &str) -> User {
@@ -647,4 +650,177 @@ pub async fn mentions_levels_receipts_and_settings(store: Arc<dyn Store>) {
             .unwrap(),
         None
     );
+}
+
+/// Missed-message notifications: a room with messages not yet looked at is claimed once (a
+/// lease), given back when the lease runs out, and moved on only by the holder of its lease;
+/// queued notifications are leased, retried and settled; push subscriptions belong to one
+/// user, are capped, and go with the account.
+pub async fn notifications_claims_outbox_and_push_subscriptions(
+    store: Arc<dyn Store>,
+    notify: Arc<dyn NotifyStore>,
+) {
+    let (a, b) = (user(&*store, "ann").await, user(&*store, "bob").await);
+    let room = public_room(&*store, "news", &a).await;
+    store.add_member(room.id, b.id).await.unwrap();
+    // Nothing written: nothing to look at.
+    assert!(notify
+        .claim_due_rooms(0, 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    for i in 0..2 {
+        store
+            .append(msg(&room, &a, &format!("c{i}"), "hi"))
+            .await
+            .unwrap();
+    }
+    // Not old enough yet for a minute's delay; at once for none.
+    assert!(notify
+        .claim_due_rooms(60_000, 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = notify.claim_due_rooms(0, 10_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let claim = due[0].clone();
+    assert_eq!(
+        (claim.room.id, claim.seen, claim.room.last_seq),
+        (room.id, 0, 2)
+    );
+    // Held: no other notifier gets it.
+    assert!(notify
+        .claim_due_rooms(0, 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Recipients: members not muted who have not read that far.
+    store
+        .set_notify_level(room.id, b.id, scalify_core::NotifyLevel::None)
+        .await
+        .unwrap();
+    let r = notify.recipients(room.id, 2, 100).await.unwrap();
+    assert_eq!(r.iter().map(|r| r.user.id).collect::<Vec<_>>(), vec![a.id]);
+    assert!(r[0].previews);
+    store.set_read(room.id, a.id, 2).await.unwrap();
+    assert!(notify.recipients(room.id, 2, 100).await.unwrap().is_empty());
+    assert_eq!(notify.last_read(room.id, a.id).await.unwrap(), Some(2));
+    let outsider = user(&*store, "cat").await;
+    assert_eq!(notify.last_read(room.id, outsider.id).await.unwrap(), None);
+
+    // Only the lease holder moves the room on, with what it queued.
+    let out = Outgoing {
+        id: "n1".into(),
+        target: WEBHOOK_TARGET.into(),
+        user: b.id,
+        room: room.id,
+        first_seq: 1,
+        body: "{}".into(),
+    };
+    let mut stale = claim.clone();
+    stale.lease -= 1;
+    assert!(!notify
+        .finish_room(&stale, 2, None, &[out.clone()])
+        .await
+        .unwrap());
+    assert!(notify
+        .claim_deliveries(10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Seen up to 1, the rest due at once: claimed again from there.
+    assert!(notify
+        .finish_room(&claim, 1, Some(0), &[out.clone()])
+        .await
+        .unwrap());
+    let again = notify.claim_due_rooms(0, 10_000, 10).await.unwrap();
+    assert_eq!(again.iter().map(|d| d.seen).collect::<Vec<_>>(), vec![1]);
+    assert!(notify.finish_room(&again[0], 2, None, &[]).await.unwrap());
+    assert!(notify
+        .claim_due_rooms(0, 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // A new message marks the room again.
+    store.append(msg(&room, &a, "c9", "more")).await.unwrap();
+    let third = notify.claim_due_rooms(0, 1, 10).await.unwrap();
+    assert_eq!(third.iter().map(|d| d.seen).collect::<Vec<_>>(), vec![2]);
+    // Its lease of 1 ms runs out: another notifier takes it.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        notify.claim_due_rooms(0, 10_000, 10).await.unwrap().len(),
+        1
+    );
+
+    // The outbox: leased, retried, settled.
+    let taken = notify.claim_deliveries(10_000, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!((&taken[0].outgoing, taken[0].attempts), (&out, 1));
+    assert!(notify
+        .claim_deliveries(10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    notify
+        .retry_delivery("n1", WEBHOOK_TARGET, 0)
+        .await
+        .unwrap();
+    let retried = notify.claim_deliveries(10_000, 10).await.unwrap();
+    assert_eq!(
+        retried.iter().map(|d| d.attempts).collect::<Vec<_>>(),
+        vec![2]
+    );
+    notify.delivered("n1", WEBHOOK_TARGET).await.unwrap();
+    notify
+        .retry_delivery("n1", WEBHOOK_TARGET, 0)
+        .await
+        .unwrap();
+    assert!(notify
+        .claim_deliveries(10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Push subscriptions.
+    let sub = |e: &str| PushSubscription {
+        endpoint: format!("https://push.example.com/{e}"),
+        p256dh: "key".into(),
+        auth: "auth".into(),
+    };
+    notify.subscribe_push(a.id, &sub("1")).await.unwrap();
+    notify.subscribe_push(b.id, &sub("1")).await.unwrap();
+    assert!(notify.push_subscriptions(a.id).await.unwrap().is_empty());
+    assert_eq!(
+        notify.push_subscriptions(b.id).await.unwrap(),
+        vec![sub("1")]
+    );
+    assert!(!notify
+        .unsubscribe_push(Some(a.id), &sub("1").endpoint)
+        .await
+        .unwrap());
+    assert_eq!(
+        notify.push_subscription(&sub("1").endpoint).await.unwrap(),
+        Some(sub("1"))
+    );
+    assert!(notify
+        .unsubscribe_push(None, &sub("1").endpoint)
+        .await
+        .unwrap());
+    assert_eq!(
+        notify.push_subscription(&sub("1").endpoint).await.unwrap(),
+        None
+    );
+    for i in 0..PUSH_SUBSCRIPTIONS_PER_USER + 2 {
+        notify
+            .subscribe_push(a.id, &sub(&format!("a{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        notify.push_subscriptions(a.id).await.unwrap().len(),
+        PUSH_SUBSCRIPTIONS_PER_USER as usize
+    );
+    store.delete_user(a.id).await.unwrap();
+    assert!(notify.push_subscriptions(a.id).await.unwrap().is_empty());
 }
