@@ -140,6 +140,8 @@ pub trait Fanout: Send + Sync + 'static {
     async fn watch(&self, room: &RoomName) -> Result<(), FanoutError>;
     /// This node no longer has local connections in `room`.
     async fn unwatch(&self, room: &RoomName) -> Result<(), FanoutError>;
+    /// Of `rooms`, which some node — this one or another — has local connections in.
+    async fn watched_anywhere(&self, rooms: &[RoomName]) -> Result<Vec<bool>, FanoutError>;
     /// Readiness: can events reach other nodes right now?
     async fn ready(&self) -> Result<(), FanoutError>;
     /// Stops background work (graceful shutdown, after connections are closed).
@@ -243,6 +245,9 @@ impl Fanout for LocalFanout {
         self.watched.remove(room);
         self.delivery.room_released(room);
         Ok(())
+    }
+    async fn watched_anywhere(&self, rooms: &[RoomName]) -> Result<Vec<bool>, FanoutError> {
+        Ok(rooms.iter().map(|r| self.watched.contains(r)).collect())
     }
     async fn ready(&self) -> Result<(), FanoutError> {
         Ok(())

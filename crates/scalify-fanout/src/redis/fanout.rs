@@ -238,6 +238,32 @@ impl Fanout for RedisFanout {
         result
     }
 
+    async fn watched_anywhere(&self, rooms: &[RoomName]) -> Result<Vec<bool>, FanoutError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A node subscribes a room's channel while it has connections in it, and Redis drops
+        // the subscriptions of a node that dies with its connection.
+        let mut cmd = redis::cmd("PUBSUB");
+        cmd.arg("NUMSUB");
+        for room in rooms {
+            cmd.arg(self.channel(room));
+        }
+        let mut conn = self.publisher.clone();
+        let counts: Vec<(String, i64)> = cmd.query_async(&mut conn).await.map_err(unavailable)?;
+        if counts.len() != rooms.len() {
+            return Err(FanoutError::Unavailable(
+                "PUBSUB NUMSUB answered for other channels".into(),
+            ));
+        }
+        // This node's own rooms count even while its subscriber reconnects.
+        Ok(counts
+            .into_iter()
+            .zip(rooms)
+            .map(|((_, n), room)| n > 0 || self.watched.contains(room))
+            .collect())
+    }
+
     async fn ready(&self) -> Result<(), FanoutError> {
         if !self.subscribed.load(Ordering::Acquire) {
             return Err(FanoutError::Unavailable(

@@ -32,9 +32,11 @@ mod admin;
 mod messages;
 mod notify;
 mod online;
+mod push;
 mod read;
 mod rooms;
 pub use notify::{NotifyChoice, Receipt, SettingsPatch, RECEIPTS_LIMIT, RECEIPT_EVERY};
+pub use push::{PushConfig, PushKeys};
 pub use read::ReadMarker;
 
 /// Limits the service enforces. Field docs are the user-facing documentation.
@@ -210,6 +212,8 @@ pub struct Chat {
     started_at: i64,
     /// More dependencies to check (see [`Dependency`]).
     checks: Mutex<Vec<Arc<dyn Dependency>>>,
+    /// Web Push, when the node offers it ([`Chat::enable_push`]).
+    push: std::sync::OnceLock<PushConfig>,
 }
 
 /// A dependency `/readyz` and the admin page check besides the store and the fan-out (the
@@ -330,6 +334,7 @@ impl Chat {
             started: std::time::Instant::now(),
             started_at: scalify_core::now_ms(),
             checks: Mutex::new(Vec::new()),
+            push: std::sync::OnceLock::new(),
         })
     }
 
