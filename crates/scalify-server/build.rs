@@ -16,6 +16,7 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("web");
     for input in [
         "src",
+        "public",
         "index.html",
         "package.json",
         "package-lock.json",

@@ -52,6 +52,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/rooms/{room}/messages"),
     ("post", "/api/rooms/{room}/messages"),
     ("post", "/api/dms"),
+    ("get", "/api/push/vapid-public-key"),
+    ("post", "/api/push/subscriptions"),
+    ("delete", "/api/push/subscriptions"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -80,6 +83,12 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/api/blocks/{username}", axum::routing::delete(unblock))
         .route("/api/rooms/{room}/messages", get(history).post(send))
         .route("/api/dms", post(open_dm))
+        .route("/api/push/vapid-public-key", get(vapid_public_key))
+        .route(
+            "/api/push/subscriptions",
+            post(subscribe_push).delete(unsubscribe_push),
+        )
+        .route("/sw.js", get(crate::web::service_worker))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/", get(crate::web::index))
@@ -295,6 +304,47 @@ async fn set_notifications(
 ) -> ApiResult {
     let choice = chat.set_notifications(&user, &room, &r.level).await?;
     Ok(Json(json!(choice)).into_response())
+}
+
+async fn vapid_public_key(State(chat): State<AppState>) -> ApiResult {
+    let key = chat.vapid_public_key()?;
+    Ok(Json(json!({ "key": key })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushSubscriptionRequest {
+    endpoint: String,
+    keys: scalify_service::PushKeys,
+    /// `PushSubscription.toJSON()` carries it; push services set no expiry in practice.
+    #[serde(rename = "expirationTime", default)]
+    _expiration_time: Option<serde_json::Value>,
+}
+
+async fn subscribe_push(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Body(r): Body<PushSubscriptionRequest>,
+) -> ApiResult {
+    chat.subscribe_push(&user, &r.endpoint, &r.keys).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "endpoint": r.endpoint }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct PushEndpoint {
+    endpoint: String,
+}
+
+async fn unsubscribe_push(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Body(r): Body<PushEndpoint>,
+) -> ApiResult {
+    if chat.unsubscribe_push(&user, &r.endpoint).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(scalify_core::ChatError::not_found("no such subscription").into())
+    }
 }
 
 async fn settings(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {

@@ -59,3 +59,9 @@ pub async fn asset(Path(path): Path<String>) -> Response {
         "public, max-age=31536000, immutable",
     )
 }
+
+/// The service worker that shows Web Push notifications. Served from the root so its scope
+/// is the whole app; never cached long, so a new version reaches browsers at their next visit.
+pub async fn service_worker() -> Response {
+    file("sw.js", "no-cache")
+}

@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use scalify_notify::{Notifier, NotifyConfig};
 use scalify_server::{App, Cluster};
 use scalify_service::auth::Auth;
-use scalify_service::{Chat, RECEIPT_EVERY, SHARE_EVERY};
+use scalify_service::{Chat, PushConfig, RECEIPT_EVERY, SHARE_EVERY};
+use scalify_store::notify::NotifyStore;
 use scalify_store::sqlite::SqliteStore;
 use scalify_store::Store;
 use tokio::net::TcpListener;
@@ -65,17 +67,23 @@ impl Node {
             None => None,
         };
         // Durable mode: messages through Kafka; PostgreSQL for the rest and for the persister.
-        let (store, durable, pg): (Arc<dyn Store>, _, _) = match (&settings.kafka, pg) {
-            (Some(_), Some(pg)) => {
-                let durable = tokio::select! {
-                    durable = durable::open_store(settings, pg.clone(), supervisor.tasks()) => durable?,
-                    () = shutdown.cancelled() => return Ok(None),
-                };
-                (durable.clone(), Some(durable), Some(pg))
-            }
-            (None, Some(pg)) => (pg as Arc<dyn Store>, None, None),
-            (_, None) => (open_sqlite(settings)?, None, None),
-        };
+        // Notifications are kept in the database of record: PostgreSQL (durable mode too),
+        // else SQLite.
+        let (store, durable, pg, notify_store): (Arc<dyn Store>, _, _, Arc<dyn NotifyStore>) =
+            match (&settings.kafka, pg) {
+                (Some(_), Some(pg)) => {
+                    let durable = tokio::select! {
+                        durable = durable::open_store(settings, pg.clone(), supervisor.tasks()) => durable?,
+                        () = shutdown.cancelled() => return Ok(None),
+                    };
+                    (durable.clone(), Some(durable), Some(pg.clone()), pg)
+                }
+                (None, Some(pg)) => (pg.clone(), None, None, pg),
+                (_, None) => {
+                    let sqlite = open_sqlite_store(settings)?;
+                    (sqlite.clone(), None, None, sqlite)
+                }
+            };
         let cluster = match &settings.redis {
             Some(redis) => {
                 if settings.postgres.is_none() {
@@ -99,9 +107,28 @@ impl Node {
             .resolve_admins()
             .await
             .map_err(anyhow::Error::msg)?;
+        let vapid = settings.vapid()?.map(Arc::new);
+        if let Some(v) = &vapid {
+            app.chat.enable_push(PushConfig {
+                store: notify_store.clone(),
+                vapid_public_key: v.public_key().to_owned(),
+                allow_private_endpoints: settings.notify.allow_private_endpoints,
+            });
+        }
+        let notifier = Notifier::new(
+            app.chat.clone(),
+            notify_store,
+            NotifyConfig {
+                delay: settings.notify.delay,
+                webhook: settings.notify.webhook.clone(),
+                vapid,
+            },
+        )?;
         let mut services: Vec<Box<dyn Service>> = vec![
             Box::new(PresenceKeeper(app.chat.clone())),
             Box::new(ReceiptSender(app.chat.clone())),
+            Box::new(NotifySchedule(notifier.clone())),
+            Box::new(NotifyDelivery(notifier)),
         ];
         if settings.redis.is_some() {
             services.push(Box::new(BudgetExchange(app.chat.clone())));
@@ -185,11 +212,44 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 
 /// SQLite in the data directory, migrations applied.
 fn open_sqlite(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open_sqlite_store(settings)?)
+}
+
+fn open_sqlite_store(settings: &Settings) -> anyhow::Result<Arc<SqliteStore>> {
     let sqlite = settings.sqlite_config()?;
     let store = SqliteStore::open(sqlite.clone())
         .with_context(|| format!("opening the store at {}", sqlite.path.display()))?;
     tracing::info!(path = %sqlite.path.display(), "store ready (SQLite, WAL)");
     Ok(Arc::new(store))
+}
+
+/// Decides who is told of which missed messages ([`Notifier::schedule`]), on every node; the
+/// database's leases give each room to one of them.
+struct NotifySchedule(Arc<Notifier>);
+
+#[async_trait]
+impl Service for NotifySchedule {
+    fn name(&self) -> &'static str {
+        "notification scheduler"
+    }
+    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.0.run_schedule(cancel).await;
+        Ok(())
+    }
+}
+
+/// Posts queued notifications to the webhook and the push services ([`Notifier::deliver`]).
+struct NotifyDelivery(Arc<Notifier>);
+
+#[async_trait]
+impl Service for NotifyDelivery {
+    fn name(&self) -> &'static str {
+        "notification delivery"
+    }
+    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.0.run_delivery(cancel).await;
+        Ok(())
+    }
 }
 
 /// Renews this node's presence entries in Redis and expires those of nodes that died

@@ -167,6 +167,25 @@ pub struct ServeArgs {
     /// go offline within this time plus a third of it [default: 15]
     #[arg(long, env = "SCALIFY_PRESENCE_TTL_SECS")]
     pub presence_ttl_secs: Option<u64>,
+    /// Seconds a message that notifies a member (their room's level) stays unread, with the
+    /// member connected nowhere, before they are notified by Web Push and the webhook
+    /// [default: 60]
+    #[arg(long, env = "SCALIFY_NOTIFY_AFTER_SECS")]
+    pub notify_after_secs: Option<u64>,
+    /// Also POST each notification, as JSON signed with SCALIFY_NOTIFY_WEBHOOK_SECRET, here
+    /// (email, mobile push, chat ops: docs/notifications.md)
+    #[arg(long, env = "SCALIFY_NOTIFY_WEBHOOK_URL", value_name = "URL")]
+    pub notify_webhook_url: Option<String>,
+    /// How push services can reach the operator (VAPID `sub`): a mailto: or https: URL
+    /// [default: mailto:admin@localhost]
+    #[arg(long, env = "SCALIFY_VAPID_SUBJECT", value_name = "URL")]
+    pub vapid_subject: Option<String>,
+    /// Accept Web Push endpoints over plain http:// and on private or loopback hosts (a push
+    /// service inside the operator's network, or a test's); off, users cannot make the node
+    /// post into its own network
+    #[arg(long, env = "SCALIFY_PUSH_ALLOW_PRIVATE_ENDPOINTS")]
+    #[serde(default)]
+    pub push_allow_private_endpoints: bool,
     /// Kafka bootstrap brokers (`host:9092,host2:9092`): durable mode. Every accepted message
     /// is produced to Kafka (idempotent, acks=all) before its ack; persisters write it to
     /// PostgreSQL. Needs --database-url and --redis-url.

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -17,6 +18,7 @@ use scalify_fanout::redis::RedisConfig;
 use scalify_kafka::ingest::IngestConfig;
 use scalify_kafka::persister::PersisterConfig;
 use scalify_kafka::KafkaConfig;
+use scalify_notify::{Vapid, Webhook};
 use scalify_server::TransportConfig;
 use scalify_service::{ChatConfig, ThrottleConfig};
 use scalify_store::postgres::PgConfig;
@@ -45,6 +47,29 @@ pub struct KafkaSettings {
     pub idempotency_window: Duration,
 }
 
+/// Missed-message notifications: the delay, the webhook, Web Push.
+#[derive(Clone)]
+pub struct NotifySettings {
+    pub delay: Duration,
+    pub webhook: Option<Arc<Webhook>>,
+    /// `SCALIFY_VAPID_PRIVATE_KEY`; unset, an embedded node generates one into its data
+    /// directory.
+    vapid_private_key: Option<String>,
+    pub vapid_subject: String,
+    pub allow_private_endpoints: bool,
+}
+
+impl std::fmt::Debug for NotifySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifySettings")
+            .field("delay", &self.delay)
+            .field("webhook", &self.webhook.is_some())
+            .field("vapid_private_key", &self.vapid_private_key.is_some())
+            .field("vapid_subject", &self.vapid_subject)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The merged configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -64,6 +89,7 @@ pub struct Settings {
     pub redis: Option<RedisConfig>,
     /// Durable mode through Kafka, when set.
     pub kafka: Option<KafkaSettings>,
+    pub notify: NotifySettings,
 }
 
 impl Settings {
@@ -142,7 +168,30 @@ impl Settings {
                 "a cluster (--redis-url) needs a token secret shared by every node: set SCALIFY_TOKEN_SECRET or token_secret in the config file"
             );
         }
+        let secret_env = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
+        let notify = NotifySettings {
+            delay: Duration::from_secs(o.notify_after_secs.unwrap_or(60)),
+            webhook: o
+                .notify_webhook_url
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(|url| {
+                    Webhook::new(
+                        url,
+                        &secret_env("SCALIFY_NOTIFY_WEBHOOK_SECRET").unwrap_or_default(),
+                    )
+                    .map(Arc::new)
+                })
+                .transpose()?,
+            vapid_private_key: secret_env("SCALIFY_VAPID_PRIVATE_KEY"),
+            vapid_subject: o
+                .vapid_subject
+                .clone()
+                .unwrap_or_else(|| "mailto:admin@localhost".into()),
+            allow_private_endpoints: o.push_allow_private_endpoints,
+        };
         Ok(Settings {
+            notify,
             postgres,
             redis,
             kafka,
@@ -290,6 +339,25 @@ impl Settings {
         let _ = file.rewind();
         let _ = writeln!(file, "{}", std::process::id());
         Ok(file)
+    }
+
+    /// The node's VAPID key for Web Push: `SCALIFY_VAPID_PRIVATE_KEY`, else (one node) the one
+    /// generated into the data directory. A cluster without the variable offers no Web Push:
+    /// its nodes would each sign with a key of their own, and a browser subscribed through one
+    /// would refuse the others'.
+    pub fn vapid(&self) -> anyhow::Result<Option<Vapid>> {
+        let subject = &self.notify.vapid_subject;
+        if let Some(key) = &self.notify.vapid_private_key {
+            return Vapid::from_private_key(key, subject)
+                .map(Some)
+                .context("SCALIFY_VAPID_PRIVATE_KEY");
+        }
+        if self.redis.is_some() {
+            tracing::warn!("Web Push is off: a cluster needs SCALIFY_VAPID_PRIVATE_KEY, the same on every node (docs/notifications.md)");
+            return Ok(None);
+        }
+        self.ensure_data_dir()?;
+        Vapid::load_or_generate(&self.data_dir.join("vapid-private-key"), subject).map(Some)
     }
 
     pub fn sqlite_config(&self) -> anyhow::Result<SqliteConfig> {

@@ -1,0 +1,381 @@
+//! # scalify-notify — telling away users what they missed
+//!
+//! When a member has no connection open on any node and a message that notifies them (their
+//! room's level: `all`, or `mentions` — every DM message counts) stays unread for the
+//! notification delay, they get one notification for the room: how many messages, who wrote
+//! the first, how it starts. Two workers do it, on every node:
+//!
+//! - the [`Notifier::schedule`] pass claims rooms whose first unseen message is older than the
+//!   delay (a lease in the database, so one node takes each room), sums up the due messages
+//!   for each member who is away, and queues one notification per target — in the same
+//!   transaction that marks those messages seen. A node killed mid-way loses its lease and
+//!   another node does the room again; nothing is queued twice.
+//! - the [`Notifier::deliver`] pass takes due notifications from the queue (leased too),
+//!   checks again that the user has neither read the room nor come online, and posts them:
+//!   to the signed webhook ([`webhook`]) and to each Web Push subscription ([`push`]). A
+//!   failure is retried with backoff; a push service's `404`/`410` removes the subscription.
+//!
+//! Sends never wait for any of it: messages are only marked (`rooms.notify_from`) as they are
+//! stored.
+
+pub mod push;
+pub mod summary;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use scalify_service::Chat;
+use scalify_store::notify::{
+    Delivery, DueRoom, NotifyStore, Outgoing, PUSH_TARGET, WEBHOOK_TARGET,
+};
+use tokio_util::sync::CancellationToken;
+
+pub use push::Vapid;
+pub use webhook::Webhook;
+
+/// Rooms one schedule pass claims at most.
+const ROOMS_PER_PASS: u32 = 50;
+/// Messages of a room one pass looks at; a busier room is looked at again at once.
+const MESSAGES_PER_PASS: u32 = 200;
+/// Members of one room one pass considers.
+const RECIPIENTS_PER_ROOM: u32 = 10_000;
+/// How long a claimed room stays a node's: beyond it, another node may take it.
+const ROOM_LEASE: Duration = Duration::from_secs(15);
+/// How long a taken delivery stays a node's: longer than a request may take.
+const DELIVERY_LEASE: Duration = Duration::from_secs(60);
+/// Deliveries one pass takes, and how many run at once.
+const DELIVERIES_PER_PASS: u32 = 64;
+const CONCURRENT_DELIVERIES: usize = 16;
+/// A failed delivery is tried again after 1 s, 2 s, 4 s… up to this, and given up after
+/// [`MAX_ATTEMPTS`] tries (about 25 minutes).
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+pub const MAX_ATTEMPTS: u32 = 12;
+/// One HTTP request to a webhook or a push service.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a node's notifier does.
+#[derive(Clone)]
+pub struct NotifyConfig {
+    /// How long a notifying message stays unread before its member, away, is told.
+    pub delay: Duration,
+    pub webhook: Option<Arc<Webhook>>,
+    pub vapid: Option<Arc<Vapid>>,
+}
+
+/// A node's notifier: its schedule and delivery passes.
+pub struct Notifier {
+    chat: Arc<Chat>,
+    store: Arc<dyn NotifyStore>,
+    config: NotifyConfig,
+    http: reqwest::Client,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// Worth trying again (a network error, a 5xx, a 429).
+    Failed,
+    /// Never going to succeed (the subscription is gone, the request was refused).
+    Refused,
+}
+
+impl Notifier {
+    pub fn new(
+        chat: Arc<Chat>,
+        store: Arc<dyn NotifyStore>,
+        config: NotifyConfig,
+    ) -> anyhow::Result<Arc<Self>> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ScalifyChat/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Arc::new(Notifier {
+            chat,
+            store,
+            config,
+            http,
+        }))
+    }
+
+    /// How often the passes run: often enough that a notification is late by a fraction of
+    /// the delay at most.
+    pub fn tick(&self) -> Duration {
+        (self.config.delay / 4).clamp(Duration::from_millis(200), Duration::from_secs(1))
+    }
+
+    /// Runs the schedule pass every [`Notifier::tick`] until `cancel`.
+    pub async fn run_schedule(self: Arc<Self>, cancel: CancellationToken) {
+        self.run_every(cancel, |n| async move { n.schedule().await })
+            .await
+    }
+
+    /// Runs the delivery pass every [`Notifier::tick`] until `cancel`; a delivery in flight
+    /// then is given back when its lease runs out.
+    pub async fn run_delivery(self: Arc<Self>, cancel: CancellationToken) {
+        self.run_every(cancel, |n| async move { n.deliver().await })
+            .await
+    }
+
+    async fn run_every<F, Fut>(self: Arc<Self>, cancel: CancellationToken, pass: F)
+    where
+        F: Fn(Arc<Self>) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<usize>>,
+    {
+        let mut tick = tokio::time::interval(self.tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            // A full pass means more is waiting: go on without waiting for the tick.
+            loop {
+                let outcome = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    r = pass(self.clone()) => r,
+                };
+                match outcome {
+                    Ok(n) => {
+                        if std::mem::replace(&mut failing, false) {
+                            tracing::info!("notifications work again");
+                        }
+                        if n < ROOMS_PER_PASS.min(DELIVERIES_PER_PASS) as usize {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(error = %e, "notifications stalled; retrying");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One schedule pass: claims due rooms and queues their notifications. Returns how many
+    /// rooms it claimed.
+    pub async fn schedule(&self) -> anyhow::Result<usize> {
+        let delay = self.config.delay.as_millis() as i64;
+        let due = self
+            .store
+            .claim_due_rooms(delay, ROOM_LEASE.as_millis() as i64, ROOMS_PER_PASS)
+            .await?;
+        let n = due.len();
+        for room in due {
+            if let Err(e) = self.schedule_room(&room).await {
+                // The lease runs out and the room is looked at again.
+                tracing::warn!(room = %room.room.name, error = %e, "cannot schedule notifications");
+            }
+        }
+        Ok(n)
+    }
+
+    async fn schedule_room(&self, due: &DueRoom) -> anyhow::Result<()> {
+        let messages = self
+            .chat
+            .stored_after(&due.room, due.seen, MESSAGES_PER_PASS)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let cutoff = scalify_core::now_ms() - self.config.delay.as_millis() as i64;
+        let ready = messages.iter().take_while(|m| m.ts <= cutoff).count();
+        let (looked, rest) = messages.split_at(ready);
+        let seen = looked.last().map_or(due.seen, |m| m.seq);
+        // The next look: when the first message not due yet is; at once if this pass stopped
+        // at its limit with every message due.
+        let next_from = match rest.first() {
+            Some(m) => Some(m.ts),
+            None if messages.len() == MESSAGES_PER_PASS as usize => Some(0),
+            None => None,
+        };
+        let mut out = Vec::new();
+        if !looked.is_empty() {
+            out = self.notifications(due, looked, seen).await?;
+        }
+        let queued = out.len();
+        if self.store.finish_room(due, seen, next_from, &out).await? {
+            metrics::counter!("scalify_notifications_queued_total").increment(queued as u64);
+        } else {
+            tracing::info!(room = %due.room.name, "another node took the room over; its notifications are its own");
+        }
+        Ok(())
+    }
+
+    /// The notifications `looked` (the due messages of a claimed room) make: one per member
+    /// who is away and has something to be told, for each target.
+    async fn notifications(
+        &self,
+        due: &DueRoom,
+        looked: &[scalify_core::Message],
+        seen: u64,
+    ) -> anyhow::Result<Vec<Outgoing>> {
+        let recipients = self
+            .store
+            .recipients(due.room.id, seen, RECIPIENTS_PER_ROOM)
+            .await?;
+        let summaries: Vec<_> = recipients
+            .iter()
+            .filter_map(|r| summary::summarize(&due.room, looked, r))
+            .collect();
+        if summaries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<_> = summaries.iter().map(|s| s.user.id).collect();
+        let online = self
+            .chat
+            .connected_anywhere(&ids)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let mut out = Vec::new();
+        for (s, online) in summaries.into_iter().zip(online) {
+            if online {
+                metrics::counter!("scalify_notifications_skipped_total", "reason" => "online")
+                    .increment(1);
+                continue;
+            }
+            let body = serde_json::to_string(&s)?;
+            let mut targets = Vec::new();
+            if self.config.webhook.is_some() {
+                targets.push(WEBHOOK_TARGET.to_owned());
+            }
+            if self.config.vapid.is_some() {
+                for sub in self.store.push_subscriptions(s.user.id).await? {
+                    targets.push(format!("{PUSH_TARGET}{}", sub.endpoint));
+                }
+            }
+            out.extend(targets.into_iter().map(|target| Outgoing {
+                id: s.id.clone(),
+                target,
+                user: s.user.id,
+                room: due.room.id,
+                first_seq: s.first_seq,
+                body: body.clone(),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// One delivery pass: takes due notifications and posts them. Returns how many it took.
+    pub async fn deliver(&self) -> anyhow::Result<usize> {
+        let taken = self
+            .store
+            .claim_deliveries(DELIVERY_LEASE.as_millis() as i64, DELIVERIES_PER_PASS)
+            .await?;
+        let n = taken.len();
+        futures_util::stream::iter(taken)
+            .for_each_concurrent(CONCURRENT_DELIVERIES, |d| async move {
+                if let Err(e) = self.deliver_one(&d).await {
+                    // Its lease runs out and it is taken again.
+                    tracing::warn!(id = %d.outgoing.id, error = %e, "cannot settle a notification");
+                }
+            })
+            .await;
+        Ok(n)
+    }
+
+    async fn deliver_one(&self, d: &Delivery) -> anyhow::Result<()> {
+        let o = &d.outgoing;
+        let target = if o.target == WEBHOOK_TARGET {
+            "webhook"
+        } else {
+            "push"
+        };
+        if let Some(reason) = self.needless(o).await? {
+            metrics::counter!("scalify_notifications_skipped_total", "reason" => reason)
+                .increment(1);
+            self.store.delivered(&o.id, &o.target).await?;
+            return Ok(());
+        }
+        let outcome = match (o.target.strip_prefix(PUSH_TARGET), &self.config) {
+            (
+                None,
+                NotifyConfig {
+                    webhook: Some(w), ..
+                },
+            ) if o.target == WEBHOOK_TARGET => w.post(&self.http, &o.id, d.attempts, &o.body).await,
+            (Some(endpoint), NotifyConfig { vapid: Some(v), .. }) => {
+                match self.store.push_subscription(endpoint).await? {
+                    Some(sub) => {
+                        let outcome = v.post(&self.http, &sub, &o.body).await;
+                        if outcome == push::PushOutcome::Gone {
+                            self.store.unsubscribe_push(None, endpoint).await?;
+                            metrics::counter!("scalify_push_subscriptions_removed_total")
+                                .increment(1);
+                        }
+                        outcome.into()
+                    }
+                    // Unsubscribed since it was queued.
+                    None => Outcome::Refused,
+                }
+            }
+            // The node no longer has that target configured.
+            _ => Outcome::Refused,
+        };
+        metrics::counter!("scalify_notification_deliveries_total", "target" => target, "outcome" => match outcome {
+            Outcome::Sent => "sent",
+            Outcome::Failed => "failed",
+            Outcome::Refused => "refused",
+        })
+        .increment(1);
+        match outcome {
+            Outcome::Failed if d.attempts < MAX_ATTEMPTS => {
+                let delay = retry_delay(d.attempts);
+                self.store
+                    .retry_delivery(&o.id, &o.target, delay.as_millis() as i64)
+                    .await?;
+            }
+            Outcome::Failed => {
+                tracing::warn!(id = %o.id, target, attempts = d.attempts, "notification given up");
+                metrics::counter!("scalify_notifications_dropped_total", "target" => target)
+                    .increment(1);
+                self.store.delivered(&o.id, &o.target).await?;
+            }
+            Outcome::Sent | Outcome::Refused => self.store.delivered(&o.id, &o.target).await?,
+        }
+        Ok(())
+    }
+
+    /// Why a queued notification need not go out any more, if it need not: its user read the
+    /// room that far, or is connected now.
+    async fn needless(&self, o: &Outgoing) -> anyhow::Result<Option<&'static str>> {
+        match self.store.last_read(o.room, o.user).await? {
+            Some(read) if read < o.first_seq => {}
+            Some(_) => return Ok(Some("read")),
+            None => return Ok(Some("left")),
+        }
+        let online = self
+            .chat
+            .connected_anywhere(&[o.user])
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        Ok(online.first().copied().unwrap_or(false).then_some("online"))
+    }
+}
+
+/// The wait before try `attempts + 1`: 1 s after the first, doubling, at most
+/// [`MAX_RETRY_DELAY`].
+pub fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.saturating_sub(1).min(20)).min(MAX_RETRY_DELAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_a_second_to_ten_minutes() {
+        let waits: Vec<u64> = (1..=MAX_ATTEMPTS)
+            .map(|a| retry_delay(a).as_secs())
+            .collect();
+        assert_eq!(&waits[..4], &[1, 2, 4, 8]);
+        assert_eq!(*waits.last().unwrap_or(&0), 600);
+        let total: u64 = waits[..MAX_ATTEMPTS as usize - 1].iter().sum();
+        assert!((1200..1800).contains(&total), "{total} s");
+    }
+}
