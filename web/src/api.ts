@@ -145,6 +145,12 @@ export const api = {
     request<{ room: string; level: NotifyLevel }>('PUT', `/api/rooms/${encodeURIComponent(room)}/notifications`, { level }, token),
   settings: (token: string) => request<Settings>('GET', '/api/me/settings', undefined, token),
   changeSettings: (token: string, patch: Partial<Settings>) => request<Settings>('PUT', '/api/me/settings', patch, token),
+  /** The server's VAPID public key (404 when it offers no Web Push). */
+  vapidPublicKey: () => request<{ key: string }>('GET', '/api/push/vapid-public-key').then((r) => r.key),
+  subscribePush: (token: string, subscription: PushSubscriptionJSON) =>
+    request<unknown>('POST', '/api/push/subscriptions', { endpoint: subscription.endpoint, keys: subscription.keys }, token),
+  unsubscribePush: (token: string, endpoint: string) =>
+    request<void>('DELETE', '/api/push/subscriptions', { endpoint }, token),
   history: (token: string, room: string, before?: number) =>
     request<{ messages: Message[]; has_more: boolean }>(
       'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=50${before ? `&before_seq=${before}` : ''}`, undefined, token),

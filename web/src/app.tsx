@@ -7,6 +7,7 @@ import { api, ApiError, type Overview, type Session, type Settings } from './api
 import { showCountOnIcon } from './favicon';
 import { parseRoute, roomPath, type Route } from './route';
 import { ChatClient, type Snapshot } from './chat';
+import { disablePush, enablePush } from './push';
 import {
   avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, mentionCount, mentionsMe, placeOutgoing, placeReceipts, richText, unreadCount,
   utf8Bytes, type Message, type NotifyLevel, type Outgoing, type RoomView, type UserRef,
@@ -28,7 +29,9 @@ export function App() {
   const signOut = () => {
     // The session ends on the server too (every tab and socket of it closes); signing out
     // here does not wait for that, nor depend on it when offline.
-    if (session) void api.logout(session.token).catch(() => {});
+    // This browser stops receiving the user's pushes before the session (which authorises
+    // that) ends.
+    if (session) void disablePush(session.token).finally(() => api.logout(session.token)).catch(() => {});
     localStorage.removeItem(SESSION_KEY);
     history.replaceState(null, '', '/');
     // Drafts, unsent messages and read marks are the signed-out user's own: they do not stay
@@ -119,6 +122,9 @@ function roomTitle(room: RoomView, snap: Snapshot): string {
 function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
   const client = useMemo(() => new ChatClient(session, onSignOut), [session.token]);
   useEffect(() => () => client.close(), [client]);
+  // Where notifications were allowed before, this browser's push subscription is (re)sent
+  // for the signed-in user; the browser asks nothing here.
+  useEffect(() => void enablePush(session.token).catch(() => false), [session.token]);
   const snap = useSnapshot(client);
   useEffect(() => {
     // Back in the tab: what the open room's view shows now is read.
@@ -871,7 +877,11 @@ function SettingsPane({ token, client, settings, onClose, onGone }: {
     void client.changeSettings(patch).catch((err: Error) => setError(err.message));
   };
   // The browser asks only on this click, never on its own.
-  const enable = () => void Notification.requestPermission().then(() => setPermission(notificationPermission()), () => setPermission(notificationPermission()));
+  const enable = () => void Notification.requestPermission().then(() => {
+    setPermission(notificationPermission());
+    // Allowed: the server may now reach this browser while it is closed, too.
+    return enablePush(token).catch(() => false);
+  }, () => setPermission(notificationPermission()));
   const run = (work: () => Promise<void>, done: string) => async (e: Event) => {
     e.preventDefault();
     setError(''); setNote('');
