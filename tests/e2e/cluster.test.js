@@ -577,7 +577,7 @@ test('scalify migrate --database-url applies the PostgreSQL schema once', async 
   const db = freshDatabase();
   try {
     const run = () => promisify(execFile)(BIN, ['migrate', '--database-url', db.url], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
-    assert.match((await run()).stdout, /PostgreSQL: 8 migration\(s\) applied/);
+    assert.match((await run()).stdout, /PostgreSQL: 9 migration\(s\) applied/);
     assert.match((await run()).stdout, /PostgreSQL: 0 migration\(s\) applied; schema is current/);
   } finally { db.drop(); }
 });
