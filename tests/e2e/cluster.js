@@ -172,11 +172,11 @@ export function clusterSettings({ redisUrl = SHARED_REDIS_URL, presenceTtl = 3 }
   };
 }
 
-export function startNode(c, extra = []) {
+export function startNode(c, extra = [], env = {}) {
   return startServer({
     args: ['--database-url', c.db.url, '--redis-url', c.redisUrl, '--redis-prefix', c.prefix,
       '--presence-ttl-secs', String(c.presenceTtl), '--rate-limit-per-sec', '0', ...extra],
-    env: { SCALIFY_TOKEN_SECRET: c.secret },
+    env: { SCALIFY_TOKEN_SECRET: c.secret, ...env },
   });
 }
 

@@ -650,3 +650,94 @@ test('SIGTERM mid-traffic on a PostgreSQL node: in-flight sends finish and are a
     await node.stop(); node.cleanup(); c.drop();
   }
 });
+
+describe('missed-message notifications across nodes', () => {
+  const SECRET = 'the-cluster-webhook-secret';
+  // A P-256 private key (base64url scalar) every node signs Web Push with.
+  const VAPID = Buffer.from(Array.from({ length: 32 }, (_, i) => i + 1)).toString('base64url');
+  const notifyArgs = (hookUrl, delay = 2) => ['--notify-after-secs', String(delay), '--notify-webhook-url', `${hookUrl}/hook`];
+
+  test('three nodes send one notification per user and room, none to a user connected to another node; every node offers the same VAPID key', async () => {
+    const { listen } = await import('./receiver.js');
+    const hook = await listen(() => 200);
+    const c = clusterSettings();
+    const env = { SCALIFY_NOTIFY_WEBHOOK_SECRET: SECRET, SCALIFY_VAPID_PRIVATE_KEY: VAPID };
+    const nodes = [];
+    try {
+      for (let i = 0; i < 3; i++) nodes.push(await startNode(c, notifyArgs(hook.url), env));
+      const keys = await Promise.all(nodes.map(async (n) => (await api(n.url, 'GET', '/api/push/vapid-public-key')).body.key));
+      assert.equal(new Set(keys).size, 1, 'one key across the nodes');
+      const url = (i) => nodes[i % 3].url;
+      const ann = await register(url(0), 'ann');
+      const away = [];
+      for (let i = 0; i < 4; i++) away.push(await register(url(i), 'away'));
+      const gus = await register(url(2), 'gus');
+      const room = uniqueRoom('news');
+      for (const [i, u] of [ann, ...away, gus].entries()) {
+        const s = await connect(url(i), u.token);
+        assert.equal((await call(s, 'join', { room })).ok, true);
+        s.close();
+      }
+      // Gus stays connected, to node 2.
+      const gusSocket = await connect(url(2), gus.token);
+      const dmRooms = [];
+      for (const [i, u] of away.slice(0, 2).entries()) {
+        const r = await api(url(i), 'POST', '/api/dms', { username: u.user.username }, ann.token);
+        dmRooms.push(r.body.room.name);
+      }
+      // Sends through every node.
+      for (let i = 0; i < 6; i++) {
+        assert.equal((await api(url(i), 'POST', `/api/rooms/${room}/messages`, { text: `news ${i}`, client_id: `n${i}` }, ann.token)).status, 201);
+      }
+      for (const [i, dm] of dmRooms.entries()) {
+        assert.equal((await api(url(i + 1), 'POST', `/api/rooms/${encodeURIComponent(dm)}/messages`, { text: 'psst', client_id: `d${i}` }, ann.token)).status, 201);
+      }
+      const parsed = () => hook.requests.map((r) => JSON.parse(r.body.toString('utf8')));
+      // Four in the room, two DMs.
+      await eventually(() => parsed().length >= 6, 30000, 'six notifications');
+      await sleep(5000);
+      const got = parsed();
+      const pairs = got.map((s) => `${s.user.username} ${s.room.name}`).sort();
+      const expected = [...away.map((u) => `${u.user.username} ${room}`), ...away.slice(0, 2).map((u, i) => `${u.user.username} ${dmRooms[i]}`)].sort();
+      assert.deepEqual(pairs, expected, 'one per user and room, nobody twice, nobody connected');
+      assert.equal(new Set(got.map((s) => s.id)).size, got.length);
+      for (const s of got.filter((x) => x.room.name === room)) assert.equal(s.count, 6);
+      gusSocket.close();
+    } finally {
+      for (const n of nodes) { await n.stop(); n.cleanup(); }
+      // A cluster without the shared key offers no Web Push (each node would sign with its own).
+      const lone = await startNode(c, notifyArgs(hook.url), { SCALIFY_NOTIFY_WEBHOOK_SECRET: SECRET });
+      assert.equal((await api(lone.url, 'GET', '/api/push/vapid-public-key')).status, 404);
+      await lone.stop(); lone.cleanup();
+      c.drop();
+      await hook.close();
+    }
+  });
+
+  test('a notification pending when every node is killed -9 comes, once, from a node started after', async () => {
+    const { listen } = await import('./receiver.js');
+    const hook = await listen(() => 200);
+    const c = clusterSettings();
+    const env = { SCALIFY_NOTIFY_WEBHOOK_SECRET: SECRET };
+    let nodes = [];
+    try {
+      for (let i = 0; i < 2; i++) nodes.push(await startNode(c, notifyArgs(hook.url, 3), env));
+      const [ann, bob] = [await register(nodes[0].url, 'ann'), await register(nodes[1].url, 'bob')];
+      const r = await api(nodes[1].url, 'POST', '/api/dms', { username: bob.user.username }, ann.token);
+      const dm = r.body.room.name;
+      assert.equal((await api(nodes[0].url, 'POST', `/api/rooms/${encodeURIComponent(dm)}/messages`, { text: 'before the crash', client_id: 'k1' }, ann.token)).status, 201);
+      for (const n of nodes) await n.stop('SIGKILL');
+      assert.equal(hook.requests.length, 0);
+      for (const n of nodes) n.cleanup();
+      nodes = [await startNode(c, notifyArgs(hook.url, 3), env)];
+      await eventually(() => hook.requests.length >= 1, 20000, 'the notification');
+      await sleep(4000);
+      const got = hook.requests.map((x) => JSON.parse(x.body.toString('utf8')));
+      assert.deepEqual(got.map((s) => [s.user.id, s.room.name, s.preview]), [[bob.user.id, dm, 'before the crash']]);
+    } finally {
+      for (const n of nodes) { await n.stop(); n.cleanup(); }
+      c.drop();
+      await hook.close();
+    }
+  });
+});

@@ -6,9 +6,9 @@
 //! the first, how it starts. Two workers do it, on every node:
 //!
 //! - the [`Notifier::schedule`] pass claims rooms whose first unseen message is older than the
-//!   delay (a lease in the database, so one node takes each room), sums up the due messages
-//!   for each member who is away, and queues one notification per target — in the same
-//!   transaction that marks those messages seen. A node killed mid-way loses its lease and
+//!   delay (a lease in the database, so one node takes each room), sums up the unseen
+//!   messages for each member who is away, and queues one notification per target — in the
+//!   same transaction that marks those messages seen. A node killed mid-way loses its lease and
 //!   another node does the room again; nothing is queued twice.
 //! - the [`Notifier::deliver`] pass takes due notifications from the queue (leased too),
 //!   checks again that the user has neither read the room nor come online, and posts them:
@@ -183,21 +183,17 @@ impl Notifier {
             .stored_after(&due.room, due.seen, MESSAGES_PER_PASS)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
-        let cutoff = scalify_core::now_ms() - self.config.delay.as_millis() as i64;
-        let ready = messages.iter().take_while(|m| m.ts <= cutoff).count();
-        let (looked, rest) = messages.split_at(ready);
-        let seen = looked.last().map_or(due.seen, |m| m.seq);
-        // The next look: when the first message not due yet is; at once if this pass stopped
-        // at its limit with every message due.
-        let next_from = match rest.first() {
-            Some(m) => Some(m.ts),
-            None if messages.len() == MESSAGES_PER_PASS as usize => Some(0),
-            None => None,
+        // The room is due: its first unseen message has waited the delay. The notification
+        // tells of every message since the last look, so a burst makes one notification, and
+        // what comes after it waits the delay again — at most one per room and delay.
+        let seen = messages.last().map_or(due.seen, |m| m.seq);
+        // A room busier than one pass is looked at again at once.
+        let next_from = (messages.len() == MESSAGES_PER_PASS as usize).then_some(0);
+        let out = if messages.is_empty() {
+            Vec::new()
+        } else {
+            self.notifications(due, &messages, seen).await?
         };
-        let mut out = Vec::new();
-        if !looked.is_empty() {
-            out = self.notifications(due, looked, seen).await?;
-        }
         let queued = out.len();
         if self.store.finish_room(due, seen, next_from, &out).await? {
             metrics::counter!("scalify_notifications_queued_total").increment(queued as u64);
@@ -207,7 +203,7 @@ impl Notifier {
         Ok(())
     }
 
-    /// The notifications `looked` (the due messages of a claimed room) make: one per member
+    /// The notifications `looked` (the unseen messages of a due room) make: one per member
     /// who is away and has something to be told, for each target.
     async fn notifications(
         &self,
