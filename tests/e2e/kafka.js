@@ -136,8 +136,8 @@ export function kafkaArgs(c) {
     '--kafka-partitions', String(c.partitions), '--persister-batch-ms', '10'];
 }
 
-export function startDurableNode(c, extra = []) {
-  return startNode(c, [...kafkaArgs(c), '--kafka-ack-timeout-ms', '3000', ...extra]);
+export function startDurableNode(c, extra = [], env = {}) {
+  return startNode(c, [...kafkaArgs(c), '--kafka-ack-timeout-ms', '3000', ...extra], env);
 }
 
 /**

@@ -165,14 +165,14 @@ function closeAll(pop) { for (const p of pop.people) p.socket.close(); }
  * them and `addPersister(extra, options)`; whatever the body started is stopped and dropped
  * when it ends, pass or fail.
  */
-async function drill({ broker: brokerOptions, partitions, users = 4, rooms = 3, nodeArgs = [] } = {}, body) {
+async function drill({ broker: brokerOptions, partitions, users = 4, rooms = 3, nodeArgs = [], nodeEnv = {} } = {}, body) {
   const broker = await startBroker(brokerOptions);
   const c = durableSettings(broker.brokers, partitions ? { partitions } : {});
   const persisters = [];
   let node;
   let pop;
   try {
-    node = await startDurableNode(c, nodeArgs);
+    node = await startDurableNode(c, nodeArgs, nodeEnv);
     const addPersister = async (extra, options) => {
       const p = await startPersister(c, extra, options);
       persisters.push(p);
@@ -270,6 +270,36 @@ test('durable node: acked after Kafka, readable before the persister runs, store
   const { code } = await persister.stop();
   assert.equal(code, 0, persister.stderr());
 }));
+
+test('durable mode: an away member is told once, by the webhook, of what the persister wrote', async () => {
+  const { listen } = await import('./receiver.js');
+  const hook = await listen(() => 200);
+  try {
+    await drill({
+      users: 0,
+      nodeArgs: ['--notify-after-secs', '1', '--notify-webhook-url', `${hook.url}/hook`],
+      nodeEnv: { SCALIFY_NOTIFY_WEBHOOK_SECRET: 'durable-webhook-secret' },
+    }, async ({ node, addPersister }) => {
+      const [ann, bob] = [await register(node.url, 'ka'), await register(node.url, 'kb')];
+      const dm = (await api(node.url, 'POST', '/api/dms', { username: bob.user.username }, ann.token)).body.room.name;
+      const sa = await connect(node.url, ann.token);
+      for (const [i, text] of ['first durable', 'second durable'].entries()) {
+        assert.ok(await sendUntilAcked(sa, dm, text, `n${i}`), 'acked');
+      }
+      // Nothing is in PostgreSQL yet, so nothing is due.
+      await sleep(3000);
+      assert.equal(hook.requests.length, 0);
+      await addPersister();
+      await eventually(() => hook.requests.length >= 1, 30000, 'the notification');
+      await sleep(3000);
+      const got = hook.requests.map((r) => JSON.parse(r.body.toString('utf8')));
+      assert.deepEqual(got.map((s) => [s.user.id, s.room.name, s.count, s.preview]), [[bob.user.id, dm, 2, 'first durable']]);
+      sa.close();
+    });
+  } finally {
+    await hook.close();
+  }
+});
 
 test('a resend after the idempotency window (1 s here) is a new message: acked with a seq of its own, broadcast, stored beside the first, nothing dead-lettered', () => drill({ users: 0, nodeArgs: ['--idempotency-window-secs', '1'] }, async ({ c, node, addPersister }) => {
   const persister = await addPersister();

@@ -91,6 +91,28 @@ test('a delivery the webhook refuses with a 500 comes again, same id and body, a
   }
 });
 
+test('a notification waiting for its retry is dropped once the member reads the room or connects', async () => {
+  const [ann, dan, eve] = [await register(server.url, 'ann'), await register(server.url, 'dan'), await register(server.url, 'eve')];
+  failFirstFor.add(dan.user.id);
+  failFirstFor.add(eve.user.id);
+  const dmDan = await dm(ann, dan);
+  const dmEve = await dm(ann, eve);
+  const sent = await send(ann, dmDan, 'read me later', 'x1');
+  await send(ann, dmEve, 'come online', 'y1');
+  // The first tries fail (500); before the retry a second later, Dan reads and Eve connects.
+  await eventually(() => deliveriesFor(dan).length === 1 && deliveriesFor(eve).length === 1, 15000, 'the first tries');
+  assert.equal((await api(server.url, 'PUT', `/api/rooms/${encodeURIComponent(dmDan)}/read`, { seq: sent.body.message.seq }, dan.token)).status, 200);
+  const se = await connect(server.url, eve.token);
+  await sleep(4000);
+  assert.equal(deliveriesFor(dan).length, 1, 'retried after the member read the room');
+  assert.equal(deliveriesFor(eve).length, 1, 'retried while the member was connected');
+  const metrics = await (await fetch(`${server.url}/metrics`)).text();
+  for (const reason of ['read', 'online']) {
+    assert.match(metrics, new RegExp(`scalify_notifications_skipped_total\\{reason="${reason}"\\} [1-9]`));
+  }
+  se.close();
+});
+
 test('nobody is told of what they read, while they are connected, in a muted room, or (level mentions) of what does not mention them', async () => {
   const [ann, bob, cat, dan] = [await register(server.url, 'ann'), await register(server.url, 'bob'), await register(server.url, 'cat'), await register(server.url, 'dan')];
   // Bob is connected: nothing, however long.

@@ -53,7 +53,7 @@ impl From<PushOutcome> for Outcome {
 }
 
 impl Vapid {
-    /// From a private key: base64url of the 32-byte P-256 scalar, or a PEM.
+    /// From a private key: base64url of the 32-byte P-256 scalar, or a PKCS#8 PEM.
     pub fn from_private_key(key: &str, subject: &str) -> anyhow::Result<Self> {
         let key = key.trim();
         let pair = if key.starts_with("-----BEGIN") {
@@ -66,7 +66,7 @@ impl Vapid {
                 })?;
             ES256KeyPair::from_bytes(&raw)
         }
-        .map_err(|e| anyhow::anyhow!("the VAPID private key is not a P-256 key: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the VAPID private key is not a P-256 key (PEM: PKCS#8, `BEGIN PRIVATE KEY`): {e}"))?;
         Self::new(pair, subject)
     }
 
@@ -223,6 +223,22 @@ mod tests {
             Some(65)
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_pkcs8_pem_and_a_base64url_scalar_are_accepted_and_agree() {
+        // `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`
+        let pem = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgW58NRKVbFAA0TBFR
+XbTsXU9bkB9A9oJ2iQ1jSBa5RxqhRANCAASQz0q4PiF+NIhglJ94JJbj4BoGgTS+
+AfaU9eGPXkQ5ZbPUmqMRwuaHOcCtJtqvFRiXLvYqh/0iewWjhBC6TB+d
+-----END PRIVATE KEY-----
+";
+        let from_pem = Vapid::from_private_key(pem, "mailto:ops@example.com").expect("a PEM");
+        let raw = URL_SAFE_NO_PAD.encode(from_pem.key.to_bytes());
+        let from_raw = Vapid::from_private_key(&raw, "mailto:ops@example.com").expect("base64url");
+        assert_eq!(from_pem.public_key(), from_raw.public_key());
+        assert!(Vapid::from_private_key("not a key", "mailto:ops@example.com").is_err());
     }
 
     #[test]
