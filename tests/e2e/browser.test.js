@@ -1438,3 +1438,49 @@ test('the room menu sets the notification level: at "Mentions only" a plain mess
     assert.deepEqual([...ann.errors, ...bob.errors], []);
   } finally { await ann.context.close(); await bob.context.close(); }
 });
+
+test('Web Push in the browser: the service worker shows a pushed summary as a notification (the room or the DM peer as title, the preview or a count as body), and a click opens the room', async () => {
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(bob);
+    await bob.context.grantPermissions(['notifications'], { origin: server.url });
+    // Allowed: the app registers its service worker at start (subscribing needs a push
+    // service this machine cannot reach; the worker is what is tested here).
+    await bob.page.reload();
+    await bob.page.getByText('Sign out').waitFor();
+    await bob.page.evaluate(async () => { await navigator.serviceWorker.ready; });
+    const cdp = await bob.context.newCDPSession(bob.page);
+    const registrations = [];
+    cdp.on('ServiceWorker.workerRegistrationUpdated', (e) => registrations.push(...e.registrations));
+    await cdp.send('ServiceWorker.enable');
+    const reg = await eventually(() => registrations.find((r) => !r.isDeleted && r.scopeURL === `${server.url}/`), 10000, 'the registration');
+    const push = (summary) => cdp.send('ServiceWorker.deliverPushMessage', {
+      origin: server.url, registrationId: reg.registrationId, data: JSON.stringify(summary),
+    });
+    const shown = () => bob.page.evaluate(async () => (await (await navigator.serviceWorker.ready).getNotifications())
+      .map((n) => ({ title: n.title, body: n.body, tag: n.tag, url: n.data?.url })));
+    const from = { id: '01J0000000000000000000000A', username: 'ann' };
+    await push({ type: 'messages', room: { name: 'general', kind: 'public' }, count: 3, mentions: 1, from, preview: 'hello there' });
+    await push({ type: 'messages', room: { name: 'dm-x-y', kind: 'dm' }, count: 1, mentions: 1, from });
+    const notes = await eventually(async () => { const n = await shown(); return n.length === 2 ? n : undefined; }, 10000, 'two notifications');
+    const byTag = Object.fromEntries(notes.map((n) => [n.tag, n]));
+    assert.deepEqual(byTag['room:general'], { title: '#general', body: 'ann: hello there (+2 more)', tag: 'room:general', url: '/r/general' });
+    assert.deepEqual(byTag['room:dm-x-y'], { title: 'ann', body: '1 new message from ann', tag: 'room:dm-x-y', url: '/dm/ann' });
+    // A newer summary of a room replaces its notification.
+    await push({ type: 'messages', room: { name: 'general', kind: 'public' }, count: 1, mentions: 0, from, preview: 'newer' });
+    await eventually(async () => (await shown()).some((n) => n.body === 'ann: newer'), 10000, 'the replacement');
+    assert.equal((await shown()).length, 2);
+    // A click (dispatched in the worker, as the browser does) opens the room in the tab.
+    const [worker] = bob.context.serviceWorkers();
+    assert.ok(worker, 'the service worker runs');
+    await worker.evaluate(async () => {
+      const [n] = (await self.registration.getNotifications()).filter((x) => x.tag === 'room:dm-x-y');
+      self.dispatchEvent(new NotificationEvent('notificationclick', { notification: n }));
+    });
+    await bob.page.waitForURL(`${server.url}/dm/ann`, { timeout: 10000 });
+    assert.equal((await shown()).some((n) => n.tag === 'room:dm-x-y'), false, 'the clicked notification is closed');
+    assert.deepEqual(bob.errors, []);
+  } finally {
+    await bob.context.close();
+  }
+});

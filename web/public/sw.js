@@ -34,14 +34,15 @@ self.addEventListener('notificationclick', (event) => {
   event.notification.close();
   const url = (event.notification.data && event.notification.data.url) || '/';
   event.waitUntil((async () => {
-    const open = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+    const open = await self.clients.matchAll({ type: 'window' });
     const tab = open.find((c) => new URL(c.url).origin === self.location.origin);
-    if (tab) {
-      await tab.focus();
-      if ('navigate' in tab) await tab.navigate(url);
+    if (!tab) {
+      await self.clients.openWindow(url);
       return;
     }
-    await self.clients.openWindow(url);
+    // The app routes by its address: loading the room's opens it.
+    const moved = await tab.navigate(url).catch(() => null);
+    await (moved || tab).focus().catch(() => {});
   })());
 });
 
