@@ -66,7 +66,11 @@ impl Vapid {
                 })?;
             ES256KeyPair::from_bytes(&raw)
         }
-        .map_err(|e| anyhow::anyhow!("the VAPID private key is not a P-256 key (PEM: PKCS#8, `BEGIN PRIVATE KEY`): {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the VAPID private key is not a P-256 key (PEM: PKCS#8, `BEGIN PRIVATE KEY`): {e}"
+            )
+        })?;
         Self::new(pair, subject)
     }
 

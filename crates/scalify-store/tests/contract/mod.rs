@@ -721,7 +721,7 @@ pub async fn notifications_claims_outbox_and_push_subscriptions(
     let mut stale = claim.clone();
     stale.lease -= 1;
     assert!(!notify
-        .finish_room(&stale, 2, None, &[out.clone()])
+        .finish_room(&stale, 2, None, std::slice::from_ref(&out))
         .await
         .unwrap());
     assert!(notify
@@ -731,7 +731,7 @@ pub async fn notifications_claims_outbox_and_push_subscriptions(
         .is_empty());
     // Seen up to 1, the rest due at once: claimed again from there.
     assert!(notify
-        .finish_room(&claim, 1, Some(0), &[out.clone()])
+        .finish_room(&claim, 1, Some(0), std::slice::from_ref(&out))
         .await
         .unwrap());
     let again = notify.claim_due_rooms(0, 10_000, 10).await.unwrap();
