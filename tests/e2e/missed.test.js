@@ -231,6 +231,30 @@ test('a subscription is the subscriber\'s: another user cannot remove it; unsubs
   }
 });
 
+test('an endpoint subscribed by another user (someone else signed in on that browser) no longer gets the first user\'s notifications, even one already queued', async () => {
+  // The push service fails the first try, so Bob's notification waits for its retry.
+  const push = await listen(() => 500);
+  try {
+    const [ann, bob, cat] = [await register(server.url, 'ann'), await register(server.url, 'bob'), await register(server.url, 'cat')];
+    const keys = browserKeys();
+    const endpoint = `${push.url}/push/shared-browser`;
+    const sub = { endpoint, keys: { p256dh: keys.p256dh, auth: keys.authB64 } };
+    assert.equal((await api(server.url, 'POST', '/api/push/subscriptions', sub, bob.token)).status, 201);
+    const room = await dm(ann, bob);
+    await send(ann, room, 'for bob only', 'm1');
+    await eventually(() => push.requests.length >= 1, 15000, 'the first try');
+    // Cat signs in on that browser: the endpoint is hers now.
+    assert.equal((await api(server.url, 'POST', '/api/push/subscriptions', sub, cat.token)).status, 201);
+    const tries = push.requests.length;
+    await sleep(5000);
+    assert.ok(push.requests.length <= tries + 1, `Bob's notification pushed ${push.requests.length - tries} more times to Cat's browser`);
+    // Bob's webhook notification still went out (a positive control of the pipeline).
+    assert.ok(deliveriesFor(bob).length >= 1);
+  } finally {
+    await push.close();
+  }
+});
+
 test('by default an endpoint must be https:// on a public host: users cannot point the server into its own network', async () => {
   const strict = await startServer({ args: ['--rate-limit-per-sec', '0'] });
   try {

@@ -16,6 +16,7 @@ mod ids;
 mod mentions;
 mod message;
 mod names;
+mod net;
 mod rate;
 mod recovery;
 mod status;
@@ -26,6 +27,7 @@ pub use ids::Id;
 pub use mentions::{mention_names, MentionNames, NotifyLevel, Settings, MAX_MENTION_NAMES};
 pub use message::{now_ms, Message, NewMessage, Room, RoomKind, UserRef};
 pub use names::{ClientId, MessageText, Password, RoomName, Username};
+pub use net::is_public_ip;
 pub use rate::TokenBucket;
 pub use recovery::{
     HistoryQuery, SyncRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, SYNC_MAX_ROOMS,

@@ -35,12 +35,16 @@ use tokio_util::sync::CancellationToken;
 pub use push::Vapid;
 pub use webhook::Webhook;
 
-/// Rooms one schedule pass claims at most.
-const ROOMS_PER_PASS: u32 = 50;
-/// Messages of a room one pass looks at; a busier room is looked at again at once.
-const MESSAGES_PER_PASS: u32 = 200;
-/// Members of one room one pass considers.
-const RECIPIENTS_PER_ROOM: u32 = 10_000;
+/// Rooms one schedule pass claims at most: few enough that the last is done long before the
+/// claim's lease runs out.
+const ROOMS_PER_PASS: u32 = 20;
+/// Messages of a room one notification tells of at most; a longer burst makes another.
+pub const MESSAGES_PER_PASS: u32 = 1000;
+/// Members of a room read at a time (a room's members are all looked at, page by page).
+const RECIPIENTS_PER_PAGE: u32 = 1000;
+/// How long a notifier waits for a seq missing below newer messages (in durable mode, one
+/// given but not yet confirmed by the broker) before it looks past it.
+const GAP_PATIENCE_MS: i64 = 30_000;
 /// How long a claimed room stays a node's: beyond it, another node may take it.
 const ROOM_LEASE: Duration = Duration::from_secs(15);
 /// How long a taken delivery stays a node's: longer than a request may take.
@@ -62,6 +66,9 @@ pub struct NotifyConfig {
     pub delay: Duration,
     pub webhook: Option<Arc<Webhook>>,
     pub vapid: Option<Arc<Vapid>>,
+    /// Push endpoints may resolve to private addresses (see
+    /// `scalify_service::PushConfig::allow_private_endpoints`).
+    pub allow_private_endpoints: bool,
 }
 
 /// A node's notifier: its schedule and delivery passes.
@@ -69,7 +76,11 @@ pub struct Notifier {
     chat: Arc<Chat>,
     store: Arc<dyn NotifyStore>,
     config: NotifyConfig,
+    /// For the operator's webhook, wherever it is.
     http: reqwest::Client,
+    /// For the push services users named: refuses to connect to private addresses, whatever
+    /// DNS answers, unless they are allowed.
+    push_http: reqwest::Client,
 }
 
 /// How one delivery attempt ended.
@@ -88,16 +99,24 @@ impl Notifier {
         store: Arc<dyn NotifyStore>,
         config: NotifyConfig,
     ) -> anyhow::Result<Arc<Self>> {
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("ScalifyChat/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = || {
+            reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("ScalifyChat/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = client().build()?;
+        let push_http = if config.allow_private_endpoints {
+            client().build()?
+        } else {
+            client().dns_resolver(Arc::new(push::PublicOnly)).build()?
+        };
         Ok(Arc::new(Notifier {
             chat,
             store,
             config,
             http,
+            push_http,
         }))
     }
 
@@ -144,7 +163,7 @@ impl Notifier {
                         if std::mem::replace(&mut failing, false) {
                             tracing::info!("notifications work again");
                         }
-                        if n < ROOMS_PER_PASS.min(DELIVERIES_PER_PASS) as usize {
+                        if n < ROOMS_PER_PASS as usize {
                             break;
                         }
                     }
@@ -171,6 +190,8 @@ impl Notifier {
         for room in due {
             if let Err(e) = self.schedule_room(&room).await {
                 // The lease runs out and the room is looked at again.
+                metrics::counter!("scalify_notify_errors_total", "stage" => "schedule")
+                    .increment(1);
                 tracing::warn!(room = %room.room.name, error = %e, "cannot schedule notifications");
             }
         }
@@ -183,16 +204,21 @@ impl Notifier {
             .stored_after(&due.room, due.seen, MESSAGES_PER_PASS)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
+        let now = scalify_core::now_ms();
+        let (looked, next_from) = unseen(
+            &messages,
+            due.seen,
+            now,
+            self.config.delay.as_millis() as i64,
+        );
         // The room is due: its first unseen message has waited the delay. The notification
         // tells of every message since the last look, so a burst makes one notification, and
         // what comes after it waits the delay again — at most one per room and delay.
-        let seen = messages.last().map_or(due.seen, |m| m.seq);
-        // A room busier than one pass is looked at again at once.
-        let next_from = (messages.len() == MESSAGES_PER_PASS as usize).then_some(0);
-        let out = if messages.is_empty() {
+        let seen = looked.last().map_or(due.seen, |m| m.seq);
+        let out = if looked.is_empty() {
             Vec::new()
         } else {
-            self.notifications(due, &messages, seen).await?
+            self.notifications(due, looked, seen).await?
         };
         let queued = out.len();
         if self.store.finish_room(due, seen, next_from, &out).await? {
@@ -211,16 +237,34 @@ impl Notifier {
         looked: &[scalify_core::Message],
         seen: u64,
     ) -> anyhow::Result<Vec<Outgoing>> {
-        let recipients = self
-            .store
-            .recipients(due.room.id, seen, RECIPIENTS_PER_ROOM)
-            .await?;
-        let summaries: Vec<_> = recipients
-            .iter()
-            .filter_map(|r| summary::summarize(&due.room, looked, r))
-            .collect();
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .recipients(due.room.id, seen, after, RECIPIENTS_PER_PAGE)
+                .await?;
+            after = page.last().map(|r| r.user.id);
+            let summaries: Vec<_> = page
+                .iter()
+                .filter_map(|r| summary::summarize(&due.room, looked, r))
+                .collect();
+            self.queue(due, summaries, &mut out).await?;
+            if page.len() < RECIPIENTS_PER_PAGE as usize {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Queues each of `summaries` whose user is away, for each of their targets.
+    async fn queue(
+        &self,
+        due: &DueRoom,
+        summaries: Vec<summary::Summary>,
+        out: &mut Vec<Outgoing>,
+    ) -> anyhow::Result<()> {
         if summaries.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let ids: Vec<_> = summaries.iter().map(|s| s.user.id).collect();
         let online = self
@@ -228,24 +272,37 @@ impl Notifier {
             .connected_anywhere(&ids)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
-        let mut out = Vec::new();
-        for (s, online) in summaries.into_iter().zip(online) {
-            if online {
-                metrics::counter!("scalify_notifications_skipped_total", "reason" => "online")
-                    .increment(1);
-                continue;
-            }
-            let body = serde_json::to_string(&s)?;
-            let mut targets = Vec::new();
-            if self.config.webhook.is_some() {
-                targets.push(WEBHOOK_TARGET.to_owned());
-            }
-            if self.config.vapid.is_some() {
-                for sub in self.store.push_subscriptions(s.user.id).await? {
-                    targets.push(format!("{PUSH_TARGET}{}", sub.endpoint));
+        let away: Vec<_> = summaries
+            .into_iter()
+            .zip(online)
+            .filter_map(|(s, online)| {
+                if online {
+                    metrics::counter!("scalify_notifications_skipped_total", "reason" => "online")
+                        .increment(1);
                 }
+                (!online).then_some(s)
+            })
+            .collect();
+        let mut subscriptions = std::collections::HashMap::<_, Vec<String>>::new();
+        if self.config.vapid.is_some() {
+            let users: Vec<_> = away.iter().map(|s| s.user.id).collect();
+            for (user, sub) in self.store.push_subscriptions(&users).await? {
+                subscriptions.entry(user).or_default().push(sub.endpoint);
             }
-            out.extend(targets.into_iter().map(|target| Outgoing {
+        }
+        for s in away {
+            let body = serde_json::to_string(&s)?;
+            let webhook = self
+                .config
+                .webhook
+                .is_some()
+                .then(|| WEBHOOK_TARGET.to_owned());
+            let pushes = subscriptions
+                .remove(&s.user.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|endpoint| format!("{PUSH_TARGET}{endpoint}"));
+            out.extend(webhook.into_iter().chain(pushes).map(|target| Outgoing {
                 id: s.id.clone(),
                 target,
                 user: s.user.id,
@@ -254,7 +311,7 @@ impl Notifier {
                 body: body.clone(),
             }));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// One delivery pass: takes due notifications and posts them. Returns how many it took.
@@ -268,6 +325,8 @@ impl Notifier {
             .for_each_concurrent(CONCURRENT_DELIVERIES, |d| async move {
                 if let Err(e) = self.deliver_one(&d).await {
                     // Its lease runs out and it is taken again.
+                    metrics::counter!("scalify_notify_errors_total", "stage" => "deliver")
+                        .increment(1);
                     tracing::warn!(id = %d.outgoing.id, error = %e, "cannot settle a notification");
                 }
             })
@@ -282,10 +341,15 @@ impl Notifier {
         } else {
             "push"
         };
+        // Taken again and again without an answer (the checks below keep failing, or the
+        // node dies while posting): given up like a delivery that kept failing.
+        if d.attempts > MAX_ATTEMPTS + 3 {
+            return self.give_up(d, target).await;
+        }
         if let Some(reason) = self.needless(o).await? {
             metrics::counter!("scalify_notifications_skipped_total", "reason" => reason)
                 .increment(1);
-            self.store.delivered(&o.id, &o.target).await?;
+            self.store.delivered(&o.id, &o.target, d.attempts).await?;
             return Ok(());
         }
         let outcome = match (o.target.strip_prefix(PUSH_TARGET), &self.config) {
@@ -296,22 +360,24 @@ impl Notifier {
                 },
             ) if o.target == WEBHOOK_TARGET => w.post(&self.http, &o.id, d.attempts, &o.body).await,
             (Some(endpoint), NotifyConfig { vapid: Some(v), .. }) => {
-                match self.store.push_subscription(endpoint).await? {
+                // The user's still: an endpoint moves to whoever subscribes it last.
+                match self.store.push_subscription(o.user, endpoint).await? {
                     Some(sub) => {
-                        let outcome = v.post(&self.http, &sub, &o.body).await;
+                        let outcome = v.post(&self.push_http, &sub, &o.body).await;
                         if outcome == push::PushOutcome::Gone {
-                            self.store.unsubscribe_push(None, endpoint).await?;
+                            self.store.unsubscribe_push(Some(o.user), endpoint).await?;
                             metrics::counter!("scalify_push_subscriptions_removed_total")
                                 .increment(1);
                         }
                         outcome.into()
                     }
-                    // Unsubscribed since it was queued.
+                    // Unsubscribed (or moved to another user) since it was queued.
                     None => Outcome::Refused,
                 }
             }
-            // The node no longer has that target configured.
-            _ => Outcome::Refused,
+            // This node cannot deliver to that target (its configuration differs from the
+            // node that queued it): left for another, and given up if none can.
+            _ => Outcome::Failed,
         };
         metrics::counter!("scalify_notification_deliveries_total", "target" => target, "outcome" => match outcome {
             Outcome::Sent => "sent",
@@ -323,17 +389,23 @@ impl Notifier {
             Outcome::Failed if d.attempts < MAX_ATTEMPTS => {
                 let delay = retry_delay(d.attempts);
                 self.store
-                    .retry_delivery(&o.id, &o.target, delay.as_millis() as i64)
+                    .retry_delivery(&o.id, &o.target, d.attempts, delay.as_millis() as i64)
                     .await?;
             }
-            Outcome::Failed => {
-                tracing::warn!(id = %o.id, target, attempts = d.attempts, "notification given up");
-                metrics::counter!("scalify_notifications_dropped_total", "target" => target)
-                    .increment(1);
-                self.store.delivered(&o.id, &o.target).await?;
+            Outcome::Failed => self.give_up(d, target).await?,
+            Outcome::Sent | Outcome::Refused => {
+                self.store.delivered(&o.id, &o.target, d.attempts).await?
             }
-            Outcome::Sent | Outcome::Refused => self.store.delivered(&o.id, &o.target).await?,
         }
+        Ok(())
+    }
+
+    async fn give_up(&self, d: &Delivery, target: &'static str) -> anyhow::Result<()> {
+        tracing::warn!(id = %d.outgoing.id, target, attempts = d.attempts, "notification given up");
+        metrics::counter!("scalify_notifications_dropped_total", "target" => target).increment(1);
+        self.store
+            .delivered(&d.outgoing.id, &d.outgoing.target, d.attempts)
+            .await?;
         Ok(())
     }
 
@@ -354,6 +426,33 @@ impl Notifier {
     }
 }
 
+/// Of the messages after `seen` (ascending), those a look may tell of now, and when the room
+/// is to be looked at again (`next_from`, as `finish_room` takes it).
+///
+/// Seqs are told of in order, without a gap: in durable mode a seq may be given and not yet
+/// readable while later ones are (the broker has not confirmed it), and a look that went past
+/// it would never tell of it. The look stops before such a gap and comes back a second later
+/// — unless the message after the gap has waited [`GAP_PATIENCE_MS`] beyond the delay, when
+/// the missing seq is taken for one that will never be (a send that failed) and passed over.
+pub fn unseen(
+    messages: &[scalify_core::Message],
+    seen: u64,
+    now: i64,
+    delay_ms: i64,
+) -> (&[scalify_core::Message], Option<i64>) {
+    let mut expected = seen + 1;
+    for (end, m) in messages.iter().enumerate() {
+        if m.seq != expected && m.ts > now - delay_ms - GAP_PATIENCE_MS {
+            // Back in a second: due again when "stored" that long before the delay ends.
+            return (&messages[..end], Some(now - delay_ms + 1000));
+        }
+        expected = m.seq + 1;
+    }
+    // A full page: the rest is due at once.
+    let next = (messages.len() == MESSAGES_PER_PASS as usize).then_some(0);
+    (messages, next)
+}
+
 /// The wait before try `attempts + 1`: 1 s after the first, doubling, at most
 /// [`MAX_RETRY_DELAY`].
 pub fn retry_delay(attempts: u32) -> Duration {
@@ -363,6 +462,53 @@ pub fn retry_delay(attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(seq: u64, ts: i64) -> scalify_core::Message {
+        use scalify_core::{ClientId, Id, MessageText, RoomName, UserRef};
+        scalify_core::Message {
+            id: Id::new(),
+            room: RoomName::from_trusted("r".into()),
+            seq,
+            sender: UserRef {
+                id: Id::new(),
+                username: "ann".into(),
+            },
+            text: MessageText::from_trusted("hi".into()),
+            client_id: ClientId::from_trusted(format!("c{seq}")),
+            ts,
+            mentions: Vec::new(),
+            mention_room: false,
+        }
+    }
+
+    #[test]
+    fn a_look_stops_before_a_missing_seq_and_comes_back_unless_it_waited_too_long() {
+        let (now, delay) = (1_000_000, 60_000);
+        let seqs = |m: &[scalify_core::Message]| m.iter().map(|m| m.seq).collect::<Vec<_>>();
+        // 5, 6, then 8 without 7 (given, not yet confirmed): told of 5 and 6, back in a second.
+        let messages = [
+            at(5, now - 70_000),
+            at(6, now - 65_000),
+            at(8, now - 61_000),
+        ];
+        let (looked, next) = unseen(&messages, 4, now, delay);
+        assert_eq!(seqs(looked), vec![5, 6]);
+        assert_eq!(next, Some(now - delay + 1000));
+        // Missing right after what was seen: nothing told yet.
+        let (looked, _) = unseen(&messages[2..], 6, now, delay);
+        assert!(looked.is_empty());
+        // 7 never came, and 8 has waited the delay and half a minute more: passed over.
+        let old = [
+            at(5, now - 200_000),
+            at(8, now - delay - GAP_PATIENCE_MS - 1),
+        ];
+        let (looked, next) = unseen(&old, 4, now, delay);
+        assert_eq!(seqs(looked), vec![5, 8]);
+        assert_eq!(next, None);
+        // No gap: all of it.
+        let (looked, next) = unseen(&messages[..2], 4, now, delay);
+        assert_eq!((looked.len(), next), (2, None));
+    }
 
     #[test]
     fn retries_back_off_from_a_second_to_ten_minutes() {

@@ -130,9 +130,13 @@ impl Vapid {
     ) -> PushOutcome {
         let request = match self.request(sub, body) {
             Ok(r) => r,
-            Err(e) => {
-                tracing::info!(error = %e, "a push subscription cannot be used; dropped");
+            Err(RequestError::Subscription(e)) => {
+                tracing::info!(error = %e, "a push subscription cannot be used; removed");
                 return PushOutcome::Gone;
+            }
+            Err(RequestError::Ours(e)) => {
+                tracing::warn!(error = %e, "cannot make a push request");
+                return PushOutcome::Failed;
             }
         };
         match http.execute(request).await {
@@ -146,26 +150,42 @@ impl Vapid {
                 }
             },
             Err(e) => {
-                tracing::debug!(error = %e, "push service unreachable");
+                // The endpoint is a capability: kept out of the logs.
+                tracing::debug!(error = %e.without_url(), "push service unreachable");
                 PushOutcome::Failed
             }
         }
     }
 
-    /// The encrypted post for `sub`; an error means the subscription itself is unusable.
-    fn request(&self, sub: &PushSubscription, body: &str) -> anyhow::Result<reqwest::Request> {
-        let url = reqwest::Url::parse(&sub.endpoint)?;
+    /// The encrypted post for `sub`.
+    fn request(
+        &self,
+        sub: &PushSubscription,
+        body: &str,
+    ) -> Result<reqwest::Request, RequestError> {
+        use RequestError::{Ours, Subscription};
+        let bad = |e: String| Subscription(e);
+        let url = reqwest::Url::parse(&sub.endpoint).map_err(|e| bad(format!("endpoint: {e}")))?;
+        let p256dh = URL_SAFE_NO_PAD
+            .decode(sub.p256dh.trim_end_matches('='))
+            .map_err(|e| bad(format!("p256dh: {e}")))?;
         let ua_public =
-            PublicKey::from_sec1_bytes(&URL_SAFE_NO_PAD.decode(sub.p256dh.trim_end_matches('='))?)
-                .map_err(|e| anyhow::anyhow!("p256dh: {e}"))?;
-        let auth = URL_SAFE_NO_PAD.decode(sub.auth.trim_end_matches('='))?;
+            PublicKey::from_sec1_bytes(&p256dh).map_err(|e| bad(format!("p256dh: {e}")))?;
+        let auth = URL_SAFE_NO_PAD
+            .decode(sub.auth.trim_end_matches('='))
+            .map_err(|e| bad(format!("auth: {e}")))?;
         if auth.len() != 16 {
-            anyhow::bail!("auth is not 16 bytes");
+            return Err(bad("auth is not 16 bytes".into()));
         }
         let auth = web_push_native::Auth::clone_from_slice(&auth);
         let payload = web_push_native::encrypt(body.as_bytes().to_vec(), &ua_public, &auth)
-            .map_err(|e| anyhow::anyhow!("encrypting: {e}"))?;
-        let mut request = reqwest::Request::new(reqwest::Method::POST, url.clone());
+            .map_err(|e| Ours(format!("encrypting: {e}")))?;
+        let authorization = self
+            .authorization(&url)
+            .map_err(|e| Ours(e.to_string()))?
+            .parse()
+            .map_err(|_| Ours("the VAPID header is not a header value".into()))?;
+        let mut request = reqwest::Request::new(reqwest::Method::POST, url);
         let headers = request.headers_mut();
         headers.insert("TTL", PUSH_TTL.as_secs().into());
         headers.insert(
@@ -180,12 +200,37 @@ impl Vapid {
             reqwest::header::CONTENT_TYPE,
             reqwest::header::HeaderValue::from_static("application/octet-stream"),
         );
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            self.authorization(&url)?.parse()?,
-        );
+        headers.insert(reqwest::header::AUTHORIZATION, authorization);
         *request.body_mut() = Some(payload.into());
         Ok(request)
+    }
+}
+
+/// Why a push request could not be made: the subscription is unusable (removed), or the
+/// fault is this node's (tried again).
+enum RequestError {
+    Subscription(String),
+    Ours(String),
+}
+
+/// Resolves a push service's host to its public addresses only: a name that answers with a
+/// private address (by design or by rebinding after the subscription was checked) gets no
+/// connection.
+pub(crate) struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| scalify_core::is_public_ip(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} has no public address").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
     }
 }
 

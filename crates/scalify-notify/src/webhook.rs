@@ -70,7 +70,8 @@ impl Webhook {
                 Outcome::Failed
             }
             Err(e) => {
-                tracing::debug!(error = %e, id, "webhook unreachable");
+                // The URL may carry a token: kept out of the logs.
+                tracing::debug!(error = %e.without_url(), id, "webhook unreachable");
                 Outcome::Failed
             }
         }

@@ -80,9 +80,15 @@ pub trait NotifyStore: Send + Sync + 'static {
         lease_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<DueRoom>>;
-    /// The members of `room` whose level is not `none` and who have not read up to `seq`,
-    /// at most `limit`.
-    async fn recipients(&self, room: Id, seq: u64, limit: u32) -> StoreResult<Vec<Recipient>>;
+    /// The members of `room` whose level is not `none` and who have not read up to `seq`:
+    /// up to `limit` of them, by user id, after `after` (pages through a large room).
+    async fn recipients(
+        &self,
+        room: Id,
+        seq: u64,
+        after: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<Recipient>>;
     /// How far `user` read `room`, if they are a member.
     async fn last_read(&self, room: Id, user: Id) -> StoreResult<Option<u64>>;
     /// Ends a claim: the room's messages up to `seen` are looked at, `out` is queued, and the
@@ -100,10 +106,18 @@ pub trait NotifyStore: Send + Sync + 'static {
     /// Takes up to `limit` queued notifications that are due, each for `lease_ms` (a node
     /// that dies while delivering gives them back when it runs out).
     async fn claim_deliveries(&self, lease_ms: i64, limit: u32) -> StoreResult<Vec<Delivery>>;
-    /// A delivery is done (sent, or given up): forgets it.
-    async fn delivered(&self, id: &str, target: &str) -> StoreResult<()>;
-    /// A delivery failed: tried again in `delay_ms`.
-    async fn retry_delivery(&self, id: &str, target: &str, delay_ms: i64) -> StoreResult<()>;
+    /// A delivery taken at `attempts` is done (sent, or given up): forgets it — unless it was
+    /// taken again since (its lease ran out), which makes it the new taker's.
+    async fn delivered(&self, id: &str, target: &str, attempts: u32) -> StoreResult<()>;
+    /// A delivery taken at `attempts` failed: tried again in `delay_ms` (unless taken again
+    /// since).
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        target: &str,
+        attempts: u32,
+        delay_ms: i64,
+    ) -> StoreResult<()>;
 
     /// Subscribes `user` (the endpoint moves to them if another user had it); beyond
     /// [`PUSH_SUBSCRIPTIONS_PER_USER`] their oldest subscription goes.
@@ -111,7 +125,13 @@ pub trait NotifyStore: Send + Sync + 'static {
     /// Removes a subscription — `user`'s only, or whoever's (a push service said it is
     /// gone); false if there was none.
     async fn unsubscribe_push(&self, user: Option<Id>, endpoint: &str) -> StoreResult<bool>;
-    async fn push_subscriptions(&self, user: Id) -> StoreResult<Vec<PushSubscription>>;
-    /// The subscription at `endpoint`, if there is one.
-    async fn push_subscription(&self, endpoint: &str) -> StoreResult<Option<PushSubscription>>;
+    /// The subscriptions of `users`, each with its user.
+    async fn push_subscriptions(&self, users: &[Id]) -> StoreResult<Vec<(Id, PushSubscription)>>;
+    /// `user`'s subscription at `endpoint`, if they have it (still: an endpoint moves to
+    /// whoever subscribes it last).
+    async fn push_subscription(
+        &self,
+        user: Id,
+        endpoint: &str,
+    ) -> StoreResult<Option<PushSubscription>>;
 }

@@ -122,6 +122,7 @@ impl Node {
                 delay: settings.notify.delay,
                 webhook: settings.notify.webhook.clone(),
                 vapid,
+                allow_private_endpoints: settings.notify.allow_private_endpoints,
             },
         )?;
         let mut services: Vec<Box<dyn Service>> = vec![

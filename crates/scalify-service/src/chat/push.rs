@@ -64,14 +64,14 @@ impl Chat {
     ) -> Result<(), ChatError> {
         self.charge(user, Cost::One)?;
         let push = self.push()?;
-        check_endpoint(endpoint, push.allow_private_endpoints)?;
+        let endpoint = check_endpoint(endpoint, push.allow_private_endpoints)?;
         check_key(&keys.p256dh, "keys.p256dh", |k| k.len() == 65 && k[0] == 4)?;
         check_key(&keys.auth, "keys.auth", |k| k.len() == 16)?;
         push.store
             .subscribe_push(
                 user.id,
                 &PushSubscription {
-                    endpoint: endpoint.to_owned(),
+                    endpoint,
                     p256dh: keys.p256dh.clone(),
                     auth: keys.auth.clone(),
                 },
@@ -92,7 +92,7 @@ impl Chat {
             return Err(ChatError::bad_request("endpoint is missing or too long"));
         }
         push.store
-            .unsubscribe_push(Some(user.id), endpoint)
+            .unsubscribe_push(Some(user.id), &normalized(endpoint))
             .await
             .map_err(store_error)
     }
@@ -131,59 +131,56 @@ fn check_key(value: &str, field: &str, ok: impl Fn(&[u8]) -> bool) -> Result<(),
 }
 
 /// An endpoint is an absolute `https://` URL on a public host (see
-/// [`PushConfig::allow_private_endpoints`]).
-fn check_endpoint(endpoint: &str, allow_private: bool) -> Result<(), ChatError> {
+/// [`PushConfig::allow_private_endpoints`]); returns it as the HTTP client will read it
+/// (WHATWG URL rules), which is what is checked and stored.
+fn check_endpoint(endpoint: &str, allow_private: bool) -> Result<String, ChatError> {
     let bad = |why: &str| Err(ChatError::bad_request(format!("endpoint {why}")));
     if endpoint.len() > MAX_ENDPOINT_BYTES {
         return bad("is too long");
     }
-    if endpoint
-        .chars()
-        .any(|c| c.is_control() || c.is_whitespace())
-    {
+    let Ok(url) = url::Url::parse(endpoint) else {
         return bad("must be a URL");
-    }
-    let rest = match (
-        endpoint.strip_prefix("https://"),
-        endpoint.strip_prefix("http://"),
-    ) {
-        (Some(rest), _) => rest,
-        (None, Some(rest)) if allow_private => rest,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_private => {}
         _ => return bad("must be an https:// URL"),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if authority.is_empty() || authority.contains('@') {
-        return bad("must name a host");
     }
-    if allow_private {
-        return Ok(());
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("must not carry credentials");
     }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    }
-    .to_ascii_lowercase();
-    let private = match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => {
-            ip.is_loopback()
-                || ip.is_private()
-                || ip.is_link_local()
-                || ip.is_unspecified()
-                || ip.is_broadcast()
+    let public = match url.host() {
+        None => return bad("must name a host"),
+        Some(url::Host::Ipv4(ip)) => scalify_core::is_public_ip(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => scalify_core::is_public_ip(IpAddr::V6(ip)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.');
+            name.contains('.')
+                && ![
+                    "localhost",
+                    "local",
+                    "internal",
+                    "localdomain",
+                    "home.arpa",
+                    "lan",
+                ]
+                .iter()
+                .any(|tld| name == *tld || name.ends_with(&format!(".{tld}")))
         }
-        Ok(IpAddr::V6(ip)) => {
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || (ip.segments()[0] & 0xfe00) == 0xfc00
-                || (ip.segments()[0] & 0xffc0) == 0xfe80
-                || ip.to_ipv4_mapped().is_some()
-        }
-        Err(_) => host == "localhost" || host.ends_with(".localhost") || !host.contains('.'),
     };
-    if private {
+    if !public && !allow_private {
         return bad("must be on a public host");
     }
-    Ok(())
+    let normalized = url.to_string();
+    if normalized.len() > MAX_ENDPOINT_BYTES {
+        return bad("is too long");
+    }
+    Ok(normalized)
+}
+
+/// `endpoint` as [`check_endpoint`] stores it, or as given if it is no URL.
+fn normalized(endpoint: &str) -> String {
+    url::Url::parse(endpoint).map_or_else(|_| endpoint.to_owned(), |u| u.to_string())
 }
 
 #[cfg(test)]
@@ -193,17 +190,36 @@ mod tests {
     #[test]
     fn endpoints_are_https_on_public_hosts_unless_private_ones_are_allowed() {
         let ok = "https://fcm.googleapis.com/fcm/send/abc:def";
-        assert!(check_endpoint(ok, false).is_ok());
+        assert_eq!(check_endpoint(ok, false).ok().as_deref(), Some(ok));
+        assert_eq!(
+            check_endpoint("https://Push.Example.COM/a%20b", false)
+                .ok()
+                .as_deref(),
+            Some("https://push.example.com/a%20b")
+        );
         for bad in [
             "http://push.example.com/x",
             "https://127.0.0.1/x",
+            "https://127.1/x",
+            "https://0177.0.0.1/x",
+            "https://0x7f.0.0.1/x",
+            "https://2130706433/x",
+            "https://127.0.0.1./x",
+            "https://%31%32%37.0.0.1/x",
+            "https://127.0.0.1\\x.example.com/",
+            "https://100.100.100.200/latest/meta-data",
+            "https://169.254.169.254/x",
             "https://10.1.2.3:8443/x",
             "https://[::1]/x",
             "https://[::ffff:127.0.0.1]/x",
+            "https://[64:ff9b::a00:1]/x",
             "https://localhost/x",
+            "https://LOCALHOST./x",
+            "https://db.internal/x",
+            "https://printer.local/x",
             "https://intranet/x",
             "https://user@push.example.com/x",
-            "https://push.example.com/a b",
+            "https://user:pw@push.example.com/x",
             "ftp://push.example.com/x",
             "",
         ] {

@@ -60,16 +60,23 @@ impl NotifyStore for PgStore {
             .map_err(Into::into)
     }
 
-    async fn recipients(&self, room: Id, seq: u64, limit: u32) -> StoreResult<Vec<Recipient>> {
+    async fn recipients(
+        &self,
+        room: Id,
+        seq: u64,
+        after: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<Recipient>> {
         let rows = sqlx::query(
             "SELECT u.id, u.username, m.notify_level, m.last_read, u.previews
              FROM members m JOIN users u ON u.id = m.user_id
              WHERE m.room_id = $1 AND m.notify_level <> 'none' AND m.last_read < $2
-               AND u.deleted_at IS NULL
-             LIMIT $3",
+               AND u.deleted_at IS NULL AND m.user_id > $3
+             ORDER BY m.user_id LIMIT $4",
         )
         .bind(room.to_string())
         .bind(seq as i64)
+        .bind(after.map(|a| a.to_string()).unwrap_or_default())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -107,22 +114,8 @@ impl NotifyStore for PgStore {
         out: &[Outgoing],
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let held = sqlx::query(&format!(
-            "UPDATE rooms SET notify_seq = GREATEST(notify_seq, $2), notify_lease = NULL,
-               notify_from = CASE WHEN last_seq > $2 THEN COALESCE($4, {DB_NOW}) END
-             WHERE id = $1 AND notify_lease = $3"
-        ))
-        .bind(due.room.id.to_string())
-        .bind(seen as i64)
-        .bind(due.lease)
-        .bind(next_from)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !held {
-            return Ok(false);
-        }
+        // The outbox first, the room's row last: the row lock, which the room's writers wait
+        // for, is held only from the fencing update to the commit.
         if !out.is_empty() {
             let col = |f: fn(&Outgoing) -> String| out.iter().map(f).collect::<Vec<_>>();
             sqlx::query(&format!(
@@ -140,6 +133,24 @@ impl NotifyStore for PgStore {
             .bind(col(|o| o.body.clone()))
             .execute(&mut *tx)
             .await?;
+        }
+        let held = sqlx::query(&format!(
+            "UPDATE rooms SET notify_seq = GREATEST(notify_seq, $2), notify_lease = NULL,
+               notify_from = CASE WHEN last_seq > $2 THEN COALESCE($4, {DB_NOW}) END
+             WHERE id = $1 AND notify_lease = $3"
+        ))
+        .bind(due.room.id.to_string())
+        .bind(seen as i64)
+        .bind(due.lease)
+        .bind(next_from)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !held {
+            // Another notifier took the room: what was queued here is undone.
+            tx.rollback().await?;
+            return Ok(false);
         }
         tx.commit().await?;
         Ok(true)
@@ -165,21 +176,30 @@ impl NotifyStore for PgStore {
             .map_err(Into::into)
     }
 
-    async fn delivered(&self, id: &str, target: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM notify_outbox WHERE id = $1 AND target = $2")
+    async fn delivered(&self, id: &str, target: &str, attempts: u32) -> StoreResult<()> {
+        sqlx::query("DELETE FROM notify_outbox WHERE id = $1 AND target = $2 AND attempts = $3")
             .bind(id)
             .bind(target)
+            .bind(attempts as i32)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn retry_delivery(&self, id: &str, target: &str, delay_ms: i64) -> StoreResult<()> {
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        target: &str,
+        attempts: u32,
+        delay_ms: i64,
+    ) -> StoreResult<()> {
         sqlx::query(&format!(
-            "UPDATE notify_outbox SET next_at = {DB_NOW} + $3 WHERE id = $1 AND target = $2"
+            "UPDATE notify_outbox SET next_at = {DB_NOW} + $4
+             WHERE id = $1 AND target = $2 AND attempts = $3"
         ))
         .bind(id)
         .bind(target)
+        .bind(attempts as i32)
         .bind(delay_ms)
         .execute(&self.pool)
         .await?;
@@ -231,29 +251,44 @@ impl NotifyStore for PgStore {
         Ok(n > 0)
     }
 
-    async fn push_subscriptions(&self, user: Id) -> StoreResult<Vec<PushSubscription>> {
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE user_id = $1
-             ORDER BY created_at, endpoint",
+    async fn push_subscriptions(&self, users: &[Id]) -> StoreResult<Vec<(Id, PushSubscription)>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT user_id, endpoint, p256dh, auth FROM push_subscriptions
+             WHERE user_id = ANY($1) ORDER BY user_id, created_at, endpoint",
         )
-        .bind(user.to_string())
+        .bind(&ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(endpoint, p256dh, auth)| PushSubscription {
-                endpoint,
-                p256dh,
-                auth,
+        rows.into_iter()
+            .map(|(user, endpoint, p256dh, auth)| {
+                Ok((
+                    parse_id(&user)?,
+                    PushSubscription {
+                        endpoint,
+                        p256dh,
+                        auth,
+                    },
+                ))
             })
-            .collect())
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
-    async fn push_subscription(&self, endpoint: &str) -> StoreResult<Option<PushSubscription>> {
+    async fn push_subscription(
+        &self,
+        user: Id,
+        endpoint: &str,
+    ) -> StoreResult<Option<PushSubscription>> {
         let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE endpoint = $1",
+            "SELECT endpoint, p256dh, auth FROM push_subscriptions
+             WHERE endpoint = $1 AND user_id = $2",
         )
         .bind(endpoint)
+        .bind(user.to_string())
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|(endpoint, p256dh, auth)| PushSubscription {

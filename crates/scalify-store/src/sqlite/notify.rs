@@ -45,27 +45,35 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
-    async fn recipients(&self, room: Id, seq: u64, limit: u32) -> StoreResult<Vec<Recipient>> {
+    async fn recipients(
+        &self,
+        room: Id,
+        seq: u64,
+        after: Option<Id>,
+        limit: u32,
+    ) -> StoreResult<Vec<Recipient>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT u.id, u.username, m.notify_level, m.last_read, u.previews
                  FROM members m JOIN users u ON u.id = m.user_id
                  WHERE m.room_id = ?1 AND m.notify_level <> 'none' AND m.last_read < ?2
-                   AND u.deleted_at IS NULL
-                 LIMIT ?3",
+                   AND u.deleted_at IS NULL AND m.user_id > ?3
+                 ORDER BY m.user_id LIMIT ?4",
             )?;
-            let rows = stmt.query_map(params![room.to_string(), seq as i64, limit], |r| {
-                let level: String = r.get(2)?;
-                Ok(Recipient {
-                    user: UserRef {
-                        id: parse_id(r.get(0)?)?,
-                        username: r.get(1)?,
-                    },
-                    level: NotifyLevel::parse(&level).unwrap_or_default(),
-                    last_read: r.get::<_, i64>(3)?.max(0) as u64,
-                    previews: r.get(4)?,
-                })
-            })?;
+            let after = after.map(|a| a.to_string()).unwrap_or_default();
+            let rows =
+                stmt.query_map(params![room.to_string(), seq as i64, after, limit], |r| {
+                    let level: String = r.get(2)?;
+                    Ok(Recipient {
+                        user: UserRef {
+                            id: parse_id(r.get(0)?)?,
+                            username: r.get(1)?,
+                        },
+                        level: NotifyLevel::parse(&level).unwrap_or_default(),
+                        last_read: r.get::<_, i64>(3)?.max(0) as u64,
+                        previews: r.get(4)?,
+                    })
+                })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
@@ -153,23 +161,32 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
-    async fn delivered(&self, id: &str, target: &str) -> StoreResult<()> {
+    async fn delivered(&self, id: &str, target: &str, attempts: u32) -> StoreResult<()> {
         let (id, target) = (id.to_owned(), target.to_owned());
         self.run(move |c| {
-            c.prepare_cached("DELETE FROM notify_outbox WHERE id = ?1 AND target = ?2")?
-                .execute(params![id, target])?;
+            c.prepare_cached(
+                "DELETE FROM notify_outbox WHERE id = ?1 AND target = ?2 AND attempts = ?3",
+            )?
+            .execute(params![id, target, attempts])?;
             Ok(())
         })
         .await
     }
 
-    async fn retry_delivery(&self, id: &str, target: &str, delay_ms: i64) -> StoreResult<()> {
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        target: &str,
+        attempts: u32,
+        delay_ms: i64,
+    ) -> StoreResult<()> {
         let (id, target) = (id.to_owned(), target.to_owned());
         self.run(move |c| {
             c.prepare_cached(
-                "UPDATE notify_outbox SET next_at = ?3 WHERE id = ?1 AND target = ?2",
+                "UPDATE notify_outbox SET next_at = ?4
+                 WHERE id = ?1 AND target = ?2 AND attempts = ?3",
             )?
-            .execute(params![id, target, now_ms() + delay_ms])?;
+            .execute(params![id, target, attempts, now_ms() + delay_ms])?;
             Ok(())
         })
         .await
@@ -211,25 +228,36 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
-    async fn push_subscriptions(&self, user: Id) -> StoreResult<Vec<PushSubscription>> {
+    async fn push_subscriptions(&self, users: &[Id]) -> StoreResult<Vec<(Id, PushSubscription)>> {
+        let users = users.to_vec();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE user_id = ?1
                  ORDER BY created_at, endpoint",
             )?;
-            let rows = stmt.query_map(params![user.to_string()], read_subscription)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let mut out = Vec::new();
+            for user in users {
+                for sub in stmt.query_map(params![user.to_string()], read_subscription)? {
+                    out.push((user, sub?));
+                }
+            }
+            Ok(out)
         })
         .await
     }
 
-    async fn push_subscription(&self, endpoint: &str) -> StoreResult<Option<PushSubscription>> {
+    async fn push_subscription(
+        &self,
+        user: Id,
+        endpoint: &str,
+    ) -> StoreResult<Option<PushSubscription>> {
         let endpoint = endpoint.to_owned();
         self.read(move |c| {
             Ok(c.prepare_cached(
-                "SELECT endpoint, p256dh, auth FROM push_subscriptions WHERE endpoint = ?1",
+                "SELECT endpoint, p256dh, auth FROM push_subscriptions
+                 WHERE endpoint = ?1 AND user_id = ?2",
             )?
-            .query_row(params![endpoint], read_subscription)
+            .query_row(params![endpoint, user.to_string()], read_subscription)
             .optional()?)
         })
         .await

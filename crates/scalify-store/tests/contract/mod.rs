@@ -700,11 +700,15 @@ pub async fn notifications_claims_outbox_and_push_subscriptions(
         .set_notify_level(room.id, b.id, scalify_core::NotifyLevel::None)
         .await
         .unwrap();
-    let r = notify.recipients(room.id, 2, 100).await.unwrap();
+    let r = notify.recipients(room.id, 2, None, 100).await.unwrap();
     assert_eq!(r.iter().map(|r| r.user.id).collect::<Vec<_>>(), vec![a.id]);
     assert!(r[0].previews);
     store.set_read(room.id, a.id, 2).await.unwrap();
-    assert!(notify.recipients(room.id, 2, 100).await.unwrap().is_empty());
+    assert!(notify
+        .recipients(room.id, 2, None, 100)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(notify.last_read(room.id, a.id).await.unwrap(), Some(2));
     let outsider = user(&*store, "cat").await;
     assert_eq!(notify.last_read(room.id, outsider.id).await.unwrap(), None);
@@ -763,7 +767,7 @@ pub async fn notifications_claims_outbox_and_push_subscriptions(
         .unwrap()
         .is_empty());
     notify
-        .retry_delivery("n1", WEBHOOK_TARGET, 0)
+        .retry_delivery("n1", WEBHOOK_TARGET, 1, 0)
         .await
         .unwrap();
     let retried = notify.claim_deliveries(10_000, 10).await.unwrap();
@@ -771,9 +775,25 @@ pub async fn notifications_claims_outbox_and_push_subscriptions(
         retried.iter().map(|d| d.attempts).collect::<Vec<_>>(),
         vec![2]
     );
-    notify.delivered("n1", WEBHOOK_TARGET).await.unwrap();
+    // A taker whose lease ran out (it took the row at attempt 1) changes nothing.
     notify
-        .retry_delivery("n1", WEBHOOK_TARGET, 0)
+        .retry_delivery("n1", WEBHOOK_TARGET, 1, 0)
+        .await
+        .unwrap();
+    notify.delivered("n1", WEBHOOK_TARGET, 1).await.unwrap();
+    assert!(notify
+        .claim_deliveries(10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    notify
+        .retry_delivery("n1", WEBHOOK_TARGET, 2, 0)
+        .await
+        .unwrap();
+    assert_eq!(notify.claim_deliveries(10_000, 10).await.unwrap().len(), 1);
+    notify.delivered("n1", WEBHOOK_TARGET, 3).await.unwrap();
+    notify
+        .retry_delivery("n1", WEBHOOK_TARGET, 3, 0)
         .await
         .unwrap();
     assert!(notify
@@ -781,6 +801,28 @@ pub async fn notifications_claims_outbox_and_push_subscriptions(
         .await
         .unwrap()
         .is_empty());
+
+    // Recipients page by user id.
+    for name in ["dan", "eve"] {
+        let u = user(&*store, name).await;
+        store.add_member(room.id, u.id).await.unwrap();
+    }
+    let all: Vec<_> = notify
+        .recipients(room.id, 4, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.user.id)
+        .collect();
+    let first = notify.recipients(room.id, 4, None, 1).await.unwrap();
+    let second = notify
+        .recipients(room.id, 4, Some(first[0].user.id), 10)
+        .await
+        .unwrap();
+    let paged: Vec<_> = first.iter().chain(&second).map(|r| r.user.id).collect();
+    assert!(all.len() >= 2, "{all:?}");
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "by user id");
+    assert_eq!(paged, all);
 
     // Push subscriptions.
     let sub = |e: &str| PushSubscription {
@@ -790,27 +832,32 @@ pub async fn notifications_claims_outbox_and_push_subscriptions(
     };
     notify.subscribe_push(a.id, &sub("1")).await.unwrap();
     notify.subscribe_push(b.id, &sub("1")).await.unwrap();
-    assert!(notify.push_subscriptions(a.id).await.unwrap().is_empty());
+    assert!(notify.push_subscriptions(&[a.id]).await.unwrap().is_empty());
     assert_eq!(
-        notify.push_subscriptions(b.id).await.unwrap(),
-        vec![sub("1")]
+        notify.push_subscriptions(&[a.id, b.id]).await.unwrap(),
+        vec![(b.id, sub("1"))]
     );
     assert!(!notify
         .unsubscribe_push(Some(a.id), &sub("1").endpoint)
         .await
         .unwrap());
-    assert_eq!(
-        notify.push_subscription(&sub("1").endpoint).await.unwrap(),
-        Some(sub("1"))
-    );
+    // Moved to Bob: no longer Ann's to be pushed to.
+    let at = |u: scalify_core::Id| {
+        let notify = notify.clone();
+        async move {
+            notify
+                .push_subscription(u, &sub("1").endpoint)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(at(a.id).await, None);
+    assert_eq!(at(b.id).await, Some(sub("1")));
     assert!(notify
         .unsubscribe_push(None, &sub("1").endpoint)
         .await
         .unwrap());
-    assert_eq!(
-        notify.push_subscription(&sub("1").endpoint).await.unwrap(),
-        None
-    );
+    assert_eq!(at(b.id).await, None);
     for i in 0..PUSH_SUBSCRIPTIONS_PER_USER + 2 {
         notify
             .subscribe_push(a.id, &sub(&format!("a{i}")))
@@ -818,9 +865,9 @@ pub async fn notifications_claims_outbox_and_push_subscriptions(
             .unwrap();
     }
     assert_eq!(
-        notify.push_subscriptions(a.id).await.unwrap().len(),
+        notify.push_subscriptions(&[a.id]).await.unwrap().len(),
         PUSH_SUBSCRIPTIONS_PER_USER as usize
     );
     store.delete_user(a.id).await.unwrap();
-    assert!(notify.push_subscriptions(a.id).await.unwrap().is_empty());
+    assert!(notify.push_subscriptions(&[a.id]).await.unwrap().is_empty());
 }
