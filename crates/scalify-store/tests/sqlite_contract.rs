@@ -235,6 +235,12 @@ async fn members_at_the_read_marker_upgrade_start_read() {
          ALTER TABLE members DROP COLUMN notify_level;
          ALTER TABLE users DROP COLUMN read_receipts;
          ALTER TABLE users DROP COLUMN previews;
+         DROP TABLE push_subscriptions;
+         DROP TABLE notify_outbox;
+         DROP INDEX rooms_notify_due;
+         ALTER TABLE rooms DROP COLUMN notify_from;
+         ALTER TABLE rooms DROP COLUMN notify_seq;
+         ALTER TABLE rooms DROP COLUMN notify_lease;
          PRAGMA user_version = 4;",
     )
     .unwrap();

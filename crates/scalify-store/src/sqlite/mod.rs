@@ -190,6 +190,7 @@ impl SqliteStore {
         let writer = Writer {
             conn,
             seq_cache: HashMap::new(),
+            marked: Default::default(),
             last_checkpoint: std::time::Instant::now(),
         };
         let handle = std::thread::Builder::new()
