@@ -44,7 +44,7 @@ pub const MESSAGES_PER_PASS: u32 = 1000;
 const RECIPIENTS_PER_PAGE: u32 = 1000;
 /// How long a notifier waits for a seq missing below newer messages (in durable mode, one
 /// given but not yet confirmed by the broker) before it looks past it.
-const GAP_PATIENCE_MS: i64 = 30_000;
+pub const GAP_PATIENCE_MS: i64 = 30_000;
 /// How long a claimed room stays a node's: beyond it, another node may take it.
 const ROOM_LEASE: Duration = Duration::from_secs(15);
 /// How long a taken delivery stays a node's: longer than a request may take.
@@ -54,7 +54,7 @@ const DELIVERIES_PER_PASS: u32 = 64;
 const CONCURRENT_DELIVERIES: usize = 16;
 /// A failed delivery is tried again after 1 s, 2 s, 4 s… up to this, and given up after
 /// [`MAX_ATTEMPTS`] tries (about 25 minutes).
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 pub const MAX_ATTEMPTS: u32 = 12;
 /// One HTTP request to a webhook or a push service.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -176,8 +176,8 @@ pub struct ServeArgs {
     /// (email, mobile push, chat ops: docs/notifications.md)
     #[arg(long, env = "SCALIFY_NOTIFY_WEBHOOK_URL", value_name = "URL")]
     pub notify_webhook_url: Option<String>,
-    /// How push services can reach the operator (VAPID `sub`): a mailto: or https: URL
-    /// [default: mailto:admin@localhost]
+    /// How push services can reach the operator (VAPID `sub`): a mailto: or https: URL;
+    /// mailto:admin@localhost unless set
     #[arg(long, env = "SCALIFY_VAPID_SUBJECT", value_name = "URL")]
     pub vapid_subject: Option<String>,
     /// Accept Web Push endpoints over plain http:// and on private or loopback hosts (a push
