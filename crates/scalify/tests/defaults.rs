@@ -171,6 +171,7 @@ fn every_help_default_is_the_value_the_code_applies() {
                 .map(|r| secs(r.presence_ttl))
                 .unwrap_or_default(),
         ),
+        ("--notify-after-secs", secs(s.notify.delay)),
         ("--kafka-topic", kafka.config.topic.clone()),
         (
             "--kafka-dead-letter-topic",
