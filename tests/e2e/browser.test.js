@@ -1029,6 +1029,13 @@ test('identity: each sender has an initials avatar in a colour of their own; the
     assert.equal(avatars.length, 2);
     assert.equal(avatars[0][0], bob.user.username.slice(0, 2).toUpperCase());
     assert.equal(avatars[1][0], 'AN');
+    // Own messages are marked lightly: no tinted block, a soft bar at their side.
+    const groups = await ann.page.locator('.messages .group').evaluateAll((els) => els.map((el) => ({
+      mine: el.classList.contains('mine'), bg: getComputedStyle(el).backgroundColor, bar: getComputedStyle(el).borderLeftColor,
+    })));
+    const [theirs, mine] = [groups.find((g) => !g.mine), groups.find((g) => g.mine)];
+    assert.equal(mine.bg, theirs.bg, 'own messages on the same background as others\'');
+    assert.notEqual(mine.bar, theirs.bar, 'own messages marked by their bar');
     const bobsName = ann.page.locator('.group .sender', { hasText: bob.user.username }).first();
     await bobsName.click();
     const card = ann.page.getByRole('dialog', { name: `Profile of ${bob.user.username}` });
