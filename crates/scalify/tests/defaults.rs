@@ -172,6 +172,7 @@ fn every_help_default_is_the_value_the_code_applies() {
                 .unwrap_or_default(),
         ),
         ("--notify-after-secs", secs(s.notify.delay)),
+        ("--vapid-subject", s.notify.vapid_subject.clone()),
         ("--kafka-topic", kafka.config.topic.clone()),
         (
             "--kafka-dead-letter-topic",

@@ -176,9 +176,15 @@ pub struct ServeArgs {
     /// (email, mobile push, chat ops: docs/notifications.md)
     #[arg(long, env = "SCALIFY_NOTIFY_WEBHOOK_URL", value_name = "URL")]
     pub notify_webhook_url: Option<String>,
-    /// How push services can reach the operator (VAPID `sub`): a mailto: or https: URL;
-    /// mailto:admin@localhost unless set
-    #[arg(long, env = "SCALIFY_VAPID_SUBJECT", value_name = "URL")]
+    /// How push services can reach the operator (VAPID `sub`): a mailto: or https: URL. The
+    /// help is given as an attribute: its default, in the brackets every flag's help uses,
+    /// would read to rustdoc as a link.
+    #[arg(
+        long,
+        env = "SCALIFY_VAPID_SUBJECT",
+        value_name = "URL",
+        help = "How push services can reach the operator (VAPID `sub`): a mailto: or https: URL [default: mailto:admin@localhost]"
+    )]
     pub vapid_subject: Option<String>,
     /// Accept Web Push endpoints over plain http:// and on private or loopback hosts (a push
     /// service inside the operator's network, or a test's); off, users cannot make the node
