@@ -75,6 +75,15 @@ pub struct Message {
     pub mention_room: bool,
 }
 
+impl Message {
+    /// Whether the message counts as a mention of `user`: it names them or the room, or it is
+    /// in a DM (`dm`), where every message does. The one rule behind mention counts and
+    /// notifications.
+    pub fn mentions_user(&self, user: Id, dm: bool) -> bool {
+        dm || self.mention_room || self.mentions.contains(&user)
+    }
+}
+
 /// A message a client asked to send, already validated; the store gives it `id`, `seq`, `ts`.
 #[derive(Debug, Clone)]
 pub struct NewMessage {

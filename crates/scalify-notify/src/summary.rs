@@ -50,7 +50,7 @@ pub fn summarize(room: &Room, messages: &[Message], recipient: &Recipient) -> Op
         if m.seq <= recipient.last_read || m.sender.id == me {
             return None;
         }
-        let mentioned = dm || m.mention_room || m.mentions.contains(&me);
+        let mentioned = m.mentions_user(me, dm);
         recipient
             .level
             .notifies(mentioned)

@@ -152,7 +152,7 @@ impl ReadState {
                 continue;
             }
             self.unread = (self.unread + 1).min(UNREAD_CAP);
-            if dm || m.mention_room || m.mentions.contains(&user) {
+            if m.mentions_user(user, dm) {
                 self.mentions = (self.mentions + 1).min(UNREAD_CAP);
             }
         }
