@@ -685,18 +685,11 @@ impl Store for PgStore {
             }));
         }
         // Not moved: the marker as it stands, or none for a non-member.
-        let row = sqlx::query("SELECT last_read FROM members WHERE room_id = $1 AND user_id = $2")
-            .bind(room.to_string())
-            .bind(user.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => Some(ReadMark {
-                last_read: r.try_get::<i64, _>(0)?.max(0) as u64,
-                moved: false,
-            }),
-            None => None,
-        })
+        let last_read = crate::notify::NotifyStore::last_read(self, room, user).await?;
+        Ok(last_read.map(|last_read| ReadMark {
+            last_read,
+            moved: false,
+        }))
     }
 
     async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>> {

@@ -637,20 +637,8 @@ impl Store for SqliteStore {
             .await?;
         // Read back: the marker as it stands (a concurrent mark may have moved it further),
         // or none for a non-member.
-        self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT last_read FROM members WHERE room_id = ?1 AND user_id = ?2",
-            )?
-            .query_row(params![room.to_string(), user.to_string()], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()?
-            .map(|s| ReadMark {
-                last_read: s.max(0) as u64,
-                moved,
-            }))
-        })
-        .await
+        let last_read = crate::notify::NotifyStore::last_read(self, room, user).await?;
+        Ok(last_read.map(|last_read| ReadMark { last_read, moved }))
     }
 
     async fn read_state(&self, room: &Room, user: Id) -> StoreResult<Option<(ReadState, u64)>> {
