@@ -22,8 +22,11 @@ pub mod push;
 pub mod summary;
 pub mod webhook;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+
+use scalify_core::Id;
 
 use futures_util::StreamExt;
 use scalify_service::Chat;
@@ -321,9 +324,13 @@ impl Notifier {
             .claim_deliveries(DELIVERY_LEASE.as_millis() as i64, DELIVERIES_PER_PASS)
             .await?;
         let n = taken.len();
+        let needless = self.needless(&taken).await?;
+        let needless = &needless;
         futures_util::stream::iter(taken)
             .for_each_concurrent(CONCURRENT_DELIVERIES, |d| async move {
-                if let Err(e) = self.deliver_one(&d).await {
+                let o = &d.outgoing;
+                let reason = needless.get(&(o.user, o.room, o.first_seq)).copied();
+                if let Err(e) = self.deliver_one(&d, reason).await {
                     // Its lease runs out and it is taken again.
                     metrics::counter!("scalify_notify_errors_total", "stage" => "deliver")
                         .increment(1);
@@ -334,7 +341,12 @@ impl Notifier {
         Ok(n)
     }
 
-    async fn deliver_one(&self, d: &Delivery) -> anyhow::Result<()> {
+    /// Delivers `d`, unless `needless` says why it need not go out any more.
+    async fn deliver_one(
+        &self,
+        d: &Delivery,
+        needless: Option<&'static str>,
+    ) -> anyhow::Result<()> {
         let o = &d.outgoing;
         let target = if o.target == WEBHOOK_TARGET {
             "webhook"
@@ -346,7 +358,7 @@ impl Notifier {
         if d.attempts > MAX_ATTEMPTS + 3 {
             return self.give_up(d, target).await;
         }
-        if let Some(reason) = self.needless(o).await? {
+        if let Some(reason) = needless {
             metrics::counter!("scalify_notifications_skipped_total", "reason" => reason)
                 .increment(1);
             self.store.delivered(&o.id, &o.target, d.attempts).await?;
@@ -409,20 +421,38 @@ impl Notifier {
         Ok(())
     }
 
-    /// Why a queued notification need not go out any more, if it need not: its user read the
-    /// room that far, or is connected now.
-    async fn needless(&self, o: &Outgoing) -> anyhow::Result<Option<&'static str>> {
-        match self.store.last_read(o.room, o.user).await? {
-            Some(read) if read < o.first_seq => {}
-            Some(_) => return Ok(Some("read")),
-            None => return Ok(Some("left")),
+    /// Why each notification of `taken` need not go out any more, if it need not: its user
+    /// read the room that far, left it, or is connected now. Once per notification, not per
+    /// target, and one Redis round trip for the whole pass.
+    async fn needless(
+        &self,
+        taken: &[Delivery],
+    ) -> anyhow::Result<HashMap<(Id, Id, u64), &'static str>> {
+        let mut reasons = HashMap::new();
+        let mut pending = Vec::new();
+        let keys: HashSet<_> = taken
+            .iter()
+            .map(|d| (d.outgoing.user, d.outgoing.room, d.outgoing.first_seq))
+            .collect();
+        for key @ (user, room, first_seq) in keys {
+            match self.store.last_read(room, user).await? {
+                Some(read) if read < first_seq => pending.push(key),
+                Some(_) => drop(reasons.insert(key, "read")),
+                None => drop(reasons.insert(key, "left")),
+            }
         }
+        let users: Vec<Id> = pending.iter().map(|(user, _, _)| *user).collect();
         let online = self
             .chat
-            .connected_anywhere(&[o.user])
+            .connected_anywhere(&users)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
-        Ok(online.first().copied().unwrap_or(false).then_some("online"))
+        for (key, online) in pending.into_iter().zip(online) {
+            if online {
+                reasons.insert(key, "online");
+            }
+        }
+        Ok(reasons)
     }
 }
 
