@@ -1507,3 +1507,71 @@ test('Web Push in the browser: the service worker shows a pushed summary as a no
     await bob.context.close();
   }
 });
+
+test('reply, react, edit and delete from the message menu; the other user sees each live, and after a reload', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const room = uniqueRoom('chg');
+    await createRoom(ann.page, room);
+    await bob.page.reload();
+    await bob.page.getByRole('button', { name: `Join ${room}` }).click();
+    await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await send(ann.page, 'first tyop');
+    const entry = (page, text) => page.locator('.entry').filter({ has: page.locator('.msg', { hasText: text }) });
+    const onBob = (text) => entry(bob.page, text);
+    await onBob('first tyop').waitFor();
+
+    // Bob replies through the menu: the reply carries a quote of Ann's message.
+    await onBob('first tyop').hover();
+    await onBob('first tyop').getByRole('button', { name: 'Reply' }).click();
+    await bob.page.locator('.composing', { hasText: 'Replying to' }).waitFor();
+    await send(bob.page, 'answering you');
+    const reply = entry(ann.page, 'answering you');
+    await reply.locator('.quote', { hasText: 'first tyop' }).waitFor();
+
+    // Bob reacts; Ann sees the chip and adds hers by clicking it.
+    await onBob('first tyop').hover();
+    await onBob('first tyop').getByRole('button', { name: 'React', exact: true }).click();
+    await bob.page.getByRole('button', { name: 'React with 👍' }).click();
+    const annFirst = entry(ann.page, 'first tyop');
+    await annFirst.getByRole('button', { name: '👍 1' }).click();
+    await onBob('first tyop').getByRole('button', { name: '👍 2' }).waitFor();
+    await annFirst.getByRole('button', { name: '👍 2, including you' }).waitFor();
+
+    // Ann edits her message: Bob sees the new text marked edited, and the quote follows.
+    await annFirst.hover();
+    await annFirst.getByRole('button', { name: 'Edit' }).click();
+    const box = ann.page.locator('.composer textarea');
+    assert.equal(await box.inputValue(), 'first tyop');
+    await box.fill('first typo, fixed');
+    await box.press('Enter');
+    await onBob('first typo, fixed').locator('.edited').waitFor();
+    await onBob('answering you').locator('.quote', { hasText: 'first typo, fixed' }).waitFor();
+    assert.equal(await onBob('first typo, fixed').getByRole('button', { name: '👍 2' }).count(), 1, 'reactions stay');
+    await bob.page.screenshot({ path: `${SHOTS}/17-message-changes.png` });
+    // Bob cannot edit or delete Ann's message: his menu offers neither.
+    await onBob('first typo, fixed').hover();
+    assert.equal(await onBob('first typo, fixed').getByRole('button', { name: 'Edit' }).count(), 0);
+    assert.equal(await onBob('first typo, fixed').getByRole('button', { name: 'Delete' }).count(), 0);
+
+    // Ann deletes it: a placeholder for both, and the quote in Bob's reply says so.
+    ann.page.once('dialog', (d) => d.accept());
+    const fixed = entry(ann.page, 'first typo, fixed');
+    await fixed.hover();
+    await fixed.getByRole('button', { name: 'Delete' }).click();
+    await bob.page.locator('.entry.deleted', { hasText: 'This message was deleted.' }).waitFor();
+    await onBob('answering you').locator('.quote', { hasText: 'deleted message' }).waitFor();
+
+    // A reload shows the same, from history alone.
+    await bob.page.reload();
+    await bob.page.locator('.entry.deleted', { hasText: 'This message was deleted.' }).waitFor();
+    assert.deepEqual(await messages(bob.page), ['This message was deleted.', 'answering you']);
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally {
+    await ann.context.close();
+    await bob.context.close();
+  }
+});

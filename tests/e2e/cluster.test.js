@@ -399,6 +399,36 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
     assert.equal((await allMessages(A.url, ann.token, room)).length, 1);
     sa.close(); sa2.close();
   });
+
+  test('edits, reactions, replies and deletions made on one node reach members on the others live, retry through another node once, and every node bundles the same history', async () => {
+    const { replay, bundled } = await import('./changes.js');
+    const [A, B, C] = nodes;
+    const [ann, bob] = [await register(A.url, 'ann'), await register(B.url, 'bob')];
+    const [sa, sb, sa2] = [await connect(A.url, ann.token), await connect(B.url, bob.token), await connect(C.url, ann.token)];
+    const room = uniqueRoom('chg');
+    for (const s of [sa, sb, sa2]) assert.equal((await call(s, 'join', { room })).ok, true);
+    const live = collect(sb, 'message');
+    const m = (await call(sa, 'send', { room, text: 'on A', client_id: 'm1' })).message;
+    const edit = await call(sa, 'edit', { room, id: m.id, text: 'on A, edited', client_id: 'e1' });
+    // The retry through node C answers the first entry.
+    assert.deepEqual(await call(sa2, 'edit', { room, id: m.id, text: 'on A, edited', client_id: 'e1' }), edit);
+    assert.equal((await call(sb, 'react', { room, id: m.id, emoji: '🙂', client_id: 'r1' })).ok, true);
+    assert.equal((await call(sb, 'send', { room, text: 'from B', client_id: 'b1', reply_to: m.id })).ok, true);
+    const second = (await call(sa2, 'send', { room, text: 'to delete', client_id: 'm2' })).message;
+    assert.equal((await call(sa2, 'delete', { room, id: second.id, client_id: 'd1' })).ok, true);
+    const got = await live.waitFor(6);
+    assert.deepEqual(got.map((x) => x.kind), ['message', 'edit', 'reaction', 'message', 'message', 'delete']);
+    await sleep(300);
+    assert.equal(live.items.length, 6, 'the retry was not broadcast');
+    const synced = await call(sb, 'sync', { rooms: { [room]: 0 } });
+    const expected = replay(synced.rooms[room].messages, bob.user.id);
+    for (const node of nodes) {
+      const h = await api(node.url, 'GET', `/api/rooms/${room}/messages`, undefined, bob.token);
+      assert.deepEqual(bundled(h.body.messages), expected, `history on ${node.url}`);
+    }
+    assert.deepEqual(expected.map((x) => [x.text, x.deleted]), [['on A, edited', false], ['from B', false], ['', true]]);
+    sa.close(); sb.close(); sa2.close();
+  });
 });
 
 /** Clients spread over `nodes`, each with a tracked view of `room`. */
@@ -577,7 +607,7 @@ test('scalify migrate --database-url applies the PostgreSQL schema once', async 
   const db = freshDatabase();
   try {
     const run = () => promisify(execFile)(BIN, ['migrate', '--database-url', db.url], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
-    assert.match((await run()).stdout, /PostgreSQL: 9 migration\(s\) applied/);
+    assert.match((await run()).stdout, /PostgreSQL: 10 migration\(s\) applied/);
     assert.match((await run()).stdout, /PostgreSQL: 0 migration\(s\) applied; schema is current/);
   } finally { db.drop(); }
 });

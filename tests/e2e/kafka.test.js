@@ -5,7 +5,7 @@
 // and every client's view (REST history) equal to the store.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -826,4 +826,43 @@ test('two persisters share the partitions; one leaves and another joins under tr
   await quiesceAndCheck(c, node.url, pop, oracle);
   const written = (await p1.metric('scalify_persister_rows_total')) + (await p3.metric('scalify_persister_rows_total'));
   assert.ok(written > 0);
+}));
+
+test('durable mode: edits, deletions, reactions and replies go through Kafka; the log reads whole before the persister, history bundles after it, and the deleted text leaves PostgreSQL', () => drill({ users: 0 }, async ({ c, node, addPersister }) => {
+  const { replay, bundled } = await import('./changes.js');
+  const [ann, bob] = [await register(node.url, 'ka'), await register(node.url, 'kb')];
+  const [sa, sb] = [await connect(node.url, ann.token), await connect(node.url, bob.token)];
+  const room = uniqueRoom('kchg');
+  await call(sa, 'join', { room });
+  await call(sb, 'join', { room });
+  const live = collect(sb, 'message');
+  const m1 = (await call(sa, 'send', { room, text: 'first, with a typo', client_id: 'm1' })).message;
+  const m2 = (await call(sa, 'send', { room, text: 'durable-secret-9313', client_id: 'm2' })).message;
+  // Their targets are only in the recent window: no persister runs yet.
+  const acks = [
+    await call(sb, 'react', { room, id: m1.id, emoji: '👍', client_id: 'r1' }),
+    await call(sa, 'edit', { room, id: m1.id, text: 'first, fixed', client_id: 'e1' }),
+    await call(sb, 'send', { room, text: 'reply', client_id: 'b1', reply_to: m1.id }),
+    await call(sa, 'edit', { room, id: m2.id, text: 'durable-secret-9313 again', client_id: 'e2' }),
+    await call(sa, 'delete', { room, id: m2.id, client_id: 'd1' }),
+  ];
+  for (const a of acks) assert.equal(a.ok, true, JSON.stringify(a));
+  const forbidden = await call(sb, 'edit', { room, id: m1.id, text: 'bob edits', client_id: 'x' });
+  assert.deepEqual([forbidden.ok, forbidden.error.code], [false, 'forbidden']);
+  await live.waitFor(7);
+  assert.equal(storedMessages(c.db.url).length, 0);
+  const early = await call(sb, 'history', { room });
+  assert.deepEqual(early.messages.map((m) => m.kind), ['message', 'message', 'reaction', 'edit', 'message', 'edit', 'delete']);
+  const synced = await call(sb, 'sync', { rooms: { [room]: 0 } });
+  const expected = replay(synced.rooms[room].messages, bob.user.id);
+  assert.deepEqual(expected.map((m) => [m.text, m.deleted]), [['first, fixed', false], ['', true], ['reply', false]]);
+
+  await addPersister();
+  await eventually(() => storedMessages(c.db.url).length === 7, 30000, '7 rows');
+  const h = await call(sb, 'history', { room });
+  assert.deepEqual(bundled(h.messages), expected);
+  assert.equal(h.messages[4].reply_to.text, 'first, fixed');
+  const out = execFileSync('psql', [c.db.url, '-qtAc', "SELECT count(*) FROM messages WHERE text LIKE '%durable-secret-9313%'"], { encoding: 'utf8' });
+  assert.equal(out.trim(), '0', 'the deleted text is still in PostgreSQL');
+  sa.close(); sb.close();
 }));

@@ -9,8 +9,8 @@ import { parseRoute, roomPath, type Route } from './route';
 import { ChatClient, type Snapshot } from './chat';
 import { disablePush, enablePush } from './push';
 import {
-  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, groupMessages, lengthNotice, mentionCount, mentionsMe, placeOutgoing, placeReceipts, richText, unreadCount,
-  utf8Bytes, type Message, type NotifyLevel, type Outgoing, type RoomView, type UserRef,
+  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, previewOf, groupMessages, lengthNotice, mentionCount, mentionsMe, placeOutgoing, placeReceipts, richText, unreadCount,
+  utf8Bytes, type Message, type NotifyLevel, type Outgoing, type ReplyPreview, type RoomView, type UserRef,
 } from './state';
 
 const SESSION_KEY = 'scalify.session';
@@ -532,6 +532,9 @@ function Text({ text, me, room }: { text: string; me?: string; room?: boolean })
   );
 }
 
+/** The reactions offered in one click. */
+const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢', '👀', '✅'];
+
 const LEVELS: { value: NotifyLevel; label: string }[] = [
   { value: 'all', label: 'All messages' },
   { value: 'mentions', label: 'Mentions only' },
@@ -550,6 +553,38 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
   const [seed, setSeed] = useState<{ text: string } | undefined>();
   // The profile card of a sender whose name was clicked.
   const [profile, setProfile] = useState<UserRef | undefined>();
+  // What the composer is doing besides writing a new message: answering one, or editing ours.
+  const [replyTo, setReplyTo] = useState<ReplyPreview | undefined>();
+  const [editing, setEditing] = useState<Message | undefined>();
+  // The message whose emoji palette is open.
+  const [picking, setPicking] = useState<string | undefined>();
+  const [changeError, setChangeError] = useState('');
+  // The room's owner may delete anyone's message here.
+  const [owner, setOwner] = useState<string | null>(null);
+  useEffect(() => {
+    setReplyTo(undefined);
+    setEditing(undefined);
+    setOwner(null);
+    client.members(room.name).then((m) => setOwner(m.owner), () => {});
+  }, [room.name]);
+  const change = (event: 'edit' | 'delete' | 'react' | 'unreact', arg: { id: string; text?: string; emoji?: string }) => {
+    setChangeError('');
+    void client.change(room.name, event, arg).then((err) => { if (err) setChangeError(err); });
+  };
+  const startReply = (m: Message) => {
+    setEditing(undefined);
+    setReplyTo(previewOf(m));
+  };
+  const startEdit = (m: Message) => {
+    setReplyTo(undefined);
+    setEditing(m);
+    setSeed({ text: m.text });
+  };
+  const copyLink = (m: Message) => {
+    const peer = room.kind === 'dm' ? dmPeer(room.name, snap.me, Object.values(snap.people))?.username : undefined;
+    const url = `${location.origin}${roomPath(room, peer)}#${m.seq}`;
+    void navigator.clipboard?.writeText(url).catch(() => {});
+  };
 
   // While older messages load: the list's height and first message before they came, so the
   // view can stay on what the reader was looking at once they are added above.
@@ -636,6 +671,7 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
   const placed = placeOutgoing(groups, room.outgoing);
   const outgoingEntry = (o: Outgoing) => (
     <article class="group mine outgoing" key={o.client_id} data-status={o.status}>
+      {o.reply_to && <p class="quote"><span class="quote-name">{o.reply_to.sender.username}</span> {o.reply_to.text}</p>}
       <p class="msg"><Text text={o.text} /></p>
       {o.status === 'pending'
         ? <span class="status">sending…</span>
@@ -702,11 +738,58 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
                     </a>
                   </header>
                   {g.messages.map((m: Message) => {
-                    const forMe = mentionsMe(m, snap.me.id);
+                    const forMe = mentionsMe(m, snap.me.id) && !m.deleted;
+                    const mine = m.sender.id === snap.me.id;
                     const line = (
-                      <p class={`msg${forMe ? ' mentioned' : ''}`} id={`m${m.seq}`} data-seq={m.seq} title={new Date(m.ts).toLocaleString()}>
-                        <Text text={m.text} me={snap.me.username.toLowerCase()} room={m.mention_room} />
-                      </p>
+                      <div class={`entry${m.deleted ? ' deleted' : ''}`} id={`m${m.seq}`} data-seq={m.seq} data-id={m.id}>
+                        {m.reply_to && (
+                          <button class="quote" onClick={() => void client.openAt(room.name, m.reply_to!.seq)}
+                            aria-label={`In reply to ${m.reply_to.sender.username}: ${m.reply_to.deleted ? 'a deleted message' : m.reply_to.text}`}>
+                            <span class="quote-name">{m.reply_to.sender.username}</span>{' '}
+                            {m.reply_to.deleted ? <em>deleted message</em> : m.reply_to.text}
+                          </button>
+                        )}
+                        <p class={`msg${forMe ? ' mentioned' : ''}`} data-seq={m.seq} title={new Date(m.ts).toLocaleString()}>
+                          {m.deleted
+                            ? <em class="placeholder">This message was deleted.</em>
+                            : <Text text={m.text} me={snap.me.username.toLowerCase()} room={m.mention_room} />}
+                          {m.edited_at !== undefined && !m.deleted && (
+                            <span class="edited" title={`Edited ${new Date(m.edited_at).toLocaleString()}`}> (edited)</span>
+                          )}
+                        </p>
+                        {m.reactions && (
+                          <div class="reactions" role="group" aria-label="Reactions">
+                            {Object.entries(m.reactions).map(([emoji, r]) => (
+                              <button key={emoji} class="reaction" aria-pressed={r.me}
+                                aria-label={`${emoji} ${r.count}${r.me ? ', including you' : ''}`}
+                                onClick={() => change(r.me ? 'unreact' : 'react', { id: m.id, emoji })}>
+                                <span aria-hidden="true">{emoji}</span> {r.count}
+                              </button>
+                            ))}
+                          </div>
+                        )}
+                        {!m.deleted && (
+                          <div class="actions" role="toolbar" aria-label="Message actions">
+                            <button onClick={() => startReply(m)} aria-label="Reply" title="Reply">↩</button>
+                            <button onClick={() => setPicking(picking === m.id ? undefined : m.id)} aria-label="React" title="React" aria-expanded={picking === m.id}>☺</button>
+                            {mine && <button onClick={() => startEdit(m)} aria-label="Edit" title="Edit">✎</button>}
+                            {(mine || owner === snap.me.id) && (
+                              <button onClick={() => { if (confirm('Delete this message for everyone?')) change('delete', { id: m.id }); }} aria-label="Delete" title="Delete">🗑</button>
+                            )}
+                            <button onClick={() => copyLink(m)} aria-label="Copy link" title="Copy link">🔗</button>
+                          </div>
+                        )}
+                        {picking === m.id && (
+                          <div class="palette" role="group" aria-label="Pick a reaction">
+                            {QUICK_REACTIONS.map((emoji) => (
+                              <button key={emoji} aria-label={`React with ${emoji}`} onClick={() => {
+                                setPicking(undefined);
+                                change(m.reactions?.[emoji]?.me ? 'unreact' : 'react', { id: m.id, emoji });
+                              }}>{emoji}</button>
+                            ))}
+                          </div>
+                        )}
+                      </div>
                     );
                     const read = readers.get(m.seq);
                     return (
@@ -732,7 +815,24 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
         {showMembers && <Members client={client} room={room} online={online} me={snap.me} />}
       </div>
       <p class="typing" aria-live="polite">{typing.length > 0 && `${typing.map((u) => u.username).join(', ')} ${typing.length > 1 ? 'are' : 'is'} typing…`}</p>
-      <Composer onSend={(text) => { atBottom.current = true; void client.send(room.name, text); }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} maxBytes={maxBytes}
+      {changeError && <p class="change-error" role="alert">{changeError} <button class="link" onClick={() => setChangeError('')}>Dismiss</button></p>}
+      {(replyTo || editing) && (
+        <p class="composing" role="status">
+          {editing ? 'Editing your message' : <>Replying to <strong>{replyTo!.sender.username}</strong>: {replyTo!.text}</>}
+          {' '}<button class="link" onClick={() => { if (editing) setSeed({ text: '' }); setReplyTo(undefined); setEditing(undefined); }}>Cancel</button>
+        </p>
+      )}
+      <Composer onSend={(text) => {
+        atBottom.current = true;
+        if (editing) {
+          if (text !== editing.text) change('edit', { id: editing.id, text });
+          setEditing(undefined);
+        } else {
+          void client.send(room.name, text, undefined, 1, replyTo);
+          setReplyTo(undefined);
+        }
+      }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} maxBytes={maxBytes}
+        onCancel={() => { if (editing) setSeed({ text: '' }); setReplyTo(undefined); setEditing(undefined); }}
         draftKey={`scalify.draft:${snap.me.id}:${room.name}`} seed={seed} />
     </section>
   );
@@ -782,8 +882,8 @@ function Members({ client, room, online, me }: { client: ChatClient; room: RoomV
   );
 }
 
-function Composer({ onSend, onTyping, label, maxBytes, draftKey, seed }: {
-  onSend: (text: string) => void; onTyping: () => void; label: string; maxBytes: number; draftKey: string;
+function Composer({ onSend, onTyping, onCancel, label, maxBytes, draftKey, seed }: {
+  onSend: (text: string) => void; onTyping: () => void; onCancel?: () => void; label: string; maxBytes: number; draftKey: string;
   /** Text to put in the composer (a failed send being edited); a new object each time. */
   seed?: { text: string };
 }) {
@@ -823,6 +923,8 @@ function Composer({ onSend, onTyping, label, maxBytes, draftKey, seed }: {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       send();
+    } else if (e.key === 'Escape' && onCancel) {
+      onCancel();
     }
   };
   const onInput = (e: Event) => {

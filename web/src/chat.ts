@@ -13,7 +13,7 @@ import { io, type Socket } from 'socket.io-client';
 import { api, ApiError, type JoinAck, type RoomInfo, type Session, type Settings } from './api';
 import {
   addHistory, addMessages, addReceipt, dropSend, emptyRoom, hasGap, markRead, notificationOf, oldestSeq, outboxOf, queueSend, readUpTo, restoreOutbox, retrySend,
-  RETRYABLE_CODES, sendFailed, setReceipts, shouldNotify, syncedThrough, toResend, type Message, type NotifyLevel, type Receipt, type RoomView, type UserRef,
+  RETRYABLE_CODES, sendFailed, setReceipts, shouldNotify, syncedThrough, toResend, type Message, type NotifyLevel, type Receipt, type ReplyPreview, type RoomView, type UserRef,
 } from './state';
 
 export type Connection = 'connecting' | 'connected' | 'reconnecting';
@@ -341,7 +341,7 @@ export class ChatClient {
         const got = r.rooms[name];
         this.remember(got.messages.map((m) => m.sender));
         const before = this.snapshot.rooms[name];
-        this.setRoom(name, (x) => addMessages(x, got.messages, this.snapshot.me.id));
+        this.setRoom(name, (x) => addMessages(x, got.messages, this.snapshot.me.id, true));
         this.notify(name, before, got.messages);
         if (!got.truncated) {
           const newest = got.messages.at(-1)?.seq;
@@ -361,7 +361,7 @@ export class ChatClient {
     const r = await this.emit<{ messages: Message[]; has_more: boolean }>('history', { room: name, before_seq: before });
     if (!r.ok) return;
     this.remember(r.messages.map((m) => m.sender));
-    this.setRoom(name, (x) => addHistory(x, r.messages, r.has_more));
+    this.setRoom(name, (x) => addHistory(x, r.messages, r.has_more, this.snapshot.me.id));
   }
 
   isAtLatest() {
@@ -459,17 +459,18 @@ export class ChatClient {
   /** Shown at once; sent after the room's previous send has its answer. Two sends in flight
    * together may be stored in either order (docs/protocol.md), and what a user typed must show
    * in the order they typed it. */
-  send(room: string, text: string, clientId: string = crypto.randomUUID(), attempt = 1): Promise<void> {
-    this.setRoom(room, (r) => (r.outgoing.some((o) => o.client_id === clientId) ? retrySend(r, clientId) : queueSend(r, clientId, text)));
-    const mine = (this.sending.get(room) ?? Promise.resolve()).then(() => this.transmit(room, text, clientId, attempt));
+  send(room: string, text: string, clientId: string = crypto.randomUUID(), attempt = 1, replyTo?: ReplyPreview): Promise<void> {
+    this.setRoom(room, (r) => (r.outgoing.some((o) => o.client_id === clientId) ? retrySend(r, clientId) : queueSend(r, clientId, text, Date.now(), replyTo)));
+    const reply = replyTo ?? this.snapshot.rooms[room]?.outgoing.find((o) => o.client_id === clientId)?.reply_to;
+    const mine = (this.sending.get(room) ?? Promise.resolve()).then(() => this.transmit(room, text, clientId, attempt, reply));
     const settled = mine.catch(() => {});
     this.sending.set(room, settled);
     void settled.then(() => { if (this.sending.get(room) === settled) this.sending.delete(room); });
     return mine;
   }
 
-  private async transmit(room: string, text: string, clientId: string, attempt: number) {
-    const r = await this.emit<{ message: Message }>('send', { room, text, client_id: clientId });
+  private async transmit(room: string, text: string, clientId: string, attempt: number, replyTo?: ReplyPreview) {
+    const r = await this.emit<{ message: Message }>('send', { room, text, client_id: clientId, reply_to: replyTo?.id });
     if (r.ok) {
       this.setRoom(room, (x) => addMessages(x, [r.message], this.snapshot.me.id));
       return;
@@ -481,8 +482,27 @@ export class ChatClient {
     if (retryable && attempt < AUTO_RESENDS) {
       setTimeout(() => {
         const o = this.snapshot.rooms[room]?.outgoing.find((x) => x.client_id === clientId);
-        if (o?.status === 'failed' && this.socket.connected) void this.send(room, text, clientId, attempt + 1);
+        if (o?.status === 'failed' && this.socket.connected) void this.send(room, text, clientId, attempt + 1, o.reply_to);
       }, RESEND_AFTER_MS * attempt);
+    }
+  }
+
+  /**
+   * Edits, deletes, reacts to or takes a reaction off a message: a log entry of its own,
+   * applied here once answered (the live copy that follows is merged away by id). Resolves to
+   * an error message for the user, or undefined.
+   */
+  async change(room: string, event: 'edit' | 'delete' | 'react' | 'unreact', arg: { id: string; text?: string; emoji?: string }): Promise<string | undefined> {
+    const clientId = crypto.randomUUID();
+    for (let attempt = 1; ; attempt++) {
+      const r = await this.emit<{ message: Message }>(event, { room, client_id: clientId, ...arg });
+      if (r.ok) {
+        this.setRoom(room, (x) => addMessages(x, [r.message], this.snapshot.me.id));
+        return undefined;
+      }
+      // The same client_id again: applied once, however many attempts reached the server.
+      if (!RETRYABLE_CODES.has(r.error.code) || attempt >= AUTO_RESENDS) return r.error.message;
+      await new Promise((done) => setTimeout(done, RESEND_AFTER_MS * attempt));
     }
   }
 

@@ -337,3 +337,63 @@ describe('read receipts', () => {
     expect(placeReceipts(emptyRoom('r', 'dm'), 'A').size).toBe(0);
   });
 });
+
+describe('changes to messages (edit, delete, reactions)', () => {
+  const change = (seq: number, kind: Message['kind'], target: Message, text = '', sender = ann): Message => ({
+    ...msg(seq, sender), kind, text, relates_to: target.id, relates_seq: target.seq,
+  });
+  const first = { ...msg(1, ann), kind: 'message' as const };
+
+  it('a live change applies to its message; the timeline shows messages only', () => {
+    let r = addMessages(emptyRoom('r', 'public'), [first], 'A');
+    r = addMessages(r, [change(2, 'edit', first, 'fixed')], 'A');
+    r = addMessages(r, [change(3, 'reaction', first, '👍', bob)], 'A');
+    r = addMessages(r, [change(4, 'reaction', first, '👍', ann)], 'A');
+    const now = r.messages[0];
+    expect([now.text, now.edited_at !== undefined, now.reactions]).toEqual(['fixed', true, { '👍': { count: 2, me: true } }]);
+    expect([r.contiguous, hasGap(r)]).toEqual([4, false]);
+    expect(groupMessages(r.messages).flatMap((g) => g.messages.map((m) => m.seq))).toEqual([1]);
+    r = addMessages(r, [change(5, 'unreaction', first, '👍', ann), change(6, 'delete', first)], 'A');
+    expect([r.messages[0].text, r.messages[0].deleted, r.messages[0].reactions]).toEqual(['', true, undefined]);
+  });
+
+  it('an edit by someone else, or after the deletion, changes nothing; the same change arriving twice applies once', () => {
+    let r = addMessages(emptyRoom('r', 'public'), [first], 'A');
+    r = addMessages(r, [change(2, 'edit', first, 'hijack', bob)], 'A');
+    expect(r.messages[0].text).toBe('m1');
+    const react = change(3, 'reaction', first, '🎉', bob);
+    r = addMessages(r, [react], 'A');
+    r = addMessages(r, [react], 'A');
+    expect(r.messages[0].reactions).toEqual({ '🎉': { count: 1, me: false } });
+  });
+
+  it('a bundled answer replaces the message and is not counted again by the changes it brings along', () => {
+    let r = addMessages(emptyRoom('r', 'public'), [first], 'A');
+    const bundled = { ...first, text: 'fixed', edited_at: 5, reactions: { '👍': { count: 1, me: false } } };
+    r = addHistory(r, [bundled, change(2, 'edit', first, 'fixed'), change(3, 'reaction', first, '👍', bob)], false, 'A');
+    expect(r.messages[0].reactions).toEqual({ '👍': { count: 1, me: false } });
+    expect(r.messages[0].text).toBe('fixed');
+  });
+
+  it('changes are neither unread nor mentions nor notified', () => {
+    let r = addMessages(emptyRoom('r', 'dm'), [msg(1, bob)], 'A');
+    r = markRead(r);
+    r = addMessages(r, [change(2, 'reaction', msg(1, bob), '👍', bob), change(3, 'edit', msg(1, bob), 'x', bob)], 'A');
+    expect([unreadCount(r, 'A'), mentionCount(r, 'A')]).toEqual([0, 0]);
+    expect(shouldNotify(r, change(3, 'edit', msg(1, bob), 'x', bob), 'A', { seen: false })).toBe(false);
+  });
+});
+
+describe('replies', () => {
+  it('a reply quotes its message as it stands: an edit or a deletion that arrives live updates the quote', () => {
+    const first: Message = { ...msg(1, ann), kind: 'message', text: 'old\nsecond line' };
+    const reply: Message = { ...msg(2, bob), kind: 'message', reply_to: { id: first.id, seq: 1, sender: ann, text: 'old' } };
+    let r = addMessages(emptyRoom('r', 'public'), [first, reply], 'B');
+    const edit: Message = { ...msg(3, ann), kind: 'edit', text: '  \nnew first line\nmore', relates_to: first.id, relates_seq: 1 };
+    r = addMessages(r, [edit], 'B');
+    expect(r.messages[1].reply_to).toEqual({ id: first.id, seq: 1, sender: ann, text: 'new first line' });
+    const del: Message = { ...msg(4, ann), kind: 'delete', text: '', relates_to: first.id, relates_seq: 1 };
+    r = addMessages(r, [del], 'B');
+    expect(r.messages[1].reply_to).toEqual({ id: first.id, seq: 1, sender: ann, text: '', deleted: true });
+  });
+});

@@ -21,6 +21,31 @@ export interface Message {
   mentions?: string[];
   /** The text mentions the whole room (`@room`, where the sender may page everyone). */
   mention_room?: boolean;
+  /** A message, or a change to the message `relates_to` names (absent in data older than it). */
+  kind?: EntryKind;
+  relates_to?: string;
+  relates_seq?: number;
+  /** A reply: the answered message as it stands. */
+  reply_to?: ReplyPreview;
+  /** Bundled state (history, sync) — and, here, what live changes did since. */
+  edited_at?: number;
+  deleted?: boolean;
+  reactions?: Record<string, { count: number; me: boolean }>;
+}
+
+export type EntryKind = 'message' | 'edit' | 'delete' | 'reaction' | 'unreaction';
+
+export interface ReplyPreview {
+  id: string;
+  seq: number;
+  sender: UserRef;
+  text: string;
+  deleted?: boolean;
+}
+
+/** A message someone wrote (not a change to one): what the timeline shows and counts. */
+export function isMessage(m: Message): boolean {
+  return (m.kind ?? 'message') === 'message';
 }
 
 /** What of a room notifies its member: every message of others, mentions (and every DM
@@ -39,6 +64,8 @@ export type SendStatus = 'pending' | 'failed';
 export interface Outgoing {
   client_id: string;
   text: string;
+  /** The message it answers, if it is a reply. */
+  reply_to?: ReplyPreview;
   ts: number;
   status: SendStatus;
   error?: string;
@@ -84,27 +111,87 @@ export function emptyRoom(name: string, kind: RoomView['kind'], lastSeq = 0, las
   };
 }
 
-/** Merges messages into a sorted, id-unique list. Returns the same array if nothing is new. */
-export function mergeMessages(existing: Message[], incoming: Message[]): Message[] {
+/**
+ * Applies a change entry to the message it names, by the log-replay rules of
+ * docs/protocol.md; the message as it then stands (the same object when nothing changes).
+ * Reactions are counted from the bundled counts: another member's repeated reaction (which
+ * the server ignores) is counted twice until the room is loaded again.
+ */
+export function applyChange(target: Message, change: Message, me?: string): Message {
+  if (!isMessage(target) || change.relates_to !== target.id) return target;
+  switch (change.kind) {
+    case 'edit':
+      if (target.deleted || change.sender.id !== target.sender.id) return target;
+      return { ...target, text: change.text, edited_at: change.ts };
+    case 'delete':
+      return target.deleted ? target : { ...target, text: '', deleted: true, reactions: undefined };
+    case 'reaction':
+    case 'unreaction': {
+      if (target.deleted) return target;
+      const mine = change.sender.id === me;
+      const had = target.reactions?.[change.text] ?? { count: 0, me: false };
+      const adds = change.kind === 'reaction';
+      if (mine && had.me === adds) return target;
+      const now = { count: Math.max(0, had.count + (adds ? 1 : -1)), me: mine ? adds : had.me };
+      const reactions = { ...target.reactions };
+      if (now.count === 0) delete reactions[change.text];
+      else reactions[change.text] = now;
+      return { ...target, reactions: Object.keys(reactions).length ? reactions : undefined };
+    }
+    default:
+      return target;
+  }
+}
+
+/** What a reply quotes of `m`: its first line, or nothing once deleted (as the server does). */
+export function previewOf(m: Message): ReplyPreview {
+  const line = m.deleted ? '' : (m.text.split('\n').map((l) => l.trim()).find((l) => l) ?? '');
+  return { id: m.id, seq: m.seq, sender: m.sender, text: line, ...(m.deleted ? { deleted: true } : {}) };
+}
+
+/**
+ * Merges entries into a sorted, id-unique list. Returns the same array if nothing changed.
+ * A change new to the list is applied to the message it names — unless `bundled` (history and
+ * sync answers, whose messages already carry every change made before the answer) brought
+ * that message too. A bundled message replaces the copy the list had: it is the newer state.
+ */
+export function mergeMessages(existing: Message[], incoming: Message[], { me, bundled = false }: { me?: string; bundled?: boolean } = {}): Message[] {
   if (incoming.length === 0) return existing;
   const byId = new Map(existing.map((m) => [m.id, m]));
-  let added = false;
+  const fresh = new Set<string>();
+  let changed = false;
   for (const m of incoming) {
-    if (!byId.has(m.id)) {
+    const had = byId.get(m.id);
+    if (!had || (bundled && isMessage(m) && had !== m)) {
       byId.set(m.id, m);
-      added = true;
+      changed = true;
+      if (bundled && isMessage(m)) fresh.add(m.id);
+    }
+    if (!had && !isMessage(m) && m.relates_to && !fresh.has(m.relates_to)) {
+      const target = byId.get(m.relates_to);
+      const now = target && applyChange(target, m, me);
+      if (target && now && now !== target) {
+        byId.set(target.id, now);
+        // Replies quote it as it now stands.
+        if (now.text !== target.text || now.deleted !== target.deleted) {
+          for (const r of byId.values()) {
+            if (r.reply_to?.id === now.id) byId.set(r.id, { ...r, reply_to: previewOf(now) });
+          }
+        }
+      }
     }
   }
-  if (!added) return existing;
+  if (!changed) return existing;
   return [...byId.values()].sort((a, b) => a.seq - b.seq);
 }
 
 /**
- * Adds messages (live, from an ack, from sync or history) to a room. A message of ours that
- * arrives removes its outgoing placeholder (matched by client_id), so it is shown once.
+ * Adds messages (live, from an ack, from sync or history — `bundled` for the last two) to a
+ * room. A message of ours that arrives removes its outgoing placeholder (matched by
+ * client_id), so it is shown once.
  */
-export function addMessages(room: RoomView, incoming: Message[], me?: string): RoomView {
-  const messages = mergeMessages(room.messages, incoming);
+export function addMessages(room: RoomView, incoming: Message[], me?: string, bundled = false): RoomView {
+  const messages = mergeMessages(room.messages, incoming, { me, bundled });
   const mine = new Set(incoming.filter((m) => m.sender.id === me).map((m) => m.client_id));
   const outgoing = mine.size ? room.outgoing.filter((o) => !mine.has(o.client_id)) : room.outgoing;
   if (messages === room.messages && outgoing === room.outgoing) return room;
@@ -130,8 +217,8 @@ export function hasGap(room: RoomView): boolean {
 }
 
 /** Older messages from `history`: merged, and whether more exist below them. */
-export function addHistory(room: RoomView, older: Message[], hasMore: boolean): RoomView {
-  const next = addMessages(room, older);
+export function addHistory(room: RoomView, older: Message[], hasMore: boolean, me?: string): RoomView {
+  const next = addMessages(room, older, me, true);
   return { ...next, hasMore };
 }
 
@@ -141,8 +228,8 @@ export function oldestSeq(room: RoomView): number | undefined {
 
 // ---- sending ------------------------------------------------------------------------------
 
-export function queueSend(room: RoomView, client_id: string, text: string, now = Date.now()): RoomView {
-  return { ...room, outgoing: [...room.outgoing, { client_id, text, ts: now, status: 'pending' }] };
+export function queueSend(room: RoomView, client_id: string, text: string, now = Date.now(), reply_to?: ReplyPreview): RoomView {
+  return { ...room, outgoing: [...room.outgoing, { client_id, text, ts: now, status: 'pending', ...(reply_to ? { reply_to } : {}) }] };
 }
 
 /** Error codes after which the same send may succeed later (docs/protocol.md): no answer in
@@ -204,10 +291,10 @@ export function unreadCount(room: RoomView, me: string): number {
   if (after <= 0) return 0;
   const c = room.counted;
   if (c && c.lastRead === room.lastRead) {
-    const since = room.messages.filter((m) => m.seq > c.lastSeq && m.sender.id !== me).length;
+    const since = room.messages.filter((m) => m.seq > c.lastSeq && m.sender.id !== me && isMessage(m)).length;
     return Math.min(after, c.unread + since);
   }
-  const own = room.messages.filter((m) => m.seq > room.lastRead && m.sender.id === me).length;
+  const own = room.messages.filter((m) => m.seq > room.lastRead && (m.sender.id === me || !isMessage(m))).length;
   return Math.max(0, after - own);
 }
 
@@ -234,7 +321,7 @@ export function mentionsMe(m: Message, me: string): boolean {
 /** Counts as a mention in the room's badge and at the `mentions` level: in a DM every message
  * of the other user is addressed to us. */
 export function isMention(room: Pick<RoomView, 'kind'>, m: Message, me: string): boolean {
-  return m.sender.id !== me && (room.kind === 'dm' || mentionsMe(m, me));
+  return m.sender.id !== me && isMessage(m) && (room.kind === 'dm' || mentionsMe(m, me));
 }
 
 /**
@@ -262,7 +349,7 @@ export function mentionCount(room: RoomView, me: string): number {
  * by the room's level.
  */
 export function shouldNotify(room: RoomView, m: Message, me: string, { seen, after = 0 }: { seen: boolean; after?: number }): boolean {
-  if (m.sender.id === me || seen || m.seq <= room.lastRead || m.seq <= after) return false;
+  if (m.sender.id === me || !isMessage(m) || seen || m.seq <= room.lastRead || m.seq <= after) return false;
   switch (room.level ?? 'all') {
     case 'none': return false;
     case 'mentions': return isMention(room, m, me);
@@ -342,6 +429,7 @@ export interface MessageGroup {
 export function groupMessages(messages: Message[], dayOf: (ts: number) => string = localDay): MessageGroup[] {
   const groups: MessageGroup[] = [];
   for (const m of messages) {
+    if (!isMessage(m)) continue;
     const day = dayOf(m.ts);
     const last = groups.at(-1);
     const prev = last?.messages.at(-1);

@@ -12,6 +12,7 @@
 //! them, so the rules can be unit-tested without a database or a socket.
 
 mod error;
+mod events;
 mod ids;
 mod mentions;
 mod message;
@@ -23,6 +24,10 @@ mod status;
 mod throttle;
 
 pub use error::{ChatError, ErrorCode};
+pub use events::{
+    first_line, Emoji, MessageKind, ReactionCount, ReplyPreview, Timeline, MAX_EMOJI_BYTES,
+    PREVIEW_BYTES,
+};
 pub use ids::Id;
 pub use mentions::{mention_names, MentionNames, NotifyLevel, Settings, MAX_MENTION_NAMES};
 pub use message::{now_ms, Message, NewMessage, Room, RoomKind, UserRef};

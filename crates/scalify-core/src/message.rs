@@ -1,5 +1,8 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::events::{MessageKind, ReactionCount, ReplyPreview};
 use crate::{ClientId, Id, MessageText, RoomName};
 
 /// Milliseconds since the Unix epoch: the `ts` of the wire contract.
@@ -73,9 +76,63 @@ pub struct Message {
     /// The text mentions every member (`@room`, where the sender may).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mention_room: bool,
+    /// A message, or a change to one ([`MessageKind`], [`crate::Timeline`]).
+    pub kind: MessageKind,
+    /// For a change: the id of the message it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relates_to: Option<Id>,
+    /// For a change: the seq of the message it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relates_seq: Option<u64>,
+    /// For a reply: what it answers, as that message stands now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Box<ReplyPreview>>,
+    /// When the text was last edited (bundled state: set on messages `history` and `sync`
+    /// return, never on the entry as first broadcast).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    /// The message was deleted: its text is gone, it stays as a placeholder.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Reactions by emoji, counted, with whether the reader is among them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: BTreeMap<String, ReactionCount>,
 }
 
 impl Message {
+    /// A message or change as first stored: no bundled state yet.
+    pub fn stored(new: &NewMessage, id: Id, seq: u64, ts: i64) -> Self {
+        Message {
+            id,
+            room: new.room.clone(),
+            seq,
+            sender: new.sender.clone(),
+            text: new.text.clone(),
+            client_id: new.client_id.clone(),
+            ts,
+            mentions: new.mentions.clone(),
+            mention_room: new.mention_room,
+            kind: new.kind,
+            relates_to: new.relates_to.map(|(id, _)| id),
+            relates_seq: new.relates_to.map(|(_, seq)| seq),
+            reply_to: new.reply_to.clone(),
+            edited_at: None,
+            deleted: false,
+            reactions: BTreeMap::new(),
+        }
+    }
+
+    /// The seq a store keeps in the entry's reference column: the changed message's for a
+    /// change, the answered message's for a reply.
+    pub fn ref_seq(&self) -> Option<u64> {
+        self.relates_seq.or(self.reply_to.as_ref().map(|r| r.seq))
+    }
+
+    /// Whether unread counts and notifications count it: messages do, changes do not.
+    pub fn is_counted(&self) -> bool {
+        self.kind.is_message()
+    }
+
     /// Whether the message counts as a mention of `user`: it names them or the room, or it is
     /// in a DM (`dm`), where every message does. The one rule behind mention counts and
     /// notifications.
@@ -94,4 +151,33 @@ pub struct NewMessage {
     pub client_id: ClientId,
     pub mentions: Vec<Id>,
     pub mention_room: bool,
+    pub kind: MessageKind,
+    /// For a change: the id and seq of the message it changes.
+    pub relates_to: Option<(Id, u64)>,
+    /// For a reply: the message it answers.
+    pub reply_to: Option<Box<ReplyPreview>>,
+}
+
+impl NewMessage {
+    /// A plain message (no reply, not a change).
+    pub fn plain(
+        room_id: Id,
+        room: RoomName,
+        sender: UserRef,
+        text: MessageText,
+        client_id: ClientId,
+    ) -> Self {
+        NewMessage {
+            room_id,
+            room,
+            sender,
+            text,
+            client_id,
+            mentions: Vec::new(),
+            mention_room: false,
+            kind: MessageKind::Message,
+            relates_to: None,
+            reply_to: None,
+        }
+    }
 }

@@ -791,7 +791,9 @@ fn decode_all(room: Id, raw: Vec<Vec<u8>>) -> Result<Vec<Message>, DurableError>
         .collect()
 }
 
-/// Merges two ascending, possibly overlapping message lists by seq (one copy of each seq).
+/// Merges two ascending, possibly overlapping message lists by seq (one copy of each seq: the
+/// first list's when both have it — the database's, which carries the message's current
+/// state, where the window has it as sent).
 pub fn merge(a: Vec<Message>, b: Vec<Message>) -> Vec<Message> {
     let mut all: Vec<Message> = a.into_iter().chain(b).collect();
     all.sort_by_key(|m| m.seq);

@@ -4,11 +4,17 @@
 //! decodes the same way. Decoding validates every field with the core's parsers: a record that
 //! does not decode is a poison record (the persister dead-letters it with the reason).
 
-use scalify_core::{ClientId, Id, Message, MessageText, RoomName, UserRef};
+use scalify_core::{
+    ClientId, Id, Message, MessageKind, MessageText, ReplyPreview, RoomName, UserRef,
+};
 use serde::{Deserialize, Serialize};
 
-/// Format version written into every record; a reader refuses versions it does not know.
+/// Format version of a plain message's record; a reader refuses versions it does not know.
 pub const VERSION: u32 = 1;
+
+/// Format version of a record that changes a message or replies to one: a reader that knows
+/// only [`VERSION`] refuses it (dead-letters it) rather than storing it as a plain message.
+pub const VERSION_CHANGES: u32 = 2;
 
 /// Largest text a record may carry. Above any configurable `max_text_bytes`, it only bounds
 /// what a hostile producer could make the persister hold.
@@ -41,6 +47,25 @@ pub struct Record {
     pub mentions: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mention_room: bool,
+    /// A change's kind (`edit`, `delete`, `reaction`, `unreaction`); absent for a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The message a change changes, or a reply answers: its id and seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_id: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ref_seq: u64,
+    /// A reply's preview as it was sent (the database's copy follows later changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyRecord>,
+}
+
+/// What a record keeps of the message a reply answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplyRecord {
+    pub sender_id: String,
+    pub sender: String,
+    pub text: String,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -82,8 +107,16 @@ pub fn encode(room_id: Id, m: &Message) -> Vec<u8> {
 
 /// Encodes a message of room `room_id` whose seq was given in seq epoch `epoch`.
 pub fn encode_in(room_id: Id, m: &Message, epoch: u64) -> Vec<u8> {
+    let reference = m
+        .relates_to
+        .zip(m.relates_seq)
+        .or(m.reply_to.as_ref().map(|r| (r.id, r.seq)));
     let record = Record {
-        v: VERSION,
+        v: if reference.is_some() || !m.kind.is_message() {
+            VERSION_CHANGES
+        } else {
+            VERSION
+        },
         id: m.id.to_string(),
         room_id: room_id.to_string(),
         room: m.room.to_string(),
@@ -96,6 +129,14 @@ pub fn encode_in(room_id: Id, m: &Message, epoch: u64) -> Vec<u8> {
         ts: m.ts,
         mentions: m.mentions.iter().map(Id::to_string).collect(),
         mention_room: m.mention_room,
+        kind: m.kind.column().map(str::to_owned),
+        ref_id: reference.map(|(id, _)| id.to_string()),
+        ref_seq: reference.map_or(0, |(_, seq)| seq),
+        reply: m.reply_to.as_ref().map(|r| ReplyRecord {
+            sender_id: r.sender.id.to_string(),
+            sender: r.sender.username.clone(),
+            text: r.text.clone(),
+        }),
     };
     // Serializing plain strings and numbers cannot fail.
     serde_json::to_vec(&record).unwrap_or_default()
@@ -146,9 +187,76 @@ pub fn draft(room_id: Id, m: &Message) -> Draft {
 /// Decodes and validates record JSON.
 pub fn decode(bytes: &[u8]) -> Result<RoomMessage, DecodeError> {
     let r: Record = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
-    if r.v != VERSION {
+    if r.v != VERSION && r.v != VERSION_CHANGES {
         return Err(DecodeError::Version(r.v));
     }
+    let kind = match r.kind.as_deref() {
+        None => MessageKind::Message,
+        Some(k) => field(
+            "kind",
+            MessageKind::parse(k)
+                .filter(|k| !k.is_message())
+                .ok_or("unknown kind"),
+        )?,
+    };
+    let reference = match (&r.ref_id, r.ref_seq) {
+        (None, 0) => None,
+        (Some(id), seq) if seq > 0 && seq < r.seq => {
+            Some((field("ref_id", id.parse::<Id>())?, seq))
+        }
+        _ => {
+            return Err(DecodeError::Field {
+                field: "ref_seq",
+                reason: "a reference names an earlier message by id and seq".into(),
+            })
+        }
+    };
+    let misreferenced = if kind.is_message() {
+        reference.is_some() && r.reply.is_none()
+    } else {
+        reference.is_none() || r.reply.is_some()
+    };
+    if misreferenced {
+        return Err(DecodeError::Field {
+            field: "ref_id",
+            reason: "a change names the message it changes; a message names none".into(),
+        });
+    }
+    // A deletion carries no text; every other entry does.
+    let text = if kind == MessageKind::Delete {
+        field(
+            "text",
+            if r.text.is_empty() {
+                Ok(())
+            } else {
+                Err("a deletion carries no text")
+            },
+        )?;
+        MessageText::from_trusted(String::new())
+    } else {
+        field("text", MessageText::parse(&r.text, MAX_RECORD_TEXT))?
+    };
+    let reply_to = match (&r.reply, reference) {
+        (None, _) => None,
+        (Some(reply), Some((id, seq))) if kind.is_message() => Some(Box::new(ReplyPreview::of(
+            id,
+            seq,
+            UserRef {
+                id: field("reply.sender_id", reply.sender_id.parse::<Id>())?,
+                username: field("reply.sender", scalify_core::Username::parse(&reply.sender))?
+                    .to_string(),
+            },
+            &reply.text,
+            false,
+        ))),
+        _ => {
+            return Err(DecodeError::Field {
+                field: "reply",
+                reason: "only a message with a reference replies".into(),
+            })
+        }
+    };
+    let relation = if kind.is_message() { None } else { reference };
     if r.seq == 0 || r.seq > i64::MAX as u64 {
         return Err(DecodeError::Field {
             field: "seq",
@@ -163,7 +271,7 @@ pub fn decode(bytes: &[u8]) -> Result<RoomMessage, DecodeError> {
             id: field("sender_id", r.sender_id.parse::<Id>())?,
             username: field("sender", scalify_core::Username::parse(&r.sender))?.to_string(),
         },
-        text: field("text", MessageText::parse(&r.text, MAX_RECORD_TEXT))?,
+        text,
         client_id: field("client_id", ClientId::parse(&r.client_id))?,
         ts: r.ts,
         mentions: r
@@ -173,6 +281,13 @@ pub fn decode(bytes: &[u8]) -> Result<RoomMessage, DecodeError> {
             .map(|id| field("mentions", id.parse::<Id>()))
             .collect::<Result<_, _>>()?,
         mention_room: r.mention_room,
+        kind,
+        relates_to: relation.map(|(id, _)| id),
+        relates_seq: relation.map(|(_, seq)| seq),
+        reply_to,
+        edited_at: None,
+        deleted: false,
+        reactions: Default::default(),
     };
     if message.mentions.len() > MAX_RECORD_MENTIONS {
         return Err(DecodeError::Field {
@@ -219,6 +334,13 @@ mod tests {
             ts: 1_700_000_000_123,
             mentions: vec![Id::new()],
             mention_room: true,
+            kind: scalify_core::MessageKind::Message,
+            relates_to: None,
+            relates_seq: None,
+            reply_to: None,
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
         };
         (room_id, m)
     }

@@ -31,6 +31,10 @@ use crate::{backoff, record, DurableError};
 /// stall; beyond it the producing tasks wait for the broadcaster (bounded memory).
 const LATE_QUEUE: usize = 1024;
 
+/// How many of a room's newest window entries a lookup by id reads (a message not persisted
+/// yet that many entries later is not found until it is).
+const WINDOW_LOOKUP: u32 = 1000;
+
 /// A message of this node between allocation and deposit: a retry of it waits on `done`.
 struct Pending {
     /// Which message: after Redis lost its data one (room, seq) can be in flight twice here,
@@ -506,17 +510,7 @@ impl Store for DurableStore {
             kind: RoomKind::Public,
             last_seq: 0,
         };
-        let mut message = Message {
-            id: Id::new(),
-            room: new.room,
-            seq: 0,
-            sender: new.sender,
-            text: new.text,
-            client_id: new.client_id,
-            ts: scalify_core::now_ms(),
-            mentions: new.mentions,
-            mention_room: new.mention_room,
-        };
+        let mut message = Message::stored(&new, Id::new(), 0, scalify_core::now_ms());
         let draft = Arc::new(record::draft(new.room_id, &message));
         let allocation = self
             .ledger
@@ -558,7 +552,7 @@ impl Store for DurableStore {
         self.fence.confirm(recent.epoch.as_deref()).await?;
         let recent = recent.messages;
         let stored = self.inner.history(room, before_seq, limit).await?;
-        let mut all = merge(recent, stored);
+        let mut all = merge(stored, recent);
         let excess = all.len().saturating_sub(limit as usize);
         all.drain(..excess);
         Ok(all)
@@ -569,9 +563,36 @@ impl Store for DurableStore {
         self.fence.confirm(recent.epoch.as_deref()).await?;
         let recent = recent.messages;
         let stored = self.inner.after(room, after_seq, limit).await?;
-        let mut all = merge(recent, stored);
+        let mut all = merge(stored, recent);
         all.truncate(limit as usize);
         Ok(all)
+    }
+
+    async fn message(&self, room: &Room, id: Id) -> StoreResult<Option<Message>> {
+        if let Some(m) = self.inner.message(room, id).await? {
+            return Ok(Some(m));
+        }
+        // Acked but not yet persisted: in the recent window, which holds what the persisters
+        // have not written yet (a change to it waits for nothing: it is sequenced after it).
+        let recent = self
+            .ledger
+            .read_before(room.id, None, WINDOW_LOOKUP)
+            .await?;
+        self.fence.confirm(recent.epoch.as_deref()).await?;
+        if let Some(m) = recent.messages.into_iter().find(|m| m.id == id) {
+            return Ok(Some(m));
+        }
+        // Persisted between the two reads.
+        self.inner.message(room, id).await
+    }
+
+    async fn reactions(
+        &self,
+        room: Id,
+        seqs: std::ops::RangeInclusive<u64>,
+        reader: Id,
+    ) -> StoreResult<Vec<scalify_store::ReactionRow>> {
+        self.inner.reactions(room, seqs, reader).await
     }
 
     async fn flush(&self) -> StoreResult<()> {

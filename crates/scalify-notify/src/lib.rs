@@ -508,6 +508,13 @@ mod tests {
             ts,
             mentions: Vec::new(),
             mention_room: false,
+            kind: scalify_core::MessageKind::Message,
+            relates_to: None,
+            relates_seq: None,
+            reply_to: None,
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
         }
     }
 

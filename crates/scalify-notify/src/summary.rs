@@ -47,7 +47,7 @@ pub fn summarize(room: &Room, messages: &[Message], recipient: &Recipient) -> Op
     let dm = room.kind == RoomKind::Dm;
     let me = recipient.user.id;
     let mut told = messages.iter().filter_map(|m| {
-        if m.seq <= recipient.last_read || m.sender.id == me {
+        if m.seq <= recipient.last_read || m.sender.id == me || !m.is_counted() || m.deleted {
             return None;
         }
         let mentioned = m.mentions_user(me, dm);
@@ -112,6 +112,13 @@ mod tests {
             ts: 1000 + seq as i64,
             mentions,
             mention_room: false,
+            kind: scalify_core::MessageKind::Message,
+            relates_to: None,
+            relates_seq: None,
+            reply_to: None,
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use scalify_core::{ChatError, HistoryQuery, TrustedProxies, UserRef};
-use scalify_service::{Authenticated, Chat, Session};
+use scalify_service::{Authenticated, Change, Chat, Session};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
@@ -51,6 +51,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/blocks/{username}"),
     ("get", "/api/rooms/{room}/messages"),
     ("post", "/api/rooms/{room}/messages"),
+    ("patch", "/api/rooms/{room}/messages/{id}"),
+    ("delete", "/api/rooms/{room}/messages/{id}"),
+    ("post", "/api/rooms/{room}/messages/{id}/reactions"),
+    ("delete", "/api/rooms/{room}/messages/{id}/reactions"),
     ("post", "/api/dms"),
     ("get", "/api/push/vapid-public-key"),
     ("post", "/api/push/subscriptions"),
@@ -82,6 +86,14 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         .route("/api/blocks", get(blocks).post(block))
         .route("/api/blocks/{username}", axum::routing::delete(unblock))
         .route("/api/rooms/{room}/messages", get(history).post(send))
+        .route(
+            "/api/rooms/{room}/messages/{id}",
+            axum::routing::patch(edit_message).delete(delete_message),
+        )
+        .route(
+            "/api/rooms/{room}/messages/{id}/reactions",
+            post(react).delete(unreact),
+        )
         .route("/api/dms", post(open_dm))
         .route("/api/push/vapid-public-key", get(vapid_public_key))
         .route(
@@ -524,6 +536,8 @@ async fn history(
 struct NewMessage {
     text: String,
     client_id: String,
+    #[serde(default)]
+    reply_to: Option<String>,
 }
 
 /// A send from a bot or backend: the same rules and broadcast as the socket `send`.
@@ -538,10 +552,105 @@ async fn send(
 ) -> ApiResult {
     let service = chat.clone();
     let message = chat
-        .spawn(async move { service.send(&user, &room, &m.text, &m.client_id).await })
+        .spawn(async move {
+            service
+                .send_reply(&user, &room, &m.text, &m.client_id, m.reply_to.as_deref())
+                .await
+        })
         .await
         .map_err(|_| ChatError::internal())??;
     Ok((StatusCode::CREATED, Json(json!({ "message": message }))).into_response())
+}
+
+#[derive(Deserialize)]
+struct EditBody {
+    text: String,
+    client_id: String,
+}
+
+#[derive(Deserialize)]
+struct DeleteBody {
+    client_id: String,
+}
+
+#[derive(Deserialize)]
+struct ReactionBody {
+    emoji: String,
+    client_id: String,
+}
+
+/// What a change endpoint asks of [`Chat::change`], owned so it can move into its task.
+enum ChangeBody {
+    Edit(String),
+    Delete,
+    React(String),
+    Unreact(String),
+}
+
+/// Runs a change as its own task (like [`send`]: committed means published), answering with
+/// the log entry it appended.
+async fn run_change(
+    chat: AppState,
+    user: UserRef,
+    (room, id): (String, String),
+    body: ChangeBody,
+    client_id: String,
+    status: StatusCode,
+) -> ApiResult {
+    let service = chat.clone();
+    let message = chat
+        .spawn(async move {
+            let change = match &body {
+                ChangeBody::Edit(text) => Change::Edit(text),
+                ChangeBody::Delete => Change::Delete,
+                ChangeBody::React(emoji) => Change::React(emoji),
+                ChangeBody::Unreact(emoji) => Change::Unreact(emoji),
+            };
+            service.change(&user, &room, &id, change, &client_id).await
+        })
+        .await
+        .map_err(|_| ChatError::internal())??;
+    Ok((status, Json(json!({ "message": message }))).into_response())
+}
+
+async fn edit_message(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(at): Path<(String, String)>,
+    Body(b): Body<EditBody>,
+) -> ApiResult {
+    let body = ChangeBody::Edit(b.text);
+    run_change(chat, user, at, body, b.client_id, StatusCode::OK).await
+}
+
+async fn delete_message(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(at): Path<(String, String)>,
+    Body(b): Body<DeleteBody>,
+) -> ApiResult {
+    let body = ChangeBody::Delete;
+    run_change(chat, user, at, body, b.client_id, StatusCode::OK).await
+}
+
+async fn react(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(at): Path<(String, String)>,
+    Body(b): Body<ReactionBody>,
+) -> ApiResult {
+    let body = ChangeBody::React(b.emoji);
+    run_change(chat, user, at, body, b.client_id, StatusCode::CREATED).await
+}
+
+async fn unreact(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(at): Path<(String, String)>,
+    Body(b): Body<ReactionBody>,
+) -> ApiResult {
+    let body = ChangeBody::Unreact(b.emoji);
+    run_change(chat, user, at, body, b.client_id, StatusCode::OK).await
 }
 
 /// The operator's endpoints — `/metrics`, `/healthz`, `/readyz` — for a listener of their

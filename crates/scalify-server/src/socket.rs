@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use scalify_core::{ChatError, HistoryQuery, Id, Message, Room, RoomName, SyncRequest, UserRef};
 use scalify_fanout::{LocalDelivery, RoomEvent, Sequencer};
-use scalify_service::{Authenticated, Chat, SyncedRoom};
+use scalify_service::{Authenticated, Change, Chat, SyncedRoom};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -443,6 +443,22 @@ struct SendArg {
     room: String,
     text: String,
     client_id: String,
+    #[serde(default)]
+    reply_to: Option<String>,
+}
+
+/// `edit`, `delete`, `react` and `unreact`: the message `id` of `room`, and what changes.
+#[derive(Deserialize)]
+struct ChangeArg {
+    room: String,
+    id: String,
+    client_id: String,
+    /// `edit`'s new text.
+    #[serde(default)]
+    text: Option<String>,
+    /// `react`'s and `unreact`'s emoji.
+    #[serde(default)]
+    emoji: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -580,11 +596,15 @@ enum ClientEvent {
     Sync,
     Typing,
     Read,
+    Edit,
+    Delete,
+    React,
+    Unreact,
 }
 
 impl ClientEvent {
     /// Every event with its name on the wire.
-    const ALL: [(Self, &'static str); 7] = [
+    const ALL: [(Self, &'static str); 11] = [
         (Self::Join, "join"),
         (Self::Leave, "leave"),
         (Self::Send, "send"),
@@ -592,6 +612,10 @@ impl ClientEvent {
         (Self::Sync, "sync"),
         (Self::Typing, "typing"),
         (Self::Read, "read"),
+        (Self::Edit, "edit"),
+        (Self::Delete, "delete"),
+        (Self::React, "react"),
+        (Self::Unreact, "unreact"),
     ];
 
     /// The event and its name, if `name` is one.
@@ -609,6 +633,7 @@ impl ClientEvent {
             Self::Sync => sync(h, s, d).await,
             Self::Typing => typing(h, s, d).await,
             Self::Read => read(h, s, d).await,
+            Self::Edit | Self::Delete | Self::React | Self::Unreact => change(h, self, d).await,
         }
     }
 }
@@ -735,9 +760,46 @@ async fn send(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatE
     let arg: SendArg = parse(d)?;
     let message = h
         .chat
-        .send(&h.conn.user, &arg.room, &arg.text, &arg.client_id)
+        .send_reply(
+            &h.conn.user,
+            &arg.room,
+            &arg.text,
+            &arg.client_id,
+            arg.reply_to.as_deref(),
+        )
         .await?;
     metrics::histogram!("scalify_send_ack_seconds").record(started.elapsed().as_secs_f64());
+    Ok(Reply::Sent { message })
+}
+
+async fn change(h: Arc<Session>, event: ClientEvent, d: EventArg) -> Result<Reply, ChatError> {
+    let arg: ChangeArg = parse(d)?;
+    let need = |field: &Option<String>, name: &str| {
+        field
+            .as_deref()
+            .map(str::to_owned)
+            .ok_or_else(|| ChatError::bad_request(format!("{name} is required")))
+    };
+    let (text, emoji);
+    let change = match event {
+        ClientEvent::Edit => {
+            text = need(&arg.text, "text")?;
+            Change::Edit(&text)
+        }
+        ClientEvent::React | ClientEvent::Unreact => {
+            emoji = need(&arg.emoji, "emoji")?;
+            if event == ClientEvent::React {
+                Change::React(&emoji)
+            } else {
+                Change::Unreact(&emoji)
+            }
+        }
+        _ => Change::Delete,
+    };
+    let message = h
+        .chat
+        .change(&h.conn.user, &arg.room, &arg.id, change, &arg.client_id)
+        .await?;
     Ok(Reply::Sent { message })
 }
 
@@ -828,6 +890,13 @@ mod tests {
             ts: 1_764_300_000_000,
             mentions: vec![],
             mention_room: false,
+            kind: scalify_core::MessageKind::Message,
+            relates_to: None,
+            relates_seq: None,
+            reply_to: None,
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
         };
         let m = serde_json::to_value(&message).unwrap();
 

@@ -15,7 +15,7 @@ mod chat;
 pub mod presence;
 
 pub use chat::{
-    Authenticated, Chat, ChatConfig, ClusterLinks, Cost, Dependency, InFlight, NodeStatus,
+    Authenticated, Change, Chat, ChatConfig, ClusterLinks, Cost, Dependency, InFlight, NodeStatus,
     NotifyChoice, Overview, PersisterStatus, PushConfig, PushKeys, ReadMarker, Receipt, Session,
     SettingsPatch, SyncedRoom, ThrottleConfig, RECEIPTS_LIMIT, RECEIPT_EVERY, SHARE_EVERY,
 };

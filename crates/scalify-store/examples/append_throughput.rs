@@ -66,6 +66,9 @@ async fn main() {
                         client_id: ClientId::parse(&format!("{t}-{n}")).expect("cid"),
                         mentions: Vec::new(),
                         mention_room: false,
+                        kind: scalify_core::MessageKind::Message,
+                        relates_to: None,
+                        reply_to: None,
                     })
                     .await
                     .expect("append");

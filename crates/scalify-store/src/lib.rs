@@ -73,6 +73,31 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// One emoji's reactions to one message, counted for a reader ([`Store::reactions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionRow {
+    pub seq: u64,
+    pub emoji: String,
+    pub count: u32,
+    /// The reader is among them.
+    pub me: bool,
+}
+
+/// Puts `rows` on the messages of `messages` they belong to (by seq).
+pub fn bundle_reactions(messages: &mut [Message], rows: Vec<ReactionRow>) {
+    for row in rows {
+        if let Ok(i) = messages.binary_search_by_key(&row.seq, |m| m.seq) {
+            messages[i].reactions.insert(
+                row.emoji,
+                scalify_core::ReactionCount {
+                    count: row.count,
+                    me: row.me,
+                },
+            );
+        }
+    }
+}
+
 /// A room as listed for a user: whether they are a member of it.
 #[derive(Debug, Clone)]
 pub struct RoomListing {
@@ -89,9 +114,9 @@ pub struct RoomListing {
 /// cap as "99+".
 pub const UNREAD_CAP: u32 = 100;
 
-/// Most messages after a marker an unread count looks at, the reader's own included: a count
-/// reads at most this many index entries per room, however long the history and however
-/// much the reader wrote since the marker. Others' messages beyond them are not counted.
+/// Most log entries after a marker an unread count looks at (the reader's own and changes
+/// included): a count reads at most this many index entries per room, however long the
+/// history and however much the reader wrote since the marker. Others' messages beyond them are not counted.
 pub const UNREAD_SCAN: u32 = 1000;
 
 /// The outcome of a read mark: the marker as it now stands, and whether this mark moved it.
@@ -148,7 +173,7 @@ impl ReadState {
         dm: bool,
     ) {
         for m in messages {
-            if m.sender.id == user {
+            if m.sender.id == user || !m.is_counted() {
                 continue;
             }
             self.unread = (self.unread + 1).min(UNREAD_CAP);
@@ -204,16 +229,16 @@ pub(crate) fn decode_mentions(text: Option<&str>) -> (Vec<Id>, bool) {
 }
 
 /// The unread count of member row `m` of `user` (SQL, the engines' own placeholders for
-/// `user`, [`UNREAD_CAP`] and [`UNREAD_SCAN`]): others' messages among the first
+/// `user`, [`UNREAD_CAP`] and [`UNREAD_SCAN`]): others' messages (not changes) among the first
 /// `UNREAD_SCAN` after the marker, up to `UNREAD_CAP` — a bounded scan of the room's
 /// (room, seq) key.
 macro_rules! unread_count_sql {
     ($user:literal, $cap:literal, $scan:literal) => {
         concat!(
-            "(SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id FROM messages x
+            "(SELECT count(*) FROM (SELECT 1 FROM (SELECT sender_id, kind FROM messages x
                WHERE x.room_id = m.room_id AND x.seq > m.last_read ORDER BY x.seq LIMIT ",
             $scan,
-            ") s WHERE sender_id <> ",
+            ") s WHERE kind IS NULL AND sender_id <> ",
             $user,
             " LIMIT ",
             $cap,
@@ -393,6 +418,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<Message>>;
     /// Up to `limit` messages with `seq > after_seq`, ascending.
     async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>>;
+    /// The entry of `room` with id `id`, as it stands now (current text, edited, deleted; no
+    /// reactions).
+    async fn message(&self, room: &Room, id: Id) -> StoreResult<Option<Message>>;
+    /// The reactions to the messages of `room` with a seq in `seqs`, counted per message and
+    /// emoji for `reader`.
+    async fn reactions(
+        &self,
+        room: Id,
+        seqs: std::ops::RangeInclusive<u64>,
+        reader: Id,
+    ) -> StoreResult<Vec<ReactionRow>>;
 
     /// Waits until every write accepted so far is committed (used by graceful shutdown).
     async fn flush(&self) -> StoreResult<()>;

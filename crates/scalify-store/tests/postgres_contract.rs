@@ -87,7 +87,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 9);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 10);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 
@@ -357,6 +357,13 @@ async fn a_write_whose_connection_the_server_ends_is_unavailable_then_written_on
             ts: scalify_core::now_ms(),
             mentions: new.mentions,
             mention_room: new.mention_room,
+            kind: scalify_core::MessageKind::Message,
+            relates_to: None,
+            relates_seq: None,
+            reply_to: None,
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
         },
     );
 
@@ -497,4 +504,10 @@ async fn a_commit_whose_answer_is_lost_is_unknown_and_its_retry_returns_the_mess
     );
     assert_eq!(retry.message.seq, 1);
     assert_eq!(store.after(&room, 0, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn changes_are_log_entries_applied_to_their_message() {
+    let db = FreshDb::create().await;
+    contract::changes_are_log_entries_applied_to_their_message(open(&db).await).await;
 }

@@ -229,7 +229,14 @@ async fn members_at_the_read_marker_upgrade_start_read() {
     let c = rusqlite::Connection::open(&path).unwrap();
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     c.execute_batch(
-        "ALTER TABLE members DROP COLUMN last_read;
+        "DROP TABLE reactions;
+         DROP INDEX messages_by_id;
+         DROP INDEX messages_edits;
+         ALTER TABLE messages DROP COLUMN kind;
+         ALTER TABLE messages DROP COLUMN ref_seq;
+         ALTER TABLE messages DROP COLUMN edited_at;
+         ALTER TABLE messages DROP COLUMN deleted_at;
+         ALTER TABLE members DROP COLUMN last_read;
          DROP TABLE mentions;
          ALTER TABLE messages DROP COLUMN mentions;
          ALTER TABLE members DROP COLUMN notify_level;
@@ -255,4 +262,74 @@ async fn members_at_the_read_marker_upgrade_start_read() {
         let (read, last_seq) = store.read_state(&room, u.id).await.unwrap().unwrap();
         assert_eq!((read.last_read, read.unread, last_seq), (3, 0, 3), "{name}");
     }
+}
+
+#[tokio::test]
+async fn changes_are_log_entries_applied_to_their_message() {
+    let (_d, store) = fresh();
+    contract::changes_are_log_entries_applied_to_their_message(store).await;
+}
+
+/// A deleted message's text is gone from the database's files, not only from its answers:
+/// the message row and its edits are overwritten, and `secure_delete` zeroes the bytes the
+/// overwrite frees — also on pages written to the file before the deletion.
+#[tokio::test]
+async fn a_deleted_message_leaves_no_text_in_the_file() {
+    use scalify_core::MessageKind as K;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let secret = "zebra-sekrit-4471";
+    let (room, alice, first) = {
+        let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+        let alice = user(&store, "alice").await;
+        let room = contract::public_room(&store, "r", &alice).await;
+        for i in 0..50 {
+            store
+                .append(msg(&room, &alice, &format!("f{i}"), &"filler ".repeat(20)))
+                .await
+                .unwrap();
+        }
+        let first = store
+            .append(msg(&room, &alice, "s", &format!("the {secret} is out")))
+            .await
+            .unwrap()
+            .message;
+        let edit = contract::change(
+            &room,
+            &alice,
+            "e",
+            K::Edit,
+            &format!("{secret}, again"),
+            &first,
+        );
+        store.append(edit).await.unwrap();
+        for i in 0..50 {
+            store
+                .append(msg(&room, &alice, &format!("g{i}"), &"filler ".repeat(20)))
+                .await
+                .unwrap();
+        }
+        (room, alice, first)
+        // Closed: checkpointed, so the secret is in the main file.
+    };
+    let file = |p: &std::path::Path| {
+        ["", "-wal"]
+            .iter()
+            .filter_map(|s| std::fs::read(format!("{}{s}", p.display())).ok())
+            .flatten()
+            .collect::<Vec<u8>>()
+    };
+    let holds = |bytes: &[u8]| bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+    assert!(holds(&file(&path)), "the test looks where the text was");
+    {
+        let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+        store
+            .append(contract::change(&room, &alice, "d", K::Delete, "", &first))
+            .await
+            .unwrap();
+    }
+    assert!(
+        !holds(&file(&path)),
+        "the deleted text is still in the file"
+    );
 }

@@ -62,6 +62,13 @@ pub(super) fn message(room: &RoomName, seq: u64, sender: &UserRef, client_id: &s
         ts: scalify_core::now_ms(),
         mentions: Vec::new(),
         mention_room: false,
+        kind: scalify_core::MessageKind::Message,
+        relates_to: None,
+        relates_seq: None,
+        reply_to: None,
+        edited_at: None,
+        deleted: false,
+        reactions: Default::default(),
     }
 }
 

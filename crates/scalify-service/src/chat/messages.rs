@@ -1,6 +1,7 @@
 //! Messages: sending (validated, idempotent on `client_id`), history and `sync`.
 
 use super::*;
+use scalify_core::{Emoji, MessageKind, ReplyPreview};
 
 /// Most bytes of messages one `sync` answers with (about: text plus a fixed allowance for the
 /// other fields); past it the room is `truncated` and the client syncs again from there.
@@ -9,6 +10,22 @@ pub const SYNC_MAX_BYTES: usize = 1 << 20;
 /// A message's share of an answer: its text and client id, plus the other fields.
 fn approx_bytes(m: &Message) -> usize {
     m.text.as_str().len() + m.client_id.as_str().len() + m.sender.username.len() + 160
+}
+
+/// A change to a message ([`Chat::change`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// New text for the sender's own message.
+    Edit(&'a str),
+    Delete,
+    /// Adds the user's reaction with this emoji.
+    React(&'a str),
+    /// Takes the user's reaction with this emoji off.
+    Unreact(&'a str),
+}
+
+fn no_such_message() -> ChatError {
+    ChatError::not_found("no such message")
 }
 
 impl Chat {
@@ -28,8 +45,119 @@ impl Chat {
         text: &str,
         client_id: &str,
     ) -> Result<Message, ChatError> {
-        let new = self.accept(sender, room, text, client_id).await?;
+        self.send_reply(sender, room, text, client_id, None).await
+    }
+
+    /// [`Chat::send`] of a reply to the message with id `reply_to` (of the same room, not
+    /// deleted), which the reply carries a preview of.
+    pub async fn send_reply(
+        &self,
+        sender: &UserRef,
+        room: &str,
+        text: &str,
+        client_id: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Message, ChatError> {
+        let mut new = self.accept(sender, room, text, client_id).await?;
+        if let Some(id) = reply_to {
+            let room = self.member_room(sender, room).await?;
+            let answered = self.live_message(&room, id).await?;
+            new.reply_to = Some(Box::new(ReplyPreview::of(
+                answered.id,
+                answered.seq,
+                answered.sender,
+                answered.text.as_str(),
+                false,
+            )));
+        }
         self.commit_and_publish(new).await
+    }
+
+    /// Changes a message: an edit, a deletion, a reaction or its removal, appended to the
+    /// room's log as an entry of its own (idempotent on `client_id` like a send) and
+    /// broadcast like a message. Who may: the sender edits; the sender, the room's owner or
+    /// an admin deletes; members react.
+    pub async fn change(
+        &self,
+        user: &UserRef,
+        room: &str,
+        target: &str,
+        change: Change<'_>,
+        client_id: &str,
+    ) -> Result<Message, ChatError> {
+        if self.is_closing() {
+            return Err(ChatError::shutting_down());
+        }
+        self.charge(user, Cost::One)?;
+        let client_id = ClientId::parse(client_id)?;
+        let (kind, text) = match change {
+            Change::Edit(text) => (
+                MessageKind::Edit,
+                MessageText::parse(text, self.config.max_text_bytes)?,
+            ),
+            Change::Delete => (
+                MessageKind::Delete,
+                MessageText::from_trusted(String::new()),
+            ),
+            Change::React(emoji) => (
+                MessageKind::Reaction,
+                MessageText::from_trusted(Emoji::parse(emoji)?.as_str().to_owned()),
+            ),
+            Change::Unreact(emoji) => (
+                MessageKind::Unreaction,
+                MessageText::from_trusted(Emoji::parse(emoji)?.as_str().to_owned()),
+            ),
+        };
+        let room = if kind == MessageKind::Delete {
+            self.deletable_room(user, room).await?
+        } else {
+            self.writable_room(user, room).await?
+        };
+        let id: Id = target
+            .parse()
+            .map_err(|_| ChatError::bad_request("id must be a message id"))?;
+        let target = self
+            .store
+            .message(&room, id)
+            .await
+            .map_err(store_error)?
+            .filter(|m| m.kind.is_message())
+            .ok_or_else(no_such_message)?;
+        match kind {
+            // Deleting a deleted message changes nothing and succeeds (a retry after a lost
+            // ack finds it deleted).
+            MessageKind::Delete if target.deleted || target.sender.id == user.id => {}
+            MessageKind::Delete => {
+                let owner = self.store.room_owner(room.id).await.map_err(store_error)?;
+                if owner != Some(user.id) && !self.is_admin(user).await? {
+                    return Err(ChatError::forbidden(
+                        "only the sender, the room's owner or an admin deletes a message",
+                    ));
+                }
+            }
+            _ if target.deleted => return Err(no_such_message()),
+            MessageKind::Edit if target.sender.id != user.id => {
+                return Err(ChatError::forbidden("only the sender edits a message"));
+            }
+            _ => {}
+        }
+        let mut new = NewMessage::plain(room.id, room.name, user.clone(), text, client_id);
+        new.kind = kind;
+        new.relates_to = Some((target.id, target.seq));
+        self.commit_and_publish(new).await
+    }
+
+    /// A message of `room` that is not deleted, by the id a client gave.
+    async fn live_message(&self, room: &Room, id: &str) -> Result<Message, ChatError> {
+        let id: Id = id
+            .parse()
+            .map_err(|_| ChatError::bad_request("reply_to must be a message id"))?;
+        self.store
+            .message(room, id)
+            .await
+            .map_err(store_error)?
+            .filter(|m| m.kind.is_message() && !m.deleted)
+            .ok_or_else(no_such_message)
     }
 
     /// Everything a send checks before its commit: the server is not closing, the text and
@@ -49,15 +177,10 @@ impl Chat {
         let client_id = ClientId::parse(client_id)?;
         let room = self.writable_room(sender, room).await?;
         let (mentions, mention_room) = self.mentions(sender, &room, &text).await?;
-        Ok(NewMessage {
-            room_id: room.id,
-            room: room.name,
-            sender: sender.clone(),
-            text,
-            client_id,
-            mentions,
-            mention_room,
-        })
+        let mut new = NewMessage::plain(room.id, room.name, sender.clone(), text, client_id);
+        new.mentions = mentions;
+        new.mention_room = mention_room;
+        Ok(new)
     }
 
     /// Who a text sent to `room` by `sender` mentions: the members named by `@username` (not
@@ -113,15 +236,36 @@ impl Chat {
     ) -> Result<(Vec<Message>, bool), ChatError> {
         self.charge(user, Cost::Read)?;
         let room = self.member_room(user, room).await?;
-        let messages = self
+        let mut messages = self
             .store
             .history(&room, query.before_seq, query.limit)
             .await
             .map_err(store_error)?;
+        self.bundle_reactions(&room, &mut messages, user).await?;
         // seq is gap-free from 1, so anything older exists exactly when the oldest message
         // returned is above 1; an empty page means nothing lies below before_seq.
         let has_more = messages.first().is_some_and(|m| m.seq > 1);
         Ok((messages, has_more))
+    }
+
+    /// Puts on each message of `messages` (ascending, of `room`) its reactions as `reader`
+    /// sees them.
+    async fn bundle_reactions(
+        &self,
+        room: &Room,
+        messages: &mut [Message],
+        reader: &UserRef,
+    ) -> Result<(), ChatError> {
+        let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+            return Ok(());
+        };
+        let rows = self
+            .store
+            .reactions(room.id, first.seq..=last.seq, reader.id)
+            .await
+            .map_err(store_error)?;
+        scalify_store::bundle_reactions(messages, rows);
+        Ok(())
     }
 
     /// Everything after each room's `last_seq`, capped per room and in total.
@@ -154,6 +298,7 @@ impl Chat {
                 cap == 0 && self.fresh_room(&room).await?.last_seq > last_seq
             };
             messages.truncate(cap as usize);
+            self.bundle_reactions(&room, &mut messages, user).await?;
             // The answer's size is bounded too: long messages fill it before the count does.
             let fits = messages
                 .iter()

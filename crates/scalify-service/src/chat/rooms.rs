@@ -89,6 +89,23 @@ impl Chat {
         Ok(room)
     }
 
+    /// The room a user may delete messages in: one they are a member of, or any, for an
+    /// admin.
+    pub(super) async fn deletable_room(
+        &self,
+        user: &UserRef,
+        room: &str,
+    ) -> Result<Room, ChatError> {
+        match self.member_room(user, room).await {
+            Ok(room) => Ok(room),
+            Err(refused) if self.is_admin(user).await? => self
+                .find_room(&RoomName::parse(room)?)
+                .await?
+                .ok_or(refused),
+            Err(refused) => Err(refused),
+        }
+    }
+
     pub(super) async fn fresh_room(&self, room: &Room) -> Result<Room, ChatError> {
         // Cached rooms carry a stale last_seq; answers that report it read it fresh.
         self.store

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use scalify_core::{
-    now_ms, ClientId, Id, Message, MessageText, NewMessage, NotifyLevel, Room, RoomKind, RoomName,
-    Settings, UserRef, Username,
+    now_ms, ClientId, Id, Message, MessageKind, MessageText, NewMessage, NotifyLevel, ReplyPreview,
+    Room, RoomKind, RoomName, Settings, UserRef, Username,
 };
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
@@ -35,8 +35,8 @@ use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
 
 use crate::{decode_mentions, encode_mentions, read_state_sql};
 use crate::{
-    Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
-    StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
+    Appended, Credentials, EndSessions, ReactionRow, ReadMark, ReadState, RoomListing, Store,
+    StoreError, StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
 };
 
 mod notify;
@@ -98,6 +98,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "notifications",
         include_str!("../../migrations/postgres/0009_notifications.sql"),
+    ),
+    (
+        10,
+        "message changes",
+        include_str!("../../migrations/postgres/0010_message_changes.sql"),
     ),
 ];
 
@@ -823,8 +828,8 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<Message>> {
         let before = before_seq.map_or(i64::MAX, |s| s.min(i64::MAX as u64) as i64);
         let rows = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq < $2
-             ORDER BY seq DESC LIMIT $3"
+            "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_FROM} WHERE m.room_id = $1 AND m.seq < $2
+             ORDER BY m.seq DESC LIMIT $3"
         ))
         .bind(room.id.to_string())
         .bind(before)
@@ -842,8 +847,8 @@ impl Store for PgStore {
     async fn after(&self, room: &Room, after_seq: u64, limit: u32) -> StoreResult<Vec<Message>> {
         let after = after_seq.min(i64::MAX as u64) as i64;
         let rows = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2
-             ORDER BY seq ASC LIMIT $3"
+            "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_FROM} WHERE m.room_id = $1 AND m.seq > $2
+             ORDER BY m.seq ASC LIMIT $3"
         ))
         .bind(room.id.to_string())
         .bind(after)
@@ -854,6 +859,45 @@ impl Store for PgStore {
             .iter()
             .map(|r| read_message(r, 0, &room.name))
             .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn message(&self, room: &Room, id: Id) -> StoreResult<Option<Message>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_FROM} WHERE m.room_id = $1 AND m.id = $2"
+        ))
+        .bind(room.id.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| read_message(&r, 0, &room.name)).transpose()?)
+    }
+
+    async fn reactions(
+        &self,
+        room: Id,
+        seqs: std::ops::RangeInclusive<u64>,
+        reader: Id,
+    ) -> StoreResult<Vec<ReactionRow>> {
+        let cap = |s: u64| s.min(i64::MAX as u64) as i64;
+        let rows: Vec<(i64, String, i64, bool)> = sqlx::query_as(
+            "SELECT seq, emoji, count(*), bool_or(user_id = $4) FROM reactions
+             WHERE room_id = $1 AND seq BETWEEN $2 AND $3 GROUP BY seq, emoji",
+        )
+        .bind(room.to_string())
+        .bind(cap(*seqs.start()))
+        .bind(cap(*seqs.end()))
+        .bind(reader.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, emoji, count, me)| ReactionRow {
+                seq: seq as u64,
+                emoji,
+                count: count as u32,
+                me,
+            })
+            .collect())
     }
 
     async fn flush(&self) -> StoreResult<()> {

@@ -317,7 +317,8 @@ pub(super) async fn raise_last_seq(
 
 /// `COPY`'s statement for [`copy_text`]'s rows.
 pub(super) const COPY_MESSAGES: &str =
-    "COPY messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions)
+    "COPY messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions,
+                    kind, ref_seq)
      FROM STDIN";
 
 /// The rows in `COPY`'s text format: tab-separated columns, one line per row, with backslash,
@@ -350,6 +351,20 @@ pub(super) fn copy_text(sorted: &[&(Id, Message)]) -> Vec<u8> {
         match encode_mentions(&m.mentions, m.mention_room) {
             Some(mentions) => buf.extend_from_slice(mentions.as_bytes()),
             None => buf.extend_from_slice(b"\\N"),
+        }
+        // A kind's name and a number hold no byte COPY escapes either.
+        match m.kind.column() {
+            Some(kind) => {
+                buf.push(b'\t');
+                buf.extend_from_slice(kind.as_bytes());
+            }
+            None => buf.extend_from_slice(b"\t\\N"),
+        }
+        match m.ref_seq() {
+            Some(seq) => {
+                let _ = write!(buf, "\t{seq}");
+            }
+            None => buf.extend_from_slice(b"\t\\N"),
         }
         buf.push(b'\n');
     }

@@ -127,14 +127,13 @@ pub(super) async fn commit_batch(
             acc.2.push(c);
             acc
         });
-    let existing_rows = sqlx::query(
-        "SELECT m.room_id, m.id, m.seq, m.sender_id, m.sender_name, m.client_id, m.text, m.ts,
-           m.mentions
-         FROM messages m
+    let existing_rows = sqlx::query(&format!(
+        "SELECT m.room_id, {MESSAGE_COLUMNS}
+         FROM {MESSAGES_FROM}
          JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(r, s, c)
            ON m.room_id = k.r AND m.sender_id = k.s AND m.client_id = k.c
-         WHERE m.resend_seq = 0",
-    )
+         WHERE m.resend_seq = 0"
+    ))
     .bind(&kr)
     .bind(&ks)
     .bind(&kc)
@@ -169,17 +168,7 @@ pub(super) async fn commit_batch(
             continue;
         };
         *last += 1;
-        let message = Message {
-            id: Id::new(),
-            room: m.room.clone(),
-            seq: *last as u64,
-            sender: m.sender.clone(),
-            text: m.text.clone(),
-            client_id: m.client_id.clone(),
-            ts: now_ms(),
-            mentions: m.mentions.clone(),
-            mention_room: m.mention_room,
-        };
+        let message = Message::stored(m, Id::new(), *last as u64, now_ms());
         ins.push(&room_key, &message);
         results[i] = Some(Ok(Appended {
             message,
@@ -236,17 +225,19 @@ pub(super) async fn commit_batch(
 
 /// One multi-row insert of messages from column arrays ([`InsertColumns::bind`] binds them).
 pub(super) const INSERT_MESSAGES: &str =
-    "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions)
+    "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions,
+                           kind, ref_seq)
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                          $6::text[], $7::text[], $8::int8[], $9::text[])";
+                          $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[], $11::int8[])";
 
 /// [`INSERT_MESSAGES`] for resends after the idempotency window: `resend_seq` is the seq.
 pub(super) const INSERT_RESENDS: &str =
     "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions,
-                           resend_seq)
+                           kind, ref_seq, resend_seq)
      SELECT u.*, u.seq FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                          $6::text[], $7::text[], $8::int8[], $9::text[])
-       AS u(room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions)";
+                          $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[], $11::int8[])
+       AS u(room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions, kind,
+            ref_seq)";
 
 /// Raises each room's `last_seq` (`$1` room ids, `$2` seqs) — never lowers it — and marks the
 /// room for its notifier (`notify_from`, the database's clock, set once until the notifier
@@ -269,10 +260,12 @@ pub(super) struct InsertColumns {
     text: Vec<String>,
     ts: Vec<i64>,
     mentions: Vec<Option<String>>,
+    kind: Vec<Option<&'static str>>,
+    ref_seq: Vec<Option<i64>>,
 }
 
 impl InsertColumns {
-    /// Binds the nine arrays, in [`INSERT_MESSAGES`]' order.
+    /// Binds the eleven arrays, in [`INSERT_MESSAGES`]' order.
     pub(super) fn bind<'q>(
         &'q self,
         q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -286,6 +279,8 @@ impl InsertColumns {
             .bind(&self.text)
             .bind(&self.ts)
             .bind(&self.mentions)
+            .bind(&self.kind)
+            .bind(&self.ref_seq)
     }
 
     pub(super) fn push(&mut self, room_key: &str, m: &Message) {
@@ -299,6 +294,8 @@ impl InsertColumns {
         self.ts.push(m.ts);
         self.mentions
             .push(encode_mentions(&m.mentions, m.mention_room));
+        self.kind.push(m.kind.column());
+        self.ref_seq.push(m.ref_seq().map(|s| s as i64));
     }
 }
 
@@ -332,17 +329,17 @@ mod tests {
             )
             .await
             .unwrap();
-        let append = |client_id: &str, text: &str| NewMessage {
-            room_id: room.id,
-            room: room.name.clone(),
-            sender: UserRef {
-                id: alice.id,
-                username: "alice".into(),
-            },
-            text: MessageText::parse(text, 4096).unwrap(),
-            client_id: ClientId::parse(client_id).unwrap(),
-            mentions: Vec::new(),
-            mention_room: false,
+        let append = |client_id: &str, text: &str| {
+            NewMessage::plain(
+                room.id,
+                room.name.clone(),
+                UserRef {
+                    id: alice.id,
+                    username: "alice".into(),
+                },
+                MessageText::parse(text, 4096).unwrap(),
+                ClientId::parse(client_id).unwrap(),
+            )
         };
         let batch = [append("a", "x"), append("b", "poison"), append("c", "y")];
         assert!(

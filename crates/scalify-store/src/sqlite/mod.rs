@@ -18,15 +18,15 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use scalify_core::{
-    now_ms, ClientId, Id, Message, MessageText, NewMessage, NotifyLevel, Room, RoomKind, RoomName,
-    Settings, UserRef, Username,
+    now_ms, ClientId, Id, Message, MessageKind, MessageText, NewMessage, NotifyLevel, ReplyPreview,
+    Room, RoomKind, RoomName, Settings, UserRef, Username,
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::{decode_mentions, encode_mentions, read_state_sql, ROOM_MENTION};
 use crate::{
-    Appended, Credentials, EndSessions, ReadMark, ReadState, RoomListing, Store, StoreError,
-    StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
+    Appended, Credentials, EndSessions, ReactionRow, ReadMark, ReadState, RoomListing, Store,
+    StoreError, StoreResult, User, UNREAD_CAP, UNREAD_SCAN,
 };
 
 mod notify;
@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_read_markers.sql"),
     include_str!("../../migrations/sqlite/0006_mentions_and_notifications.sql"),
     include_str!("../../migrations/sqlite/0007_notifications.sql"),
+    include_str!("../../migrations/sqlite/0008_message_changes.sql"),
 ];
 
 /// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
@@ -115,7 +116,8 @@ fn open(path: &Path, durability: Durability, read_only: bool) -> StoreResult<Con
     // pread copies. Checkpoints are not run by commits (autocheckpoint off) but by the
     // checkpointer thread, and finished by the writer between batches (see
     // `Writer::checkpoint_now_and_then`). A WAL file that grew in a burst is cut back to
-    // 64 MiB when it is next rewound.
+    // 64 MiB when it is next rewound. `secure_delete` zeroes what a write frees, so the text
+    // of a deleted message does not linger in the file's free space.
     let cache_kib = if read_only { 16 * 1024 } else { 64 * 1024 };
     conn.execute_batch(&format!(
         "PRAGMA cache_size = -{cache_kib}; PRAGMA mmap_size = 1073741824; PRAGMA temp_store = MEMORY;"
@@ -123,7 +125,8 @@ fn open(path: &Path, durability: Durability, read_only: bool) -> StoreResult<Con
     if !read_only {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;
-             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
+             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;
+             PRAGMA secure_delete = ON;"
         ))?;
     }
     Ok(conn)
@@ -768,8 +771,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let before = before_seq.map(|s| s as i64).unwrap_or(i64::MAX);
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND seq < ?2
-                 ORDER BY seq DESC LIMIT ?3"
+                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_FROM} WHERE m.room_id = ?1 AND m.seq < ?2
+                 ORDER BY m.seq DESC LIMIT ?3"
             ))?;
             let mut out = stmt
                 .query_map(params![room.to_string(), before, limit], |r| {
@@ -786,8 +789,8 @@ impl Store for SqliteStore {
         let (room, name) = (room.id, room.name.clone());
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND seq > ?2
-                 ORDER BY seq ASC LIMIT ?3"
+                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_FROM} WHERE m.room_id = ?1 AND m.seq > ?2
+                 ORDER BY m.seq ASC LIMIT ?3"
             ))?;
             let out = stmt
                 .query_map(params![room.to_string(), after_seq as i64, limit], |r| {
@@ -795,6 +798,54 @@ impl Store for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(out)
+        })
+        .await
+    }
+
+    async fn message(&self, room: &Room, id: Id) -> StoreResult<Option<Message>> {
+        let (room, name) = (room.id, room.name.clone());
+        self.read(move |c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_FROM} WHERE m.room_id = ?1 AND m.id = ?2"
+            ))?
+            .query_row(params![room.to_string(), id.to_string()], |r| {
+                read_message(r, &name)
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn reactions(
+        &self,
+        room: Id,
+        seqs: std::ops::RangeInclusive<u64>,
+        reader: Id,
+    ) -> StoreResult<Vec<ReactionRow>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, emoji, count(*), max(user_id = ?4) FROM reactions
+                 WHERE room_id = ?1 AND seq BETWEEN ?2 AND ?3 GROUP BY seq, emoji",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        room.to_string(),
+                        *seqs.start() as i64,
+                        (*seqs.end()).min(i64::MAX as u64) as i64,
+                        reader.to_string()
+                    ],
+                    |r| {
+                        Ok(ReactionRow {
+                            seq: r.get::<_, i64>(0)? as u64,
+                            emoji: r.get(1)?,
+                            count: r.get::<_, i64>(2)? as u32,
+                            me: r.get::<_, i64>(3)? != 0,
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -2,8 +2,15 @@
 
 use super::*;
 
+/// A message row's columns, read from [`MESSAGES_FROM`]: the message (`m`) and the one it
+/// refers to (`p`: the message a change changes, or a reply answers).
 pub(super) const MESSAGE_COLUMNS: &str =
-    "id, seq, sender_id, sender_name, client_id, text, ts, mentions";
+    "m.id, m.seq, m.sender_id, m.sender_name, m.client_id, m.text, m.ts, m.mentions, m.kind,
+     m.ref_seq, m.edited_at, m.deleted_at, p.id, p.sender_id, p.sender_name, p.text, p.deleted_at";
+
+/// The tables [`MESSAGE_COLUMNS`] reads.
+pub(super) const MESSAGES_FROM: &str =
+    "messages m LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq";
 
 pub(super) fn parse_id(s: String) -> rusqlite::Result<Id> {
     s.parse().map_err(|e: ulid::DecodeError| {
@@ -13,7 +20,20 @@ pub(super) fn parse_id(s: String) -> rusqlite::Result<Id> {
 
 pub(super) fn read_message(r: &rusqlite::Row<'_>, room: &RoomName) -> rusqlite::Result<Message> {
     let (mentions, mention_room) = decode_mentions(r.get::<_, Option<String>>(7)?.as_deref());
-    Ok(Message {
+    let kind_column: Option<String> = r.get(8)?;
+    let kind = MessageKind::from_column(kind_column.as_deref()).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            8,
+            rusqlite::types::Type::Text,
+            format!("unknown message kind {kind_column:?}").into(),
+        )
+    })?;
+    let ref_seq = r.get::<_, Option<i64>>(9)?.map(|s| s as u64);
+    let referred = match (ref_seq, r.get::<_, Option<String>>(12)?) {
+        (Some(seq), Some(id)) => Some((seq, parse_id(id)?)),
+        _ => None,
+    };
+    let mut message = Message {
         id: parse_id(r.get(0)?)?,
         room: room.clone(),
         seq: r.get::<_, i64>(1)? as u64,
@@ -26,7 +46,32 @@ pub(super) fn read_message(r: &rusqlite::Row<'_>, room: &RoomName) -> rusqlite::
         ts: r.get(6)?,
         mentions,
         mention_room,
-    })
+        kind,
+        relates_to: None,
+        relates_seq: None,
+        reply_to: None,
+        edited_at: r.get(10)?,
+        deleted: r.get::<_, Option<i64>>(11)?.is_some(),
+        reactions: Default::default(),
+    };
+    if let Some((seq, id)) = referred {
+        if kind.is_message() {
+            message.reply_to = Some(Box::new(ReplyPreview::of(
+                id,
+                seq,
+                UserRef {
+                    id: parse_id(r.get(13)?)?,
+                    username: r.get(14)?,
+                },
+                &r.get::<_, String>(15)?,
+                r.get::<_, Option<i64>>(16)?.is_some(),
+            )));
+        } else {
+            message.relates_to = Some(id);
+            message.relates_seq = Some(seq);
+        }
+    }
+    Ok(message)
 }
 
 pub(super) fn read_room(r: &rusqlite::Row<'_>) -> rusqlite::Result<Room> {

@@ -3,6 +3,7 @@
 //! WAL short.
 
 use super::*;
+use scalify_core::MessageKind;
 
 /// Copies the WAL into the database file in the background (PASSIVE checkpoints: they never
 /// wait for, nor block, the writer or readers). It does the bulk of the copying off the writer
@@ -120,7 +121,8 @@ pub(super) enum Done {
     User(Reply<User>, StoreResult<User>),
     Room(Reply<Room>, StoreResult<Room>),
     Member(Reply<bool>, StoreResult<bool>),
-    Appended(Reply<Appended>, StoreResult<Appended>),
+    /// Boxed: a message is the largest result by far, and every other op would carry its size.
+    Appended(Reply<Appended>, Box<StoreResult<Appended>>),
     Account(Reply<Vec<String>>, StoreResult<Vec<String>>),
     Flushed(Reply<()>),
     Ran(Finish),
@@ -133,7 +135,7 @@ impl Done {
             Done::User(r, v) => drop(r.send(v)),
             Done::Room(r, v) => drop(r.send(v)),
             Done::Member(r, v) => drop(r.send(v)),
-            Done::Appended(r, v) => drop(r.send(v)),
+            Done::Appended(r, v) => drop(r.send(*v)),
             Done::Account(r, v) => drop(r.send(v)),
             Done::Flushed(r) => drop(r.send(Ok(()))),
             Done::Ran(f) => f(None),
@@ -333,14 +335,18 @@ impl Writer {
                 reply,
             } => Done::Member(reply, self.set_admin(&username, admin)),
             // `append` updates the seq cache only after its INSERTs succeeded. One with
-            // mentions is two statements or more: a savepoint keeps it whole.
+            // mentions, or a change (applied to its message), is two statements or more: a
+            // savepoint keeps it whole.
             WriteOp::Append { message, reply } => {
-                let result = if message.mention_room || !message.mentions.is_empty() {
+                let result = if message.mention_room
+                    || !message.mentions.is_empty()
+                    || !message.kind.is_message()
+                {
                     self.in_savepoint(|w| w.append(message, touched))
                 } else {
                     self.append(message, touched)
                 };
-                Done::Appended(reply, result)
+                Done::Appended(reply, Box::new(result))
             }
             WriteOp::Account { op, reply } => {
                 Done::Account(reply, self.in_savepoint(|w| w.account(op)))
@@ -564,24 +570,15 @@ impl Writer {
                 .optional()?
                 .ok_or(StoreError::NotFound)? as u64,
         };
-        let message = Message {
-            id: Id::new(),
-            room: m.room,
-            seq: last + 1,
-            sender: m.sender,
-            text: m.text,
-            client_id: m.client_id,
-            ts: now_ms(),
-            mentions: m.mentions,
-            mention_room: m.mention_room,
-        };
+        let message = Message::stored(&m, Id::new(), last + 1, now_ms());
         // The common case is a new message: insert first, and look up the original only when
         // the idempotency key turns out to be taken (one index descent instead of two).
         let inserted = self
             .conn
             .prepare_cached(
-                "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts,
+                                       mentions, kind, ref_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (room_id, sender_id, client_id) DO NOTHING",
             )?
             .execute(params![
@@ -593,21 +590,28 @@ impl Writer {
                 message.client_id.as_str(),
                 message.text.as_str(),
                 message.ts,
-                encode_mentions(&message.mentions, message.mention_room)
+                encode_mentions(&message.mentions, message.mention_room),
+                message.kind.column(),
+                message.ref_seq().map(|s| s as i64)
             ])?;
         if inserted == 0 {
             let original = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ?1 AND sender_id = ?2 AND client_id = ?3"
+                    "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_FROM}
+                     WHERE m.room_id = ?1 AND m.sender_id = ?2 AND m.client_id = ?3"
                 ))?
-                .query_row(params![room_key, sender_key, message.client_id.as_str()], |r| {
-                    read_message(r, &message.room)
-                })?;
+                .query_row(
+                    params![room_key, sender_key, message.client_id.as_str()],
+                    |r| read_message(r, &message.room),
+                )?;
             return Ok(Appended {
                 message: original,
                 duplicate: true,
             });
+        }
+        if let Some(target) = message.relates_seq {
+            self.apply_change(&room_key, &message, target)?;
         }
         if message.mention_room || !message.mentions.is_empty() {
             let mut stmt = self.conn.prepare_cached(
@@ -633,6 +637,74 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Applies a change entry just inserted (`message`, of room `room`) to the message it
+    /// names (seq `target`), by the rules of `scalify_core::Timeline` — the same statements
+    /// PostgreSQL's `apply_message_change` trigger runs.
+    fn apply_change(&mut self, room: &str, message: &Message, target: u64) -> StoreResult<()> {
+        let (seq, at, target) = (message.seq as i64, message.ts, target as i64);
+        let sender = message.sender.id.to_string();
+        let text = message.text.as_str();
+        match message.kind {
+            MessageKind::Edit => {
+                let edited = self
+                    .conn
+                    .prepare_cached(
+                        "UPDATE messages SET text = ?3, edited_at = ?4
+                         WHERE room_id = ?1 AND seq = ?2 AND kind IS NULL
+                           AND deleted_at IS NULL AND sender_id = ?5",
+                    )?
+                    .execute(params![room, target, text, at, sender])?;
+                if edited == 0 {
+                    // An edit of a message deleted before it keeps no text either.
+                    self.conn
+                        .prepare_cached(
+                            "UPDATE messages SET text = '' WHERE room_id = ?1 AND seq = ?2",
+                        )?
+                        .execute(params![room, seq])?;
+                }
+            }
+            MessageKind::Delete => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE messages SET text = '', deleted_at = ?3
+                         WHERE room_id = ?1 AND seq = ?2 AND kind IS NULL AND deleted_at IS NULL",
+                    )?
+                    .execute(params![room, target, at])?;
+                self.conn
+                    .prepare_cached(
+                        "UPDATE messages SET text = ''
+                         WHERE room_id = ?1 AND ref_seq = ?2 AND kind = 'edit'",
+                    )?
+                    .execute(params![room, target])?;
+                self.conn
+                    .prepare_cached("DELETE FROM reactions WHERE room_id = ?1 AND seq = ?2")?
+                    .execute(params![room, target])?;
+            }
+            MessageKind::Reaction => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO reactions (room_id, seq, emoji, user_id)
+                         SELECT ?1, ?2, ?3, ?4
+                         WHERE EXISTS (SELECT 1 FROM messages WHERE room_id = ?1 AND seq = ?2
+                                         AND kind IS NULL AND deleted_at IS NULL)",
+                    )?
+                    .execute(params![room, target, text, sender])?;
+            }
+            MessageKind::Unreaction => {
+                self.conn
+                    .prepare_cached(
+                        "DELETE FROM reactions
+                         WHERE room_id = ?1 AND seq = ?2 AND emoji = ?3 AND user_id = ?4",
+                    )?
+                    .execute(params![room, target, text, sender])?;
+            }
+            MessageKind::Message => {}
+        }
+        Ok(())
+    }
+}
+
 impl WriteOp {
     /// The pending answer of an op that never ran.
     pub(super) fn into_unfinished(self) -> Done {
@@ -643,7 +715,7 @@ impl WriteOp {
             WriteOp::AddMember { reply, .. } | WriteOp::SetAdmin { reply, .. } => {
                 Done::Member(reply, backend_err(msg))
             }
-            WriteOp::Append { reply, .. } => Done::Appended(reply, backend_err(msg)),
+            WriteOp::Append { reply, .. } => Done::Appended(reply, Box::new(backend_err(msg))),
             WriteOp::Account { reply, .. } => Done::Account(reply, backend_err(msg)),
             WriteOp::Exec { reply, .. } => Done::Member(reply, backend_err(msg)),
             WriteOp::Flush { reply } => Done::Flushed(reply),
@@ -704,6 +776,9 @@ mod tests {
                     client_id: ClientId::parse(&format!("c{i}")).unwrap(),
                     mentions: Vec::new(),
                     mention_room: false,
+                    kind: scalify_core::MessageKind::Message,
+                    relates_to: None,
+                    reply_to: None,
                 },
                 reply,
             };

@@ -44,6 +44,9 @@ pub fn msg(room: &Room, sender: &User, client_id: &str, text: &str) -> NewMessag
         client_id: ClientId::parse(client_id).unwrap(),
         mentions: Vec::new(),
         mention_room: false,
+        kind: scalify_core::MessageKind::Message,
+        relates_to: None,
+        reply_to: None,
     }
 }
 
@@ -870,4 +873,160 @@ pub async fn notifications_claims_outbox_and_push_subscriptions(
     );
     store.delete_user(a.id).await.unwrap();
     assert!(notify.push_subscriptions(&[a.id]).await.unwrap().is_empty());
+}
+
+/// A change of `kind` to `target` by `sender`, as the service builds it.
+pub fn change(
+    room: &Room,
+    sender: &User,
+    client_id: &str,
+    kind: scalify_core::MessageKind,
+    text: &str,
+    target: &scalify_core::Message,
+) -> NewMessage {
+    let mut m = msg(room, sender, client_id, "x");
+    m.text = MessageText::from_trusted(text.to_owned());
+    m.kind = kind;
+    m.relates_to = Some((target.id, target.seq));
+    m
+}
+
+/// Edits, deletions, reactions and replies are log entries; the store applies each to the
+/// message it names as it writes it, by the rules of `scalify_core::Timeline`: history bundles
+/// what a replay of the log reaches, a deletion erases the text of the message and of its
+/// edits, a change is idempotent like a send, and changes are not counted as unread.
+pub async fn changes_are_log_entries_applied_to_their_message(store: Arc<dyn Store>) {
+    use scalify_core::{MessageKind as K, ReplyPreview, Timeline};
+    let ann = user(&*store, "ann").await;
+    let bob = user(&*store, "bob").await;
+    let room = public_room(&*store, "changes", &ann).await;
+    store.add_member(room.id, bob.id).await.unwrap();
+    let first = store
+        .append(msg(&room, &ann, "m1", "first draft\nsecond line"))
+        .await
+        .unwrap()
+        .message;
+    let mut reply = msg(&room, &bob, "m2", "answer");
+    reply.reply_to = Some(Box::new(ReplyPreview::of(
+        first.id,
+        first.seq,
+        UserRef {
+            id: ann.id,
+            username: "ann".into(),
+        },
+        first.text.as_str(),
+        false,
+    )));
+    let reply = store.append(reply).await.unwrap().message;
+    assert_eq!(reply.kind, K::Message);
+    let entries = [
+        change(&room, &ann, "e1", K::Edit, "final text", &first),
+        change(&room, &bob, "e2", K::Edit, "bob may not", &first),
+        change(&room, &bob, "r1", K::Reaction, "👍", &first),
+        change(&room, &ann, "r2", K::Reaction, "👍", &first),
+        change(&room, &ann, "r3", K::Reaction, "🎉", &first),
+        change(&room, &bob, "r4", K::Reaction, "👍", &reply),
+        change(&room, &ann, "u1", K::Unreaction, "🎉", &first),
+    ];
+    for e in entries {
+        let stored = store.append(e).await.unwrap();
+        assert!(!stored.duplicate);
+        assert!(stored.message.relates_to.is_some());
+    }
+    // A retry of a change is a duplicate, like a send's.
+    let again = store
+        .append(change(&room, &ann, "e1", K::Edit, "final text", &first))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+
+    let page = store.history(&room, None, 50).await.unwrap();
+    assert_eq!(page.len(), 9, "every change is an entry of the log");
+    let mut replay = Timeline::default();
+    for m in store.after(&room, 0, 50).await.unwrap() {
+        replay.apply(&m);
+    }
+    let mut bundled = page.clone();
+    let rows = store
+        .reactions(room.id, 1..=page.last().unwrap().seq, bob.id)
+        .await
+        .unwrap();
+    scalify_store::bundle_reactions(&mut bundled, rows);
+    let now = &bundled[0];
+    assert_eq!(now.text.as_str(), "final text");
+    assert!(now.edited_at.is_some());
+    let by_replay = replay.get(first.seq, bob.id).unwrap();
+    assert_eq!(now.text, by_replay.text);
+    assert_eq!(now.reactions, by_replay.reactions);
+    assert_eq!(now.reactions.len(), 1, "🎉 was taken back");
+    assert_eq!(now.reactions["👍"].count, 2);
+    assert!(now.reactions["👍"].me);
+    let answered = bundled[1].reply_to.as_ref().unwrap();
+    assert_eq!(
+        (answered.id, answered.text.as_str(), answered.sender.id),
+        (first.id, "final text", ann.id),
+        "a reply's preview follows the edit"
+    );
+    assert_eq!(bundled[1].reactions["👍"].count, 1);
+    let looked_up = store.message(&room, first.id).await.unwrap().unwrap();
+    assert_eq!(looked_up.text.as_str(), "final text");
+    assert!(store
+        .message(&room, scalify_core::Id::new())
+        .await
+        .unwrap()
+        .is_none());
+
+    // Changes are not unread messages: bob read up to his reply, and after it come only
+    // changes and one of ann's messages.
+    store.set_read(room.id, bob.id, reply.seq).await.unwrap();
+    store.append(msg(&room, &ann, "m3", "news")).await.unwrap();
+    let (state, _) = store
+        .read_state(&store.room(&room.name).await.unwrap().unwrap(), bob.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.unread, 1);
+
+    // A deletion erases the text of the message and of its edits, and its reactions.
+    store
+        .append(change(&room, &ann, "d1", K::Delete, "", &first))
+        .await
+        .unwrap();
+    let late_edit = store
+        .append(change(
+            &room,
+            &ann,
+            "e3",
+            K::Edit,
+            "after the deletion",
+            &first,
+        ))
+        .await
+        .unwrap()
+        .message;
+    let all = store.after(&room, 0, 50).await.unwrap();
+    let gone = &all[0];
+    assert!(gone.deleted);
+    assert_eq!(gone.text.as_str(), "");
+    for m in &all {
+        let related = m.relates_seq == Some(first.seq) && m.kind == K::Edit;
+        if related {
+            assert_eq!(m.text.as_str(), "", "edit {} keeps no text", m.seq);
+        }
+        for secret in ["first draft", "final text", "after the deletion"] {
+            assert!(
+                !m.text.as_str().contains(secret),
+                "{secret} is still in seq {}",
+                m.seq
+            );
+        }
+    }
+    assert!(all.iter().any(|m| m.id == late_edit.id));
+    let preview = all[1].reply_to.as_ref().unwrap();
+    assert!(preview.deleted && preview.text.is_empty());
+    let rows = store
+        .reactions(room.id, first.seq..=first.seq, bob.id)
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "a deleted message has no reactions");
 }

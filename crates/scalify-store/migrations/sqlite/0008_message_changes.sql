@@ -1,0 +1,27 @@
+-- Edits, deletions, reactions and replies. Each is an entry of the room's log like a message
+-- (so ordered, idempotent and recovered the same way): `kind` says which ('edit', 'delete',
+-- 'reaction', 'unreaction'; NULL for a message), `ref_seq` the seq of the message it changes
+-- (or, for a message, the one it replies to). The writer applies each change to the message
+-- it names in the same transaction (statements of its own, not triggers: a trigger on the
+-- table would make every insert keep a statement journal), so the message row always holds
+-- its current state: `text` the current text, `edited_at`, `deleted_at`. A deletion erases
+-- the text of the message and of its edits (and `secure_delete` overwrites the freed bytes
+-- in the file).
+ALTER TABLE messages ADD COLUMN kind TEXT
+    CHECK (kind IN ('edit', 'delete', 'reaction', 'unreaction'));
+ALTER TABLE messages ADD COLUMN ref_seq INTEGER;
+ALTER TABLE messages ADD COLUMN edited_at INTEGER;
+ALTER TABLE messages ADD COLUMN deleted_at INTEGER;
+-- Clients name the message a change or a reply refers to by id.
+CREATE INDEX messages_by_id ON messages (room_id, id);
+-- A deletion finds the message's edits to erase them.
+CREATE INDEX messages_edits ON messages (room_id, ref_seq) WHERE kind = 'edit';
+
+-- Who reacted with what: one row per (message, emoji, member).
+CREATE TABLE reactions (
+    room_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    emoji   TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    PRIMARY KEY (room_id, seq, emoji, user_id)
+) WITHOUT ROWID;
