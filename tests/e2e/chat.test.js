@@ -40,7 +40,7 @@ test('two users chat in realtime, both ways, in seq order', async () => {
   for (const got of [gotA, gotB]) {
     const msgs = await got.waitFor(2);
     assert.deepEqual(msgs.map((m) => m.seq), [1, 2]);
-    assert.deepEqual(Object.keys(msgs[0]).sort(), ['client_id', 'id', 'mentions', 'room', 'sender', 'seq', 'text', 'ts']);
+    assert.deepEqual(Object.keys(msgs[0]).sort(), ['client_id', 'id', 'kind', 'mentions', 'room', 'sender', 'seq', 'text', 'ts']);
     assert.deepEqual(msgs[0], r1.message);
     assert.equal(msgs[1].room, room);
   }

@@ -401,16 +401,74 @@ mod tests {
         );
     }
 
+    /// Changes and replies travel in records of version 2 (a reader of version 1 only refuses
+    /// them rather than store them as messages), and come back as they went.
+    #[test]
+    fn changes_and_replies_round_trip_and_are_checked() {
+        let (room_id, first) = message();
+        let mut edit = first.clone();
+        edit.id = Id::new();
+        edit.seq = 9;
+        edit.kind = MessageKind::Edit;
+        edit.relates_to = Some(first.id);
+        edit.relates_seq = Some(first.seq);
+        edit.mentions.clear();
+        edit.mention_room = false;
+        let bytes = encode(room_id, &edit);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            (v["v"].as_u64(), v["kind"].as_str()),
+            (Some(2), Some("edit"))
+        );
+        assert_eq!(decode(&bytes).unwrap().message, edit);
+        let mut reply = first.clone();
+        reply.seq = 10;
+        reply.reply_to = Some(Box::new(ReplyPreview::of(
+            first.id,
+            first.seq,
+            first.sender.clone(),
+            "hello ✓",
+            false,
+        )));
+        assert_eq!(decode(&encode(room_id, &reply)).unwrap().message, reply);
+        let plain = serde_json::from_slice::<serde_json::Value>(&encode(room_id, &first)).unwrap();
+        assert_eq!(
+            plain["v"].as_u64(),
+            Some(1),
+            "a plain message keeps version 1"
+        );
+
+        let good: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        for (key, bad) in [
+            ("kind", serde_json::json!("poll")),
+            ("kind", serde_json::json!("message")),
+            ("ref_seq", serde_json::json!(9)),
+            ("ref_id", serde_json::json!(null)),
+        ] {
+            let mut v = good.clone();
+            v[key] = bad;
+            assert!(decode(v.to_string().as_bytes()).is_err(), "{key}");
+        }
+        let mut delete = good.clone();
+        delete["kind"] = "delete".into();
+        assert!(
+            decode(delete.to_string().as_bytes()).is_err(),
+            "a deletion with text"
+        );
+        delete["text"] = "".into();
+        assert!(decode(delete.to_string().as_bytes()).is_ok());
+    }
+
     #[test]
     fn rejects_poison() {
         let (room_id, m) = message();
         let good: serde_json::Value = serde_json::from_slice(&encode(room_id, &m)).unwrap();
         assert!(matches!(decode(b"not json"), Err(DecodeError::Json(_))));
         let mut v = good.clone();
-        v["v"] = 2.into();
+        v["v"] = 3.into();
         assert_eq!(
             decode(v.to_string().as_bytes()),
-            Err(DecodeError::Version(2))
+            Err(DecodeError::Version(3))
         );
         for (key, bad) in [
             ("seq", serde_json::json!(0)),

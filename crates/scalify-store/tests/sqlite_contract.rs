@@ -279,7 +279,7 @@ async fn a_deleted_message_leaves_no_text_in_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let secret = "zebra-sekrit-4471";
-    let (room, alice, first) = {
+    let (room, alice, first, long) = {
         let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
         let alice = user(&store, "alice").await;
         let room = contract::public_room(&store, "r", &alice).await;
@@ -303,13 +303,19 @@ async fn a_deleted_message_leaves_no_text_in_the_file() {
             &first,
         );
         store.append(edit).await.unwrap();
+        // Longer than a page: its text spills into overflow pages, which a deletion frees.
+        let mut text = "long ".repeat(1200);
+        text.push_str(secret);
+        let mut new = msg(&room, &alice, "l", "x");
+        new.text = scalify_core::MessageText::parse(&text, 1 << 20).unwrap();
+        let long = store.append(new).await.unwrap().message;
         for i in 0..50 {
             store
                 .append(msg(&room, &alice, &format!("g{i}"), &"filler ".repeat(20)))
                 .await
                 .unwrap();
         }
-        (room, alice, first)
+        (room, alice, first, long)
         // Closed: checkpointed, so the secret is in the main file.
     };
     let file = |p: &std::path::Path| {
@@ -323,10 +329,12 @@ async fn a_deleted_message_leaves_no_text_in_the_file() {
     assert!(holds(&file(&path)), "the test looks where the text was");
     {
         let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
-        store
-            .append(contract::change(&room, &alice, "d", K::Delete, "", &first))
-            .await
-            .unwrap();
+        for (id, target) in [("d1", &first), ("d2", &long)] {
+            store
+                .append(contract::change(&room, &alice, id, K::Delete, "", target))
+                .await
+                .unwrap();
+        }
     }
     assert!(
         !holds(&file(&path)),
