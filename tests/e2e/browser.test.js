@@ -1565,10 +1565,34 @@ test('reply, react, edit and delete from the message menu; the other user sees e
     await bob.page.locator('.entry.deleted', { hasText: 'This message was deleted.' }).waitFor();
     await onBob('answering you').locator('.quote', { hasText: 'deleted message' }).waitFor();
 
+    // Markdown and shortcodes: the text is stored as written and shown formatted.
+    await send(ann.page, '**bold** and `code` :tada:\n> quoted <b>not html</b>');
+    const formatted = onBob('bold and code');
+    await formatted.locator('strong', { hasText: 'bold' }).waitFor();
+    await formatted.locator('code', { hasText: 'code' }).waitFor();
+    await formatted.locator('blockquote', { hasText: 'quoted <b>not html</b>' }).waitFor();
+    await formatted.getByText('🎉').waitFor();
+    assert.equal(await bob.page.locator('.messages b').count(), 0, 'raw HTML stays text');
+    // Any emoji, from the picker: as a reaction, and into the composer.
+    await formatted.hover();
+    await formatted.getByRole('button', { name: 'React', exact: true }).click();
+    await formatted.getByRole('button', { name: 'More reactions' }).click();
+    await bob.page.getByRole('dialog', { name: 'Pick a reaction' }).getByLabel('Search emoji').fill('rocket');
+    await bob.page.getByRole('dialog', { name: 'Pick a reaction' }).getByRole('button', { name: 'rocket', exact: true }).click();
+    await entry(ann.page, 'bold and code').getByRole('button', { name: '🚀 1' }).waitFor();
+    await bob.page.getByRole('button', { name: 'Insert emoji' }).click();
+    await bob.page.getByRole('dialog', { name: 'Insert emoji' }).getByLabel('Search emoji').fill('sparkles');
+    await bob.page.getByRole('dialog', { name: 'Insert emoji' }).getByRole('button', { name: 'sparkles', exact: true }).click();
+    await bob.page.locator('.composer textarea').press('End');
+    await bob.page.locator('.composer textarea').pressSequentially(' shiny');
+    await bob.page.locator('.composer textarea').press('Enter');
+    await entry(ann.page, '✨ shiny').waitFor();
+
     // A reload shows the same, from history alone.
     await bob.page.reload();
     await bob.page.locator('.entry.deleted', { hasText: 'This message was deleted.' }).waitFor();
-    assert.deepEqual(await messages(bob.page), ['This message was deleted.', 'answering you']);
+    assert.deepEqual((await messages(bob.page)).slice(0, 2), ['This message was deleted.', 'answering you']);
+    await bob.page.locator('.messages strong', { hasText: 'bold' }).waitFor();
     assert.deepEqual([...ann.errors, ...bob.errors], []);
   } finally {
     await ann.context.close();

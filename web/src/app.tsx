@@ -6,6 +6,8 @@ import { Fragment } from 'preact';
 import { api, ApiError, type Overview, type Session, type Settings } from './api';
 import { showCountOnIcon } from './favicon';
 import { parseRoute, roomPath, type Route } from './route';
+import { isPlain, parseMarkdown, type Block, type Inline } from './markdown';
+import { emojiTable, expandShortcodes, loadEmoji, mayHaveShortcodes, searchEmoji } from './emoji';
 import { ChatClient, type Snapshot } from './chat';
 import { disablePush, enablePush } from './push';
 import {
@@ -535,6 +537,63 @@ function Text({ text, me, room }: { text: string; me?: string; room?: boolean })
 /** The reactions offered in one click. */
 const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '😢', '👀', '✅'];
 
+/** A message's text with its Markdown ([markdown.ts](./markdown.ts)) as elements; a text with
+ * none renders exactly as plain text does. */
+function Rich({ text, me, room }: { text: string; me?: string; room?: boolean }) {
+  const tree = useMemo(() => parseMarkdown(text), [text]);
+  // `:shortcode:`s become emoji once the table has loaded (it loads the first time needed).
+  const [emoji, setEmoji] = useState(emojiTable());
+  useEffect(() => {
+    if (!emoji && mayHaveShortcodes(text)) void loadEmoji().then(setEmoji, () => {});
+  }, [text]);
+  const shown = (t: string) => (emoji ? expandShortcodes(t, emoji.byName) : t);
+  if (isPlain(tree)) return <Text text={shown(tree[0].c[0].text)} me={me} room={room} />;
+  const inlines = (list: Inline[]): preact.ComponentChildren => list.map((n, i) => {
+    switch (n.t) {
+      case 'text': return <Text key={i} text={shown(n.text)} me={me} room={room} />;
+      case 'code': return <code key={i}>{n.text}</code>;
+      case 'link': return <a key={i} href={n.href} target="_blank" rel="noopener noreferrer nofollow">{inlines(n.c)}</a>;
+      case 'strong': return <strong key={i}>{inlines(n.c)}</strong>;
+      case 'em': return <em key={i}>{inlines(n.c)}</em>;
+      default: return <del key={i}>{inlines(n.c)}</del>;
+    }
+  });
+  const blocks = (list: Block[]): preact.ComponentChildren => list.map((b, i) => {
+    switch (b.t) {
+      case 'p': return <div key={i} class="md-p">{inlines(b.c)}</div>;
+      case 'code': return <pre key={i}><code>{b.text}</code></pre>;
+      case 'quote': return <blockquote key={i}>{blocks(b.c)}</blockquote>;
+      default: {
+        const items = b.items.map((item, j) => <li key={j}>{blocks(item)}</li>);
+        return b.ordered ? <ol key={i} start={b.start}>{items}</ol> : <ul key={i}>{items}</ul>;
+      }
+    }
+  });
+  // One paragraph: its inline content directly, as a plain text would be.
+  return <>{tree.length === 1 && tree[0].t === 'p' ? inlines(tree[0].c) : blocks(tree)}</>;
+}
+
+/** A searchable grid of every emoji; `onPick` gets the one clicked. Esc closes it. */
+function EmojiPicker({ label, onPick, onClose }: { label: string; onPick: (emoji: string) => void; onClose: () => void }) {
+  const [table, setTable] = useState(emojiTable());
+  const [query, setQuery] = useState('');
+  useEffect(() => { if (!table) void loadEmoji().then(setTable, () => {}); }, []);
+  const found = table ? searchEmoji(table.all, query) : [];
+  return (
+    <div class="picker" role="dialog" aria-label={label} onKeyDown={(e) => { if (e.key === 'Escape') { e.stopPropagation(); onClose(); } }}>
+      <input type="search" placeholder="Search emoji" aria-label="Search emoji" value={query} autoFocus
+        onInput={(e) => setQuery((e.currentTarget as HTMLInputElement).value)} />
+      <div class="picker-grid">
+        {!table && <p class="hint">Loading…</p>}
+        {table && found.length === 0 && <p class="hint">No emoji named so.</p>}
+        {found.map((e) => (
+          <button key={e.emoji} type="button" title={`:${e.names[0]}:`} aria-label={e.names[0].replace(/_/g, ' ')} onClick={() => onPick(e.emoji)}>{e.emoji}</button>
+        ))}
+      </div>
+    </div>
+  );
+}
+
 const LEVELS: { value: NotifyLevel; label: string }[] = [
   { value: 'all', label: 'All messages' },
   { value: 'mentions', label: 'Mentions only' },
@@ -556,8 +615,9 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
   // What the composer is doing besides writing a new message: answering one, or editing ours.
   const [replyTo, setReplyTo] = useState<ReplyPreview | undefined>();
   const [editing, setEditing] = useState<Message | undefined>();
-  // The message whose emoji palette is open.
+  // The message whose emoji palette is open, and whose full picker.
   const [picking, setPicking] = useState<string | undefined>();
+  const [pickingMore, setPickingMore] = useState<string | undefined>();
   const [changeError, setChangeError] = useState('');
   // The room's owner may delete anyone's message here.
   const [owner, setOwner] = useState<string | null>(null);
@@ -672,7 +732,7 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
   const outgoingEntry = (o: Outgoing) => (
     <article class="group mine outgoing" key={o.client_id} data-status={o.status}>
       {o.reply_to && <p class="quote"><span class="quote-name">{o.reply_to.sender.username}</span> {o.reply_to.text}</p>}
-      <p class="msg"><Text text={o.text} /></p>
+      <div class="msg"><Rich text={o.text} /></div>
       {o.status === 'pending'
         ? <span class="status">sending…</span>
         : (
@@ -749,14 +809,14 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
                             {m.reply_to.deleted ? <em>deleted message</em> : m.reply_to.text}
                           </button>
                         )}
-                        <p class={`msg${forMe ? ' mentioned' : ''}`} data-seq={m.seq} title={new Date(m.ts).toLocaleString()}>
+                        <div class={`msg${forMe ? ' mentioned' : ''}`} data-seq={m.seq} title={new Date(m.ts).toLocaleString()}>
                           {m.deleted
                             ? <em class="placeholder">This message was deleted.</em>
-                            : <Text text={m.text} me={snap.me.username.toLowerCase()} room={m.mention_room} />}
+                            : <Rich text={m.text} me={snap.me.username.toLowerCase()} room={m.mention_room} />}
                           {m.edited_at !== undefined && !m.deleted && (
                             <span class="edited" title={`Edited ${new Date(m.edited_at).toLocaleString()}`}> (edited)</span>
                           )}
-                        </p>
+                        </div>
                         {m.reactions && (
                           <div class="reactions" role="group" aria-label="Reactions">
                             {Object.entries(m.reactions).map(([emoji, r]) => (
@@ -787,7 +847,15 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
                                 change(m.reactions?.[emoji]?.me ? 'unreact' : 'react', { id: m.id, emoji });
                               }}>{emoji}</button>
                             ))}
+                            <button aria-label="More reactions" aria-expanded={pickingMore === m.id} onClick={() => setPickingMore(pickingMore === m.id ? undefined : m.id)}>…</button>
                           </div>
+                        )}
+                        {pickingMore === m.id && (
+                          <EmojiPicker label="Pick a reaction" onClose={() => setPickingMore(undefined)} onPick={(emoji) => {
+                            setPickingMore(undefined);
+                            setPicking(undefined);
+                            change(m.reactions?.[emoji]?.me ? 'unreact' : 'react', { id: m.id, emoji });
+                          }} />
                         )}
                       </div>
                     );
@@ -897,6 +965,18 @@ function Composer({ onSend, onTyping, onCancel, label, maxBytes, draftKey, seed 
   };
   const lastTyping = useRef(0);
   const box = useRef<HTMLTextAreaElement>(null);
+  const [picker, setPicker] = useState(false);
+  /** Puts `emoji` where the cursor is, and the cursor after it. */
+  const insert = (emoji: string) => {
+    const el = box.current;
+    const [from, to] = el ? [el.selectionStart, el.selectionEnd] : [text.length, text.length];
+    setText(text.slice(0, from) + emoji + text.slice(to));
+    setPicker(false);
+    requestAnimationFrame(() => {
+      el?.focus();
+      el?.setSelectionRange(from + emoji.length, from + emoji.length);
+    });
+  };
   // Opening a room puts the cursor where one writes (with a mouse or keyboard; a touch
   // screen would pop its keyboard up over the messages).
   useEffect(() => {
@@ -940,7 +1020,9 @@ function Composer({ onSend, onTyping, onCancel, label, maxBytes, draftKey, seed 
       <textarea ref={box} aria-label={label} placeholder="Write a message (Enter sends, Shift+Enter for a new line)" rows={2}
         value={text} onKeyDown={onKeyDown} onInput={onInput} aria-invalid={notice.over}
         aria-describedby={notice.show ? 'composer-length' : undefined} />
+      <button type="button" class="emoji-button" aria-label="Insert emoji" aria-expanded={picker} onClick={() => setPicker(!picker)}>☺</button>
       <button class="primary" type="submit" disabled={notice.over}>Send</button>
+      {picker && <EmojiPicker label="Insert emoji" onPick={insert} onClose={() => { setPicker(false); box.current?.focus(); }} />}
       {notice.show && <p id="composer-length" class={`counter${notice.over ? ' over' : ''}`} role="status">{notice.text}</p>}
     </form>
   );
