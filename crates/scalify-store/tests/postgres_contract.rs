@@ -511,3 +511,87 @@ async fn changes_are_log_entries_applied_to_their_message() {
     let db = FreshDb::create().await;
     contract::changes_are_log_entries_applied_to_their_message(open(&db).await).await;
 }
+
+/// The persisters write a room's records in topic order, which is not always seq order: a
+/// change written before the message it changes is replayed over it when it comes, so the
+/// state is what writing in seq order gives — an edit and a reaction hold, a deletion erases.
+#[tokio::test]
+async fn changes_persisted_before_their_message_apply_when_it_comes() {
+    use scalify_core::MessageKind as K;
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let ann = user(&*store, "ann").await;
+    let bob = user(&*store, "bob").await;
+    let room = contract::public_room(&*store, "r", &ann).await;
+    store.add_member(room.id, bob.id).await.unwrap();
+    // Sequenced as the durable pipeline does, before any is written.
+    let at = |seq: u64, new: scalify_core::NewMessage| {
+        (
+            room.id,
+            scalify_core::Message::stored(&new, scalify_core::Id::new(), seq, seq as i64),
+        )
+    };
+    let first = at(1, msg(&room, &ann, "m1", "first draft"));
+    let second = at(2, msg(&room, &ann, "m2", "to be deleted"));
+    let changes = [
+        at(
+            3,
+            contract::change(&room, &ann, "e1", K::Edit, "final", &first.1),
+        ),
+        at(
+            4,
+            contract::change(&room, &bob, "r1", K::Reaction, "👍", &first.1),
+        ),
+        at(
+            5,
+            contract::change(&room, &ann, "r2", K::Reaction, "🎉", &first.1),
+        ),
+        at(
+            6,
+            contract::change(&room, &ann, "u1", K::Unreaction, "🎉", &first.1),
+        ),
+        at(
+            7,
+            contract::change(&room, &ann, "e2", K::Edit, "secret edit", &second.1),
+        ),
+        at(
+            8,
+            contract::change(&room, &ann, "d1", K::Delete, "", &second.1),
+        ),
+    ];
+    // The changes first (as a batch, then one of them again: a redelivery), the messages after.
+    store.persist(&changes).await.unwrap();
+    store.persist(&changes[..1]).await.unwrap();
+    store
+        .persist(&[second.clone(), first.clone()])
+        .await
+        .unwrap();
+    let all = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(all.len(), 8);
+    let mut rows = all.clone();
+    scalify_store::bundle_reactions(
+        &mut rows,
+        store.reactions(room.id, 1..=8, bob.id).await.unwrap(),
+    );
+    assert_eq!(
+        (rows[0].text.as_str(), rows[0].edited_at),
+        ("final", Some(3))
+    );
+    assert_eq!(rows[0].reactions.len(), 1);
+    assert_eq!(rows[0].reactions["👍"].count, 1);
+    assert!(rows[1].deleted && rows[1].text.as_str().is_empty());
+    let texts: Vec<&str> = all.iter().map(|m| m.text.as_str()).collect();
+    assert!(
+        !texts
+            .iter()
+            .any(|t| t.contains("secret") || t.contains("to be deleted")),
+        "{texts:?}"
+    );
+    // The same as a replay of the log.
+    let mut replay = scalify_core::Timeline::default();
+    for m in &all {
+        replay.apply(m);
+    }
+    assert_eq!(replay.get(1, bob.id).unwrap().reactions, rows[0].reactions);
+    assert_eq!(replay.get(1, bob.id).unwrap().text, rows[0].text);
+}

@@ -231,7 +231,7 @@ async fn members_at_the_read_marker_upgrade_start_read() {
     c.execute_batch(
         "DROP TABLE reactions;
          DROP INDEX messages_by_id;
-         DROP INDEX messages_edits;
+         DROP INDEX messages_changes;
          ALTER TABLE messages DROP COLUMN kind;
          ALTER TABLE messages DROP COLUMN ref_seq;
          ALTER TABLE messages DROP COLUMN edited_at;

@@ -13,8 +13,6 @@ ALTER TABLE messages ADD COLUMN edited_at BIGINT;
 ALTER TABLE messages ADD COLUMN deleted_at BIGINT;
 -- Clients name the message a change or a reply refers to by id.
 CREATE INDEX messages_by_id ON messages (room_id, id);
--- A deletion finds the message's edits to erase them.
-CREATE INDEX messages_edits ON messages (room_id, ref_seq) WHERE kind = 'edit';
 
 -- Who reacted with what: one row per (message, emoji, member).
 CREATE TABLE reactions (
@@ -25,35 +23,67 @@ CREATE TABLE reactions (
     PRIMARY KEY (room_id, seq, emoji, user_id)
 );
 
+-- Applies one change (the row of room `r` at `seq`) to the message it names. Idempotent: a
+-- change applied twice leaves what once does, and a message's changes replayed in seq order
+-- give its state whatever happened before (see replay_message_changes).
+CREATE FUNCTION apply_change(r TEXT, seq_ BIGINT, kind_ TEXT, target BIGINT, sender TEXT,
+                             text_ TEXT, ts_ BIGINT) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF kind_ = 'edit' THEN
+        UPDATE messages SET text = text_, edited_at = ts_
+        WHERE room_id = r AND seq = target AND kind IS NULL
+          AND deleted_at IS NULL AND sender_id = sender;
+        -- An edit of a message deleted before it keeps no text either.
+        UPDATE messages SET text = '' WHERE room_id = r AND seq = seq_ AND text <> ''
+          AND EXISTS (SELECT 1 FROM messages WHERE room_id = r AND seq = target
+                        AND deleted_at IS NOT NULL);
+    ELSIF kind_ = 'delete' THEN
+        UPDATE messages SET text = '', deleted_at = ts_
+        WHERE room_id = r AND seq = target AND kind IS NULL AND deleted_at IS NULL;
+        UPDATE messages SET text = ''
+        WHERE room_id = r AND ref_seq = target AND kind = 'edit' AND text <> ''
+          AND EXISTS (SELECT 1 FROM messages WHERE room_id = r AND seq = target
+                        AND deleted_at IS NOT NULL);
+        DELETE FROM reactions WHERE room_id = r AND seq = target
+          AND EXISTS (SELECT 1 FROM messages WHERE room_id = r AND seq = target
+                        AND deleted_at IS NOT NULL);
+    ELSIF kind_ = 'reaction' THEN
+        INSERT INTO reactions (room_id, seq, emoji, user_id)
+        SELECT r, target, text_, sender
+        WHERE EXISTS (SELECT 1 FROM messages WHERE room_id = r AND seq = target
+                        AND kind IS NULL AND deleted_at IS NULL)
+        ON CONFLICT DO NOTHING;
+    ELSIF kind_ = 'unreaction' THEN
+        DELETE FROM reactions WHERE room_id = r AND seq = target
+          AND emoji = text_ AND user_id = sender;
+    END IF;
+END
+$$;
+
 CREATE FUNCTION apply_message_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.kind = 'edit' THEN
-        UPDATE messages SET text = NEW.text, edited_at = NEW.ts
-        WHERE room_id = NEW.room_id AND seq = NEW.ref_seq AND kind IS NULL
-          AND deleted_at IS NULL AND sender_id = NEW.sender_id;
-        IF NOT FOUND THEN
-            -- An edit of a message deleted before it keeps no text either.
-            UPDATE messages SET text = '' WHERE room_id = NEW.room_id AND seq = NEW.seq;
-        END IF;
-    ELSIF NEW.kind = 'delete' THEN
-        UPDATE messages SET text = '', deleted_at = NEW.ts
-        WHERE room_id = NEW.room_id AND seq = NEW.ref_seq AND kind IS NULL
-          AND deleted_at IS NULL;
-        UPDATE messages SET text = ''
-        WHERE room_id = NEW.room_id AND ref_seq = NEW.ref_seq AND kind = 'edit';
-        DELETE FROM reactions WHERE room_id = NEW.room_id AND seq = NEW.ref_seq;
-    ELSIF NEW.kind = 'reaction' THEN
-        INSERT INTO reactions (room_id, seq, emoji, user_id)
-        SELECT NEW.room_id, NEW.ref_seq, NEW.text, NEW.sender_id
-        WHERE EXISTS (SELECT 1 FROM messages WHERE room_id = NEW.room_id
-                        AND seq = NEW.ref_seq AND kind IS NULL AND deleted_at IS NULL)
-        ON CONFLICT DO NOTHING;
-    ELSIF NEW.kind = 'unreaction' THEN
-        DELETE FROM reactions WHERE room_id = NEW.room_id AND seq = NEW.ref_seq
-          AND emoji = NEW.text AND user_id = NEW.sender_id;
-    END IF;
+    PERFORM apply_change(NEW.room_id, NEW.seq, NEW.kind, NEW.ref_seq, NEW.sender_id, NEW.text,
+                         NEW.ts);
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER messages_changes AFTER INSERT ON messages
     FOR EACH ROW WHEN (NEW.kind IS NOT NULL) EXECUTE FUNCTION apply_message_change();
+
+-- The persisters write a room's records in the order they reach the topic, which is not
+-- always seq order: a change can be written before the message it changes. When that message
+-- comes, its changes are replayed over it, in seq order (`replay_message_changes`), which
+-- gives the state a write in seq order would have. Changes are found by this index (which
+-- also finds a deleted message's edits).
+CREATE INDEX messages_changes ON messages (room_id, ref_seq) WHERE kind IS NOT NULL;
+CREATE FUNCTION replay_message_changes(r TEXT, target BIGINT) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE c RECORD;
+BEGIN
+    FOR c IN SELECT seq, kind, sender_id, text, ts FROM messages
+             WHERE room_id = r AND ref_seq = target AND kind IS NOT NULL ORDER BY seq
+    LOOP
+        PERFORM apply_change(r, c.seq, c.kind, target, c.sender_id, c.text, c.ts);
+    END LOOP;
+END
+$$;

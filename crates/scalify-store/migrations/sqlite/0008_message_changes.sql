@@ -14,8 +14,8 @@ ALTER TABLE messages ADD COLUMN edited_at INTEGER;
 ALTER TABLE messages ADD COLUMN deleted_at INTEGER;
 -- Clients name the message a change or a reply refers to by id.
 CREATE INDEX messages_by_id ON messages (room_id, id);
--- A deletion finds the message's edits to erase them.
-CREATE INDEX messages_edits ON messages (room_id, ref_seq) WHERE kind = 'edit';
+-- A message's changes (a deletion finds its edits to erase them).
+CREATE INDEX messages_changes ON messages (room_id, ref_seq) WHERE kind IS NOT NULL;
 
 -- Who reacted with what: one row per (message, emoji, member).
 CREATE TABLE reactions (

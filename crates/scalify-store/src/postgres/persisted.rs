@@ -71,6 +71,7 @@ impl PgStore {
         .await;
         match copied {
             Ok(n) => {
+                replay_changes(&mut tx, &fenced.rows).await?;
                 raise_last_seq(&mut tx, &rooms, &tops).await?;
                 tx.commit().await?;
                 Ok(Persisted {
@@ -169,6 +170,7 @@ impl PgStore {
                 }
             }
         }
+        replay_changes(&mut tx, &rows).await?;
         raise_last_seq(&mut tx, &rooms, &tops).await?;
         tx.commit().await?;
         Ok(outcome)
@@ -300,6 +302,35 @@ pub(super) async fn lock_rooms(
             .fetch_all(tx)
             .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// Replays, over each message of `rows`, the changes to it already stored: the topic does not
+/// keep seq order, so a change may have been written before its message, when it had nothing
+/// to apply to (`replay_message_changes`, migration 0010). One probe of a small index per
+/// message; a replay only where a change came first.
+pub(super) async fn replay_changes(
+    tx: &mut sqlx::PgConnection,
+    rows: &[&(Id, Message)],
+) -> StoreResult<()> {
+    let (rooms, seqs): (Vec<String>, Vec<i64>) = rows
+        .iter()
+        .filter(|(_, m)| m.kind.is_message())
+        .map(|(room, m)| (room.to_string(), m.seq as i64))
+        .unzip();
+    if rooms.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT replay_message_changes(t.room, t.seq)
+         FROM UNNEST($1::text[], $2::int8[]) AS t(room, seq)
+         WHERE EXISTS (SELECT 1 FROM messages c WHERE c.room_id = t.room AND c.ref_seq = t.seq
+                         AND c.kind IS NOT NULL)",
+    )
+    .bind(&rooms)
+    .bind(&seqs)
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 pub(super) async fn raise_last_seq(

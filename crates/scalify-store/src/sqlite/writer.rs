@@ -639,8 +639,8 @@ impl Writer {
 
 impl Writer {
     /// Applies a change entry just inserted (`message`, of room `room`) to the message it
-    /// names (seq `target`), by the rules of `scalify_core::Timeline` — the same statements
-    /// PostgreSQL's `apply_message_change` trigger runs.
+    /// names (seq `target`, always stored already: this writer gives seqs in order), by the
+    /// rules of `scalify_core::Timeline` — the same statements as PostgreSQL's `apply_change`.
     fn apply_change(&mut self, room: &str, message: &Message, target: u64) -> StoreResult<()> {
         let (seq, at, target) = (message.seq as i64, message.ts, target as i64);
         let sender = message.sender.id.to_string();
@@ -674,7 +674,7 @@ impl Writer {
                 self.conn
                     .prepare_cached(
                         "UPDATE messages SET text = ''
-                         WHERE room_id = ?1 AND ref_seq = ?2 AND kind = 'edit'",
+                         WHERE room_id = ?1 AND ref_seq = ?2 AND kind = 'edit' AND text <> ''",
                     )?
                     .execute(params![room, target])?;
                 self.conn
