@@ -548,14 +548,15 @@ function Rich({ text, me, room }: { text: string; me?: string; room?: boolean })
   }, [text]);
   const shown = (t: string) => (emoji ? expandShortcodes(t, emoji.byName) : t);
   if (isPlain(tree)) return <Text text={shown(tree[0].c[0].text)} me={me} room={room} />;
-  const inlines = (list: Inline[]): preact.ComponentChildren => list.map((n, i) => {
+  // Inside a link, text is only text (no link in a link).
+  const inlines = (list: Inline[], linked = false): preact.ComponentChildren => list.map((n, i) => {
     switch (n.t) {
-      case 'text': return <Text key={i} text={shown(n.text)} me={me} room={room} />;
+      case 'text': return linked ? <span key={i}>{shown(n.text)}</span> : <Text key={i} text={shown(n.text)} me={me} room={room} />;
       case 'code': return <code key={i}>{n.text}</code>;
-      case 'link': return <a key={i} href={n.href} target="_blank" rel="noopener noreferrer nofollow">{inlines(n.c)}</a>;
-      case 'strong': return <strong key={i}>{inlines(n.c)}</strong>;
-      case 'em': return <em key={i}>{inlines(n.c)}</em>;
-      default: return <del key={i}>{inlines(n.c)}</del>;
+      case 'link': return <a key={i} href={n.href} target="_blank" rel="noopener noreferrer nofollow">{inlines(n.c, true)}</a>;
+      case 'strong': return <strong key={i}>{inlines(n.c, linked)}</strong>;
+      case 'em': return <em key={i}>{inlines(n.c, linked)}</em>;
+      default: return <del key={i}>{inlines(n.c, linked)}</del>;
     }
   });
   const blocks = (list: Block[]): preact.ComponentChildren => list.map((b, i) => {
@@ -830,13 +831,14 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
                         )}
                         {!m.deleted && (
                           <div class="actions" role="toolbar" aria-label="Message actions">
-                            <button onClick={() => startReply(m)} aria-label="Reply" title="Reply">↩</button>
-                            <button onClick={() => setPicking(picking === m.id ? undefined : m.id)} aria-label="React" title="React" aria-expanded={picking === m.id}>☺</button>
-                            {mine && <button onClick={() => startEdit(m)} aria-label="Edit" title="Edit">✎</button>}
+                            {/* Icons are drawn by CSS (`data-icon`): a message's text is its own. */}
+                            <button onClick={() => startReply(m)} aria-label="Reply" title="Reply" data-icon="↩" />
+                            <button onClick={() => setPicking(picking === m.id ? undefined : m.id)} aria-label="React" title="React" aria-expanded={picking === m.id} data-icon="☺" />
+                            {mine && <button onClick={() => startEdit(m)} aria-label="Edit" title="Edit" data-icon="✎" />}
                             {(mine || owner === snap.me.id) && (
-                              <button onClick={() => { if (confirm('Delete this message for everyone?')) change('delete', { id: m.id }); }} aria-label="Delete" title="Delete">🗑</button>
+                              <button onClick={() => { if (confirm('Delete this message for everyone?')) change('delete', { id: m.id }); }} aria-label="Delete" title="Delete" data-icon="🗑" />
                             )}
-                            <button onClick={() => copyLink(m)} aria-label="Copy link" title="Copy link">🔗</button>
+                            <button onClick={() => copyLink(m)} aria-label="Copy link" title="Copy link" data-icon="🔗" />
                           </div>
                         )}
                         {picking === m.id && (
