@@ -156,6 +156,11 @@ test('who may: the sender edits; the sender, the owner or an admin deletes; only
   const edit = (await call(so, 'edit', { room, id: o.id, text: 'owner, edited', client_id: 'oe' })).message;
   r = await call(so, 'edit', { room, id: edit.id, text: 'edit of an edit', client_id: 'oe2' });
   assert.deepEqual([r.ok, r.error.code], [false, 'not_found']);
+  // Deleting again what is deleted: allowed to whoever could delete it, to nobody else.
+  assert.equal((await call(so, 'delete', { room, id: o.id, client_id: 'od2' })).ok, true);
+  assert.equal((await call(so, 'delete', { room, id: o.id, client_id: 'od3' })).ok, true);
+  r = await call(sa, 'delete', { room, id: o.id, client_id: 'ad1' });
+  assert.deepEqual([r.ok, r.error.code], [false, 'forbidden']);
   for (const s of [so, sa, se]) s.close();
 });
 

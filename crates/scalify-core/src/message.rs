@@ -100,26 +100,32 @@ pub struct Message {
 }
 
 impl Message {
-    /// A message or change as first stored: no bundled state yet.
-    pub fn stored(new: &NewMessage, id: Id, seq: u64, ts: i64) -> Self {
+    /// A message or change as first stored, from what was asked (moved, not copied: this is
+    /// every send's path): no bundled state yet.
+    pub fn from_new(new: NewMessage, id: Id, seq: u64, ts: i64) -> Self {
         Message {
             id,
-            room: new.room.clone(),
+            room: new.room,
             seq,
-            sender: new.sender.clone(),
-            text: new.text.clone(),
-            client_id: new.client_id.clone(),
+            sender: new.sender,
+            text: new.text,
+            client_id: new.client_id,
             ts,
-            mentions: new.mentions.clone(),
+            mentions: new.mentions,
             mention_room: new.mention_room,
             kind: new.kind,
             relates_to: new.relates_to.map(|(id, _)| id),
             relates_seq: new.relates_to.map(|(_, seq)| seq),
-            reply_to: new.reply_to.clone(),
+            reply_to: new.reply_to,
             edited_at: None,
             deleted: false,
             reactions: BTreeMap::new(),
         }
+    }
+
+    /// [`Message::from_new`] for a caller that keeps what was asked.
+    pub fn stored(new: &NewMessage, id: Id, seq: u64, ts: i64) -> Self {
+        Self::from_new(new.clone(), id, seq, ts)
     }
 
     /// The seq a store keeps in the entry's reference column: the changed message's for a

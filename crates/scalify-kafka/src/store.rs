@@ -510,12 +510,13 @@ impl Store for DurableStore {
             kind: RoomKind::Public,
             last_seq: 0,
         };
-        let mut message = Message::stored(&new, Id::new(), 0, scalify_core::now_ms());
-        let draft = Arc::new(record::draft(new.room_id, &message));
+        let room_id = new.room_id;
+        let mut message = Message::from_new(new, Id::new(), 0, scalify_core::now_ms());
+        let draft = Arc::new(record::draft(room_id, &message));
         let allocation = self
             .ledger
             .allocate(
-                new.room_id,
+                room_id,
                 message.sender.id,
                 &message.client_id,
                 draft.clone(),
@@ -523,7 +524,7 @@ impl Store for DurableStore {
                 // database holds every message given a seq before.
                 || async {
                     let epoch = self.fence.ready().await?;
-                    Ok((self.fence.claim(new.room_id, epoch).await?, epoch))
+                    Ok((self.fence.claim(room_id, epoch).await?, epoch))
                 },
             )
             .await?;
@@ -536,7 +537,7 @@ impl Store for DurableStore {
         };
         message.seq = seq;
         let payload = draft.with_seq(seq, epoch);
-        let (done, state) = self.start_producing(new.room_id, message, epoch, payload, permit);
+        let (done, state) = self.start_producing(room_id, message, epoch, payload, permit);
         self.answer(done, state).await
     }
 

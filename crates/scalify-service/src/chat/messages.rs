@@ -124,9 +124,9 @@ impl Chat {
             .filter(|m| m.kind.is_message())
             .ok_or_else(no_such_message)?;
         match kind {
-            // Deleting a deleted message changes nothing and succeeds (a retry after a lost
-            // ack finds it deleted).
-            MessageKind::Delete if target.deleted || target.sender.id == user.id => {}
+            // A deleted message may be deleted again by whoever could: it changes nothing and
+            // succeeds (a retry after a lost ack finds it deleted).
+            MessageKind::Delete if target.sender.id == user.id => {}
             MessageKind::Delete => {
                 let owner = self.store.room_owner(room.id).await.map_err(store_error)?;
                 if owner != Some(user.id) && !self.is_admin(user).await? {

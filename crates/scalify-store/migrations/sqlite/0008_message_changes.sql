@@ -12,8 +12,10 @@ ALTER TABLE messages ADD COLUMN kind TEXT
 ALTER TABLE messages ADD COLUMN ref_seq INTEGER;
 ALTER TABLE messages ADD COLUMN edited_at INTEGER;
 ALTER TABLE messages ADD COLUMN deleted_at INTEGER;
--- Clients name the message a change or a reply refers to by id.
-CREATE INDEX messages_by_id ON messages (room_id, id);
+-- Clients name the message a change or a reply refers to by id. On the id alone: ids grow
+-- with time, so every insert lands at the index's right edge (indexed by room and id, the
+-- inserts spread over every active room, and cost a fifth of SQLite's append throughput).
+CREATE INDEX messages_by_id ON messages (id);
 -- A message's changes (a deletion finds its edits to erase them).
 CREATE INDEX messages_changes ON messages (room_id, ref_seq) WHERE kind IS NOT NULL;
 

@@ -863,7 +863,8 @@ impl Store for PgStore {
 
     async fn message(&self, room: &Room, id: Id) -> StoreResult<Option<Message>> {
         let row = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_FROM} WHERE m.room_id = $1 AND m.id = $2"
+            "SELECT {MESSAGE_COLUMNS} FROM {MESSAGES_FROM}
+             WHERE m.id = $2 COLLATE \"C\" AND m.room_id = $1"
         ))
         .bind(room.id.to_string())
         .bind(id.to_string())

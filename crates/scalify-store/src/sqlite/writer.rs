@@ -570,7 +570,7 @@ impl Writer {
                 .optional()?
                 .ok_or(StoreError::NotFound)? as u64,
         };
-        let message = Message::stored(&m, Id::new(), last + 1, now_ms());
+        let message = Message::from_new(m, Id::new(), last + 1, now_ms());
         // The common case is a new message: insert first, and look up the original only when
         // the idempotency key turns out to be taken (one index descent instead of two).
         let inserted = self
