@@ -1541,13 +1541,16 @@ test('reply, react, edit and delete from the message menu; the other user sees e
     await onBob('first tyop').getByRole('button', { name: '👍 2' }).waitFor();
     await annFirst.getByRole('button', { name: '👍 2, including you' }).waitFor();
 
-    // Ann edits her message: Bob sees the new text marked edited, and the quote follows.
+    // Ann edits her message: Bob sees the new text marked edited, and the quote follows. The
+    // draft she had begun comes back to the composer when the edit is sent.
+    const box = ann.page.locator('.composer textarea');
+    await box.fill('a draft begun');
     await annFirst.hover();
     await annFirst.getByRole('button', { name: 'Edit' }).click();
-    const box = ann.page.locator('.composer textarea');
     assert.equal(await box.inputValue(), 'first tyop');
     await box.fill('first typo, fixed');
     await box.press('Enter');
+    await eventually(async () => (await box.inputValue()) === 'a draft begun', 5000, 'the draft back');
     await onBob('first typo, fixed').locator('.edited').waitFor();
     await onBob('answering you').locator('.quote', { hasText: 'first typo, fixed' }).waitFor();
     assert.equal(await onBob('first typo, fixed').getByRole('button', { name: '👍 2' }).count(), 1, 'reactions stay');

@@ -636,10 +636,19 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
     setEditing(undefined);
     setReplyTo(previewOf(m));
   };
+  // What the composer held when an edit began: it comes back when the edit ends.
+  const draftBeforeEdit = useRef('');
+  const draftKey = `scalify.draft:${snap.me.id}:${room.name}`;
   const startEdit = (m: Message) => {
     setReplyTo(undefined);
+    if (!editing) draftBeforeEdit.current = localStorage.getItem(draftKey) ?? '';
     setEditing(m);
     setSeed({ text: m.text });
+  };
+  const endCompose = () => {
+    if (editing) setSeed({ text: draftBeforeEdit.current });
+    setReplyTo(undefined);
+    setEditing(undefined);
   };
   const copyLink = (m: Message) => {
     const peer = room.kind === 'dm' ? dmPeer(room.name, snap.me, Object.values(snap.people))?.username : undefined;
@@ -889,21 +898,20 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
       {(replyTo || editing) && (
         <p class="composing" role="status">
           {editing ? 'Editing your message' : <>Replying to <strong>{replyTo!.sender.username}</strong>: {replyTo!.text}</>}
-          {' '}<button class="link" onClick={() => { if (editing) setSeed({ text: '' }); setReplyTo(undefined); setEditing(undefined); }}>Cancel</button>
+          {' '}<button class="link" onClick={endCompose}>Cancel</button>
         </p>
       )}
       <Composer onSend={(text) => {
         atBottom.current = true;
         if (editing) {
           if (text !== editing.text) change('edit', { id: editing.id, text });
-          setEditing(undefined);
+          endCompose();
         } else {
           void client.send(room.name, text, undefined, 1, replyTo);
           setReplyTo(undefined);
         }
       }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} maxBytes={maxBytes}
-        onCancel={() => { if (editing) setSeed({ text: '' }); setReplyTo(undefined); setEditing(undefined); }}
-        draftKey={`scalify.draft:${snap.me.id}:${room.name}`} seed={seed} />
+        onCancel={endCompose} draftKey={draftKey} seed={seed} />
     </section>
   );
 }
