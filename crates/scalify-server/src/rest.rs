@@ -579,35 +579,19 @@ struct ReactionBody {
     client_id: String,
 }
 
-/// What a change endpoint asks of [`Chat::change`], owned so it can move into its task.
-enum ChangeBody {
-    Edit(String),
-    Delete,
-    React(String),
-    Unreact(String),
-}
-
 /// Runs a change as its own task (like [`send`]: committed means published), answering with
 /// the log entry it appended.
 async fn run_change(
     chat: AppState,
     user: UserRef,
     (room, id): (String, String),
-    body: ChangeBody,
+    change: Change,
     client_id: String,
     status: StatusCode,
 ) -> ApiResult {
     let service = chat.clone();
     let message = chat
-        .spawn(async move {
-            let change = match &body {
-                ChangeBody::Edit(text) => Change::Edit(text),
-                ChangeBody::Delete => Change::Delete,
-                ChangeBody::React(emoji) => Change::React(emoji),
-                ChangeBody::Unreact(emoji) => Change::Unreact(emoji),
-            };
-            service.change(&user, &room, &id, change, &client_id).await
-        })
+        .spawn(async move { service.change(&user, &room, &id, change, &client_id).await })
         .await
         .map_err(|_| ChatError::internal())??;
     Ok((status, Json(json!({ "message": message }))).into_response())
@@ -619,8 +603,15 @@ async fn edit_message(
     Path(at): Path<(String, String)>,
     Body(b): Body<EditBody>,
 ) -> ApiResult {
-    let body = ChangeBody::Edit(b.text);
-    run_change(chat, user, at, body, b.client_id, StatusCode::OK).await
+    run_change(
+        chat,
+        user,
+        at,
+        Change::Edit(b.text),
+        b.client_id,
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn delete_message(
@@ -629,8 +620,7 @@ async fn delete_message(
     Path(at): Path<(String, String)>,
     Body(b): Body<DeleteBody>,
 ) -> ApiResult {
-    let body = ChangeBody::Delete;
-    run_change(chat, user, at, body, b.client_id, StatusCode::OK).await
+    run_change(chat, user, at, Change::Delete, b.client_id, StatusCode::OK).await
 }
 
 async fn react(
@@ -639,8 +629,15 @@ async fn react(
     Path(at): Path<(String, String)>,
     Body(b): Body<ReactionBody>,
 ) -> ApiResult {
-    let body = ChangeBody::React(b.emoji);
-    run_change(chat, user, at, body, b.client_id, StatusCode::CREATED).await
+    run_change(
+        chat,
+        user,
+        at,
+        Change::React(b.emoji),
+        b.client_id,
+        StatusCode::CREATED,
+    )
+    .await
 }
 
 async fn unreact(
@@ -649,8 +646,15 @@ async fn unreact(
     Path(at): Path<(String, String)>,
     Body(b): Body<ReactionBody>,
 ) -> ApiResult {
-    let body = ChangeBody::Unreact(b.emoji);
-    run_change(chat, user, at, body, b.client_id, StatusCode::OK).await
+    run_change(
+        chat,
+        user,
+        at,
+        Change::Unreact(b.emoji),
+        b.client_id,
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// The operator's endpoints — `/metrics`, `/healthz`, `/readyz` — for a listener of their

@@ -774,26 +774,13 @@ async fn send(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatE
 
 async fn change(h: Arc<Session>, event: ClientEvent, d: EventArg) -> Result<Reply, ChatError> {
     let arg: ChangeArg = parse(d)?;
-    let need = |field: &Option<String>, name: &str| {
-        field
-            .as_deref()
-            .map(str::to_owned)
-            .ok_or_else(|| ChatError::bad_request(format!("{name} is required")))
+    let need = |field: Option<String>, name: &str| {
+        field.ok_or_else(|| ChatError::bad_request(format!("{name} is required")))
     };
-    let (text, emoji);
     let change = match event {
-        ClientEvent::Edit => {
-            text = need(&arg.text, "text")?;
-            Change::Edit(&text)
-        }
-        ClientEvent::React | ClientEvent::Unreact => {
-            emoji = need(&arg.emoji, "emoji")?;
-            if event == ClientEvent::React {
-                Change::React(&emoji)
-            } else {
-                Change::Unreact(&emoji)
-            }
-        }
+        ClientEvent::Edit => Change::Edit(need(arg.text, "text")?),
+        ClientEvent::React => Change::React(need(arg.emoji, "emoji")?),
+        ClientEvent::Unreact => Change::Unreact(need(arg.emoji, "emoji")?),
         _ => Change::Delete,
     };
     let message = h
@@ -880,24 +867,14 @@ mod tests {
             kind: RoomKind::Public,
             last_seq: 7,
         };
-        let message = Message {
-            id: Id::new(),
-            room: room.name.clone(),
-            seq: 7,
-            sender: ann.clone(),
-            text: MessageText::parse("hi", 4096).unwrap(),
-            client_id: ClientId::parse("c1").unwrap(),
-            ts: 1_764_300_000_000,
-            mentions: vec![],
-            mention_room: false,
-            kind: scalify_core::MessageKind::Message,
-            relates_to: None,
-            relates_seq: None,
-            reply_to: None,
-            edited_at: None,
-            deleted: false,
-            reactions: Default::default(),
-        };
+        let new = scalify_core::NewMessage::plain(
+            room.id,
+            room.name.clone(),
+            ann.clone(),
+            MessageText::parse("hi", 4096).unwrap(),
+            ClientId::parse("c1").unwrap(),
+        );
+        let message = Message::from_new(new, Id::new(), 7, 1_764_300_000_000);
         let m = serde_json::to_value(&message).unwrap();
 
         assert_eq!(ack(&Reply::Done {}), json!({ "ok": true }));

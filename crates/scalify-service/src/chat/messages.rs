@@ -12,16 +12,17 @@ fn approx_bytes(m: &Message) -> usize {
     m.text.as_str().len() + m.client_id.as_str().len() + m.sender.username.len() + 160
 }
 
-/// A change to a message ([`Chat::change`]).
-#[derive(Debug, Clone, Copy)]
-pub enum Change<'a> {
+/// A change to a message ([`Chat::change`]), as a client asked for it. Owned: an HTTP
+/// handler moves it into the task that runs it.
+#[derive(Debug, Clone)]
+pub enum Change {
     /// New text for the sender's own message.
-    Edit(&'a str),
+    Edit(String),
     Delete,
     /// Adds the user's reaction with this emoji.
-    React(&'a str),
+    React(String),
     /// Takes the user's reaction with this emoji off.
-    Unreact(&'a str),
+    Unreact(String),
 }
 
 fn no_such_message() -> ChatError {
@@ -58,9 +59,8 @@ impl Chat {
         client_id: &str,
         reply_to: Option<&str>,
     ) -> Result<Message, ChatError> {
-        let mut new = self.accept(sender, room, text, client_id).await?;
+        let (room, mut new) = self.accept(sender, room, text, client_id).await?;
         if let Some(id) = reply_to {
-            let room = self.member_room(sender, room).await?;
             let answered = self.live_message(&room, id).await?;
             new.reply_to = Some(Box::new(ReplyPreview::of(
                 answered.id,
@@ -82,7 +82,7 @@ impl Chat {
         user: &UserRef,
         room: &str,
         target: &str,
-        change: Change<'_>,
+        change: Change,
         client_id: &str,
     ) -> Result<Message, ChatError> {
         if self.is_closing() {
@@ -93,7 +93,7 @@ impl Chat {
         let (kind, text) = match change {
             Change::Edit(text) => (
                 MessageKind::Edit,
-                MessageText::parse(text, self.config.max_text_bytes)?,
+                MessageText::parse(&text, self.config.max_text_bytes)?,
             ),
             Change::Delete => (
                 MessageKind::Delete,
@@ -101,11 +101,11 @@ impl Chat {
             ),
             Change::React(emoji) => (
                 MessageKind::Reaction,
-                MessageText::from_trusted(Emoji::parse(emoji)?.as_str().to_owned()),
+                MessageText::from_trusted(Emoji::parse(&emoji)?.as_str().to_owned()),
             ),
             Change::Unreact(emoji) => (
                 MessageKind::Unreaction,
-                MessageText::from_trusted(Emoji::parse(emoji)?.as_str().to_owned()),
+                MessageText::from_trusted(Emoji::parse(&emoji)?.as_str().to_owned()),
             ),
         };
         let room = if kind == MessageKind::Delete {
@@ -168,7 +168,7 @@ impl Chat {
         room: &str,
         text: &str,
         client_id: &str,
-    ) -> Result<NewMessage, ChatError> {
+    ) -> Result<(Room, NewMessage), ChatError> {
         if self.is_closing() {
             return Err(ChatError::shutting_down());
         }
@@ -177,10 +177,11 @@ impl Chat {
         let client_id = ClientId::parse(client_id)?;
         let room = self.writable_room(sender, room).await?;
         let (mentions, mention_room) = self.mentions(sender, &room, &text).await?;
-        let mut new = NewMessage::plain(room.id, room.name, sender.clone(), text, client_id);
+        let mut new =
+            NewMessage::plain(room.id, room.name.clone(), sender.clone(), text, client_id);
         new.mentions = mentions;
         new.mention_room = mention_room;
-        Ok(new)
+        Ok((room, new))
     }
 
     /// Who a text sent to `room` by `sender` mentions: the members named by `@username` (not
