@@ -321,27 +321,19 @@ mod tests {
 
     fn message() -> (Id, Message) {
         let room_id = Id::new();
-        let m = Message {
-            id: Id::new(),
-            room: RoomName::parse("general").unwrap(),
-            seq: 7,
-            sender: UserRef {
+        let mut new = scalify_core::NewMessage::plain(
+            room_id,
+            RoomName::parse("general").unwrap(),
+            UserRef {
                 id: Id::new(),
                 username: "alice".into(),
             },
-            text: MessageText::parse("hello ✓", 4096).unwrap(),
-            client_id: ClientId::parse("c-1").unwrap(),
-            ts: 1_700_000_000_123,
-            mentions: vec![Id::new()],
-            mention_room: true,
-            kind: scalify_core::MessageKind::Message,
-            relates_to: None,
-            relates_seq: None,
-            reply_to: None,
-            edited_at: None,
-            deleted: false,
-            reactions: Default::default(),
-        };
+            MessageText::parse("hello ✓", 4096).unwrap(),
+            ClientId::parse("c-1").unwrap(),
+        );
+        new.mentions = vec![Id::new()];
+        new.mention_room = true;
+        let m = Message::from_new(new, Id::new(), 7, 1_700_000_000_123);
         (room_id, m)
     }
 

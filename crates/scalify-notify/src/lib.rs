@@ -495,27 +495,17 @@ mod tests {
 
     fn at(seq: u64, ts: i64) -> scalify_core::Message {
         use scalify_core::{ClientId, Id, MessageText, RoomName, UserRef};
-        scalify_core::Message {
-            id: Id::new(),
-            room: RoomName::from_trusted("r".into()),
-            seq,
-            sender: UserRef {
+        let new = scalify_core::NewMessage::plain(
+            Id::new(),
+            RoomName::from_trusted("r".into()),
+            UserRef {
                 id: Id::new(),
                 username: "ann".into(),
             },
-            text: MessageText::from_trusted("hi".into()),
-            client_id: ClientId::from_trusted(format!("c{seq}")),
-            ts,
-            mentions: Vec::new(),
-            mention_room: false,
-            kind: scalify_core::MessageKind::Message,
-            relates_to: None,
-            relates_seq: None,
-            reply_to: None,
-            edited_at: None,
-            deleted: false,
-            reactions: Default::default(),
-        }
+            MessageText::from_trusted("hi".into()),
+            ClientId::from_trusted(format!("c{seq}")),
+        );
+        scalify_core::Message::from_new(new, Id::new(), seq, ts)
     }
 
     #[test]

@@ -102,24 +102,15 @@ mod tests {
     }
 
     fn msg(seq: u64, from: &UserRef, text: &str, mentions: Vec<Id>) -> Message {
-        Message {
-            id: Id::new(),
-            room: RoomName::from_trusted("general".into()),
-            seq,
-            sender: from.clone(),
-            text: MessageText::from_trusted(text.into()),
-            client_id: ClientId::from_trusted(format!("c{seq}")),
-            ts: 1000 + seq as i64,
-            mentions,
-            mention_room: false,
-            kind: scalify_core::MessageKind::Message,
-            relates_to: None,
-            relates_seq: None,
-            reply_to: None,
-            edited_at: None,
-            deleted: false,
-            reactions: Default::default(),
-        }
+        let mut new = scalify_core::NewMessage::plain(
+            Id::new(),
+            RoomName::from_trusted("general".into()),
+            from.clone(),
+            MessageText::from_trusted(text.into()),
+            ClientId::from_trusted(format!("c{seq}")),
+        );
+        new.mentions = mentions;
+        Message::from_new(new, Id::new(), seq, 1000 + seq as i64)
     }
 
     fn room(kind: RoomKind) -> Room {

@@ -347,24 +347,7 @@ async fn a_write_whose_connection_the_server_ends_is_unavailable_then_written_on
     let new = msg(&room, &alice, "c1", "held");
     let row = (
         room.id,
-        scalify_core::Message {
-            id: scalify_core::Id::new(),
-            room: new.room,
-            seq: 1,
-            sender: new.sender,
-            text: new.text,
-            client_id: new.client_id,
-            ts: scalify_core::now_ms(),
-            mentions: new.mentions,
-            mention_room: new.mention_room,
-            kind: scalify_core::MessageKind::Message,
-            relates_to: None,
-            relates_seq: None,
-            reply_to: None,
-            edited_at: None,
-            deleted: false,
-            reactions: Default::default(),
-        },
+        scalify_core::Message::from_new(new, scalify_core::Id::new(), 1, scalify_core::now_ms()),
     );
 
     // The write waits for a lock an administrator holds; then its backend is terminated.

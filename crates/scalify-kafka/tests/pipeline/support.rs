@@ -52,24 +52,14 @@ pub(super) async fn set_cluster_epoch(prefix: &str, n: u64) {
 }
 
 pub(super) fn message(room: &RoomName, seq: u64, sender: &UserRef, client_id: &str) -> Message {
-    Message {
-        id: Id::new(),
-        room: room.clone(),
-        seq,
-        sender: sender.clone(),
-        text: MessageText::parse(&format!("text {seq}"), 4096).unwrap(),
-        client_id: ClientId::parse(client_id).unwrap(),
-        ts: scalify_core::now_ms(),
-        mentions: Vec::new(),
-        mention_room: false,
-        kind: scalify_core::MessageKind::Message,
-        relates_to: None,
-        relates_seq: None,
-        reply_to: None,
-        edited_at: None,
-        deleted: false,
-        reactions: Default::default(),
-    }
+    let new = scalify_core::NewMessage::plain(
+        Id::new(),
+        room.clone(),
+        sender.clone(),
+        MessageText::parse(&format!("text {seq}"), 4096).unwrap(),
+        ClientId::parse(client_id).unwrap(),
+    );
+    Message::from_new(new, Id::new(), seq, scalify_core::now_ms())
 }
 
 /// Allocates for `client_id` in a room whose database has no message yet.
