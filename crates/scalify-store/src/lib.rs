@@ -98,6 +98,27 @@ pub fn bundle_reactions(messages: &mut [Message], rows: Vec<ReactionRow>) {
     }
 }
 
+/// Puts what a row refers to (`ref_seq` `seq`, and the id `id` of the message stored there) on
+/// `m`: for a change, the message it changes; for a message, the reply preview of the one it
+/// answers, whose sender, text and deletion `answered` reads from the row.
+pub(crate) fn attach_reference<E>(
+    m: &mut Message,
+    seq: u64,
+    id: Id,
+    answered: impl FnOnce() -> Result<(UserRef, String, bool), E>,
+) -> Result<(), E> {
+    if m.kind.is_message() {
+        let (sender, text, deleted) = answered()?;
+        m.reply_to = Some(Box::new(scalify_core::ReplyPreview::of(
+            id, seq, sender, &text, deleted,
+        )));
+    } else {
+        m.relates_to = Some(id);
+        m.relates_seq = Some(seq);
+    }
+    Ok(())
+}
+
 /// A room as listed for a user: whether they are a member of it.
 #[derive(Debug, Clone)]
 pub struct RoomListing {
@@ -116,7 +137,8 @@ pub const UNREAD_CAP: u32 = 100;
 
 /// Most log entries after a marker an unread count looks at (the reader's own and changes
 /// included): a count reads at most this many index entries per room, however long the
-/// history and however much the reader wrote since the marker. Others' messages beyond them are not counted.
+/// history and however much the reader wrote since the marker. Others' messages beyond them
+/// are not counted.
 pub const UNREAD_SCAN: u32 = 1000;
 
 /// The outcome of a read mark: the marker as it now stands, and whether this mark moved it.

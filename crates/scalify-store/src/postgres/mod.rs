@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use scalify_core::{
-    now_ms, ClientId, Id, Message, MessageKind, MessageText, NewMessage, NotifyLevel, ReplyPreview,
-    Room, RoomKind, RoomName, Settings, UserRef, Username,
+    now_ms, ClientId, Id, Message, MessageKind, MessageText, NewMessage, NotifyLevel, Room,
+    RoomKind, RoomName, Settings, UserRef, Username,
 };
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};

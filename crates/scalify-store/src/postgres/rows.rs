@@ -41,21 +41,17 @@ pub(super) fn read_message(r: &PgRow, at: usize, room: &RoomName) -> Result<Mess
         reactions: Default::default(),
     };
     if let Some((seq, id)) = referred {
-        if kind.is_message() {
-            message.reply_to = Some(Box::new(ReplyPreview::of(
-                id,
-                seq,
-                UserRef {
-                    id: parse_id(r.try_get::<&str, _>(at + 13)?)?,
-                    username: r.try_get(at + 14)?,
-                },
-                r.try_get::<&str, _>(at + 15)?,
+        crate::attach_reference(&mut message, seq, id, || -> Result<_, sqlx::Error> {
+            let sender = UserRef {
+                id: parse_id(r.try_get::<&str, _>(at + 13)?)?,
+                username: r.try_get(at + 14)?,
+            };
+            Ok((
+                sender,
+                r.try_get(at + 15)?,
                 r.try_get::<Option<i64>, _>(at + 16)?.is_some(),
-            )));
-        } else {
-            message.relates_to = Some(id);
-            message.relates_seq = Some(seq);
-        }
+            ))
+        })?;
     }
     Ok(message)
 }

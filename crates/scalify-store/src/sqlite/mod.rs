@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use scalify_core::{
-    now_ms, ClientId, Id, Message, MessageKind, MessageText, NewMessage, NotifyLevel, ReplyPreview,
-    Room, RoomKind, RoomName, Settings, UserRef, Username,
+    now_ms, ClientId, Id, Message, MessageKind, MessageText, NewMessage, NotifyLevel, Room,
+    RoomKind, RoomName, Settings, UserRef, Username,
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 

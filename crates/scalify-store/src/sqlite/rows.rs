@@ -55,21 +55,13 @@ pub(super) fn read_message(r: &rusqlite::Row<'_>, room: &RoomName) -> rusqlite::
         reactions: Default::default(),
     };
     if let Some((seq, id)) = referred {
-        if kind.is_message() {
-            message.reply_to = Some(Box::new(ReplyPreview::of(
-                id,
-                seq,
-                UserRef {
-                    id: parse_id(r.get(13)?)?,
-                    username: r.get(14)?,
-                },
-                &r.get::<_, String>(15)?,
-                r.get::<_, Option<i64>>(16)?.is_some(),
-            )));
-        } else {
-            message.relates_to = Some(id);
-            message.relates_seq = Some(seq);
-        }
+        crate::attach_reference(&mut message, seq, id, || -> rusqlite::Result<_> {
+            let sender = UserRef {
+                id: parse_id(r.get(13)?)?,
+                username: r.get(14)?,
+            };
+            Ok((sender, r.get(15)?, r.get::<_, Option<i64>>(16)?.is_some()))
+        })?;
     }
     Ok(message)
 }
