@@ -62,6 +62,9 @@ for (const transports of [['websocket', 'polling'], ['polling', 'websocket']]) {
       const first = h.messages[0];
       assert.equal(first.text, 'hello **world**');
       assert.deepEqual(first.reactions, { '👍': { count: 2, me: true } });
+      // sync bundles the same state as history.
+      assert.deepEqual(synced.rooms[room].messages[0].reactions, first.reactions);
+      assert.equal(synced.rooms[room].messages[0].text, first.text);
       assert.equal(typeof first.edited_at, 'number');
     }
     // Deleted: a placeholder everywhere, and the reply's preview follows.
