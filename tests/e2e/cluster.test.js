@@ -427,6 +427,13 @@ describe('three nodes sharing Redis and PostgreSQL', () => {
       assert.deepEqual(bundled(h.body.messages), expected, `history on ${node.url}`);
     }
     assert.deepEqual(expected.map((x) => [x.text, x.deleted]), [['on A, edited', false], ['from B', false], ['', true]]);
+    // Every node searches the same index: the edit's words find the message, the deleted one
+    // is gone.
+    for (const node of nodes) {
+      const found = async (q) => (await api(node.url, 'GET', `/api/search?${new URLSearchParams({ q, room })}`, undefined, bob.token)).body.results.map((h) => h.message.id);
+      assert.deepEqual(await found('edited'), [m.id], `search on ${node.url}`);
+      assert.deepEqual(await found('delete'), [], `search on ${node.url}`);
+    }
     sa.close(); sb.close(); sa2.close();
   });
 });
@@ -607,7 +614,7 @@ test('scalify migrate --database-url applies the PostgreSQL schema once', async 
   const db = freshDatabase();
   try {
     const run = () => promisify(execFile)(BIN, ['migrate', '--database-url', db.url], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
-    assert.match((await run()).stdout, /PostgreSQL: 10 migration\(s\) applied/);
+    assert.match((await run()).stdout, /PostgreSQL: 11 migration\(s\) applied/);
     assert.match((await run()).stdout, /PostgreSQL: 0 migration\(s\) applied; schema is current/);
   } finally { db.drop(); }
 });

@@ -864,5 +864,10 @@ test('durable mode: edits, deletions, reactions and replies go through Kafka; th
   assert.equal(h.messages[4].reply_to.text, 'first, fixed');
   const out = execFileSync('psql', [c.db.url, '-qtAc', "SELECT count(*) FROM messages WHERE text LIKE '%durable-secret-9313%'"], { encoding: 'utf8' });
   assert.equal(out.trim(), '0', 'the deleted text is still in PostgreSQL');
+  // Search reads what the persister wrote: the edited text, not the deleted one.
+  const found = async (q) => (await api(node.url, 'GET', `/api/search?${new URLSearchParams({ q, room })}`, undefined, bob.token)).body.results.map((x) => x.message.id);
+  assert.deepEqual(await found('fixed'), [m1.id]);
+  assert.deepEqual(await found('typo'), []);
+  assert.deepEqual(await found('durable secret 9313'), []);
   sa.close(); sb.close();
 }));

@@ -20,6 +20,7 @@ mod names;
 mod net;
 mod rate;
 mod recovery;
+mod search;
 mod status;
 mod throttle;
 
@@ -36,6 +37,10 @@ pub use net::is_public_ip;
 pub use rate::TokenBucket;
 pub use recovery::{
     HistoryQuery, SyncRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, SYNC_MAX_ROOMS,
+};
+pub use search::{
+    fragment, SearchPage, SearchQuery, Term, FRAGMENT_BYTES, SEARCH_DEFAULT_LIMIT,
+    SEARCH_MAX_CHARS, SEARCH_MAX_LIMIT, SEARCH_MAX_TERMS,
 };
 pub use status::{NodeStatus, PersisterStatus, RoomActivity};
 pub use throttle::{Attempts, Backoff, TrustedProxies};

@@ -596,6 +596,18 @@ impl Store for DurableStore {
         self.inner.reactions(room, seqs, reader).await
     }
 
+    /// Searches what the persisters have written: a message is found once it is in
+    /// PostgreSQL (a few milliseconds behind its ack while they keep up).
+    async fn search(
+        &self,
+        user: Id,
+        query: &scalify_core::SearchQuery,
+        room: Option<Id>,
+        page: scalify_core::SearchPage,
+    ) -> StoreResult<Vec<Message>> {
+        self.inner.search(user, query, room, page).await
+    }
+
     async fn flush(&self) -> StoreResult<()> {
         self.producing.close();
         if tokio::time::timeout(self.drain_for, self.producing.wait())

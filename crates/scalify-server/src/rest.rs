@@ -56,6 +56,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/rooms/{room}/messages/{id}/reactions"),
     ("delete", "/api/rooms/{room}/messages/{id}/reactions"),
     ("post", "/api/dms"),
+    ("get", "/api/search"),
     ("get", "/api/push/vapid-public-key"),
     ("post", "/api/push/subscriptions"),
     ("delete", "/api/push/subscriptions"),
@@ -95,6 +96,7 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
             post(react).delete(unreact),
         )
         .route("/api/dms", post(open_dm))
+        .route("/api/search", get(search))
         .route("/api/push/vapid-public-key", get(vapid_public_key))
         .route(
             "/api/push/subscriptions",
@@ -530,6 +532,27 @@ async fn history(
     let query = HistoryQuery::new(p.before_seq, p.limit)?;
     let (messages, has_more) = chat.history(&user, &room, query).await?;
     Ok(Json(json!({ "messages": messages, "has_more": has_more })).into_response())
+}
+
+#[derive(Deserialize)]
+struct SearchParams {
+    #[serde(default)]
+    q: String,
+    room: Option<String>,
+    before: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn search(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> ApiResult {
+    let Query(p) = params.map_err(query_rejection)?;
+    let (results, has_more) = chat
+        .search(&user, &p.q, p.room.as_deref(), p.before.as_deref(), p.limit)
+        .await?;
+    Ok(Json(json!({ "results": results, "has_more": has_more })).into_response())
 }
 
 #[derive(Deserialize)]

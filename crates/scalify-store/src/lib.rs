@@ -22,7 +22,8 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use scalify_core::{
-    Id, Message, NewMessage, NotifyLevel, Room, RoomKind, RoomName, Settings, UserRef, Username,
+    Id, Message, NewMessage, NotifyLevel, Room, RoomKind, RoomName, SearchPage, SearchQuery,
+    Settings, UserRef, Username,
 };
 
 /// A registered account.
@@ -451,6 +452,18 @@ pub trait Store: Send + Sync + 'static {
         seqs: std::ops::RangeInclusive<u64>,
         reader: Id,
     ) -> StoreResult<Vec<ReactionRow>>;
+
+    /// The messages of the rooms `user` is a member of (of room `room` only, if given) whose
+    /// current text matches `query`, newest first: at most `page.limit`, older than message
+    /// `page.before` (none when no search hit has that id). Current state as `history` has it,
+    /// no reactions.
+    async fn search(
+        &self,
+        user: Id,
+        query: &SearchQuery,
+        room: Option<Id>,
+        page: SearchPage,
+    ) -> StoreResult<Vec<Message>>;
 
     /// Waits until every write accepted so far is committed (used by graceful shutdown).
     async fn flush(&self) -> StoreResult<()>;

@@ -87,7 +87,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 10);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 11);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 
@@ -577,4 +577,10 @@ async fn changes_persisted_before_their_message_apply_when_it_comes() {
     }
     assert_eq!(replay.get(1, bob.id).unwrap().reactions, rows[0].reactions);
     assert_eq!(replay.get(1, bob.id).unwrap().text, rows[0].text);
+}
+
+#[tokio::test]
+async fn search_finds_current_text_in_readable_rooms() {
+    let db = FreshDb::create().await;
+    contract::search_finds_current_text_in_readable_rooms(open(&db).await).await;
 }

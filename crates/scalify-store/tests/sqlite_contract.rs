@@ -229,7 +229,10 @@ async fn members_at_the_read_marker_upgrade_start_read() {
     let c = rusqlite::Connection::open(&path).unwrap();
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     c.execute_batch(
-        "DROP TABLE reactions;
+        "DROP TABLE messages_search;
+         DROP INDEX messages_by_search_doc;
+         ALTER TABLE messages DROP COLUMN search_doc;
+         DROP TABLE reactions;
          DROP INDEX messages_by_id;
          DROP INDEX messages_changes;
          ALTER TABLE messages DROP COLUMN kind;
@@ -262,6 +265,37 @@ async fn members_at_the_read_marker_upgrade_start_read() {
         let (read, last_seq) = store.read_state(&room, u.id).await.unwrap().unwrap();
         assert_eq!((read.last_read, read.unread, last_seq), (3, 0, 3), "{name}");
     }
+    // The messages from before the search index are in it, and new ones follow them.
+    let alice = store
+        .user_by_name(&Username::parse("alice").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .append(msg(&room, &alice, "after", "x"))
+        .await
+        .unwrap();
+    for name in ["alice", "bob"] {
+        let u = store
+            .user_by_name(&Username::parse(name).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let found = store
+            .search(
+                u.id,
+                &scalify_core::SearchQuery::parse("x").unwrap(),
+                None,
+                scalify_core::SearchPage {
+                    before: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = found.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [4, 3, 2, 1], "{name}");
+    }
 }
 
 #[tokio::test]
@@ -272,7 +306,8 @@ async fn changes_are_log_entries_applied_to_their_message() {
 
 /// A deleted message's text is gone from the database's files, not only from its answers:
 /// the message row and its edits are overwritten, and `secure_delete` zeroes the bytes the
-/// overwrite frees — also on pages written to the file before the deletion.
+/// overwrite frees — also on pages written to the file before the deletion; its words leave
+/// the search index's pages (FTS5 `secure-delete`).
 #[tokio::test]
 async fn a_deleted_message_leaves_no_text_in_the_file() {
     use scalify_core::MessageKind as K;
@@ -340,4 +375,16 @@ async fn a_deleted_message_leaves_no_text_in_the_file() {
         !holds(&file(&path)),
         "the deleted text is still in the file"
     );
+    // Nor are its words in the search index, which keeps words, not text.
+    let word = b"sekrit";
+    assert!(
+        !file(&path).windows(word.len()).any(|w| w == word),
+        "a deleted message's words are still in the search index"
+    );
+}
+
+#[tokio::test]
+async fn search_finds_current_text_in_readable_rooms() {
+    let (_d, store) = fresh();
+    contract::search_finds_current_text_in_readable_rooms(store).await;
 }

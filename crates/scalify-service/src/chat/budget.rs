@@ -23,7 +23,7 @@ pub enum Cost {
     One = 1,
     /// `history`, listing rooms or members, adding a member.
     Read = 2,
-    /// `sync` (up to 1 MiB of messages).
+    /// `sync` (up to 1 MiB of messages), a search.
     Sync = 5,
     /// Creating a room or opening a DM.
     Create = 10,

@@ -1,7 +1,14 @@
 //! Messages: sending (validated, idempotent on `client_id`), history and `sync`.
 
 use super::*;
-use scalify_core::{Emoji, MessageKind, ReplyPreview};
+use scalify_core::{fragment, Emoji, MessageKind, ReplyPreview, SearchPage, SearchQuery};
+
+/// One search hit: the message as it stands now, and the part of its text that matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    pub message: Message,
+    pub fragment: String,
+}
 
 /// Most bytes of messages one `sync` answers with (about: text plus a fixed allowance for the
 /// other fields); past it the room is `truncated` and the client syncs again from there.
@@ -247,6 +254,54 @@ impl Chat {
         // returned is above 1; an empty page means nothing lies below before_seq.
         let has_more = messages.first().is_some_and(|m| m.seq > 1);
         Ok((messages, has_more))
+    }
+
+    /// The messages of the rooms `user` is a member of (of `room` only, if given) that match
+    /// query `q`, newest first, older than message `before`; and whether more follow.
+    pub async fn search(
+        &self,
+        user: &UserRef,
+        q: &str,
+        room: Option<&str>,
+        before: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<(Vec<SearchHit>, bool), ChatError> {
+        let query = SearchQuery::parse(q)?;
+        let before = before
+            .map(|id| {
+                id.parse::<Id>()
+                    .map_err(|_| ChatError::bad_request("before must be a message id"))
+            })
+            .transpose()?;
+        let page = SearchPage::new(before, limit)?;
+        self.charge(user, Cost::Sync)?;
+        let room = match room {
+            Some(name) => Some(self.member_room(user, name).await?.id),
+            None => None,
+        };
+        let mut found = self
+            .store
+            .search(
+                user.id,
+                &query,
+                room,
+                SearchPage {
+                    limit: page.limit + 1,
+                    ..page
+                },
+            )
+            .await
+            .map_err(store_error)?;
+        let more = found.len() > page.limit as usize;
+        found.truncate(page.limit as usize);
+        let hits = found
+            .into_iter()
+            .map(|message| SearchHit {
+                fragment: fragment(message.text.as_str(), &query),
+                message,
+            })
+            .collect();
+        Ok((hits, more))
     }
 
     /// Puts on each message of `messages` (ascending, of `room`) its reactions as `reader`

@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use scalify_core::{
     now_ms, ClientId, Id, Message, MessageKind, MessageText, NewMessage, NotifyLevel, Room,
-    RoomKind, RoomName, Settings, UserRef, Username,
+    RoomKind, RoomName, SearchPage, SearchQuery, Settings, UserRef, Username,
 };
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
@@ -103,6 +103,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "message changes",
         include_str!("../../migrations/postgres/0010_message_changes.sql"),
+    ),
+    (
+        11,
+        "search",
+        include_str!("../../migrations/postgres/0011_search.sql"),
     ),
 ];
 
@@ -899,6 +904,48 @@ impl Store for PgStore {
                 me,
             })
             .collect())
+    }
+
+    async fn search(
+        &self,
+        user: Id,
+        query: &SearchQuery,
+        room: Option<Id>,
+        page: SearchPage,
+    ) -> StoreResult<Vec<Message>> {
+        let excluded = query.websearch_excluded();
+        // The same expression as the `messages_search` index, and its predicate.
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS}, r.name FROM {MESSAGES_FROM} JOIN rooms r ON r.id = m.room_id
+             WHERE to_tsvector('simple', m.text) @@ {} AND m.kind IS NULL
+               AND m.room_id IN (SELECT room_id FROM members WHERE user_id = $2)
+               AND ($3::text IS NULL OR m.room_id = $3)
+               AND m.id < $4 COLLATE \"C\"
+             ORDER BY m.id COLLATE \"C\" DESC LIMIT $5",
+            if excluded.is_some() {
+                "(websearch_to_tsquery('simple', $1) && !!websearch_to_tsquery('simple', $6))"
+            } else {
+                "websearch_to_tsquery('simple', $1)"
+            }
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(query.websearch())
+            .bind(user.to_string())
+            .bind(room.map(|r| r.to_string()))
+            // Above every id (ids are Crockford base32: digits and capitals).
+            .bind(
+                page.before
+                    .map_or_else(|| "~".to_owned(), |id| id.to_string()),
+            )
+            .bind(i64::from(page.limit));
+        if let Some(excluded) = excluded {
+            q = q.bind(excluded);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|r| read_message(r, 0, &RoomName::from_trusted(r.try_get(17)?)))
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
     async fn flush(&self) -> StoreResult<()> {

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use scalify_core::{
     now_ms, ClientId, Id, Message, MessageKind, MessageText, NewMessage, NotifyLevel, Room,
-    RoomKind, RoomName, Settings, UserRef, Username,
+    RoomKind, RoomName, SearchPage, SearchQuery, Settings, UserRef, Username,
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_mentions_and_notifications.sql"),
     include_str!("../../migrations/sqlite/0007_notifications.sql"),
     include_str!("../../migrations/sqlite/0008_message_changes.sql"),
+    include_str!("../../migrations/sqlite/0009_search.sql"),
 ];
 
 /// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
@@ -193,6 +194,7 @@ impl SqliteStore {
         let writer = Writer {
             conn,
             seq_cache: HashMap::new(),
+            next_doc: None,
             marked: Default::default(),
             last_checkpoint: std::time::Instant::now(),
         };
@@ -780,6 +782,55 @@ impl Store for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn search(
+        &self,
+        user: Id,
+        query: &SearchQuery,
+        room: Option<Id>,
+        page: SearchPage,
+    ) -> StoreResult<Vec<Message>> {
+        let expr = query.fts5();
+        self.read(move |c| {
+            let before = match page.before {
+                None => Some(i64::MAX),
+                Some(id) => c
+                    .prepare_cached("SELECT search_doc FROM messages WHERE id = ?1")?
+                    .query_row(params![id.to_string()], |r| r.get::<_, Option<i64>>(0))
+                    .optional()?
+                    .flatten(),
+            };
+            let Some(before) = before else {
+                return Ok(Vec::new());
+            };
+            // The index drives (CROSS JOIN keeps it outermost), read backwards from `before`:
+            // newest first, stopping after a page of hits in the reader's rooms.
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS}, r.name FROM messages_search f
+                 CROSS JOIN messages m ON m.search_doc = f.rowid
+                 LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq
+                 JOIN rooms r ON r.id = m.room_id
+                 WHERE messages_search MATCH ?1 AND f.rowid < ?2
+                   AND m.room_id IN (SELECT room_id FROM members WHERE user_id = ?3)
+                   AND (?4 IS NULL OR m.room_id = ?4)
+                 ORDER BY f.rowid DESC LIMIT ?5"
+            ))?;
+            let out = stmt
+                .query_map(
+                    params![
+                        expr,
+                        before,
+                        user.to_string(),
+                        room.map(|r| r.to_string()),
+                        page.limit
+                    ],
+                    |r| read_message(r, &RoomName::from_trusted(r.get(17)?)),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(out)
         })
         .await

@@ -160,6 +160,9 @@ pub(super) struct Writer {
     /// `rooms.last_seq` of rooms written recently. Valid because this thread is the only
     /// writer of the database; cleared whenever a commit fails.
     pub(super) seq_cache: HashMap<Id, u64>,
+    /// The search index's next entry (`messages.search_doc`), read from the database on first
+    /// use. Only ever grows: an entry of a rolled-back batch leaves a gap, never a reuse.
+    pub(super) next_doc: Option<i64>,
     /// Rooms known to carry their notifier's mark (`notify_from`). Forgotten whenever the
     /// notifier may have cleared a mark (it runs as a [`WriteOp::Run`]) and when a batch fails.
     pub(super) marked: std::collections::HashSet<Id>,
@@ -571,14 +574,21 @@ impl Writer {
                 .ok_or(StoreError::NotFound)? as u64,
         };
         let message = Message::from_new(m, Id::new(), last + 1, now_ms());
+        // Messages are searchable, changes are not (an edit's text goes into its message's
+        // entry).
+        let doc = if message.kind.is_message() {
+            Some(self.next_doc()?)
+        } else {
+            None
+        };
         // The common case is a new message: insert first, and look up the original only when
         // the idempotency key turns out to be taken (one index descent instead of two).
         let inserted = self
             .conn
             .prepare_cached(
                 "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts,
-                                       mentions, kind, ref_seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                       mentions, kind, ref_seq, search_doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (room_id, sender_id, client_id) DO NOTHING",
             )?
             .execute(params![
@@ -592,7 +602,8 @@ impl Writer {
                 message.ts,
                 encode_mentions(&message.mentions, message.mention_room),
                 message.kind.column(),
-                message.ref_seq().map(|s| s as i64)
+                message.ref_seq().map(|s| s as i64),
+                doc
             ])?;
         if inserted == 0 {
             let original = self
@@ -609,6 +620,10 @@ impl Writer {
                 message: original,
                 duplicate: true,
             });
+        }
+        if let Some(doc) = doc {
+            self.index(doc, message.text.as_str())?;
+            self.next_doc = Some(doc + 1);
         }
         if let Some(target) = message.relates_seq {
             self.apply_change(&room_key, &message, target)?;
@@ -647,6 +662,7 @@ impl Writer {
         let text = message.text.as_str();
         match message.kind {
             MessageKind::Edit => {
+                let indexed = self.indexed(room, target, Some(&sender))?;
                 let edited = self
                     .conn
                     .prepare_cached(
@@ -655,6 +671,10 @@ impl Writer {
                            AND deleted_at IS NULL AND sender_id = ?5",
                     )?
                     .execute(params![room, target, text, at, sender])?;
+                if let (1, Some((doc, old))) = (edited, indexed) {
+                    self.unindex(doc, &old)?;
+                    self.index(doc, text)?;
+                }
                 if edited == 0 {
                     // An edit of a message deleted before it keeps no text either.
                     self.conn
@@ -665,6 +685,9 @@ impl Writer {
                 }
             }
             MessageKind::Delete => {
+                if let Some((doc, old)) = self.indexed(room, target, None)? {
+                    self.unindex(doc, &old)?;
+                }
                 self.conn
                     .prepare_cached(
                         "UPDATE messages SET text = '', deleted_at = ?3
@@ -705,6 +728,60 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// The search index entry the next message gets.
+    fn next_doc(&mut self) -> StoreResult<i64> {
+        if let Some(doc) = self.next_doc {
+            return Ok(doc);
+        }
+        let last: i64 = self
+            .conn
+            .prepare_cached("SELECT coalesce(max(search_doc), 0) FROM messages")?
+            .query_row([], |r| r.get(0))?;
+        self.next_doc = Some(last + 1);
+        Ok(last + 1)
+    }
+
+    fn index(&mut self, doc: i64, text: &str) -> StoreResult<()> {
+        self.conn
+            .prepare_cached("INSERT INTO messages_search (rowid, text) VALUES (?1, ?2)")?
+            .execute(params![doc, text])?;
+        Ok(())
+    }
+
+    /// The search index entry of the message at `seq` of `room` and the text it indexes, if
+    /// the message is live (and sent by `sender`, if given): what an edit or a deletion must
+    /// take out of the index.
+    fn indexed(
+        &mut self,
+        room: &str,
+        seq: i64,
+        sender: Option<&str>,
+    ) -> StoreResult<Option<(i64, String)>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT search_doc, text FROM messages
+                 WHERE room_id = ?1 AND seq = ?2 AND kind IS NULL AND deleted_at IS NULL
+                   AND search_doc IS NOT NULL AND (?3 IS NULL OR sender_id = ?3)",
+            )?
+            .query_row(params![room, seq, sender], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Removes entry `doc`, which indexes `text`, from the search index: the index finds the
+    /// words it holds for it from the text, and (`secure-delete`) removes them from its pages.
+    fn unindex(&mut self, doc: i64, text: &str) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO messages_search (messages_search, rowid, text)
+                 VALUES ('delete', ?1, ?2)",
+            )?
+            .execute(params![doc, text])?;
+        Ok(())
+    }
+}
+
 impl WriteOp {
     /// The pending answer of an op that never ran.
     pub(super) fn into_unfinished(self) -> Done {
@@ -739,6 +816,7 @@ mod tests {
         Writer {
             conn,
             seq_cache: HashMap::new(),
+            next_doc: None,
             marked: Default::default(),
             last_checkpoint: std::time::Instant::now(),
         }

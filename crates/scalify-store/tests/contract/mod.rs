@@ -1030,3 +1030,144 @@ pub async fn changes_are_log_entries_applied_to_their_message(store: Arc<dyn Sto
         .unwrap();
     assert!(rows.is_empty(), "a deleted message has no reactions");
 }
+
+/// Full-text search: over the rooms the searcher is a member of only, newest first, paged,
+/// in the query language of `scalify_core::SearchQuery`, and in step with the log: an edit is
+/// found by its new words only, a deleted message not at all, a change never.
+pub async fn search_finds_current_text_in_readable_rooms(store: Arc<dyn Store>) {
+    use scalify_core::{MessageKind as K, SearchPage, SearchQuery};
+    let ann = user(&*store, "ann").await;
+    let bob = user(&*store, "bob").await;
+    let open = public_room(&*store, "open", &ann).await;
+    store.add_member(open.id, bob.id).await.unwrap();
+    let closed = store
+        .create_room(
+            &RoomName::parse("closed").unwrap(),
+            RoomKind::Private,
+            &[ann.id],
+        )
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for (room, text) in [
+        (&open, "Deploy the rocket on Friday"),
+        (&open, "friday lunch plans"),
+        (&open, "Rocket science is HARD"),
+        (&closed, "secret rocket plans"),
+    ] {
+        let n = sent.len();
+        let m = store
+            .append(msg(room, &ann, &format!("s{n}"), text))
+            .await
+            .unwrap();
+        sent.push(m.message);
+    }
+    let (deploy, lunch, science, secret) = (&sent[0], &sent[1], &sent[2], &sent[3]);
+    let page = |limit| SearchPage {
+        before: None,
+        limit,
+    };
+    let find = |who: &User, q: &str, room: Option<&Room>, page: SearchPage| {
+        let (store, who, q, room) = (store.clone(), who.id, q.to_owned(), room.map(|r| r.id));
+        async move {
+            store
+                .search(who, &SearchQuery::parse(&q).unwrap(), room, page)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.room.to_string(), m.text.as_str().to_owned()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let texts = |ms: &[&scalify_core::Message]| {
+        ms.iter()
+            .map(|m| (m.room.to_string(), m.text.as_str().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        find(&ann, "ROCKET", None, page(10)).await,
+        texts(&[secret, science, deploy]),
+        "newest first, case-folded, across the searcher's rooms"
+    );
+    assert_eq!(
+        find(&bob, "rocket", None, page(10)).await,
+        texts(&[science, deploy]),
+        "never a room the searcher is not in"
+    );
+    assert_eq!(
+        find(&ann, "rocket", Some(&open), page(10)).await,
+        texts(&[science, deploy])
+    );
+    assert_eq!(find(&bob, "rocket", Some(&closed), page(10)).await, vec![]);
+    assert_eq!(
+        find(&ann, "rocket friday", None, page(10)).await,
+        texts(&[deploy])
+    );
+    assert_eq!(
+        find(&ann, "science or lunch", None, page(10)).await,
+        texts(&[science, lunch])
+    );
+    assert_eq!(
+        find(&ann, "\"rocket science\"", None, page(10)).await,
+        texts(&[science])
+    );
+    assert_eq!(
+        find(&ann, "\"science rocket\"", None, page(10)).await,
+        vec![]
+    );
+    assert_eq!(
+        find(&ann, "rocket -friday -\"science is\"", None, page(10)).await,
+        texts(&[secret])
+    );
+    assert_eq!(
+        find(&ann, "rock", None, page(10)).await,
+        vec![],
+        "whole words"
+    );
+
+    // Pages: older than the last hit of the page before.
+    assert_eq!(
+        find(&ann, "rocket", None, page(2)).await,
+        texts(&[secret, science])
+    );
+    let next = SearchPage {
+        before: Some(science.id),
+        limit: 2,
+    };
+    assert_eq!(find(&ann, "rocket", None, next).await, texts(&[deploy]));
+
+    // An edit replaces the words; its own entry is not a hit.
+    store
+        .append(change(
+            &open,
+            &ann,
+            "e1",
+            K::Edit,
+            "launch postponed",
+            deploy,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        find(&ann, "rocket", None, page(10)).await,
+        texts(&[secret, science])
+    );
+    let edited = find(&ann, "postponed", None, page(10)).await;
+    assert_eq!(edited, vec![("open".into(), "launch postponed".into())]);
+    // A deletion removes the message from search.
+    store
+        .append(change(&open, &ann, "d1", K::Delete, "", science))
+        .await
+        .unwrap();
+    assert_eq!(find(&ann, "science", None, page(10)).await, vec![]);
+    assert_eq!(find(&bob, "rocket", None, page(10)).await, vec![]);
+    // Reactions are no text to find.
+    store
+        .append(change(&open, &bob, "r1", K::Reaction, "👍", lunch))
+        .await
+        .unwrap();
+    assert_eq!(find(&bob, "lunch", None, page(10)).await, texts(&[lunch]));
+    // A member who leaves finds nothing more of the room.
+    store.remove_member(open.id, bob.id).await.unwrap();
+    assert_eq!(find(&bob, "lunch", None, page(10)).await, vec![]);
+}
