@@ -1602,3 +1602,55 @@ test('reply, react, edit and delete from the message menu; the other user sees e
     await bob.context.close();
   }
 });
+
+test('search: the sidebar box finds a message of my rooms with its words marked, and a hit opens the room at it, far back in history', async () => {
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const room = uniqueRoom('find');
+    await createRoom(ann.page, room);
+    await bob.page.reload();
+    await bob.page.getByRole('button', { name: `Join ${room}` }).click();
+    await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    const word = `quokka${Math.floor(Math.random() * 1e6)}`;
+    await send(ann.page, `the ${word} plan for Friday`);
+    // Ninety more messages push it out of the first page of history.
+    const filler = await register(server.url, 'fill');
+    const s = await connect(server.url, filler.token);
+    assert.equal((await call(s, 'join', { room })).ok, true);
+    for (let i = 0; i < 90; i++) assert.equal((await call(s, 'send', { room, text: `filler ${i}`, client_id: `f${i}` })).ok, true);
+    s.close();
+    await bob.page.locator('.msg', { hasText: 'filler 89' }).waitFor();
+
+    await bob.page.getByRole('button', { name: 'Search messages' }).click();
+    const box = bob.page.getByRole('searchbox', { name: 'Search for' });
+    await box.fill(`${word.toUpperCase()} friday`);
+    await box.press('Enter');
+    const hit = bob.page.locator('.search-hit', { hasText: word });
+    await hit.waitFor();
+    assert.deepEqual(await hit.locator('mark').allTextContents(), [word, 'Friday']);
+    assert.match(await hit.locator('.hit-room').textContent(), new RegExp(room));
+    // A query that matches nothing says so.
+    await box.fill(`${word} -friday`);
+    await box.press('Enter');
+    await bob.page.getByText(/No messages match/).waitFor();
+    await box.fill(word);
+    await box.press('Enter');
+    await bob.page.screenshot({ path: `${SHOTS}/18-search.png` });
+    await hit.click();
+    // The room opens at the message, which history had not loaded.
+    await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    await bob.page.locator('.entry.focused', { hasText: word }).waitFor();
+    // Ctrl+Shift+F opens it by keyboard, Esc closes it.
+    await bob.page.keyboard.press('Control+Shift+F');
+    await bob.page.getByRole('searchbox', { name: 'Search for' }).waitFor();
+    await bob.page.keyboard.press('Escape');
+    await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally {
+    await ann.context.close();
+    await bob.context.close();
+  }
+});

@@ -83,6 +83,12 @@ export interface Overview {
   errors: { ts: number; level: string; target: string; message: string }[];
 }
 
+/** A search hit: the message as it stands now, and the words around the match. */
+export interface SearchHit {
+  message: Message;
+  fragment: string;
+}
+
 export class ApiError extends Error {
   constructor(readonly status: number, readonly code: string, message: string) {
     super(message);
@@ -151,6 +157,13 @@ export const api = {
     request<unknown>('POST', '/api/push/subscriptions', { endpoint: subscription.endpoint, keys: subscription.keys }, token),
   unsubscribePush: (token: string, endpoint: string) =>
     request<void>('DELETE', '/api/push/subscriptions', { endpoint }, token),
+  /** Messages of my rooms (or of `room`) matching `q`, newest first; `before`: the last hit's id. */
+  search: (token: string, q: string, opts: { room?: string; before?: string } = {}) => {
+    const params = new URLSearchParams({ q, limit: '20' });
+    if (opts.room) params.set('room', opts.room);
+    if (opts.before) params.set('before', opts.before);
+    return request<{ results: SearchHit[]; has_more: boolean }>('GET', `/api/search?${params}`, undefined, token);
+  },
   history: (token: string, room: string, before?: number) =>
     request<{ messages: Message[]; has_more: boolean }>(
       'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=50${before ? `&before_seq=${before}` : ''}`, undefined, token),

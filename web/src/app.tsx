@@ -3,7 +3,7 @@
 // come from `richText`, whose links are only http(s) URLs.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { Fragment } from 'preact';
-import { api, ApiError, type Overview, type Session, type Settings } from './api';
+import { api, ApiError, type Overview, type SearchHit, type Session, type Settings } from './api';
 import { showCountOnIcon } from './favicon';
 import { parseRoute, roomPath, type Route } from './route';
 import { isPlain, parseMarkdown, type Block, type Inline } from './markdown';
@@ -11,7 +11,7 @@ import { emojiTable, expandShortcodes, loadEmoji, mayHaveShortcodes, searchEmoji
 import { ChatClient, type Snapshot } from './chat';
 import { disablePush, enablePush } from './push';
 import {
-  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, previewOf, groupMessages, lengthNotice, mentionCount, mentionsMe, placeOutgoing, placeReceipts, richText, unreadCount,
+  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, highlight, previewOf, groupMessages, lengthNotice, searchWords, mentionCount, mentionsMe, placeOutgoing, placeReceipts, richText, unreadCount,
   utf8Bytes, type Message, type NotifyLevel, type Outgoing, type ReplyPreview, type RoomView, type UserRef,
 } from './state';
 
@@ -194,6 +194,13 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
   const [maxBytes, setMaxBytes] = useState(DEFAULT_MAX_MESSAGE_BYTES);
   const [adminOpen, setAdminOpen] = useState(false);
   const [settingsOpen, setSettingsOpen] = useState(false);
+  // Message search, over every room or the one open when it began.
+  const [searchOpen, setSearchOpen] = useState<{ room?: string } | undefined>();
+  const openSearch = () => {
+    setAdminOpen(false);
+    setSettingsOpen(false);
+    setSearchOpen({ room: client.snapshot.active });
+  };
   useEffect(() => {
     api.me(session.token).then((m) => {
       setAdmin(m.admin);
@@ -201,21 +208,24 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
     }).catch(() => setAdmin(false));
   }, [session.token]);
   useEffect(() => {
-    if (snap.active) { setAdminOpen(false); setSettingsOpen(false); }
+    if (snap.active) { setAdminOpen(false); setSettingsOpen(false); setSearchOpen(undefined); }
   }, [snap.active]);
   const openAdmin = () => {
     client.open(undefined);
     setSettingsOpen(false);
+    setSearchOpen(undefined);
     setAdminOpen(true);
   };
   const openSettings = () => {
     client.open(undefined);
     setAdminOpen(false);
+    setSearchOpen(undefined);
     setSettingsOpen(true);
   };
 
-  // Keyboard: Ctrl/Cmd+K finds a room by name; Alt+Up/Down moves between rooms in the
-  // sidebar's order; Esc closes the switcher, then the settings or admin pane. Keyboard
+  // Keyboard: Ctrl/Cmd+K finds a room by name; Ctrl/Cmd+Shift+F searches messages;
+  // Alt+Up/Down moves between rooms in the sidebar's order; Esc closes the switcher, then the
+  // search, settings or admin pane. Keyboard
   // listeners and focus are set in layout effects, before the browser paints: a key pressed
   // as soon as a pane or dialog shows reaches the handler that knows it is open.
   const [switcher, setSwitcher] = useState(false);
@@ -224,6 +234,9 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
       if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === 'k') {
         e.preventDefault();
         setSwitcher(true);
+      } else if ((e.ctrlKey || e.metaKey) && e.shiftKey && e.key.toLowerCase() === 'f') {
+        e.preventDefault();
+        openSearch();
       } else if (e.altKey && (e.key === 'ArrowUp' || e.key === 'ArrowDown')) {
         const order = sidebarOrder(client.snapshot);
         if (!order.length) return;
@@ -233,23 +246,27 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
         client.open(order[next]);
       } else if (e.key === 'Escape') {
         if (switcher) setSwitcher(false);
+        else if (searchOpen) setSearchOpen(undefined);
         else if (settingsOpen) setSettingsOpen(false);
         else if (adminOpen) setAdminOpen(false);
       }
     };
     document.addEventListener('keydown', onKey);
     return () => document.removeEventListener('keydown', onKey);
-  }, [client, switcher, settingsOpen, adminOpen]);
+  }, [client, switcher, settingsOpen, adminOpen, searchOpen]);
 
   return (
-    <div class="layout" data-view={active || adminOpen || settingsOpen ? 'room' : 'list'}>
+    <div class="layout" data-view={active || adminOpen || settingsOpen || searchOpen ? 'room' : 'list'}>
       {switcher && <Switcher snap={snap} onPick={(name) => { setSwitcher(false); setSettingsOpen(false); setAdminOpen(false); client.open(name); }} onClose={() => setSwitcher(false)} />}
       {snap.connection !== 'connected' && (
         <div class="banner" role="status">{snap.connection === 'connecting' ? 'Connecting…' : 'Connection lost — reconnecting…'}</div>
       )}
-      <Sidebar client={client} snap={snap} onSignOut={onSignOut} onAdmin={admin ? openAdmin : undefined} onSettings={openSettings} />
+      <Sidebar client={client} snap={snap} onSignOut={onSignOut} onAdmin={admin ? openAdmin : undefined} onSettings={openSettings} onSearch={openSearch} />
       <main class="main">
-        {settingsOpen
+        {searchOpen
+          ? <SearchPane token={session.token} snap={snap} room={searchOpen.room} onClose={() => setSearchOpen(undefined)}
+              onPick={(m) => { setSearchOpen(undefined); void client.openAt(m.room, m.seq); }} />
+          : settingsOpen
           ? <SettingsPane token={session.token} client={client} settings={snap.settings} onClose={() => setSettingsOpen(false)} onGone={onSignOut} />
           : adminOpen
           ? <AdminPane token={session.token} onClose={() => setAdminOpen(false)} />
@@ -370,7 +387,9 @@ function Switcher({ snap, onPick, onClose }: { snap: Snapshot; onPick: (room: st
   );
 }
 
-function Sidebar({ client, snap, onSignOut, onAdmin, onSettings }: { client: ChatClient; snap: Snapshot; onSignOut: () => void; onAdmin?: () => void; onSettings: () => void }) {
+function Sidebar({ client, snap, onSignOut, onAdmin, onSettings, onSearch }: {
+  client: ChatClient; snap: Snapshot; onSignOut: () => void; onAdmin?: () => void; onSettings: () => void; onSearch: () => void;
+}) {
   const rooms = Object.values(snap.rooms);
   const [dialog, setDialog] = useState<'room' | 'dm' | undefined>();
   const entry = (r: RoomView) => {
@@ -402,6 +421,9 @@ function Sidebar({ client, snap, onSignOut, onAdmin, onSettings }: { client: Cha
         <button class="link" onClick={onSettings}>Settings</button>
         <button class="link" onClick={onSignOut}>Sign out</button>
       </header>
+      <button class="search-open" onClick={onSearch} title="Search messages (Ctrl+Shift+F)">
+        <span aria-hidden="true">⌕</span> Search messages
+      </button>
       <h2 class="with-add">Rooms <button class="add" aria-label="New room" title="New room" onClick={() => setDialog('room')}>+</button></h2>
       <ul class="rooms">{rooms.filter((r) => r.kind !== 'dm').sort((a, b) => a.name.localeCompare(b.name)).map(entry)}</ul>
       <h2 class="with-add">Direct messages <button class="add" aria-label="New direct message" title="New direct message" onClick={() => setDialog('dm')}>+</button></h2>
@@ -431,6 +453,94 @@ function Sidebar({ client, snap, onSignOut, onAdmin, onSettings }: { client: Cha
         </>
       )}
     </nav>
+  );
+}
+
+/**
+ * Message search: a query over every room of mine or the one open when the search began;
+ * hits newest first, each the room, sender, time and the words around the match (marked),
+ * opening the room at the message; more on demand.
+ */
+function SearchPane({ token, snap, room, onPick, onClose }: {
+  token: string; snap: Snapshot; room?: string; onPick: (m: Message) => void; onClose: () => void;
+}) {
+  const [query, setQuery] = useState('');
+  const [scope, setScope] = useState<'all' | 'room'>('all');
+  const [asked, setAsked] = useState<{ q: string; room?: string } | undefined>();
+  const [hits, setHits] = useState<SearchHit[]>([]);
+  const [more, setMore] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState('');
+  const box = useRef<HTMLInputElement>(null);
+  useLayoutEffect(() => { box.current?.focus(); }, []);
+  const fetchPage = async (q: string, inRoom: string | undefined, before?: string) => {
+    setBusy(true);
+    setError('');
+    try {
+      const page = await api.search(token, q, { room: inRoom, before });
+      setHits((h) => (before ? [...h, ...page.results] : page.results));
+      setMore(page.has_more);
+    } catch (err) {
+      setError((err as Error).message);
+      if (!before) setHits([]);
+      setMore(false);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const submit = (e: Event) => {
+    e.preventDefault();
+    const q = query.trim();
+    if (!q) return;
+    const inRoom = scope === 'room' ? room : undefined;
+    setAsked({ q, room: inRoom });
+    void fetchPage(q, inRoom);
+  };
+  const words = asked ? searchWords(asked.q) : [];
+  const roomName = room ? roomTitle(snap.rooms[room] ?? { name: room, kind: 'public' } as RoomView, snap) : '';
+  return (
+    <section class="admin search-pane" aria-label="Search messages">
+      <header class="room-head">
+        <button class="back" onClick={onClose} aria-label="Close search">←</button>
+        <h1>Search messages</h1>
+      </header>
+      <div class="admin-body">
+      <form class="search-form" role="search" onSubmit={submit}>
+        <input ref={box} type="search" value={query} maxLength={200} aria-label="Search for"
+          placeholder={'Words, "a phrase", -without'} onInput={(e) => setQuery(e.currentTarget.value)} />
+        {room && (
+          <select aria-label="Where" value={scope} onChange={(e) => setScope(e.currentTarget.value as 'all' | 'room')}>
+            <option value="all">All my rooms</option>
+            <option value="room">In {roomName}</option>
+          </select>
+        )}
+        <button type="submit" disabled={busy || !query.trim()}>Search</button>
+      </form>
+      {error && <p class="error" role="alert">{error}</p>}
+      {asked && !error && !busy && hits.length === 0 && <p class="none">No messages match “{asked.q}”.</p>}
+      <ul class="search-results" aria-label="Results">
+        {hits.map(({ message: m, fragment }) => (
+          <li key={m.id}>
+            <button class="search-hit" onClick={() => onPick(m)}>
+              <span class="hit-head">
+                <span class="hit-room">{snap.rooms[m.room] ? roomTitle(snap.rooms[m.room], snap) : `#${m.room}`}</span>
+                <span class="hit-sender">{m.sender.username}</span>
+                <time dateTime={new Date(m.ts).toISOString()}>{dayFmt.format(m.ts)}, {timeFmt.format(m.ts)}</time>
+              </span>
+              <span class="hit-text">
+                {highlight(fragment, words).map((part, i) => (part.mark ? <mark key={i}>{part.text}</mark> : <Fragment key={i}>{part.text}</Fragment>))}
+              </span>
+            </button>
+          </li>
+        ))}
+      </ul>
+      {more && asked && (
+        <button class="more" disabled={busy} onClick={() => void fetchPage(asked.q, asked.room, hits[hits.length - 1]?.message.id)}>
+          {busy ? 'Loading…' : 'More results'}
+        </button>
+      )}
+      </div>
+    </section>
   );
 }
 

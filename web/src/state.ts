@@ -555,3 +555,34 @@ export function avatarOf(user: UserRef): { initials: string; colour: number } {
   for (const c of user.id) h = (h * 31 + c.charCodeAt(0)) >>> 0;
   return { initials, colour: h % AVATAR_COLOURS };
 }
+
+/**
+ * The words a search query looks for (lower case): its words and phrases' words, not those
+ * it excludes (`-word`, `-"a phrase"`) nor the `or` between alternatives.
+ */
+export function searchWords(query: string): string[] {
+  const words: string[] = [];
+  for (const m of query.matchAll(/(-?)(?:"([^"]*)"?|([^\s"]+))/g)) {
+    if (m[1]) continue;
+    const term = m[2] ?? m[3] ?? '';
+    if (m[3] !== undefined && term.toLowerCase() === 'or') continue;
+    for (const w of term.matchAll(/[\p{L}\p{N}]+/gu)) words.push(w[0].toLowerCase());
+  }
+  return words;
+}
+
+/** A fragment cut into runs, `mark` on the whole words the query looks for. */
+export function highlight(fragment: string, words: string[]): { text: string; mark: boolean }[] {
+  const wanted = new Set(words);
+  const out: { text: string; mark: boolean }[] = [];
+  let at = 0;
+  for (const m of fragment.matchAll(/[\p{L}\p{N}]+/gu)) {
+    if (!wanted.has(m[0].toLowerCase())) continue;
+    const start = m.index ?? 0;
+    if (start > at) out.push({ text: fragment.slice(at, start), mark: false });
+    out.push({ text: m[0], mark: true });
+    at = start + m[0].length;
+  }
+  if (at < fragment.length) out.push({ text: fragment.slice(at), mark: false });
+  return out;
+}

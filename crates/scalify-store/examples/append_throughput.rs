@@ -1,5 +1,6 @@
 //! Store-only throughput: concurrent appends through the SQLite group-commit writer, with no
-//! network in the way. `cargo run --release -p scalify-store --example append_throughput -- [tasks] [rooms] [seconds]`
+//! network in the way. Each text is a sentence of a dozen words (about 80 bytes), so the
+//! search index has words to take in, as with real messages. `cargo run --release -p scalify-store --example append_throughput -- [tasks] [rooms] [seconds]`
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,7 +63,7 @@ async fn main() {
                         room_id: room.id,
                         room: room.name.clone(),
                         sender: sender.clone(),
-                        text: MessageText::parse(&"x".repeat(100), 4096).expect("text"),
+                        text: MessageText::parse(&sentence(t, n), 4096).expect("text"),
                         client_id: ClientId::parse(&format!("{t}-{n}")).expect("cid"),
                         mentions: Vec::new(),
                         mention_room: false,
@@ -85,4 +86,23 @@ async fn main() {
     let n = done.load(Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
     println!("{tasks} concurrent appenders, {rooms} rooms: {n} appends in {secs:.1} s = {:.0}/s, worst {worst:?}", n as f64 / secs);
+}
+
+/// A dozen words of a small vocabulary and a number, different for every message.
+fn sentence(task: u64, n: u64) -> String {
+    const WORDS: [&str; 32] = [
+        "the", "deploy", "is", "on", "friday", "after", "lunch", "we", "review", "plan", "for",
+        "release", "notes", "and", "a", "quick", "fix", "to", "staging", "then", "ship", "it",
+        "tests", "pass", "again", "today", "ok", "thanks", "see", "you", "there", "soon",
+    ];
+    let mut x = task.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n;
+    let mut out = n.to_string();
+    for _ in 0..12 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.push(' ');
+        out.push_str(WORDS[(x >> 59) as usize]);
+    }
+    out
 }

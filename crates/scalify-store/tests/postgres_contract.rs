@@ -584,3 +584,15 @@ async fn search_finds_current_text_in_readable_rooms() {
     let db = FreshDb::create().await;
     contract::search_finds_current_text_in_readable_rooms(open(&db).await).await;
 }
+
+/// The same, with every query common (so searched in the newest messages first) and a window
+/// of them so small that most pages continue in the full-text index below it.
+#[tokio::test]
+async fn search_continues_below_the_recent_window_in_the_index() {
+    let db = FreshDb::create().await;
+    let mut config = PgConfig::new(&db.url);
+    config.search_common = 1;
+    config.search_window = 2;
+    let store = std::sync::Arc::new(PgStore::open(config).await.unwrap());
+    contract::search_finds_current_text_in_readable_rooms(store).await;
+}

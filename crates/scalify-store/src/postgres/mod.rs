@@ -42,6 +42,7 @@ use crate::{
 mod notify;
 mod persisted;
 mod rows;
+mod search;
 mod writer;
 
 pub use persisted::Persisted;
@@ -152,6 +153,11 @@ pub struct PgConfig {
     /// Writer tasks committing batches of appends. Two let one batch be collected while the
     /// previous one commits.
     pub writers: usize,
+    /// How many matches in the whole log make a search query common (see `search.rs`).
+    pub search_common: i64,
+    /// How many of the newest messages a search for a common query looks through before it
+    /// asks the full-text index.
+    pub search_window: i64,
 }
 
 impl PgConfig {
@@ -160,6 +166,8 @@ impl PgConfig {
             url: url.into(),
             max_connections: 16,
             writers: 2,
+            search_common: 5_000,
+            search_window: 20_000,
         }
     }
 }
@@ -171,6 +179,8 @@ pub struct PgStore {
     appends: mpsc::Sender<(NewMessage, Reply)>,
     /// Appends queued or being committed; `flush` waits for it to reach zero.
     outstanding: Arc<AtomicUsize>,
+    search_common: i64,
+    search_window: i64,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -286,6 +296,8 @@ impl PgStore {
             pool,
             appends: tx,
             outstanding,
+            search_common: config.search_common.max(1),
+            search_window: config.search_window.max(1),
         })
     }
 
@@ -913,39 +925,7 @@ impl Store for PgStore {
         room: Option<Id>,
         page: SearchPage,
     ) -> StoreResult<Vec<Message>> {
-        let excluded = query.websearch_excluded();
-        // The same expression as the `messages_search` index, and its predicate.
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS}, r.name FROM {MESSAGES_FROM} JOIN rooms r ON r.id = m.room_id
-             WHERE to_tsvector('simple', m.text) @@ {} AND m.kind IS NULL
-               AND m.room_id IN (SELECT room_id FROM members WHERE user_id = $2)
-               AND ($3::text IS NULL OR m.room_id = $3)
-               AND m.id < $4 COLLATE \"C\"
-             ORDER BY m.id COLLATE \"C\" DESC LIMIT $5",
-            if excluded.is_some() {
-                "(websearch_to_tsquery('simple', $1) && !!websearch_to_tsquery('simple', $6))"
-            } else {
-                "websearch_to_tsquery('simple', $1)"
-            }
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(query.websearch())
-            .bind(user.to_string())
-            .bind(room.map(|r| r.to_string()))
-            // Above every id (ids are Crockford base32: digits and capitals).
-            .bind(
-                page.before
-                    .map_or_else(|| "~".to_owned(), |id| id.to_string()),
-            )
-            .bind(i64::from(page.limit));
-        if let Some(excluded) = excluded {
-            q = q.bind(excluded);
-        }
-        let rows = q.fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(|r| read_message(r, 0, &RoomName::from_trusted(r.try_get(17)?)))
-            .collect::<Result<Vec<_>, _>>()?)
+        self.search_messages(user, query, room, page).await
     }
 
     async fn flush(&self) -> StoreResult<()> {

@@ -1135,6 +1135,18 @@ pub async fn search_finds_current_text_in_readable_rooms(store: Arc<dyn Store>) 
         limit: 2,
     };
     assert_eq!(find(&ann, "rocket", None, next).await, texts(&[deploy]));
+    assert_eq!(
+        find(&ann, "rocket", Some(&open), next).await,
+        texts(&[deploy])
+    );
+    let first = SearchPage {
+        before: None,
+        limit: 1,
+    };
+    assert_eq!(
+        find(&ann, "rocket", Some(&open), first).await,
+        texts(&[science])
+    );
 
     // An edit replaces the words; its own entry is not a hit.
     store
