@@ -1133,6 +1133,17 @@ test('the admin page: only for admins; shows the node, the busiest rooms, depend
     // The page's data endpoint refuses the non-admin.
     const token = JSON.parse(await pleb.page.evaluate(() => localStorage.getItem('scalify.session'))).token;
     assert.equal((await api(server.url, 'GET', '/api/admin/overview', undefined, token)).status, 403);
+    // An admin deletes anyone's message from the message menu, in a room they do not own.
+    const other = uniqueRoom('mod');
+    await createRoom(pleb.page, other);
+    await send(pleb.page, 'spam spam');
+    await boss.page.reload();
+    await boss.page.getByRole('button', { name: `Join ${other}` }).click();
+    const spam = boss.page.locator('.entry').filter({ has: boss.page.locator('.msg', { hasText: 'spam spam' }) });
+    await spam.hover();
+    boss.page.once('dialog', (d) => d.accept());
+    await spam.getByRole('button', { name: 'Delete' }).click();
+    await pleb.page.locator('.entry.deleted', { hasText: 'This message was deleted.' }).waitFor();
   } finally { await boss.context.close(); await pleb.context.close(); }
 });
 

@@ -270,7 +270,7 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
           ? <SettingsPane token={session.token} client={client} settings={snap.settings} onClose={() => setSettingsOpen(false)} onGone={onSignOut} />
           : adminOpen
           ? <AdminPane token={session.token} onClose={() => setAdminOpen(false)} />
-          : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} maxBytes={maxBytes} /> : <Welcome snap={snap} />}
+          : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} maxBytes={maxBytes} admin={admin} /> : <Welcome snap={snap} />}
       </main>
     </div>
   );
@@ -711,7 +711,7 @@ const LEVELS: { value: NotifyLevel; label: string }[] = [
   { value: 'none', label: 'Nothing (muted)' },
 ];
 
-function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: Snapshot; room: RoomView; maxBytes: number }) {
+function RoomPane({ client, snap, room, maxBytes, admin }: { client: ChatClient; snap: Snapshot; room: RoomView; maxBytes: number; admin: boolean }) {
   const list = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
   const loadingOlder = useRef(false);
@@ -730,7 +730,7 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
   const [picking, setPicking] = useState<string | undefined>();
   const [pickingMore, setPickingMore] = useState<string | undefined>();
   const [changeError, setChangeError] = useState('');
-  // The room's owner may delete anyone's message here.
+  // The room's owner, and a server admin, may delete anyone's message here.
   const [owner, setOwner] = useState<string | null>(null);
   useEffect(() => {
     setReplyTo(undefined);
@@ -954,7 +954,7 @@ function RoomPane({ client, snap, room, maxBytes }: { client: ChatClient; snap: 
                             <button onClick={() => startReply(m)} aria-label="Reply" title="Reply" data-icon="↩" />
                             <button onClick={() => setPicking(picking === m.id ? undefined : m.id)} aria-label="React" title="React" aria-expanded={picking === m.id} data-icon="☺" />
                             {mine && <button onClick={() => startEdit(m)} aria-label="Edit" title="Edit" data-icon="✎" />}
-                            {(mine || owner === snap.me.id) && (
+                            {(mine || owner === snap.me.id || admin) && (
                               <button onClick={() => { if (confirm('Delete this message for everyone?')) change('delete', { id: m.id }); }} aria-label="Delete" title="Delete" data-icon="🗑" />
                             )}
                             <button onClick={() => copyLink(m)} aria-label="Copy link" title="Copy link" data-icon="🔗" />

@@ -3,11 +3,11 @@
 //! The GIN index (`messages_search`) answers a rare word at once, but a common word matches a
 //! large share of the log, and taking every match from the index to sort them by time costs in
 //! proportion to the log. So a search first asks the index how common its words are (counting
-//! matches up to `PgConfig::search_common`, 5,000 by default). A rare query is answered by the index alone. A common one
-//! looks through the newest messages below the page's start first (`PgConfig::search_window`
-//! of them, 20,000 by default: of all the user's rooms by the id index, or of the one room by
-//! its key), where a common word fills the page, and asks the index about what lies below that
-//! window only when the window leaves the page short.
+//! matches up to `PgConfig::search_common`, 5,000 by default). A rare query is answered by
+//! the index alone. A common one looks through the newest messages below the page's start
+//! first (`PgConfig::search_window` of them, 20,000 by default: of all the user's rooms by
+//! the id index, or of the one room by its key), where a common word fills the page, and asks
+//! the index about what lies below that window only when the window leaves the page short.
 //!
 //! A search over all rooms pages by id; a search in one room by seq, the room's own order.
 
@@ -16,9 +16,13 @@ use super::*;
 /// Where a search looks.
 #[derive(Clone, Copy)]
 enum Scope {
+    /// Every match of a rare query, taken from the index whole and then filtered and sorted:
+    /// few enough by definition, and the planner, which cannot know how few, would otherwise
+    /// walk the reader's rooms one by one.
+    Matches,
     /// The newest `search_window` messages below the bound.
     Recent,
-    /// Every message below the bound, by the index.
+    /// Every message below the bound, by the index or by id, as the planner sees fit.
     Index,
 }
 
@@ -62,7 +66,7 @@ impl PgStore {
         };
         if !self.is_common(query).await? {
             return self
-                .search_below(Scope::Index, user, query, below, page.limit)
+                .search_below(Scope::Matches, user, query, below, page.limit)
                 .await;
         }
         let mut hits = self
@@ -142,6 +146,12 @@ impl PgStore {
         };
         let from = match (scope, below) {
             (Scope::Index, _) => MESSAGES_FROM.to_owned(),
+            // OFFSET 0 keeps the subquery apart: planned alone, it reads the index.
+            (Scope::Matches, _) => format!(
+                "(SELECT * FROM messages
+                  WHERE to_tsvector('simple', text) @@ {tsquery} AND kind IS NULL OFFSET 0) m
+                 LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq"
+            ),
             (Scope::Recent, Below::Id(_)) => format!(
                 "(SELECT * FROM messages WHERE id < $4 COLLATE \"C\"
                   ORDER BY id COLLATE \"C\" DESC LIMIT {window}) m
