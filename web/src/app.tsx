@@ -261,7 +261,8 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
       {snap.connection !== 'connected' && (
         <div class="banner" role="status">{snap.connection === 'connecting' ? 'Connecting…' : 'Connection lost — reconnecting…'}</div>
       )}
-      <Sidebar client={client} snap={snap} onSignOut={onSignOut} onAdmin={admin ? openAdmin : undefined} onSettings={openSettings} onSearch={openSearch} />
+      <Sidebar client={client} snap={snap} onSignOut={onSignOut} onAdmin={admin ? openAdmin : undefined} onSettings={openSettings} onSearch={openSearch}
+        onRoom={() => { setSearchOpen(undefined); setSettingsOpen(false); setAdminOpen(false); }} />
       <main class="main">
         {searchOpen
           ? <SearchPane token={session.token} snap={snap} room={searchOpen.room} onClose={() => setSearchOpen(undefined)}
@@ -387,8 +388,10 @@ function Switcher({ snap, onPick, onClose }: { snap: Snapshot; onPick: (room: st
   );
 }
 
-function Sidebar({ client, snap, onSignOut, onAdmin, onSettings, onSearch }: {
+function Sidebar({ client, snap, onSignOut, onAdmin, onSettings, onSearch, onRoom }: {
   client: ChatClient; snap: Snapshot; onSignOut: () => void; onAdmin?: () => void; onSettings: () => void; onSearch: () => void;
+  /** A room of the list was picked (the open room too: a pane over it closes). */
+  onRoom: () => void;
 }) {
   const rooms = Object.values(snap.rooms);
   const [dialog, setDialog] = useState<'room' | 'dm' | undefined>();
@@ -400,7 +403,7 @@ function Sidebar({ client, snap, onSignOut, onAdmin, onSettings, onSearch }: {
     return (
       <li key={r.name}>
         <button class={`room-link${snap.active === r.name ? ' active' : ''}`} aria-current={snap.active === r.name ? 'page' : undefined}
-          onClick={() => client.open(r.name)}>
+          onClick={() => { onRoom(); client.open(r.name); }}>
           <span class="name" title={roomTitle(r, snap)}>
             {roomTitle(r, snap)}{r.kind === 'private' && <span class="tag"> private</span>}{muted && <span class="tag muted-tag"> muted</span>}
           </span>
@@ -488,13 +491,22 @@ function SearchPane({ token, snap, room, onPick, onClose }: {
       setBusy(false);
     }
   };
+  const run = (q: string, where: 'all' | 'room') => {
+    const inRoom = where === 'room' ? room : undefined;
+    setAsked({ q, room: inRoom });
+    setHits([]);
+    setMore(false);
+    void fetchPage(q, inRoom);
+  };
   const submit = (e: Event) => {
     e.preventDefault();
     const q = query.trim();
-    if (!q) return;
-    const inRoom = scope === 'room' ? room : undefined;
-    setAsked({ q, room: inRoom });
-    void fetchPage(q, inRoom);
+    if (q) run(q, scope);
+  };
+  // A new scope asks again: results always answer what the form shows.
+  const changeScope = (where: 'all' | 'room') => {
+    setScope(where);
+    if (asked) run(asked.q, where);
   };
   const words = asked ? searchWords(asked.q) : [];
   const roomName = room ? roomTitle(snap.rooms[room] ?? { name: room, kind: 'public' } as RoomView, snap) : '';
@@ -509,7 +521,7 @@ function SearchPane({ token, snap, room, onPick, onClose }: {
         <input ref={box} type="search" value={query} maxLength={200} aria-label="Search for"
           placeholder={'Words, "a phrase", -without'} onInput={(e) => setQuery(e.currentTarget.value)} />
         {room && (
-          <select aria-label="Where" value={scope} onChange={(e) => setScope(e.currentTarget.value as 'all' | 'room')}>
+          <select aria-label="Where" value={scope} onChange={(e) => changeScope(e.currentTarget.value as 'all' | 'room')}>
             <option value="all">All my rooms</option>
             <option value="room">In {roomName}</option>
           </select>
@@ -517,7 +529,9 @@ function SearchPane({ token, snap, room, onPick, onClose }: {
         <button type="submit" disabled={busy || !query.trim()}>Search</button>
       </form>
       {error && <p class="error" role="alert">{error}</p>}
-      {asked && !error && !busy && hits.length === 0 && <p class="none">No messages match “{asked.q}”.</p>}
+      <p class="none" role="status">
+        {asked && !error && !busy && hits.length === 0 ? `No messages match “${asked.q}”.` : ''}
+      </p>
       <ul class="search-results" aria-label="Results">
         {hits.map(({ message: m, fragment }) => (
           <li key={m.id}>

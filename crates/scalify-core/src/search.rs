@@ -229,6 +229,12 @@ pub fn fragment(text: &str, query: &SearchQuery) -> String {
     if hit < BEFORE {
         start = 0;
     }
+    // Long words before the hit (a link) would push it out: then start at the hit.
+    if let Some((at, w)) = all.get(hit) {
+        if at + w.len() > start + FRAGMENT_BYTES {
+            start = *at;
+        }
+    }
     let mut end = (start + FRAGMENT_BYTES).min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -345,6 +351,10 @@ mod tests {
         assert!(f.starts_with("needle word"), "{f}");
         assert!(f.ends_with("word…"), "cut at a word: {f}");
         assert!(f.len() <= FRAGMENT_BYTES + 2 * '…'.len_utf8());
+        // Long words before the hit: the fragment starts at it.
+        let text = format!("{} needle after", "x".repeat(250));
+        let f = fragment(&text, &q("needle"));
+        assert!(f.starts_with("…needle after"), "{f}");
         // No whole-word hit: from the start, cut at a character boundary.
         let f = fragment(&"ü".repeat(300), &q("zzz"));
         assert!(f.ends_with('…') && f.len() <= FRAGMENT_BYTES + 3, "{f}");

@@ -16,8 +16,9 @@ INSERT INTO messages_search (messages_search, rank) VALUES ('secure-delete', 1);
 ALTER TABLE messages ADD COLUMN search_doc INTEGER;
 CREATE INDEX messages_by_search_doc ON messages (search_doc) WHERE search_doc IS NOT NULL;
 
+-- The messages already stored are numbered by time, then by their room's seq.
 WITH docs AS (
-    SELECT room_id, seq, row_number() OVER (ORDER BY id) AS doc
+    SELECT room_id, seq, row_number() OVER (ORDER BY ts, room_id, seq) AS doc
     FROM messages WHERE kind IS NULL AND deleted_at IS NULL
 )
 UPDATE messages SET search_doc = docs.doc

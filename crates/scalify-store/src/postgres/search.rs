@@ -45,66 +45,94 @@ impl PgStore {
         let before_id = page
             .before
             .map_or_else(|| "~".to_owned(), |id| id.to_string());
-        let below = match room {
-            None => Below::Id(&before_id),
-            Some(room) => match page.before {
-                None => Below::Seq(room, i64::MAX),
-                Some(id) => {
-                    let seq: Option<i64> = sqlx::query_scalar(
-                        "SELECT seq FROM messages WHERE id = $2 COLLATE \"C\" AND room_id = $1",
-                    )
-                    .bind(room.to_string())
-                    .bind(id.to_string())
-                    .fetch_optional(&self.pool)
-                    .await?;
-                    match seq {
-                        Some(seq) => Below::Seq(room, seq),
-                        None => return Ok(Vec::new()),
-                    }
+        let below = match (room, page.before) {
+            (None, None) => Below::Id(&before_id),
+            (None, Some(id)) => {
+                // A page starts below a hit, as in SQLite: an unknown id has nothing below.
+                let known: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM messages WHERE id = $1 COLLATE \"C\" AND kind IS NULL",
+                )
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                if known.is_none() {
+                    return Ok(Vec::new());
                 }
-            },
+                Below::Id(&before_id)
+            }
+            (Some(room), None) => Below::Seq(room, i64::MAX),
+            (Some(room), Some(id)) => {
+                let seq: Option<i64> = sqlx::query_scalar(
+                    "SELECT seq FROM messages
+                     WHERE id = $2 COLLATE \"C\" AND room_id = $1 AND kind IS NULL",
+                )
+                .bind(room.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                match seq {
+                    Some(seq) => Below::Seq(room, seq),
+                    None => return Ok(Vec::new()),
+                }
+            }
         };
         if !self.is_common(query).await? {
             return self
-                .search_below(Scope::Matches, user, query, below, page.limit)
+                .search_below(Scope::Matches, user, query, below, None, page.limit)
                 .await;
         }
+        // The oldest message of the window, read before the window: the window holds what
+        // lies from it up, the index what lies below it, so a message that arrives meanwhile
+        // is in one of them only.
+        let floor = match below {
+            Below::Id(before) => sqlx::query_scalar::<_, String>(
+                "SELECT id FROM messages WHERE id < $1 COLLATE \"C\"
+                 ORDER BY id COLLATE \"C\" DESC OFFSET $2 LIMIT 1",
+            )
+            .bind(before)
+            .bind(self.search_window - 1)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Floor::Id),
+            Below::Seq(room, before) => sqlx::query_scalar::<_, i64>(
+                "SELECT seq FROM messages WHERE room_id = $1 AND seq < $2
+                 ORDER BY seq DESC OFFSET $3 LIMIT 1",
+            )
+            .bind(room.to_string())
+            .bind(before)
+            .bind(self.search_window - 1)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|seq| Floor::Seq(room, seq)),
+        };
         let mut hits = self
-            .search_below(Scope::Recent, user, query, below, page.limit)
+            .search_below(
+                Scope::Recent,
+                user,
+                query,
+                below,
+                floor.as_ref(),
+                page.limit,
+            )
             .await?;
         if hits.len() < page.limit as usize {
             let rest = page.limit - hits.len() as u32;
-            // The oldest message of the window: the index continues below it.
-            let floor = match below {
-                Below::Id(before) => sqlx::query_scalar::<_, String>(
-                    "SELECT id FROM messages WHERE id < $1 COLLATE \"C\"
-                     ORDER BY id COLLATE \"C\" DESC OFFSET $2 LIMIT 1",
-                )
-                .bind(before)
-                .bind(self.search_window - 1)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(Floor::Id),
-                Below::Seq(room, before) => sqlx::query_scalar::<_, i64>(
-                    "SELECT seq FROM messages WHERE room_id = $1 AND seq < $2
-                     ORDER BY seq DESC OFFSET $3 LIMIT 1",
-                )
-                .bind(room.to_string())
-                .bind(before)
-                .bind(self.search_window - 1)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|seq| Floor::Seq(room, seq)),
-            };
             let more = match &floor {
                 None => Vec::new(),
                 Some(Floor::Id(id)) => {
-                    self.search_below(Scope::Index, user, query, Below::Id(id), rest)
+                    self.search_below(Scope::Index, user, query, Below::Id(id), None, rest)
                         .await?
                 }
                 Some(Floor::Seq(room, seq)) => {
-                    self.search_below(Scope::Index, user, query, Below::Seq(*room, *seq), rest)
-                        .await?
+                    self.search_below(
+                        Scope::Index,
+                        user,
+                        query,
+                        Below::Seq(*room, *seq),
+                        None,
+                        rest,
+                    )
+                    .await?
                 }
             };
             hits.extend(more);
@@ -129,17 +157,18 @@ impl PgStore {
         Ok(n >= common)
     }
 
-    /// Up to `limit` hits below `below`, newest first, looking where `scope` says.
+    /// Up to `limit` hits below `below`, newest first, looking where `scope` says (a window
+    /// down to `floor`, if given).
     async fn search_below(
         &self,
         scope: Scope,
         user: Id,
         query: &SearchQuery,
         below: Below<'_>,
+        floor: Option<&Floor>,
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
         let (tsquery, excluded) = tsquery(query);
-        let window = self.search_window;
         let (bound, order) = match below {
             Below::Id(_) => ("m.id < $4 COLLATE \"C\"", "m.id COLLATE \"C\" DESC"),
             Below::Seq(..) => ("m.room_id = $4 AND m.seq < $5", "m.seq DESC"),
@@ -152,15 +181,23 @@ impl PgStore {
                   WHERE to_tsvector('simple', text) @@ {tsquery} AND kind IS NULL OFFSET 0) m
                  LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq"
             ),
+            // Down to the floor (messages that arrive meanwhile make it more than `search_window`,
+            // and none may fall out), or, below fewer than that, all of them.
             (Scope::Recent, Below::Id(_)) => format!(
-                "(SELECT * FROM messages WHERE id < $4 COLLATE \"C\"
-                  ORDER BY id COLLATE \"C\" DESC LIMIT {window}) m
-                 LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq"
+                "(SELECT * FROM messages WHERE id < $4 COLLATE \"C\" {}
+                  ORDER BY id COLLATE \"C\" DESC) m
+                 LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq",
+                if floor.is_some() {
+                    "AND id >= $5 COLLATE \"C\""
+                } else {
+                    ""
+                }
             ),
             (Scope::Recent, Below::Seq(..)) => format!(
-                "(SELECT * FROM messages WHERE room_id = $4 AND seq < $5
-                  ORDER BY seq DESC LIMIT {window}) m
-                 LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq"
+                "(SELECT * FROM messages WHERE room_id = $4 AND seq < $5 {}
+                  ORDER BY seq DESC) m
+                 LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq",
+                if floor.is_some() { "AND seq >= $6" } else { "" }
             ),
         };
         // The same expression as the `messages_search` index, and its predicate.
@@ -178,6 +215,11 @@ impl PgStore {
         let q = match below {
             Below::Id(id) => q.bind(id),
             Below::Seq(room, seq) => q.bind(room.to_string()).bind(seq),
+        };
+        let q = match (scope, floor) {
+            (Scope::Recent, Some(Floor::Id(id))) => q.bind(id.as_str()),
+            (Scope::Recent, Some(Floor::Seq(_, seq))) => q.bind(*seq),
+            _ => q,
         };
         let rows = q.fetch_all(&self.pool).await?;
         Ok(rows

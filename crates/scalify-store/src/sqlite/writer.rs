@@ -308,7 +308,8 @@ impl Writer {
 
     /// Runs one operation. A failed operation must leave no trace, so its neighbours in the
     /// batch can still commit: single-statement operations get that from SQLite's statement
-    /// atomicity; creating a room (several statements) runs inside a savepoint. Savepoints are
+    /// atomicity, a plain message (its row, then its search entry) by taking its row back if
+    /// the entry fails; creating a room (several statements) runs inside a savepoint. Savepoints are
     /// not used for every op because each page an op touches is then copied to a
     /// sub-journal, which costs more than the insert itself.
     pub(super) fn apply(&mut self, op: WriteOp, touched: &mut HashMap<Id, u64>) -> Done {
@@ -622,8 +623,16 @@ impl Writer {
             });
         }
         if let Some(doc) = doc {
-            self.index(doc, message.text.as_str())?;
             self.next_doc = Some(doc + 1);
+            if let Err(e) = self.index(doc, message.text.as_str()) {
+                // A plain message runs without a savepoint: take its row back, so the failed
+                // append leaves no trace (a row the index lacks is never found, and the room's
+                // next seq would collide with it).
+                self.conn
+                    .prepare_cached("DELETE FROM messages WHERE room_id = ?1 AND seq = ?2")?
+                    .execute(params![room_key, message.seq as i64])?;
+                return Err(e);
+            }
         }
         if let Some(target) = message.relates_seq {
             self.apply_change(&room_key, &message, target)?;
@@ -895,5 +904,79 @@ mod tests {
         w.commit_batch(&mut vec![op]);
         let appended = answer.try_recv().unwrap().unwrap();
         assert_eq!(appended.message.seq, 1);
+    }
+
+    /// A plain message whose search entry cannot be written fails alone and leaves no row: the
+    /// messages around it in the batch commit, and the room's next message takes its seq.
+    #[test]
+    fn a_message_the_index_refuses_leaves_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
+        let user = w
+            .create_user(Username::parse("alice").unwrap(), "h")
+            .unwrap();
+        let room = w
+            .create_room(
+                RoomName::parse("r").unwrap(),
+                RoomKind::Public,
+                &[user.id],
+                false,
+            )
+            .unwrap();
+        // An index that refuses one text, as a full disk or a lack of memory would refuse a
+        // write half-way through an append.
+        w.conn
+            .execute_batch(
+                "DROP TABLE messages_search;
+                 CREATE TABLE messages_search (text TEXT CHECK (text <> 'poison'));",
+            )
+            .unwrap();
+        let mut answers = Vec::new();
+        let mut batch = Vec::new();
+        for (i, text) in ["first", "poison", "second"].into_iter().enumerate() {
+            let (reply, answer) = oneshot::channel();
+            batch.push(WriteOp::Append {
+                message: NewMessage {
+                    room_id: room.id,
+                    room: room.name.clone(),
+                    sender: UserRef {
+                        id: user.id,
+                        username: "alice".into(),
+                    },
+                    text: MessageText::parse(text, 4096).unwrap(),
+                    client_id: ClientId::parse(&format!("c{i}")).unwrap(),
+                    mentions: Vec::new(),
+                    mention_room: false,
+                    kind: scalify_core::MessageKind::Message,
+                    relates_to: None,
+                    reply_to: None,
+                },
+                reply,
+            });
+            answers.push(answer);
+        }
+        w.commit_batch(&mut batch);
+        let outcomes: Vec<Option<u64>> = answers
+            .into_iter()
+            .map(|mut a| match a.try_recv() {
+                Ok(Ok(appended)) => Some(appended.message.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outcomes, [Some(1), None, Some(2)]);
+        let texts: Vec<String> = w
+            .conn
+            .prepare("SELECT text FROM messages ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(texts, ["first", "second"]);
+        let indexed: i64 = w
+            .conn
+            .query_row("SELECT count(*) FROM messages_search", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(indexed, 2);
     }
 }

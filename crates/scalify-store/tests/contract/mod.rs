@@ -1139,6 +1139,13 @@ pub async fn search_finds_current_text_in_readable_rooms(store: Arc<dyn Store>) 
         find(&ann, "rocket", Some(&open), next).await,
         texts(&[deploy])
     );
+    // A page below a message that does not exist is empty.
+    let unknown = SearchPage {
+        before: Some(scalify_core::Id::new()),
+        limit: 5,
+    };
+    assert_eq!(find(&ann, "rocket", None, unknown).await, vec![]);
+    assert_eq!(find(&ann, "rocket", Some(&open), unknown).await, vec![]);
     let first = SearchPage {
         before: None,
         limit: 1,
