@@ -182,10 +182,11 @@ impl PgStore {
                  LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq"
             ),
             // Down to the floor (messages that arrive meanwhile make it more than `search_window`,
-            // and none may fall out), or, below fewer than that, all of them.
+            // and none may fall out), or, below fewer than that, all of them. OFFSET 0 keeps
+            // the window a subquery of its own, read newest first and stopped by the page.
             (Scope::Recent, Below::Id(_)) => format!(
                 "(SELECT * FROM messages WHERE id < $4 COLLATE \"C\" {}
-                  ORDER BY id COLLATE \"C\" DESC) m
+                  ORDER BY id COLLATE \"C\" DESC OFFSET 0) m
                  LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq",
                 if floor.is_some() {
                     "AND id >= $5 COLLATE \"C\""
@@ -195,7 +196,7 @@ impl PgStore {
             ),
             (Scope::Recent, Below::Seq(..)) => format!(
                 "(SELECT * FROM messages WHERE room_id = $4 AND seq < $5 {}
-                  ORDER BY seq DESC) m
+                  ORDER BY seq DESC OFFSET 0) m
                  LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq",
                 if floor.is_some() { "AND seq >= $6" } else { "" }
             ),
