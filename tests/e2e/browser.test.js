@@ -1597,6 +1597,12 @@ test('reply, react, edit and delete from the message menu; the other user sees e
     await bob.page.getByRole('button', { name: 'Insert emoji' }).click();
     await bob.page.getByRole('dialog', { name: 'Insert emoji' }).getByLabel('Search emoji').fill('sparkles');
     await bob.page.getByRole('dialog', { name: 'Insert emoji' }).getByRole('button', { name: 'sparkles', exact: true }).click();
+    // The picker puts the emoji into the composer and, a frame later, the focus and the cursor
+    // after it: typing before then would land elsewhere.
+    await eventually(() => bob.page.evaluate(() => {
+      const box = document.querySelector('.composer textarea');
+      return document.activeElement === box && box.value.includes('✨') && box.selectionStart === box.value.length;
+    }), 5000, 'the emoji in the composer, the cursor after it');
     await bob.page.locator('.composer textarea').press('End');
     await bob.page.locator('.composer textarea').pressSequentially(' shiny');
     await bob.page.locator('.composer textarea').press('Enter');
