@@ -38,9 +38,6 @@ pub use rate::TokenBucket;
 pub use recovery::{
     HistoryQuery, SyncRequest, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, SYNC_MAX_ROOMS,
 };
-pub use search::{
-    fragment, SearchPage, SearchQuery, Term, FRAGMENT_BYTES, SEARCH_DEFAULT_LIMIT,
-    SEARCH_MAX_CHARS, SEARCH_MAX_LIMIT, SEARCH_MAX_TERMS,
-};
+pub use search::{fragment, SearchPage, SearchQuery};
 pub use status::{NodeStatus, PersisterStatus, RoomActivity};
 pub use throttle::{Attempts, Backoff, TrustedProxies};

@@ -24,16 +24,19 @@ impl HistoryQuery {
             Some(n) if n >= 1 => Some(n as u64),
             Some(_) => return Err(ChatError::bad_request("before_seq must be >= 1")),
         };
-        let limit = match limit {
-            None => HISTORY_DEFAULT_LIMIT,
-            Some(n) if (1..=i64::from(HISTORY_MAX_LIMIT)).contains(&n) => n as u32,
-            Some(_) => {
-                return Err(ChatError::bad_request(format!(
-                    "limit must be between 1 and {HISTORY_MAX_LIMIT}"
-                )))
-            }
-        };
+        let limit = page_limit(limit, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
         Ok(HistoryQuery { before_seq, limit })
+    }
+}
+
+/// A page's `limit` as a client gave it: `default` when absent, else 1 to `max`.
+pub(crate) fn page_limit(limit: Option<i64>, default: u32, max: u32) -> Result<u32, ChatError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=i64::from(max)).contains(&n) => Ok(n as u32),
+        Some(_) => Err(ChatError::bad_request(format!(
+            "limit must be between 1 and {max}"
+        ))),
     }
 }
 

@@ -9,28 +9,32 @@
 //! to the engine as the user wrote it (quoted), so the engine splits it into words exactly as
 //! it split the indexed text.
 
+use crate::recovery::page_limit;
 use crate::{ChatError, Id};
 
 /// Longest query, in characters.
-pub const SEARCH_MAX_CHARS: usize = 200;
+const SEARCH_MAX_CHARS: usize = 200;
 /// Most terms (words and phrases, excluded ones included) in one query.
-pub const SEARCH_MAX_TERMS: usize = 16;
+const SEARCH_MAX_TERMS: usize = 16;
 /// Results per page unless asked otherwise, and the most one page holds.
-pub const SEARCH_DEFAULT_LIMIT: u32 = 20;
-pub const SEARCH_MAX_LIMIT: u32 = 50;
+const SEARCH_DEFAULT_LIMIT: u32 = 20;
+const SEARCH_MAX_LIMIT: u32 = 50;
 /// Longest fragment a hit shows, in bytes.
-pub const FRAGMENT_BYTES: usize = 200;
+const FRAGMENT_BYTES: usize = 200;
 
 /// A word, or several to be found next to each other (a quoted phrase, or a term the engine
 /// splits into several words, like `e-mail`), as typed: never empty, never holding `"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Term(String);
+struct Term(String);
 
-impl Term {
-    /// The term as the user typed it (the engine tokenises it).
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+/// `terms` as quoted strings (the one form both engines read as text, never as syntax),
+/// joined by `sep`.
+fn quoted(terms: &[Term], sep: &str) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"", t.0))
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 /// A parsed search query: alternatives (`or`) of terms that must all be present, and terms
@@ -109,23 +113,16 @@ impl SearchQuery {
     /// tokenizer splits it, and a term of several words is a phrase), alternatives in
     /// parentheses, excluded terms after `NOT`.
     pub fn fts5(&self) -> String {
-        let quote = |t: &Term| format!("\"{}\"", t.0);
         let any = self
             .any
             .iter()
-            .map(|g| {
-                format!(
-                    "({})",
-                    g.iter().map(quote).collect::<Vec<_>>().join(" AND ")
-                )
-            })
+            .map(|g| format!("({})", quoted(g, " AND ")))
             .collect::<Vec<_>>()
             .join(" OR ");
         if self.none.is_empty() {
             any
         } else {
-            let none = self.none.iter().map(quote).collect::<Vec<_>>().join(" OR ");
-            format!("({any}) NOT ({none})")
+            format!("({any}) NOT ({})", quoted(&self.none, " OR "))
         }
     }
 
@@ -134,7 +131,7 @@ impl SearchQuery {
     pub fn websearch(&self) -> String {
         self.any
             .iter()
-            .map(|g| websearch_terms(g))
+            .map(|g| quoted(g, " "))
             .collect::<Vec<_>>()
             .join(" or ")
     }
@@ -143,13 +140,7 @@ impl SearchQuery {
     /// `None`. Kept apart from [`SearchQuery::websearch`] because web-search syntax attaches
     /// `-term` to one alternative only, where this query excludes it from all.
     pub fn websearch_excluded(&self) -> Option<String> {
-        (!self.none.is_empty()).then(|| {
-            self.none
-                .iter()
-                .map(|t| format!("\"{}\"", t.0))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        })
+        (!self.none.is_empty()).then(|| quoted(&self.none, " or "))
     }
 
     /// The words a hit may contain, lower-cased (for its fragment).
@@ -160,14 +151,6 @@ impl SearchQuery {
             .flat_map(|t| words(&t.0).map(|(_, w)| w.to_lowercase()))
             .collect()
     }
-}
-
-fn websearch_terms(terms: &[Term]) -> String {
-    terms
-        .iter()
-        .map(|t| format!("\"{}\"", t.0))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The words of `text` (runs of letters and digits) with their byte offsets.
@@ -200,21 +183,13 @@ pub struct SearchPage {
 
 impl SearchPage {
     pub fn new(before: Option<Id>, limit: Option<i64>) -> Result<Self, ChatError> {
-        let limit = match limit {
-            None => SEARCH_DEFAULT_LIMIT,
-            Some(n) if (1..=i64::from(SEARCH_MAX_LIMIT)).contains(&n) => n as u32,
-            Some(_) => {
-                return Err(ChatError::bad_request(format!(
-                    "limit must be between 1 and {SEARCH_MAX_LIMIT}"
-                )))
-            }
-        };
+        let limit = page_limit(limit, SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT)?;
         Ok(SearchPage { before, limit })
     }
 }
 
 /// The part of `text` a hit shows: a few words either side of the first word the query looks
-/// for, on one line, at most [`FRAGMENT_BYTES`], with `…` where it cuts the text. A text in
+/// for, on one line, at most `FRAGMENT_BYTES` (200), with `…` where it cuts the text. A text in
 /// which no wanted word is found whole (an engine that splits words differently) shows from
 /// its start.
 pub fn fragment(text: &str, query: &SearchQuery) -> String {
@@ -225,10 +200,10 @@ pub fn fragment(text: &str, query: &SearchQuery) -> String {
         .iter()
         .position(|(_, w)| wanted.iter().any(|q| w.to_lowercase() == *q))
         .unwrap_or(0);
-    let mut start = all.get(hit.saturating_sub(BEFORE)).map_or(0, |(s, _)| *s);
-    if hit < BEFORE {
-        start = 0;
-    }
+    let mut start = match hit.checked_sub(BEFORE) {
+        Some(first) => all[first].0,
+        None => 0,
+    };
     // Long words before the hit (a link) would push it out: then start at the hit.
     if let Some((at, w)) = all.get(hit) {
         if at + w.len() > start + FRAGMENT_BYTES {
