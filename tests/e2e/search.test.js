@@ -53,6 +53,8 @@ test('search finds the words of my rooms only, newest first, paged, with the mat
   assert.deepEqual(r.results.map((h) => h.message.id), [ids[2], ids[0]]);
   r = await hits(b.token, { q: `secret or plans or ${w}` });
   assert.ok(!r.results.some((h) => h.message.room === closed));
+  // The answer names the words to mark: lower case, the excluded ones left out.
+  assert.deepEqual((await hits(a.token, { q: `${w.toUpperCase()} "Launch is" or -science` })).words, [w, 'launch', 'is']);
   // Query language: all words, phrases, or, exclusion.
   assert.deepEqual((await hits(a.token, { q: `${w} friday` })).results.map((h) => h.message.id), [ids[0]]);
   assert.deepEqual((await hits(a.token, { q: `"${w} science"`, room: open })).results.map((h) => h.message.id), [ids[2]]);

@@ -162,7 +162,7 @@ export const api = {
     const params = new URLSearchParams({ q, limit: '20' });
     if (opts.room) params.set('room', opts.room);
     if (opts.before) params.set('before', opts.before);
-    return request<{ results: SearchHit[]; has_more: boolean }>('GET', `/api/search?${params}`, undefined, token);
+    return request<{ results: SearchHit[]; has_more: boolean; words: string[] }>('GET', `/api/search?${params}`, undefined, token);
   },
   history: (token: string, room: string, before?: number) =>
     request<{ messages: Message[]; has_more: boolean }>(

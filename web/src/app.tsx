@@ -11,7 +11,7 @@ import { emojiTable, expandShortcodes, loadEmoji, mayHaveShortcodes, searchEmoji
 import { ChatClient, type Snapshot } from './chat';
 import { disablePush, enablePush } from './push';
 import {
-  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, highlight, previewOf, groupMessages, lengthNotice, searchWords, mentionCount, mentionsMe, placeOutgoing, placeReceipts, richText, unreadCount,
+  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, highlight, previewOf, groupMessages, lengthNotice, mentionCount, mentionsMe, placeOutgoing, placeReceipts, richText, unreadCount,
   utf8Bytes, type Message, type NotifyLevel, type Outgoing, type ReplyPreview, type RoomView, type UserRef,
 } from './state';
 
@@ -471,6 +471,8 @@ function SearchPane({ token, snap, room, onPick, onClose }: {
   const [scope, setScope] = useState<'all' | 'room'>('all');
   const [asked, setAsked] = useState<{ q: string; room?: string } | undefined>();
   const [hits, setHits] = useState<SearchHit[]>([]);
+  // The words the server says the query looks for: marked in the fragments.
+  const [words, setWords] = useState<string[]>([]);
   const [more, setMore] = useState(false);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState('');
@@ -482,6 +484,7 @@ function SearchPane({ token, snap, room, onPick, onClose }: {
     try {
       const page = await api.search(token, q, { room: inRoom, before });
       setHits((h) => (before ? [...h, ...page.results] : page.results));
+      setWords(page.words);
       setMore(page.has_more);
     } catch (err) {
       setError((err as Error).message);
@@ -508,8 +511,7 @@ function SearchPane({ token, snap, room, onPick, onClose }: {
     setScope(where);
     if (asked) run(asked.q, where);
   };
-  const words = asked ? searchWords(asked.q) : [];
-  const roomName = room ? roomTitle(snap.rooms[room] ?? { name: room, kind: 'public' } as RoomView, snap) : '';
+  const titleOf = (name: string) => (snap.rooms[name] ? roomTitle(snap.rooms[name], snap) : `#${name}`);
   return (
     <section class="admin search-pane" aria-label="Search messages">
       <header class="room-head">
@@ -523,7 +525,7 @@ function SearchPane({ token, snap, room, onPick, onClose }: {
         {room && (
           <select aria-label="Where" value={scope} onChange={(e) => changeScope(e.currentTarget.value as 'all' | 'room')}>
             <option value="all">All my rooms</option>
-            <option value="room">In {roomName}</option>
+            <option value="room">In {titleOf(room)}</option>
           </select>
         )}
         <button type="submit" disabled={busy || !query.trim()}>Search</button>
@@ -537,7 +539,7 @@ function SearchPane({ token, snap, room, onPick, onClose }: {
           <li key={m.id}>
             <button class="search-hit" onClick={() => onPick(m)}>
               <span class="hit-head">
-                <span class="hit-room">{snap.rooms[m.room] ? roomTitle(snap.rooms[m.room], snap) : `#${m.room}`}</span>
+                <span class="hit-room">{titleOf(m.room)}</span>
                 <span class="hit-sender">{m.sender.username}</span>
                 <time dateTime={new Date(m.ts).toISOString()}>{dayFmt.format(m.ts)}, {timeFmt.format(m.ts)}</time>
               </span>

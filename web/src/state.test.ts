@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  addHistory, addMessages, highlight, searchWords, addReceipt, badgeText, dropSend, emptyRoom, groupMessages, hasGap, isMention, lengthNotice, placeOutgoing, linkify, markRead,
+  addHistory, addMessages, highlight, addReceipt, badgeText, dropSend, emptyRoom, groupMessages, hasGap, isMention, lengthNotice, placeOutgoing, linkify, markRead,
   mentionCount, mentionsMe, mergeMessages, notificationOf, placeReceipts, queueSend, readUpTo, restoreOutbox, retrySend, richText, sendFailed,
   setReceipts, shouldNotify, syncedThrough, toResend, unreadCount, utf8Bytes, type Message, type RoomView,
 } from './state';
@@ -399,11 +399,6 @@ describe('replies', () => {
 });
 
 describe('search results', () => {
-  it('looks for the words and phrases of a query, not the excluded ones', () => {
-    expect(searchWords('Deploy "release notes" or -draft -"old plan" v2')).toEqual(['deploy', 'release', 'notes', 'v2']);
-    expect(searchWords('"unclosed phrase')).toEqual(['unclosed', 'phrase']);
-    expect(searchWords('e-mail')).toEqual(['e', 'mail']);
-  });
   it('marks whole words of the query in a fragment, in any case', () => {
     expect(highlight('…the Rocket launched; rocketry next', ['rocket'])).toEqual([
       { text: '…the ', mark: false },

@@ -556,22 +556,7 @@ export function avatarOf(user: UserRef): { initials: string; colour: number } {
   return { initials, colour: h % AVATAR_COLOURS };
 }
 
-/**
- * The words a search query looks for (lower case): its words and phrases' words, not those
- * it excludes (`-word`, `-"a phrase"`) nor the `or` between alternatives.
- */
-export function searchWords(query: string): string[] {
-  const words: string[] = [];
-  for (const m of query.matchAll(/(-?)(?:"([^"]*)"?|([^\s"]+))/g)) {
-    if (m[1]) continue;
-    const term = m[2] ?? m[3] ?? '';
-    if (m[3] !== undefined && term.toLowerCase() === 'or') continue;
-    for (const w of term.matchAll(/[\p{L}\p{N}]+/gu)) words.push(w[0].toLowerCase());
-  }
-  return words;
-}
-
-/** A fragment cut into runs, `mark` on the whole words the query looks for. */
+/** A fragment cut into runs, `mark` on the whole words of `words` (lower case: the search answer's). */
 export function highlight(fragment: string, words: string[]): { text: string; mark: boolean }[] {
   const wanted = new Set(words);
   const out: { text: string; mark: boolean }[] = [];

@@ -143,8 +143,9 @@ impl SearchQuery {
         (!self.none.is_empty()).then(|| quoted(&self.none, " or "))
     }
 
-    /// The words a hit may contain, lower-cased (for its fragment).
-    fn wanted(&self) -> Vec<String> {
+    /// The words a hit may contain, lower-cased: what its [`fragment`] is cut around, and
+    /// what a client marks in it.
+    pub fn words(&self) -> Vec<String> {
         self.any
             .iter()
             .flatten()
@@ -188,13 +189,12 @@ impl SearchPage {
     }
 }
 
-/// The part of `text` a hit shows: a few words either side of the first word the query looks
-/// for, on one line, at most `FRAGMENT_BYTES` (200), with `…` where it cuts the text. A text in
+/// The part of `text` a hit shows: a few words either side of the first of `wanted` (a
+/// query's [`SearchQuery::words`]), on one line, at most `FRAGMENT_BYTES` (200), with `…` where it cuts the text. A text in
 /// which no wanted word is found whole (an engine that splits words differently) shows from
 /// its start.
-pub fn fragment(text: &str, query: &SearchQuery) -> String {
+pub fn fragment(text: &str, wanted: &[String]) -> String {
     const BEFORE: usize = 6;
-    let wanted = query.wanted();
     let all: Vec<(usize, &str)> = words(text).collect();
     let hit = all
         .iter()
@@ -274,6 +274,9 @@ mod tests {
             Some(r#""draft" or "old plan""#)
         );
         assert_eq!(q("x").websearch_excluded(), None);
+        // The words a hit is marked by: not the excluded ones, nor `or`; a term's own words.
+        assert_eq!(query.words(), ["release", "notes", "v2"]);
+        assert_eq!(q("Deploy or e-mail").words(), ["deploy", "e", "mail"]);
         // An unclosed quote runs to the end.
         assert_eq!(q(r#""half open"#).fts5(), r#"("half open")"#);
     }
@@ -314,24 +317,24 @@ mod tests {
     fn a_fragment_shows_the_words_around_the_first_hit() {
         let text = "one two three four five six seven eight nine ten Deploy eleven";
         assert_eq!(
-            fragment(text, &q("deploy")),
+            fragment(text, &q("deploy").words()),
             "…five six seven eight nine ten Deploy eleven"
         );
         assert_eq!(
-            fragment("short\n\ntext here", &q("text")),
+            fragment("short\n\ntext here", &q("text").words()),
             "short text here"
         );
         let long = format!("needle {}", "word ".repeat(100));
-        let f = fragment(&long, &q("needle"));
+        let f = fragment(&long, &q("needle").words());
         assert!(f.starts_with("needle word"), "{f}");
         assert!(f.ends_with("word…"), "cut at a word: {f}");
         assert!(f.len() <= FRAGMENT_BYTES + 2 * '…'.len_utf8());
         // Long words before the hit: the fragment starts at it.
         let text = format!("{} needle after", "x".repeat(250));
-        let f = fragment(&text, &q("needle"));
+        let f = fragment(&text, &q("needle").words());
         assert!(f.starts_with("…needle after"), "{f}");
         // No whole-word hit: from the start, cut at a character boundary.
-        let f = fragment(&"ü".repeat(300), &q("zzz"));
+        let f = fragment(&"ü".repeat(300), &q("zzz").words());
         assert!(f.ends_with('…') && f.len() <= FRAGMENT_BYTES + 3, "{f}");
     }
 }

@@ -549,10 +549,10 @@ async fn search(
     params: Result<Query<SearchParams>, QueryRejection>,
 ) -> ApiResult {
     let Query(p) = params.map_err(query_rejection)?;
-    let (results, has_more) = chat
+    let found = chat
         .search(&user, &p.q, p.room.as_deref(), p.before.as_deref(), p.limit)
         .await?;
-    Ok(Json(json!({ "results": results, "has_more": has_more })).into_response())
+    Ok(Json(found).into_response())
 }
 
 #[derive(Deserialize)]

@@ -17,5 +17,6 @@ pub mod presence;
 pub use chat::{
     Authenticated, Change, Chat, ChatConfig, ClusterLinks, Cost, Dependency, InFlight, NodeStatus,
     NotifyChoice, Overview, PersisterStatus, PushConfig, PushKeys, ReadMarker, Receipt, SearchHit,
-    Session, SettingsPatch, SyncedRoom, ThrottleConfig, RECEIPTS_LIMIT, RECEIPT_EVERY, SHARE_EVERY,
+    SearchResults, Session, SettingsPatch, SyncedRoom, ThrottleConfig, RECEIPTS_LIMIT,
+    RECEIPT_EVERY, SHARE_EVERY,
 };

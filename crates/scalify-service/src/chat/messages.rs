@@ -10,6 +10,15 @@ pub struct SearchHit {
     pub fragment: String,
 }
 
+/// A page of search hits, whether more follow, and the words the query looks for (lower
+/// case), which a client marks in the fragments without parsing the query itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResults {
+    pub results: Vec<SearchHit>,
+    pub has_more: bool,
+    pub words: Vec<String>,
+}
+
 /// Most bytes of messages one `sync` answers with (about: text plus a fixed allowance for the
 /// other fields); past it the room is `truncated` and the client syncs again from there.
 pub const SYNC_MAX_BYTES: usize = 1 << 20;
@@ -30,6 +39,12 @@ pub enum Change {
     React(String),
     /// Takes the user's reaction with this emoji off.
     Unreact(String),
+}
+
+/// The message id a client gave as `field`.
+fn message_id(raw: &str, field: &str) -> Result<Id, ChatError> {
+    raw.parse()
+        .map_err(|_| ChatError::bad_request(format!("{field} must be a message id")))
 }
 
 fn no_such_message() -> ChatError {
@@ -120,16 +135,7 @@ impl Chat {
         } else {
             self.writable_room(user, room).await?
         };
-        let id: Id = target
-            .parse()
-            .map_err(|_| ChatError::bad_request("id must be a message id"))?;
-        let target = self
-            .store
-            .message(&room, id)
-            .await
-            .map_err(store_error)?
-            .filter(|m| m.kind.is_message())
-            .ok_or_else(no_such_message)?;
+        let target = self.message_by_id(&room, target, "id").await?;
         match kind {
             // A deleted message may be deleted again by whoever could: it changes nothing and
             // succeeds (a retry after a lost ack finds it deleted).
@@ -154,16 +160,25 @@ impl Chat {
         self.commit_and_publish(new).await
     }
 
-    /// A message of `room` that is not deleted, by the id a client gave.
-    async fn live_message(&self, room: &Room, id: &str) -> Result<Message, ChatError> {
-        let id: Id = id
-            .parse()
-            .map_err(|_| ChatError::bad_request("reply_to must be a message id"))?;
+    /// A message (not a change) of `room`, by the id a client gave as `field`.
+    async fn message_by_id(
+        &self,
+        room: &Room,
+        raw: &str,
+        field: &str,
+    ) -> Result<Message, ChatError> {
         self.store
-            .message(room, id)
+            .message(room, message_id(raw, field)?)
             .await
             .map_err(store_error)?
-            .filter(|m| m.kind.is_message() && !m.deleted)
+            .filter(|m| m.kind.is_message())
+            .ok_or_else(no_such_message)
+    }
+
+    /// A message of `room` that is not deleted, by the id a client gave as `reply_to`.
+    async fn live_message(&self, room: &Room, id: &str) -> Result<Message, ChatError> {
+        Some(self.message_by_id(room, id, "reply_to").await?)
+            .filter(|m| !m.deleted)
             .ok_or_else(no_such_message)
     }
 
@@ -257,7 +272,7 @@ impl Chat {
     }
 
     /// The messages of the rooms `user` is a member of (of `room` only, if given) that match
-    /// query `q`, newest first, older than message `before`; and whether more follow.
+    /// query `q`, newest first, older than message `before`.
     pub async fn search(
         &self,
         user: &UserRef,
@@ -265,14 +280,9 @@ impl Chat {
         room: Option<&str>,
         before: Option<&str>,
         limit: Option<i64>,
-    ) -> Result<(Vec<SearchHit>, bool), ChatError> {
+    ) -> Result<SearchResults, ChatError> {
         let query = SearchQuery::parse(q)?;
-        let before = before
-            .map(|id| {
-                id.parse::<Id>()
-                    .map_err(|_| ChatError::bad_request("before must be a message id"))
-            })
-            .transpose()?;
+        let before = before.map(|id| message_id(id, "before")).transpose()?;
         let page = SearchPage::new(before, limit)?;
         self.charge(user, Cost::Sync)?;
         let room = match room {
@@ -292,16 +302,21 @@ impl Chat {
             )
             .await
             .map_err(store_error)?;
-        let more = found.len() > page.limit as usize;
+        let has_more = found.len() > page.limit as usize;
         found.truncate(page.limit as usize);
-        let hits = found
+        let words = query.words();
+        let results = found
             .into_iter()
             .map(|message| SearchHit {
-                fragment: fragment(message.text.as_str(), &query),
+                fragment: fragment(message.text.as_str(), &words),
                 message,
             })
             .collect();
-        Ok((hits, more))
+        Ok(SearchResults {
+            results,
+            has_more,
+            words,
+        })
     }
 
     /// Puts on each message of `messages` (ascending, of `room`) its reactions as `reader`

@@ -30,7 +30,7 @@ pub use accounts::Authenticated;
 pub use budget::{Cost, SHARE_EVERY};
 mod admin;
 mod messages;
-pub use messages::{Change, SearchHit};
+pub use messages::{Change, SearchHit, SearchResults};
 mod notify;
 mod online;
 mod push;
