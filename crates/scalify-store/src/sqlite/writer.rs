@@ -664,45 +664,44 @@ impl Writer {
 impl Writer {
     /// Applies a change entry just inserted (`message`, of room `room`) to the message it
     /// names (seq `target`, always stored already: this writer gives seqs in order), by the
-    /// rules of `scalify_core::Timeline` — the same statements as PostgreSQL's `apply_change`.
+    /// rules of `scalify_core::Timeline` — the same rules as PostgreSQL's `apply_change`.
     fn apply_change(&mut self, room: &str, message: &Message, target: u64) -> StoreResult<()> {
         let (seq, at, target) = (message.seq as i64, message.ts, target as i64);
         let sender = message.sender.id.to_string();
         let text = message.text.as_str();
         match message.kind {
-            MessageKind::Edit => {
-                let indexed = self.indexed(room, target, Some(&sender))?;
-                let edited = self
-                    .conn
-                    .prepare_cached(
-                        "UPDATE messages SET text = ?3, edited_at = ?4
-                         WHERE room_id = ?1 AND seq = ?2 AND kind IS NULL
-                           AND deleted_at IS NULL AND sender_id = ?5",
-                    )?
-                    .execute(params![room, target, text, at, sender])?;
-                if let (1, Some((doc, old))) = (edited, indexed) {
+            // The rules of who may change what are in `live`; the statements after it change
+            // the row it found, and its search entry with it.
+            MessageKind::Edit => match self.live(room, target, Some(&sender))? {
+                Some((doc, old)) => {
+                    self.conn
+                        .prepare_cached(
+                            "UPDATE messages SET text = ?3, edited_at = ?4
+                             WHERE room_id = ?1 AND seq = ?2",
+                        )?
+                        .execute(params![room, target, text, at])?;
                     self.unindex(doc, &old)?;
                     self.index(doc, text)?;
                 }
-                if edited == 0 {
-                    // An edit of a message deleted before it keeps no text either.
+                // An edit of a message deleted before it keeps no text either.
+                None => {
                     self.conn
                         .prepare_cached(
                             "UPDATE messages SET text = '' WHERE room_id = ?1 AND seq = ?2",
                         )?
                         .execute(params![room, seq])?;
                 }
-            }
+            },
             MessageKind::Delete => {
-                if let Some((doc, old)) = self.indexed(room, target, None)? {
+                if let Some((doc, old)) = self.live(room, target, None)? {
+                    self.conn
+                        .prepare_cached(
+                            "UPDATE messages SET text = '', deleted_at = ?3
+                             WHERE room_id = ?1 AND seq = ?2",
+                        )?
+                        .execute(params![room, target, at])?;
                     self.unindex(doc, &old)?;
                 }
-                self.conn
-                    .prepare_cached(
-                        "UPDATE messages SET text = '', deleted_at = ?3
-                         WHERE room_id = ?1 AND seq = ?2 AND kind IS NULL AND deleted_at IS NULL",
-                    )?
-                    .execute(params![room, target, at])?;
                 self.conn
                     .prepare_cached(
                         "UPDATE messages SET text = ''
@@ -758,10 +757,12 @@ impl Writer {
         Ok(())
     }
 
-    /// The search index entry of the message at `seq` of `room` and the text it indexes, if
-    /// the message is live (and sent by `sender`, if given): what an edit or a deletion must
-    /// take out of the index.
-    fn indexed(
+    /// The message at `seq` of `room`, if an edit (by `sender`) or a deletion (`None`) may
+    /// still change it — a message, not deleted, and for an edit the sender's own: its search
+    /// entry and the text that entry indexes. Every such message has an entry (the migration
+    /// that made the index gave one to each); a missing one fails the change rather than
+    /// leave the index behind the text.
+    fn live(
         &mut self,
         room: &str,
         seq: i64,
@@ -772,7 +773,7 @@ impl Writer {
             .prepare_cached(
                 "SELECT search_doc, text FROM messages
                  WHERE room_id = ?1 AND seq = ?2 AND kind IS NULL AND deleted_at IS NULL
-                   AND search_doc IS NOT NULL AND (?3 IS NULL OR sender_id = ?3)",
+                   AND (?3 IS NULL OR sender_id = ?3)",
             )?
             .query_row(params![room, seq, sender], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
@@ -831,13 +832,9 @@ mod tests {
         }
     }
 
-    /// A batch in which SQLite rolls the transaction back by itself (here the file reaching
-    /// `max_page_count`, as a full disk would) fails as a whole: no operation of it is stored
-    /// or reported done, and the next append takes the next seq, with no hole.
-    #[test]
-    fn a_batch_sqlite_rolls_back_by_itself_fails_whole_with_no_seq_hole() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = writer(&dir.path().join("t.db"));
+    /// A writer on a fresh database holding user "alice" and her public room "r".
+    fn writer_with_room(path: &Path) -> (Writer, User, Room) {
+        let mut w = writer(path);
         let user = w
             .create_user(Username::parse("alice").unwrap(), "h")
             .unwrap();
@@ -849,28 +846,38 @@ mod tests {
                 false,
             )
             .unwrap();
-        let append = |i: usize, text: &str| {
-            let (reply, answer) = oneshot::channel();
-            let op = WriteOp::Append {
-                message: NewMessage {
-                    room_id: room.id,
-                    room: room.name.clone(),
-                    sender: UserRef {
-                        id: user.id,
-                        username: "alice".into(),
-                    },
-                    text: MessageText::parse(text, 1 << 20).unwrap(),
-                    client_id: ClientId::parse(&format!("c{i}")).unwrap(),
-                    mentions: Vec::new(),
-                    mention_room: false,
-                    kind: scalify_core::MessageKind::Message,
-                    relates_to: None,
-                    reply_to: None,
-                },
-                reply,
-            };
-            (op, answer)
-        };
+        (w, user, room)
+    }
+
+    /// The op appending `text` as alice's message `i` to `room`, and where its answer comes.
+    fn append_op(
+        room: &Room,
+        user: &User,
+        i: usize,
+        text: &str,
+    ) -> (WriteOp, oneshot::Receiver<StoreResult<Appended>>) {
+        let (reply, answer) = oneshot::channel();
+        let message = NewMessage::plain(
+            room.id,
+            room.name.clone(),
+            UserRef {
+                id: user.id,
+                username: user.username.to_string(),
+            },
+            MessageText::parse(text, 1 << 20).unwrap(),
+            ClientId::parse(&format!("c{i}")).unwrap(),
+        );
+        (WriteOp::Append { message, reply }, answer)
+    }
+
+    /// A batch in which SQLite rolls the transaction back by itself (here the file reaching
+    /// `max_page_count`, as a full disk would) fails as a whole: no operation of it is stored
+    /// or reported done, and the next append takes the next seq, with no hole.
+    #[test]
+    fn a_batch_sqlite_rolls_back_by_itself_fails_whole_with_no_seq_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, user, room) = writer_with_room(&dir.path().join("t.db"));
+        let append = |i: usize, text: &str| append_op(&room, &user, i, text);
         let pages: i64 = w
             .conn
             .query_row("PRAGMA page_count", [], |r| r.get(0))
@@ -911,18 +918,7 @@ mod tests {
     #[test]
     fn a_message_the_index_refuses_leaves_no_row() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = writer(&dir.path().join("t.db"));
-        let user = w
-            .create_user(Username::parse("alice").unwrap(), "h")
-            .unwrap();
-        let room = w
-            .create_room(
-                RoomName::parse("r").unwrap(),
-                RoomKind::Public,
-                &[user.id],
-                false,
-            )
-            .unwrap();
+        let (mut w, user, room) = writer_with_room(&dir.path().join("t.db"));
         // An index that refuses one text, as a full disk or a lack of memory would refuse a
         // write half-way through an append.
         w.conn
@@ -934,25 +930,8 @@ mod tests {
         let mut answers = Vec::new();
         let mut batch = Vec::new();
         for (i, text) in ["first", "poison", "second"].into_iter().enumerate() {
-            let (reply, answer) = oneshot::channel();
-            batch.push(WriteOp::Append {
-                message: NewMessage {
-                    room_id: room.id,
-                    room: room.name.clone(),
-                    sender: UserRef {
-                        id: user.id,
-                        username: "alice".into(),
-                    },
-                    text: MessageText::parse(text, 4096).unwrap(),
-                    client_id: ClientId::parse(&format!("c{i}")).unwrap(),
-                    mentions: Vec::new(),
-                    mention_room: false,
-                    kind: scalify_core::MessageKind::Message,
-                    relates_to: None,
-                    reply_to: None,
-                },
-                reply,
-            });
+            let (op, answer) = append_op(&room, &user, i, text);
+            batch.push(op);
             answers.push(answer);
         }
         w.commit_batch(&mut batch);
