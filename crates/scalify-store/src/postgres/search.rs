@@ -26,10 +26,11 @@ enum Scope {
     Index,
 }
 
-/// Where a page starts: below a message id (all rooms), or below a seq of one room.
-#[derive(Clone, Copy)]
-enum Below<'a> {
-    Id(&'a str),
+/// Where a page starts, or where the index continues below a window: below a message id
+/// (all rooms), or below a seq of one room.
+#[derive(Clone)]
+enum Below {
+    Id(String),
     Seq(Id, i64),
 }
 
@@ -41,50 +42,38 @@ impl PgStore {
         room: Option<Id>,
         page: SearchPage,
     ) -> StoreResult<Vec<Message>> {
-        // Above every id (ids are Crockford base32: digits and capitals).
-        let before_id = page
-            .before
-            .map_or_else(|| "~".to_owned(), |id| id.to_string());
-        let below = match (room, page.before) {
-            (None, None) => Below::Id(&before_id),
-            (None, Some(id)) => {
-                // A page starts below a hit, as in SQLite: an unknown id has nothing below.
-                let known: Option<i32> = sqlx::query_scalar(
-                    "SELECT 1 FROM messages WHERE id = $1 COLLATE \"C\" AND kind IS NULL",
+        let below = match (page.before, room) {
+            // Above every id (ids are Crockford base32: digits and capitals).
+            (None, None) => Below::Id("~".to_owned()),
+            (None, Some(room)) => Below::Seq(room, i64::MAX),
+            // A page starts below a hit: an id that is no message's (or another room's) has
+            // nothing below it.
+            (Some(id), room) => {
+                let at: Option<(String, i64)> = sqlx::query_as(
+                    "SELECT room_id, seq FROM messages WHERE id = $1 COLLATE \"C\" AND kind IS NULL",
                 )
                 .bind(id.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-                if known.is_none() {
-                    return Ok(Vec::new());
-                }
-                Below::Id(&before_id)
-            }
-            (Some(room), None) => Below::Seq(room, i64::MAX),
-            (Some(room), Some(id)) => {
-                let seq: Option<i64> = sqlx::query_scalar(
-                    "SELECT seq FROM messages
-                     WHERE id = $2 COLLATE \"C\" AND room_id = $1 AND kind IS NULL",
-                )
-                .bind(room.to_string())
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-                match seq {
-                    Some(seq) => Below::Seq(room, seq),
-                    None => return Ok(Vec::new()),
+                match (at, room) {
+                    (None, _) => return Ok(Vec::new()),
+                    (Some(_), None) => Below::Id(id.to_string()),
+                    (Some((at, seq)), Some(room)) if at == room.to_string() => {
+                        Below::Seq(room, seq)
+                    }
+                    (Some(_), Some(_)) => return Ok(Vec::new()),
                 }
             }
         };
         if !self.is_common(query).await? {
             return self
-                .search_below(Scope::Matches, user, query, below, None, page.limit)
+                .search_below(Scope::Matches, user, query, &below, None, page.limit)
                 .await;
         }
         // The oldest message of the window, read before the window: the window holds what
         // lies from it up, the index what lies below it, so a message that arrives meanwhile
         // is in one of them only.
-        let floor = match below {
+        let floor = match &below {
             Below::Id(before) => sqlx::query_scalar::<_, String>(
                 "SELECT id FROM messages WHERE id < $1 COLLATE \"C\"
                  ORDER BY id COLLATE \"C\" DESC OFFSET $2 LIMIT 1",
@@ -93,7 +82,7 @@ impl PgStore {
             .bind(self.search_window - 1)
             .fetch_optional(&self.pool)
             .await?
-            .map(Floor::Id),
+            .map(Below::Id),
             Below::Seq(room, before) => sqlx::query_scalar::<_, i64>(
                 "SELECT seq FROM messages WHERE room_id = $1 AND seq < $2
                  ORDER BY seq DESC OFFSET $3 LIMIT 1",
@@ -103,39 +92,24 @@ impl PgStore {
             .bind(self.search_window - 1)
             .fetch_optional(&self.pool)
             .await?
-            .map(|seq| Floor::Seq(room, seq)),
+            .map(|seq| Below::Seq(*room, seq)),
         };
         let mut hits = self
             .search_below(
                 Scope::Recent,
                 user,
                 query,
-                below,
+                &below,
                 floor.as_ref(),
                 page.limit,
             )
             .await?;
-        if hits.len() < page.limit as usize {
+        if let (Some(floor), true) = (&floor, hits.len() < page.limit as usize) {
             let rest = page.limit - hits.len() as u32;
-            let more = match &floor {
-                None => Vec::new(),
-                Some(Floor::Id(id)) => {
-                    self.search_below(Scope::Index, user, query, Below::Id(id), None, rest)
-                        .await?
-                }
-                Some(Floor::Seq(room, seq)) => {
-                    self.search_below(
-                        Scope::Index,
-                        user,
-                        query,
-                        Below::Seq(*room, *seq),
-                        None,
-                        rest,
-                    )
-                    .await?
-                }
-            };
-            hits.extend(more);
+            hits.extend(
+                self.search_below(Scope::Index, user, query, floor, None, rest)
+                    .await?,
+            );
         }
         Ok(hits)
     }
@@ -164,62 +138,60 @@ impl PgStore {
         scope: Scope,
         user: Id,
         query: &SearchQuery,
-        below: Below<'_>,
-        floor: Option<&Floor>,
+        below: &Below,
+        floor: Option<&Below>,
         limit: u32,
     ) -> StoreResult<Vec<Message>> {
         let (tsquery, excluded) = tsquery(query);
-        let (bound, order) = match below {
-            Below::Id(_) => ("m.id < $4 COLLATE \"C\"", "m.id COLLATE \"C\" DESC"),
-            Below::Seq(..) => ("m.room_id = $4 AND m.seq < $5", "m.seq DESC"),
+        let (bound, order, down_to) = match below {
+            Below::Id(_) => (
+                "m.id < $4 COLLATE \"C\"",
+                "m.id COLLATE \"C\" DESC",
+                "AND m.id >= $5 COLLATE \"C\"",
+            ),
+            Below::Seq(..) => (
+                "m.room_id = $4 AND m.seq < $5",
+                "m.seq DESC",
+                "AND m.seq >= $6",
+            ),
         };
-        let from = match (scope, below) {
-            (Scope::Index, _) => MESSAGES_FROM.to_owned(),
-            // OFFSET 0 keeps the subquery apart: planned alone, it reads the index.
-            (Scope::Matches, _) => format!(
+        // What `m` is read from. OFFSET 0 keeps a subquery apart, planned on its own.
+        let source = match scope {
+            Scope::Index => "messages".to_owned(),
+            // Read from the index whole.
+            Scope::Matches => format!(
                 "(SELECT * FROM messages
-                  WHERE to_tsvector('simple', text) @@ {tsquery} AND kind IS NULL OFFSET 0) m
-                 LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq"
+                  WHERE to_tsvector('simple', text) @@ {tsquery} AND kind IS NULL OFFSET 0)"
             ),
-            // Down to the floor (messages that arrive meanwhile make it more than `search_window`,
-            // and none may fall out), or, below fewer than that, all of them. OFFSET 0 keeps
-            // the window a subquery of its own, read newest first and stopped by the page.
-            (Scope::Recent, Below::Id(_)) => format!(
-                "(SELECT * FROM messages WHERE id < $4 COLLATE \"C\" {}
-                  ORDER BY id COLLATE \"C\" DESC OFFSET 0) m
-                 LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq",
-                if floor.is_some() {
-                    "AND id >= $5 COLLATE \"C\""
-                } else {
-                    ""
-                }
-            ),
-            (Scope::Recent, Below::Seq(..)) => format!(
-                "(SELECT * FROM messages WHERE room_id = $4 AND seq < $5 {}
-                  ORDER BY seq DESC OFFSET 0) m
-                 LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq",
-                if floor.is_some() { "AND seq >= $6" } else { "" }
+            // Newest first, stopped by the page: down to the floor (messages that arrive
+            // meanwhile make it more than `search_window`, and none may fall out), or, below
+            // fewer than that, all of them.
+            Scope::Recent => format!(
+                "(SELECT * FROM messages m WHERE {bound} {} ORDER BY {order} OFFSET 0)",
+                if floor.is_some() { down_to } else { "" }
             ),
         };
         // The same expression as the `messages_search` index, and its predicate.
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS}, r.name FROM {from} JOIN rooms r ON r.id = m.room_id
+            "SELECT {MESSAGE_COLUMNS}, r.name
+             FROM {source} m LEFT JOIN messages p ON p.room_id = m.room_id AND p.seq = m.ref_seq
+             JOIN rooms r ON r.id = m.room_id
              WHERE to_tsvector('simple', m.text) @@ {tsquery} AND m.kind IS NULL
                AND m.room_id IN (SELECT room_id FROM members WHERE user_id = $3)
                AND {bound}
              ORDER BY {order} LIMIT {limit}"
         );
-        let q = sqlx::query(&sql)
+        let mut q = sqlx::query(&sql)
             .bind(query.websearch())
             .bind(excluded.unwrap_or_default())
             .bind(user.to_string());
-        let q = match below {
+        q = match below {
             Below::Id(id) => q.bind(id),
             Below::Seq(room, seq) => q.bind(room.to_string()).bind(seq),
         };
-        let q = match (scope, floor) {
-            (Scope::Recent, Some(Floor::Id(id))) => q.bind(id.as_str()),
-            (Scope::Recent, Some(Floor::Seq(_, seq))) => q.bind(*seq),
+        q = match (scope, floor) {
+            (Scope::Recent, Some(Below::Id(id))) => q.bind(id),
+            (Scope::Recent, Some(Below::Seq(_, seq))) => q.bind(seq),
             _ => q,
         };
         let rows = q.fetch_all(&self.pool).await?;
@@ -228,12 +200,6 @@ impl PgStore {
             .map(|r| read_message(r, 0, &RoomName::from_trusted(r.try_get(17)?)))
             .collect::<Result<Vec<_>, _>>()?)
     }
-}
-
-/// Below which message the index continues after the window.
-enum Floor {
-    Id(String),
-    Seq(Id, i64),
 }
 
 /// The tsquery of `query` as SQL over `$1` (its terms) and, when it excludes any, `$2` (the
