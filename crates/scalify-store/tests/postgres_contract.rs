@@ -596,3 +596,21 @@ async fn search_continues_below_the_recent_window_in_the_index() {
     let store = std::sync::Arc::new(PgStore::open(config).await.unwrap());
     contract::search_finds_current_text_in_readable_rooms(store).await;
 }
+
+#[tokio::test]
+async fn search_pages_give_every_hit_once() {
+    let db = FreshDb::create().await;
+    contract::search_pages_give_every_hit_once(open(&db).await).await;
+}
+
+/// The same with every query common and a window of three messages: pages cross from the
+/// window into the index below it.
+#[tokio::test]
+async fn search_pages_give_every_hit_once_across_the_window() {
+    let db = FreshDb::create().await;
+    let mut config = PgConfig::new(&db.url);
+    config.search_common = 1;
+    config.search_window = 3;
+    let store = std::sync::Arc::new(PgStore::open(config).await.unwrap());
+    contract::search_pages_give_every_hit_once(store).await;
+}

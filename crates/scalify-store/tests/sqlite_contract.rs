@@ -388,3 +388,9 @@ async fn search_finds_current_text_in_readable_rooms() {
     let (_d, store) = fresh();
     contract::search_finds_current_text_in_readable_rooms(store).await;
 }
+
+#[tokio::test]
+async fn search_pages_give_every_hit_once() {
+    let (_d, store) = fresh();
+    contract::search_pages_give_every_hit_once(store).await;
+}

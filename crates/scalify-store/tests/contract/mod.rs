@@ -1190,3 +1190,61 @@ pub async fn search_finds_current_text_in_readable_rooms(store: Arc<dyn Store>) 
     store.remove_member(open.id, bob.id).await.unwrap();
     assert_eq!(find(&bob, "lunch", None, page(10)).await, vec![]);
 }
+
+/// Paging through every hit: each matching message comes exactly once, none is lost between
+/// pages, and pages run newest first — over all rooms and in one room, while messages that do
+/// not match lie between the hits.
+pub async fn search_pages_give_every_hit_once(store: Arc<dyn Store>) {
+    use scalify_core::{SearchPage, SearchQuery};
+    let ann = user(&*store, "ann").await;
+    let rooms = [
+        public_room(&*store, "one", &ann).await,
+        public_room(&*store, "two", &ann).await,
+    ];
+    let mut hits = Vec::new();
+    for i in 0..40 {
+        let room = &rooms[i % 2];
+        let text = if i % 3 == 0 { "noise" } else { "needle here" };
+        let m = store
+            .append(msg(room, &ann, &format!("p{i}"), text))
+            .await
+            .unwrap()
+            .message;
+        if text != "noise" {
+            hits.push(m);
+        }
+    }
+    let query = SearchQuery::parse("needle").unwrap();
+    for room in [None, Some(&rooms[0])] {
+        let mut seen: Vec<scalify_core::Message> = Vec::new();
+        loop {
+            let page = SearchPage {
+                before: seen.last().map(|m| m.id),
+                limit: 7,
+            };
+            let got = store
+                .search(ann.id, &query, room.map(|r| r.id), page)
+                .await
+                .unwrap();
+            let last = got.len() < 7;
+            seen.extend(got);
+            if last {
+                break;
+            }
+        }
+        let mut want: Vec<_> = hits
+            .iter()
+            .filter(|m| room.is_none_or(|r| m.room == r.name))
+            .map(|m| m.id)
+            .collect();
+        let mut got: Vec<_> = seen.iter().map(|m| m.id).collect();
+        assert_eq!(got.len(), want.len(), "every hit once ({room:?})");
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "the hits, none lost, none twice");
+        assert!(seen.windows(2).all(|w| w[0].ts >= w[1].ts), "newest first");
+        if room.is_some() {
+            assert!(seen.windows(2).all(|w| w[0].seq > w[1].seq), "in seq order");
+        }
+    }
+}
