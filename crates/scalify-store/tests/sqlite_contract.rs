@@ -256,6 +256,7 @@ async fn members_at_the_read_marker_upgrade_start_read() {
     .unwrap();
     drop(c);
     let store = SqliteStore::open(SqliteConfig::new(&path)).unwrap();
+    let mut users = Vec::new();
     for name in ["alice", "bob"] {
         let u = store
             .user_by_name(&Username::parse(name).unwrap())
@@ -264,37 +265,22 @@ async fn members_at_the_read_marker_upgrade_start_read() {
             .unwrap();
         let (read, last_seq) = store.read_state(&room, u.id).await.unwrap().unwrap();
         assert_eq!((read.last_read, read.unread, last_seq), (3, 0, 3), "{name}");
+        users.push(u);
     }
     // The messages from before the search index are in it, and new ones follow them.
-    let alice = store
-        .user_by_name(&Username::parse("alice").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
     store
-        .append(msg(&room, &alice, "after", "x"))
+        .append(msg(&room, &users[0], "after", "x"))
         .await
         .unwrap();
-    for name in ["alice", "bob"] {
-        let u = store
-            .user_by_name(&Username::parse(name).unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let found = store
-            .search(
-                u.id,
-                &scalify_core::SearchQuery::parse("x").unwrap(),
-                None,
-                scalify_core::SearchPage {
-                    before: None,
-                    limit: 10,
-                },
-            )
-            .await
-            .unwrap();
+    let query = scalify_core::SearchQuery::parse("x").unwrap();
+    let page = scalify_core::SearchPage {
+        before: None,
+        limit: 10,
+    };
+    for u in &users {
+        let found = store.search(u.id, &query, None, page).await.unwrap();
         let seqs: Vec<u64> = found.iter().map(|m| m.seq).collect();
-        assert_eq!(seqs, [4, 3, 2, 1], "{name}");
+        assert_eq!(seqs, [4, 3, 2, 1], "{}", u.username);
     }
 }
 

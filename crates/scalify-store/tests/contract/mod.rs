@@ -1067,23 +1067,21 @@ pub async fn search_finds_current_text_in_readable_rooms(store: Arc<dyn Store>) 
         before: None,
         limit,
     };
+    // A hit as the assertions compare it: its room and current text.
+    fn seen(m: &scalify_core::Message) -> (String, String) {
+        (m.room.to_string(), m.text.as_str().to_owned())
+    }
     let find = |who: &User, q: &str, room: Option<&Room>, page: SearchPage| {
         let (store, who, q, room) = (store.clone(), who.id, q.to_owned(), room.map(|r| r.id));
         async move {
-            store
+            let found = store
                 .search(who, &SearchQuery::parse(&q).unwrap(), room, page)
                 .await
-                .unwrap()
-                .into_iter()
-                .map(|m| (m.room.to_string(), m.text.as_str().to_owned()))
-                .collect::<Vec<_>>()
+                .unwrap();
+            found.iter().map(seen).collect::<Vec<_>>()
         }
     };
-    let texts = |ms: &[&scalify_core::Message]| {
-        ms.iter()
-            .map(|m| (m.room.to_string(), m.text.as_str().to_owned()))
-            .collect::<Vec<_>>()
-    };
+    let texts = |ms: &[&scalify_core::Message]| ms.iter().map(|m| seen(m)).collect::<Vec<_>>();
     assert_eq!(
         find(&ann, "ROCKET", None, page(10)).await,
         texts(&[secret, science, deploy]),
