@@ -22,7 +22,8 @@
 #
 # It installs what it needs (Node.js + npm, the PostgreSQL and Redis clients, nginx and Chromium
 # from Debian packages if absent; the tansu broker with cargo; npm packages from the committed
-# package-locks) and starts the services the tests need when the machine has none.
+# package-locks; moto, an S3-compatible server, from PyPI) and starts the services the tests
+# need when the machine has none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -83,6 +84,7 @@ cleanup() {
   [ -n "$SERVICES_DIR" ] || return 0
   [ -f "$SERVICES_DIR/redis.pid" ] && kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null
   [ -f "$SERVICES_DIR/tansu.pid" ] && kill "$(cat "$SERVICES_DIR/tansu.pid")" 2>/dev/null
+  [ -f "$SERVICES_DIR/moto.pid" ] && kill "$(cat "$SERVICES_DIR/moto.pid")" 2>/dev/null
   [ -d "$SERVICES_DIR/pg" ] && su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $SERVICES_DIR/pg -m fast stop" >/dev/null 2>&1
   rm -rf "$SERVICES_DIR"
 }
@@ -126,10 +128,25 @@ if wants_any rust kafka && [ -z "${SCALIFY_TEST_KAFKA_BROKERS:-}" ]; then
   export SCALIFY_TEST_KAFKA_BROKERS="127.0.0.1:$port"
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 fi
+# S3-compatible object storage for the attachments' tests: moto's server (PyPI), in memory,
+# started here on a free port; each test makes its own bucket.
+MOTO_VERSION=5.2.5
+if wants_any rust cluster && [ -z "${SCALIFY_TEST_S3_ENDPOINT:-}" ]; then
+  if ! python3 -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+    echo "installing moto $MOTO_VERSION (S3-compatible server for the attachments' tests)"
+    python3 -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  fi
+  services_dir
+  port="$(free_port)"
+  (cd "$SERVICES_DIR" && exec python3 -m moto.server -H 127.0.0.1 -p "$port" >"$SERVICES_DIR/moto.log" 2>&1) &
+  echo $! >"$SERVICES_DIR/moto.pid"
+  export SCALIFY_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+fi
 # Databases left behind by interrupted runs.
 psql "$SCALIFY_TEST_DATABASE_URL" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'scalify\_test\_%' OR datname LIKE 'scalify\_e2e\_%'" \
   | while read -r db; do [ -n "$db" ] && psql "$SCALIFY_TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null; done
-echo "PostgreSQL: $SCALIFY_TEST_DATABASE_URL  Redis: $SCALIFY_TEST_REDIS_URL  Kafka: ${SCALIFY_TEST_KAFKA_BROKERS:-(not needed)}"
+echo "PostgreSQL: $SCALIFY_TEST_DATABASE_URL  Redis: $SCALIFY_TEST_REDIS_URL  Kafka: ${SCALIFY_TEST_KAFKA_BROKERS:-(not needed)}  S3: ${SCALIFY_TEST_S3_ENDPOINT:-(not needed)}"
 
 if [ -n "$STRESS" ]; then
   # One busy process per core for the whole run: every wait in the tests must be for a

@@ -24,7 +24,7 @@ test('--help documents every subcommand and flag', () => {
 
 test('migrate creates the schema once; serve finds it current; the secret is generated once, 0600', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'scalify-cli-'));
-  assert.match(run(['migrate', '--data-dir', dir]), /9 migration\(s\) applied/);
+  assert.match(run(['migrate', '--data-dir', dir]), /10 migration\(s\) applied/);
   assert.match(run(['migrate', '--data-dir', dir]), /0 migration\(s\) applied/);
   assert.ok(existsSync(path.join(dir, 'scalify.db')));
   const server = await startServer({ dataDir: dir });

@@ -5,6 +5,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { api, register, connect, call, collect, sleep, uniqueRoom, allMessages, eventually } from './harness.js';
 import { clusterSettings, startNode, privateRedis, loadingRedis, redisCli, readyz, freshDatabase } from './cluster.js';
+import { rgbPng } from './png.js';
 
 /** Sum of a counter (all label sets matching `labels`) in a node's /metrics. */
 async function metric(url, name, labels = '') {
@@ -614,7 +615,7 @@ test('scalify migrate --database-url applies the PostgreSQL schema once', async 
   const db = freshDatabase();
   try {
     const run = () => promisify(execFile)(BIN, ['migrate', '--database-url', db.url], { env: { ...process.env, SCALIFY_LOG: 'warn' } });
-    assert.match((await run()).stdout, /PostgreSQL: 11 migration\(s\) applied/);
+    assert.match((await run()).stdout, /PostgreSQL: 12 migration\(s\) applied/);
     assert.match((await run()).stdout, /PostgreSQL: 0 migration\(s\) applied; schema is current/);
   } finally { db.drop(); }
 });
@@ -783,4 +784,63 @@ describe('missed-message notifications across nodes', () => {
       await hook.close();
     }
   });
+});
+
+test('attachments in S3-compatible storage: uploaded on one node, downloaded and deleted through another; an unreachable store is named by /readyz', async () => {
+  const endpoint = process.env.SCALIFY_TEST_S3_ENDPOINT;
+  assert.ok(endpoint, 'SCALIFY_TEST_S3_ENDPOINT is not set: run ./scripts/test.sh (it starts an S3-compatible server)');
+  const bucket = `scalify-e2e-${process.pid}-${Math.random().toString(16).slice(2, 10)}`;
+  assert.equal((await fetch(`${endpoint}/${bucket}`, { method: 'PUT' })).status, 200);
+  const objects = async () => [...(await (await fetch(`${endpoint}/${bucket}?list-type=2`)).text()).matchAll(/<Key>([^<]+)<\/Key>/g)].map((m) => m[1]);
+  const c = clusterSettings();
+  const s3 = ['--s3-endpoint', endpoint, '--s3-bucket', bucket];
+  const creds = { AWS_ACCESS_KEY_ID: 'scalify-test', AWS_SECRET_ACCESS_KEY: 'scalify-test' };
+  const nodes = [await startNode(c, s3, creds), await startNode(c, s3, creds)];
+  const dead = await startNode(c, ['--s3-endpoint', 'http://127.0.0.1:9', '--s3-bucket', bucket], creds);
+  try {
+    for (const n of nodes) assert.equal((await readyz(n.url)).status, 200);
+    await eventually(async () => {
+      const r = await readyz(dead.url);
+      return r.status === 503 && JSON.stringify(r.body).includes('object storage');
+    }, 30000, '/readyz naming the unreachable object storage');
+    const ann = await register(nodes[0].url, 'ann');
+    const bob = await register(nodes[1].url, 'bob');
+    const room = uniqueRoom('s3');
+    const sa = await connect(nodes[0].url, ann.token, { transports: ['websocket'] });
+    const sb = await connect(nodes[1].url, bob.token, { transports: ['polling'] });
+    for (const s of [sa, sb]) assert.equal((await call(s, 'join', { room })).ok, true);
+    const picture = rgbPng(400, 300);
+    const up = await fetch(`${nodes[0].url}/api/rooms/${room}/uploads?name=cat.png`, {
+      method: 'POST', headers: { authorization: `Bearer ${ann.token}` }, body: picture,
+    });
+    assert.equal(up.status, 201);
+    const { upload } = await up.json();
+    assert.equal(upload.width, 400);
+    const seen = collect(sb, 'message');
+    const sent = await call(sa, 'send', { room, text: 'a cat', attachment: upload.id, client_id: 'c1' });
+    assert.equal(sent.ok, true, JSON.stringify(sent));
+    await eventually(() => seen.items.some((m) => m.attachment?.id === upload.id));
+    const get = (node, suffix = '') => fetch(`${node.url}/api/rooms/${room}/uploads/${upload.id}${suffix}`, { headers: { authorization: `Bearer ${bob.token}` } });
+    const got = await get(nodes[1]);
+    assert.equal(got.status, 200);
+    assert.ok(Buffer.from(await got.arrayBuffer()).equals(picture));
+    assert.equal((await get(nodes[1], '/preview')).status, 200);
+    assert.equal((await objects()).length, 3, 'the file, its preview and its description');
+    // Uploads through the node that cannot reach the store fail cleanly.
+    const refused = await fetch(`${dead.url}/api/rooms/${room}/uploads?name=x.txt`, {
+      method: 'POST', headers: { authorization: `Bearer ${ann.token}` }, body: 'hello',
+    });
+    assert.equal(refused.status, 500);
+    assert.equal((await refused.json()).error.code, 'internal');
+
+    const deleted = await call(sa, 'delete', { room, id: sent.message.id, client_id: 'd1' });
+    assert.equal(deleted.ok, true, JSON.stringify(deleted));
+    assert.equal((await get(nodes[1])).status, 404);
+    assert.equal((await get(nodes[0])).status, 404);
+    assert.deepEqual(await objects(), []);
+    for (const s of [sa, sb]) s.close();
+  } finally {
+    for (const n of [...nodes, dead]) { await n.stop(); n.cleanup(); }
+    c.drop();
+  }
 });

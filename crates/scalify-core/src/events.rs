@@ -359,6 +359,7 @@ mod tests {
             relates_to: to.map(|m| m.id),
             relates_seq: to.map(|m| m.seq),
             reply_to: None,
+            attachment: None,
             edited_at: None,
             deleted: false,
             reactions: BTreeMap::new(),

@@ -11,6 +11,7 @@
 //! Storage engines, fan-out engines and transports depend on this crate; it depends on none of
 //! them, so the rules can be unit-tested without a database or a socket.
 
+mod attachment;
 mod error;
 mod events;
 mod ids;
@@ -24,6 +25,7 @@ mod search;
 mod status;
 mod throttle;
 
+pub use attachment::{Attachment, FileName, MAX_FILE_NAME_BYTES};
 pub use error::{ChatError, ErrorCode};
 pub use events::{
     first_line, Emoji, MessageKind, ReactionCount, ReplyPreview, Timeline, MAX_EMOJI_BYTES,

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{MessageKind, ReactionCount, ReplyPreview};
-use crate::{ClientId, Id, MessageText, RoomName};
+use crate::{Attachment, ClientId, Id, MessageText, RoomName};
 
 /// Milliseconds since the Unix epoch: the `ts` of the wire contract.
 pub fn now_ms() -> i64 {
@@ -87,6 +87,9 @@ pub struct Message {
     /// For a reply: what it answers, as that message stands now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<Box<ReplyPreview>>,
+    /// The file the message carries (gone once the message is deleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Box<Attachment>>,
     /// When the text was last edited (bundled state: set on messages `history` and `sync`
     /// return, never on the entry as first broadcast).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +120,7 @@ impl Message {
             relates_to: new.relates_to.map(|(id, _)| id),
             relates_seq: new.relates_to.map(|(_, seq)| seq),
             reply_to: new.reply_to,
+            attachment: new.attachment,
             edited_at: None,
             deleted: false,
             reactions: BTreeMap::new(),
@@ -162,6 +166,8 @@ pub struct NewMessage {
     pub relates_to: Option<(Id, u64)>,
     /// For a reply: the message it answers.
     pub reply_to: Option<Box<ReplyPreview>>,
+    /// The file it carries, uploaded before.
+    pub attachment: Option<Box<Attachment>>,
 }
 
 impl NewMessage {
@@ -184,6 +190,7 @@ impl NewMessage {
             kind: MessageKind::Message,
             relates_to: None,
             reply_to: None,
+            attachment: None,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! does not decode is a poison record (the persister dead-letters it with the reason).
 
 use scalify_core::{
-    ClientId, Id, Message, MessageKind, MessageText, ReplyPreview, RoomName, UserRef,
+    Attachment, ClientId, FileName, Id, Message, MessageKind, MessageText, ReplyPreview, RoomName,
+    UserRef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,13 @@ pub const VERSION: u32 = 1;
 /// Format version of a record that changes a message or replies to one: a reader that knows
 /// only [`VERSION`] refuses it (dead-letters it) rather than storing it as a plain message.
 pub const VERSION_CHANGES: u32 = 2;
+
+/// Format version of a record that carries an attachment: a reader that knows only the
+/// versions above refuses it rather than storing the message without its file.
+pub const VERSION_ATTACHMENTS: u32 = 3;
+
+/// Longest content type an attachment's record may carry (the server names short ones).
+const MAX_CONTENT_TYPE: usize = 128;
 
 /// Largest text a record may carry. Above any configurable `max_text_bytes`, it only bounds
 /// what a hostile producer could make the persister hold.
@@ -58,6 +66,9 @@ pub struct Record {
     /// A reply's preview as it was sent (the database's copy follows later changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<ReplyRecord>,
+    /// The file the message carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
 }
 
 /// What a record keeps of the message a reply answers.
@@ -112,7 +123,9 @@ pub fn encode_in(room_id: Id, m: &Message, epoch: u64) -> Vec<u8> {
         .zip(m.relates_seq)
         .or(m.reply_to.as_ref().map(|r| (r.id, r.seq)));
     let record = Record {
-        v: if reference.is_some() || !m.kind.is_message() {
+        v: if m.attachment.is_some() {
+            VERSION_ATTACHMENTS
+        } else if reference.is_some() || !m.kind.is_message() {
             VERSION_CHANGES
         } else {
             VERSION
@@ -137,6 +150,7 @@ pub fn encode_in(room_id: Id, m: &Message, epoch: u64) -> Vec<u8> {
             sender: r.sender.username.clone(),
             text: r.text.clone(),
         }),
+        attachment: m.attachment.as_deref().cloned(),
     };
     // Serializing plain strings and numbers cannot fail.
     serde_json::to_vec(&record).unwrap_or_default()
@@ -187,7 +201,7 @@ pub fn draft(room_id: Id, m: &Message) -> Draft {
 /// Decodes and validates record JSON.
 pub fn decode(bytes: &[u8]) -> Result<RoomMessage, DecodeError> {
     let r: Record = serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
-    if r.v != VERSION && r.v != VERSION_CHANGES {
+    if !matches!(r.v, VERSION | VERSION_CHANGES | VERSION_ATTACHMENTS) {
         return Err(DecodeError::Version(r.v));
     }
     let kind = match r.kind.as_deref() {
@@ -233,8 +247,30 @@ pub fn decode(bytes: &[u8]) -> Result<RoomMessage, DecodeError> {
             },
         )?;
         MessageText::from_trusted(String::new())
+    } else if r.attachment.is_some() && r.text.is_empty() {
+        // A file may go without a caption.
+        MessageText::from_trusted(String::new())
     } else {
         field("text", MessageText::parse(&r.text, MAX_RECORD_TEXT))?
+    };
+    let attachment = match r.attachment {
+        None => None,
+        Some(_) if !kind.is_message() => {
+            return Err(DecodeError::Field {
+                field: "attachment",
+                reason: "only a message carries a file".into(),
+            })
+        }
+        Some(a) => {
+            field("attachment.name", FileName::parse(a.name.as_str()))?;
+            if a.content_type.len() > MAX_CONTENT_TYPE || a.width.is_some() != a.height.is_some() {
+                return Err(DecodeError::Field {
+                    field: "attachment",
+                    reason: "a content type up to 128 bytes, and both dimensions or none".into(),
+                });
+            }
+            Some(Box::new(a))
+        }
     };
     let reply_to = match (&r.reply, reference) {
         (None, _) => None,
@@ -285,6 +321,7 @@ pub fn decode(bytes: &[u8]) -> Result<RoomMessage, DecodeError> {
         relates_to: relation.map(|(id, _)| id),
         relates_seq: relation.map(|(_, seq)| seq),
         reply_to,
+        attachment,
         edited_at: None,
         deleted: false,
         reactions: Default::default(),
@@ -451,16 +488,57 @@ mod tests {
         assert!(decode(delete.to_string().as_bytes()).is_ok());
     }
 
+    /// A message with a file travels in a record of version 3 (an older reader refuses it
+    /// rather than store the message without its file), may go without a caption, and comes
+    /// back as it went; a bad file name or a file on a change is poison.
+    #[test]
+    fn attachments_round_trip_and_are_checked() {
+        let (room_id, mut m) = message();
+        m.text = MessageText::from_trusted(String::new());
+        m.attachment = Some(Box::new(Attachment {
+            id: Id::new(),
+            name: FileName::parse("cat.png").unwrap(),
+            size: 1234,
+            content_type: "image/png".into(),
+            width: Some(640),
+            height: Some(480),
+        }));
+        let bytes = encode(room_id, &m);
+        let good: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(good["v"].as_u64(), Some(3));
+        assert_eq!(decode(&bytes).unwrap().message, m);
+        for (key, bad) in [
+            ("name", serde_json::json!("")),
+            ("name", serde_json::json!("a/")),
+            ("height", serde_json::json!(null)),
+            ("content_type", serde_json::json!("x".repeat(129))),
+        ] {
+            let mut v = good.clone();
+            v["attachment"][key] = bad;
+            assert!(decode(v.to_string().as_bytes()).is_err(), "{key}");
+        }
+        let mut change = good.clone();
+        change["kind"] = "reaction".into();
+        change["text"] = "👍".into();
+        change["ref_id"] = Id::new().to_string().into();
+        change["ref_seq"] = 1.into();
+        assert!(decode(change.to_string().as_bytes()).is_err());
+        // Without a file, empty text is still refused.
+        let mut bare = good.clone();
+        bare["attachment"] = serde_json::Value::Null;
+        assert!(decode(bare.to_string().as_bytes()).is_err());
+    }
+
     #[test]
     fn rejects_poison() {
         let (room_id, m) = message();
         let good: serde_json::Value = serde_json::from_slice(&encode(room_id, &m)).unwrap();
         assert!(matches!(decode(b"not json"), Err(DecodeError::Json(_))));
         let mut v = good.clone();
-        v["v"] = 3.into();
+        v["v"] = 4.into();
         assert_eq!(
             decode(v.to_string().as_bytes()),
-            Err(DecodeError::Version(3))
+            Err(DecodeError::Version(4))
         );
         for (key, bad) in [
             ("seq", serde_json::json!(0)),

@@ -57,6 +57,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/rooms/{room}/messages/{id}/reactions"),
     ("post", "/api/dms"),
     ("get", "/api/search"),
+    ("post", "/api/rooms/{room}/uploads"),
+    ("get", "/api/rooms/{room}/uploads/{id}"),
+    ("get", "/api/rooms/{room}/uploads/{id}/preview"),
     ("get", "/api/push/vapid-public-key"),
     ("post", "/api/push/subscriptions"),
     ("delete", "/api/push/subscriptions"),
@@ -97,6 +100,16 @@ pub fn router(chat: Arc<Chat>, transport: &TransportConfig) -> Router {
         )
         .route("/api/dms", post(open_dm))
         .route("/api/search", get(search))
+        // An upload's size is the service's limit (`--upload-max-bytes`), checked as it streams.
+        .route(
+            "/api/rooms/{room}/uploads",
+            post(upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/rooms/{room}/uploads/{id}", get(download))
+        .route(
+            "/api/rooms/{room}/uploads/{id}/preview",
+            get(download_preview),
+        )
         .route("/api/push/vapid-public-key", get(vapid_public_key))
         .route(
             "/api/push/subscriptions",
@@ -556,11 +569,146 @@ async fn search(
 }
 
 #[derive(Deserialize)]
+struct UploadParams {
+    name: Option<String>,
+}
+
+/// A file for the room, streamed from the request body as it comes (`?name=` names it; any
+/// `Content-Type` is ignored: the server tells the type from the bytes).
+///
+/// Runs as its own task, like a send: a client that hangs up fails the body, and the upload
+/// is then removed rather than left half-written.
+async fn upload(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(room): Path<String>,
+    params: Result<Query<UploadParams>, QueryRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult {
+    let Query(p) = params.map_err(query_rejection)?;
+    let name = p
+        .name
+        .ok_or_else(|| ChatError::bad_request("name is required (?name=<file name>)"))?;
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let service = chat.clone();
+    let upload = chat
+        .spawn(async move {
+            let mut body = body.into_data_stream();
+            let result = service.upload(&user, &room, &name, length, &mut body).await;
+            if result.is_err() && length.is_none_or(|n| n <= DRAIN_BYTES) {
+                drain(&mut body).await;
+            }
+            result
+        })
+        .await
+        .map_err(|_| ChatError::internal())??;
+    Ok((StatusCode::CREATED, Json(json!({ "upload": upload }))).into_response())
+}
+
+/// Most bytes of a refused upload read and dropped so that its client, still sending, gets
+/// to read the answer: HTTP clients that are cut off mid-request report a reset instead.
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads and drops the rest of `body`, up to [`DRAIN_BYTES`] and while it keeps coming.
+async fn drain(body: &mut axum::body::BodyDataStream) {
+    use futures_util::StreamExt;
+    let mut left = DRAIN_BYTES;
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), body.next()).await
+    {
+        match left.checked_sub(chunk.len() as u64) {
+            Some(rest) => left = rest,
+            None => break,
+        }
+    }
+}
+
+async fn download(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((room, id)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(file_response(
+        chat.download(&user, &room, &id, false).await?,
+    ))
+}
+
+async fn download_preview(
+    State(chat): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((room, id)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(file_response(chat.download(&user, &room, &id, true).await?))
+}
+
+/// A stored file as an answer that no browser runs: the type the server found (images) or
+/// one no browser interprets, `nosniff`, a sandboxing CSP in case it is opened as a page
+/// anyway, and a `Content-Disposition` that offers anything but an image for saving.
+fn file_response(file: scalify_service::Download) -> Response {
+    let disposition = format!(
+        "{}; filename=\"{}\"; filename*=UTF-8''{}",
+        if file.inline { "inline" } else { "attachment" },
+        ascii_file_name(&file.name),
+        percent_encode(&file.name)
+    );
+    let mut res = axum::body::Body::from_stream(file.body).into_response();
+    let h = res.headers_mut();
+    let mut set = |name, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set(header::CONTENT_TYPE, file.content_type);
+    set(header::CONTENT_LENGTH, file.size.to_string());
+    set(header::CONTENT_DISPOSITION, disposition);
+    set(
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox".to_owned(),
+    );
+    set(header::CACHE_CONTROL, "private, max-age=3600".to_owned());
+    res
+}
+
+/// `name` for clients that only read `filename=`: ASCII, without quotes or backslashes.
+fn ascii_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// RFC 8187's `filename*` value: every byte but its attr-chars percent-encoded.
+fn percent_encode(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() * 3);
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
 struct NewMessage {
+    /// May be left out by a message that carries a file.
+    #[serde(default)]
     text: String,
     client_id: String,
     #[serde(default)]
     reply_to: Option<String>,
+    #[serde(default)]
+    attachment: Option<String>,
 }
 
 /// A send from a bot or backend: the same rules and broadcast as the socket `send`.
@@ -577,7 +725,14 @@ async fn send(
     let message = chat
         .spawn(async move {
             service
-                .send_reply(&user, &room, &m.text, &m.client_id, m.reply_to.as_deref())
+                .send_full(
+                    &user,
+                    &room,
+                    &m.text,
+                    &m.client_id,
+                    m.reply_to.as_deref(),
+                    m.attachment.as_deref(),
+                )
                 .await
         })
         .await

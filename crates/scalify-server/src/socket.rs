@@ -441,10 +441,14 @@ struct RoomArg {
 #[derive(Deserialize)]
 struct SendArg {
     room: String,
+    /// May be left out by a message that carries a file.
+    #[serde(default)]
     text: String,
     client_id: String,
     #[serde(default)]
     reply_to: Option<String>,
+    #[serde(default)]
+    attachment: Option<String>,
 }
 
 /// `edit`, `delete`, `react` and `unreact`: the message `id` of `room`, and what changes.
@@ -760,12 +764,13 @@ async fn send(h: Arc<Session>, _: SocketRef, d: EventArg) -> Result<Reply, ChatE
     let arg: SendArg = parse(d)?;
     let message = h
         .chat
-        .send_reply(
+        .send_full(
             &h.conn.user,
             &arg.room,
             &arg.text,
             &arg.client_id,
             arg.reply_to.as_deref(),
+            arg.attachment.as_deref(),
         )
         .await?;
     metrics::histogram!("scalify_send_ack_seconds").record(started.elapsed().as_secs_f64());

@@ -15,8 +15,8 @@ mod chat;
 pub mod presence;
 
 pub use chat::{
-    Authenticated, Change, Chat, ChatConfig, ClusterLinks, Cost, Dependency, InFlight, NodeStatus,
-    NotifyChoice, Overview, PersisterStatus, PushConfig, PushKeys, ReadMarker, Receipt, SearchHit,
-    SearchResults, Session, SettingsPatch, SyncedRoom, ThrottleConfig, RECEIPTS_LIMIT,
-    RECEIPT_EVERY, SHARE_EVERY,
+    Authenticated, Change, Chat, ChatConfig, ClusterLinks, Cost, Dependency, Download, InFlight,
+    NodeStatus, NotifyChoice, Overview, PersisterStatus, PushConfig, PushKeys, ReadMarker, Receipt,
+    SearchHit, SearchResults, Session, SettingsPatch, SyncedRoom, ThrottleConfig, UploadConfig,
+    RECEIPTS_LIMIT, RECEIPT_EVERY, SHARE_EVERY,
 };

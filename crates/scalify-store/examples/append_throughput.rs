@@ -70,6 +70,7 @@ async fn main() {
                         kind: scalify_core::MessageKind::Message,
                         relates_to: None,
                         reply_to: None,
+                        attachment: None,
                     })
                     .await
                     .expect("append");

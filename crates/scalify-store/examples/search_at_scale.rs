@@ -259,6 +259,7 @@ async fn load(
                         kind: MessageKind::Message,
                         relates_to: None,
                         reply_to: None,
+                        attachment: None,
                     })
                     .await
                     .expect("append");

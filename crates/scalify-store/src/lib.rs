@@ -211,6 +211,24 @@ impl ReadState {
 /// there are none, else the mentioned ids separated by spaces, after `@room ` when the room
 /// is mentioned. Each token is also a row of the `mentions` table (PostgreSQL splits the
 /// column in a trigger; SQLite's writer writes the rows).
+/// A message's attachment as its column holds it (JSON).
+pub(crate) fn encode_attachment(a: &Option<Box<scalify_core::Attachment>>) -> Option<String> {
+    a.as_ref().and_then(|a| serde_json::to_string(a).ok())
+}
+
+/// [`encode_attachment`]'s column back; `Err` names what is wrong with it.
+pub(crate) fn decode_attachment(
+    column: Option<&str>,
+) -> Result<Option<Box<scalify_core::Attachment>>, String> {
+    column
+        .map(|json| {
+            serde_json::from_str(json)
+                .map(Box::new)
+                .map_err(|e| format!("bad attachment column: {e}"))
+        })
+        .transpose()
+}
+
 pub(crate) fn encode_mentions(ids: &[Id], room: bool) -> Option<String> {
     if ids.is_empty() && !room {
         return None;

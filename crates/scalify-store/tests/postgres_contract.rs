@@ -87,7 +87,7 @@ async fn membership_and_listing() {
 async fn migrations_apply_once() {
     let db = FreshDb::create().await;
     let config = PgConfig::new(&db.url);
-    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 11);
+    assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 12);
     assert_eq!(PgStore::migrate_only(&config).await.unwrap(), 0);
 }
 
@@ -577,6 +577,46 @@ async fn changes_persisted_before_their_message_apply_when_it_comes() {
     }
     assert_eq!(replay.get(1, bob.id).unwrap().reactions, rows[0].reactions);
     assert_eq!(replay.get(1, bob.id).unwrap().text, rows[0].text);
+}
+
+#[tokio::test]
+async fn attachments_stay_until_their_message_is_deleted() {
+    let db = FreshDb::create().await;
+    contract::attachments_stay_until_their_message_is_deleted(open(&db).await).await;
+}
+
+/// The persisters' path (`COPY`) keeps files too, and a deletion written before its message
+/// (records reach the topic out of seq order) still erases it.
+#[tokio::test]
+async fn persisted_attachments_are_kept_and_erased() {
+    use scalify_core::{Message, MessageKind as K};
+    let db = FreshDb::create().await;
+    let store = open(&db).await;
+    let ann = user(&*store, "ann").await;
+    let room = contract::public_room(&*store, "files", &ann).await;
+    let row = |new, seq| {
+        (
+            room.id,
+            Message::from_new(new, scalify_core::Id::new(), seq, 1),
+        )
+    };
+    let mut kept = msg(&room, &ann, "f1", "tab\there \\ and a newline\n");
+    kept.attachment = Some(contract::attachment("say \"hi\" ½.png"));
+    let kept = row(kept, 1);
+    let mut erased = msg(&room, &ann, "f2", "gone");
+    erased.attachment = Some(contract::attachment("gone.png"));
+    let erased = row(erased, 2);
+    let deletion = row(
+        contract::change(&room, &ann, "d1", K::Delete, "", &erased.1),
+        3,
+    );
+    store.persist(&[kept.clone(), deletion]).await.unwrap();
+    store.persist(std::slice::from_ref(&erased)).await.unwrap();
+    let read = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(read[0].attachment, kept.1.attachment);
+    assert_eq!(read[0].text, kept.1.text);
+    assert!(read[1].deleted);
+    assert_eq!(read[1].attachment, None);
 }
 
 #[tokio::test]

@@ -229,7 +229,8 @@ async fn members_at_the_read_marker_upgrade_start_read() {
     let c = rusqlite::Connection::open(&path).unwrap();
     c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
     c.execute_batch(
-        "DROP TABLE messages_search;
+        "ALTER TABLE messages DROP COLUMN attachment;
+         DROP TABLE messages_search;
          DROP INDEX messages_by_search_doc;
          ALTER TABLE messages DROP COLUMN search_doc;
          DROP TABLE reactions;
@@ -367,6 +368,12 @@ async fn a_deleted_message_leaves_no_text_in_the_file() {
         !file(&path).windows(word.len()).any(|w| w == word),
         "a deleted message's words are still in the search index"
     );
+}
+
+#[tokio::test]
+async fn attachments_stay_until_their_message_is_deleted() {
+    let (_d, store) = fresh();
+    contract::attachments_stay_until_their_message_is_deleted(store).await;
 }
 
 #[tokio::test]

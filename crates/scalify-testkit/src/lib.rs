@@ -132,3 +132,26 @@ impl Drop for RedisPrefix {
         }
     }
 }
+
+/// The S3-compatible server of the test run, `SCALIFY_TEST_S3_ENDPOINT` (required by the tests
+/// that use it; `scripts/test.sh` starts one).
+pub fn s3_endpoint() -> String {
+    std::env::var("SCALIFY_TEST_S3_ENDPOINT").expect(
+        "SCALIFY_TEST_S3_ENDPOINT is not set: run ./scripts/test.sh (it starts an S3-compatible server), or point it at one",
+    )
+}
+
+/// A new bucket on the test S3 server, with a name no other test uses. The test server takes
+/// any credentials, so the request is not signed.
+pub async fn s3_bucket() -> String {
+    let bucket = unique("scalify").replace('_', "-");
+    let url = format!("{}/{bucket}", s3_endpoint().trim_end_matches('/'));
+    let status = reqwest::Client::new()
+        .put(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("creating bucket {url}: {e}"))
+        .status();
+    assert!(status.is_success(), "creating bucket {url}: {status}");
+    bucket
+}

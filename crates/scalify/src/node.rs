@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use scalify_notify::{Notifier, NotifyConfig};
 use scalify_server::{App, Cluster};
 use scalify_service::auth::Auth;
-use scalify_service::{Chat, PushConfig, RECEIPT_EVERY, SHARE_EVERY};
+use scalify_service::{Chat, Dependency, PushConfig, UploadConfig, RECEIPT_EVERY, SHARE_EVERY};
 use scalify_store::notify::NotifyStore;
 use scalify_store::sqlite::SqliteStore;
 use scalify_store::Store;
@@ -107,6 +107,20 @@ impl Node {
             .resolve_admins()
             .await
             .map_err(anyhow::Error::msg)?;
+        let files = match &settings.uploads.s3 {
+            Some(s3) => {
+                let files = scalify_files::Files::s3(s3)?;
+                app.chat.add_check(Arc::new(FileStoreCheck(files.clone())));
+                tracing::info!(endpoint = %s3.endpoint, bucket = %s3.bucket, "uploads in S3-compatible storage");
+                files
+            }
+            None => scalify_files::Files::local(&settings.data_dir.join("files"))?,
+        };
+        app.chat.enable_uploads(UploadConfig {
+            max_bytes: settings.uploads.max_bytes,
+            max_pixels: settings.uploads.max_pixels,
+            ..UploadConfig::new(files)
+        });
         let vapid = settings.vapid()?.map(Arc::new);
         if let Some(v) = &vapid {
             app.chat.enable_push(PushConfig {
@@ -336,5 +350,18 @@ impl Service for HttpEndpoints {
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await
             .with_context(|| format!("serving the {}", self.name))
+    }
+}
+
+/// The S3-compatible file store answers (`/readyz`, the admin page).
+struct FileStoreCheck(scalify_files::Files);
+
+#[async_trait]
+impl Dependency for FileStoreCheck {
+    fn name(&self) -> &'static str {
+        "object storage"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.check().await.map_err(|e| e.to_string())
     }
 }

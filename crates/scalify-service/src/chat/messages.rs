@@ -68,20 +68,30 @@ impl Chat {
         text: &str,
         client_id: &str,
     ) -> Result<Message, ChatError> {
-        self.send_reply(sender, room, text, client_id, None).await
+        self.send_full(sender, room, text, client_id, None, None)
+            .await
     }
 
     /// [`Chat::send`] of a reply to the message with id `reply_to` (of the same room, not
-    /// deleted), which the reply carries a preview of.
-    pub async fn send_reply(
+    /// deleted), which the reply carries a preview of, and of a message that carries the
+    /// file `attachment` (an upload of the sender's to the room; the text may then be empty).
+    pub async fn send_full(
         &self,
         sender: &UserRef,
         room: &str,
         text: &str,
         client_id: &str,
         reply_to: Option<&str>,
+        attachment: Option<&str>,
     ) -> Result<Message, ChatError> {
-        let (room, mut new) = self.accept(sender, room, text, client_id).await?;
+        // A file may go without a caption; text alone may not be empty.
+        let captionless = attachment.is_some() && text.trim().is_empty();
+        let (room, mut new) = self
+            .accept(sender, room, text, client_id, captionless)
+            .await?;
+        if let Some(id) = attachment {
+            new.attachment = Some(Box::new(self.attachable(sender, &room, id).await?));
+        }
         if let Some(id) = reply_to {
             let answered = self.live_message(&room, id).await?;
             new.reply_to = Some(Box::new(ReplyPreview::of(
@@ -154,10 +164,17 @@ impl Chat {
             }
             _ => {}
         }
+        let room_id = room.id;
         let mut new = NewMessage::plain(room.id, room.name, user.clone(), text, client_id);
         new.kind = kind;
         new.relates_to = Some((target.id, target.seq));
-        self.commit_and_publish(new).await
+        let committed = self.commit_and_publish(new).await?;
+        if kind == MessageKind::Delete {
+            if let Some(file) = &target.attachment {
+                self.delete_upload(room_id, file).await;
+            }
+        }
+        Ok(committed)
     }
 
     /// A message (not a change) of `room`, by the id a client gave as `field`.
@@ -182,20 +199,26 @@ impl Chat {
             .ok_or_else(no_such_message)
     }
 
-    /// Everything a send checks before its commit: the server is not closing, the text and
-    /// client id are valid, the sender is a member (of a DM: not blocked by the other user).
+    /// Everything a send checks before its commit: the server is not closing, the text (empty
+    /// when `captionless`) and client id are valid, the sender is a member (of a DM: not
+    /// blocked by the other user).
     pub(super) async fn accept(
         &self,
         sender: &UserRef,
         room: &str,
         text: &str,
         client_id: &str,
+        captionless: bool,
     ) -> Result<(Room, NewMessage), ChatError> {
         if self.is_closing() {
             return Err(ChatError::shutting_down());
         }
         self.charge(sender, Cost::One)?;
-        let text = MessageText::parse(text, self.config.max_text_bytes)?;
+        let text = if captionless {
+            MessageText::from_trusted(String::new())
+        } else {
+            MessageText::parse(text, self.config.max_text_bytes)?
+        };
         let client_id = ClientId::parse(client_id)?;
         let room = self.writable_room(sender, room).await?;
         let (mentions, mention_room) = self.mentions(sender, &room, &text).await?;

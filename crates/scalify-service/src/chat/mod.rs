@@ -36,9 +36,11 @@ mod online;
 mod push;
 mod read;
 mod rooms;
+mod uploads;
 pub use notify::{NotifyChoice, Receipt, SettingsPatch, RECEIPTS_LIMIT, RECEIPT_EVERY};
 pub use push::{PushConfig, PushKeys};
 pub use read::ReadMarker;
+pub use uploads::{Download, UploadConfig};
 
 /// Limits the service enforces. Field docs are the user-facing documentation.
 #[derive(Debug, Clone)]
@@ -215,6 +217,8 @@ pub struct Chat {
     checks: Mutex<Vec<Arc<dyn Dependency>>>,
     /// Web Push, when the node offers it ([`Chat::enable_push`]).
     push: std::sync::OnceLock<PushConfig>,
+    /// Attachments, when the node takes them ([`Chat::enable_uploads`]).
+    uploads: std::sync::OnceLock<uploads::Uploads>,
 }
 
 /// A dependency `/readyz` and the admin page check besides the store and the fan-out (the
@@ -336,6 +340,7 @@ impl Chat {
             started_at: scalify_core::now_ms(),
             checks: Mutex::new(Vec::new()),
             push: std::sync::OnceLock::new(),
+            uploads: std::sync::OnceLock::new(),
         })
     }
 

@@ -110,6 +110,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "search",
         include_str!("../../migrations/postgres/0011_search.sql"),
     ),
+    (
+        12,
+        "attachments",
+        include_str!("../../migrations/postgres/0012_attachments.sql"),
+    ),
 ];
 
 /// The migrations, embedded in the binary, in the form sqlx's migrator takes.

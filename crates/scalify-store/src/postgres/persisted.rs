@@ -349,7 +349,7 @@ pub(super) async fn raise_last_seq(
 /// `COPY`'s statement for [`copy_text`]'s rows.
 pub(super) const COPY_MESSAGES: &str =
     "COPY messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions,
-                    kind, ref_seq)
+                    kind, ref_seq, attachment)
      FROM STDIN";
 
 /// The rows in `COPY`'s text format: tab-separated columns, one line per row, with backslash,
@@ -396,6 +396,11 @@ pub(super) fn copy_text(sorted: &[&(Id, Message)]) -> Vec<u8> {
                 let _ = write!(buf, "\t{seq}");
             }
             None => buf.extend_from_slice(b"\t\\N"),
+        }
+        buf.push(b'\t');
+        match crate::encode_attachment(&m.attachment) {
+            Some(json) => field(&mut buf, &json),
+            None => buf.extend_from_slice(b"\\N"),
         }
         buf.push(b'\n');
     }

@@ -36,6 +36,8 @@ pub(super) fn read_message(r: &PgRow, at: usize, room: &RoomName) -> Result<Mess
         relates_to: None,
         relates_seq: None,
         reply_to: None,
+        attachment: crate::decode_attachment(r.try_get::<Option<&str>, _>(at + 17)?)
+            .map_err(|e| sqlx::Error::Decode(e.into()))?,
         edited_at: r.try_get(at + 10)?,
         deleted: r.try_get::<Option<i64>, _>(at + 11)?.is_some(),
         reactions: Default::default(),
@@ -78,7 +80,8 @@ pub(super) fn read_user(r: &PgRow) -> Result<User, sqlx::Error> {
 /// refers to (`p`: the message a change changes, or a reply answers).
 pub(super) const MESSAGE_COLUMNS: &str =
     "m.id, m.seq, m.sender_id, m.sender_name, m.client_id, m.text, m.ts, m.mentions, m.kind,
-     m.ref_seq, m.edited_at, m.deleted_at, p.id, p.sender_id, p.sender_name, p.text, p.deleted_at";
+     m.ref_seq, m.edited_at, m.deleted_at, p.id, p.sender_id, p.sender_name, p.text, p.deleted_at,
+     m.attachment";
 
 /// The tables [`MESSAGE_COLUMNS`] reads.
 pub(super) const MESSAGES_FROM: &str =

@@ -197,7 +197,7 @@ impl PgStore {
         let rows = q.fetch_all(&self.pool).await?;
         Ok(rows
             .iter()
-            .map(|r| read_message(r, 0, &RoomName::from_trusted(r.try_get(17)?)))
+            .map(|r| read_message(r, 0, &RoomName::from_trusted(r.try_get(18)?)))
             .collect::<Result<Vec<_>, _>>()?)
     }
 }

@@ -226,18 +226,20 @@ pub(super) async fn commit_batch(
 /// One multi-row insert of messages from column arrays ([`InsertColumns::bind`] binds them).
 pub(super) const INSERT_MESSAGES: &str =
     "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions,
-                           kind, ref_seq)
+                           kind, ref_seq, attachment)
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                          $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[], $11::int8[])";
+                          $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[], $11::int8[],
+                          $12::text[])";
 
 /// [`INSERT_MESSAGES`] for resends after the idempotency window: `resend_seq` is the seq.
 pub(super) const INSERT_RESENDS: &str =
     "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions,
-                           kind, ref_seq, resend_seq)
+                           kind, ref_seq, attachment, resend_seq)
      SELECT u.*, u.seq FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                          $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[], $11::int8[])
+                          $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[], $11::int8[],
+                          $12::text[])
        AS u(room_id, seq, id, sender_id, sender_name, client_id, text, ts, mentions, kind,
-            ref_seq)";
+            ref_seq, attachment)";
 
 /// Raises each room's `last_seq` (`$1` room ids, `$2` seqs) — never lowers it — and marks the
 /// room for its notifier (`notify_from`, the database's clock, set once until the notifier
@@ -262,10 +264,11 @@ pub(super) struct InsertColumns {
     mentions: Vec<Option<String>>,
     kind: Vec<Option<&'static str>>,
     ref_seq: Vec<Option<i64>>,
+    attachment: Vec<Option<String>>,
 }
 
 impl InsertColumns {
-    /// Binds the eleven arrays, in [`INSERT_MESSAGES`]' order.
+    /// Binds the twelve arrays, in [`INSERT_MESSAGES`]' order.
     pub(super) fn bind<'q>(
         &'q self,
         q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -281,6 +284,7 @@ impl InsertColumns {
             .bind(&self.mentions)
             .bind(&self.kind)
             .bind(&self.ref_seq)
+            .bind(&self.attachment)
     }
 
     pub(super) fn push(&mut self, room_key: &str, m: &Message) {
@@ -296,6 +300,8 @@ impl InsertColumns {
             .push(encode_mentions(&m.mentions, m.mention_room));
         self.kind.push(m.kind.column());
         self.ref_seq.push(m.ref_seq().map(|s| s as i64));
+        self.attachment
+            .push(crate::encode_attachment(&m.attachment));
     }
 }
 

@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_notifications.sql"),
     include_str!("../../migrations/sqlite/0008_message_changes.sql"),
     include_str!("../../migrations/sqlite/0009_search.sql"),
+    include_str!("../../migrations/sqlite/0010_attachments.sql"),
 ];
 
 /// How hard a commit waits for the disk. `Full` survives power loss; `Normal` (WAL) survives a
@@ -828,7 +829,7 @@ impl Store for SqliteStore {
                         room.map(|r| r.to_string()),
                         page.limit
                     ],
-                    |r| read_message(r, &RoomName::from_trusted(r.get(17)?)),
+                    |r| read_message(r, &RoomName::from_trusted(r.get(18)?)),
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(out)

@@ -6,7 +6,8 @@ use super::*;
 /// refers to (`p`: the message a change changes, or a reply answers).
 pub(super) const MESSAGE_COLUMNS: &str =
     "m.id, m.seq, m.sender_id, m.sender_name, m.client_id, m.text, m.ts, m.mentions, m.kind,
-     m.ref_seq, m.edited_at, m.deleted_at, p.id, p.sender_id, p.sender_name, p.text, p.deleted_at";
+     m.ref_seq, m.edited_at, m.deleted_at, p.id, p.sender_id, p.sender_name, p.text, p.deleted_at,
+     m.attachment";
 
 /// The tables [`MESSAGE_COLUMNS`] reads.
 pub(super) const MESSAGES_FROM: &str =
@@ -50,6 +51,11 @@ pub(super) fn read_message(r: &rusqlite::Row<'_>, room: &RoomName) -> rusqlite::
         relates_to: None,
         relates_seq: None,
         reply_to: None,
+        attachment: crate::decode_attachment(r.get::<_, Option<String>>(17)?.as_deref()).map_err(
+            |e| {
+                rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Text, e.into())
+            },
+        )?,
         edited_at: r.get(10)?,
         deleted: r.get::<_, Option<i64>>(11)?.is_some(),
         reactions: Default::default(),

@@ -588,8 +588,8 @@ impl Writer {
             .conn
             .prepare_cached(
                 "INSERT INTO messages (room_id, seq, id, sender_id, sender_name, client_id, text, ts,
-                                       mentions, kind, ref_seq, search_doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                                       mentions, kind, ref_seq, search_doc, attachment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (room_id, sender_id, client_id) DO NOTHING",
             )?
             .execute(params![
@@ -604,7 +604,8 @@ impl Writer {
                 encode_mentions(&message.mentions, message.mention_room),
                 message.kind.column(),
                 message.ref_seq().map(|s| s as i64),
-                doc
+                doc,
+                crate::encode_attachment(&message.attachment)
             ])?;
         if inserted == 0 {
             let original = self
@@ -696,7 +697,7 @@ impl Writer {
                 if let Some((doc, old)) = self.live(room, target, None)? {
                     self.conn
                         .prepare_cached(
-                            "UPDATE messages SET text = '', deleted_at = ?3
+                            "UPDATE messages SET text = '', attachment = NULL, deleted_at = ?3
                              WHERE room_id = ?1 AND seq = ?2",
                         )?
                         .execute(params![room, target, at])?;

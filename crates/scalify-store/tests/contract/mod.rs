@@ -47,6 +47,7 @@ pub fn msg(room: &Room, sender: &User, client_id: &str, text: &str) -> NewMessag
         kind: scalify_core::MessageKind::Message,
         relates_to: None,
         reply_to: None,
+        attachment: None,
     }
 }
 
@@ -1029,6 +1030,72 @@ pub async fn changes_are_log_entries_applied_to_their_message(store: Arc<dyn Sto
         .await
         .unwrap();
     assert!(rows.is_empty(), "a deleted message has no reactions");
+}
+
+/// A file for [`attachments_stay_until_their_message_is_deleted`].
+pub fn attachment(name: &str) -> Box<scalify_core::Attachment> {
+    Box::new(scalify_core::Attachment {
+        id: scalify_core::Id::new(),
+        name: scalify_core::FileName::parse(name).unwrap(),
+        size: 1234,
+        content_type: "image/png".into(),
+        width: Some(640),
+        height: Some(480),
+    })
+}
+
+/// A message may carry a file, with or without a caption; every read returns it, an edit
+/// keeps it, a deletion erases it with the text.
+pub async fn attachments_stay_until_their_message_is_deleted(store: Arc<dyn Store>) {
+    use scalify_core::MessageKind as K;
+    let ann = user(&*store, "ann").await;
+    let room = public_room(&*store, "files", &ann).await;
+    let mut bare = msg(&room, &ann, "f1", "x");
+    bare.text = MessageText::from_trusted(String::new());
+    bare.attachment = Some(attachment("cat.png"));
+    let bare = store.append(bare).await.unwrap().message;
+    let mut captioned = msg(&room, &ann, "f2", "the report");
+    captioned.attachment = Some(attachment("report.pdf"));
+    let captioned = store.append(captioned).await.unwrap().message;
+    // A retry returns the stored message, file and all.
+    let mut again = msg(&room, &ann, "f1", "x");
+    again.text = MessageText::from_trusted(String::new());
+    again.attachment = Some(attachment("other.png"));
+    let again = store.append(again).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.message.attachment, bare.attachment);
+
+    let read = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(read[0].attachment, bare.attachment);
+    assert_eq!(read[0].text.as_str(), "");
+    assert_eq!(read[1].attachment, captioned.attachment);
+    assert_eq!(store.history(&room, None, 10).await.unwrap(), read);
+    assert_eq!(
+        store
+            .message(&room, bare.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attachment,
+        bare.attachment
+    );
+
+    store
+        .append(change(&room, &ann, "e1", K::Edit, "a cat", &bare))
+        .await
+        .unwrap();
+    store
+        .append(change(&room, &ann, "d1", K::Delete, "", &captioned))
+        .await
+        .unwrap();
+    let read = store.after(&room, 0, 10).await.unwrap();
+    assert_eq!(read[0].text.as_str(), "a cat");
+    assert_eq!(
+        read[0].attachment, bare.attachment,
+        "an edit keeps the file"
+    );
+    assert!(read[1].deleted);
+    assert_eq!(read[1].attachment, None, "a deletion erases the file");
 }
 
 /// Full-text search: over the rooms the searcher is a member of only, newest first, paged,

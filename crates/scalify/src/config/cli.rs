@@ -192,6 +192,24 @@ pub struct ServeArgs {
     #[arg(long, env = "SCALIFY_PUSH_ALLOW_PRIVATE_ENDPOINTS")]
     #[serde(default)]
     pub push_allow_private_endpoints: bool,
+    /// Largest file a member may upload, in bytes [default: 10485760]
+    #[arg(long, env = "SCALIFY_UPLOAD_MAX_BYTES")]
+    pub upload_max_bytes: Option<u64>,
+    /// Largest image a preview is made of, in pixels; larger images are refused
+    /// [default: 40000000]
+    #[arg(long, env = "SCALIFY_UPLOAD_MAX_PIXELS")]
+    pub upload_max_pixels: Option<u64>,
+    /// S3-compatible object storage for uploads (`https://s3.eu-west-1.amazonaws.com`,
+    /// `http://minio:9000`), which every node of a cluster must share; credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Unset, files are kept in the data directory
+    #[arg(long, env = "SCALIFY_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket uploads go to (with --s3-endpoint)
+    #[arg(long, env = "SCALIFY_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// The bucket's region [default: us-east-1]
+    #[arg(long, env = "SCALIFY_S3_REGION")]
+    pub s3_region: Option<String>,
     /// Kafka bootstrap brokers (`host:9092,host2:9092`): durable mode. Every accepted message
     /// is produced to Kafka (idempotent, acks=all) before its ack; persisters write it to
     /// PostgreSQL. Needs --database-url and --redis-url.

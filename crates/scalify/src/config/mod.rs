@@ -90,6 +90,16 @@ pub struct Settings {
     /// Durable mode through Kafka, when set.
     pub kafka: Option<KafkaSettings>,
     pub notify: NotifySettings,
+    pub uploads: UploadSettings,
+}
+
+/// Where attachments are kept, and their limits.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// S3-compatible storage, when set; else `<data dir>/files`.
+    pub s3: Option<scalify_files::S3Config>,
+    pub max_bytes: u64,
+    pub max_pixels: u64,
 }
 
 impl Settings {
@@ -190,8 +200,30 @@ impl Settings {
                 .unwrap_or_else(|| "mailto:admin@localhost".into()),
             allow_private_endpoints: o.push_allow_private_endpoints,
         };
+        let uploads = UploadSettings {
+            s3: match (&o.s3_endpoint, &o.s3_bucket) {
+                (None, None) => None,
+                (Some(endpoint), Some(bucket)) => Some(scalify_files::S3Config {
+                    endpoint: endpoint.clone(),
+                    bucket: bucket.clone(),
+                    region: o.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+                }),
+                _ => bail!("s3_endpoint and s3_bucket go together"),
+            },
+            max_bytes: at_least(
+                "upload_max_bytes",
+                o.upload_max_bytes.unwrap_or(10 << 20),
+                1,
+            )?,
+            max_pixels: at_least(
+                "upload_max_pixels",
+                o.upload_max_pixels.unwrap_or(40_000_000),
+                1,
+            )?,
+        };
         Ok(Settings {
             notify,
+            uploads,
             postgres,
             redis,
             kafka,
