@@ -1671,3 +1671,86 @@ test('search: the sidebar box finds a message of my rooms with its words marked,
     await bob.context.close();
   }
 });
+
+test('attachments: a picture and a file from the button, a paste and a drop; the other user sees the preview and downloads the file, live and after a reload; too large is said before uploading', async () => {
+  const { rgbPng } = await import('./png.js');
+  const ann = await newUser(server.url, { name: 'ann' });
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(ann);
+    await signUp(bob);
+    const room = uniqueRoom('files');
+    await createRoom(ann.page, room);
+    await bob.page.reload();
+    await bob.page.getByRole('button', { name: `Join ${room}` }).click();
+    await bob.page.getByRole('heading', { name: `#${room}` }).waitFor();
+
+    // The button: a picture and a text file, sent with one caption.
+    const picker = ann.page.getByLabel('Attach files', { exact: true }).and(ann.page.locator('input[type=file]'));
+    await picker.setInputFiles([
+      { name: 'cat.png', mimeType: 'image/png', buffer: rgbPng(600, 400) },
+      { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('the notes\n') },
+    ]);
+    const tray = ann.page.getByRole('list', { name: 'Files to send' });
+    await tray.locator('li.ready', { hasText: 'cat.png' }).waitFor();
+    await tray.locator('li.ready', { hasText: 'notes.txt' }).waitFor();
+    await send(ann.page, 'look at this');
+    await tray.waitFor({ state: 'detached' });
+
+    // Bob sees the caption, the preview (decoded: the server's 320-pixel PNG), and a card.
+    await bob.page.locator('.msg', { hasText: 'look at this' }).waitFor();
+    const picture = bob.page.getByRole('img', { name: 'cat.png' });
+    await picture.waitFor();
+    await bob.page.waitForFunction(() => document.querySelector('img[alt="cat.png"]')?.naturalWidth === 320);
+    const card = bob.page.locator('.file-card', { hasText: 'notes.txt' });
+    await card.getByText('10 B').waitFor();
+    const [download] = await Promise.all([
+      bob.page.waitForEvent('download'),
+      card.getByRole('button', { name: 'Download notes.txt' }).click(),
+    ]);
+    assert.equal(download.suggestedFilename(), 'notes.txt');
+    assert.equal(readFileSync(await download.path(), 'utf8'), 'the notes\n');
+
+    // A paste into the composer, and a drop on the room.
+    await ann.page.locator('.composer textarea').evaluate((box) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(['pasted words'], 'pasted.txt', { type: 'text/plain' }));
+      box.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+    });
+    await tray.locator('li.ready', { hasText: 'pasted.txt' }).waitFor();
+    await ann.page.locator('.composer textarea').press('Enter');
+    const dropped = await ann.page.evaluateHandle(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(['dropped words'], 'dropped.txt', { type: 'text/plain' }));
+      return dt;
+    });
+    await ann.page.locator('section.room').dispatchEvent('dragover', { dataTransfer: dropped });
+    await ann.page.locator('section.room').dispatchEvent('drop', { dataTransfer: dropped });
+    await tray.locator('li.ready', { hasText: 'dropped.txt' }).waitFor();
+    await ann.page.locator('.composer textarea').press('Enter');
+    await bob.page.locator('.file-card', { hasText: 'pasted.txt' }).waitFor();
+    await bob.page.locator('.file-card', { hasText: 'dropped.txt' }).waitFor();
+
+    // Too large for the server (10 MB by default): said at once, nothing sent.
+    await picker.setInputFiles([{ name: 'huge.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(10 * 1024 * 1024 + 1) }]);
+    await tray.locator('li.failed', { hasText: 'larger than the 10 MB limit' }).waitFor();
+    await tray.getByRole('button', { name: 'Remove huge.bin' }).click();
+    await tray.waitFor({ state: 'detached' });
+
+    await ann.page.screenshot({ path: path.join(SHOTS, 'attachments.png') });
+    // After a reload, history brings the files back.
+    await bob.page.reload();
+    await bob.page.waitForFunction(() => document.querySelector('img[alt="cat.png"]')?.naturalWidth === 320);
+    await bob.page.locator('.file-card', { hasText: 'dropped.txt' }).waitFor();
+    // Deleted: gone for Bob at once.
+    const annEntry = ann.page.locator('.entry').filter({ has: ann.page.getByRole('img', { name: 'cat.png' }) });
+    ann.page.once('dialog', (d) => d.accept());
+    await annEntry.hover();
+    await annEntry.getByRole('button', { name: 'Delete' }).click();
+    await picture.waitFor({ state: 'detached' });
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally {
+    await ann.context.close();
+    await bob.context.close();
+  }
+});

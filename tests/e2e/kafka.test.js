@@ -871,3 +871,43 @@ test('durable mode: edits, deletions, reactions and replies go through Kafka; th
   assert.deepEqual(await found('durable secret 9313'), []);
   sa.close(); sb.close();
 }));
+
+test('durable mode: a message carries its file through Kafka; readable with it before the persister, stored with it after; a deletion erases it in PostgreSQL and deletes the file', () => drill({ users: 0 }, async ({ c, node, addPersister }) => {
+  const { rgbPng } = await import('./png.js');
+  const [ann, bob] = [await register(node.url, 'fa'), await register(node.url, 'fb')];
+  const [sa, sb] = [await connect(node.url, ann.token), await connect(node.url, bob.token, { transports: ['polling'] })];
+  const room = uniqueRoom('kfile');
+  await call(sa, 'join', { room });
+  await call(sb, 'join', { room });
+  const upload = async (name, body) => {
+    const res = await fetch(`${node.url}/api/rooms/${room}/uploads?name=${name}`, {
+      method: 'POST', headers: { authorization: `Bearer ${ann.token}` }, body,
+    });
+    assert.equal(res.status, 201);
+    return (await res.json()).upload;
+  };
+  const pic = await upload('cat.png', rgbPng(50, 40));
+  const doc = await upload('notes.txt', 'some notes');
+  const m1 = await call(sa, 'send', { room, attachment: pic.id, client_id: 'f1' });
+  const m2 = await call(sa, 'send', { room, text: 'notes', attachment: doc.id, client_id: 'f2' });
+  for (const a of [m1, m2]) assert.equal(a.ok, true, JSON.stringify(a));
+  // A retry through the ledger returns the same message, file and all.
+  assert.deepEqual((await call(sa, 'send', { room, attachment: pic.id, client_id: 'f1' })).message, m1.message);
+  const early = await call(sb, 'history', { room });
+  assert.deepEqual(early.messages.map((m) => m.attachment), [pic, doc]);
+
+  const deleted = await call(sa, 'delete', { room, id: m2.message.id, client_id: 'd1' });
+  assert.equal(deleted.ok, true, JSON.stringify(deleted));
+  const gone = await fetch(`${node.url}/api/rooms/${room}/uploads/${doc.id}`, { headers: { authorization: `Bearer ${bob.token}` } });
+  assert.equal(gone.status, 404);
+  await addPersister();
+  await eventually(() => storedMessages(c.db.url).length === 3, 30000, '3 rows');
+  const rows = execFileSync('psql', [c.db.url, '-qtAc', 'SELECT seq, attachment IS NOT NULL, deleted_at IS NOT NULL FROM messages ORDER BY seq'], { encoding: 'utf8' });
+  assert.deepEqual(rows.trim().split('\n'), ['1|t|f', '2|f|t', '3|f|f']);
+  const after = await call(sb, 'history', { room });
+  assert.deepEqual(after.messages[0].attachment, pic);
+  assert.equal(after.messages[1].attachment, undefined);
+  const kept = await fetch(`${node.url}/api/rooms/${room}/uploads/${pic.id}`, { headers: { authorization: `Bearer ${bob.token}` } });
+  assert.equal(kept.status, 200);
+  sa.close(); sb.close();
+}));

@@ -1,5 +1,5 @@
 // The REST API (docs/openapi.yaml). Every error answers {error:{code,message}}.
-import type { Message, NotifyLevel, Receipt, UserRef } from './state';
+import type { Attachment, Message, NotifyLevel, Receipt, UserRef } from './state';
 
 export interface Session {
   token: string;
@@ -122,12 +122,54 @@ async function request<T>(method: string, path: string, body?: unknown, token?: 
   return data as T;
 }
 
+/** An upload under way: its answer, and a way to stop it. */
+export interface Upload {
+  done: Promise<Attachment>;
+  abort(): void;
+}
+
+/**
+ * Sends `file` to `room` as the request body, streamed by the browser (XMLHttpRequest: fetch
+ * cannot report an upload's progress). `onProgress` gets the fraction sent, 0 to 1.
+ */
+export function upload(token: string, room: string, file: File, onProgress: (sent: number) => void): Upload {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise<Attachment>((resolve, reject) => {
+    xhr.open('POST', `/api/rooms/${encodeURIComponent(room)}/uploads?${new URLSearchParams({ name: file.name || 'pasted file' })}`);
+    xhr.setRequestHeader('authorization', `Bearer ${token}`);
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable && e.total > 0) onProgress(e.loaded / e.total); };
+    xhr.onload = () => {
+      let data: { upload?: Attachment; error?: { code?: string; message?: string } } = {};
+      try { data = JSON.parse(xhr.responseText); } catch { /* not JSON: a proxy's page */ }
+      if (xhr.status === 201 && data.upload) resolve(data.upload);
+      else reject(new ApiError(xhr.status, data.error?.code ?? 'internal', data.error?.message ?? `upload failed (${xhr.status})`));
+    };
+    xhr.onerror = () => reject(new ApiError(0, 'network', 'The upload could not reach the server.'));
+    xhr.onabort = () => reject(new ApiError(0, 'aborted', 'Upload cancelled.'));
+    xhr.send(file);
+  });
+  return { done, abort: () => xhr.abort() };
+}
+
+/** A room's file (or its preview) as a Blob: downloads need the token, which an <img src>
+ * or a link cannot carry. */
+export async function fileBlob(token: string, room: string, id: string, preview: boolean): Promise<Blob> {
+  const res = await fetch(`/api/rooms/${encodeURIComponent(room)}/uploads/${encodeURIComponent(id)}${preview ? '/preview' : ''}`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  if (!res.ok) {
+    const e = (await res.json().catch(() => ({})))?.error ?? {};
+    throw new ApiError(res.status, e.code ?? 'internal', e.message ?? `download failed (${res.status})`);
+  }
+  return res.blob();
+}
+
 export const api = {
   register: (username: string, password: string) => request<Session>('POST', '/api/auth/register', { username, password }),
   login: (username: string, password: string) => request<Session>('POST', '/api/auth/login', { username, password }),
   /** Ends this token's session on the server: its sockets close everywhere. */
   logout: (token: string) => request<void>('POST', '/api/auth/logout', undefined, token),
-  me: (token: string) => request<{ user: UserRef; admin: boolean; limits?: { max_message_bytes: number } }>('GET', '/api/me', undefined, token),
+  me: (token: string) => request<{ user: UserRef; admin: boolean; limits?: { max_message_bytes: number; max_upload_bytes?: number } }>('GET', '/api/me', undefined, token),
   overview: (token: string) => request<Overview>('GET', '/api/admin/overview', undefined, token),
   rooms: (token: string) => request<{ rooms: RoomInfo[] }>('GET', '/api/rooms', undefined, token).then((r) => r.rooms),
   createRoom: (token: string, name: string, kind: 'public' | 'private') =>

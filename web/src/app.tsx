@@ -11,8 +11,8 @@ import { emojiTable, expandShortcodes, loadEmoji, mayHaveShortcodes, searchEmoji
 import { ChatClient, type Snapshot } from './chat';
 import { disablePush, enablePush } from './push';
 import {
-  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, highlight, previewOf, groupMessages, lengthNotice, mentionCount, mentionsMe, placeOutgoing, placeReceipts, richText, unreadCount,
-  utf8Bytes, type Message, type NotifyLevel, type Outgoing, type ReplyPreview, type RoomView, type UserRef,
+  avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, formatBytes, highlight, previewBox, previewOf, groupMessages, lengthNotice, mentionCount, mentionsMe, placeOutgoing, placeReceipts,
+  richText, unreadCount, utf8Bytes, type Attachment, type Message, type NotifyLevel, type Outgoing, type ReplyPreview, type RoomView, type UserRef,
 } from './state';
 
 const SESSION_KEY = 'scalify.session';
@@ -192,6 +192,8 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
   useEffect(() => () => { document.title = 'ScalifyChat'; showCountOnIcon(0); }, []);
   const [admin, setAdmin] = useState(false);
   const [maxBytes, setMaxBytes] = useState(DEFAULT_MAX_MESSAGE_BYTES);
+  // The server's upload limit; unknown (or uploads off) until it says.
+  const [maxUpload, setMaxUpload] = useState<number | undefined>();
   const [adminOpen, setAdminOpen] = useState(false);
   const [settingsOpen, setSettingsOpen] = useState(false);
   // Message search, over every room or the one open when it began.
@@ -204,7 +206,10 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
   useEffect(() => {
     api.me(session.token).then((m) => {
       setAdmin(m.admin);
-      if (m.limits) setMaxBytes(m.limits.max_message_bytes);
+      if (m.limits) {
+        setMaxBytes(m.limits.max_message_bytes);
+        setMaxUpload(m.limits.max_upload_bytes ?? undefined);
+      }
     }).catch(() => setAdmin(false));
   }, [session.token]);
   useEffect(() => {
@@ -271,7 +276,7 @@ function ChatScreen({ session, onSignOut }: { session: Session; onSignOut: () =>
           ? <SettingsPane token={session.token} client={client} settings={snap.settings} onClose={() => setSettingsOpen(false)} onGone={onSignOut} />
           : adminOpen
           ? <AdminPane token={session.token} onClose={() => setAdminOpen(false)} />
-          : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} maxBytes={maxBytes} admin={admin} /> : <Welcome snap={snap} />}
+          : active ? <RoomPane key={active.name} client={client} snap={snap} room={active} maxBytes={maxBytes} maxUpload={maxUpload} admin={admin} /> : <Welcome snap={snap} />}
       </main>
     </div>
   );
@@ -727,7 +732,21 @@ const LEVELS: { value: NotifyLevel; label: string }[] = [
   { value: 'none', label: 'Nothing (muted)' },
 ];
 
-function RoomPane({ client, snap, room, maxBytes, admin }: { client: ChatClient; snap: Snapshot; room: RoomView; maxBytes: number; admin: boolean }) {
+/** A file being uploaded from the composer, or ready to send. */
+interface PendingFile {
+  key: string;
+  name: string;
+  size: number;
+  /** Fraction sent, 0 to 1. */
+  progress: number;
+  done?: Attachment;
+  error?: string;
+  abort?: () => void;
+}
+
+function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
+  client: ChatClient; snap: Snapshot; room: RoomView; maxBytes: number; maxUpload?: number; admin: boolean;
+}) {
   const list = useRef<HTMLDivElement>(null);
   const atBottom = useRef(true);
   const loadingOlder = useRef(false);
@@ -754,6 +773,33 @@ function RoomPane({ client, snap, room, maxBytes, admin }: { client: ChatClient;
     setOwner(null);
     client.members(room.name).then((m) => setOwner(m.owner), () => {});
   }, [room.name]);
+  // Files from the attach button, a drop or a paste: uploaded at once, sent with the next
+  // message (the first carries the text, each file is a message of its own).
+  const [files, setFiles] = useState<PendingFile[]>([]);
+  const [dragging, setDragging] = useState(false);
+  const setFile = (key: string, patch: Partial<PendingFile>) =>
+    setFiles((all) => all.map((f) => (f.key === key ? { ...f, ...patch } : f)));
+  const addFiles = (picked: Iterable<File>) => {
+    for (const file of picked) {
+      const key = crypto.randomUUID();
+      if (maxUpload !== undefined && file.size > maxUpload) {
+        setFiles((all) => [...all, { key, name: file.name, size: file.size, progress: 0, error: `larger than the ${formatBytes(maxUpload)} limit` }]);
+        continue;
+      }
+      const up = client.upload(room.name, file, (progress) => setFile(key, { progress }));
+      setFiles((all) => [...all, { key, name: file.name || 'pasted file', size: file.size, progress: 0, abort: up.abort }]);
+      up.done.then(
+        (done) => setFile(key, { done, progress: 1, abort: undefined }),
+        (e: Error) => setFile(key, { error: e.message, abort: undefined }),
+      );
+    }
+  };
+  const dropFile = (f: PendingFile) => {
+    f.abort?.();
+    setFiles((all) => all.filter((x) => x.key !== f.key));
+  };
+  const ready = files.filter((f) => f.done);
+  const uploading = files.some((f) => !f.done && !f.error);
   const change = (event: 'edit' | 'delete' | 'react' | 'unreact', arg: { id: string; text?: string; emoji?: string }) => {
     setChangeError('');
     void client.change(room.name, event, arg).then((err) => { if (err) setChangeError(err); });
@@ -868,7 +914,8 @@ function RoomPane({ client, snap, room, maxBytes, admin }: { client: ChatClient;
   const outgoingEntry = (o: Outgoing) => (
     <article class="group mine outgoing" key={o.client_id} data-status={o.status}>
       {o.reply_to && <p class="quote"><span class="quote-name">{o.reply_to.sender.username}</span> {o.reply_to.text}</p>}
-      <div class="msg"><Rich text={o.text} /></div>
+      {o.text && <div class="msg"><Rich text={o.text} /></div>}
+      {o.attachment && <p class="file-card pending"><FileIcon /> {o.attachment.name}</p>}
       {o.status === 'pending'
         ? <span class="status">sending…</span>
         : (
@@ -887,7 +934,20 @@ function RoomPane({ client, snap, room, maxBytes, admin }: { client: ChatClient;
   );
 
   return (
-    <section class="room" aria-label={roomTitle(room, snap)}>
+    <section class={`room${dragging ? ' dragging' : ''}`} aria-label={roomTitle(room, snap)}
+      onDragOver={(e) => {
+        if (!e.dataTransfer?.types.includes('Files')) return;
+        e.preventDefault();
+        setDragging(true);
+      }}
+      onDragLeave={(e) => { if (e.currentTarget === e.target) setDragging(false); }}
+      onDrop={(e) => {
+        if (!e.dataTransfer?.files.length) return;
+        e.preventDefault();
+        setDragging(false);
+        addFiles(e.dataTransfer.files);
+      }}>
+      {dragging && <div class="drop-hint" aria-hidden="true">Drop files to upload them to {roomTitle(room, snap)}</div>}
       <header class="room-head">
         <button class="back" onClick={() => client.open(undefined)} aria-label="Back to rooms">←</button>
         <h1 title={roomTitle(room, snap)}>{roomTitle(room, snap)}</h1>
@@ -948,7 +1008,8 @@ function RoomPane({ client, snap, room, maxBytes, admin }: { client: ChatClient;
                         <div class={`msg${forMe ? ' mentioned' : ''}`} data-seq={m.seq} title={new Date(m.ts).toLocaleString()}>
                           {m.deleted
                             ? <em class="placeholder">This message was deleted.</em>
-                            : <Rich text={m.text} me={snap.me.username.toLowerCase()} room={m.mention_room} />}
+                            : m.text && <Rich text={m.text} me={snap.me.username.toLowerCase()} room={m.mention_room} />}
+                          {m.attachment && !m.deleted && <AttachmentView client={client} room={room.name} file={m.attachment} />}
                           {m.edited_at !== undefined && !m.deleted && (
                             <span class="edited" title={`Edited ${new Date(m.edited_at).toLocaleString()}`}> (edited)</span>
                           )}
@@ -1027,18 +1088,109 @@ function RoomPane({ client, snap, room, maxBytes, admin }: { client: ChatClient;
           {' '}<button class="link" onClick={endCompose}>Cancel</button>
         </p>
       )}
+      {files.length > 0 && (
+        <ul class="uploads" aria-label="Files to send">
+          {files.map((f) => (
+            <li key={f.key} class={f.error ? 'failed' : f.done ? 'ready' : 'sending'}>
+              <span class="file-name" title={f.name}>{f.name}</span>
+              <span class="file-size">{formatBytes(f.size)}</span>
+              {f.error
+                ? <span class="file-error" role="alert">Not uploaded: {f.error}</span>
+                : f.done
+                  ? <span class="file-state">ready</span>
+                  : <progress max={1} value={f.progress} aria-label={`Uploading ${f.name}`} />}
+              <button type="button" class="link" onClick={() => dropFile(f)} aria-label={`${f.done || f.error ? 'Remove' : 'Cancel'} ${f.name}`}>
+                {f.done || f.error ? 'Remove' : 'Cancel'}
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
       <Composer onSend={(text) => {
         atBottom.current = true;
         if (editing) {
           if (text !== editing.text) change('edit', { id: editing.id, text });
           endCompose();
+        } else if (ready.length) {
+          ready.forEach((f, i) => void client.send(room.name, i === 0 ? text : '', undefined, 1, i === 0 ? replyTo : undefined, f.done));
+          setFiles((all) => all.filter((f) => !f.done));
+          setReplyTo(undefined);
         } else {
           void client.send(room.name, text, undefined, 1, replyTo);
           setReplyTo(undefined);
         }
       }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} maxBytes={maxBytes}
-        onCancel={endCompose} draftKey={draftKey} seed={seed} />
+        onCancel={endCompose} draftKey={draftKey} seed={seed}
+        files={editing || maxUpload === undefined ? undefined : { onFiles: addFiles, ready: ready.length > 0, uploading }} />
     </section>
+  );
+}
+
+// Icons drawn as SVG, not emoji: they look the same with or without an emoji font.
+function PaperclipIcon() {
+  return (
+    <svg class="icon" viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
+      <path d="M21 11.5l-8.5 8.5a5 5 0 0 1-7-7L14 4.5a3.5 3.5 0 0 1 5 5L10.5 18a2 2 0 0 1-3-3L15 7.5"
+        fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" />
+    </svg>
+  );
+}
+
+function FileIcon() {
+  return (
+    <svg class="icon file-icon" viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
+      <path d="M6 2h8l5 5v15H6z M14 2v5h5" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linejoin="round" />
+    </svg>
+  );
+}
+
+/**
+ * A message's file: an image as its preview (a click opens the full picture), anything else
+ * as a card with its name, size and a download button. Files need the session's token, so
+ * they are fetched and shown from local object URLs.
+ */
+function AttachmentView({ client, room, file }: { client: ChatClient; room: string; file: Attachment }) {
+  const box = previewBox(file);
+  const [src, setSrc] = useState<string | undefined>();
+  const [error, setError] = useState('');
+  useEffect(() => {
+    if (!box) return;
+    let live = true;
+    client.fileUrl(room, file.id, true).then((u) => { if (live) setSrc(u); }, (e: Error) => { if (live) setError(e.message); });
+    return () => { live = false; };
+  }, [room, file.id]);
+  const download = (open: boolean) => {
+    setError('');
+    client.fileUrl(room, file.id, false).then((url) => {
+      if (open) {
+        window.open(url, '_blank', 'noopener');
+        return;
+      }
+      const a = document.createElement('a');
+      a.href = url;
+      a.download = file.name;
+      a.click();
+    }, (e: Error) => setError(e.message));
+  };
+  if (box) {
+    return (
+      <div class="attachment">
+        <button class="image" style={{ width: `${box.width}px`, height: `${box.height}px` }} onClick={() => download(true)}
+          aria-label={`Open the picture ${file.name} (${file.width}×${file.height}, ${formatBytes(file.size)})`}>
+          {src && <img src={src} alt={file.name} width={box.width} height={box.height} />}
+        </button>
+        {error && <span class="file-error" role="alert">{error}</span>}
+      </div>
+    );
+  }
+  return (
+    <div class="attachment file-card">
+      <FileIcon />
+      <span class="file-name" title={file.name}>{file.name}</span>
+      <span class="file-size">{formatBytes(file.size)}</span>
+      <button class="link" onClick={() => download(false)} aria-label={`Download ${file.name}`}>Download</button>
+      {error && <span class="file-error" role="alert">{error}</span>}
+    </div>
   );
 }
 
@@ -1086,11 +1238,15 @@ function Members({ client, room, online, me }: { client: ChatClient; room: RoomV
   );
 }
 
-function Composer({ onSend, onTyping, onCancel, label, maxBytes, draftKey, seed }: {
+function Composer({ onSend, onTyping, onCancel, label, maxBytes, draftKey, seed, files }: {
   onSend: (text: string) => void; onTyping: () => void; onCancel?: () => void; label: string; maxBytes: number; draftKey: string;
   /** Text to put in the composer (a failed send being edited); a new object each time. */
   seed?: { text: string };
+  /** Attaching files: where picked or pasted files go, whether some are ready (a message may
+   * then go without text) or still uploading (it waits for them). Absent: no attaching. */
+  files?: { onFiles: (files: File[]) => void; ready: boolean; uploading: boolean };
 }) {
+  const picker$ = useRef<HTMLInputElement>(null);
   // The draft of each room is kept (in this browser) until sent: switching rooms or reloading
   // loses nothing.
   const [text, setTextState] = useState(() => localStorage.getItem(draftKey) ?? '');
@@ -1128,7 +1284,7 @@ function Composer({ onSend, onTyping, onCancel, label, maxBytes, draftKey, seed 
   // cannot be sent until shortened.
   const notice = lengthNotice(utf8Bytes(text), maxBytes);
   const send = () => {
-    if (!text.trim() || notice.over) return;
+    if ((!text.trim() && !files?.ready) || notice.over || files?.uploading) return;
     onSend(text);
     setText('');
     // Receivers clear our typing indicator when the message arrives: the next keystroke
@@ -1155,9 +1311,27 @@ function Composer({ onSend, onTyping, onCancel, label, maxBytes, draftKey, seed 
     <form class="composer" onSubmit={(e) => { e.preventDefault(); send(); }}>
       <textarea ref={box} aria-label={label} placeholder="Write a message (Enter sends, Shift+Enter for a new line)" rows={2}
         value={text} onKeyDown={onKeyDown} onInput={onInput} aria-invalid={notice.over}
-        aria-describedby={notice.show ? 'composer-length' : undefined} />
+        aria-describedby={notice.show ? 'composer-length' : undefined}
+        onPaste={(e) => {
+          const pasted = [...(e.clipboardData?.files ?? [])];
+          if (!files || !pasted.length) return;
+          e.preventDefault();
+          files.onFiles(pasted);
+        }} />
+      {files && (
+        <>
+          <input ref={picker$} type="file" multiple hidden aria-label="Attach files"
+            onChange={(e) => {
+              const input = e.currentTarget;
+              files.onFiles([...(input.files ?? [])]);
+              input.value = '';
+            }} />
+          <button type="button" class="attach-button" aria-label="Attach files" title="Attach files (or drop them, or paste)"
+            onClick={() => picker$.current?.click()}><PaperclipIcon /></button>
+        </>
+      )}
       <button type="button" class="emoji-button" aria-label="Insert emoji" aria-expanded={picker} onClick={() => setPicker(!picker)}>☺</button>
-      <button class="primary" type="submit" disabled={notice.over}>Send</button>
+      <button class="primary" type="submit" disabled={notice.over || files?.uploading}>{files?.uploading ? 'Uploading…' : 'Send'}</button>
       {picker && <EmojiPicker label="Insert emoji" onPick={insert} onClose={() => { setPicker(false); box.current?.focus(); }} />}
       {notice.show && <p id="composer-length" class={`counter${notice.over ? ' over' : ''}`} role="status">{notice.text}</p>}
     </form>

@@ -10,10 +10,10 @@
 // view (another room open, or the tab hidden) shows one when the room's level allows it and
 // the user granted the permission (asked for only from Settings, on a click).
 import { io, type Socket } from 'socket.io-client';
-import { api, ApiError, type JoinAck, type RoomInfo, type Session, type Settings } from './api';
+import { api, ApiError, fileBlob, upload, type JoinAck, type RoomInfo, type Session, type Settings, type Upload } from './api';
 import {
   addHistory, addMessages, addReceipt, dropSend, emptyRoom, hasGap, markRead, notificationOf, oldestSeq, outboxOf, queueSend, readUpTo, restoreOutbox, retrySend,
-  RETRYABLE_CODES, sendFailed, setReceipts, shouldNotify, syncedThrough, toResend, type Message, type NotifyLevel, type Receipt, type ReplyPreview, type RoomView, type UserRef,
+  RETRYABLE_CODES, sendFailed, setReceipts, shouldNotify, syncedThrough, toResend, type Attachment, type Message, type NotifyLevel, type Receipt, type ReplyPreview, type RoomView, type UserRef,
 } from './state';
 
 export type Connection = 'connecting' | 'connected' | 'reconnecting';
@@ -60,6 +60,8 @@ export class ChatClient {
   /** Whether the open room's view shows its newest messages. */
   private atLatest = true;
   private sending = new Map<string, Promise<void>>();
+  /** Files fetched for showing, by room, id and preview-or-not (object URLs). */
+  private fileUrls = new Map<string, Promise<string>>();
   /** Each room's highest read mark the server has, was sent or will be sent: a local mark
    * beyond it is sent. */
   private readMarks = new Map<string, number>();
@@ -459,18 +461,21 @@ export class ChatClient {
   /** Shown at once; sent after the room's previous send has its answer. Two sends in flight
    * together may be stored in either order (docs/protocol.md), and what a user typed must show
    * in the order they typed it. */
-  send(room: string, text: string, clientId: string = crypto.randomUUID(), attempt = 1, replyTo?: ReplyPreview): Promise<void> {
-    this.setRoom(room, (r) => (r.outgoing.some((o) => o.client_id === clientId) ? retrySend(r, clientId) : queueSend(r, clientId, text, Date.now(), replyTo)));
-    const reply = replyTo ?? this.snapshot.rooms[room]?.outgoing.find((o) => o.client_id === clientId)?.reply_to;
-    const mine = (this.sending.get(room) ?? Promise.resolve()).then(() => this.transmit(room, text, clientId, attempt, reply));
+  send(room: string, text: string, clientId: string = crypto.randomUUID(), attempt = 1, replyTo?: ReplyPreview, attachment?: Attachment): Promise<void> {
+    this.setRoom(room, (r) => (r.outgoing.some((o) => o.client_id === clientId) ? retrySend(r, clientId) : queueSend(r, clientId, text, Date.now(), replyTo, attachment)));
+    // A send made again (a retry, a resend after a reconnect) carries what it first did.
+    const queued = this.snapshot.rooms[room]?.outgoing.find((o) => o.client_id === clientId);
+    const reply = replyTo ?? queued?.reply_to;
+    const file = attachment ?? queued?.attachment;
+    const mine = (this.sending.get(room) ?? Promise.resolve()).then(() => this.transmit(room, text, clientId, attempt, reply, file));
     const settled = mine.catch(() => {});
     this.sending.set(room, settled);
     void settled.then(() => { if (this.sending.get(room) === settled) this.sending.delete(room); });
     return mine;
   }
 
-  private async transmit(room: string, text: string, clientId: string, attempt: number, replyTo?: ReplyPreview) {
-    const r = await this.emit<{ message: Message }>('send', { room, text, client_id: clientId, reply_to: replyTo?.id });
+  private async transmit(room: string, text: string, clientId: string, attempt: number, replyTo?: ReplyPreview, attachment?: Attachment) {
+    const r = await this.emit<{ message: Message }>('send', { room, text, client_id: clientId, reply_to: replyTo?.id, attachment: attachment?.id });
     if (r.ok) {
       this.setRoom(room, (x) => addMessages(x, [r.message], this.snapshot.me.id));
       return;
@@ -536,6 +541,24 @@ export class ChatClient {
   retry(room: string, clientId: string) {
     const o = this.snapshot.rooms[room]?.outgoing.find((x) => x.client_id === clientId);
     if (o) void this.send(room, o.text, clientId);
+  }
+
+  /** Uploads `file` to `room`, to attach to a message (docs/protocol.md, "Attachments"). */
+  upload(room: string, file: File, onProgress: (sent: number) => void): Upload {
+    return upload(this.session.token, room, file, onProgress);
+  }
+
+  /** A local address for a room's file or an image's preview, fetched once per page. */
+  fileUrl(room: string, id: string, preview: boolean): Promise<string> {
+    const key = `${room}/${id}/${preview}`;
+    let url = this.fileUrls.get(key);
+    if (!url) {
+      url = fileBlob(this.session.token, room, id, preview).then((b) => URL.createObjectURL(b));
+      // A failure is not kept: the next showing tries again.
+      url.catch(() => this.fileUrls.delete(key));
+      this.fileUrls.set(key, url);
+    }
+    return url;
   }
 
   typing(room: string) {

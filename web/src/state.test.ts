@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
-  addHistory, addMessages, highlight, addReceipt, badgeText, dropSend, emptyRoom, groupMessages, hasGap, isMention, lengthNotice, placeOutgoing, linkify, markRead,
+  addHistory, addMessages, formatBytes, highlight, outboxOf, previewBox, addReceipt, badgeText, dropSend, emptyRoom, groupMessages, hasGap, isMention, lengthNotice, placeOutgoing, linkify, markRead,
   mentionCount, mentionsMe, mergeMessages, notificationOf, placeReceipts, queueSend, readUpTo, restoreOutbox, retrySend, richText, sendFailed,
   setReceipts, shouldNotify, syncedThrough, toResend, unreadCount, utf8Bytes, type Message, type RoomView,
 } from './state';
@@ -406,5 +406,28 @@ describe('search results', () => {
       { text: ' launched; rocketry next', mark: false },
     ]);
     expect(highlight('nothing here', ['x'])).toEqual([{ text: 'nothing here', mark: false }]);
+  });
+});
+
+describe('attachments', () => {
+  it('sizes read as file managers show them', () => {
+    expect([0, 512, 1536, 10 * 1024, 1024 * 1024, 10.5 * 1024 * 1024, 3 * 1024 ** 3].map(formatBytes))
+      .toEqual(['0 B', '512 B', '1.5 KB', '10 KB', '1 MB', '11 MB', '3 GB']);
+  });
+
+  it('a preview fits 320 × 320 and keeps the picture\'s shape; a file without dimensions has none', () => {
+    const file = { id: 'f', name: 'a.png', size: 1, content_type: 'image/png' };
+    expect(previewBox({ ...file, width: 600, height: 400 })).toEqual({ width: 320, height: 213 });
+    expect(previewBox({ ...file, width: 100, height: 1000 })).toEqual({ width: 32, height: 320 });
+    expect(previewBox({ ...file, width: 40, height: 30 })).toEqual({ width: 40, height: 30 });
+    expect(previewBox(file)).toBeUndefined();
+  });
+
+  it('a queued send keeps its file, so a retry or a resend after a reload carries it', () => {
+    const file = { id: 'f', name: 'a.txt', size: 3, content_type: 'text/plain' };
+    const room = queueSend(emptyRoom('r', 'public'), 'c1', '', 1, undefined, file);
+    const failed = sendFailed(room, 'c1', 'timeout', true);
+    const restored = restoreOutbox(JSON.parse(JSON.stringify(outboxOf(failed))));
+    expect(toResend({ ...failed, outgoing: restored })[0].attachment).toEqual(file);
   });
 });

@@ -27,6 +27,8 @@ export interface Message {
   relates_seq?: number;
   /** A reply: the answered message as it stands. */
   reply_to?: ReplyPreview;
+  /** The file the message carries (gone once it is deleted). */
+  attachment?: Attachment;
   /** Bundled state (history, sync) — and, here, what live changes did since. */
   edited_at?: number;
   deleted?: boolean;
@@ -34,6 +36,38 @@ export interface Message {
 }
 
 export type EntryKind = 'message' | 'edit' | 'delete' | 'reaction' | 'unreaction';
+
+/** A file uploaded to a room (docs/protocol.md, "Attachments"): its bytes are at
+ * `/api/rooms/{room}/uploads/{id}`, an image's preview (width and height set) at `…/preview`. */
+export interface Attachment {
+  id: string;
+  name: string;
+  size: number;
+  /** As the server found it from the bytes. */
+  content_type: string;
+  width?: number;
+  height?: number;
+}
+
+/** `bytes` for people: "512 B", "1.5 KB", "10 MB" (powers of 1024, as file managers show). */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KB', 'MB', 'GB'];
+  let n = bytes;
+  let u = 0;
+  while (n >= 1024 && u < units.length - 1) {
+    n /= 1024;
+    u++;
+  }
+  const digits = u === 0 || n >= 10 ? 0 : 1;
+  return `${n.toFixed(digits).replace(/\.0$/, '')} ${units[u]}`;
+}
+
+/** The size an image's preview is shown at: its own, scaled down to fit `edge` × `edge`. */
+export function previewBox(a: Attachment, edge = 320): { width: number; height: number } | undefined {
+  if (!a.width || !a.height) return undefined;
+  const scale = Math.min(1, edge / Math.max(a.width, a.height));
+  return { width: Math.max(1, Math.round(a.width * scale)), height: Math.max(1, Math.round(a.height * scale)) };
+}
 
 export interface ReplyPreview {
   id: string;
@@ -66,6 +100,8 @@ export interface Outgoing {
   text: string;
   /** The message it answers, if it is a reply. */
   reply_to?: ReplyPreview;
+  /** The file it carries, already uploaded. */
+  attachment?: Attachment;
   ts: number;
   status: SendStatus;
   error?: string;
@@ -228,8 +264,11 @@ export function oldestSeq(room: RoomView): number | undefined {
 
 // ---- sending ------------------------------------------------------------------------------
 
-export function queueSend(room: RoomView, client_id: string, text: string, now = Date.now(), reply_to?: ReplyPreview): RoomView {
-  return { ...room, outgoing: [...room.outgoing, { client_id, text, ts: now, status: 'pending', ...(reply_to ? { reply_to } : {}) }] };
+export function queueSend(room: RoomView, client_id: string, text: string, now = Date.now(), reply_to?: ReplyPreview, attachment?: Attachment): RoomView {
+  return {
+    ...room,
+    outgoing: [...room.outgoing, { client_id, text, ts: now, status: 'pending', ...(reply_to ? { reply_to } : {}), ...(attachment ? { attachment } : {}) }],
+  };
 }
 
 /** Error codes after which the same send may succeed later (docs/protocol.md): no answer in

@@ -427,7 +427,10 @@ async fn blocks(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiRe
 
 async fn me(State(chat): State<AppState>, AuthUser(user): AuthUser) -> ApiResult {
     let admin = chat.is_admin(&user).await?;
-    let limits = json!({ "max_message_bytes": chat.max_text_bytes() });
+    let limits = json!({
+        "max_message_bytes": chat.max_text_bytes(),
+        "max_upload_bytes": chat.upload_limit(),
+    });
     Ok(Json(json!({ "user": user, "admin": admin, "limits": limits })).into_response())
 }
 

@@ -14,8 +14,10 @@ struct Assets;
 /// The page may load only its own scripts and styles and talk only to its own origin: even an
 /// injection bug could not pull in or run foreign code, or send data to another host. `'self'`
 /// covers the app's own WebSocket (`ws:`/`wss:` to the same host, CSP level 3, which every
-/// current browser implements), so no WebSocket host is allowed beyond it.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+/// current browser implements), so no WebSocket host is allowed beyond it. `blob:` images are
+/// the room's pictures, which the page fetches with its token and shows from memory.
+const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 fn file(path: &str, cache: &'static str) -> Response {
