@@ -178,8 +178,9 @@ test('limits: size (announced or streamed), empty files, names, decompression bo
   // Bytes that claim to be an image but are not.
   r = await upload(a.token, room, 'broken.png', Buffer.concat([bomb.subarray(0, 40), Buffer.from('garbage')]));
   assert.equal(r.status, 400, JSON.stringify(r.body));
-  // The refused ones left nothing; the one accepted left its file and description.
-  assert.equal(storedFiles().length, before + 2);
+  // The refused ones left nothing; the one accepted left its file, its description, and its
+  // mark as waiting for a message.
+  assert.equal(storedFiles().length, before + 3);
   // The server is still up and well.
   assert.equal((await api(server.url, 'GET', '/healthz')).status, 200);
 });
@@ -216,4 +217,34 @@ test('a file is attached by its uploader only, and deleting the message deletes 
   assert.equal(placeholder.deleted, true);
   assert.equal(placeholder.attachment, undefined);
   for (const s of [sa, sb]) s.close();
+});
+
+test('an upload no message takes in time is deleted; one a message took stays', async () => {
+  const short = await startServer({ args: ['--rate-limit-per-sec', '0', '--upload-expiry-secs', '2'] });
+  try {
+    const a = await register(short.url, 'ann');
+    const room = uniqueRoom('exp');
+    assert.equal((await api(short.url, 'POST', '/api/rooms', { name: room, kind: 'public' }, a.token)).status, 201);
+    const up = async (name) => {
+      const res = await fetch(`${short.url}/api/rooms/${room}/uploads?name=${name}`, {
+        method: 'POST', headers: { authorization: `Bearer ${a.token}` }, body: `contents of ${name}`,
+      });
+      assert.equal(res.status, 201);
+      return (await res.json()).upload.id;
+    };
+    const [kept, left] = [await up('kept.txt'), await up('left.txt')];
+    const sent = await api(short.url, 'POST', `/api/rooms/${room}/messages`, { attachment: kept, client_id: 'k1' }, a.token);
+    assert.equal(sent.status, 201, JSON.stringify(sent.body));
+    const get = async (id) => (await fetch(`${short.url}/api/rooms/${room}/uploads/${id}`, { headers: { authorization: `Bearer ${a.token}` } })).status;
+    const onDisk = (id) => readdirSync(path.join(short.dir, 'files'), { recursive: true }).filter((f) => String(f).includes(id));
+    await eventually(async () => (await get(left)) === 404, 20000, 'the unsent upload swept');
+    await eventually(() => onDisk(left).length === 0, 20000, 'its files deleted');
+    assert.equal(await get(kept), 200);
+    assert.equal(onDisk(kept).length, 2, 'the file and its description');
+    const late = await api(short.url, 'POST', `/api/rooms/${room}/messages`, { attachment: left, client_id: 'k2' }, a.token);
+    assert.equal(late.status, 404);
+  } finally {
+    await short.stop();
+    short.cleanup();
+  }
 });

@@ -224,6 +224,18 @@ impl Files {
         }
     }
 
+    /// The keys under `prefix` (a folder: `pending/`) and when each was last written, in
+    /// milliseconds since the Unix epoch; streamed, in no particular order.
+    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<(String, i64), FilesError>> {
+        self.store
+            .list(Some(&Path::from(prefix)))
+            .map(|meta| {
+                meta.map(|m| (m.location.to_string(), m.last_modified.timestamp_millis()))
+                    .map_err(FilesError::from)
+            })
+            .boxed()
+    }
+
     /// Whether the store answers: a read of a key that is never written.
     pub async fn check(&self) -> Result<(), FilesError> {
         self.get("health/probe").await.map(|_| ())

@@ -101,6 +101,27 @@ async fn contract(files: Files) {
         .await
         .unwrap()
         .is_none());
+    // Listing a folder: every key under it, with when it was written.
+    files.put("pending/r1/a", Vec::new()).await.unwrap();
+    files.put("pending/r2/b", Vec::new()).await.unwrap();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut listed: Vec<(String, i64)> = files
+        .list("pending")
+        .map(|r| r.unwrap())
+        .collect::<Vec<_>>()
+        .await;
+    listed.sort();
+    assert_eq!(
+        listed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["pending/r1/a", "pending/r2/b"]
+    );
+    for (_, at) in &listed {
+        assert!((started - at).abs() < 60_000, "written {at}, now {started}");
+    }
+    assert_eq!(files.list("nothing-here").count().await, 0);
     files.check().await.unwrap();
 }
 

@@ -119,6 +119,7 @@ impl Node {
         app.chat.enable_uploads(UploadConfig {
             max_bytes: settings.uploads.max_bytes,
             max_pixels: settings.uploads.max_pixels,
+            unattached_ttl: settings.uploads.expiry,
             ..UploadConfig::new(files)
         });
         let vapid = settings.vapid()?.map(Arc::new);
@@ -144,6 +145,7 @@ impl Node {
             Box::new(ReceiptSender(app.chat.clone())),
             Box::new(NotifySchedule(notifier.clone())),
             Box::new(NotifyDelivery(notifier)),
+            Box::new(UploadSweeper(app.chat.clone())),
         ];
         if settings.redis.is_some() {
             services.push(Box::new(BudgetExchange(app.chat.clone())));
@@ -350,6 +352,34 @@ impl Service for HttpEndpoints {
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await
             .with_context(|| format!("serving the {}", self.name))
+    }
+}
+
+/// Deletes the uploads no message took in time. Every node sweeps (deleting twice is
+/// harmless); each sweep lists only the uploads still waiting.
+struct UploadSweeper(Arc<Chat>);
+
+#[async_trait]
+impl Service for UploadSweeper {
+    fn name(&self) -> &'static str {
+        "upload sweeper"
+    }
+    async fn run(self: Box<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let Some(every) = self.0.sweep_every() else {
+            return Ok(());
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    if let Err(e) = self.0.sweep_uploads().await {
+                        tracing::warn!(error = %e, "sweeping expired uploads failed; trying again later");
+                    }
+                }
+            }
+        }
     }
 }
 

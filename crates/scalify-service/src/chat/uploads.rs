@@ -5,6 +5,14 @@
 //! A room's files live in the [`Files`] store under `rooms/<room id>/`: `<id>` (the bytes),
 //! `<id>.preview.png` (an image's preview) and `<id>.json` (who uploaded it and what it is),
 //! written last, so an upload that failed half-way is never found.
+//!
+//! An upload not (yet) in a message is marked by `pending/<room id>/<id>`, written before its
+//! bytes and removed when a message takes the file (before that message commits: a file is
+//! never swept from under a message, at worst a failed send leaves one unswept).
+//! [`Chat::sweep_uploads`] deletes what stays pending past
+//! [`UploadConfig::unattached_ttl`], whatever it got to: an upload cut short by a crash too.
+//! A message may take the file until shortly before that ([`EXPIRY_MARGIN`]), so a send and a
+//! sweep never race for it.
 
 use std::time::Duration;
 
@@ -30,6 +38,8 @@ pub struct UploadConfig {
     pub max_concurrent: usize,
     /// A client that sends nothing for this long has its upload refused.
     pub stall_timeout: Duration,
+    /// How long an upload may wait to be sent in a message; after it, it is deleted.
+    pub unattached_ttl: Duration,
 }
 
 impl UploadConfig {
@@ -41,6 +51,7 @@ impl UploadConfig {
             max_pixels: 40_000_000,
             max_concurrent: 32,
             stall_timeout: Duration::from_secs(30),
+            unattached_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -64,10 +75,16 @@ pub struct Download {
     pub body: BoxStream<'static, Result<Bytes, FilesError>>,
 }
 
+/// The part of [`UploadConfig::unattached_ttl`] before its end in which a message may no
+/// longer take an upload: a sweep that is deleting it cannot meet a send that is taking it.
+pub const EXPIRY_MARGIN: u32 = 24;
+
 /// What the store keeps beside each file.
 #[derive(Debug, Serialize, Deserialize)]
 struct UploadMeta {
     uploader: Id,
+    /// When it was uploaded (ms since the Unix epoch).
+    uploaded_at: i64,
     attachment: Attachment,
 }
 
@@ -79,6 +96,9 @@ fn meta_key(room: Id, id: Id) -> String {
 }
 fn preview_key(room: Id, id: Id) -> String {
     format!("rooms/{room}/{id}.preview.png")
+}
+fn pending_key(room: Id, id: Id) -> String {
+    format!("pending/{room}/{id}")
 }
 
 fn no_such_upload() -> ChatError {
@@ -176,33 +196,46 @@ impl Chat {
             .retry_after_ms(1000)
         })?;
         let id = Id::new();
-        let key = key(room.id, id);
         let files = &limits.files;
-        let stored = files
-            .put_stream(&key, stalling(body, limits.stall_timeout), limits.max_bytes)
-            .await
-            .map_err(files_error)?;
-        let kept = self
-            .describe(uploads, &key, room.id, id, name, stored)
-            .await;
+        let pending = pending_key(room.id, id);
+        files.put(&pending, Vec::new()).await.map_err(files_error)?;
+        let kept = async {
+            let stored = files
+                .put_stream(
+                    &key(room.id, id),
+                    stalling(body, limits.stall_timeout),
+                    limits.max_bytes,
+                )
+                .await
+                .map_err(files_error)?;
+            let attachment = self.describe(uploads, room.id, id, name, stored).await?;
+            let meta = UploadMeta {
+                uploader: user.id,
+                uploaded_at: scalify_core::now_ms(),
+                attachment,
+            };
+            let json = serde_json::to_vec(&meta).map_err(|_| ChatError::internal())?;
+            files
+                .put(&meta_key(room.id, id), json)
+                .await
+                .map_err(files_error)?;
+            Ok::<_, ChatError>(meta.attachment)
+        }
+        .await;
         let attachment = match kept {
             Ok(attachment) => attachment,
             Err(e) => {
-                if let Err(gone) = files.delete(&key).await {
-                    tracing::warn!(error = %gone, key, "cannot delete a refused upload");
+                // Nothing of a refused upload stays; what cannot be deleted now, the sweep
+                // deletes later (its marker is deleted last).
+                for gone in [preview_key(room.id, id), key(room.id, id), pending] {
+                    if let Err(why) = files.delete(&gone).await {
+                        tracing::warn!(error = %why, key = gone, "cannot delete a refused upload");
+                        break;
+                    }
                 }
                 return Err(e);
             }
         };
-        let meta = UploadMeta {
-            uploader: user.id,
-            attachment: attachment.clone(),
-        };
-        let json = serde_json::to_vec(&meta).map_err(|_| ChatError::internal())?;
-        files
-            .put(&meta_key(room.id, id), json)
-            .await
-            .map_err(files_error)?;
         metrics::counter!("scalify_uploads_total").increment(1);
         metrics::counter!("scalify_upload_bytes_total").increment(attachment.size);
         Ok(attachment)
@@ -213,7 +246,6 @@ impl Chat {
     async fn describe(
         &self,
         uploads: &Uploads,
-        key: &str,
         room: Id,
         id: Id,
         name: FileName,
@@ -235,7 +267,7 @@ impl Chat {
             let limits = &uploads.config;
             let bytes = limits
                 .files
-                .get_bytes(key, limits.max_bytes)
+                .get_bytes(&key(room, id), limits.max_bytes)
                 .await
                 .map_err(files_error)?
                 .ok_or_else(ChatError::internal)?;
@@ -267,7 +299,8 @@ impl Chat {
         Ok(attachment)
     }
 
-    /// The upload `id` of `room`, which `sender` uploaded, to attach to a message.
+    /// The upload `id` of `room`, which `sender` uploaded, to attach to a message: no longer
+    /// pending from here on (see the module's docs).
     pub(super) async fn attachable(
         &self,
         sender: &UserRef,
@@ -278,7 +311,68 @@ impl Chat {
         if meta.uploader != sender.id {
             return Err(no_such_upload());
         }
+        let uploads = self.uploads()?;
+        let ttl = uploads.config.unattached_ttl;
+        let usable = ttl - ttl / EXPIRY_MARGIN;
+        let age = scalify_core::now_ms().saturating_sub(meta.uploaded_at);
+        if age > usable.as_millis() as i64 {
+            return Err(ChatError::bad_request(format!(
+                "the upload expired (an upload waits {}s for its message); upload the file again",
+                usable.as_secs()
+            )));
+        }
+        uploads
+            .config
+            .files
+            .delete(&pending_key(room.id, meta.attachment.id))
+            .await
+            .map_err(files_error)?;
         Ok(meta.attachment)
+    }
+
+    /// Deletes the uploads that no message took within [`UploadConfig::unattached_ttl`]
+    /// (and what is left of uploads cut short); returns how many.
+    pub async fn sweep_uploads(&self) -> Result<usize, ChatError> {
+        let uploads = self.uploads()?;
+        let files = &uploads.config.files;
+        let cutoff = scalify_core::now_ms() - uploads.config.unattached_ttl.as_millis() as i64;
+        let mut pending = files.list("pending");
+        let mut swept = 0;
+        while let Some(entry) = pending.next().await {
+            let (marker, written) = entry.map_err(files_error)?;
+            if written > cutoff {
+                continue;
+            }
+            let mut parts = marker.split('/').skip(1);
+            let (Some(Ok(room)), Some(Ok(id))) = (
+                parts.next().map(str::parse::<Id>),
+                parts.next().map(str::parse::<Id>),
+            ) else {
+                tracing::warn!(marker, "not an upload's marker; left as is");
+                continue;
+            };
+            for gone in [
+                meta_key(room, id),
+                preview_key(room, id),
+                key(room, id),
+                marker.clone(),
+            ] {
+                files.delete(&gone).await.map_err(files_error)?;
+            }
+            swept += 1;
+        }
+        if swept > 0 {
+            metrics::counter!("scalify_uploads_expired_total").increment(swept as u64);
+            tracing::info!(swept, "deleted uploads no message took");
+        }
+        Ok(swept)
+    }
+
+    /// How often [`Chat::sweep_uploads`] should run: a quarter of the time an upload may wait,
+    /// between a second and an hour.
+    pub fn sweep_every(&self) -> Option<Duration> {
+        let ttl = self.uploads.get()?.config.unattached_ttl;
+        Some((ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600)))
     }
 
     async fn upload_meta(&self, room: Id, id: &str) -> Result<UploadMeta, ChatError> {

@@ -199,6 +199,10 @@ pub struct ServeArgs {
     /// [default: 40000000]
     #[arg(long, env = "SCALIFY_UPLOAD_MAX_PIXELS")]
     pub upload_max_pixels: Option<u64>,
+    /// Seconds an upload may wait to be sent in a message; after it, the file is deleted
+    /// [default: 86400]
+    #[arg(long, env = "SCALIFY_UPLOAD_EXPIRY_SECS")]
+    pub upload_expiry_secs: Option<u64>,
     /// S3-compatible object storage for uploads (`https://s3.eu-west-1.amazonaws.com`,
     /// `http://minio:9000`), which every node of a cluster must share; credentials from
     /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. Unset, files are kept in the data directory

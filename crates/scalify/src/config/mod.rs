@@ -100,6 +100,7 @@ pub struct UploadSettings {
     pub s3: Option<scalify_files::S3Config>,
     pub max_bytes: u64,
     pub max_pixels: u64,
+    pub expiry: Duration,
 }
 
 impl Settings {
@@ -220,6 +221,11 @@ impl Settings {
                 o.upload_max_pixels.unwrap_or(40_000_000),
                 1,
             )?,
+            expiry: Duration::from_secs(at_least(
+                "upload_expiry_secs",
+                o.upload_expiry_secs.unwrap_or(24 * 3600),
+                1,
+            )?),
         };
         Ok(Settings {
             notify,
