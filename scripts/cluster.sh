@@ -85,7 +85,10 @@ start() {
   : > "$DIR/nodes"
   for i in $(seq 1 "$n"); do
     local port=$((NODE_PORT + i - 1))
-    mkdir -p "$DIR/node$i"
+    mkdir -p "$DIR/node$i" "$DIR/files"
+    # One machine: the nodes share their uploads through one directory (a real cluster uses
+    # S3-compatible storage: --s3-endpoint, docs/cluster.md).
+    [ -e "$DIR/node$i/files" ] || ln -s "$DIR/files" "$DIR/node$i/files"
     # shellcheck disable=SC2086
     nohup "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$DIR/node$i" \
       --database-url "$DATABASE_URL" --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" \

@@ -105,6 +105,30 @@ test('through the load balancer: long-polling only and WebSocket clients chat wi
   for (const s of [sp, sw, so]) s.close();
 });
 
+test('files through the load balancer: an upload near the limit streams through, one over it gets the node\'s own 413, and a user on another node downloads it', async () => {
+  const [n1, n2] = nodes();
+  const viaLb = await nodeId(lb);
+  const other = (await nodeId(n1.url)) === viaLb ? n2 : n1;
+  const ann = await register(lb, 'upl');
+  const bob = await register(other.url, 'dnl');
+  const room = uniqueRoom('lbf');
+  assert.equal((await api(lb, 'POST', '/api/rooms', { name: room, kind: 'public' }, ann.token)).status, 201);
+  assert.equal((await api(other.url, 'POST', `/api/rooms/${room}/members`, { username: bob.user.username }, bob.token)).status, 200);
+  const post = (bytes) => fetch(`${lb}/api/rooms/${room}/uploads?name=big.bin`, {
+    method: 'POST', headers: { authorization: `Bearer ${ann.token}` }, body: bytes,
+  });
+  const big = Buffer.alloc(9 * 1024 * 1024, 7);
+  const ok = await post(big);
+  assert.equal(ok.status, 201, await ok.clone().text());
+  const { upload } = await ok.json();
+  const over = await post(Buffer.alloc(10 * 1024 * 1024 + 1, 7));
+  assert.equal(over.status, 413);
+  assert.equal((await over.json()).error.code, 'too_large');
+  const got = await fetch(`${other.url}/api/rooms/${room}/uploads/${upload.id}`, { headers: { authorization: `Bearer ${bob.token}` } });
+  assert.equal(got.status, 200);
+  assert.ok(Buffer.from(await got.arrayBuffer()).equals(big));
+});
+
 test('its node shuts down (SIGTERM): the client is closed after its last acks and reconnects through the load balancer to another node while the old one still drains', async () => {
   const all = liveNodes();
   const ids = await Promise.all(all.map((n) => nodeId(n.url)));

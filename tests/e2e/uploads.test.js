@@ -204,6 +204,10 @@ test('a file is attached by its uploader only, and deleting the message deletes 
   const rest = await api(server.url, 'POST', `/api/rooms/${room}/messages`, { attachment: id, client_id: 'r1' }, a.token);
   assert.equal(rest.status, 201, JSON.stringify(rest.body));
   assert.equal(rest.body.message.attachment.id, id);
+  // One upload, one message: another send naming it is refused.
+  const again = await api(server.url, 'POST', `/api/rooms/${room}/messages`, { attachment: id, client_id: 'r2' }, a.token);
+  assert.equal(again.status, 409, JSON.stringify(again.body));
+  assert.equal(again.body.error.code, 'conflict');
   const ours = storedFiles().filter((f) => f.includes(id));
   assert.equal(ours.length, 3, 'the file, its preview and its description');
 

@@ -794,6 +794,11 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
       );
     }
   };
+  // Uploads still going when the room is left are stopped (their marker is swept later).
+  const filesNow = useRef(files);
+  filesNow.current = files;
+  useEffect(() => () => filesNow.current.forEach((f) => f.abort?.()), []);
+  const canAttach = !editing && maxUpload !== undefined;
   const dropFile = (f: PendingFile) => {
     f.abort?.();
     setFiles((all) => all.filter((x) => x.key !== f.key));
@@ -936,13 +941,13 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
   return (
     <section class={`room${dragging ? ' dragging' : ''}`} aria-label={roomTitle(room, snap)}
       onDragOver={(e) => {
-        if (!e.dataTransfer?.types.includes('Files')) return;
+        if (!canAttach || !e.dataTransfer?.types.includes('Files')) return;
         e.preventDefault();
         setDragging(true);
       }}
       onDragLeave={(e) => { if (e.currentTarget === e.target) setDragging(false); }}
       onDrop={(e) => {
-        if (!e.dataTransfer?.files.length) return;
+        if (!canAttach || !e.dataTransfer?.files.length) return;
         e.preventDefault();
         setDragging(false);
         addFiles(e.dataTransfer.files);
@@ -1121,7 +1126,7 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
         }
       }} onTyping={() => client.typing(room.name)} label={`Message ${roomTitle(room, snap)}`} maxBytes={maxBytes}
         onCancel={endCompose} draftKey={draftKey} seed={seed}
-        files={editing || maxUpload === undefined ? undefined : { onFiles: addFiles, ready: ready.length > 0, uploading }} />
+        files={canAttach ? { onFiles: addFiles, ready: ready.length > 0, uploading } : undefined} />
     </section>
   );
 }
@@ -1156,21 +1161,27 @@ function AttachmentView({ client, room, file }: { client: ChatClient; room: stri
   useEffect(() => {
     if (!box) return;
     let live = true;
-    client.fileUrl(room, file.id, true).then((u) => { if (live) setSrc(u); }, (e: Error) => { if (live) setError(e.message); });
+    client.previewUrl(room, file.id).then((u) => { if (live) setSrc(u); }, (e: Error) => { if (live) setError(e.message); });
     return () => { live = false; };
   }, [room, file.id]);
   const download = (open: boolean) => {
     setError('');
-    client.fileUrl(room, file.id, false).then((url) => {
-      if (open) {
-        window.open(url, '_blank', 'noopener');
+    // The window opens on the click (a window opened after a download has finished would be
+    // a popup to block), and is shown the picture when it is here.
+    const shown = open ? window.open('', '_blank') : null;
+    client.withFile(room, file.id, (url) => {
+      if (shown) {
+        shown.location.href = url;
         return;
       }
       const a = document.createElement('a');
       a.href = url;
       a.download = file.name;
       a.click();
-    }, (e: Error) => setError(e.message));
+    }).catch((e: Error) => {
+      shown?.close();
+      setError(e.message);
+    });
   };
   if (box) {
     return (

@@ -43,6 +43,9 @@ type Ack<T> = ({ ok: true } & T) | { ok: false; error: { code: string; message: 
 
 const TYPING_SHOWN_MS = 4000;
 const ACK_TIMEOUT_MS = 10000;
+/** Image previews kept in memory at once. */
+const PREVIEWS_KEPT = 200;
+
 /** A send that failed with a retryable error is made again this many times in all while the
  * connection stays up, the n-th time n × RESEND_AFTER_MS later. */
 const AUTO_RESENDS = 3;
@@ -60,8 +63,8 @@ export class ChatClient {
   /** Whether the open room's view shows its newest messages. */
   private atLatest = true;
   private sending = new Map<string, Promise<void>>();
-  /** Files fetched for showing, by room, id and preview-or-not (object URLs). */
-  private fileUrls = new Map<string, Promise<string>>();
+  /** Previews fetched for showing, by room and id (object URLs), least recently used first. */
+  private previewUrls = new Map<string, Promise<string>>();
   /** Each room's highest read mark the server has, was sent or will be sent: a local mark
    * beyond it is sent. */
   private readMarks = new Map<string, number>();
@@ -548,17 +551,34 @@ export class ChatClient {
     return upload(this.session.token, room, file, onProgress);
   }
 
-  /** A local address for a room's file or an image's preview, fetched once per page. */
-  fileUrl(room: string, id: string, preview: boolean): Promise<string> {
-    const key = `${room}/${id}/${preview}`;
-    let url = this.fileUrls.get(key);
-    if (!url) {
-      url = fileBlob(this.session.token, room, id, preview).then((b) => URL.createObjectURL(b));
-      // A failure is not kept: the next showing tries again.
-      url.catch(() => this.fileUrls.delete(key));
-      this.fileUrls.set(key, url);
+  /** A local address for an image's preview, fetched once and kept for the newest
+   * PREVIEWS_KEPT of them (older ones are let go, and fetched again if shown again). */
+  previewUrl(room: string, id: string): Promise<string> {
+    const key = `${room}/${id}`;
+    let url = this.previewUrls.get(key);
+    if (url) {
+      // Most recently used last.
+      this.previewUrls.delete(key);
+      this.previewUrls.set(key, url);
+      return url;
+    }
+    url = fileBlob(this.session.token, room, id, true).then((b) => URL.createObjectURL(b));
+    // A failure is not kept: the next showing tries again.
+    url.catch(() => this.previewUrls.delete(key));
+    this.previewUrls.set(key, url);
+    while (this.previewUrls.size > PREVIEWS_KEPT) {
+      const [oldest, gone] = this.previewUrls.entries().next().value!;
+      this.previewUrls.delete(oldest);
+      void gone.then((u) => URL.revokeObjectURL(u), () => {});
     }
     return url;
+  }
+
+  /** A room's file as a local address, for as long as `use` needs it (a minute). */
+  async withFile(room: string, id: string, use: (url: string) => void) {
+    const url = URL.createObjectURL(await fileBlob(this.session.token, room, id, false));
+    use(url);
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
   }
 
   typing(room: string) {

@@ -160,7 +160,7 @@ export function applyChange(target: Message, change: Message, me?: string): Mess
       if (target.deleted || change.sender.id !== target.sender.id) return target;
       return { ...target, text: change.text, edited_at: change.ts };
     case 'delete':
-      return target.deleted ? target : { ...target, text: '', deleted: true, reactions: undefined };
+      return target.deleted ? target : { ...target, text: '', deleted: true, reactions: undefined, attachment: undefined };
     case 'reaction':
     case 'unreaction': {
       if (target.deleted) return target;

@@ -35,8 +35,21 @@ impl Attachment {
 /// `Content-Disposition` header: the last path component only, no control characters, at most
 /// [`MAX_FILE_NAME_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String")]
 pub struct FileName(String);
+
+/// A name read back (from a record, a column, a file's description) is held to the same rules
+/// as one a client gave: it must be exactly what [`FileName::parse`] makes of itself.
+impl TryFrom<String> for FileName {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        match FileName::parse(&raw) {
+            Ok(name) if name.0 == raw => Ok(name),
+            Ok(_) => Err(format!("{raw:?} is not a file name as stored")),
+            Err(e) => Err(e.message),
+        }
+    }
+}
 
 impl FileName {
     pub fn parse(raw: &str) -> Result<Self, ChatError> {
@@ -90,6 +103,15 @@ mod tests {
             FileName::parse("  résumé.pdf ").unwrap().as_str(),
             "résumé.pdf"
         );
+    }
+
+    #[test]
+    fn a_stored_name_must_be_one_parse_keeps() {
+        let read = |json: &str| serde_json::from_str::<FileName>(json);
+        assert_eq!(read("\"cat.png\"").unwrap().as_str(), "cat.png");
+        for bad in ["\"../x.png\"", "\"a\\u202eb\"", "\" padded \"", "\"\""] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

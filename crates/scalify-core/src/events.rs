@@ -264,6 +264,7 @@ impl Timeline {
                     if let Some(m) = self.messages.get_mut(&seq) {
                         if !m.deleted {
                             m.text = crate::MessageText::from_trusted(String::new());
+                            m.attachment = None;
                             m.deleted = true;
                         }
                     }

@@ -15,7 +15,8 @@ use object_store::{
 use crate::sniff::SNIFF_BYTES;
 
 /// Parts an upload is cut into on its way to the store: S3's smallest multipart part. An
-/// upload holds at most one part (plus one in flight) in memory, whatever the file's size.
+/// upload holds at most three in memory (the one being filled and two on their way),
+/// whatever the file's size.
 const PART_BYTES: usize = 5 * 1024 * 1024;
 
 /// Where a cluster keeps its files: an S3-compatible service. Credentials come from the
@@ -157,7 +158,8 @@ impl Files {
                 let take = (SNIFF_BYTES - head.len()).min(chunk.len());
                 head.extend_from_slice(&chunk[..take]);
             }
-            // At most two parts in flight: memory stays bounded however fast the client sends.
+            // At most two parts on their way besides the one being filled: memory stays bounded
+            // however fast the client sends.
             if let Err(e) = writer.wait_for_capacity(2).await {
                 break Some(e.into());
             }
@@ -214,6 +216,15 @@ impl Files {
             }
         }
         Ok(Some(Bytes::from(out)))
+    }
+
+    /// Whether a file is under `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool, FilesError> {
+        match self.store.head(&Path::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes the file under `key`; deleting a file that is not there succeeds.

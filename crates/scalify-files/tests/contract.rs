@@ -91,6 +91,8 @@ async fn contract(files: Files) {
         .await
         .unwrap();
     assert_eq!(read_all(&files, "rooms/r1/meta.json").await.unwrap(), b"{}");
+    assert!(files.exists("rooms/r1/meta.json").await.unwrap());
+    assert!(!files.exists("rooms/r1/absent").await.unwrap());
     files.delete("rooms/r1/meta.json").await.unwrap();
     files.delete("rooms/r1/big").await.unwrap();
     assert!(files.get("rooms/r1/meta.json").await.unwrap().is_none());

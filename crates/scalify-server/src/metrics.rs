@@ -74,6 +74,19 @@ fn describe() {
         "scalify_requests_rejected_total",
         "Socket events and REST requests answered with an error, by transport and error code"
     );
+    describe_counter!("scalify_uploads_total", "Files stored by uploads");
+    describe_counter!(
+        "scalify_upload_bytes_total",
+        "Bytes of the files stored by uploads"
+    );
+    describe_counter!(
+        "scalify_uploads_expired_total",
+        "Uploads no message took in time, deleted by the sweep"
+    );
+    describe_counter!(
+        "scalify_upload_deletes_failed_total",
+        "Files of deleted messages the file store failed to delete (logged with their key)"
+    );
     describe_counter!(
         "scalify_rate_limited_total",
         "Requests refused by their user's budget, and connections over the per-user cap"

@@ -597,12 +597,15 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // A client that waits for `100 Continue` has sent nothing yet: reading its body would
+    // ask for all of it just to refuse it.
+    let waits = headers.contains_key(header::EXPECT);
     let service = chat.clone();
     let upload = chat
         .spawn(async move {
             let mut body = body.into_data_stream();
             let result = service.upload(&user, &room, &name, length, &mut body).await;
-            if result.is_err() && length.is_none_or(|n| n <= DRAIN_BYTES) {
+            if result.is_err() && !waits && length.is_none_or(|n| n <= DRAIN_BYTES) {
                 drain(&mut body).await;
             }
             result
@@ -616,18 +619,19 @@ async fn upload(
 /// to read the answer: HTTP clients that are cut off mid-request report a reset instead.
 const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Reads and drops the rest of `body`, up to [`DRAIN_BYTES`] and while it keeps coming.
+/// Reads and drops the rest of `body`: up to [`DRAIN_BYTES`], for at most 10 s.
 async fn drain(body: &mut axum::body::BodyDataStream) {
     use futures_util::StreamExt;
     let mut left = DRAIN_BYTES;
-    while let Ok(Some(Ok(chunk))) =
-        tokio::time::timeout(std::time::Duration::from_secs(5), body.next()).await
-    {
-        match left.checked_sub(chunk.len() as u64) {
-            Some(rest) => left = rest,
-            None => break,
+    let reading = async {
+        while let Some(Ok(chunk)) = body.next().await {
+            match left.checked_sub(chunk.len() as u64) {
+                Some(rest) => left = rest,
+                None => break,
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), reading).await;
 }
 
 async fn download(

@@ -114,7 +114,14 @@ impl Node {
                 tracing::info!(endpoint = %s3.endpoint, bucket = %s3.bucket, "uploads in S3-compatible storage");
                 files
             }
-            None => scalify_files::Files::local(&settings.data_dir.join("files"))?,
+            None => {
+                if settings.redis.is_some() {
+                    tracing::warn!(
+                        "uploads are kept in this node's data directory: nodes of a cluster see each other's files only with --s3-endpoint, or with <data-dir>/files on storage they share (docs/cluster.md)"
+                    );
+                }
+                scalify_files::Files::local(&settings.data_dir.join("files"))?
+            }
         };
         app.chat.enable_uploads(UploadConfig {
             max_bytes: settings.uploads.max_bytes,

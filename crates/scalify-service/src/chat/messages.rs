@@ -89,9 +89,6 @@ impl Chat {
         let (room, mut new) = self
             .accept(sender, room, text, client_id, captionless)
             .await?;
-        if let Some(id) = attachment {
-            new.attachment = Some(Box::new(self.attachable(sender, &room, id).await?));
-        }
         if let Some(id) = reply_to {
             let answered = self.live_message(&room, id).await?;
             new.reply_to = Some(Box::new(ReplyPreview::of(
@@ -101,6 +98,11 @@ impl Chat {
                 answered.text.as_str(),
                 false,
             )));
+        }
+        // Last of the checks: from here the upload is this send's (and a retry's).
+        if let Some(id) = attachment {
+            let file = self.take_upload(sender, &room, id, &new.client_id).await?;
+            new.attachment = Some(Box::new(file));
         }
         self.commit_and_publish(new).await
     }
@@ -164,15 +166,22 @@ impl Chat {
             }
             _ => {}
         }
+        // A deleted message's file: no longer served from before the deletion commits, and
+        // deleted after it (or by the sweep, if this is cut short).
+        let file = match &target.attachment {
+            Some(file) if kind == MessageKind::Delete => {
+                self.trash_upload(&room, target.id, file).await?;
+                Some(file.id)
+            }
+            _ => None,
+        };
         let room_id = room.id;
         let mut new = NewMessage::plain(room.id, room.name, user.clone(), text, client_id);
         new.kind = kind;
         new.relates_to = Some((target.id, target.seq));
         let committed = self.commit_and_publish(new).await?;
-        if kind == MessageKind::Delete {
-            if let Some(file) = &target.attachment {
-                self.delete_upload(room_id, file).await;
-            }
+        if let Some(file) = file {
+            self.delete_upload(room_id, file).await;
         }
         Ok(committed)
     }

@@ -3,17 +3,21 @@
 //! Deleting the message deletes the file.
 //!
 //! A room's files live in the [`Files`] store under `rooms/<room id>/`: `<id>` (the bytes),
-//! `<id>.preview.png` (an image's preview) and `<id>.json` (who uploaded it and what it is),
-//! written last, so an upload that failed half-way is never found.
+//! `<id>.preview.png` (an image's preview) and `<id>.json` (who uploaded it, when, what it is,
+//! and which send took it), written last, so an upload that failed half-way is never found.
 //!
-//! An upload not (yet) in a message is marked by `pending/<room id>/<id>`, written before its
-//! bytes and removed when a message takes the file (before that message commits: a file is
-//! never swept from under a message, at worst a failed send leaves one unswept).
-//! [`Chat::sweep_uploads`] deletes what stays pending past
-//! [`UploadConfig::unattached_ttl`], whatever it got to: an upload cut short by a crash too.
-//! A message may take the file until shortly before that ([`EXPIRY_MARGIN`]), so a send and a
-//! sweep never race for it.
-
+//! Two kinds of marker keep the store in step with the messages, each handled by
+//! [`Chat::sweep_uploads`]:
+//! - `pending/<room id>/<id>`: an upload no message has taken yet. Written before its bytes,
+//!   removed when a send takes the file (before that send commits). What stays pending past
+//!   [`UploadConfig::unattached_ttl`] is deleted — an upload cut short by a crash too. A send
+//!   may take an upload only until [`expiry_margin`] before that, counted from before its
+//!   marker was written, so a send and a sweep never meet over one file.
+//! - `trash/<room id>/<id>`: the file of a message being deleted. Written before the deletion
+//!   commits; the file is no longer served from then on. The file and the marker are deleted
+//!   once the deletion has committed; if that is cut short (a crash, a store that failed, a
+//!   deletion whose outcome is unknown), the sweep looks at the message later and deletes the
+//!   file if the message is deleted, or takes the marker away if it is not.
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,10 +38,14 @@ pub struct UploadConfig {
     /// decompression bomb that claims to be one, is refused.
     pub max_pixels: u64,
     /// Uploads this node takes at once; more are refused (`rate_limited`) until one ends.
-    /// Each holds at most two 5 MiB parts in memory.
+    /// Each holds at most three 5 MiB parts in memory.
     pub max_concurrent: usize,
+    /// Uploads one user may have in progress on this node at once.
+    pub max_per_user: usize,
     /// A client that sends nothing for this long has its upload refused.
     pub stall_timeout: Duration,
+    /// An upload that takes longer than this in all is refused (a trickle cannot hold a slot).
+    pub max_duration: Duration,
     /// How long an upload may wait to be sent in a message; after it, it is deleted.
     pub unattached_ttl: Duration,
 }
@@ -50,7 +58,9 @@ impl UploadConfig {
             max_bytes: 10 * 1024 * 1024,
             max_pixels: 40_000_000,
             max_concurrent: 32,
+            max_per_user: 4,
             stall_timeout: Duration::from_secs(30),
+            max_duration: Duration::from_secs(600),
             unattached_ttl: Duration::from_secs(24 * 3600),
         }
     }
@@ -59,8 +69,30 @@ impl UploadConfig {
 pub(super) struct Uploads {
     config: UploadConfig,
     running: Semaphore,
-    /// Image decoding is CPU-bound and takes up to `max_pixels` × 8 bytes: one at a time.
+    /// Uploads in progress per user.
+    per_user: Mutex<HashMap<Id, usize>>,
+    /// Making a preview reads the image whole (up to `max_bytes`) and decodes it (up to
+    /// `max_pixels` × 8 bytes): one at a time.
     decoding: Semaphore,
+}
+
+/// One upload of a user's in progress, until dropped.
+struct UserSlot<'a> {
+    uploads: &'a Uploads,
+    user: Id,
+}
+
+impl Drop for UserSlot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.uploads.per_user.lock() {
+            if let Some(n) = map.get_mut(&self.user) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.user);
+                }
+            }
+        }
+    }
 }
 
 /// A file being downloaded.
@@ -75,17 +107,34 @@ pub struct Download {
     pub body: BoxStream<'static, Result<Bytes, FilesError>>,
 }
 
-/// The part of [`UploadConfig::unattached_ttl`] before its end in which a message may no
-/// longer take an upload: a sweep that is deleting it cannot meet a send that is taking it.
-pub const EXPIRY_MARGIN: u32 = 24;
+/// How long before its expiry a message may no longer take an upload: a twenty-fourth of
+/// the time an upload may wait, but at least five minutes (or half of it, if that is less),
+/// so that a send taking an upload is long over when the sweep may delete it.
+pub fn expiry_margin(ttl: Duration) -> Duration {
+    (ttl / 24).max(Duration::from_secs(300).min(ttl / 2))
+}
+
+/// How long a deletion may take before the sweep looks at its message.
+const TRASH_GRACE: Duration = Duration::from_secs(60);
 
 /// What the store keeps beside each file.
 #[derive(Debug, Serialize, Deserialize)]
 struct UploadMeta {
     uploader: Id,
-    /// When it was uploaded (ms since the Unix epoch).
+    /// When its upload began (ms since the Unix epoch): before its pending marker was written.
     uploaded_at: i64,
     attachment: Attachment,
+    /// The `client_id` of the send that took it: a retry of that send takes it again, any
+    /// other send is refused.
+    #[serde(default)]
+    taken_by: Option<String>,
+}
+
+/// What a trash marker says: the message whose deletion deletes the file.
+#[derive(Debug, Serialize, Deserialize)]
+struct TrashNote {
+    room: String,
+    message: Id,
 }
 
 fn key(room: Id, id: Id) -> String {
@@ -99,6 +148,16 @@ fn preview_key(room: Id, id: Id) -> String {
 }
 fn pending_key(room: Id, id: Id) -> String {
     format!("pending/{room}/{id}")
+}
+fn trash_key(room: Id, id: Id) -> String {
+    format!("trash/{room}/{id}")
+}
+/// The room and upload ids of a marker's key (`pending/<room>/<id>`, `trash/<room>/<id>`).
+fn marker_ids(marker: &str) -> Option<(Id, Id)> {
+    let mut parts = marker.split('/').skip(1);
+    let room = parts.next()?.parse().ok()?;
+    let id = parts.next()?.parse().ok()?;
+    Some((room, id))
 }
 
 fn no_such_upload() -> ChatError {
@@ -118,15 +177,25 @@ fn files_error(e: FilesError) -> ChatError {
     }
 }
 
-/// `body`, failing once no chunk comes for `timeout`.
-fn stalling<S, E>(body: S, timeout: Duration) -> impl Stream<Item = Result<Bytes, String>> + Send
+/// `body`, failing once no chunk comes for `timeout`, or once it has taken `deadline` in all.
+fn stalling<S, E>(
+    body: S,
+    timeout: Duration,
+    deadline: Duration,
+) -> impl Stream<Item = Result<Bytes, String>> + Send
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
 {
+    let end = tokio::time::Instant::now() + deadline;
     futures_util::stream::unfold(Some(body), move |body| async move {
         let mut body = body?;
-        match tokio::time::timeout(timeout, body.next()).await {
+        let wait = timeout.min(end.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, body.next()).await {
+            Err(_) if tokio::time::Instant::now() >= end => Some((
+                Err(format!("it took longer than {}s", deadline.as_secs())),
+                None,
+            )),
             Err(_) => Some((
                 Err(format!("nothing received for {}s", timeout.as_secs())),
                 None,
@@ -143,6 +212,7 @@ impl Chat {
     pub fn enable_uploads(&self, config: UploadConfig) {
         let _ = self.uploads.set(Uploads {
             running: Semaphore::new(config.max_concurrent),
+            per_user: Mutex::new(HashMap::new()),
             decoding: Semaphore::new(1),
             config,
         });
@@ -188,37 +258,45 @@ impl Chat {
             )));
         }
         let room = self.writable_room(user, room).await?;
-        let _running = uploads.running.try_acquire().map_err(|_| {
+        let busy = || {
             ChatError::new(
                 ErrorCode::RateLimited,
                 "too many uploads at once; try again",
             )
             .retry_after_ms(1000)
-        })?;
+        };
+        let _slot = {
+            let mut map = uploads.per_user.lock().map_err(|_| ChatError::internal())?;
+            let n = map.entry(user.id).or_insert(0);
+            if *n >= limits.max_per_user {
+                return Err(busy());
+            }
+            *n += 1;
+            UserSlot {
+                uploads,
+                user: user.id,
+            }
+        };
+        let _running = uploads.running.try_acquire().map_err(|_| busy())?;
+        let started = scalify_core::now_ms();
         let id = Id::new();
         let files = &limits.files;
         let pending = pending_key(room.id, id);
         files.put(&pending, Vec::new()).await.map_err(files_error)?;
         let kept = async {
+            let body = stalling(body, limits.stall_timeout, limits.max_duration);
             let stored = files
-                .put_stream(
-                    &key(room.id, id),
-                    stalling(body, limits.stall_timeout),
-                    limits.max_bytes,
-                )
+                .put_stream(&key(room.id, id), body, limits.max_bytes)
                 .await
                 .map_err(files_error)?;
             let attachment = self.describe(uploads, room.id, id, name, stored).await?;
             let meta = UploadMeta {
                 uploader: user.id,
-                uploaded_at: scalify_core::now_ms(),
+                uploaded_at: started,
                 attachment,
+                taken_by: None,
             };
-            let json = serde_json::to_vec(&meta).map_err(|_| ChatError::internal())?;
-            files
-                .put(&meta_key(room.id, id), json)
-                .await
-                .map_err(files_error)?;
+            self.write_meta(room.id, &meta).await?;
             Ok::<_, ChatError>(meta.attachment)
         }
         .await;
@@ -265,17 +343,19 @@ impl Chat {
         };
         if sniffed.image {
             let limits = &uploads.config;
+            // Taken before the image is read: one image in memory at a time, not one per
+            // upload in progress.
+            let _decoding = uploads
+                .decoding
+                .acquire()
+                .await
+                .map_err(|_| ChatError::shutting_down())?;
             let bytes = limits
                 .files
                 .get_bytes(&key(room, id), limits.max_bytes)
                 .await
                 .map_err(files_error)?
                 .ok_or_else(ChatError::internal)?;
-            let _decoding = uploads
-                .decoding
-                .acquire()
-                .await
-                .map_err(|_| ChatError::shutting_down())?;
             let max_pixels = limits.max_pixels;
             let preview =
                 tokio::task::spawn_blocking(move || scalify_files::preview(&bytes, max_pixels))
@@ -299,21 +379,41 @@ impl Chat {
         Ok(attachment)
     }
 
-    /// The upload `id` of `room`, which `sender` uploaded, to attach to a message: no longer
-    /// pending from here on (see the module's docs).
-    pub(super) async fn attachable(
+    async fn write_meta(&self, room: Id, meta: &UploadMeta) -> Result<(), ChatError> {
+        let json = serde_json::to_vec(meta).map_err(|_| ChatError::internal())?;
+        self.uploads()?
+            .config
+            .files
+            .put(&meta_key(room, meta.attachment.id), json)
+            .await
+            .map_err(files_error)
+    }
+
+    /// The upload `id` of `room`, which `sender` uploaded, taken for the send `client_id`:
+    /// no longer pending from here on (see the module's docs). A retry of that send takes it
+    /// again; another send gets `conflict`.
+    pub(super) async fn take_upload(
         &self,
         sender: &UserRef,
         room: &Room,
         id: &str,
+        client_id: &ClientId,
     ) -> Result<Attachment, ChatError> {
-        let meta = self.upload_meta(room.id, id).await?;
+        let mut meta = self.upload_meta(room.id, id).await?;
         if meta.uploader != sender.id {
             return Err(no_such_upload());
         }
-        let uploads = self.uploads()?;
-        let ttl = uploads.config.unattached_ttl;
-        let usable = ttl - ttl / EXPIRY_MARGIN;
+        match &meta.taken_by {
+            Some(taker) if taker == client_id.as_str() => return Ok(meta.attachment),
+            Some(_) => {
+                return Err(ChatError::conflict(
+                    "the upload is in another message already; upload the file again",
+                ))
+            }
+            None => {}
+        }
+        let ttl = self.uploads()?.config.unattached_ttl;
+        let usable = ttl - expiry_margin(ttl);
         let age = scalify_core::now_ms().saturating_sub(meta.uploaded_at);
         if age > usable.as_millis() as i64 {
             return Err(ChatError::bad_request(format!(
@@ -321,58 +421,15 @@ impl Chat {
                 usable.as_secs()
             )));
         }
-        uploads
+        meta.taken_by = Some(client_id.as_str().to_owned());
+        self.write_meta(room.id, &meta).await?;
+        self.uploads()?
             .config
             .files
             .delete(&pending_key(room.id, meta.attachment.id))
             .await
             .map_err(files_error)?;
         Ok(meta.attachment)
-    }
-
-    /// Deletes the uploads that no message took within [`UploadConfig::unattached_ttl`]
-    /// (and what is left of uploads cut short); returns how many.
-    pub async fn sweep_uploads(&self) -> Result<usize, ChatError> {
-        let uploads = self.uploads()?;
-        let files = &uploads.config.files;
-        let cutoff = scalify_core::now_ms() - uploads.config.unattached_ttl.as_millis() as i64;
-        let mut pending = files.list("pending");
-        let mut swept = 0;
-        while let Some(entry) = pending.next().await {
-            let (marker, written) = entry.map_err(files_error)?;
-            if written > cutoff {
-                continue;
-            }
-            let mut parts = marker.split('/').skip(1);
-            let (Some(Ok(room)), Some(Ok(id))) = (
-                parts.next().map(str::parse::<Id>),
-                parts.next().map(str::parse::<Id>),
-            ) else {
-                tracing::warn!(marker, "not an upload's marker; left as is");
-                continue;
-            };
-            for gone in [
-                meta_key(room, id),
-                preview_key(room, id),
-                key(room, id),
-                marker.clone(),
-            ] {
-                files.delete(&gone).await.map_err(files_error)?;
-            }
-            swept += 1;
-        }
-        if swept > 0 {
-            metrics::counter!("scalify_uploads_expired_total").increment(swept as u64);
-            tracing::info!(swept, "deleted uploads no message took");
-        }
-        Ok(swept)
-    }
-
-    /// How often [`Chat::sweep_uploads`] should run: a quarter of the time an upload may wait,
-    /// between a second and an hour.
-    pub fn sweep_every(&self) -> Option<Duration> {
-        let ttl = self.uploads.get()?.config.unattached_ttl;
-        Some((ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600)))
     }
 
     async fn upload_meta(&self, room: Id, id: &str) -> Result<UploadMeta, ChatError> {
@@ -393,7 +450,8 @@ impl Chat {
         })
     }
 
-    /// The file `id` of `room` (its preview, with `preview`), for a member of the room.
+    /// The file `id` of `room` (its preview, with `preview`), for a member of the room. The
+    /// file of a message being deleted is no longer served.
     pub async fn download(
         &self,
         user: &UserRef,
@@ -401,21 +459,26 @@ impl Chat {
         id: &str,
         preview: bool,
     ) -> Result<Download, ChatError> {
-        self.charge(user, Cost::Read)?;
+        self.charge(user, if preview { Cost::One } else { Cost::Read })?;
         let room = self.member_room(user, room).await?;
         let attachment = self.upload_meta(room.id, id).await?.attachment;
         if preview && !attachment.has_preview() {
             return Err(ChatError::not_found("the file has no preview"));
+        }
+        let files = &self.uploads()?.config.files;
+        if files
+            .exists(&trash_key(room.id, attachment.id))
+            .await
+            .map_err(files_error)?
+        {
+            return Err(no_such_upload());
         }
         let key = if preview {
             preview_key(room.id, attachment.id)
         } else {
             key(room.id, attachment.id)
         };
-        let file = self
-            .uploads()?
-            .config
-            .files
+        let file = files
             .get(&key)
             .await
             .map_err(files_error)?
@@ -438,22 +501,133 @@ impl Chat {
         })
     }
 
+    /// Marks the file of `message`, which is about to be deleted, as trash: it is no longer
+    /// served, and the sweep deletes it if the deletion is cut short.
+    pub(super) async fn trash_upload(
+        &self,
+        room: &Room,
+        message: Id,
+        attachment: &Attachment,
+    ) -> Result<(), ChatError> {
+        let Ok(uploads) = self.uploads() else {
+            return Ok(());
+        };
+        let note = TrashNote {
+            room: room.name.to_string(),
+            message,
+        };
+        let json = serde_json::to_vec(&note).map_err(|_| ChatError::internal())?;
+        uploads
+            .config
+            .files
+            .put(&trash_key(room.id, attachment.id), json)
+            .await
+            .map_err(files_error)
+    }
+
     /// Deletes the file of a deleted message: its description first (so it is no longer
-    /// found), then its preview and bytes. A failure is logged; the message is deleted anyway.
-    pub(super) async fn delete_upload(&self, room: Id, attachment: &Attachment) {
+    /// found), then its preview and bytes, then its trash marker. A failure is logged and
+    /// counted; the marker stays, and the sweep finishes the work.
+    pub(super) async fn delete_upload(&self, room: Id, upload: Id) {
         let Ok(uploads) = self.uploads() else {
             return;
         };
         let files = &uploads.config.files;
-        for key in [
-            meta_key(room, attachment.id),
-            preview_key(room, attachment.id),
-            key(room, attachment.id),
+        for gone in [
+            meta_key(room, upload),
+            preview_key(room, upload),
+            key(room, upload),
+            pending_key(room, upload),
+            trash_key(room, upload),
         ] {
-            if let Err(e) = files.delete(&key).await {
+            if let Err(e) = files.delete(&gone).await {
                 metrics::counter!("scalify_upload_deletes_failed_total").increment(1);
-                tracing::warn!(error = %e, key, "cannot delete a deleted message's file");
+                tracing::warn!(error = %e, key = gone, "cannot delete a deleted message's file; the sweep tries again");
+                return;
             }
         }
+    }
+
+    /// Deletes the uploads that no message took within [`UploadConfig::unattached_ttl`]
+    /// (and what is left of uploads cut short), and finishes deletions cut short (see the
+    /// module's docs); returns how many files it deleted.
+    pub async fn sweep_uploads(&self) -> Result<usize, ChatError> {
+        let uploads = self.uploads()?;
+        let files = &uploads.config.files;
+        let now = scalify_core::now_ms();
+        let cutoff = now - uploads.config.unattached_ttl.as_millis() as i64;
+        let mut swept = 0;
+        let mut pending = files.list("pending");
+        while let Some(entry) = pending.next().await {
+            let (marker, written) = entry.map_err(files_error)?;
+            if written > cutoff {
+                continue;
+            }
+            let Some((room, id)) = marker_ids(&marker) else {
+                tracing::warn!(marker, "not an upload's marker; left as is");
+                continue;
+            };
+            // An upload some send took since the listing is no longer pending: leave it.
+            if !files.exists(&marker).await.map_err(files_error)? {
+                continue;
+            }
+            for gone in [
+                meta_key(room, id),
+                preview_key(room, id),
+                key(room, id),
+                marker,
+            ] {
+                files.delete(&gone).await.map_err(files_error)?;
+            }
+            swept += 1;
+        }
+        if swept > 0 {
+            metrics::counter!("scalify_uploads_expired_total").increment(swept as u64);
+            tracing::info!(swept, "deleted uploads no message took");
+        }
+        let grace = now - TRASH_GRACE.as_millis() as i64;
+        let mut trash = files.list("trash");
+        while let Some(entry) = trash.next().await {
+            let (marker, written) = entry.map_err(files_error)?;
+            if written > grace {
+                continue;
+            }
+            let (Some((room_id, id)), Some(note)) = (
+                marker_ids(&marker),
+                files
+                    .get_bytes(&marker, 64 * 1024)
+                    .await
+                    .map_err(files_error)?
+                    .and_then(|json| serde_json::from_slice::<TrashNote>(&json).ok()),
+            ) else {
+                continue;
+            };
+            let Ok(name) = RoomName::parse_internal(&note.room) else {
+                continue;
+            };
+            let message = match self.store.room(&name).await.map_err(store_error)? {
+                Some(room) => self
+                    .store
+                    .message(&room, note.message)
+                    .await
+                    .map_err(store_error)?,
+                None => None,
+            };
+            if message.is_some_and(|m| !m.deleted) {
+                // The deletion did not happen: the file is the message's again.
+                files.delete(&marker).await.map_err(files_error)?;
+            } else {
+                self.delete_upload(room_id, id).await;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// How often [`Chat::sweep_uploads`] should run: a quarter of the time an upload may wait,
+    /// between a second and an hour.
+    pub fn sweep_every(&self) -> Option<Duration> {
+        let ttl = self.uploads.get()?.config.unattached_ttl;
+        Some((ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600)))
     }
 }
