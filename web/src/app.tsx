@@ -1161,7 +1161,16 @@ function AttachmentView({ client, room, file }: { client: ChatClient; room: stri
   useEffect(() => {
     if (!box) return;
     let live = true;
-    client.previewUrl(room, file.id).then((u) => { if (live) setSrc(u); }, (e: Error) => { if (live) setError(e.message); });
+    // A page of many pictures can spend the request budget: a refused preview is asked for
+    // again a little later, a few times.
+    const load = (attempt: number) => {
+      client.previewUrl(room, file.id).then((u) => { if (live) setSrc(u); }, (e: ApiError) => {
+        if (!live) return;
+        if (e.code === 'rate_limited' && attempt < 4) setTimeout(() => load(attempt + 1), 1500 * attempt);
+        else setError(e.message);
+      });
+    };
+    load(1);
     return () => { live = false; };
   }, [room, file.id]);
   const download = (open: boolean) => {
