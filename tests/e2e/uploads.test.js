@@ -252,3 +252,38 @@ test('an upload no message takes in time is deleted; one a message took stays', 
     short.cleanup();
   }
 });
+
+test('a node shutting down does not wait for a slow upload: it is refused, removed, and the node exits at once', async () => {
+  const node = await startServer({ args: ['--rate-limit-per-sec', '0'] });
+  try {
+    const a = await register(node.url, 'ann');
+    const room = uniqueRoom('slow');
+    assert.equal((await api(node.url, 'POST', '/api/rooms', { name: room, kind: 'public' }, a.token)).status, 201);
+    // One chunk, then nothing for longer than the test runs (the stall limit is 30 s).
+    let sentOne = false;
+    const trickle = new ReadableStream({
+      async pull(c) {
+        if (!sentOne) { sentOne = true; c.enqueue(new Uint8Array(1024).fill(1)); return; }
+        await new Promise(() => {});
+      },
+    });
+    const answer = fetch(`${node.url}/api/rooms/${room}/uploads?name=slow.bin`, {
+      method: 'POST', headers: { authorization: `Bearer ${a.token}` }, body: trickle, duplex: 'half',
+    }).then(async (r) => ({ status: r.status, body: await r.json() }), (e) => ({ error: String(e) }));
+    await eventually(() => readdirSync(path.join(node.dir, 'files'), { recursive: true }).some((f) => String(f).startsWith('pending')), 10000, 'the upload under way');
+    const started = Date.now();
+    const exited = await node.stop('SIGTERM');
+    assert.equal(exited.code, 0);
+    assert.ok(Date.now() - started < 10000, `took ${Date.now() - started} ms`);
+    const got = await answer;
+    if (got.status !== undefined) {
+      assert.equal(got.status, 500, JSON.stringify(got));
+      assert.match(got.body.error.message, /shutting down/);
+    }
+    const left = readdirSync(path.join(node.dir, 'files'), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+    assert.deepEqual(left.map((e) => e.name), []);
+  } finally {
+    await node.stop();
+    node.cleanup();
+  }
+});

@@ -605,7 +605,12 @@ async fn upload(
         .spawn(async move {
             let mut body = body.into_data_stream();
             let result = service.upload(&user, &room, &name, length, &mut body).await;
-            if result.is_err() && !waits && length.is_none_or(|n| n <= DRAIN_BYTES) {
+            // Not while shutting down: the client reconnects anyway, and shutdown waits.
+            if result.is_err()
+                && !waits
+                && !service.is_closing()
+                && length.is_none_or(|n| n <= DRAIN_BYTES)
+            {
                 drain(&mut body).await;
             }
             result

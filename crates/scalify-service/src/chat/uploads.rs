@@ -177,32 +177,44 @@ fn files_error(e: FilesError) -> ChatError {
     }
 }
 
-/// `body`, failing once no chunk comes for `timeout`, or once it has taken `deadline` in all.
+/// `body`, failing once no chunk comes for `timeout`, once it has taken `deadline` in all, or
+/// once the node begins to shut down (`stop`): graceful shutdown does not wait for a slow
+/// client, and the upload is removed, not left half-written.
 fn stalling<S, E>(
     body: S,
     timeout: Duration,
     deadline: Duration,
+    stop: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Bytes, String>> + Send
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::fmt::Display,
 {
     let end = tokio::time::Instant::now() + deadline;
-    futures_util::stream::unfold(Some(body), move |body| async move {
-        let mut body = body?;
-        let wait = timeout.min(end.saturating_duration_since(tokio::time::Instant::now()));
-        match tokio::time::timeout(wait, body.next()).await {
-            Err(_) if tokio::time::Instant::now() >= end => Some((
-                Err(format!("it took longer than {}s", deadline.as_secs())),
-                None,
-            )),
-            Err(_) => Some((
-                Err(format!("nothing received for {}s", timeout.as_secs())),
-                None,
-            )),
-            Ok(None) => None,
-            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
-            Ok(Some(Err(e))) => Some((Err(e.to_string()), None)),
+    futures_util::stream::unfold(Some(body), move |body| {
+        let stop = stop.clone();
+        async move {
+            let mut body = body?;
+            let wait = timeout.min(end.saturating_duration_since(tokio::time::Instant::now()));
+            let next = tokio::select! {
+                () = stop.cancelled() => {
+                    return Some((Err("the server is shutting down".to_owned()), None));
+                }
+                next = tokio::time::timeout(wait, body.next()) => next,
+            };
+            match next {
+                Err(_) if tokio::time::Instant::now() >= end => Some((
+                    Err(format!("it took longer than {}s", deadline.as_secs())),
+                    None,
+                )),
+                Err(_) => Some((
+                    Err(format!("nothing received for {}s", timeout.as_secs())),
+                    None,
+                )),
+                Ok(None) => None,
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+                Ok(Some(Err(e))) => Some((Err(e.to_string()), None)),
+            }
         }
     })
 }
@@ -284,7 +296,12 @@ impl Chat {
         let pending = pending_key(room.id, id);
         files.put(&pending, Vec::new()).await.map_err(files_error)?;
         let kept = async {
-            let body = stalling(body, limits.stall_timeout, limits.max_duration);
+            let body = stalling(
+                body,
+                limits.stall_timeout,
+                limits.max_duration,
+                self.stop.clone(),
+            );
             let stored = files
                 .put_stream(&key(room.id, id), body, limits.max_bytes)
                 .await
@@ -303,6 +320,11 @@ impl Chat {
         let attachment = match kept {
             Ok(attachment) => attachment,
             Err(e) => {
+                let e = if self.is_closing() {
+                    ChatError::shutting_down()
+                } else {
+                    e
+                };
                 // Nothing of a refused upload stays; what cannot be deleted now, the sweep
                 // deletes later (its marker is deleted last).
                 for gone in [preview_key(room.id, id), key(room.id, id), pending] {
