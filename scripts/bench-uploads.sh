@@ -40,7 +40,7 @@ cleanup() {
 trap cleanup EXIT
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-ARGS=(serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --rate-limit-per-sec 0 --upload-max-bytes $((SIZE * 1024 * 1024)))
+ARGS=(serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --rate-limit-per-sec 0 --registrations-per-address 0 --upload-max-bytes $((SIZE * 1024 * 1024)))
 if [ -n "$S3" ]; then
   BUCKET="scalify-bench-$$"
   curl -sf -X PUT "$S3/$BUCKET" >/dev/null
