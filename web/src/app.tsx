@@ -803,6 +803,14 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
     f.abort?.();
     setFiles((all) => all.filter((x) => x.key !== f.key));
   };
+  // A send refused for good goes back to the composer to be mended: its text, and its file
+  // back in the tray (a refused send has not taken it).
+  const editFailed = (o: Outgoing) => {
+    const back = client.dismiss(room.name, o.client_id);
+    setSeed({ text: back?.text ?? '' });
+    const file = back?.attachment;
+    if (file) setFiles((all) => [...all, { key: crypto.randomUUID(), name: file.name, size: file.size, progress: 1, done: file }]);
+  };
   const ready = files.filter((f) => f.done);
   const uploading = files.some((f) => !f.done && !f.error);
   const change = (event: 'edit' | 'delete' | 'react' | 'unreact', arg: { id: string; text?: string; emoji?: string }) => {
@@ -931,7 +939,7 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
             Not sent{o.error ? `: ${o.error}` : ''}{' '}
             {o.retryable
               ? <button onClick={() => client.retry(room.name, o.client_id)}>Retry</button>
-              : <button onClick={() => setSeed({ text: client.dismiss(room.name, o.client_id) ?? '' })}>Edit</button>}
+              : <button onClick={() => editFailed(o)}>Edit</button>}
             {' '}<button onClick={() => client.dismiss(room.name, o.client_id)} aria-label="Dismiss">Dismiss</button>
           </span>
         )}

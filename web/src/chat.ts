@@ -13,7 +13,7 @@ import { io, type Socket } from 'socket.io-client';
 import { api, ApiError, fileBlob, upload, type JoinAck, type RoomInfo, type Session, type Settings, type Upload } from './api';
 import {
   addHistory, addMessages, addReceipt, dropSend, emptyRoom, hasGap, markRead, notificationOf, oldestSeq, outboxOf, queueSend, readUpTo, restoreOutbox, retrySend,
-  RETRYABLE_CODES, sendFailed, setReceipts, shouldNotify, syncedThrough, toResend, type Attachment, type Message, type NotifyLevel, type Receipt, type ReplyPreview, type RoomView, type UserRef,
+  RETRYABLE_CODES, sendFailed, setReceipts, shouldNotify, syncedThrough, toResend, type Attachment, type Message, type NotifyLevel, type Outgoing, type Receipt, type ReplyPreview, type RoomView, type UserRef,
 } from './state';
 
 export type Connection = 'connecting' | 'connected' | 'reconnecting';
@@ -514,11 +514,11 @@ export class ChatClient {
     }
   }
 
-  /** Takes a failed send away; its text is returned (to edit it). */
-  dismiss(room: string, clientId: string): string | undefined {
+  /** Takes a failed send away; it is returned (to edit it: its text and its file). */
+  dismiss(room: string, clientId: string): Outgoing | undefined {
     const o = this.snapshot.rooms[room]?.outgoing.find((x) => x.client_id === clientId);
     this.setRoom(room, (r) => dropSend(r, clientId));
-    return o?.text;
+    return o;
   }
 
   // Unacknowledged sends are kept in this browser until answered: a page closed or reloaded
