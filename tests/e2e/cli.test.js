@@ -113,17 +113,21 @@ test('doctor says plainly which dependency is unreachable, and passes when all a
   const dir = mkdtempSync(path.join(tmpdir(), 'scalify-doc-'));
   const env = { SCALIFY_TOKEN_SECRET: 'x'.repeat(40) };
   const down = runStatus(['doctor', '--data-dir', dir, '--listen', '127.0.0.1:0',
-    '--database-url', 'postgres://postgres@127.0.0.1:1/nope', '--redis-url', 'redis://127.0.0.1:1'], env);
+    '--database-url', 'postgres://postgres@127.0.0.1:1/nope', '--redis-url', 'redis://127.0.0.1:1',
+    '--s3-endpoint', 'http://127.0.0.1:1', '--s3-bucket', 'files'], { ...env, AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's' });
   assert.equal(down.code, 1);
   assert.match(down.out, /FAIL {2}PostgreSQL: cannot connect.*nothing listens at that address/);
   assert.match(down.out, /FAIL {2}Redis: cannot connect.*nothing listens at that address/);
-  assert.match(down.out, /2 check\(s\) failed/);
+  assert.match(down.out, /FAIL {2}object storage: bucket files at http:\/\/127\.0\.0\.1:1: /);
+  assert.match(down.out, /3 check\(s\) failed/);
   const pg = process.env.SCALIFY_TEST_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
   const redis = process.env.SCALIFY_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
   const up = runStatus(['doctor', '--data-dir', dir, '--listen', '127.0.0.1:0', '--database-url', pg, '--redis-url', redis], env);
   assert.equal(up.code, 0, up.out);
   assert.match(up.out, /ok {4}PostgreSQL: reachable/);
   assert.match(up.out, /ok {4}Redis: reachable/);
+  // A cluster without shared storage for uploads is told so, without failing.
+  assert.match(up.out, /warn {2}uploads: kept in this node's data directory/);
   assert.match(up.out, /all checks passed/);
 });
 

@@ -70,6 +70,30 @@ pub async fn run(settings: &Settings) -> usize {
             Err(e) => r.line(&what, Err(e)),
         }
     }
+    match &settings.uploads.s3 {
+        Some(s3) => r.line(
+            "object storage",
+            match scalify_files::Files::s3(s3) {
+                Ok(files) => files
+                    .check()
+                    .await
+                    .map(|()| format!("bucket {} at {} answers", s3.bucket, s3.endpoint))
+                    .map_err(|e| format!("bucket {} at {}: {e}", s3.bucket, s3.endpoint)),
+                Err(e) => Err(e.to_string()),
+            },
+        ),
+        None if settings.redis.is_some() => r.warn(
+            "uploads",
+            "kept in this node's data directory: the other nodes do not see them (use --s3-endpoint, or share <data-dir>/files)",
+        ),
+        None => r.line(
+            "uploads",
+            Ok(format!(
+                "kept in {}",
+                settings.data_dir.join("files").display()
+            )),
+        ),
+    }
     r.line(
         "token secret",
         match (settings.has_token_secret(), settings.redis.is_some()) {

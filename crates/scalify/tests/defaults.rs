@@ -81,7 +81,8 @@ fn the_docs_tables_state_the_help_defaults() {
     }
 }
 
-/// Settings loaded from no flag at all (durable mode on, so that its defaults apply too).
+/// Settings loaded from no flag at all (durable mode and S3 storage on, so that their defaults
+/// apply too).
 fn loaded() -> Settings {
     // A cluster needs a shared token secret, which only the environment or the file gives.
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -98,6 +99,10 @@ fn loaded() -> Settings {
         "redis://localhost",
         "--kafka-brokers",
         "localhost:9092",
+        "--s3-endpoint",
+        "http://localhost:9000",
+        "--s3-bucket",
+        "files",
     ];
     let Command::Serve(args) = Cli::try_parse_from(argv).expect("flags parse").command else {
         panic!("not serve");
@@ -189,6 +194,17 @@ fn every_help_default_is_the_value_the_code_applies() {
         ("--persister-writers", kafka.persister.writers.to_string()),
         ("--persister-stuck-secs", secs(kafka.persister.stuck_after)),
         ("--persister-lookback", kafka.persister.lookback.to_string()),
+        ("--upload-max-bytes", s.uploads.max_bytes.to_string()),
+        ("--upload-max-pixels", s.uploads.max_pixels.to_string()),
+        ("--upload-expiry-secs", secs(s.uploads.expiry)),
+        (
+            "--s3-region",
+            s.uploads
+                .s3
+                .as_ref()
+                .map(|s3| s3.region.clone())
+                .unwrap_or_default(),
+        ),
     ]
     .into_iter()
     .collect();
