@@ -347,7 +347,7 @@ test('REST: me, rooms listing with last_seq, bot send broadcasts like a socket s
   const sa = await connect(server.url, a.token);
   await call(sa, 'join', { room });
   const got = collect(sa, 'message');
-  assert.deepEqual((await api(server.url, 'GET', '/api/me', undefined, a.token)).body, { user: a.user, admin: false, limits: { max_message_bytes: 4096 } });
+  assert.deepEqual((await api(server.url, 'GET', '/api/me', undefined, a.token)).body, { user: a.user, admin: false, limits: { max_message_bytes: 4096, max_upload_bytes: 10 * 1024 * 1024 } });
   assert.equal((await api(server.url, 'GET', '/api/me')).status, 401);
   // Not a member yet: refused. After joining through REST, the send is broadcast.
   const refused = await api(server.url, 'POST', `/api/rooms/${room}/messages`, { text: 'beep', client_id: 'b1' }, bot.token);

@@ -803,14 +803,9 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
     f.abort?.();
     setFiles((all) => all.filter((x) => x.key !== f.key));
   };
-  // A send refused for good goes back to the composer to be mended: its text, and its file
-  // back in the tray (a refused send has not taken it).
-  const editFailed = (o: Outgoing) => {
-    const back = client.dismiss(room.name, o.client_id);
-    setSeed({ text: back?.text ?? '' });
-    const file = back?.attachment;
-    if (file) setFiles((all) => [...all, { key: crypto.randomUUID(), name: file.name, size: file.size, progress: 1, done: file }]);
-  };
+  // A send refused for good goes back to the composer to be mended (its text: a file it
+  // carried may be what was refused, and is uploaded again if still wanted).
+  const editFailed = (o: Outgoing) => setSeed({ text: client.dismiss(room.name, o.client_id)?.text ?? '' });
   const ready = files.filter((f) => f.done);
   const uploading = files.some((f) => !f.done && !f.error);
   const change = (event: 'edit' | 'delete' | 'react' | 'unreact', arg: { id: string; text?: string; emoji?: string }) => {
@@ -1169,23 +1164,34 @@ function AttachmentView({ client, room, file }: { client: ChatClient; room: stri
   useEffect(() => {
     if (!box) return;
     let live = true;
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    let held: { release: () => void } | undefined;
     // A page of many pictures can spend the request budget: a refused preview is asked for
     // again a little later, a few times.
     const load = (attempt: number) => {
-      client.previewUrl(room, file.id).then((u) => { if (live) setSrc(u); }, (e: ApiError) => {
+      if (!live) return;
+      const preview = client.previewUrl(room, file.id);
+      held = preview;
+      preview.url.then((u) => { if (live) setSrc(u); }, (e: ApiError) => {
+        preview.release();
         if (!live) return;
-        if (e.code === 'rate_limited' && attempt < 4) setTimeout(() => load(attempt + 1), 1500 * attempt);
+        if (e.code === 'rate_limited' && attempt < 4) retry = setTimeout(() => load(attempt + 1), 1500 * attempt);
         else setError(e.message);
       });
     };
     load(1);
-    return () => { live = false; };
+    return () => {
+      live = false;
+      clearTimeout(retry);
+      held?.release();
+    };
   }, [room, file.id]);
   const download = (open: boolean) => {
     setError('');
     // The window opens on the click (a window opened after a download has finished would be
     // a popup to block), and is shown the picture when it is here.
     const shown = open ? window.open('', '_blank') : null;
+    if (shown) shown.opener = null;
     client.withFile(room, file.id, (url) => {
       if (shown) {
         shown.location.href = url;

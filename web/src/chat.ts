@@ -64,7 +64,7 @@ export class ChatClient {
   private atLatest = true;
   private sending = new Map<string, Promise<void>>();
   /** Previews fetched for showing, by room and id (object URLs), least recently used first. */
-  private previewUrls = new Map<string, Promise<string>>();
+  private previewUrls = new Map<string, { url: Promise<string>; shown: number }>();
   /** Each room's highest read mark the server has, was sent or will be sent: a local mark
    * beyond it is sent. */
   private readMarks = new Map<string, number>();
@@ -551,27 +551,45 @@ export class ChatClient {
     return upload(this.session.token, room, file, onProgress);
   }
 
-  /** A local address for an image's preview, fetched once and kept for the newest
-   * PREVIEWS_KEPT of them (older ones are let go, and fetched again if shown again). */
-  previewUrl(room: string, id: string): Promise<string> {
+  /** A local address for an image's preview, fetched once while shown, and kept for a
+   * while after (the PREVIEWS_KEPT most recently shown); `release` when no longer shown. */
+  previewUrl(room: string, id: string): { url: Promise<string>; release: () => void } {
     const key = `${room}/${id}`;
-    let url = this.previewUrls.get(key);
-    if (url) {
+    let entry = this.previewUrls.get(key);
+    if (entry) {
       // Most recently used last.
       this.previewUrls.delete(key);
-      this.previewUrls.set(key, url);
-      return url;
+    } else {
+      const url = fileBlob(this.session.token, room, id, true).then((b) => URL.createObjectURL(b));
+      entry = { url, shown: 0 };
+      // A failure is not kept: the next showing tries again.
+      url.catch(() => { if (this.previewUrls.get(key) === entry) this.previewUrls.delete(key); });
     }
-    url = fileBlob(this.session.token, room, id, true).then((b) => URL.createObjectURL(b));
-    // A failure is not kept: the next showing tries again.
-    url.catch(() => this.previewUrls.delete(key));
-    this.previewUrls.set(key, url);
-    while (this.previewUrls.size > PREVIEWS_KEPT) {
-      const [oldest, gone] = this.previewUrls.entries().next().value!;
-      this.previewUrls.delete(oldest);
-      void gone.then((u) => URL.revokeObjectURL(u), () => {});
+    this.previewUrls.set(key, entry);
+    entry.shown++;
+    const held = entry;
+    let released = false;
+    return {
+      url: entry.url,
+      release: () => {
+        if (released) return;
+        released = true;
+        held.shown--;
+        this.trimPreviews();
+      },
+    };
+  }
+
+  /** Lets go of the least recently shown previews beyond PREVIEWS_KEPT that nothing shows. */
+  private trimPreviews() {
+    let over = this.previewUrls.size - PREVIEWS_KEPT;
+    for (const [key, entry] of this.previewUrls) {
+      if (over <= 0) break;
+      if (entry.shown > 0) continue;
+      this.previewUrls.delete(key);
+      void entry.url.then((u) => URL.revokeObjectURL(u), () => {});
+      over--;
     }
-    return url;
   }
 
   /** A room's file as a local address, for as long as `use` needs it (a minute). */

@@ -2,6 +2,7 @@
 //! [`Chat`], shape the answer. Errors leave through [`ApiError`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -597,17 +598,21 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    // A client that waits for `100 Continue` has sent nothing yet: reading its body would
-    // ask for all of it just to refuse it.
+    // A client that waits for `100 Continue` sends its body only once the server reads it: if
+    // nothing was read, nothing is coming, and reading now would ask for all of it just to
+    // refuse it.
     let waits = headers.contains_key(header::EXPECT);
     let service = chat.clone();
     let upload = chat
         .spawn(async move {
+            use futures_util::StreamExt;
             let mut body = body.into_data_stream();
-            let result = service.upload(&user, &room, &name, length, &mut body).await;
+            let read = std::sync::atomic::AtomicBool::new(false);
+            let watched = (&mut body).inspect(|_| read.store(true, Ordering::Relaxed));
+            let result = service.upload(&user, &room, &name, length, watched).await;
             // Not while shutting down: the client reconnects anyway, and shutdown waits.
             if result.is_err()
-                && !waits
+                && (!waits || read.load(Ordering::Relaxed))
                 && !service.is_closing()
                 && length.is_none_or(|n| n <= DRAIN_BYTES)
             {

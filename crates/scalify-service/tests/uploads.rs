@@ -83,16 +83,15 @@ async fn served(chat: &Chat, who: &UserRef, room: &str, id: Id) -> Result<(), Er
         .map_err(|e| e.code)
 }
 
-/// Writes the marker a deletion leaves while it runs, as if written two minutes ago.
-fn trash_marker(files: &Path, room: Id, upload: Id, message: &Message) {
+/// Writes the marker a deletion leaves while it runs, as if written `ago`.
+fn trash_marker(files: &Path, room: Id, upload: Id, message: &Message, ago: Duration) {
     let path = files.join(format!("trash/{room}/{upload}"));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let note =
         serde_json::json!({ "room": message.room.as_str(), "message": message.id.to_string() });
     std::fs::write(&path, note.to_string()).unwrap();
     let f = std::fs::File::options().write(true).open(&path).unwrap();
-    f.set_modified(SystemTime::now() - Duration::from_secs(120))
-        .unwrap();
+    f.set_modified(SystemTime::now() - ago).unwrap();
 }
 
 fn on_disk(files: &Path, upload: Id) -> usize {
@@ -176,8 +175,9 @@ async fn a_deletion_cut_short_hides_the_file_and_the_sweep_finishes_or_undoes_it
 
     // A deletion of m1 that never committed, and one of m2 that committed but whose file was
     // never deleted (the node died in between): both files are hidden meanwhile.
-    trash_marker(&n.files, room.id, kept, &m1);
-    trash_marker(&n.files, room.id, gone, &m2);
+    let minutes = Duration::from_secs(120);
+    trash_marker(&n.files, room.id, kept, &m1, minutes);
+    trash_marker(&n.files, room.id, gone, &m2, minutes);
     let mut delete = NewMessage::plain(
         room.id,
         RoomName::parse("files").unwrap(),
@@ -198,13 +198,36 @@ async fn a_deletion_cut_short_hides_the_file_and_the_sweep_finishes_or_undoes_it
     );
 
     assert_eq!(n.chat.sweep_uploads().await.expect("swept"), 1);
+    assert_eq!(on_disk(&n.files, gone), 0, "its message is deleted");
+    // A message still standing may only not show its deletion yet (durable mode): its file
+    // stays hidden until the marker is as old as an upload may wait (an hour here).
+    assert_eq!(
+        served(&n.chat, &ann, "files", kept).await,
+        Err(ErrorCode::NotFound)
+    );
+    trash_marker(&n.files, room.id, kept, &m1, Duration::from_secs(3700));
+    assert_eq!(n.chat.sweep_uploads().await.expect("swept"), 0);
     assert_eq!(
         served(&n.chat, &ann, "files", kept).await,
         Ok(()),
         "its message lives"
     );
     assert_eq!(on_disk(&n.files, kept), 2);
-    assert_eq!(on_disk(&n.files, gone), 0, "its message is deleted");
+
+    // A deletion whose client_id names an earlier entry of this user's is that entry: the
+    // message is not deleted, and its file stays.
+    let other = n
+        .chat
+        .send_full(&ann, "files", "an earlier message", "e1", None, None)
+        .await
+        .expect("sent");
+    let reused = n
+        .chat
+        .change(&ann, "files", &m1.id.to_string(), Change::Delete, "e1")
+        .await
+        .expect("answered");
+    assert_eq!(reused.id, other.id);
+    assert_eq!(served(&n.chat, &ann, "files", kept).await, Ok(()));
 
     // A deletion through the service deletes the file at once.
     n.chat
@@ -212,4 +235,34 @@ async fn a_deletion_cut_short_hides_the_file_and_the_sweep_finishes_or_undoes_it
         .await
         .expect("deleted");
     assert_eq!(on_disk(&n.files, kept), 0);
+}
+
+#[tokio::test]
+async fn a_send_retried_after_its_marker_stayed_does_not_lose_the_file_to_the_sweep() {
+    let n = node(Duration::from_secs(2));
+    let ann = user(&n.chat, "ann").await;
+    let room = n.chat.join(&ann, "files").await.expect("joined");
+    let id = upload(&n.chat, &ann, "files", "hello").await;
+    let sent = n
+        .chat
+        .send_full(&ann, "files", "", "c1", None, Some(&id.to_string()))
+        .await
+        .expect("sent");
+    // As if the first attempt had failed to take the marker away.
+    let marker = n.files.join(format!("pending/{}/{id}", room.id));
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    let again = n
+        .chat
+        .send_full(&ann, "files", "", "c1", None, Some(&id.to_string()))
+        .await
+        .expect("retried");
+    assert_eq!(again.id, sent.id);
+    assert!(!marker.exists(), "the retry takes the marker away");
+    // And a marker left anyway does not take a file a message holds.
+    std::fs::write(&marker, b"").unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(n.chat.sweep_uploads().await.expect("swept"), 0);
+    assert!(!marker.exists());
+    assert_eq!(served(&n.chat, &ann, "files", id).await, Ok(()));
 }

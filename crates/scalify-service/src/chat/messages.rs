@@ -181,7 +181,13 @@ impl Chat {
         new.relates_to = Some((target.id, target.seq));
         let committed = self.commit_and_publish(new).await?;
         if let Some(file) = file {
-            self.delete_upload(room_id, file).await;
+            // A client_id this user gave another entry before answers with that entry: the
+            // message was not deleted, and its file is served again.
+            if committed.kind == MessageKind::Delete && committed.relates_to == Some(target.id) {
+                let _ = self.delete_upload(room_id, file).await;
+            } else {
+                self.untrash_upload(room_id, file).await;
+            }
         }
         Ok(committed)
     }

@@ -16,8 +16,11 @@
 //! - `trash/<room id>/<id>`: the file of a message being deleted. Written before the deletion
 //!   commits; the file is no longer served from then on. The file and the marker are deleted
 //!   once the deletion has committed; if that is cut short (a crash, a store that failed, a
-//!   deletion whose outcome is unknown), the sweep looks at the message later and deletes the
-//!   file if the message is deleted, or takes the marker away if it is not.
+//!   deletion whose outcome is unknown), the sweep looks at the message a minute later and
+//!   deletes the file if the message is deleted. A message still standing is not enough to
+//!   give the file back — in durable mode the database may not have the deletion yet — so the
+//!   file stays hidden until the marker is as old as an upload may wait, and only then is it
+//!   served again.
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,7 +47,8 @@ pub struct UploadConfig {
     pub max_per_user: usize,
     /// A client that sends nothing for this long has its upload refused.
     pub stall_timeout: Duration,
-    /// An upload that takes longer than this in all is refused (a trickle cannot hold a slot).
+    /// An upload that takes longer than this in all (or than a quarter of `unattached_ttl`) is
+    /// refused: a trickle cannot hold a slot.
     pub max_duration: Duration,
     /// How long an upload may wait to be sent in a message; after it, it is deleted.
     pub unattached_ttl: Duration,
@@ -296,12 +300,9 @@ impl Chat {
         let pending = pending_key(room.id, id);
         files.put(&pending, Vec::new()).await.map_err(files_error)?;
         let kept = async {
-            let body = stalling(
-                body,
-                limits.stall_timeout,
-                limits.max_duration,
-                self.stop.clone(),
-            );
+            // An upload ends well before the sweep may take its marker for abandoned.
+            let deadline = limits.max_duration.min(limits.unattached_ttl / 4);
+            let body = stalling(body, limits.stall_timeout, deadline, self.stop.clone());
             let stored = files
                 .put_stream(&key(room.id, id), body, limits.max_bytes)
                 .await
@@ -425,8 +426,18 @@ impl Chat {
         if meta.uploader != sender.id {
             return Err(no_such_upload());
         }
+        let pending = pending_key(room.id, meta.attachment.id);
         match &meta.taken_by {
-            Some(taker) if taker == client_id.as_str() => return Ok(meta.attachment),
+            // A retry of the send that took it: it may have failed before the marker went.
+            Some(taker) if taker == client_id.as_str() => {
+                self.uploads()?
+                    .config
+                    .files
+                    .delete(&pending)
+                    .await
+                    .map_err(files_error)?;
+                return Ok(meta.attachment);
+            }
             Some(_) => {
                 return Err(ChatError::conflict(
                     "the upload is in another message already; upload the file again",
@@ -448,7 +459,7 @@ impl Chat {
         self.uploads()?
             .config
             .files
-            .delete(&pending_key(room.id, meta.attachment.id))
+            .delete(&pending)
             .await
             .map_err(files_error)?;
         Ok(meta.attachment)
@@ -549,10 +560,10 @@ impl Chat {
 
     /// Deletes the file of a deleted message: its description first (so it is no longer
     /// found), then its preview and bytes, then its trash marker. A failure is logged and
-    /// counted; the marker stays, and the sweep finishes the work.
-    pub(super) async fn delete_upload(&self, room: Id, upload: Id) {
+    /// counted; the marker stays, and the sweep finishes the work. Whether all went.
+    pub(super) async fn delete_upload(&self, room: Id, upload: Id) -> bool {
         let Ok(uploads) = self.uploads() else {
-            return;
+            return false;
         };
         let files = &uploads.config.files;
         for gone in [
@@ -565,91 +576,151 @@ impl Chat {
             if let Err(e) = files.delete(&gone).await {
                 metrics::counter!("scalify_upload_deletes_failed_total").increment(1);
                 tracing::warn!(error = %e, key = gone, "cannot delete a deleted message's file; the sweep tries again");
-                return;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Takes a trash marker away: the message was not deleted after all.
+    pub(super) async fn untrash_upload(&self, room: Id, upload: Id) {
+        if let Ok(uploads) = self.uploads() {
+            if let Err(e) = uploads.config.files.delete(&trash_key(room, upload)).await {
+                tracing::warn!(error = %e, "cannot take a trash marker away; the sweep does");
             }
         }
     }
 
     /// Deletes the uploads that no message took within [`UploadConfig::unattached_ttl`]
     /// (and what is left of uploads cut short), and finishes deletions cut short (see the
-    /// module's docs); returns how many files it deleted.
+    /// module's docs); returns how many files it deleted. An entry that fails is logged and
+    /// left for the next sweep; the others go on.
     pub async fn sweep_uploads(&self) -> Result<usize, ChatError> {
         let uploads = self.uploads()?;
         let files = &uploads.config.files;
+        let ttl = uploads.config.unattached_ttl;
         let now = scalify_core::now_ms();
-        let cutoff = now - uploads.config.unattached_ttl.as_millis() as i64;
         let mut swept = 0;
+        let mut failed = 0;
         let mut pending = files.list("pending");
         while let Some(entry) = pending.next().await {
-            let (marker, written) = entry.map_err(files_error)?;
-            if written > cutoff {
-                continue;
-            }
-            let Some((room, id)) = marker_ids(&marker) else {
-                tracing::warn!(marker, "not an upload's marker; left as is");
-                continue;
+            let done = match entry {
+                Ok((marker, written)) if written <= now - ttl.as_millis() as i64 => {
+                    self.sweep_pending(&marker).await
+                }
+                Ok(_) => Ok(false),
+                Err(e) => Err(files_error(e)),
             };
-            // An upload some send took since the listing is no longer pending: leave it.
-            if !files.exists(&marker).await.map_err(files_error)? {
-                continue;
+            match done {
+                Ok(deleted) => swept += usize::from(deleted),
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(error = %e, "sweeping an expired upload failed; tried again next time");
+                }
             }
-            for gone in [
-                meta_key(room, id),
-                preview_key(room, id),
-                key(room, id),
-                marker,
-            ] {
-                files.delete(&gone).await.map_err(files_error)?;
-            }
-            swept += 1;
         }
         if swept > 0 {
             metrics::counter!("scalify_uploads_expired_total").increment(swept as u64);
             tracing::info!(swept, "deleted uploads no message took");
         }
-        let grace = now - TRASH_GRACE.as_millis() as i64;
         let mut trash = files.list("trash");
         while let Some(entry) = trash.next().await {
-            let (marker, written) = entry.map_err(files_error)?;
-            if written > grace {
-                continue;
+            let done = match entry {
+                Ok((marker, written)) if written <= now - TRASH_GRACE.as_millis() as i64 => {
+                    let age = Duration::from_millis(now.saturating_sub(written) as u64);
+                    self.sweep_trash(&marker, age >= ttl).await
+                }
+                Ok(_) => Ok(false),
+                Err(e) => Err(files_error(e)),
+            };
+            match done {
+                Ok(deleted) => swept += usize::from(deleted),
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(error = %e, "finishing a deleted message's file failed; tried again next time");
+                }
             }
-            let (Some((room_id, id)), Some(note)) = (
-                marker_ids(&marker),
-                files
-                    .get_bytes(&marker, 64 * 1024)
-                    .await
-                    .map_err(files_error)?
-                    .and_then(|json| serde_json::from_slice::<TrashNote>(&json).ok()),
-            ) else {
-                continue;
-            };
-            let Ok(name) = RoomName::parse_internal(&note.room) else {
-                continue;
-            };
-            let message = match self.store.room(&name).await.map_err(store_error)? {
-                Some(room) => self
-                    .store
-                    .message(&room, note.message)
-                    .await
-                    .map_err(store_error)?,
-                None => None,
-            };
-            if message.is_some_and(|m| !m.deleted) {
-                // The deletion did not happen: the file is the message's again.
-                files.delete(&marker).await.map_err(files_error)?;
-            } else {
-                self.delete_upload(room_id, id).await;
-                swept += 1;
-            }
+        }
+        if failed > 0 {
+            return Err(ChatError::new(
+                ErrorCode::Internal,
+                format!("{failed} entries could not be swept"),
+            ));
         }
         Ok(swept)
     }
 
+    /// An expired pending marker: the upload it marks is deleted — unless a send took it since
+    /// (its description names the send), when only the marker goes.
+    async fn sweep_pending(&self, marker: &str) -> Result<bool, ChatError> {
+        let files = &self.uploads()?.config.files;
+        let Some((room, id)) = marker_ids(marker) else {
+            tracing::warn!(marker, "not an upload's marker; left as is");
+            return Ok(false);
+        };
+        // Taken since the listing, or by a send whose marker deletion failed.
+        if !files.exists(marker).await.map_err(files_error)? {
+            return Ok(false);
+        }
+        if let Ok(meta) = self.upload_meta(room, &id.to_string()).await {
+            if meta.taken_by.is_some() {
+                files.delete(marker).await.map_err(files_error)?;
+                return Ok(false);
+            }
+        }
+        for gone in [meta_key(room, id), preview_key(room, id), key(room, id)] {
+            files.delete(&gone).await.map_err(files_error)?;
+        }
+        files.delete(marker).await.map_err(files_error)?;
+        Ok(true)
+    }
+
+    /// A trash marker past its grace: the file goes if its message is deleted. A message the
+    /// store still shows may only not be written yet (durable mode), so the file stays hidden
+    /// until the marker is `old` (as old as an upload may wait): then a message still shown
+    /// was not deleted, and gets its file back; one the store does not know has none to keep.
+    async fn sweep_trash(&self, marker: &str, old: bool) -> Result<bool, ChatError> {
+        let files = &self.uploads()?.config.files;
+        let note = files
+            .get_bytes(marker, 64 * 1024)
+            .await
+            .map_err(files_error)?
+            .and_then(|json| serde_json::from_slice::<TrashNote>(&json).ok());
+        let (Some((room_id, id)), Some(note)) = (marker_ids(marker), note) else {
+            tracing::warn!(marker, "an unreadable trash marker; its file stays hidden");
+            return Ok(false);
+        };
+        let Ok(name) = RoomName::parse_internal(&note.room) else {
+            tracing::warn!(
+                marker,
+                "a trash marker naming no room; its file stays hidden"
+            );
+            return Ok(false);
+        };
+        let message = match self.store.room(&name).await.map_err(store_error)? {
+            Some(room) => self
+                .store
+                .message(&room, note.message)
+                .await
+                .map_err(store_error)?,
+            None => None,
+        };
+        match message {
+            Some(m) if m.deleted => {}
+            None if old => {}
+            Some(_) if old => {
+                files.delete(marker).await.map_err(files_error)?;
+                return Ok(false);
+            }
+            _ => return Ok(false),
+        }
+        Ok(self.delete_upload(room_id, id).await)
+    }
+
     /// How often [`Chat::sweep_uploads`] should run: a quarter of the time an upload may wait,
-    /// between a second and an hour.
+    /// between a second and a minute (deletions cut short are finished within two minutes).
     pub fn sweep_every(&self) -> Option<Duration> {
         let ttl = self.uploads.get()?.config.unattached_ttl;
-        Some((ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600)))
+        Some((ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)))
     }
 }
