@@ -1672,6 +1672,48 @@ test('search: the sidebar box finds a message of my rooms with its words marked,
   }
 });
 
+test('a search hit 1,300 messages back opens a window of the log around it; reading there marks nothing read, and a jump brings the newest messages back', async () => {
+  const bob = await newUser(server.url, { name: 'bob' });
+  try {
+    await signUp(bob);
+    const room = uniqueRoom('deep');
+    await createRoom(bob.page, room);
+    // Another user writes the message to find, then 1,300 more, through the API.
+    const ann = await register(server.url, 'deep');
+    assert.equal((await api(server.url, 'POST', `/api/rooms/${room}/members`, { username: ann.user.username }, ann.token)).status, 200);
+    const word = `wombat${Math.floor(Math.random() * 1e6)}`;
+    const post = (text, id) => api(server.url, 'POST', `/api/rooms/${room}/messages`, { text, client_id: id }, ann.token);
+    assert.equal((await post(`the ${word} memo`, 'w')).status, 201);
+    for (let i = 0; i < 1300; i++) assert.equal((await post(`filler ${i}`, `f${i}`)).status, 201);
+    // A fresh page: the room opens at its newest messages only.
+    await bob.page.reload();
+    await bob.page.locator('.msg', { hasText: 'filler 1299' }).waitFor();
+
+    await bob.page.getByRole('button', { name: 'Search messages' }).click();
+    const box = bob.page.getByRole('searchbox', { name: 'Search for' });
+    await box.fill(word);
+    await box.press('Enter');
+    await bob.page.locator('.search-hit', { hasText: word }).click();
+    await bob.page.locator('.entry.focused', { hasText: word }).waitFor();
+    // The window around it, not every page down to it; the newest messages wait below.
+    const jump = bob.page.getByRole('button', { name: 'Jump to the newest messages' });
+    await jump.waitFor();
+    assert.equal(await bob.page.locator('.msg', { hasText: 'filler 1299' }).count(), 0);
+    assert.ok(await bob.page.locator('.messages .msg').count() <= 100);
+    // A message arriving meanwhile is counted, not shown, and not marked read.
+    assert.equal((await post('news while away', 'n')).status, 201);
+    await bob.page.waitForTimeout(500);
+    assert.equal(await bob.page.locator('.msg', { hasText: 'news while away' }).count(), 0);
+    await jump.click();
+    await bob.page.locator('.msg', { hasText: 'news while away' }).waitFor();
+    await bob.page.locator('.msg', { hasText: 'filler 1299' }).waitFor();
+    await jump.waitFor({ state: 'detached' });
+    assert.deepEqual(bob.errors, []);
+  } finally {
+    await bob.context.close();
+  }
+});
+
 test('attachments: a picture and a file from the button, a paste and a drop; the other user sees the preview and downloads the file, live and after a reload; too large is said before uploading', async () => {
   const { rgbPng } = await import('./png.js');
   const ann = await newUser(server.url, { name: 'ann' });

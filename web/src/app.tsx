@@ -12,7 +12,7 @@ import { ChatClient, type Snapshot } from './chat';
 import { disablePush, enablePush } from './push';
 import {
   avatarOf, DEFAULT_MAX_MESSAGE_BYTES, dmPeer, formatBytes, highlight, previewBox, previewOf, groupMessages, lengthNotice, mentionCount, mentionsMe, placeOutgoing, placeReceipts,
-  richText, unreadCount, utf8Bytes, type Attachment, type Message, type NotifyLevel, type Outgoing, type ReplyPreview, type RoomView, type UserRef,
+  richText, shownMessages, unreadCount, utf8Bytes, type Attachment, type Message, type NotifyLevel, type Outgoing, type ReplyPreview, type RoomView, type UserRef,
 } from './state';
 
 const SESSION_KEY = 'scalify.session';
@@ -911,7 +911,9 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
     if (el && room.hasMore && el.scrollHeight <= el.clientHeight) loadOlder();
   }, [room.messages.length, room.hasMore]);
 
-  const groups = groupMessages(room.messages);
+  // A far search hit or link shows a window of the log, not its newest messages.
+  const windowed = room.windowEnd !== undefined;
+  const groups = groupMessages(shownMessages(room));
   // Hidden when our own receipts are off (the server then sends none of others' either).
   const readers = snap.settings?.read_receipts === false ? new Map<number, UserRef[]>() : placeReceipts(room, snap.me.id);
   const firstUnread = room.messages.find((m) => m.seq > unreadAtOpen.after && m.seq <= unreadAtOpen.upTo && m.sender.id !== snap.me.id)?.id;
@@ -1081,9 +1083,15 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
             );
           })}
           {placed.end.map(outgoingEntry)}
+          {windowed && (
+            <p class="window-end" role="status">
+              You are reading older messages.{' '}
+              <button class="link" onClick={() => { atBottom.current = true; void client.toLatest(room.name); }}>Jump to the newest messages</button>
+            </p>
+          )}
         </div>
         {profile && <ProfileCard user={profile} me={snap.me} client={client} online={online.some((u) => u.id === profile.id)} onClose={() => setProfile(undefined)} />}
-        {newBelow > 0 && (
+        {newBelow > 0 && !windowed && (
           <button class="jump" onClick={jumpToLatest}>↓ {newBelow} new {newBelow === 1 ? 'message' : 'messages'}</button>
         )}
         {showMembers && <Members client={client} room={room} online={online} me={snap.me} />}
@@ -1116,6 +1124,8 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
       )}
       <Composer onSend={(text) => {
         atBottom.current = true;
+        // What one writes goes below the newest messages: show them.
+        if (windowed) void client.toLatest(room.name);
         if (editing) {
           if (text !== editing.text) change('edit', { id: editing.id, text });
           endCompose();

@@ -12,7 +12,7 @@
 import { io, type Socket } from 'socket.io-client';
 import { api, ApiError, fileBlob, upload, type JoinAck, type RoomInfo, type Session, type Settings, type Upload } from './api';
 import {
-  addHistory, addMessages, addReceipt, dropSend, emptyRoom, hasGap, markRead, notificationOf, oldestSeq, outboxOf, queueSend, readUpTo, restoreOutbox, retrySend,
+  addHistory, addMessages, addReceipt, dropSend, emptyRoom, atWindow, hasGap, markRead, notificationOf, oldestSeq, outboxOf, queueSend, readUpTo, restoreOutbox, retrySend, toLatest, WINDOW_AFTER,
   RETRYABLE_CODES, sendFailed, setReceipts, shouldNotify, syncedThrough, toResend, type Attachment, type Message, type NotifyLevel, type Outgoing, type Receipt, type ReplyPreview, type RoomView, type UserRef,
 } from './state';
 
@@ -391,15 +391,35 @@ export class ChatClient {
     if (room && room.messages.length === 0 && room.hasMore) void this.loadOlder(name);
   }
 
-  /** Opens the room at `seq`: older pages load until that message is there (at most 20). */
+  /** Opens the room at `seq`: older pages load until that message is there, or, when it is
+   * more than WINDOW_AFTER messages back, the view shows a window of the log around it. */
   async openAt(name: string, seq: number) {
     this.open(name);
-    for (let i = 0; i < 20; i++) {
-      const room = this.snapshot.rooms[name];
-      if (!room || !room.hasMore || (oldestSeq(room) ?? Infinity) <= seq) break;
-      await this.loadOlder(name);
+    const room = this.snapshot.rooms[name];
+    const from = room ? (oldestSeq(room) ?? room.contiguous + 1) : 0;
+    if (room && from - seq > WINDOW_AFTER) {
+      const r = await this.emit<{ messages: Message[]; has_more: boolean }>('history', { room: name, before_seq: seq + 25, limit: 50 });
+      if (r.ok) {
+        this.remember(r.messages.map((m) => m.sender));
+        this.setRoom(name, (x) => atWindow(x, r.messages, r.has_more, this.snapshot.me.id));
+      }
+    } else {
+      for (let i = 0; i < 20; i++) {
+        const r = this.snapshot.rooms[name];
+        if (!r || !r.hasMore || (oldestSeq(r) ?? Infinity) <= seq) break;
+        await this.loadOlder(name);
+      }
     }
     this.update({ focus: { room: name, seq } });
+  }
+
+  /** Leaves a window of the log for the newest messages. */
+  async toLatest(name: string) {
+    this.setRoom(name, toLatest);
+    this.atLatest = true;
+    const room = this.snapshot.rooms[name];
+    if (room && room.messages.length < 50 && room.hasMore) await this.loadOlder(name);
+    this.setRoom(name, markRead);
   }
 
   async join(name: string) {

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import {
-  addHistory, addMessages, formatBytes, highlight, outboxOf, previewBox, addReceipt, badgeText, dropSend, emptyRoom, groupMessages, hasGap, isMention, lengthNotice, placeOutgoing, linkify, markRead,
+  addHistory, addMessages, atWindow, formatBytes, highlight, outboxOf, previewBox, addReceipt, badgeText, dropSend, emptyRoom, groupMessages, hasGap, isMention, lengthNotice, placeOutgoing, linkify, markRead,
   mentionCount, mentionsMe, mergeMessages, notificationOf, placeReceipts, queueSend, readUpTo, restoreOutbox, retrySend, richText, sendFailed,
-  setReceipts, shouldNotify, syncedThrough, toResend, unreadCount, utf8Bytes, type Message, type RoomView,
+  setReceipts, shouldNotify, shownMessages, toLatest, syncedThrough, toResend, unreadCount, utf8Bytes, type Message, type RoomView,
 } from './state';
 
 const ann = { id: 'A', username: 'ann' };
@@ -429,5 +429,29 @@ describe('attachments', () => {
     const failed = sendFailed(room, 'c1', 'timeout', true);
     const restored = restoreOutbox(JSON.parse(JSON.stringify(outboxOf(failed))));
     expect(toResend({ ...failed, outgoing: restored })[0].attachment).toEqual(file);
+  });
+});
+
+describe('a window of the log', () => {
+  it('shows an older stretch alone, keeps the newer messages for later, and marks nothing read meanwhile', () => {
+    const newest = Array.from({ length: 50 }, (_, i) => msg(2951 + i));
+    let room = addHistory({ ...emptyRoom('r', 'public', 3000, 2900) }, newest, true);
+    const page = Array.from({ length: 50 }, (_, i) => msg(976 + i));
+    room = atWindow(room, page, true);
+    expect(room.windowEnd).toBe(1025);
+    expect(shownMessages(room).map((m) => m.seq)).toEqual(page.map((m) => m.seq));
+    expect(room.messages.length).toBe(100);
+    expect(room.contiguous).toBe(3000);
+    expect(markRead(room).lastRead).toBe(2900);
+    // A live message arrives: counted, kept, not shown in the window.
+    room = addMessages(room, [msg(3001)]);
+    expect(room.lastSeq).toBe(3001);
+    expect(shownMessages(room).at(-1)?.seq).toBe(1025);
+    // Back to the newest: the window goes, what was newer stays, reading marks again.
+    room = toLatest(room);
+    expect(room.windowEnd).toBeUndefined();
+    expect(room.messages.map((m) => m.seq)).toEqual([...newest.map((m) => m.seq), 3001]);
+    expect(room.hasMore).toBe(true);
+    expect(markRead(room).lastRead).toBe(3001);
   });
 });

@@ -132,6 +132,10 @@ export interface RoomView {
   level?: NotifyLevel;
   /** How far the other members have read, by user id (from the join and `receipt` events). */
   receipts?: Record<string, Receipt>;
+  /** Set while the view shows an older stretch of the log (a far search hit or link): the
+   * seq it ends at. Newer messages are kept but not shown, and nothing is marked read, until
+   * the reader jumps back to the newest ones (`toLatest`). */
+  windowEnd?: number;
 }
 
 export function emptyRoom(name: string, kind: RoomView['kind'], lastSeq = 0, lastRead = 0): RoomView {
@@ -258,6 +262,35 @@ export function addHistory(room: RoomView, older: Message[], hasMore: boolean, m
   return { ...next, hasMore };
 }
 
+/** How far back a linked message may be for the view to load every page down to it; farther,
+ * the view shows a window around it instead (`atWindow`). */
+export const WINDOW_AFTER = 1000;
+
+/** The view as a window of the log: `page` (history ending after the target, oldest first),
+ * shown alone; the messages known newer than it are kept for when the reader comes back. */
+export function atWindow(room: RoomView, page: Message[], hasMore: boolean, me?: string): RoomView {
+  const end = page.at(-1)?.seq;
+  if (end === undefined) return room;
+  const newer = room.messages.filter((m) => m.seq > end);
+  const next = addMessages({ ...room, messages: newer }, page, me, true);
+  return { ...next, hasMore, windowEnd: end };
+}
+
+/** Back to the newest messages: the window's older stretch is let go (the newest page loads
+ * again as on opening). */
+export function toLatest(room: RoomView): RoomView {
+  if (room.windowEnd === undefined) return room;
+  const { windowEnd, ...rest } = room;
+  const newer = room.messages.filter((m) => m.seq > windowEnd);
+  return { ...rest, messages: newer, hasMore: (newer[0]?.seq ?? room.contiguous + 1) > 1 };
+}
+
+/** The messages the view shows: all of them, or a window's. */
+export function shownMessages(room: RoomView): Message[] {
+  const end = room.windowEnd;
+  return end === undefined ? room.messages : room.messages.filter((m) => m.seq <= end);
+}
+
 export function oldestSeq(room: RoomView): number | undefined {
   return room.messages[0]?.seq;
 }
@@ -345,7 +378,9 @@ export function readUpTo(room: RoomView, seq: number, counted?: RoomView['counte
   return counted && next.lastRead === counted.lastRead ? { ...next, counted } : next;
 }
 
+/** Everything is read once seen: the reader is at the newest messages (not in a window). */
 export function markRead(room: RoomView): RoomView {
+  if (room.windowEnd !== undefined) return room;
   return room.lastRead === room.lastSeq ? room : { ...room, lastRead: room.lastSeq };
 }
 
