@@ -1672,6 +1672,46 @@ test('search: the sidebar box finds a message of my rooms with its words marked,
   }
 });
 
+test('on a touch screen a long press opens a message\'s actions; a touch elsewhere closes them', async () => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 800 }, hasTouch: true, isMobile: true });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  try {
+    await page.goto(server.url);
+    const u = { context, page, username: `tap${process.pid}${Math.floor(Math.random() * 1e6)}`.slice(0, 32), errors };
+    await signUp(u);
+    const room = uniqueRoom('tap');
+    await createRoom(page, room);
+    await send(page, 'press me');
+    const entry = page.locator('.entry', { hasText: 'press me' });
+    await entry.waitFor();
+    const reply = entry.getByRole('button', { name: 'Reply' });
+    assert.equal(await reply.isVisible(), false);
+    // A short touch is a tap, not a press.
+    await entry.dispatchEvent('pointerdown', { pointerType: 'touch', isPrimary: true, clientX: 50, clientY: 300 });
+    await entry.dispatchEvent('pointerup', { pointerType: 'touch', isPrimary: true });
+    await page.waitForTimeout(700);
+    assert.equal(await reply.isVisible(), false);
+    // Held: the actions open; a touch elsewhere closes them.
+    const hold = async () => {
+      await entry.dispatchEvent('pointerdown', { pointerType: 'touch', isPrimary: true, clientX: 50, clientY: 300 });
+      await reply.waitFor({ state: 'visible' });
+      await entry.dispatchEvent('pointerup', { pointerType: 'touch', isPrimary: true });
+    };
+    await hold();
+    await page.locator('.room-head h1').dispatchEvent('pointerdown', { pointerType: 'touch', isPrimary: true });
+    await reply.waitFor({ state: 'hidden' });
+    // Held again, and an action taken.
+    await hold();
+    await reply.click();
+    await page.locator('.composing', { hasText: 'Replying to' }).waitFor();
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+  }
+});
+
 test('a search hit 1,300 messages back opens a window of the log around it; reading there marks nothing read, and a jump brings the newest messages back', async () => {
   const bob = await newUser(server.url, { name: 'bob' });
   try {

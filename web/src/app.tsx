@@ -763,6 +763,24 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
   const [editing, setEditing] = useState<Message | undefined>();
   // The message whose emoji palette is open, and whose full picker.
   const [picking, setPicking] = useState<string | undefined>();
+  // On a touch screen a message's actions open with a long press (there is no hover): the
+  // message pressed, until a touch elsewhere or Esc.
+  const [pressed, setPressed] = useState<string | undefined>();
+  const pressTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  const pressStart = useRef<{ x: number; y: number } | undefined>(undefined);
+  const endPress = () => clearTimeout(pressTimer.current);
+  useEffect(() => {
+    if (!pressed) return;
+    const close = (e: Event) => {
+      if (e instanceof KeyboardEvent ? e.key === 'Escape' : !(e.target as Element).closest?.(`[data-id="${pressed}"]`)) setPressed(undefined);
+    };
+    document.addEventListener('pointerdown', close);
+    document.addEventListener('keydown', close);
+    return () => {
+      document.removeEventListener('pointerdown', close);
+      document.removeEventListener('keydown', close);
+    };
+  }, [pressed]);
   const [pickingMore, setPickingMore] = useState<string | undefined>();
   const [changeError, setChangeError] = useState('');
   // The room's owner, and a server admin, may delete anyone's message here.
@@ -1007,7 +1025,23 @@ function RoomPane({ client, snap, room, maxBytes, maxUpload, admin }: {
                     const forMe = mentionsMe(m, snap.me.id) && !m.deleted;
                     const mine = m.sender.id === snap.me.id;
                     const line = (
-                      <div class={`entry${m.deleted ? ' deleted' : ''}`} id={`m${m.seq}`} data-seq={m.seq} data-id={m.id}>
+                      <div class={`entry${m.deleted ? ' deleted' : ''}${pressed === m.id ? ' pressed' : ''}`} id={`m${m.seq}`} data-seq={m.seq} data-id={m.id}
+                        onPointerDown={(e) => {
+                          if (e.pointerType !== 'touch') return;
+                          endPress();
+                          pressStart.current = { x: e.clientX, y: e.clientY };
+                          pressTimer.current = setTimeout(() => setPressed(m.id), 500);
+                        }}
+                        onPointerUp={endPress} onPointerCancel={endPress}
+                        onPointerMove={(e) => {
+                          // A finger that moves is scrolling, not pressing.
+                          const from = pressStart.current;
+                          if (from && Math.hypot(e.clientX - from.x, e.clientY - from.y) > 10) endPress();
+                        }}
+                        onContextMenu={(e) => {
+                          // The long press's own menu (copy, select) would cover the actions.
+                          if (pressed === m.id) e.preventDefault();
+                        }}>
                         {m.reply_to && (
                           <button class="quote" onClick={() => void client.openAt(room.name, m.reply_to!.seq)}
                             aria-label={`In reply to ${m.reply_to.sender.username}: ${m.reply_to.deleted ? 'a deleted message' : m.reply_to.text}`}>
