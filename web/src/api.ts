@@ -112,14 +112,18 @@ async function request<T>(method: string, path: string, body?: unknown, token?: 
     throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection and try again.');
   }
   const data = await res.json().catch(() => ({}));
-  if (!res.ok) {
-    const e = data?.error ?? {};
-    let message: string = e.message ?? `request failed (${res.status})`;
-    // A throttled request says when it may succeed.
-    if (typeof e.retry_after === 'number') message += ` — try again in ${waitText(e.retry_after)}`;
-    throw new ApiError(res.status, e.code ?? 'internal', message);
-  }
+  if (!res.ok) throw failure(res.status, data, 'request');
   return data as T;
+}
+
+/** The error an answer of `status` with body `data` ({error:{code,message,retry_after?}}, or
+ * anything else from a proxy) stands for; `what` names the request when the body says nothing. */
+function failure(status: number, data: unknown, what: string): ApiError {
+  const e = (data as { error?: { code?: string; message?: string; retry_after?: number } } | undefined)?.error ?? {};
+  let message = e.message ?? `${what} failed (${status})`;
+  // A throttled request says when it may succeed.
+  if (typeof e.retry_after === 'number') message += ` — try again in ${waitText(e.retry_after)}`;
+  return new ApiError(status, e.code ?? 'internal', message);
 }
 
 /** An upload under way: its answer, and a way to stop it. */
@@ -139,10 +143,10 @@ export function upload(token: string, room: string, file: File, onProgress: (sen
     xhr.setRequestHeader('authorization', `Bearer ${token}`);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && e.total > 0) onProgress(e.loaded / e.total); };
     xhr.onload = () => {
-      let data: { upload?: Attachment; error?: { code?: string; message?: string } } = {};
+      let data: { upload?: Attachment } = {};
       try { data = JSON.parse(xhr.responseText); } catch { /* not JSON: a proxy's page */ }
       if (xhr.status === 201 && data.upload) resolve(data.upload);
-      else reject(new ApiError(xhr.status, data.error?.code ?? 'internal', data.error?.message ?? `upload failed (${xhr.status})`));
+      else reject(failure(xhr.status, data, 'upload'));
     };
     xhr.onerror = () => reject(new ApiError(0, 'network', 'The upload could not reach the server.'));
     xhr.onabort = () => reject(new ApiError(0, 'aborted', 'Upload cancelled.'));
@@ -157,10 +161,7 @@ export async function fileBlob(token: string, room: string, id: string, preview:
   const res = await fetch(`/api/rooms/${encodeURIComponent(room)}/uploads/${encodeURIComponent(id)}${preview ? '/preview' : ''}`, {
     headers: { authorization: `Bearer ${token}` },
   });
-  if (!res.ok) {
-    const e = (await res.json().catch(() => ({})))?.error ?? {};
-    throw new ApiError(res.status, e.code ?? 'internal', e.message ?? `download failed (${res.status})`);
-  }
+  if (!res.ok) throw failure(res.status, await res.json().catch(() => ({})), 'download');
   return res.blob();
 }
 

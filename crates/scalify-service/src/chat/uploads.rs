@@ -134,6 +134,26 @@ struct UploadMeta {
     taken_by: Option<String>,
 }
 
+/// What one pass of a sweep did: files deleted, and entries that failed (logged, and left for
+/// the next sweep; the pass goes on past them).
+#[derive(Default)]
+struct Tally {
+    deleted: usize,
+    failed: usize,
+}
+
+impl Tally {
+    fn add(&mut self, done: Result<bool, ChatError>, what: &str) {
+        match done {
+            Ok(deleted) => self.deleted += usize::from(deleted),
+            Err(e) => {
+                self.failed += 1;
+                tracing::warn!(error = %e, "{what} failed; tried again next time");
+            }
+        }
+    }
+}
+
 /// What a trash marker says: the message whose deletion deletes the file.
 #[derive(Debug, Serialize, Deserialize)]
 struct TrashNote {
@@ -600,54 +620,40 @@ impl Chat {
         let files = &uploads.config.files;
         let ttl = uploads.config.unattached_ttl;
         let now = scalify_core::now_ms();
-        let mut swept = 0;
-        let mut failed = 0;
+        // A marker's age, from when it was written (ms since the Unix epoch).
+        let age = |written: i64| Duration::from_millis(now.saturating_sub(written).max(0) as u64);
+        let mut expired = Tally::default();
         let mut pending = files.list("pending");
         while let Some(entry) = pending.next().await {
-            let done = match entry {
-                Ok((marker, written)) if written <= now - ttl.as_millis() as i64 => {
-                    self.sweep_pending(&marker).await
-                }
-                Ok(_) => Ok(false),
-                Err(e) => Err(files_error(e)),
+            let done = match entry.map_err(files_error) {
+                Ok((marker, written)) if age(written) >= ttl => self.sweep_pending(&marker).await,
+                other => other.map(|_| false),
             };
-            match done {
-                Ok(deleted) => swept += usize::from(deleted),
-                Err(e) => {
-                    failed += 1;
-                    tracing::warn!(error = %e, "sweeping an expired upload failed; tried again next time");
-                }
-            }
+            expired.add(done, "sweeping an expired upload");
         }
-        if swept > 0 {
-            metrics::counter!("scalify_uploads_expired_total").increment(swept as u64);
-            tracing::info!(swept, "deleted uploads no message took");
+        if expired.deleted > 0 {
+            metrics::counter!("scalify_uploads_expired_total").increment(expired.deleted as u64);
+            tracing::info!(swept = expired.deleted, "deleted uploads no message took");
         }
+        let mut trashed = Tally::default();
         let mut trash = files.list("trash");
         while let Some(entry) = trash.next().await {
-            let done = match entry {
-                Ok((marker, written)) if written <= now - TRASH_GRACE.as_millis() as i64 => {
-                    let age = Duration::from_millis(now.saturating_sub(written) as u64);
-                    self.sweep_trash(&marker, age >= ttl).await
+            let done = match entry.map_err(files_error) {
+                Ok((marker, written)) if age(written) >= TRASH_GRACE => {
+                    self.sweep_trash(&marker, age(written) >= ttl).await
                 }
-                Ok(_) => Ok(false),
-                Err(e) => Err(files_error(e)),
+                other => other.map(|_| false),
             };
-            match done {
-                Ok(deleted) => swept += usize::from(deleted),
-                Err(e) => {
-                    failed += 1;
-                    tracing::warn!(error = %e, "finishing a deleted message's file failed; tried again next time");
-                }
-            }
+            trashed.add(done, "finishing a deleted message's file");
         }
+        let failed = expired.failed + trashed.failed;
         if failed > 0 {
             return Err(ChatError::new(
                 ErrorCode::Internal,
                 format!("{failed} entries could not be swept"),
             ));
         }
-        Ok(swept)
+        Ok(expired.deleted + trashed.deleted)
     }
 
     /// An expired pending marker: the upload it marks is deleted — unless a send took it since
